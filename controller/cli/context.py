@@ -1,0 +1,61 @@
+"""What every command needs: the database the global options name, the operator's name, a loop."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import click
+
+from controller.clock import RealClock
+from controller.store.database import Database, resolve_url
+from controller.store.schema import require_current
+
+T = TypeVar("T")
+
+
+def settings(ctx: click.Context | None = None):
+    ctx = ctx or click.get_current_context()
+    return ctx.find_root().obj
+
+
+def database_url():
+    """--db / CANARY_DB, else the daemon config's database, else the default SQLite file."""
+    opts = settings()
+    url, password = opts.db_url, None
+    if opts.config_path is not None:
+        from controller.config.daemon import load_daemon_config
+
+        config = load_daemon_config(opts.config_path)
+        url = url or config.database.url
+        if config.database.password is not None:
+            password = config.database.password.resolve()
+    return resolve_url(url, password)
+
+
+@asynccontextmanager
+async def open_database(*, check_schema: bool = True) -> AsyncIterator[Database]:
+    db = Database(database_url())
+    try:
+        if check_schema:
+            await require_current(db)
+        yield db
+    finally:
+        await db.close()
+
+
+def operator_name(explicit: str | None = None) -> str:
+    """Who is acting: --actor, else $CANARY_ACTOR, else the login name."""
+    name = explicit or os.environ.get("CANARY_ACTOR") or getpass.getuser()
+    return name.strip()
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(main())
+
+
+CLOCK = RealClock()

@@ -1,0 +1,182 @@
+"""The audit trail: an append-only SHA-256 hash chain with a gapless sequence.
+
+Each event's hash covers the previous event's hash and the event's canonical JSON, so editing,
+deleting, inserting or reordering any row breaks the chain at that row. The one-row
+``audit_head`` table holds the newest link: appends lock it (PostgreSQL ``FOR UPDATE``;
+SQLite's ``BEGIN IMMEDIATE`` write lock), which serialises concurrent appenders across tasks
+and processes, and `verify` checks the chain's tail against it so that deleting the newest
+rows is detected too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.canonical import canonical_json, sha256_hex
+from controller.clock import Clock
+from controller.store.database import Database
+from controller.store.models import GENESIS_HASH, AuditEvent, AuditHead
+
+CONTROLLER_ACTOR = "controller"
+_HEAD_ID = 1
+_VERIFY_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    ts: datetime
+    actor: str
+    kind: str
+    subject: str
+    release: str | None
+    symbol: str | None
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_row(cls, row: AuditEvent) -> AuditRecord:
+        return cls(row.seq, row.ts, row.actor, row.kind, row.subject, row.release, row.symbol,
+                   json.loads(row.payload), row.prev_hash, row.hash)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "ts": _iso(self.ts), "actor": self.actor, "kind": self.kind,
+                "subject": self.subject, "release": self.release, "symbol": self.symbol,
+                "payload": self.payload, "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def event_hash(prev_hash: str, *, seq: int, ts: datetime, actor: str, kind: str, subject: str,
+               release: str | None, symbol: str | None, payload: str) -> str:
+    """SHA-256 over the previous hash and the canonical event (payload as its stored text)."""
+    event = canonical_json({"seq": seq, "ts": _iso(ts), "actor": actor, "kind": kind, "subject": subject,
+                            "release": release, "symbol": symbol, "payload": payload})
+    return sha256_hex(f"{prev_hash}\n{event}")
+
+
+async def append(session: AsyncSession, clock: Clock, *, actor: str, kind: str, subject: str,
+                 payload: dict[str, Any] | None = None, release: str | None = None,
+                 symbol: str | None = None) -> AuditRecord:
+    """Append one event inside the caller's write transaction (`Database.write()`).
+
+    The event commits or rolls back with whatever else the transaction records, so an
+    audited change and its audit event are never separated.
+    """
+    conn = await session.connection()
+    if conn.dialect.name == "sqlite" and not conn.sync_connection.get_execution_options().get("write_lock"):
+        raise RuntimeError("audit.append needs a write transaction: use Database.write()")
+    head = (await session.execute(
+        select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update())).scalar_one()
+    seq, prev_hash = head.seq + 1, head.hash
+    ts = clock.now().astimezone(UTC)
+    payload_text = canonical_json(payload or {})
+    digest = event_hash(prev_hash, seq=seq, ts=ts, actor=actor, kind=kind, subject=subject,
+                        release=release, symbol=symbol, payload=payload_text)
+    session.add(AuditEvent(seq=seq, ts=ts, actor=actor, kind=kind, subject=subject, release=release,
+                           symbol=symbol, payload=payload_text, prev_hash=prev_hash, hash=digest))
+    await session.execute(update(AuditHead).where(AuditHead.id == _HEAD_ID).values(seq=seq, hash=digest))
+    await session.flush()
+    return AuditRecord(seq, ts, actor, kind, subject, release, symbol, json.loads(payload_text), prev_hash, digest)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of `verify`: ok, or the first sequence number where the chain breaks."""
+
+    checked: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_seq is None
+
+
+async def verify(db: Database) -> ChainReport:
+    """Walk the whole chain in sequence order, in bounded batches."""
+    async with db.read() as session:
+        head = (await session.execute(select(AuditHead).where(AuditHead.id == _HEAD_ID))).scalar_one()
+        expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
+        while True:
+            rows = (await session.execute(
+                select(AuditEvent).where(AuditEvent.seq >= expected_seq).order_by(AuditEvent.seq).limit(_VERIFY_BATCH)
+            )).scalars().all()
+            for row in rows:
+                bad = _check_link(row, expected_seq, prev_hash)
+                if bad:
+                    return ChainReport(checked, head.seq, head.hash, *bad)
+                expected_seq, prev_hash, checked = row.seq + 1, row.hash, checked + 1
+            if len(rows) < _VERIFY_BATCH:
+                break
+        last_seq = expected_seq - 1
+        if head.seq > last_seq:
+            return ChainReport(checked, head.seq, head.hash, last_seq + 1,
+                               f"events {last_seq + 1}..{head.seq} are missing (deleted from the end of the chain)")
+        if head.seq < last_seq or head.hash != prev_hash:
+            return ChainReport(checked, head.seq, head.hash, min(head.seq + 1, last_seq),
+                               "the chain's tail does not match the recorded head (rows appended outside the controller, or the head edited)")
+        return ChainReport(checked, head.seq, head.hash)
+
+
+def _check_link(row: AuditEvent, expected_seq: int, prev_hash: str) -> tuple[int, str] | None:
+    if row.seq != expected_seq:
+        return expected_seq, f"event {expected_seq} is missing (deleted, or the chain renumbered)"
+    if row.prev_hash != prev_hash:
+        return row.seq, "its previous-hash does not match the event before it (inserted or reordered)"
+    recomputed = event_hash(row.prev_hash, seq=row.seq, ts=row.ts, actor=row.actor, kind=row.kind,
+                            subject=row.subject, release=row.release, symbol=row.symbol, payload=row.payload)
+    if recomputed != row.hash:
+        return row.seq, "its content does not match its hash (edited)"
+    return None
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    kind: str | None = None
+    release: str | None = None
+    symbol: str | None = None
+    actor: str | None = None
+    limit: int | None = None
+
+
+async def query(db: Database, flt: AuditFilter) -> AsyncIterator[AuditRecord]:
+    """Events matching every given filter, oldest first, streamed in batches."""
+    conditions = []
+    if flt.since is not None:
+        conditions.append(AuditEvent.ts >= flt.since)
+    if flt.until is not None:
+        conditions.append(AuditEvent.ts < flt.until)
+    for column, value in ((AuditEvent.kind, flt.kind), (AuditEvent.release, flt.release),
+                          (AuditEvent.symbol, flt.symbol), (AuditEvent.actor, flt.actor)):
+        if value is not None:
+            conditions.append(column == value)
+    remaining = flt.limit
+    after = 0
+    async with db.read() as session:
+        while remaining is None or remaining > 0:
+            batch = _VERIFY_BATCH if remaining is None else min(_VERIFY_BATCH, remaining)
+            rows = (await session.execute(
+                select(AuditEvent).where(AuditEvent.seq > after, *conditions).order_by(AuditEvent.seq).limit(batch)
+            )).scalars().all()
+            for row in rows:
+                yield AuditRecord.from_row(row)
+            if remaining is not None:
+                remaining -= len(rows)
+            if len(rows) < batch:
+                return
+            after = rows[-1].seq

@@ -1,0 +1,127 @@
+"""Where the database is and how to open it: URL resolution, engine set-up, write transactions.
+
+SQLite (WAL mode) is the embedded default; PostgreSQL works by URL. Writers take the
+database's write lock at the start of their transaction (SQLite: ``BEGIN IMMEDIATE``), so
+read-modify-write sequences such as appending to the audit chain never interleave.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from controller.errors import InputError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def default_db_path() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "canary-controller" / "canary.db"
+
+
+def resolve_url(url: str | None, password: str | None = None) -> URL:
+    """Turn what the operator gave (or nothing) into an async SQLAlchemy URL.
+
+    ``sqlite:///PATH`` and ``postgresql://...`` select the async drivers; a bare path is read
+    as a SQLite file. With no URL, the default SQLite file under $XDG_STATE_HOME is used.
+    """
+    if not url:
+        url = f"sqlite:///{default_db_path()}"
+    elif "://" not in url:
+        url = f"sqlite:///{Path(url).expanduser().resolve()}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InputError(f"database URL {url!r} is not a URL; expected sqlite:///PATH or postgresql://USER@HOST/DB") from None
+    backend = parsed.get_backend_name()
+    if backend not in _ASYNC_DRIVERS:
+        raise InputError(f"database URL scheme {parsed.drivername!r} is not supported; use sqlite:/// or postgresql://")
+    parsed = parsed.set(drivername=_ASYNC_DRIVERS[backend])
+    if password is not None:
+        parsed = parsed.set(password=password)
+    return parsed
+
+
+def display_url(url: URL) -> str:
+    """The URL as it may be printed or logged: never with its password."""
+    return url.render_as_string(hide_password=True)
+
+
+def create_engine(url: URL) -> AsyncEngine:
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(url, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    # SQLAlchemy's documented recipe: take over BEGIN from the driver so that writers can ask
+    # for BEGIN IMMEDIATE (the write lock up front) while readers stay deferred.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("write_lock") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """An engine plus the two kinds of unit of work the rest of the code uses."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    def __repr__(self) -> str:
+        return f"Database({display_url(self.url)})"
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that holds the write lock from its first statement; commits on exit."""
+        async with self._sessions() as session:
+            await session.connection(execution_options={"write_lock": True})
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        await self.engine.dispose()

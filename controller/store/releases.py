@@ -1,0 +1,207 @@
+"""Releases and their immutable config snapshots.
+
+A release version names one manifest, one artifact digest and one config snapshot forever:
+recording the same version again with identical content changes nothing, with different
+content it is refused. Snapshots are content-addressed (SHA-256 of canonical JSON) and
+re-hashed whenever they are read, so an edited row is noticed rather than used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from controller.canonical import canonical_json, sha256_hex
+from controller.clock import Clock
+from controller.errors import ConflictError, InputError, NotFoundError, StoreError
+from controller.store import audit
+from controller.store.database import Database
+from controller.store.models import ConfigSnapshot, Release
+
+MIN_PREFIX = 6
+
+
+@dataclass(frozen=True)
+class NewRelease:
+    """A release as the operator described it, validated, before it is recorded."""
+
+    version: str
+    manifest: dict[str, Any]
+    artifact_sha256: str
+    config: dict[str, Any]
+    notes: str | None = None
+
+    @property
+    def manifest_text(self) -> str:
+        return canonical_json(self.manifest)
+
+    @property
+    def config_text(self) -> str:
+        return canonical_json(self.config)
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    id: int
+    version: str
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    artifact_sha256: str
+    config_sha256: str
+    notes: str | None
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Release) -> ReleaseInfo:
+        return cls(row.id, row.version, json.loads(row.manifest), row.manifest_sha256, row.artifact_sha256,
+                   row.config_sha256, row.notes, row.created_by, row.created_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "manifest": self.manifest,
+                "manifest_sha256": self.manifest_sha256, "artifact_sha256": self.artifact_sha256,
+                "config_sha256": self.config_sha256, "notes": self.notes, "created_by": self.created_by,
+                "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    release: ReleaseInfo
+    created: bool  # False: the same content was already recorded under this version
+
+
+async def add_release(db: Database, clock: Clock, new: NewRelease, *, actor: str) -> Recorded:
+    """Record ``new`` and snapshot its config, both audited, in one transaction."""
+    try:
+        return await _add_release(db, clock, new, actor=actor)
+    except IntegrityError:
+        # Another writer recorded the same version or snapshot between our check and insert
+        # (PostgreSQL; SQLite's write lock prevents it). Its row is there now: judge against it.
+        return await _add_release(db, clock, new, actor=actor)
+
+
+async def _add_release(db: Database, clock: Clock, new: NewRelease, *, actor: str) -> Recorded:
+    manifest_sha = sha256_hex(new.manifest_text)
+    config_sha = sha256_hex(new.config_text)
+    async with db.write() as session:
+        existing = (await session.execute(select(Release).where(Release.version == new.version))).scalar_one_or_none()
+        if existing is not None:
+            differs = [name for name, ours, theirs in (
+                ("manifest", manifest_sha, existing.manifest_sha256),
+                ("artifact", new.artifact_sha256, existing.artifact_sha256),
+                ("config", config_sha, existing.config_sha256)) if ours != theirs]
+            if differs:
+                raise ConflictError(
+                    f"release {new.version} is already recorded with a different {' and '.join(differs)}; "
+                    "a release version is immutable: record the change under a new version")
+            return Recorded(ReleaseInfo.from_row(existing), created=False)
+
+        now = clock.now()
+        snapshot = await session.get(ConfigSnapshot, config_sha)
+        if snapshot is None:
+            session.add(ConfigSnapshot(sha256=config_sha, content=new.config_text, created_at=now))
+            await audit.append(session, clock, actor=actor, kind="config.snapshot", subject=f"config:{config_sha}",
+                               release=new.version, payload={"sha256": config_sha, "config": new.config})
+        elif snapshot.content != new.config_text:
+            raise StoreError(f"config snapshot {config_sha} in the database does not match its hash: the row was edited")
+        row = Release(version=new.version, manifest=new.manifest_text, manifest_sha256=manifest_sha,
+                      artifact_sha256=new.artifact_sha256, config_sha256=config_sha, notes=new.notes,
+                      created_by=actor, created_at=now)
+        session.add(row)
+        await session.flush()
+        await audit.append(session, clock, actor=actor, kind="release.added", subject=f"release:{new.version}",
+                           release=new.version,
+                           payload={"version": new.version, "manifest_sha256": manifest_sha,
+                                    "artifact_sha256": new.artifact_sha256, "config_sha256": config_sha,
+                                    "notes": new.notes, "command": new.manifest.get("command")})
+        return Recorded(ReleaseInfo.from_row(row), created=True)
+
+
+async def list_releases(db: Database) -> list[ReleaseInfo]:
+    async with db.read() as session:
+        rows = (await session.execute(select(Release).order_by(Release.id))).scalars().all()
+        return [ReleaseInfo.from_row(row) for row in rows]
+
+
+async def get_release(db: Database, version: str) -> ReleaseInfo:
+    async with db.read() as session:
+        row = (await session.execute(select(Release).where(Release.version == version))).scalar_one_or_none()
+        if row is None:
+            raise NotFoundError(f"no release {version!r}; `canaryctl release list` shows the recorded ones")
+        return ReleaseInfo.from_row(row)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    sha256: str
+    config: dict[str, Any]
+    created_at: datetime
+
+
+async def get_snapshot(db: Database, ref: str) -> Snapshot:
+    """A snapshot by full SHA-256, by a unique prefix of at least 6 hex digits, or by release version."""
+    async with db.read() as session:
+        row = await session.get(ConfigSnapshot, ref)
+        if row is None:
+            release = (await session.execute(select(Release).where(Release.version == ref))).scalar_one_or_none()
+            if release is not None:
+                row = await session.get(ConfigSnapshot, release.config_sha256)
+        if row is None and len(ref) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in ref):
+            rows = (await session.execute(
+                select(ConfigSnapshot).where(ConfigSnapshot.sha256.startswith(ref)).limit(2))).scalars().all()
+            if len(rows) > 1:
+                raise InputError(f"snapshot prefix {ref!r} is ambiguous; give more digits")
+            row = rows[0] if rows else None
+        if row is None:
+            raise NotFoundError(f"no config snapshot or release {ref!r} (give a SHA-256, a prefix of "
+                                f"at least {MIN_PREFIX} hex digits, or a release version)")
+        if sha256_hex(row.content) != row.sha256:
+            raise StoreError(f"config snapshot {row.sha256} does not match its content's hash: the row was edited")
+        return Snapshot(row.sha256, json.loads(row.content), row.created_at)
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    before: Any
+    after: Any
+
+    @property
+    def kind(self) -> str:
+        if self.before is _ABSENT:
+            return "added"
+        if self.after is _ABSENT:
+            return "removed"
+        return "changed"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "change": self.kind}
+        if self.before is not _ABSENT:
+            out["before"] = self.before
+        if self.after is not _ABSENT:
+            out["after"] = self.after
+        return out
+
+
+_ABSENT = object()
+
+
+def diff_configs(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
+    """Field-level differences between two configs, by dotted path, in path order."""
+    flat_a, flat_b = _flatten(a), _flatten(b)
+    return [Change(path, flat_a.get(path, _ABSENT), flat_b.get(path, _ABSENT))
+            for path in sorted(flat_a.keys() | flat_b.keys()) if flat_a.get(path, _ABSENT) != flat_b.get(path, _ABSENT)]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
