@@ -27,16 +27,20 @@ def print_json(value: Any) -> None:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """Render rows as a table on stdout; returns how many rows were printed."""
+    """Render rows as a table on stdout, one line per row (long cells end in an ellipsis);
+    returns how many rows were printed."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    table = Table(title=title, show_lines=False, header_style="bold", box=None, pad_edge=False)
+    for n, column in enumerate(columns):
+        last = n == len(columns) - 1
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=80 if last else None)
     count = 0
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
         count += 1
-    Console(soft_wrap=False).print(table)
+    # Piped into a file or a pager, rows should not be cut to 80 columns.
+    width = None if sys.stdout.isatty() else 240
+    Console(width=width, soft_wrap=False).print(table)
     return count

@@ -105,7 +105,7 @@ async def _add_release(db: Database, clock: Clock, new: NewRelease, *, actor: st
         snapshot = await session.get(ConfigSnapshot, config_sha)
         if snapshot is None:
             session.add(ConfigSnapshot(sha256=config_sha, content=new.config_text, created_at=now))
-            await audit.append(session, clock, actor=actor, kind="config.snapshot", subject=f"config:{config_sha}",
+            await audit.append(session, clock, actor=actor, kind="config.snapshot", subject=f"config:{config_sha[:12]}",
                                release=new.version, payload={"sha256": config_sha, "config": new.config})
         elif snapshot.content != new.config_text:
             raise StoreError(f"config snapshot {config_sha} in the database does not match its hash: the row was edited")

@@ -1,0 +1,165 @@
+"""The daemon's own configuration: database, exchange environments and accounts, admin API, logs.
+
+Secrets appear only as `SecretRef`s; relative paths count from the config file's directory,
+so the daemon behaves the same whatever directory systemd starts it in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from controller.config.secrets import SecretRef
+from controller.config.model import ConfigModel, Fraction, Int, error_at
+from controller.config.yamlfile import load_model
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+_DATABASE_URL = re.compile(r"^(sqlite(\+\w+)?:///|postgresql(\+\w+)?://)")
+_SQLITE_FILE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!:memory:)([^/?].*)$")  # a relative file path
+
+
+class Endpoints(NamedTuple):
+    """Binance USD-M futures base URLs: REST and websocket streams."""
+
+    rest: str | None
+    ws: str | None
+
+
+# Binance's published USD-M futures endpoints; the simulator's address is only known at run time.
+_BINANCE = {
+    "live": Endpoints("https://fapi.binance.com", "wss://fstream.binance.com"),
+    "testnet": Endpoints("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com"),
+    "sim": Endpoints(None, None),
+}
+
+
+class DatabaseConfig(ConfigModel):
+    """Where the controller's records live; unset means the daemon's default location."""
+
+    url: str | None = None
+    password: SecretRef | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _supported_and_passwordless(cls, url: str | None) -> str | None:
+        # Messages never quote the URL: it may carry the very password being refused.
+        if url is None:
+            return url
+        if not _DATABASE_URL.match(url):
+            raise ValueError("expected sqlite:///PATH or postgresql[+driver]://HOST/NAME")
+        parts = urlsplit(url)
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            raise ValueError("the URL embeds a password: "
+                             "put the password in database.password as file:/ or env: reference")
+        return url
+
+    def anchored(self, base_dir: Path) -> DatabaseConfig:
+        """A SQLite file path made absolute against ``base_dir``."""
+        match = _SQLITE_FILE.match(self.url or "")
+        if not match:
+            return self
+        return self.model_copy(update={"url": match.group(1) + str(_anchor(base_dir, Path(match.group(2))))})
+
+
+class AccountConfig(ConfigModel):
+    """An exchange account the controller trades or watches with."""
+
+    api_key: SecretRef
+    api_secret: SecretRef
+    role: Literal["master", "sub"] = "master"
+    capital_cap: Fraction | None = None
+    """For a sub account: the most of the master's capital it may hold (the canary's 2 %)."""
+
+    @model_validator(mode="after")
+    def _cap_only_for_sub(self) -> AccountConfig:
+        if self.capital_cap is not None and self.role != "sub":
+            raise error_at(("capital_cap",), "capital_cap applies to sub accounts only (role: sub)")
+        return self
+
+
+class EnvironmentConfig(ConfigModel):
+    """An exchange the daemon can run releases against: the simulator, Binance testnet or live."""
+
+    kind: Literal["sim", "testnet", "live"]
+    rest_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    ws_url: str | None = Field(default=None, pattern=r"^wss?://\S+$")
+    accounts: dict[Name, AccountConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exchange_needs_account(self) -> EnvironmentConfig:
+        if self.kind != "sim" and not self.accounts:
+            raise error_at(("kind",), f"a {self.kind} environment needs at least one account under accounts")
+        return self
+
+    def endpoints(self) -> Endpoints:
+        """The configured URLs, else Binance's for the kind (none for the embedded simulator)."""
+        default = _BINANCE[self.kind]
+        return Endpoints(self.rest_url or default.rest, self.ws_url or default.ws)
+
+
+class AdminConfig(ConfigModel):
+    """The local admin API the CLI talks to."""
+
+    host: str = "127.0.0.1"
+    port: Int = Field(default=9310, ge=0, le=65535)
+    allow_remote: bool = False
+
+    @model_validator(mode="after")
+    def _local_unless_allowed(self) -> AdminConfig:
+        if not self.allow_remote and not _is_loopback(self.host):
+            raise error_at(("host",), f"{self.host} exposes the admin API beyond this host: "
+                                      "use 127.0.0.1, or set admin.allow_remote: true")
+        return self
+
+
+class LogConfig(ConfigModel):
+    """How the daemon logs: one structured line per event."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "console"
+
+
+class DaemonConfig(ConfigModel):
+    """The daemon's configuration file (``controller.yaml``)."""
+
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    environments: dict[Name, EnvironmentConfig] = Field(min_length=1)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    policies_dir: Path = Path("policies")
+    pipeline: Path | None = None
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    def anchored(self, base_dir: Path) -> DaemonConfig:
+        """This config with relative paths made absolute against ``base_dir``."""
+        return self.model_copy(update={
+            "database": self.database.anchored(base_dir),
+            "policies_dir": _anchor(base_dir, self.policies_dir),
+            "pipeline": _anchor(base_dir, self.pipeline) if self.pipeline is not None else None,
+        })
+
+
+def load_daemon_config(path: Path) -> DaemonConfig:
+    """Read the daemon's config file; relative paths in it count from its directory."""
+    path = Path(path)
+    return load_model(DaemonConfig, path).anchored(path.parent.resolve())
+
+
+def _anchor(base_dir: Path, path: Path) -> Path:
+    """``path`` against ``base_dir``, with ``..`` folded so logs show the real place."""
+    return Path(os.path.normpath(base_dir / path))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to any interface

@@ -1,0 +1,73 @@
+"""A release's manifest: how to start the bot, where it exports metrics, what artifact it is.
+
+The command is an argv template, never a shell line; the controller fills in the placeholders
+when it places the release, so one manifest works in the simulator, on testnet and live.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, model_validator
+
+from controller.config.model import ConfigModel, Int, error_at
+
+PLACEHOLDERS = ("python", "config", "metrics_port", "exchange_file")
+"""What ``{...}`` may name in a command: the interpreter, the strategy file, the metrics port
+and the file that tells the bot where the exchange (or the simulator) is."""
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
+
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class MetricsEndpoint(ConfigModel):
+    """Where the bot serves its Prometheus metrics."""
+
+    port: Int = Field(default=0, ge=0, le=65535)
+    """0: the controller chooses a free port and passes it as ``{metrics_port}``."""
+    path: str = Field(default="/metrics", pattern=r"^/\S*$")
+
+
+class Artifact(ConfigModel):
+    """The release's code: a file or a directory, relative to the manifest's directory."""
+
+    path: str = Field(min_length=1)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class ReleaseManifest(ConfigModel):
+    """What a release is and how the controller starts it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    command: list[str] = Field(min_length=1)
+    metrics: MetricsEndpoint = Field(default_factory=MetricsEndpoint)
+    artifact: Artifact
+    env: dict[EnvName, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_placeholders_and_no_secrets(self) -> ReleaseManifest:
+        for index, arg in enumerate(self.command):
+            unknown = [name for name in _PLACEHOLDER.findall(arg) if name not in PLACEHOLDERS]
+            if unknown:
+                allowed = ", ".join(f"{{{name}}}" for name in PLACEHOLDERS)
+                raise error_at(("command", index),
+                               f"unknown placeholder {{{unknown[0]}}} (allowed: {allowed})")
+        for name in self.env:
+            if any(word in name.upper() for word in _SECRET_WORDS):
+                raise error_at(("env", name), f"{name} looks like a secret: secrets are never put in a "
+                                              "manifest; give the bot a file:/path reference instead")
+        return self
+
+    def argv(self, *, python: str, config: str, metrics_port: int, exchange_file: str) -> list[str]:
+        """The command with every placeholder filled in."""
+        values = {"python": python, "config": config, "metrics_port": str(metrics_port),
+                  "exchange_file": exchange_file}
+        return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in self.command]
+
+    def artifact_path(self, manifest_file: Path) -> Path:
+        """The artifact's absolute path; a relative path counts from the manifest's directory."""
+        return (Path(manifest_file).parent / self.artifact.path).resolve()

@@ -1,0 +1,42 @@
+"""Reading a release from the operator's files: manifest, strategy config and artifact."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from controller.artifact import artifact_sha256
+from controller.config.manifest import ReleaseManifest
+from controller.config.strategy import StrategyConfig
+from controller.config.yamlfile import load_model
+from controller.errors import ConfigError, InputError
+from controller.store.releases import NewRelease
+
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+
+def check_version(version: str) -> str:
+    if not VERSION_PATTERN.match(version):
+        raise InputError(f"release version {version!r} is invalid: use 1-64 characters from "
+                         "letters, digits and . _ + - (starting with a letter or digit), e.g. 1.4.0")
+    return version
+
+
+def read_release(version: str, manifest_file: Path, config_file: Path, notes: str | None = None) -> NewRelease:
+    """Validate everything a release is made of; nothing is written."""
+    check_version(version)
+    manifest = load_model(ReleaseManifest, manifest_file)
+    config = load_model(StrategyConfig, config_file)
+    artifact = manifest.artifact_path(manifest_file)
+    try:
+        digest = artifact_sha256(artifact)
+    except FileNotFoundError:
+        raise ConfigError(f"the artifact {artifact} does not exist", file=str(manifest_file), field="artifact.path") from None
+    if manifest.artifact.sha256 is not None and manifest.artifact.sha256 != digest:
+        raise ConfigError(f"the artifact's SHA-256 is {digest}, the manifest says {manifest.artifact.sha256}: "
+                          "the artifact is not the one the manifest describes",
+                          file=str(manifest_file), field="artifact.sha256")
+    recorded = manifest.model_dump(mode="json")
+    recorded["artifact"] = {"path": str(artifact), "sha256": digest}
+    return NewRelease(version=version, manifest=recorded, artifact_sha256=digest,
+                      config=config.model_dump(mode="json"), notes=notes)

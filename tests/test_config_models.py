@@ -1,0 +1,216 @@
+"""The strategy, manifest and daemon models, and the shipped examples that document them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from controller.config import (
+    DaemonConfig,
+    ReleaseManifest,
+    StrategyConfig,
+    load_daemon_config,
+    load_model,
+    load_model_text,
+)
+from controller.errors import ConfigError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+STRATEGY = """\
+symbols:
+  BTCUSDT: {leverage: 5}
+  ETHUSDT: {leverage: 4}
+  SOLUSDT: {leverage: 3}
+buckets:
+  majors:
+    allocation: 0.6
+    symbols: [BTCUSDT, ETHUSDT]
+  alts:
+    allocation: 0.3
+    symbols: [SOLUSDT]
+sizing:
+  order_fraction: 0.25
+"""
+
+MANIFEST = """\
+name: reference-bot
+command: ["{python}", "-m", "bot", "--config", "{config}", "--port", "{metrics_port}"]
+metrics:
+  port: 0
+artifact:
+  path: ../build/bot
+"""
+
+DAEMON = """\
+database:
+  url: sqlite:///state/canary.db
+environments:
+  sim:
+    kind: sim
+pipeline: pipelines/default.yaml
+"""
+
+TESTNET = """\
+environments:
+  testnet:
+    kind: testnet
+    accounts:
+      master:
+        api_key: env:KEY
+        api_secret: env:SECRET
+"""
+
+
+def refusal(model_cls, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_model_text(model_cls, text, "f.yaml")
+    return caught.value
+
+
+# --- examples ---------------------------------------------------------------------------------
+
+
+def load_example(path: Path) -> object:
+    """Examples are named for what they hold: ``controller*``, ``strategy*``, ``manifest*``."""
+    if path.name.startswith("controller"):
+        return load_daemon_config(path)
+    if path.name.startswith("strategy"):
+        return load_model(StrategyConfig, path)
+    if path.name.startswith("manifest"):
+        manifest = load_model(ReleaseManifest, path)
+        assert manifest.artifact_path(path).exists()
+        return manifest
+    pytest.skip(f"{path.name}: not a config example (another package's tests load it)")
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(EXAMPLES)))
+def test_every_example_file_loads(path):
+    load_example(path)
+
+
+# --- strategy ---------------------------------------------------------------------------------
+
+
+def test_allocations_summing_above_one_are_refused_on_buckets():
+    error = refusal(StrategyConfig, STRATEGY.replace("allocation: 0.6", "allocation: 0.8"))
+    assert (error.line, error.field) == (5, "buckets")
+    assert "sum to 1.1" in error.message
+
+
+def test_a_bucket_symbol_must_be_defined_under_symbols():
+    error = refusal(StrategyConfig, STRATEGY.replace("[SOLUSDT]", "[SOLUSDT, XRPUSDT]"))
+    assert (error.line, error.field) == (11, "buckets.alts.symbols[1]")
+    assert error.message == "symbol XRPUSDT is not defined under symbols"
+
+
+def test_a_symbol_in_two_buckets_is_refused_where_it_repeats():
+    error = refusal(StrategyConfig, STRATEGY.replace("[SOLUSDT]", "[SOLUSDT, ETHUSDT]"))
+    assert (error.line, error.field) == (11, "buckets.alts.symbols[1]")
+    assert "already in bucket 'majors'" in error.message
+
+
+def test_a_symbol_in_no_bucket_is_refused():
+    error = refusal(StrategyConfig, STRATEGY.replace("[BTCUSDT, ETHUSDT]", "[BTCUSDT]"))
+    assert (error.line, error.field) == (3, "symbols.ETHUSDT")
+
+
+def test_each_symbol_knows_its_bucket_and_its_exact_notional_limits():
+    config = load_model_text(StrategyConfig, STRATEGY, "s.yaml")
+    assert config.bucket_of("SOLUSDT") == "alts"
+    assert config.notional_limit("ETHUSDT", Decimal("1000")) == Decimal("2400")
+    assert config.order_notional("ETHUSDT", Decimal("1000")) == Decimal("600")
+    assert config.sizing.max_open_orders_per_symbol == 2
+    assert config.symbols["BTCUSDT"].margin_type == "CROSSED"
+
+
+# --- manifest ---------------------------------------------------------------------------------
+
+
+def test_an_unknown_placeholder_in_the_command_is_refused_at_its_item():
+    error = refusal(ReleaseManifest, MANIFEST.replace('"{config}"', '"{cfg}"'))
+    assert (error.line, error.field) == (2, "command[4]")
+    assert error.message.startswith("unknown placeholder {cfg} (allowed: {python}, {config}")
+
+
+def test_the_command_fills_in_its_placeholders():
+    manifest = load_model_text(ReleaseManifest, MANIFEST, "m.yaml")
+    assert manifest.argv(python="/venv/bin/python", config="/s.yaml", metrics_port=9400,
+                         exchange_file="/x.json") == [
+        "/venv/bin/python", "-m", "bot", "--config", "/s.yaml", "--port", "9400"]
+
+
+def test_an_env_name_that_looks_like_a_secret_is_refused():
+    error = refusal(ReleaseManifest, MANIFEST + "env:\n  LOG_LEVEL: info\n  BINANCE_API_KEY: abc\n")
+    assert (error.line, error.field) == (9, "env.BINANCE_API_KEY")
+    assert "abc" not in str(error)
+
+
+def test_the_artifact_path_counts_from_the_manifest_directory(tmp_path):
+    manifest = load_model_text(ReleaseManifest, MANIFEST, "m.yaml")
+    assert manifest.artifact_path(tmp_path / "releases" / "manifest.yaml") == tmp_path / "build" / "bot"
+
+
+def test_an_artifact_digest_must_be_lowercase_hex():
+    error = refusal(ReleaseManifest, MANIFEST + "  sha256: " + "AB" * 32 + "\n")
+    assert (error.line, error.field) == (7, "artifact.sha256")
+
+
+# --- daemon -----------------------------------------------------------------------------------
+
+
+def test_a_database_url_with_a_password_is_refused_without_repeating_it():
+    error = refusal(DaemonConfig, DAEMON.replace("sqlite:///state/canary.db", "postgresql://canary:hunter2@db/canary"))
+    assert (error.line, error.field) == (2, "database.url")
+    assert "put the password in database.password as file:/ or env: reference" in error.message
+    assert "hunter2" not in str(error)
+
+
+def test_a_database_url_must_be_sqlite_or_postgresql():
+    error = refusal(DaemonConfig, DAEMON.replace("sqlite:///", "mysql://"))
+    assert (error.line, error.field) == (2, "database.url")
+
+
+def test_relative_paths_count_from_the_config_files_directory(tmp_path):
+    path = tmp_path / "etc" / "controller.yaml"
+    path.parent.mkdir()
+    path.write_text(DAEMON)
+    config = load_daemon_config(path)
+    assert config.policies_dir == path.parent / "policies"
+    assert config.pipeline == path.parent / "pipelines" / "default.yaml"
+    assert config.database.url == f"sqlite:///{path.parent}/state/canary.db"
+
+
+def test_a_testnet_environment_needs_an_account():
+    error = refusal(DaemonConfig, "environments:\n  testnet:\n    kind: testnet\n")
+    assert (error.line, error.field) == (3, "environments.testnet.kind")
+
+
+def test_exchange_environments_default_to_binances_futures_endpoints():
+    testnet = load_model_text(DaemonConfig, TESTNET, "c.yaml").environments["testnet"]
+    live = load_model_text(DaemonConfig, TESTNET.replace("kind: testnet", "kind: live"), "c.yaml").environments["testnet"]
+    assert testnet.endpoints() == ("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com")
+    assert live.endpoints() == ("https://fapi.binance.com", "wss://fstream.binance.com")
+
+
+def test_the_admin_api_is_refused_on_all_interfaces_unless_allowed():
+    error = refusal(DaemonConfig, DAEMON + "admin:\n  host: 0.0.0.0\n")
+    assert (error.line, error.field) == (8, "admin.host")
+    allowed = load_model_text(DaemonConfig, DAEMON + "admin:\n  host: 0.0.0.0\n  allow_remote: true\n", "c.yaml")
+    assert allowed.admin.host == "0.0.0.0"
+
+
+def test_a_capital_cap_belongs_to_sub_accounts_only():
+    error = refusal(DaemonConfig, TESTNET + "        capital_cap: 0.02\n")
+    assert (error.line, error.field) == (8, "environments.testnet.accounts.master.capital_cap")
+    sub = load_model_text(DaemonConfig, TESTNET + "        role: sub\n        capital_cap: 0.02\n", "c.yaml")
+    assert sub.environments["testnet"].accounts["master"].capital_cap == Decimal("0.02")
+
+
+@pytest.mark.parametrize("value, shown", [("yes", "got true"), ('"5"', "got '5'")])
+def test_an_integer_field_refuses_booleans_and_quoted_numbers(value, shown):
+    error = refusal(StrategyConfig, STRATEGY.replace("BTCUSDT: {leverage: 5}", f"BTCUSDT: {{leverage: {value}}}"))
+    assert str(error).startswith("f.yaml:2: symbols.BTCUSDT.leverage: expected an integer")
+    assert shown in str(error)

@@ -1,0 +1,172 @@
+"""The YAML loader: every refusal is one `ConfigError` at FILE:LINE: FIELD, never a pydantic dump."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, field_validator
+
+from controller.config import StrategyConfig, load_model, load_model_text
+from controller.errors import ConfigError
+
+STRATEGY = """\
+symbols:
+  BTCUSDT:
+    leverage: 5
+  ETHUSDT:
+    leverage: 3
+    margin_type: ISOLATED
+buckets:
+  majors:
+    allocation: 0.4
+    symbols: [BTCUSDT, ETHUSDT]
+sizing:
+  order_fraction: 0.1
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "strategy.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def refusal(tmp_path: Path, text: str) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_model(StrategyConfig, path)
+    return caught.value
+
+
+def test_a_valid_file_loads_into_a_frozen_model(tmp_path):
+    config = load_model(StrategyConfig, write(tmp_path, STRATEGY))
+    assert config.symbols["ETHUSDT"].margin_type == "ISOLATED"
+    with pytest.raises(Exception):
+        config.sizing = None  # type: ignore[misc]
+
+
+def test_a_yaml_float_becomes_the_exact_decimal_written():
+    config = load_model_text(StrategyConfig, STRATEGY.replace("0.4", "0.1234567890123456789"), "s.yaml")
+    assert config.buckets["majors"].allocation == Decimal("0.1234567890123456789")
+    assert load_model_text(StrategyConfig, STRATEGY, "s.yaml").buckets["majors"].allocation == Decimal("0.4")
+
+
+def test_a_yaml_syntax_error_names_its_line(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("  ETHUSDT:\n", "  ETHUSDT: [\n"))
+    assert error.file == str(tmp_path / "strategy.yaml")
+    assert error.line is not None and error.line >= 4
+    assert "invalid YAML" in error.message
+
+
+def test_a_duplicate_key_is_refused_at_its_second_occurrence(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("    leverage: 5\n", "    leverage: 5\n    leverage: 50\n"))
+    assert (error.line, error.field) == (4, "symbols.BTCUSDT.leverage")
+    assert "duplicate key 'leverage' (first defined on line 3)" in error.message
+
+
+def test_an_empty_file_is_refused_clearly(tmp_path):
+    error = refusal(tmp_path, "# nothing yet\n")
+    assert "empty" in error.message
+
+
+def test_a_top_level_list_is_refused_clearly(tmp_path):
+    error = refusal(tmp_path, "- BTCUSDT\n")
+    assert (error.line, error.message) == (1, "expected a mapping of settings at the top level, got a list")
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_model(StrategyConfig, tmp_path / "absent.yaml")
+    assert str(caught.value) == f"{tmp_path / 'absent.yaml'}: file not found"
+
+
+def test_a_wrong_type_names_field_line_and_what_was_expected(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("leverage: 5", "leverage: five"))
+    assert (error.line, error.field) == (3, "symbols.BTCUSDT.leverage")
+    assert error.message == "expected an integer, got 'five'"
+
+
+def test_an_out_of_range_value_states_the_whole_range(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("leverage: 5", "leverage: 200"))
+    assert (error.line, error.field) == (3, "symbols.BTCUSDT.leverage")
+    assert error.message == "expected an integer from 1 to 125, got 200"
+
+
+def test_an_out_of_range_fraction_states_its_open_bound(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("order_fraction: 0.1", "order_fraction: 0"))
+    assert (error.line, error.field) == (12, "sizing.order_fraction")
+    assert error.message == "expected a number greater than 0 and at most 1, got 0"
+
+
+def test_an_unknown_field_lists_the_allowed_ones(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("    leverage: 5\n", "    leverage: 5\n    levrage: 6\n"))
+    assert (error.line, error.field) == (4, "symbols.BTCUSDT.levrage")
+    assert "unknown field 'levrage' (allowed: leverage, margin_type)" in str(error)
+
+
+def test_a_missing_field_points_at_its_parent(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("  order_fraction: 0.1\n", "  max_open_orders_per_symbol: 3\n"))
+    assert (error.line, error.field, error.message) == (11, "sizing.order_fraction", "missing required field")
+
+
+def test_a_bad_choice_lists_the_choices(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("ISOLATED", "isolated"))
+    assert (error.line, error.field) == (6, "symbols.ETHUSDT.margin_type")
+    assert error.message == "expected 'ISOLATED' or 'CROSSED', got 'isolated'"
+
+
+def test_a_bad_mapping_key_is_reported_as_a_key(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("BTCUSDT", "btcusdt", 1))
+    assert (error.line, error.field) == (2, "symbols.btcusdt")
+    assert error.message.startswith("invalid key: expected text matching")
+
+
+def test_a_list_item_is_shown_with_its_index(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("[BTCUSDT, ETHUSDT]", "\n      - BTCUSDT\n      - eth"))
+    assert (error.line, error.field) == (12, "buckets.majors.symbols[1]")
+
+
+def test_every_error_is_reported_first_in_file_order_then_one_line_each(tmp_path):
+    text = STRATEGY.replace("leverage: 5", "leverage: 0").replace("order_fraction: 0.1", "order_fraction: 2")
+    error = refusal(tmp_path, text)
+    lines = str(error).splitlines()
+    path = tmp_path / "strategy.yaml"
+    assert lines == [
+        f"{path}:3: symbols.BTCUSDT.leverage: expected an integer from 1 to 125, got 0",
+        f"{path}:12: sizing.order_fraction: expected a number greater than 0 and at most 1, got 2",
+    ]
+
+
+def test_the_rendered_error_is_never_pydantics_dump(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("leverage: 5", "leverage: []"))
+    text = str(error)
+    assert text.startswith(f"{tmp_path / 'strategy.yaml'}:3: ")
+    assert "validation error" not in text and "errors.pydantic.dev" not in text
+    assert error.__cause__ is None and error.__suppress_context__
+
+
+class Probe(BaseModel):
+    """Any pydantic model loads, and its own validators' words are kept."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _lowercase(cls, name: str) -> str:
+        if name != name.lower():
+            raise ValueError("name must be lower case")
+        return name
+
+
+def test_a_plain_models_validator_message_is_kept():
+    with pytest.raises(ConfigError) as caught:
+        load_model_text(Probe, "\n\nname: Loud\n", "probe.yaml")
+    assert str(caught.value) == "probe.yaml:3: name: name must be lower case"
+
+
+def test_text_that_yaml_reads_as_a_number_is_refused_with_the_fix():
+    with pytest.raises(ConfigError) as caught:
+        load_model_text(Probe, "name: 1.10\n", "probe.yaml")
+    assert str(caught.value) == "probe.yaml:1: name: expected text, got the number 1.10: put it in quotes"
