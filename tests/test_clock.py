@@ -1,0 +1,73 @@
+"""The simulated clock: time moves by advance() or at `speed` times real time; sleepers wake in order."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from controller.clock import RealClock, SimulatedClock
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+async def test_a_manual_clock_stands_still_until_advanced():
+    clock = SimulatedClock(START)
+    before = clock.time()
+    await asyncio.sleep(0.01)
+    assert clock.time() == before == START.timestamp()
+    clock.advance(3600)
+    assert clock.now() == datetime(2026, 3, 1, 1, tzinfo=UTC)
+
+
+async def test_sleepers_wake_when_time_passes_their_deadline_and_in_deadline_order():
+    clock = SimulatedClock(START)
+    woke: list[str] = []
+
+    async def sleeper(name, seconds):
+        await clock.sleep(seconds)
+        woke.append(name)
+
+    tasks = [asyncio.create_task(sleeper(n, s)) for n, s in (("late", 48 * 3600), ("early", 60), ("mid", 3600))]
+    await asyncio.sleep(0)
+    assert clock.pending_sleepers() == 3 and clock.next_deadline() == START.timestamp() + 60
+    clock.advance(3599)
+    await asyncio.sleep(0)
+    assert woke == ["early"]
+    clock.advance(48 * 3600)
+    await asyncio.gather(*tasks)
+    assert woke == ["early", "mid", "late"]
+
+
+async def test_an_accelerated_clock_runs_a_simulated_hour_in_a_fraction_of_a_second():
+    clock = SimulatedClock(START, speed=36_000)  # an hour in 0.1 s of real time
+    loop = asyncio.get_running_loop()
+    real_start = loop.time()
+    await asyncio.wait_for(clock.sleep(3600), timeout=5)
+    assert clock.time() - START.timestamp() >= 3600
+    assert loop.time() - real_start < 5
+
+
+async def test_a_cancelled_sleeper_does_not_block_the_others():
+    clock = SimulatedClock(START)
+    doomed = asyncio.create_task(clock.sleep(10))
+    survivor = asyncio.create_task(clock.sleep(20))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    clock.advance(20)
+    await asyncio.wait_for(survivor, timeout=1)
+    assert doomed.cancelled()
+
+
+def test_time_never_goes_backwards():
+    clock = SimulatedClock(START)
+    with pytest.raises(ValueError):
+        clock.advance(-1)
+    with pytest.raises(ValueError):
+        SimulatedClock(START, speed=-1)
+
+
+async def test_the_real_clock_is_timezone_aware_utc():
+    now = RealClock().now()
+    assert now.tzinfo is UTC and abs(now.timestamp() - RealClock().time()) < 5
