@@ -60,4 +60,23 @@ async def db(db_url):
 
 @pytest.fixture
 def clock() -> SimulatedClock:
+    """Stands still until a test advances it."""
     return SimulatedClock()
+
+
+@pytest.fixture
+def sim_clock() -> SimulatedClock:
+    # Runs with real time, so the timestamps python-binance signs with stay valid; tests jump
+    # it forward with advance().
+    return SimulatedClock(speed=1.0)
+
+
+@pytest.fixture
+async def sim(sim_clock):
+    """A started simulator on an ephemeral port; prices move only when a test says so."""
+    from controller.sim import Simulator
+
+    simulator = Simulator(clock=sim_clock, seed=7, volatility=0)
+    await simulator.start("127.0.0.1", 0)
+    yield simulator
+    await simulator.stop()

@@ -19,7 +19,7 @@ def test_help_lists_the_commands_without_importing_heavy_modules():
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     code, _, heavy = proc.stderr.strip().splitlines()[-1].partition(" ")
     assert code == "0" and heavy == ""
-    for command in ("audit", "config", "db", "release"):
+    for command in ("audit", "config", "db", "release", "sim"):
         assert command in proc.stdout
 
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "config": ("controller.cli.releases", "config", "Show and compare immutable config snapshots."),
     "db": ("controller.cli.db", "db", "Create or upgrade the database schema."),
     "release": ("controller.cli.releases", "release", "Record releases and list them."),
+    "sim": ("controller.cli.sim", "sim", "Run the embedded Binance USD-M futures simulator."),
 }
 
 

@@ -1,0 +1,265 @@
+"""The simulator as a server: Binance's USD-M REST API, user-data websockets and /sim/ admin.
+
+    sim = Simulator(clock=SimulatedClock(speed=1), seed=7)
+    await sim.start("127.0.0.1", 0)          # an ephemeral port
+    client = AsyncClient(sim.accounts["canary"].api_key, sim.accounts["canary"].api_secret)
+    client.FUTURES_URL = sim.rest_url        # http://127.0.0.1:PORT/fapi
+    ...
+    await sim.stop()
+
+One request runs at a time through the synchronous matching engine (no awaits inside it); a
+background ticker moves prices every `tick_seconds` of clock time, fills resting orders, expires
+listenKeys and pushes margin calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from controller.clock import Clock, RealClock
+from controller.sim import admin, codes
+from controller.sim.accounts import DEFAULT_ACCOUNTS, AccountBook, AccountSpec
+from controller.sim.auth import authenticate
+from controller.sim.faults import Faults
+from controller.sim.market import BOOK_DEPTH, Market, PriceReplay
+from controller.sim.matching import MatchingEngine
+from controller.sim.rest import Call, Endpoint, RestApi
+from controller.sim.userstream import UserStreams
+from controller.sim.weights import OrderCounter, WeightLimiter
+
+log = logging.getLogger("controller.sim")
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where a started simulator listens, in the forms python-binance's URL attributes take."""
+
+    host: str
+    port: int
+    rest_url: str    # AsyncClient.FUTURES_URL
+    ws_url: str      # BinanceSocketManager.FSTREAM_URL
+    sapi_url: str    # AsyncClient.MARGIN_API_URL (sub-account endpoints)
+    api_url: str     # AsyncClient.API_URL (spot ping/time, used by AsyncClient.create)
+    admin_url: str
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One REST request as the simulator saw it (for tests: what was sent, and when)."""
+
+    time: float
+    ip: str
+    method: str
+    path: str
+    status: int
+    code: int | None
+    account: str | None
+
+
+class Simulator:
+    """A Binance USD-M futures exchange on a local port, driven by a Clock."""
+
+    def __init__(self, *, clock: Clock | None = None, seed: int = 0,
+                 accounts: tuple[AccountSpec, ...] = DEFAULT_ACCOUNTS, volatility: float = 1.0,
+                 prices: Path | None = None, weight_limit: int = 2400, tick_seconds: float = 1.0,
+                 ban_after: int = 5, book_depth: Decimal = BOOK_DEPTH) -> None:
+        self.clock: Clock = clock or RealClock()
+        self.seed = seed
+        self.tick_seconds = tick_seconds
+        self.accounts = AccountBook(accounts, seed=seed)
+        replay = PriceReplay.from_csv(prices) if prices else None
+        self.market = Market(seed=seed, start=self.clock.time(), volatility=volatility, replay=replay,
+                             depth_notional=book_depth)
+        self.engine = MatchingEngine(self.market, self.accounts, self._now_ms)
+        self.streams = UserStreams(self.clock, seed=seed)
+        self.faults = Faults(streams=self.streams, seed=seed, now=self.clock.time)
+        self.streams.shape = self.faults.shape
+        self.limiters = {
+            "fapi": WeightLimiter(weight_limit, ban_after=ban_after),
+            "sapi": WeightLimiter(12000, header="X-SAPI-USED-IP-WEIGHT-1M", ban_after=ban_after),
+            "api": WeightLimiter(6000, ban_after=ban_after),
+        }
+        self.orders = OrderCounter()
+        self.api = RestApi(engine=self.engine, market=self.market, book=self.accounts,
+                           streams=self.streams, faults=self.faults, now_ms=self._now_ms,
+                           weight_limit=weight_limit)
+        self.requests: deque[RequestRecord] = deque(maxlen=10_000)
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task | None = None
+        self._addresses: Addresses | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Addresses:
+        if self._runner is not None:
+            raise RuntimeError("the simulator is already started; call stop() before starting it again")
+        app = web.Application()
+        app.add_routes([self._route(e) for e in self.api.endpoints()])
+        app.add_routes(admin.routes(self))
+        for path in ("/private/ws", "/ws", "/ws/{listen_key}", "/private/ws/{listen_key}"):
+            app.router.add_get(path, self.streams.handle)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        self._addresses = _addresses(host or bound_host, bound_port)
+        self._ticker = asyncio.create_task(self._run_ticker(), name="sim-ticker")
+        log.info("sim_started rest_url=%s ws_url=%s", self._addresses.rest_url, self._addresses.ws_url)
+        return self._addresses
+
+    async def stop(self) -> None:
+        """Stop ticking, close websockets, then the HTTP server (reverse order of start)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await self.streams.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._addresses = None
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    # -- where it listens ----------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> Addresses:
+        if self._addresses is None:
+            raise RuntimeError("the simulator has no address yet; call `await sim.start()` first")
+        return self._addresses
+
+    @property
+    def rest_url(self) -> str:
+        return self.addresses.rest_url
+
+    @property
+    def ws_url(self) -> str:
+        return self.addresses.ws_url
+
+    @property
+    def sapi_url(self) -> str:
+        return self.addresses.sapi_url
+
+    @property
+    def api_url(self) -> str:
+        return self.addresses.api_url
+
+    # -- driving it ----------------------------------------------------------------------------
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        """Pin a symbol's mark price and match what it reaches, now."""
+        self.market.set_price(symbol, price)
+        self.api.publish(self.engine.on_tick())
+
+    def tick(self) -> None:
+        """Move prices to the clock's time, fill, expire and warn: what the ticker does each tick."""
+        self.market.advance(self.clock.time())
+        self.api.publish(self.engine.on_tick())
+        self.streams.on_tick()
+
+    def state(self) -> dict:
+        return {
+            "time": self.clock.time(),
+            "accounts": {a.name: {"api_key": a.api_key, "api_secret": a.api_secret,
+                                  "master": a.master, "email": a.email} for a in self.accounts},
+            "prices": {s: str(self.market.price(s)) for s in self.market.specs},
+            "faults": self.faults.snapshot(),
+        }
+
+    async def _run_ticker(self) -> None:
+        while True:
+            await self.clock.sleep(self.tick_seconds)
+            try:
+                self.tick()
+            except Exception:  # a bug in one tick must not stop the market
+                log.exception("sim_tick_failed")
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _route(self, endpoint: Endpoint) -> web.RouteDef:
+        async def handler(request: web.Request) -> web.Response:
+            return await self._serve(request, endpoint)
+
+        return web.route(endpoint.method, endpoint.path, handler)
+
+    async def _serve(self, request: web.Request, endpoint: Endpoint) -> web.Response:
+        """Binance's request pipeline: latency, rate limits, security, faults, handler."""
+        method, path = endpoint.method, endpoint.path
+        ip = request.remote or "0.0.0.0"
+        raw_query = request.raw_path.partition("?")[2]
+        raw_body = (await request.read()).decode("utf-8", "replace") if request.can_read_body else ""
+        params = dict(parse_qsl(raw_query, keep_blank_values=True))
+        params.update(parse_qsl(raw_body, keep_blank_values=True))
+        limiter = self.limiters[endpoint.family]
+        account = None
+        headers: dict[str, str] = {}
+        delay = self.faults.latency_for(method, path)
+        if delay:
+            await self.clock.sleep(delay)
+        now = self.clock.time()
+        try:
+            storm = self.faults.storm(now)
+            if storm is not None:
+                raise storm
+            limiter.admit(ip, endpoint.weight(params), now)
+            account = authenticate(endpoint.security, api_key=request.headers.get("X-MBX-APIKEY"),
+                                   raw_query=raw_query, raw_body=raw_body, params=params,
+                                   book=self.accounts, now_ms=int(now * 1000), ip=ip)
+            if endpoint.new_order and account is not None:
+                self.orders.admit(account.name, now)
+            injected = self.faults.error_for(method, path, after=False)
+            if injected is not None:
+                raise injected
+            body = endpoint.handler(Call(account, params))
+            injected = self.faults.error_for(method, path, after=True)
+            if injected is not None:
+                raise injected
+            status = 200
+        except codes.BinanceError as exc:
+            status, body = exc.status, exc.body()
+            headers.update(exc.headers)
+        except Exception:
+            log.exception("sim_request_failed method=%s path=%s", method, path)
+            status, body = 500, {"code": -1000,
+                                 "msg": "An unknown error occurred while processing the request."}
+        headers.update(limiter.headers(ip, now))
+        if endpoint.new_order and account is not None:
+            headers.update(self.orders.headers(account.name, now))
+        code = body.get("code") if status != 200 and isinstance(body, dict) else None
+        self.requests.append(RequestRecord(now, ip, method, path, status, code,
+                                           account.name if account else None))
+        return web.json_response(body, status=status, headers=headers)
+
+    def _now_ms(self) -> int:
+        return int(self.clock.time() * 1000)
+
+
+def _addresses(host: str, port: int) -> Addresses:
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return Addresses(
+        host=host, port=port,
+        rest_url=f"http://{netloc}/fapi",
+        ws_url=f"ws://{netloc}/",
+        sapi_url=f"http://{netloc}/sapi",
+        api_url=f"http://{netloc}/api",
+        admin_url=f"http://{netloc}/sim",
+    )

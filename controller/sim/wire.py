@@ -1,0 +1,366 @@
+"""Binance's JSON shapes for the simulator's state: REST responses and user-data events.
+
+Field names follow Binance's USD-M documentation and the response models of Binance's own
+`binance-sdk-derivatives-trading-usds-futures` (18.1). Numbers are strings as Binance sends
+them (prices to the symbol's precision, money to 8 decimals); ids, times, leverage and bracket
+numbers are JSON numbers.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from controller.sim.accounts import Account, PositionRisk, Totals
+from controller.sim.events import BalanceChanged, Event, LeverageChanged, MarginCalled, OrderUpdated
+from controller.sim.market import Bracket, Market, SymbolSpec
+from controller.sim.matching import Fill, Income, Order
+
+ZERO = Decimal(0)
+
+
+def fmt(d: Decimal, places: int) -> str:
+    return f"{d:.{places}f}"
+
+
+def money(d: Decimal) -> str:
+    return fmt(d, 8)
+
+
+def plain(d: Decimal) -> str:
+    return format(d.normalize(), "f") if d else "0"
+
+
+def _price(spec: SymbolSpec, d: Decimal) -> str:
+    return fmt(d, spec.price_precision) if d else "0"
+
+
+def _qty(spec: SymbolSpec, d: Decimal) -> str:
+    return fmt(d, spec.qty_precision)
+
+
+# -- market ------------------------------------------------------------------------------------
+
+
+def exchange_info(market: Market, server_ms: int, weight_limit: int) -> dict:
+    return {
+        "timezone": "UTC",
+        "serverTime": server_ms,
+        "futuresType": "U_MARGINED",
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+             "limit": weight_limit},
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+        ],
+        "exchangeFilters": [],
+        "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+        "symbols": [_symbol(spec) for spec in market.specs.values()],
+    }
+
+
+def _symbol(spec: SymbolSpec) -> dict:
+    return {
+        "symbol": spec.symbol, "pair": spec.pair, "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000, "onboardDate": spec.onboard_ms, "status": "TRADING",
+        "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+        "baseAsset": spec.base, "quoteAsset": spec.quote, "marginAsset": "USDT",
+        "pricePrecision": spec.price_precision, "quantityPrecision": spec.qty_precision,
+        "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN",
+        "underlyingSubType": [], "settlePlan": 0, "triggerProtect": "0.0500",
+        "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": plain(spec.min_price),
+             "maxPrice": plain(spec.max_price), "tickSize": str(spec.tick)},
+            {"filterType": "LOT_SIZE", "minQty": str(spec.min_qty), "maxQty": str(spec.max_qty),
+             "stepSize": str(spec.step)},
+            {"filterType": "MARKET_LOT_SIZE", "minQty": str(spec.min_qty),
+             "maxQty": str(spec.market_max_qty), "stepSize": str(spec.step)},
+            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+            {"filterType": "MIN_NOTIONAL", "notional": str(spec.min_notional)},
+            {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
+             "multiplierDecimal": "4"},
+        ],
+        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT",
+                       "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+    }
+
+
+def brackets(spec: SymbolSpec) -> dict:
+    return {"symbol": spec.symbol, "brackets": [_bracket(b) for b in spec.brackets]}
+
+
+def _bracket(b: Bracket) -> dict:
+    return {"bracket": b.number, "initialLeverage": b.leverage, "notionalCap": int(b.cap),
+            "notionalFloor": int(b.floor), "maintMarginRatio": float(b.mmr), "cum": float(b.cum)}
+
+
+def ticker_price(spec: SymbolSpec, price: Decimal, now_ms: int) -> dict:
+    return {"symbol": spec.symbol, "price": _price(spec, price), "time": now_ms}
+
+
+def premium_index(spec: SymbolSpec, price: Decimal, now_ms: int) -> dict:
+    return {"symbol": spec.symbol, "markPrice": fmt(price, spec.price_precision + 6),
+            "indexPrice": fmt(price, spec.price_precision + 6),
+            "estimatedSettlePrice": fmt(price, spec.price_precision + 6),
+            "lastFundingRate": "0.00010000", "interestRate": "0.00010000",
+            "nextFundingTime": (now_ms // 28_800_000 + 1) * 28_800_000, "time": now_ms}
+
+
+def book_ticker(market: Market, spec: SymbolSpec, now_ms: int) -> dict:
+    level = _qty(spec, market.level_qty(spec.symbol))
+    return {"symbol": spec.symbol, "bidPrice": _price(spec, market.best(spec.symbol, "SELL")),
+            "bidQty": level, "askPrice": _price(spec, market.best(spec.symbol, "BUY")),
+            "askQty": level, "time": now_ms, "lastUpdateId": now_ms}
+
+
+# -- orders and trades -------------------------------------------------------------------------
+
+
+def order(spec: SymbolSpec, o: Order) -> dict:
+    """An order as POST/GET/DELETE /fapi/v1/order answer it (the union of their fields)."""
+    return {
+        "orderId": o.order_id, "symbol": o.symbol, "status": o.status,
+        "clientOrderId": o.client_order_id, "price": _price(spec, o.price),
+        "avgPrice": fmt(o.avg_price, max(5, spec.price_precision)),
+        "origQty": _qty(spec, o.orig_qty), "executedQty": _qty(spec, o.executed_qty),
+        "cumQty": _qty(spec, o.executed_qty), "cumQuote": money(o.cum_quote),
+        "timeInForce": o.time_in_force, "type": o.type, "reduceOnly": o.reduce_only,
+        "closePosition": False, "side": o.side, "positionSide": "BOTH", "stopPrice": "0",
+        "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": o.type,
+        "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
+        "goodTillDate": o.good_till_date, "time": o.time_ms, "updateTime": o.update_ms,
+    }
+
+
+def trade(spec: SymbolSpec, f: Fill) -> dict:
+    return {
+        "symbol": f.symbol, "id": f.trade_id, "orderId": f.order_id, "side": f.side,
+        "price": _price(spec, f.price), "qty": _qty(spec, f.qty), "realizedPnl": money(f.realized_pnl),
+        "marginAsset": "USDT", "quoteQty": money(f.quote_qty), "commission": money(f.commission),
+        "commissionAsset": "USDT", "time": f.time_ms, "positionSide": "BOTH",
+        "buyer": f.side == "BUY", "maker": f.maker,
+    }
+
+
+def income(row: Income) -> dict:
+    return {"symbol": row.symbol, "incomeType": row.type, "income": money(row.amount),
+            "asset": "USDT", "info": row.type, "time": row.time_ms, "tranId": row.tran_id,
+            "tradeId": str(row.trade_id)}
+
+
+# -- account -----------------------------------------------------------------------------------
+
+
+def _margin_type(r: PositionRisk) -> str:
+    """positionRisk v2 and ACCOUNT_UPDATE spell it in lower case; symbolConfig says CROSSED/ISOLATED."""
+    return "isolated" if r.isolated else "cross"
+
+
+def _isolated_margin(r: PositionRisk) -> str:
+    return money(r.isolated_wallet + r.unrealized if r.isolated else ZERO)
+
+
+def position_v2(spec: SymbolSpec, r: PositionRisk) -> dict:
+    return {
+        "symbol": r.symbol, "positionAmt": _qty(spec, r.amount), "entryPrice": plain(r.entry_price),
+        "breakEvenPrice": plain(r.break_even), "markPrice": fmt(r.mark, spec.price_precision + 6),
+        "unRealizedProfit": money(r.unrealized), "liquidationPrice": plain(r.liquidation_price),
+        "leverage": str(r.leverage), "maxNotionalValue": plain(r.max_notional),
+        "marginType": _margin_type(r), "isolatedMargin": _isolated_margin(r),
+        "isAutoAddMargin": "false", "positionSide": "BOTH", "notional": plain(r.notional),
+        "isolatedWallet": plain(r.isolated_wallet), "updateTime": r.update_ms,
+    }
+
+
+def position_v3(spec: SymbolSpec, r: PositionRisk) -> dict:
+    """GET /fapi/v3/positionRisk: no leverage or margin type (those live in symbolConfig)."""
+    return {
+        "symbol": r.symbol, "positionSide": "BOTH", "positionAmt": _qty(spec, r.amount),
+        "entryPrice": plain(r.entry_price), "breakEvenPrice": plain(r.break_even),
+        "markPrice": fmt(r.mark, spec.price_precision + 6), "unRealizedProfit": money(r.unrealized),
+        "liquidationPrice": plain(r.liquidation_price),
+        "isolatedMargin": _isolated_margin(r),
+        "notional": plain(r.notional), "marginAsset": "USDT", "isolatedWallet": plain(r.isolated_wallet),
+        "initialMargin": money(r.initial_margin), "maintMargin": money(r.maint_margin),
+        "positionInitialMargin": money(r.position_initial_margin),
+        "openOrderInitialMargin": money(r.open_order_margin), "adl": 0,
+        "bidNotional": plain(r.bid_notional), "askNotional": plain(r.ask_notional),
+        "updateTime": r.update_ms,
+    }
+
+
+def symbol_config(r: PositionRisk) -> dict:
+    # isAutoAddMargin: Binance's docs example shows "false" (a string) but its SDK models a
+    # boolean; the SDK is the more recent source, so a boolean it is (guessed).
+    return {"symbol": r.symbol, "marginType": r.margin_type, "isAutoAddMargin": False,
+            "leverage": r.leverage, "maxNotionalValue": plain(r.max_notional)}
+
+
+def _max_withdraw(t: Totals) -> Decimal:
+    return max(ZERO, t.cross_wallet + min(ZERO, t.cross_unrealized) - t.initial_margin)
+
+
+def _asset(t: Totals, update_ms: int) -> dict:
+    return {
+        "asset": "USDT", "walletBalance": money(t.wallet), "unrealizedProfit": money(t.unrealized),
+        "marginBalance": money(t.margin_balance), "maintMargin": money(t.maint_margin),
+        "initialMargin": money(t.initial_margin),
+        "positionInitialMargin": money(t.position_initial_margin),
+        "openOrderInitialMargin": money(t.open_order_margin),
+        "crossWalletBalance": money(t.cross_wallet), "crossUnPnl": money(t.cross_unrealized),
+        "availableBalance": money(t.available), "maxWithdrawAmount": money(_max_withdraw(t)),
+        "marginAvailable": True, "updateTime": update_ms,
+    }
+
+
+def _totals(t: Totals) -> dict:
+    return {
+        "totalInitialMargin": money(t.initial_margin), "totalMaintMargin": money(t.maint_margin),
+        "totalWalletBalance": money(t.wallet), "totalUnrealizedProfit": money(t.unrealized),
+        "totalMarginBalance": money(t.margin_balance),
+        "totalPositionInitialMargin": money(t.position_initial_margin),
+        "totalOpenOrderInitialMargin": money(t.open_order_margin),
+        "totalCrossWalletBalance": money(t.cross_wallet), "totalCrossUnPnl": money(t.cross_unrealized),
+        "availableBalance": money(t.available), "maxWithdrawAmount": money(_max_withdraw(t)),
+    }
+
+
+def account_v2(account: Account, market: Market) -> dict:
+    t = account.totals(market)
+    positions = []
+    for r in account.risks(market):
+        spec = market.specs[r.symbol]
+        positions.append({
+            "symbol": r.symbol, "initialMargin": money(r.initial_margin),
+            "maintMargin": money(r.maint_margin), "unrealizedProfit": money(r.unrealized),
+            "positionInitialMargin": money(r.position_initial_margin),
+            "openOrderInitialMargin": money(r.open_order_margin), "leverage": str(r.leverage),
+            "isolated": r.isolated, "entryPrice": plain(r.entry_price),
+            "breakEvenPrice": plain(r.break_even), "maxNotional": plain(r.max_notional),
+            "bidNotional": plain(r.bid_notional), "askNotional": plain(r.ask_notional),
+            "positionSide": "BOTH", "positionAmt": _qty(spec, r.amount), "updateTime": r.update_ms,
+        })
+    return {"feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True,
+            "canWithdraw": True, "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1,
+            **_totals(t), "assets": [_asset(t, account.update_ms)], "positions": positions}
+
+
+def account_v3(account: Account, market: Market, active: list[str]) -> dict:
+    t = account.totals(market)
+    positions = []
+    for r in account.risks(market, active):
+        spec = market.specs[r.symbol]
+        positions.append({
+            "symbol": r.symbol, "positionSide": "BOTH", "positionAmt": _qty(spec, r.amount),
+            "unrealizedProfit": money(r.unrealized),
+            "isolatedMargin": _isolated_margin(r),
+            "notional": plain(r.notional), "isolatedWallet": plain(r.isolated_wallet),
+            "initialMargin": money(r.initial_margin), "maintMargin": money(r.maint_margin),
+            "updateTime": r.update_ms,
+        })
+    return {**_totals(t), "assets": [_asset(t, account.update_ms)], "positions": positions}
+
+
+def balance(account: Account, market: Market) -> list[dict]:
+    t = account.totals(market)
+    return [{"accountAlias": account.name, "asset": "USDT", "balance": money(t.wallet),
+             "crossWalletBalance": money(t.cross_wallet), "crossUnPnl": money(t.cross_unrealized),
+             "availableBalance": money(t.available), "maxWithdrawAmount": money(_max_withdraw(t)),
+             "marginAvailable": True, "updateTime": account.update_ms}]
+
+
+def subaccount_summary(t: Totals, email: str) -> dict:
+    return {"email": email, **_summary(t)}
+
+
+_SUMMARY_TOTALS = ("totalInitialMargin", "totalMaintenanceMargin", "totalMarginBalance",
+                   "totalOpenOrderInitialMargin", "totalPositionInitialMargin",
+                   "totalUnrealizedProfit", "totalWalletBalance")
+
+
+def _summary(t: Totals) -> dict:
+    return {"totalInitialMargin": money(t.initial_margin), "totalMaintenanceMargin": money(t.maint_margin),
+            "totalMarginBalance": money(t.margin_balance),
+            "totalOpenOrderInitialMargin": money(t.open_order_margin),
+            "totalPositionInitialMargin": money(t.position_initial_margin),
+            "totalUnrealizedProfit": money(t.unrealized), "totalWalletBalance": money(t.wallet),
+            "asset": "USD"}
+
+
+def subaccounts_summary(rows: list[tuple[str, Totals]]) -> dict:
+    """GET /sapi/v1/sub-account/futures/accountSummary (v2 wraps it in futureAccountSummaryResp)."""
+    subs = [subaccount_summary(t, email) for email, t in rows]
+    totals = {k: money(sum((Decimal(s[k]) for s in subs), ZERO)) for k in _SUMMARY_TOTALS}
+    return {**totals, "asset": "USD", "subAccountList": subs}
+
+
+def subaccount_detail(account: Account, market: Market) -> dict:
+    t = account.totals(market)
+    asset = _asset(t, account.update_ms)
+    return {"email": account.email, "asset": "USDT", "assets": [{
+        "asset": "USDT", "initialMargin": asset["initialMargin"],
+        "maintenanceMargin": asset["maintMargin"], "marginBalance": asset["marginBalance"],
+        "maxWithdrawAmount": asset["maxWithdrawAmount"],
+        "openOrderInitialMargin": asset["openOrderInitialMargin"],
+        "positionInitialMargin": asset["positionInitialMargin"],
+        "unrealizedProfit": asset["unrealizedProfit"], "walletBalance": asset["walletBalance"]}],
+        "canDeposit": True, "canTrade": True, "canWithdraw": True, "feeTier": 0,
+        "maxWithdrawAmount": asset["maxWithdrawAmount"], **{
+            k: v for k, v in _summary(t).items() if k != "asset"}, "updateTime": account.update_ms}
+
+
+# -- user-data stream events -------------------------------------------------------------------
+
+
+def event(e: Event, market: Market, account: Account) -> dict:
+    if isinstance(e, OrderUpdated):
+        return _order_update(e, market.specs[e.order.symbol], account)
+    if isinstance(e, BalanceChanged):
+        return _account_update(e, market)
+    if isinstance(e, LeverageChanged):
+        return {"e": "ACCOUNT_CONFIG_UPDATE", "E": e.time_ms, "T": e.time_ms,
+                "ac": {"s": e.symbol, "l": e.leverage}}
+    if isinstance(e, MarginCalled):
+        return {"e": "MARGIN_CALL", "E": e.time_ms, "cw": money(e.cross_wallet), "p": [
+            {"s": r.symbol, "ps": "BOTH", "pa": _qty(market.specs[r.symbol], r.amount),
+             "mt": "CROSSED", "iw": money(r.isolated_wallet), "mp": plain(r.mark),
+             "up": money(r.unrealized), "mm": money(r.maint_margin)} for r in e.positions]}
+    raise TypeError(f"not a simulator event: {e!r}")
+
+
+def _order_update(e: OrderUpdated, spec: SymbolSpec, account: Account) -> dict:
+    o, f = e.order, e.fill
+    body = {
+        "s": o.symbol, "c": o.client_order_id, "S": o.side, "o": o.type, "f": o.time_in_force,
+        "q": _qty(spec, o.orig_qty), "p": _price(spec, o.price),
+        "ap": fmt(o.avg_price, max(5, spec.price_precision)), "sp": "0", "x": e.exec_type,
+        "X": o.status, "i": o.order_id, "l": _qty(spec, f.qty if f else ZERO),
+        "z": _qty(spec, o.executed_qty), "L": _price(spec, f.price) if f else "0",
+        "T": e.time_ms, "t": f.trade_id if f else 0,
+        "b": plain(account.open_buy.get(o.symbol, ZERO)), "a": plain(account.open_sell.get(o.symbol, ZERO)),
+        "m": f.maker if f else False, "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.type,
+        "ps": "BOTH", "cp": False, "rp": money(f.realized_pnl if f else ZERO), "pP": False,
+        "si": 0, "ss": 0, "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": o.good_till_date,
+    }
+    if f is not None:  # Binance: commission fields are pushed only with a trade
+        body["N"], body["n"] = "USDT", money(f.commission)
+    return {"e": "ORDER_TRADE_UPDATE", "E": e.time_ms, "T": e.time_ms, "o": body}
+
+
+def _account_update(e: BalanceChanged, market: Market) -> dict:
+    return {"e": "ACCOUNT_UPDATE", "E": e.time_ms, "T": e.time_ms, "a": {
+        "m": e.reason,
+        "B": [{"a": "USDT", "wb": money(e.wallet), "cw": money(e.cross_wallet),
+               "bc": money(e.balance_change)}],
+        "P": [{"s": r.symbol, "pa": _qty(market.specs[r.symbol], r.amount), "ep": plain(r.entry_price),
+               "bep": plain(r.break_even), "cr": money(r.realized), "up": money(r.unrealized),
+               "mt": _margin_type(r), "iw": money(r.isolated_wallet), "ps": "BOTH"}
+              for r in e.positions],
+    }}
+
+
+def listen_key_expired(listen_key: str, now_ms: int) -> dict:
+    # Binance sends this event's "E" as a string (seen on the live API: go-binance issue 510).
+    return {"e": "listenKeyExpired", "E": str(now_ms), "listenKey": listen_key}
