@@ -1,0 +1,353 @@
+"""One account's REST connection to Binance USD-M futures, over python-binance's AsyncClient.
+
+Every call goes through `_call`, which owns the policy for each kind of failure:
+transient errors are retried with exponential backoff and jitter (tenacity); -1021 re-syncs
+the server-time offset and retries once; 429/418 block every request on this host until
+Retry-After has passed (no request is sent before); business refusals surface at once as
+`Rejected`. Each call's request weight is charged to the controller's budget before sending.
+Only this package imports python-binance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from controller.clock import Clock
+from controller.exchange import parse
+from controller.exchange.errors import (
+    ClockSkew,
+    ExchangeError,
+    NotApplied,
+    RateLimited,
+    Rejected,
+    Retryable,
+    classify,
+)
+from controller.exchange.events import (
+    AccountSnapshot,
+    Fill,
+    LeverageBracket,
+    OpenOrder,
+    Position,
+    SubAccountBalance,
+    SymbolFilters,
+    SymbolSettings,
+)
+from controller.exchange.weights import WeightBudget, weight_of
+
+log = logging.getLogger("controller.exchange")
+T = TypeVar("T")
+
+DUPLICATE_CLIENT_ORDER_ID = -4116
+ORDER_DOES_NOT_EXIST = -2013
+NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
+CLIENT_ORDER_PREFIX = "cc-"  # orders the controller places (flattening) are recognisable
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Base URLs in the form python-binance's attributes take them."""
+
+    rest_url: str               # AsyncClient.FUTURES_URL, e.g. https://fapi.binance.com/fapi
+    ws_url: str                 # BinanceSocketManager.FSTREAM_URL, e.g. wss://fstream.binance.com/
+    sapi_url: str | None = None  # AsyncClient.MARGIN_API_URL (sub-account endpoints), e.g. https://api.binance.com/sapi
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+    request_timeout: float = 10.0
+
+
+class RequestGate:
+    """Host-wide: after a 429/418 no request is sent by any client until Retry-After passes."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.blocked_until = 0.0
+
+    def block(self, retry_after: float) -> None:
+        self.blocked_until = max(self.blocked_until, self.clock.time() + retry_after)
+
+    def check(self, what: str) -> None:
+        remaining = self.blocked_until - self.clock.time()
+        if remaining > 0:
+            raise RateLimited(f"{what} not sent: the exchange asked us to back off for {remaining:.1f} s more",
+                              retry_after=remaining)
+
+
+class ExchangeClient:
+    """The calls rollback and verification need, for one account."""
+
+    def __init__(self, *, account: str, api_key: str, api_secret: str, endpoints: Endpoints, clock: Clock,
+                 budget: WeightBudget, gate: RequestGate | None = None, retry: RetryPolicy | None = None) -> None:
+        from binance import AsyncClient
+
+        self.account = account
+        self.endpoints = endpoints
+        self.clock = clock
+        self.budget = budget
+        self.gate = gate or RequestGate(clock)
+        self.retry = retry or RetryPolicy()
+        self._server_skew_ms = 0.0  # exchange time minus our Clock's time
+        self._client = AsyncClient(api_key, api_secret)
+        self._client.FUTURES_URL = endpoints.rest_url.rstrip("/")
+        if endpoints.sapi_url:
+            self._client.MARGIN_API_URL = endpoints.sapi_url.rstrip("/")
+        self._client.REQUEST_TIMEOUT = self.retry.request_timeout
+
+    @property
+    def binance(self):
+        """The underlying AsyncClient, for the user-data stream (same package)."""
+        return self._client
+
+    async def close(self) -> None:
+        await self._client.close_connection()
+
+    async def __aenter__(self) -> ExchangeClient:
+        await self.sync_time()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # --- the call policy ------------------------------------------------------------------------
+
+    async def sync_time(self) -> float:
+        """Measure the exchange's clock against ours; returns the skew in milliseconds."""
+        started = self.clock.time()
+        raw = await self._send("server time", "GET", "/fapi/v1/time", self._client.futures_time)
+        midpoint_ms = (started + self.clock.time()) / 2 * 1000
+        self._server_skew_ms = raw["serverTime"] - midpoint_ms
+        return self._server_skew_ms
+
+    def _stamp(self) -> None:
+        # python-binance stamps requests with time.time() + timestamp_offset; steer it to our
+        # Clock (which may be simulated and accelerated) plus the measured exchange skew.
+        self._client.timestamp_offset = int((self.clock.time() - time.time()) * 1000 + self._server_skew_ms)
+
+    async def _send(self, what: str, method: str, path: str, fn: Callable[..., Awaitable[T]], **params: Any) -> T:
+        """One attempt: gate, budget, stamp, send, classify."""
+        self.gate.check(what)
+        self.budget.reserve(weight_of(method, path, params), what=what)
+        self._stamp()
+        try:
+            async with asyncio.timeout(self.retry.request_timeout):
+                result = await fn(**params)
+        except BaseException as exc:
+            self._observe_weight()
+            mapped = classify(exc)
+            if mapped is None:
+                raise
+            if isinstance(mapped, RateLimited):
+                self.gate.block(mapped.retry_after)
+            raise mapped from None
+        self._observe_weight()
+        return result
+
+    def _observe_weight(self) -> None:
+        response = getattr(self._client, "response", None)
+        if response is not None:
+            self.budget.observe(response.headers.get("X-MBX-USED-WEIGHT-1M"))
+
+    async def _call(self, what: str, method: str, path: str, fn: Callable[..., Awaitable[T]], *,
+                    attempts: int | None = None, **params: Any) -> T:
+        """Send with the retry policy: backoff for transient errors, one re-sync for clock skew."""
+        resynced = False
+        while True:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(Retryable),
+                    wait=wait_exponential_jitter(multiplier=self.retry.initial_backoff, max=self.retry.max_backoff),
+                    stop=stop_after_attempt(attempts or self.retry.attempts),
+                    sleep=self.clock.sleep,
+                    before_sleep=lambda state: log.warning(
+                        "exchange_retry account=%s call=%r attempt=%d error=%s", self.account, what,
+                        state.attempt_number, state.outcome.exception()),
+                    reraise=True,
+                ):
+                    with attempt:
+                        return await self._send(what, method, path, fn, **params)
+            except ClockSkew:
+                if resynced:
+                    raise
+                resynced = True
+                skew = await self.sync_time()
+                log.warning("exchange_time_resync account=%s skew_ms=%.0f", self.account, skew)
+        raise AssertionError("unreachable")
+
+    # --- calls the rollback needs ----------------------------------------------------------------
+
+    async def set_leverage(self, symbol: str, leverage: int) -> int:
+        """POST /fapi/v1/leverage, then check that the answer is the leverage we asked for."""
+        raw = await self._call(f"set {symbol} leverage to {leverage}", "POST", "/fapi/v1/leverage",
+                               self._client.futures_change_leverage, symbol=symbol, leverage=leverage)
+        applied = int(raw["leverage"])
+        if applied != leverage:
+            raise NotApplied(f"{symbol}: asked the exchange for leverage {leverage}, it answered {applied}")
+        return applied
+
+    async def confirm_leverage(self, symbol: str, leverage: int) -> None:
+        """Read the leverage back (GET /fapi/v1/symbolConfig): a response can say "applied"
+        while the exchange's state did not change."""
+        found = {s.symbol: s.leverage for s in await self.symbol_settings(symbol)}.get(symbol)
+        if found != leverage:
+            raise NotApplied(f"{symbol}: the exchange applies leverage {found}, expected {leverage}")
+
+    async def set_margin_type(self, symbol: str, margin_type: str) -> None:
+        """POST /fapi/v1/marginType; "no need to change" (-4046) means it already is."""
+        try:
+            await self._call(f"set {symbol} margin type to {margin_type}", "POST", "/fapi/v1/marginType",
+                             self._client.futures_change_margin_type, symbol=symbol, marginType=margin_type)
+        except Rejected as exc:
+            if exc.code != NO_NEED_TO_CHANGE_MARGIN_TYPE:
+                raise
+
+    async def cancel_all_orders(self, symbol: str) -> None:
+        await self._call(f"cancel all {symbol} orders", "DELETE", "/fapi/v1/allOpenOrders",
+                         self._client.futures_cancel_all_open_orders, symbol=symbol)
+
+    async def new_order(self, *, symbol: str, side: str, order_type: str, quantity: Decimal,
+                        price: Decimal | None = None, reduce_only: bool = False,
+                        client_order_id: str | None = None) -> dict[str, Any]:
+        """Place an order at most once.
+
+        Binance keeps ``newClientOrderId`` unique only among *open* orders, so resending after an
+        ambiguous failure (timeout, 5xx) could double a market order that already filled. After
+        such a failure the order is looked up by its client id first, and resent only if the
+        exchange has never seen it.
+        """
+        client_order_id = client_order_id or f"{CLIENT_ORDER_PREFIX}{uuid.uuid4().hex[:24]}"
+        params: dict[str, Any] = {"symbol": symbol, "side": side, "type": order_type, "quantity": str(quantity),
+                                  "newClientOrderId": client_order_id}
+        if price is not None:
+            params.update(price=str(price), timeInForce="GTC")
+        if reduce_only:
+            params["reduceOnly"] = "true"
+        what = f"{side} {quantity} {symbol} {order_type} ({client_order_id})"
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return await self._call(what, "POST", "/fapi/v1/order", self._client.futures_create_order,
+                                        attempts=1, **params)
+            except Retryable as exc:
+                existing = await self.find_order(symbol, client_order_id)
+                if existing is not None:
+                    return existing
+                if attempt == self.retry.attempts:
+                    raise
+                log.warning("exchange_order_retry account=%s order=%r attempt=%d error=%s",
+                            self.account, what, attempt, exc)
+                await self.clock.sleep(min(self.retry.max_backoff, self.retry.initial_backoff * 2 ** (attempt - 1)))
+            except Rejected as exc:
+                if exc.code != DUPLICATE_CLIENT_ORDER_ID:
+                    raise
+                existing = await self.find_order(symbol, client_order_id)  # an earlier attempt's, still open
+                if existing is None:
+                    raise
+                return existing
+        raise AssertionError("unreachable")
+
+    async def find_order(self, symbol: str, client_order_id: str) -> dict[str, Any] | None:
+        """GET /fapi/v1/order by client id, in any state; None if the exchange never saw it."""
+        try:
+            return await self._call(f"look up order {client_order_id}", "GET", "/fapi/v1/order",
+                                    self._client.futures_get_order, symbol=symbol, origClientOrderId=client_order_id)
+        except Rejected as exc:
+            if exc.code == ORDER_DOES_NOT_EXIST:
+                return None
+            raise
+
+    async def flatten(self, symbol: str, *, client_order_id: str | None = None) -> dict[str, Any] | None:
+        """Close the symbol's position with a reduce-only market order; None when flat already."""
+        position = next((p for p in await self.positions(symbol) if p.amount != 0), None)
+        if position is None:
+            return None
+        side = "SELL" if position.amount > 0 else "BUY"
+        return await self.new_order(symbol=symbol, side=side, order_type="MARKET", quantity=abs(position.amount),
+                                    reduce_only=True, client_order_id=client_order_id)
+
+    # --- user-data stream listenKey ---------------------------------------------------------------
+
+    async def create_listen_key(self) -> str:
+        """POST /fapi/v1/listenKey: a key valid 60 minutes unless kept alive."""
+        return await self._call("create listenKey", "POST", "/fapi/v1/listenKey",
+                                self._client.futures_stream_get_listen_key)
+
+    async def keepalive_listen_key(self, listen_key: str) -> None:
+        await self._call("keep listenKey alive", "PUT", "/fapi/v1/listenKey",
+                         self._client.futures_stream_keepalive, listenKey=listen_key)
+
+    async def close_listen_key(self, listen_key: str) -> None:
+        await self._call("close listenKey", "DELETE", "/fapi/v1/listenKey",
+                         self._client.futures_stream_close, listenKey=listen_key)
+
+    # --- reads verification needs ----------------------------------------------------------------
+
+    async def positions(self, symbol: str | None = None) -> list[Position]:
+        params = {"symbol": symbol} if symbol else {}
+        raw = await self._call("read positions", "GET", "/fapi/v3/positionRisk",
+                               self._client.futures_position_information, **params)
+        return parse.positions(raw)
+
+    async def symbol_settings(self, symbol: str | None = None) -> list[SymbolSettings]:
+        params = {"symbol": symbol} if symbol else {}
+        raw = await self._call("read symbol settings", "GET", "/fapi/v1/symbolConfig",
+                               self._client.futures_symbol_config, **params)
+        return parse.symbol_settings(raw)
+
+    async def account_snapshot(self) -> AccountSnapshot:
+        raw = await self._call("read account", "GET", "/fapi/v2/account", self._client.futures_account)
+        return parse.account(raw, self.account, self.clock.time())
+
+    async def open_orders(self, symbol: str | None = None) -> list[OpenOrder]:
+        params = {"symbol": symbol} if symbol else {}
+        raw = await self._call("read open orders", "GET", "/fapi/v1/openOrders",
+                               self._client.futures_get_open_orders, **params)
+        return parse.open_orders(raw)
+
+    async def user_trades(self, symbol: str, *, from_id: int | None = None, start_time: float | None = None,
+                          limit: int = 1000) -> list[Fill]:
+        """GET /fapi/v1/userTrades from a trade id, or from a time (epoch seconds)."""
+        params: dict[str, Any] = {"symbol": symbol, "limit": limit}
+        if from_id is not None:
+            params["fromId"] = from_id
+        elif start_time is not None:
+            params["startTime"] = int(start_time * 1000)
+        raw = await self._call(f"read {symbol} trades", "GET", "/fapi/v1/userTrades",
+                               self._client.futures_account_trades, **params)
+        return parse.user_trades(raw, self.account, self.clock.time())
+
+    async def leverage_brackets(self, symbol: str | None = None) -> list[LeverageBracket]:
+        params = {"symbol": symbol} if symbol else {}
+        raw = await self._call("read leverage brackets", "GET", "/fapi/v1/leverageBracket",
+                               self._client.futures_leverage_bracket, **params)
+        return parse.leverage_brackets(raw if isinstance(raw, list) else [raw])
+
+    async def symbol_filters(self) -> dict[str, SymbolFilters]:
+        raw = await self._call("read exchange info", "GET", "/fapi/v1/exchangeInfo", self._client.futures_exchange_info)
+        return {f.symbol: f for f in parse.symbol_filters(raw)}
+
+    async def mark_prices(self, symbol: str | None = None) -> dict[str, Decimal]:
+        params = {"symbol": symbol} if symbol else {}
+        raw = await self._call("read mark prices", "GET", "/fapi/v1/premiumIndex", self._client.futures_mark_price,
+                               **params)
+        return parse.mark_prices(raw)
+
+    async def sub_account_balances(self) -> list[SubAccountBalance]:
+        """USD-M futures balances of every sub-account (a master key only)."""
+        if not self.endpoints.sapi_url:
+            raise ExchangeError("sub-account balances need the SAPI base URL (endpoints.sapi_url)")
+        raw = await self._call("read sub-account balances", "GET", "/sapi/v2/sub-account/futures/accountSummary",
+                               self._client.get_subaccount_futures_summary, futuresType=1)
+        return parse.sub_account_balances(raw)

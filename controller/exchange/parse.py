@@ -1,0 +1,209 @@
+"""Raw Binance payloads into typed events and snapshots. Raw dicts stop here.
+
+Field names follow Binance's USD-M futures user-data stream and REST documentation (checked
+against the models of Binance's own SDK, binance-sdk-derivatives-trading-usds-futures).
+Anything that does not parse raises `PayloadError`, which the stream logs with the raw text
+and counts; it never ends the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from controller.exchange.events import (
+    AccountSnapshot,
+    AccountUpdate,
+    Balance,
+    ExchangeEvent,
+    Fill,
+    LeverageBracket,
+    LeverageChanged,
+    MarginCall,
+    MarginCallPosition,
+    OpenOrder,
+    OrderUpdate,
+    Position,
+    PositionChange,
+    SubAccountBalance,
+    SymbolFilters,
+    SymbolSettings,
+)
+
+
+class PayloadError(ValueError):
+    """A payload that is not what Binance documents."""
+
+
+def _dec(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, TypeError):
+        raise PayloadError(f"expected a decimal, got {value!r}") from None
+
+
+def _get(raw: Mapping[str, Any], key: str) -> Any:
+    try:
+        return raw[key]
+    except (KeyError, TypeError):
+        raise PayloadError(f"missing field {key!r}") from None
+
+
+def _ms(value: Any) -> float:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PayloadError(f"expected milliseconds as an integer, got {value!r}")
+    return value / 1000
+
+
+# --- user-data stream ---------------------------------------------------------------------------
+
+
+def stream_events(raw: Mapping[str, Any], account: str, ts_init: float) -> list[ExchangeEvent]:
+    """The typed events in one user-data message; [] for messages that carry none we use."""
+    kind = _get(raw, "e")
+    parser = _STREAM.get(kind)
+    if parser is None:
+        return []  # e.g. TRADE_LITE, STRATEGY_UPDATE: documented, not used by the controller
+    try:
+        return parser(raw, account, ts_init)
+    except PayloadError as exc:
+        raise PayloadError(f"{kind}: {exc}") from None
+
+
+def _order_trade_update(raw, account, ts_init) -> list[ExchangeEvent]:
+    o = _get(raw, "o")
+    ts_event = _ms(_get(raw, "E"))
+    update = OrderUpdate(
+        account=account, symbol=_get(o, "s"), order_id=int(_get(o, "i")), client_order_id=_get(o, "c"),
+        side=_get(o, "S"), order_type=_get(o, "o"), execution_type=_get(o, "x"), status=_get(o, "X"),
+        quantity=_dec(_get(o, "q")), price=_dec(_get(o, "p")), average_price=_dec(_get(o, "ap")),
+        filled_quantity=_dec(_get(o, "z")), reduce_only=bool(_get(o, "R")), ts_event=ts_event, ts_init=ts_init)
+    events: list[ExchangeEvent] = [update]
+    if update.execution_type == "TRADE":
+        qty, price = _dec(_get(o, "l")), _dec(_get(o, "L"))
+        events.append(Fill(
+            account=account, symbol=update.symbol, trade_id=int(_get(o, "t")), order_id=update.order_id,
+            client_order_id=update.client_order_id, side=update.side, price=price, quantity=qty,
+            quote_quantity=price * qty, commission=_dec(o.get("n", "0")), commission_asset=o.get("N") or "USDT",
+            realized_pnl=_dec(o.get("rp", "0")), maker=bool(_get(o, "m")), ts_event=_ms(_get(o, "T")), ts_init=ts_init))
+    return events
+
+
+def _account_update(raw, account, ts_init) -> list[ExchangeEvent]:
+    a = _get(raw, "a")
+    balances = tuple(Balance(_get(b, "a"), _dec(_get(b, "wb")), _dec(_get(b, "cw"))) for b in _get(a, "B"))
+    positions = tuple(PositionChange(_get(p, "s"), _dec(_get(p, "pa")), _dec(_get(p, "ep")), _dec(_get(p, "up")),
+                                     str(_get(p, "mt")).upper(), _dec(_get(p, "iw"))) for p in _get(a, "P"))
+    return [AccountUpdate(account, _get(a, "m"), balances, positions, _ms(_get(raw, "E")), ts_init)]
+
+
+def _account_config_update(raw, account, ts_init) -> list[ExchangeEvent]:
+    ac = raw.get("ac")
+    if ac is None:  # "ai": multi-assets mode changed; no leverage in it
+        return []
+    leverage = _get(ac, "l")
+    if not isinstance(leverage, int) or isinstance(leverage, bool):
+        raise PayloadError(f"leverage must be an integer, got {leverage!r}")
+    return [LeverageChanged(account, _get(ac, "s"), leverage, _ms(_get(raw, "E")), ts_init)]
+
+
+def _margin_call(raw, account, ts_init) -> list[ExchangeEvent]:
+    positions = tuple(MarginCallPosition(_get(p, "s"), _get(p, "ps"), _dec(_get(p, "pa")), str(_get(p, "mt")).upper(),
+                                         _dec(_get(p, "mp")), _dec(_get(p, "up")), _dec(_get(p, "mm")))
+                      for p in _get(raw, "p"))
+    return [MarginCall(account, _dec(_get(raw, "cw")), positions, _ms(_get(raw, "E")), ts_init)]
+
+
+_STREAM: dict[str, Callable[[Mapping[str, Any], str, float], list[ExchangeEvent]]] = {
+    "ORDER_TRADE_UPDATE": _order_trade_update,
+    "ACCOUNT_UPDATE": _account_update,
+    "ACCOUNT_CONFIG_UPDATE": _account_config_update,
+    "MARGIN_CALL": _margin_call,
+}
+
+
+# --- REST -----------------------------------------------------------------------------------------
+
+
+def _each(raw: Any, parse: Callable[[Mapping[str, Any]], Any]) -> list[Any]:
+    if not isinstance(raw, list):
+        raise PayloadError(f"expected a list, got {type(raw).__name__}")
+    return [parse(item) for item in raw]
+
+
+def positions(raw: Any) -> list[Position]:
+    """GET /fapi/v3/positionRisk. It carries no leverage or margin type: see `symbol_settings`."""
+    return _each(raw, lambda p: Position(
+        _get(p, "symbol"), _dec(_get(p, "positionAmt")), _dec(_get(p, "entryPrice")), _dec(_get(p, "markPrice")),
+        _dec(_get(p, "unRealizedProfit")), _dec(_get(p, "notional")), _dec(_get(p, "liquidationPrice")),
+        _dec(p.get("isolatedMargin", "0")), _dec(p.get("maintMargin", "0"))))
+
+
+def symbol_settings(raw: Any) -> list[SymbolSettings]:
+    """GET /fapi/v1/symbolConfig."""
+    return _each(raw, lambda s: SymbolSettings(_get(s, "symbol"), int(_get(s, "leverage")), str(_get(s, "marginType")).upper()))
+
+
+def account(raw: Any, name: str, ts_init: float) -> AccountSnapshot:
+    """GET /fapi/v2/account (or v3)."""
+    return AccountSnapshot(name, _dec(_get(raw, "totalWalletBalance")), _dec(_get(raw, "totalMarginBalance")),
+                           _dec(_get(raw, "totalMaintMargin")), _dec(_get(raw, "availableBalance")),
+                           _dec(_get(raw, "totalUnrealizedProfit")), ts_init)
+
+
+def open_orders(raw: Any) -> list[OpenOrder]:
+    return _each(raw, lambda o: OpenOrder(
+        _get(o, "symbol"), int(_get(o, "orderId")), _get(o, "clientOrderId"), _get(o, "side"), _get(o, "type"),
+        _get(o, "status"), _dec(_get(o, "origQty")), _dec(_get(o, "price")), _dec(_get(o, "executedQty")),
+        bool(_get(o, "reduceOnly"))))
+
+
+def user_trades(raw: Any, account_name: str, ts_init: float) -> list[Fill]:
+    """GET /fapi/v1/userTrades: the REST view of the fills the stream reports."""
+    return _each(raw, lambda t: Fill(
+        account_name, _get(t, "symbol"), int(_get(t, "id")), int(_get(t, "orderId")), None, _get(t, "side"),
+        _dec(_get(t, "price")), _dec(_get(t, "qty")), _dec(_get(t, "quoteQty")), _dec(_get(t, "commission")),
+        _get(t, "commissionAsset"), _dec(_get(t, "realizedPnl")), bool(_get(t, "maker")), _ms(_get(t, "time")), ts_init))
+
+
+def leverage_brackets(raw: Any) -> list[LeverageBracket]:
+    out: list[LeverageBracket] = []
+    for entry in _each(raw, lambda e: e):
+        for b in _get(entry, "brackets"):
+            out.append(LeverageBracket(_get(entry, "symbol"), int(_get(b, "bracket")), int(_get(b, "initialLeverage")),
+                                       _dec(_get(b, "notionalCap")), _dec(_get(b, "notionalFloor")), _dec(_get(b, "maintMarginRatio"))))
+    return out
+
+
+def symbol_filters(raw: Any) -> list[SymbolFilters]:
+    """GET /fapi/v1/exchangeInfo: PRICE_FILTER, LOT_SIZE and MIN_NOTIONAL of each symbol."""
+    out = []
+    for symbol in _iter(_get(raw, "symbols")):
+        filters = {f.get("filterType"): f for f in _iter(_get(symbol, "filters"))}
+        try:
+            out.append(SymbolFilters(_get(symbol, "symbol"), _dec(_get(filters["PRICE_FILTER"], "tickSize")),
+                                     _dec(_get(filters["LOT_SIZE"], "stepSize")), _dec(_get(filters["LOT_SIZE"], "minQty")),
+                                     _dec(_get(filters["MIN_NOTIONAL"], "notional"))))
+        except KeyError as exc:
+            raise PayloadError(f"{symbol.get('symbol')}: no {exc.args[0]} filter") from None
+    return out
+
+
+def mark_prices(raw: Any) -> dict[str, Decimal]:
+    """GET /fapi/v1/premiumIndex (one object with a symbol, a list without)."""
+    items = raw if isinstance(raw, list) else [raw]
+    return {_get(p, "symbol"): _dec(_get(p, "markPrice")) for p in items}
+
+
+def sub_account_balances(raw: Any) -> list[SubAccountBalance]:
+    """GET /sapi/v2/sub-account/futures/accountSummary?futuresType=1 (v1 is the unwrapped form)."""
+    summary = raw.get("futureAccountSummaryResp", raw) if isinstance(raw, Mapping) else raw
+    return [SubAccountBalance(_get(s, "email"), _dec(_get(s, "totalWalletBalance")), _dec(_get(s, "totalMarginBalance")))
+            for s in _iter(_get(summary, "subAccountList"))]
+
+
+def _iter(raw: Any) -> Iterable[Mapping[str, Any]]:
+    if not isinstance(raw, list):
+        raise PayloadError(f"expected a list, got {type(raw).__name__}")
+    return raw

@@ -1,0 +1,127 @@
+"""The user-data stream: typed events, reconnects with reconciliation, nothing missed or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from decimal import Decimal
+
+import pytest
+
+from controller.exchange.events import Fill, LeverageChanged, OrderUpdate, StreamStatus
+from controller.exchange.stream import StreamSettings, UserStream
+from tests.exchange.conftest import EventLog, requests_to
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+
+
+@asynccontextmanager
+async def running(client, *, settings: StreamSettings | None = None):
+    log = EventLog()
+    stream = UserStream(client, SYMBOLS, log, settings=settings or StreamSettings(), since=client.clock.time())
+    task = asyncio.create_task(stream.run(), name="test-user-stream")
+    try:
+        await log.wait_for(lambda events: connections(events) >= 1)
+        yield stream, log
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def connections(events) -> int:
+    return sum(1 for e in events if isinstance(e, StreamStatus) and e.connected)
+
+
+def fills(events) -> list[Fill]:
+    return [e for e in events if isinstance(e, Fill)]
+
+
+async def buy(client, qty="0.002", symbol="BTCUSDT"):
+    return await client.new_order(symbol=symbol, side="BUY", order_type="MARKET", quantity=Decimal(qty))
+
+
+async def test_leverage_changes_and_fills_arrive_as_typed_events(canary):
+    async with running(canary) as (stream, log):
+        await canary.set_leverage("BTCUSDT", 8)
+        order = await buy(canary)
+        await log.wait_for(lambda events: fills(events) and any(
+            isinstance(e, LeverageChanged) and e.leverage == 8 for e in events))
+        fill = fills(log.events)[0]
+        assert fill.symbol == "BTCUSDT" and fill.quantity == Decimal("0.002") and fill.order_id == order["orderId"]
+        assert fill.ts_event > 0 and fill.ts_init >= fill.ts_event - 1
+        statuses = {e.status for e in log.of(OrderUpdate) if e.order_id == order["orderId"]}
+        assert "FILLED" in statuses
+
+
+async def test_a_fill_missed_while_disconnected_is_recovered_by_reconciliation_once(sim, canary):
+    async with running(canary) as (stream, log):
+        await buy(canary)
+        await log.wait_for(lambda events: len(fills(events)) == 1)
+        sim.faults.stall_stream("canary")        # the socket stays open but delivers nothing
+        await buy(canary)                         # this fill is pushed into the stalled socket
+        sim.faults.drop_stream("canary")          # then the connection dies
+        await log.wait_for(lambda events: connections(events) == 2 and len(fills(events)) == 2)
+        sim.faults.stall_stream("canary", False)
+        rest = await canary.user_trades("BTCUSDT")
+        assert sorted(f.trade_id for f in fills(log.events)) == sorted(t.trade_id for t in rest)
+        assert stream.stats.reconciled_fills == 1
+
+
+async def test_an_expired_listen_key_leads_to_a_new_connection(sim, canary):
+    async with running(canary) as (stream, log):
+        keys_before = requests_to(sim, "POST", "/fapi/v1/listenKey")
+        assert sim.faults.expire_listen_key("canary")
+        await log.wait_for(lambda events: connections(events) == 2)
+        assert requests_to(sim, "POST", "/fapi/v1/listenKey") == keys_before + 1
+        await buy(canary)
+        await log.wait_for(lambda events: len(fills(events)) == 1)
+
+
+async def test_duplicated_events_are_dropped_and_counted(sim, canary):
+    sim.faults.duplicate_events("canary", copies=2)
+    async with running(canary) as (stream, log):
+        await buy(canary)
+        await buy(canary, qty="0.003")
+        await log.wait_for(lambda events: len(fills(events)) == 2 and stream.stats.duplicates_dropped >= 4)
+        assert len({f.trade_id for f in fills(log.events)}) == 2
+
+
+async def test_the_listen_key_is_kept_alive_on_the_streams_clock(sim, clock, canary):
+    async with running(canary, settings=StreamSettings(keepalive_every=60, reconcile_every=3600)) as (stream, log):
+        clock.advance(61)
+        async with asyncio.timeout(10):
+            while requests_to(sim, "PUT", "/fapi/v1/listenKey") == 0:
+                await clock.sleep(0.05)
+        assert connections(log.events) == 1
+
+
+async def test_the_connection_is_rotated_before_the_24_hour_limit(clock, canary):
+    settings = StreamSettings(rotate_after=120, keepalive_every=3600, reconcile_every=3600)
+    async with running(canary, settings=settings) as (stream, log):
+        clock.advance(121)
+        await log.wait_for(lambda events: connections(events) == 2)
+        assert any(isinstance(e, StreamStatus) and not e.connected for e in log.events)
+
+
+async def test_a_stalled_stream_is_caught_up_by_the_periodic_reconciliation(sim, clock, canary):
+    settings = StreamSettings(reconcile_every=30, keepalive_every=3600)
+    async with running(canary, settings=settings) as (stream, log):
+        sim.faults.stall_stream("canary")
+        await buy(canary)
+        clock.advance(31)
+        await log.wait_for(lambda events: len(fills(events)) == 1)
+        assert stream.stats.reconciled_fills == 1 and connections(log.events) == 1
+
+
+async def test_a_payload_that_does_not_parse_is_counted_and_the_stream_goes_on(canary, caplog):
+    log = EventLog()
+    stream = UserStream(canary, SYMBOLS, log)
+    assert stream.handle_text("not json") is None
+    assert stream.handle_text('{"e": "ORDER_TRADE_UPDATE", "E": 1, "o": {"s": "BTCUSDT"}}') is None
+    assert stream.stats.parse_failures == 2
+    assert "raw=not json" in caplog.text
+    good = ('{"e":"ACCOUNT_CONFIG_UPDATE","E":1700000000000,"T":1700000000000,'
+            '"ac":{"s":"BTCUSDT","l":12}}')
+    assert stream.handle_text(good) == "ACCOUNT_CONFIG_UPDATE"
+    assert log.of(LeverageChanged)[0].leverage == 12 and log.of(LeverageChanged)[0].ts_event == 1_700_000_000
