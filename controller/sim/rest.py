@@ -159,7 +159,7 @@ class RestApi:
         accepted, live, events = self.engine.place(call.user, req)
         self.publish(events)
         spec = self.market.specs[live.symbol]
-        return wire.order(spec, live if p.get("newOrderRespType") == "RESULT" else accepted)
+        return wire.order(spec, live if p.get("newOrderRespType") == "RESULT" else accepted, "new")
 
     def query_order(self, call: Call) -> dict:
         spec, order_id, client_id = self._order_ref(call)
@@ -179,7 +179,7 @@ class RestApi:
         spec, order_id, client_id = self._order_ref(call)
         order, events = self.engine.cancel(call.user, spec.symbol, order_id, client_id)
         self.publish(events)
-        return wire.order(spec, order)
+        return wire.order(spec, order, "cancel")
 
     def cancel_all(self, call: Call) -> dict:
         symbol = _required(call.params, "symbol")

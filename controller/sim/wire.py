@@ -118,9 +118,15 @@ def book_ticker(market: Market, spec: SymbolSpec, now_ms: int) -> dict:
 # -- orders and trades -------------------------------------------------------------------------
 
 
-def order(spec: SymbolSpec, o: Order) -> dict:
-    """An order as POST/GET/DELETE /fapi/v1/order answer it (the union of their fields)."""
-    return {
+# Which fields each answer about an order leaves out (Binance's response examples):
+# POST answers carry cumQty but no time; GET (query, open orders) carry time and cumQuote but
+# no cumQty; DELETE carries cumQty and cumQuote, no time and no avgPrice.
+_ORDER_SHAPES = {"new": ("time",), "query": ("cumQty",), "cancel": ("time", "avgPrice")}
+
+
+def order(spec: SymbolSpec, o: Order, shape: str = "query") -> dict:
+    """An order as POST (``new``), GET (``query``) or DELETE (``cancel``) /fapi/v1/order answer it."""
+    answer = {
         "orderId": o.order_id, "symbol": o.symbol, "status": o.status,
         "clientOrderId": o.client_order_id, "price": _price(spec, o.price),
         "avgPrice": fmt(o.avg_price, max(5, spec.price_precision)),
@@ -132,6 +138,9 @@ def order(spec: SymbolSpec, o: Order) -> dict:
         "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
         "goodTillDate": o.good_till_date, "time": o.time_ms, "updateTime": o.update_ms,
     }
+    for name in _ORDER_SHAPES[shape]:
+        del answer[name]
+    return answer
 
 
 def trade(spec: SymbolSpec, f: Fill) -> dict:
