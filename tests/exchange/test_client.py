@@ -155,3 +155,15 @@ async def test_market_data_for_sizing_comes_typed(canary):
     assert btc.round_quantity(btc.step_size * Decimal("3.7")) == btc.step_size * 3
     prices = await canary.mark_prices()
     assert prices["BTCUSDT"] > 0 and (await canary.mark_prices("ETHUSDT")).keys() == {"ETHUSDT"}
+
+
+async def test_a_slow_exchange_times_out_and_is_retried_as_transient(sim, connect):
+    from controller.exchange.client import RetryPolicy
+
+    client = await connect("canary", retry=RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.02,
+                                                        request_timeout=0.2))
+    sim.faults.add_latency(2.0, "GET /fapi/v1/openOrders")
+    with pytest.raises(Retryable, match="TimeoutError"):
+        await client.open_orders("BTCUSDT")
+    sim.faults.clear()
+    assert await client.open_orders("BTCUSDT") == []

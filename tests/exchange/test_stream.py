@@ -125,3 +125,14 @@ async def test_a_payload_that_does_not_parse_is_counted_and_the_stream_goes_on(c
             '"ac":{"s":"BTCUSDT","l":12}}')
     assert stream.handle_text(good) == "ACCOUNT_CONFIG_UPDATE"
     assert log.of(LeverageChanged)[0].leverage == 12 and log.of(LeverageChanged)[0].ts_event == 1_700_000_000
+
+
+async def test_events_delivered_out_of_order_still_give_each_fill_once(sim, canary):
+    sim.faults.reorder_events("canary")
+    async with running(canary) as (stream, log):
+        order = await buy(canary)
+        await log.wait_for(lambda events: len(fills(events)) == 1 and any(
+            isinstance(e, OrderUpdate) and e.status == "NEW" and e.order_id == order["orderId"] for e in events))
+        updates = [e.status for e in log.of(OrderUpdate) if e.order_id == order["orderId"]]
+        assert updates.index("FILLED") < updates.index("NEW")  # delivered reversed, passed on as delivered
+        assert [f.order_id for f in fills(log.events)] == [order["orderId"]]
