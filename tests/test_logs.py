@@ -1,0 +1,49 @@
+"""Logs are one structured line per event and never carry a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from controller import logs
+
+
+@pytest.fixture
+def captured():
+    stream = io.StringIO()
+    saved = logging.getLogger().handlers, logging.getLogger().level
+    logs.configure("info", "json", stream)
+    yield stream
+    logging.getLogger().handlers, level = saved
+    logging.getLogger().setLevel(level)
+
+
+def test_a_record_becomes_one_json_line_with_level_logger_and_time(captured):
+    logging.getLogger("controller.test").warning("exchange_retry account=%s attempt=%d", "canary", 2)
+    (line,) = captured.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == "exchange_retry account=canary attempt=2"
+    assert record["level"] == "warning" and record["logger"] == "controller.test" and record["timestamp"]
+
+
+def test_secrets_in_fields_and_in_text_are_redacted(captured):
+    log = logging.getLogger("controller.test")
+    log.error("request failed url=/fapi/v1/order?symbol=BTCUSDT&signature=abc123def&timestamp=1 "
+              "listenKey=K3Y api_secret: s3cr3t", extra={"api_secret": "s3cr3t"})
+    text = captured.getvalue()
+    for secret in ("abc123def", "K3Y", "s3cr3t"):
+        assert secret not in text
+    assert json.loads(text)["api_secret"] == "***"
+    assert "symbol=BTCUSDT" in text and "signature=***" in text
+
+
+def test_an_exception_is_rendered_inside_its_one_record(captured):
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("controller.test").exception("sink_failed")
+    (line,) = captured.getvalue().splitlines()
+    assert "ValueError: boom" in json.loads(line)["exception"]
