@@ -1,0 +1,92 @@
+"""Sliding windows: exact while small, bounded and within the stated error when large."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.analysis.window import DEFAULT_ACCURACY, Window
+
+
+def exact_quantile(values, q):
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def test_a_sample_exactly_span_old_is_still_in_the_window_and_a_moment_later_is_not():
+    window = Window(60)
+    window.add(100.0, 1.0)
+    window.add(130.0, 2.0)
+    window.expire(160.0)
+    assert window.count() == 2 and window.first() == (100.0, 1.0)
+    window.expire(160.001)
+    assert window.count() == 1 and window.sum() == 2.0
+
+
+def test_an_empty_window_has_no_value_rather_than_zero():
+    window = Window(10)
+    assert window.count() == 0
+    assert window.quantile(0.5) is None and window.max() is None and window.mean() is None
+    assert window.increase() is None
+
+
+def test_late_samples_keep_the_window_in_time_order():
+    window = Window(60)
+    for t in (10.0, 30.0, 20.0):
+        window.add(t, t)
+    window.expire(75.0)
+    assert window.first() == (20.0, 20.0) and window.last() == (30.0, 30.0)
+
+
+def test_counter_increase_counts_a_reset_as_a_restart_from_zero():
+    window = Window(600)
+    for t, v in enumerate([5, 7, 9, 1, 3]):
+        window.add(float(t), float(v))
+    assert window.increase() == 2 + 2 + 1 + 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=0.0001, max_value=5.0, allow_nan=False), min_size=1, max_size=500),
+       st.sampled_from([0.5, 0.95, 0.99]))
+def test_small_windows_give_exact_quantiles(values, q):
+    window = Window(3600)
+    for i, value in enumerate(values):
+        window.add(float(i), value)
+    assert window.exact and window.quantile(q) == exact_quantile(values, q)
+
+
+@pytest.mark.parametrize("q", [0.5, 0.95, 0.99])
+def test_large_windows_stay_within_the_stated_relative_error(q):
+    rng = random.Random(42)
+    window = Window(3600, exact_limit=1000)
+    values = [rng.lognormvariate(-2.5, 0.8) for _ in range(50_000)]  # latency-like, seconds
+    for i, value in enumerate(values):
+        window.add(i * 0.05, value)
+    assert not window.exact
+    estimate, truth = window.quantile(q), exact_quantile(values, q)
+    assert abs(estimate - truth) <= DEFAULT_ACCURACY * truth * 1.0001
+    assert window.count() == len(values) and window.sum() == pytest.approx(math.fsum(values))
+
+
+def test_memory_is_bounded_by_the_pane_count_however_long_the_stage():
+    window = Window(60, panes=30, exact_limit=100)
+    for i in range(200_000):  # 48 simulated hours at ~1 sample per second
+        t = i * 0.864
+        window.add(t, 1.0)
+        if i % 1000 == 0:
+            window.expire(t)
+    window.expire(t)
+    assert len(window._panes) <= 31
+    assert abs(window.count() - 60 / 0.864) <= 30 / 0.864 * 0.1 + 3  # the edge moves pane by pane
+
+
+def test_a_folded_window_edge_is_off_by_at_most_one_pane():
+    window = Window(60, panes=6, exact_limit=10)  # 10 s panes
+    for t in range(0, 120):
+        window.add(float(t), 1.0)
+    window.expire(120.0)
+    assert 60 <= window.count() <= 70
