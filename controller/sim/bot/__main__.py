@@ -1,0 +1,149 @@
+"""``python -m controller.sim.bot``: run the reference strategy bot until SIGTERM or SIGINT.
+
+    python -m controller.sim.bot --config strategy.yaml --exchange exchange.json --metrics-port 0
+
+The first line of standard output is ``{"metrics_port": N}`` (the chosen port when 0 was
+asked), so a parent can find ``/metrics``; logs go to standard error, one line per event.
+Exit status: 0 after a requested stop (open orders canceled); 2 when the strategy or exchange
+file is refused (one line ``FILE:LINE: FIELD: message``, no traceback); 1 when the bot cannot
+start (one line saying which step the exchange refused) or crashes (``bot_crashed`` with the
+Python traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from controller.clock import Clock, RealClock, SimulatedClock
+from controller.config.strategy import StrategyConfig
+from controller.config.yamlfile import load_model
+from controller.errors import CanaryError
+from controller.exchange.client import ExchangeClient
+from controller.exchange.weights import WeightBudget
+from controller.sim.bot.bot import Bot
+from controller.sim.bot.config import BotSettings, ExchangeAccess
+from controller.sim.bot.metrics import BotMetrics, MetricsServer
+
+log = logging.getLogger("controller.sim.bot")
+
+WEIGHT_SHARE = 0.5
+"""The bot's share of the IP's request-weight limit: the controller and a baseline bot share the rest."""
+
+
+@dataclass(frozen=True)
+class Options:
+    config: Path
+    exchange: Path
+    metrics_port: int
+    metrics_host: str
+    account: str
+    speed: float | None
+    settings: BotSettings
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m controller.sim.bot",
+                                     description="Run the reference strategy bot until SIGTERM or SIGINT.")
+    parser.add_argument("--config", type=Path, required=True, metavar="FILE",
+                        help="the strategy YAML file (release config)")
+    parser.add_argument("--exchange", type=Path, required=True, metavar="FILE",
+                        help='JSON file {"rest_url", "ws_url", "sapi_url", "api_key", "api_secret"}, mode 0600')
+    parser.add_argument("--metrics-port", type=_port, default=0, metavar="N",
+                        help="port of /metrics; 0 picks a free one (printed first on stdout)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address of /metrics (default 127.0.0.1)")
+    parser.add_argument("--account", default="bot", metavar="NAME", help="the account's name in logs (default bot)")
+    parser.add_argument("--speed", type=_positive, default=None, metavar="X",
+                        help="run on a simulated clock this many times faster than real time, starting now; "
+                             "give the simulator the same speed (default: real time)")
+    parser.add_argument("--interval", type=_positive, default=1.0, metavar="SECONDS",
+                        help="seconds between trading iterations, on the bot's clock (default 1)")
+    parser.add_argument("--reconcile-every", type=_positive, default=5.0, metavar="SECONDS",
+                        help="seconds between reads of the exchange's view, on the bot's clock (default 5)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the trading signal (default 0)")
+    args = parser.parse_args(argv)
+    return Options(config=args.config, exchange=args.exchange, metrics_port=args.metrics_port,
+                   metrics_host=args.metrics_host, account=args.account, speed=args.speed,
+                   settings=BotSettings(interval=args.interval, reconcile_every=args.reconcile_every, seed=args.seed))
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = load_model(StrategyConfig, options.config)
+        access = ExchangeAccess.load(options.exchange)
+        asyncio.run(serve(options, config, access))
+    except CanaryError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except asyncio.CancelledError:  # a second signal: shutdown cut short
+        print("stopped before the shutdown finished (second signal)", file=sys.stderr)
+        return 1
+    except Exception:
+        log.critical("bot_crashed", exc_info=True)
+        return 1
+    return 0
+
+
+async def serve(options: Options, config: StrategyConfig, access: ExchangeAccess) -> None:
+    """Serve /metrics, connect, trade until a signal; close everything in reverse order."""
+    clock: Clock = SimulatedClock(datetime.now(tz=UTC), speed=options.speed) if options.speed else RealClock()
+    metrics = BotMetrics(symbols=config.symbols, buckets=config.buckets)
+    server = MetricsServer(metrics)
+    port = await server.start(options.metrics_host, options.metrics_port)
+    print(json.dumps({"metrics_port": port}), flush=True)
+    client = ExchangeClient(account=options.account, api_key=access.api_key, api_secret=access.api_secret,
+                            endpoints=access.endpoints, clock=clock, budget=WeightBudget(clock, share=WEIGHT_SHARE))
+    bot = Bot(config=config, client=client, clock=clock, metrics=metrics, settings=options.settings)
+    main_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: signal.Signals) -> None:  # the first signal asks; a second cuts the shutdown short
+        nonlocal signals
+        signals += 1
+        log.info("bot_signal_received signal=%s count=%d", signum.name, signals)
+        if signals == 1:
+            bot.stop()
+        elif main_task is not None:
+            main_task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await bot.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await client.close()
+        await server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

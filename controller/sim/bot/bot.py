@@ -1,0 +1,364 @@
+"""The reference strategy bot: trades a strategy config on one account and exports ``strategy_*``.
+
+    bot = Bot(config=config, client=client, clock=clock, settings=BotSettings(interval=1.0))
+    task = asyncio.create_task(bot.run())
+    ...
+    bot.stop()
+    await task
+
+Life, top to bottom: `_start` (time sync, trading rules, a clean slate of orders, margin type
+and leverage per symbol, then a first reconciliation that reads the leverage back and the
+capital); four named tasks (user-data stream, reconciliation, order sender, trading loop)
+until `stop()`; then shutdown: stop trading, finish the order in flight and drop the queued
+ones, cancel every open order while the stream still reports the cancellations. Each
+shutdown step is bounded by ``settings.shutdown_timeout``.
+
+A crash (an exception no task handles, such as the deliberate defect) ends `run()` with that
+exception, and open orders stay as a crashed process would leave them: cleaning up after a
+bad release is the controller's rollback. The bot owns neither the exchange client nor the
+metrics server; whoever made them closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+
+from controller.clock import Clock
+from controller.config.strategy import StrategyConfig
+from controller.errors import CanaryError
+from controller.exchange.client import ExchangeClient
+from controller.exchange.errors import ExchangeError, NotApplied, Rejected, Unauthorized
+from controller.exchange.events import (
+    AccountUpdate,
+    ExchangeEvent,
+    LeverageChanged,
+    OpenOrder,
+    OrderUpdate,
+    Position,
+    StreamStatus,
+    SymbolFilters,
+)
+from controller.exchange.stream import UserStream
+from controller.sim.bot import defects
+from controller.sim.bot.config import BotSettings
+from controller.sim.bot.ledger import TERMINAL, Ledger, TrackedOrder
+from controller.sim.bot.metrics import BotMetrics
+from controller.sim.bot.orders import OrderSender
+from controller.sim.bot.strategy import Command, Direction, Signal, SymbolView, decide, size_entry
+
+log = logging.getLogger("controller.sim.bot")
+
+ZERO = Decimal(0)
+
+
+class BotError(CanaryError):
+    """The bot cannot trade (the exchange refused a start-up step, no capital, unknown symbol)."""
+
+
+class Bot:
+    """Trades ``config`` through ``client`` on ``clock``'s time, reporting to ``metrics``."""
+
+    def __init__(self, *, config: StrategyConfig, client: ExchangeClient, clock: Clock,
+                 metrics: BotMetrics | None = None, settings: BotSettings | None = None) -> None:
+        self.config = config
+        self.client = client
+        self.clock = clock
+        self.settings = settings or BotSettings()
+        self.metrics = metrics or BotMetrics(symbols=config.symbols, buckets=config.buckets)
+        self.ledger = Ledger(config)
+        self.signal = Signal(self.settings.seed, config.symbols)
+        self.filters: dict[str, SymbolFilters] = {}
+        self.applied: dict[str, int] = {}
+        self.iterations = 0
+        self.orders = OrderSender(client=client, clock=clock, ledger=self.ledger, metrics=self.metrics,
+                                  on_change=self._publish)
+        self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._stream_up = asyncio.Event()
+        self._burst_sent = False
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start, trade until `stop()`, shut down. Raises what crashed it, unwrapped."""
+        await self._start()
+        stream = UserStream(self.client, tuple(self.config.symbols), self._on_event, since=self.clock.time())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                listening = tasks.create_task(stream.run(), name="bot-user-stream")
+                await self._wait_for_stream()
+                reconciling = tasks.create_task(self._reconcile_forever(), name="bot-reconcile")
+                sender = tasks.create_task(self.orders.run(), name="bot-order-sender")
+                trading = tasks.create_task(self._trade_forever(), name="bot-trading")
+                await self._stop.wait()
+                log.info("bot_stopping iterations=%d open_orders=%d", self.iterations, len(self.ledger.orders))
+                self.orders.stop_taking()
+                trading.cancel()
+                await asyncio.wait({trading})
+                await self.orders.drain(self.settings.shutdown_timeout)
+                sender.cancel()
+                await self._cancel_open_orders()
+                listening.cancel()
+                reconciling.cancel()
+        except BaseExceptionGroup as group:
+            # One real traceback, the crashing task's, rather than a group of one.
+            raise group.exceptions[0] from None
+        log.info("bot_stopped iterations=%d orders_filled=%d", self.iterations,
+                 int(self.metrics.value("strategy_orders_total", outcome="filled") or 0))
+
+    def stop(self) -> None:
+        """Ask the bot to stop (safe from a signal handler); `run()` returns once it has."""
+        self._stop.set()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds; it is re-checked whenever the bot's state changes."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def _start(self) -> None:
+        config, client = self.config, self.client
+        step = "synchronising time with the exchange"
+        try:
+            await client.sync_time()
+            step = "reading the exchange's trading rules"
+            rules = await client.symbol_filters()
+            unknown = [s for s in config.symbols if s not in rules]
+            if unknown:
+                raise BotError(f"the exchange does not trade {', '.join(unknown)}; "
+                               "remove it from the strategy's symbols")
+            self.filters = {s: rules[s] for s in config.symbols}
+            for symbol, settings in config.symbols.items():
+                step = f"canceling {symbol} orders left by an earlier run"
+                await client.cancel_all_orders(symbol)
+                step = f"setting {symbol} margin type to {settings.margin_type}"
+                await self._set_margin_type(symbol, settings.margin_type)
+                leverage = defects.leverage_to_set(config.defects, symbol, settings.leverage)
+                step = f"setting {symbol} leverage to {leverage}"
+                await self._set_leverage(symbol, leverage)
+                self.metrics.leverage_configured.labels(symbol).set(settings.leverage)
+            for name, bucket in config.buckets.items():
+                self.metrics.bucket_allocation.labels(name).set(float(bucket.allocation))
+            step = "reading leverage, positions and capital back"
+            await self._reconcile()
+        except ExchangeError as exc:
+            raise BotError(f"cannot start on account {client.account}: {step}: {exc}") from None
+        if self.ledger.capital <= 0:
+            raise BotError(f"account {client.account} has no capital (wallet balance {self.ledger.capital}); "
+                           "fund it or point the exchange file at another account")
+        log.info("bot_started account=%s symbols=%d capital=%s leverage=%s", client.account, len(config.symbols),
+                 self.ledger.capital, ",".join(f"{s}:{v}" for s, v in sorted(self.applied.items())))
+
+    async def _set_margin_type(self, symbol: str, margin_type: str) -> None:
+        try:
+            await self.client.set_margin_type(symbol, margin_type)
+        except Rejected as exc:
+            if isinstance(exc, Unauthorized):
+                raise
+            # A position or open order blocks the change (-4047/-4048): trade on as it is.
+            log.warning("margin_type_unchanged symbol=%s wanted=%s error=%s", symbol, margin_type, exc)
+
+    async def _set_leverage(self, symbol: str, leverage: int) -> None:
+        try:
+            await self.client.set_leverage(symbol, leverage)
+        except NotApplied as exc:  # the read-back in _reconcile measures what really applies
+            log.warning("leverage_not_applied symbol=%s leverage=%d error=%s", symbol, leverage, exc)
+        else:
+            log.info("leverage_set symbol=%s leverage=%d", symbol, leverage)
+
+    async def _wait_for_stream(self) -> None:
+        waits = [asyncio.create_task(self._stream_up.wait(), name="bot-wait-stream"),
+                 asyncio.create_task(self._stop.wait(), name="bot-wait-stop")]
+        done, pending = await asyncio.wait(waits, timeout=self.settings.stream_timeout,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if not done:
+            log.warning("user_stream_not_connected after_seconds=%s: trading on REST reconciliation alone",
+                        self.settings.stream_timeout)
+
+    async def _cancel_open_orders(self) -> None:
+        """Cancel every open order of every symbol, concurrently, then count what was canceled."""
+        symbols = list(self.config.symbols)
+        try:
+            async with asyncio.timeout(self.settings.shutdown_timeout):
+                results = await asyncio.gather(*(self.client.cancel_all_orders(s) for s in symbols),
+                                               return_exceptions=True)
+        except TimeoutError:
+            log.error("cancel_open_orders_timed_out after_seconds=%s", self.settings.shutdown_timeout)
+            return
+        for symbol, result in zip(symbols, results):
+            if isinstance(result, BaseException):
+                log.error("cancel_open_orders_failed symbol=%s error=%s", symbol, result)
+            else:
+                self.ledger.request_cancel(symbol)
+
+        def reported() -> bool:
+            return not any(o.cancel_requested for o in self.ledger.orders.values())
+
+        try:
+            await self.wait_for(reported, timeout=min(1.0, self.settings.shutdown_timeout))
+        except TimeoutError:
+            pass
+        for order in [o for o in self.ledger.orders.values() if o.cancel_requested]:
+            self.orders.finish(order.client_order_id, "canceled", "at shutdown; not yet reported by the stream")
+        log.info("open_orders_canceled symbols=%d", len(symbols))
+
+    # --- trading ----------------------------------------------------------------------------------
+
+    async def _trade_forever(self) -> None:
+        since = self.clock.time()
+        next_at = since
+        while True:
+            defects.crash_if_due(self.config.defects, since, self.clock.time())
+            await self._iteration()
+            next_at += self.settings.interval
+            now = self.clock.time()
+            next_at = max(next_at, now)  # an overrun skips iterations rather than bursting to catch up
+            await self.clock.sleep(next_at - now)
+
+    async def _iteration(self) -> None:
+        try:
+            marks = await self.client.mark_prices()
+        except ExchangeError as exc:
+            log.warning("mark_prices_unavailable error=%s", exc)
+            return
+        signal_at = self.clock.time()
+        for symbol in self.config.symbols:
+            if symbol in marks:
+                self.ledger.marks[symbol] = marks[symbol]
+        commands: list[Command] = []
+        if not self._burst_sent:
+            self._burst_sent = True
+            commands += defects.rejected_burst(self.config, self.filters, self.ledger.marks)
+        for symbol in self.config.symbols:
+            direction = self.signal.next(symbol)  # every symbol, every iteration: the sequence stays seeded
+            if symbol in marks:
+                commands += self._decide(symbol, direction, signal_at)
+        commands = [self.orders.register(command, signal_at) for command in commands]
+        delay = defects.signal_delay(self.config.defects)
+        try:
+            if delay and commands:
+                await self.clock.sleep(delay)
+        finally:  # even when stopped meanwhile: the drain then drops them, and the books stay exact
+            for command in commands:
+                self.orders.enqueue(command)
+        self.iterations += 1
+        self._publish()
+
+    def _decide(self, symbol: str, direction: Direction, now: float) -> list[Command]:
+        config, ledger = self.config, self.ledger
+        bucket = config.bucket_of(symbol)
+        room = config.buckets[bucket].allocation * ledger.capital - ledger.bucket_margin(bucket)
+        mark = ledger.marks[symbol]
+        entry = size_entry(config, symbol, ledger.capital, mark, self.filters[symbol],
+                           factor=defects.size_factor(config.defects))
+        view = SymbolView(symbol, ledger.position(symbol), mark, ledger.orders_of(symbol),
+                          cancel_queued=self.orders.cancel_queued(symbol))
+        return decide(direction, view, entry, room=room, now=now, ttl=self.settings.entry_ttl,
+                      max_open=config.sizing.max_open_orders_per_symbol)
+
+    # --- what the exchange says -------------------------------------------------------------------
+
+    def _on_event(self, event: ExchangeEvent) -> None:
+        """The user-data stream's sink: order outcomes, positions, leverage changes."""
+        if isinstance(event, OrderUpdate):
+            ended = self.ledger.on_order_update(event)
+            if ended is not None:
+                self.orders.count(*ended)
+        elif isinstance(event, AccountUpdate):
+            for position in event.positions:
+                self.ledger.set_position(position.symbol, position.amount)
+        elif isinstance(event, LeverageChanged):
+            if event.symbol in self.config.symbols:
+                self._observe_leverage(event.symbol, event.leverage)
+        elif isinstance(event, StreamStatus):
+            if event.connected:
+                self._stream_up.set()
+        self._publish()
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await self.clock.sleep(self.settings.reconcile_every)
+            try:
+                await self._reconcile()
+            except ExchangeError as exc:  # the margin fractions go stale: their timestamps show it
+                log.warning("reconcile_failed error=%s", exc)
+
+    async def _reconcile(self) -> None:
+        """Read the exchange's view: applied leverage, capital, positions, open orders."""
+        client, symbols = self.client, list(self.config.symbols)
+        started = self.clock.time()
+        versions = {s: self.ledger.position_version(s) for s in symbols}
+        settings = {s.symbol: s.leverage for s in await client.symbol_settings() if s.symbol in self.config.symbols}
+        positions = {p.symbol: p for p in await client.positions() if p.symbol in self.config.symbols}
+        open_orders = {s: await client.open_orders(s) for s in symbols}
+        account = await client.account_snapshot()
+        for symbol, leverage in settings.items():
+            self._observe_leverage(symbol, leverage)
+        if account.total_wallet_balance > 0:
+            self.ledger.capital = account.total_wallet_balance
+        for symbol in symbols:
+            position = positions.get(symbol)
+            if position is not None and position.mark_price > 0:
+                self.ledger.marks[symbol] = position.mark_price
+            self.ledger.set_position(symbol, position.amount if position else ZERO,
+                                     unless_changed_since=versions[symbol])
+        self._publish_margin_fractions(positions, open_orders)
+        listed = {o.client_order_id for orders in open_orders.values() for o in orders}
+        for order in list(self.ledger.orders.values()):
+            if order.order_id is not None and order.created_at < started and order.client_order_id not in listed:
+                await self._resolve(order)
+        self._publish()
+
+    async def _resolve(self, order: TrackedOrder) -> None:
+        """An order the exchange no longer lists as open, whose end the stream did not report."""
+        answer = await self.client.find_order(order.symbol, order.client_order_id)
+        if self.ledger.is_finished(order.client_order_id):
+            return  # the stream reported it meanwhile
+        if answer is None:
+            self.orders.finish(order.client_order_id, "error", "the exchange does not know this acknowledged order")
+            return
+        outcome = TERMINAL.get(answer.get("status", ""))
+        if outcome is not None:
+            self.orders.finish(order.client_order_id, outcome)
+
+    def _observe_leverage(self, symbol: str, applied: int) -> None:
+        self.applied[symbol] = applied
+        self.metrics.leverage_applied.labels(symbol).set(applied)
+        configured = self.config.symbols[symbol].leverage
+        if applied != configured:
+            self.metrics.leverage_mismatch.inc()
+            log.warning("leverage_mismatch symbol=%s configured=%d applied=%d", symbol, configured, applied)
+
+    # --- metrics ----------------------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        """Bucket usage and lock/unlock transitions from the books; wake `wait_for`."""
+        for bucket in self.config.buckets:
+            self.metrics.bucket_usage.labels(bucket).set(float(self.ledger.usage(bucket)))
+        for symbol, locked in self.ledger.lock_changes():
+            bucket = self.config.bucket_of(symbol)
+            (self.metrics.bucket_locks if locked else self.metrics.bucket_unlocks).labels(bucket).inc()
+        self._changed.set()
+
+    def _publish_margin_fractions(self, positions: dict[str, Position],
+                                  open_orders: dict[str, list[OpenOrder]]) -> None:
+        """The margin the exchange holds per bucket (at the applied leverage) over its allocated margin."""
+        now = self.clock.time()
+        for name, bucket in self.config.buckets.items():
+            held = ZERO
+            for symbol in bucket.symbols:
+                leverage = self.applied.get(symbol) or self.config.symbols[symbol].leverage
+                position = positions.get(symbol)
+                exposure = abs(position.amount) * position.mark_price if position else ZERO
+                exposure += sum(((o.quantity - o.filled_quantity) * o.price
+                                 for o in open_orders.get(symbol, ()) if not o.reduce_only), ZERO)
+                held += exposure / leverage
+            allocated = bucket.allocation * self.ledger.capital
+            self.metrics.margin_fraction.labels(name).set(float(held / allocated) if allocated > 0 else 0.0)
+            self.metrics.margin_fraction_updated.labels(name).set(now)

@@ -1,0 +1,77 @@
+"""The deliberate defects a release of the reference bot can carry (``defects:`` in its strategy).
+
+Each one is a small, realistic bug that moves the metrics a canary watches:
+
+- ``wrong_leverage``: the leverage set on the exchange for one symbol is not the configured one,
+  while ``strategy_leverage_configured`` still shows the configured one. Moves
+  ``strategy_leverage_applied{symbol}`` and ``strategy_leverage_mismatch_total``.
+- ``oversized_orders``: orders are that many times the size their bucket gives them; the
+  bucket check still counts the intended size. Moves ``strategy_bucket_usage_ratio{bucket}``
+  above ``strategy_bucket_allocation_ratio{bucket}``.
+- ``slow_signal_seconds``: that much is added between a signal and its orders. Moves
+  ``strategy_signal_latency_seconds``.
+- ``unhandled_exception_after_seconds``: that long after trading starts, the trading task
+  raises an exception nothing handles. The bot stops (open orders are left as a crashed
+  process leaves them), logs ``bot_crashed`` with the Python traceback on standard error and
+  exits with status 1.
+- ``rejected_orders_burst``: on the first trading iteration, that many orders the exchange
+  refuses (below its minimum notional, or above its maximum quantity). Moves
+  ``strategy_orders_total{outcome="rejected"}`` and the order queue metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from controller.config.strategy import DefectsConfig, StrategyConfig
+from controller.exchange.events import SymbolFilters
+from controller.sim.bot.ledger import DEFECT
+from controller.sim.bot.strategy import PlaceOrder
+
+ONE = Decimal(1)
+HUGE_QUANTITY_STEPS = Decimal(10) ** 12  # above every symbol's maximum quantity
+
+
+class DeliberateDefect(RuntimeError):
+    """Raised on purpose by a release carrying ``unhandled_exception_after_seconds``."""
+
+
+def leverage_to_set(defects: DefectsConfig, symbol: str, configured: int) -> int:
+    wrong = defects.wrong_leverage
+    return wrong.leverage if wrong is not None and wrong.symbol == symbol else configured
+
+
+def size_factor(defects: DefectsConfig) -> Decimal:
+    return defects.oversized_orders or ONE
+
+
+def signal_delay(defects: DefectsConfig) -> float:
+    return float(defects.slow_signal_seconds or 0)
+
+
+def crash_if_due(defects: DefectsConfig, trading_since: float, now: float) -> None:
+    after = defects.unhandled_exception_after_seconds
+    if after is not None and now - trading_since >= float(after):
+        raise DeliberateDefect(f"deliberate defect: unhandled exception in the trading task after {after} s "
+                               "(defects.unhandled_exception_after_seconds)")
+
+
+def rejected_burst(config: StrategyConfig, filters: Mapping[str, SymbolFilters],
+                   marks: Mapping[str, Decimal]) -> list[PlaceOrder]:
+    """``rejected_orders_burst`` limit orders the exchange must refuse.
+
+    One step of a symbol whose step is worth less than its minimum notional (-4164), or, if no
+    configured symbol has one, a quantity above the maximum (-4005).
+    """
+    count = config.defects.rejected_orders_burst or 0
+    priced = [s for s in config.symbols if s in marks and s in filters and marks[s] > 0]
+    if not count or not priced:
+        return []
+    tiny = [s for s in priced if filters[s].step_size * filters[s].round_price(marks[s]) < filters[s].min_notional]
+    symbol = (tiny or priced)[0]
+    rules = filters[symbol]
+    price = rules.round_price(marks[symbol])
+    quantity = rules.step_size if tiny else (rules.step_size * HUGE_QUANTITY_STEPS).quantize(rules.step_size)
+    return [PlaceOrder(symbol=symbol, side="BUY", order_type="LIMIT", quantity=quantity, price=price,
+                       reference_price=price, purpose=DEFECT) for _ in range(count)]

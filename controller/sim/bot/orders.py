@@ -1,0 +1,156 @@
+"""The order path: a bounded queue of commands and the one task that sends them, in order.
+
+Commands go out one at a time, in the order they were decided, so a cancel always follows
+the entries it cancels. An order enters the books when it is decided (its margin counts from
+then on), and its end is counted once, by outcome: the exchange's refusal or a failed request
+here; filled, canceled or expired from the stream or a REST look-up (see `Bot`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+from controller.clock import Clock
+from controller.exchange.client import ExchangeClient
+from controller.exchange.errors import ExchangeError, Rejected
+from controller.sim.bot.ledger import DEFECT, Ledger, TrackedOrder
+from controller.sim.bot.metrics import BotMetrics
+from controller.sim.bot.strategy import CancelOrders, Command, PlaceOrder
+
+log = logging.getLogger("controller.sim.bot")
+
+QUEUE_SIZE = 1000
+CLIENT_ORDER_PREFIX = "bot-"
+
+
+class OrderSender:
+    """Queues commands and sends them; `run` is the sending task, `drain` stops it taking more."""
+
+    def __init__(self, *, client: ExchangeClient, clock: Clock, ledger: Ledger, metrics: BotMetrics,
+                 on_change: Callable[[], None], size: int = QUEUE_SIZE) -> None:
+        self.client = client
+        self.clock = clock
+        self.ledger = ledger
+        self.metrics = metrics
+        self._on_change = on_change
+        self._queue: asyncio.Queue[Command] = asyncio.Queue(size)
+        self._cancels_queued: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._taking = True
+        self._ids = itertools.count(1)
+        self._run_id = uuid.uuid4().hex[:8]  # client ids stay unique across restarts of the bot
+        metrics.watch_queue(self._queue.qsize)
+
+    def cancel_queued(self, symbol: str) -> bool:
+        return symbol in self._cancels_queued
+
+    def register(self, command: Command, signal_at: float) -> Command:
+        """Give an order its client id and enter it in the books now, so that the next decision
+        (same bucket, same iteration) already counts its margin."""
+        if isinstance(command, CancelOrders):
+            self._cancels_queued.add(command.symbol)
+            return command
+        client_order_id = f"{CLIENT_ORDER_PREFIX}{self._run_id}-{next(self._ids)}"
+        command = replace(command, client_order_id=client_order_id,
+                          signal_at=None if command.purpose == DEFECT else signal_at)
+        self.ledger.add(TrackedOrder(client_order_id, command.symbol, command.side, command.quantity,
+                                     command.reference_price, command.purpose, signal_at))
+        return command
+
+    def enqueue(self, command: Command) -> None:
+        if not self._taking:
+            self._drop(command)
+            return
+        try:
+            self._queue.put_nowait(replace(command, queued_at=self.clock.time()))
+        except asyncio.QueueFull:
+            log.error("order_queue_full size=%d symbol=%s", self._queue.maxsize, command.symbol)
+            if isinstance(command, PlaceOrder):
+                self.finish(command.client_order_id, "error", "the order queue is full")
+            else:
+                self._cancels_queued.discard(command.symbol)
+
+    async def run(self) -> None:
+        while True:
+            self._idle.set()
+            command = await self._queue.get()
+            if not self._taking:
+                self._drop(command)
+                continue
+            self._idle.clear()
+            self.metrics.order_queue_latency.observe(max(0.0, self.clock.time() - command.queued_at))
+            if isinstance(command, PlaceOrder):
+                await self._place(command)
+            else:
+                await self._cancel(command)
+
+    def stop_taking(self) -> None:
+        """From now on commands are dropped, queued or not: nothing new reaches the exchange."""
+        self._taking = False
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking commands, drop the queued ones (never sent: no outcome), and wait, bounded,
+        for the one in flight."""
+        self.stop_taking()
+        dropped = 0
+        while not self._queue.empty():
+            self._drop(self._queue.get_nowait())
+            dropped += 1
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("order_in_flight_abandoned after_seconds=%s", timeout)
+        log.info("order_queue_drained dropped=%d", dropped)
+
+    def _drop(self, command: Command) -> None:
+        if isinstance(command, PlaceOrder):
+            self.ledger.finish(command.client_order_id, "dropped")
+        self._cancels_queued.discard(command.symbol)
+        self._on_change()
+
+    def finish(self, client_order_id: str, outcome: str, reason: str | None = None) -> None:
+        """End an order the bot learned the end of; counted unless it had ended already."""
+        order = self.ledger.finish(client_order_id, outcome)
+        if order is not None:
+            self.count(order, outcome, reason)
+
+    def count(self, order: TrackedOrder, outcome: str, reason: str | None = None) -> None:
+        self.metrics.orders.labels(outcome).inc()
+        if outcome in ("rejected", "error"):
+            log.warning("order_%s symbol=%s side=%s quantity=%s purpose=%s client_order_id=%s error=%s", outcome,
+                        order.symbol, order.side, order.quantity, order.purpose, order.client_order_id, reason)
+        self._on_change()
+
+    async def _place(self, command: PlaceOrder) -> None:
+        try:
+            answer = await self.client.new_order(
+                symbol=command.symbol, side=command.side, order_type=command.order_type, quantity=command.quantity,
+                price=command.price, reduce_only=command.reduce_only, client_order_id=command.client_order_id)
+        except Rejected as exc:
+            self.finish(command.client_order_id, "rejected", str(exc))
+            return
+        except ExchangeError as exc:  # timeouts, rate limits, budget: the order's fate is unknown
+            self.finish(command.client_order_id, "error", str(exc))
+            return
+        if command.signal_at is not None:
+            self.metrics.signal_latency.observe(max(0.0, self.clock.time() - command.signal_at))
+        self.ledger.acknowledge(command.client_order_id, int(answer["orderId"]))
+        self._on_change()
+
+    async def _cancel(self, command: CancelOrders) -> None:
+        try:
+            await self.client.cancel_all_orders(command.symbol)
+        except ExchangeError as exc:  # the orders stay; the next iteration decides again
+            log.warning("cancel_failed symbol=%s reason=%s error=%s", command.symbol, command.reason, exc)
+        else:
+            self.ledger.request_cancel(command.symbol)
+        finally:
+            self._cancels_queued.discard(command.symbol)
+        self._on_change()

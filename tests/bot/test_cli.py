@@ -1,0 +1,187 @@
+"""``python -m controller.sim.bot`` as a real process against a simulator started by the test.
+
+The simulator and the bot both run accelerated five times (``--speed 5``), so the bot keeps its
+default one-second cadence within the exchange's request-weight limits while the test lasts
+seconds. A process cannot be awaited on from here except through its output and its
+``/metrics``, so those are polled, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.clock import SimulatedClock
+from controller.sim import Simulator
+
+REPO = Path(__file__).resolve().parents[2]
+SPEED = "5"
+
+STRATEGY = """\
+symbols:
+  BTCUSDT: {leverage: 5}
+  ETHUSDT: {leverage: 5}
+  SOLUSDT: {leverage: 3, margin_type: ISOLATED}
+buckets:
+  majors: {allocation: 0.5, symbols: [BTCUSDT, ETHUSDT]}
+  alts: {allocation: 0.3, symbols: [SOLUSDT]}
+sizing:
+  order_fraction: 0.25
+"""
+
+CHECKLIST = (
+    "strategy_leverage_mismatch_total", "strategy_signal_latency_seconds_bucket",
+    "strategy_signal_latency_seconds_count",
+    "strategy_leverage_configured", "strategy_leverage_applied", "strategy_bucket_allocation_ratio",
+    "strategy_bucket_usage_ratio", "strategy_bucket_locks_total", "strategy_bucket_unlocks_total",
+    "strategy_margin_fraction", "strategy_margin_fraction_updated_timestamp_seconds", "strategy_order_queue_depth",
+    "strategy_order_queue_latency_seconds_bucket", "strategy_orders_total",
+)
+
+
+@pytest.fixture
+async def sim():
+    simulator = Simulator(clock=SimulatedClock(datetime.now(tz=UTC), speed=float(SPEED)), seed=9, volatility=1.0)
+    await simulator.start("127.0.0.1", 0)
+    yield simulator
+    await simulator.stop()
+
+
+def exchange_file(tmp_path: Path, sim: Simulator, *, mode: int = 0o600, secret: str | None = None) -> Path:
+    account = sim.accounts["canary"]
+    path = tmp_path / "exchange.json"
+    path.write_text(json.dumps({"rest_url": sim.rest_url, "ws_url": sim.ws_url, "sapi_url": sim.sapi_url,
+                                "api_key": account.api_key, "api_secret": secret or account.api_secret}))
+    path.chmod(mode)
+    return path
+
+
+def strategy_file(tmp_path: Path, text: str = STRATEGY) -> Path:
+    path = tmp_path / "strategy.yaml"
+    path.write_text(text)
+    return path
+
+
+class BotProcess:
+    """The bot as a child process: its announced port, its stderr, its /metrics."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.stderr = bytearray()
+        self._reader = asyncio.create_task(self._read_stderr(), name="test-bot-stderr")
+
+    @classmethod
+    async def start(cls, *args: str | Path) -> BotProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "controller.sim.bot", *map(str, args), cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        return cls(process)
+
+    async def _read_stderr(self) -> None:
+        while chunk := await self.process.stderr.read(65536):
+            self.stderr += chunk
+
+    async def metrics_port(self) -> int:
+        line = await asyncio.wait_for(self.process.stdout.readline(), timeout=15)
+        return json.loads(line)["metrics_port"]
+
+    async def exit_status(self, timeout: float = 20) -> int:
+        status = await asyncio.wait_for(self.process.wait(), timeout=timeout)
+        await self._reader
+        return status
+
+    @property
+    def errors(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        self._reader.cancel()
+
+
+async def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_the_bot_process_exports_the_checklist_metrics_and_stops_cleanly_on_sigterm(tmp_path, sim):
+    bot = await BotProcess.start("--config", strategy_file(tmp_path), "--exchange", exchange_file(tmp_path, sim),
+                                 "--metrics-port", "0", "--account", "canary", "--speed", SPEED)
+    try:
+        port = await bot.metrics_port()
+        async with asyncio.timeout(30):
+            while True:  # a child process: poll its /metrics, bounded
+                samples = await scrape(port)
+                if samples.get(("strategy_orders_total", (("outcome", "filled"),)), 0) >= 1 and \
+                        samples.get(("strategy_signal_latency_seconds_count", ()), 0) >= 1:
+                    break
+                assert bot.process.returncode is None, bot.errors
+                await asyncio.sleep(0.2)
+        names = {name for name, _ in samples}
+        assert set(CHECKLIST) <= names
+        assert samples[("strategy_leverage_mismatch_total", ())] == 0
+        assert samples[("strategy_leverage_applied", (("symbol", "SOLUSDT"),))] == 3
+        assert samples[("strategy_bucket_allocation_ratio", (("bucket", "majors"),))] == 0.5
+        bot.process.send_signal(signal.SIGTERM)
+        assert await bot.exit_status(timeout=10) == 0, bot.errors
+    finally:
+        await bot.kill()
+    assert sim.engine.open_orders(sim.accounts["canary"]) == []
+    assert "bot_stopped" in bot.errors and "Traceback" not in bot.errors
+
+
+async def test_an_unhandled_exception_prints_its_traceback_and_exits_non_zero(tmp_path, sim):
+    config = strategy_file(tmp_path, STRATEGY + "defects:\n  unhandled_exception_after_seconds: 1\n")
+    bot = await BotProcess.start("--config", config, "--exchange", exchange_file(tmp_path, sim), "--speed", SPEED)
+    try:
+        assert await bot.exit_status() == 1
+    finally:
+        await bot.kill()
+    assert "bot_crashed" in bot.errors
+    assert "Traceback (most recent call last):" in bot.errors
+    assert "DeliberateDefect: deliberate defect: unhandled exception in the trading task" in bot.errors
+
+
+async def test_a_bad_strategy_file_is_one_located_line_and_exit_status_2(tmp_path):
+    config = strategy_file(tmp_path, STRATEGY.replace("BTCUSDT: {leverage: 5}", "BTCUSDT: {leverage: 500}"))
+    bot = await BotProcess.start("--config", config, "--exchange", tmp_path / "absent.json")
+    try:
+        assert await bot.exit_status() == 2
+    finally:
+        await bot.kill()
+    assert bot.errors == f"{config}:2: symbols.BTCUSDT.leverage: expected an integer from 1 to 125, got 500\n"
+
+
+async def test_an_exchange_file_others_can_read_is_refused_without_showing_the_secret(tmp_path, sim):
+    exchange = exchange_file(tmp_path, sim, mode=0o644)
+    bot = await BotProcess.start("--config", strategy_file(tmp_path), "--exchange", exchange)
+    try:
+        assert await bot.exit_status() == 2
+    finally:
+        await bot.kill()
+    assert f"chmod 600 {exchange}" in bot.errors and "Traceback" not in bot.errors
+    assert sim.accounts["canary"].api_secret not in bot.errors
+
+
+async def test_a_start_the_exchange_refuses_is_one_line_and_exit_status_1(tmp_path, sim):
+    exchange = exchange_file(tmp_path, sim, secret="0" * 64)
+    bot = await BotProcess.start("--config", strategy_file(tmp_path), "--exchange", exchange, "--speed", SPEED)
+    try:
+        assert await bot.exit_status() == 1
+    finally:
+        await bot.kill()
+    assert "cannot start on account bot: canceling BTCUSDT orders left by an earlier run: " in bot.errors
+    assert "Traceback" not in bot.errors
