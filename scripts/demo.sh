@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end story the code tells today, on a fresh SQLite file: schema, releases with
-# immutable config snapshots, the audit trail, and tamper detection. `canaryctl demo` (the
-# rollout on the embedded simulator) replaces this once the rollout engine exists.
+# immutable config snapshots, the audit trail and tamper detection; then the reference bot
+# trading on the embedded simulator, healthy and defective. `canaryctl demo` (the rollout
+# engine catching and rolling back the defect) replaces this once it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,5 +52,8 @@ PY
 if CANARY_DB="sqlite:///$workdir/tampered.db" canaryctl audit verify; then
   echo "unexpected: tampering went unnoticed" >&2; exit 1
 fi
+
+step "the reference bot on the embedded simulator: a healthy and a defective release"
+python scripts/bot_story.py
 
 step "done; the database is kept at $workdir/canary.db"
