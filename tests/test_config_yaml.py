@@ -170,3 +170,10 @@ def test_text_that_yaml_reads_as_a_number_is_refused_with_the_fix():
     with pytest.raises(ConfigError) as caught:
         load_model_text(Probe, "name: 1.10\n", "probe.yaml")
     assert str(caught.value) == "probe.yaml:1: name: expected text, got the number 1.10: put it in quotes"
+
+
+def test_a_control_character_is_invalid_yaml_not_a_crash():
+    from controller.config.strategy import StrategyConfig
+
+    with pytest.raises(ConfigError, match=r"^s\.yaml: invalid YAML: unacceptable character #x001f"):
+        load_model_text(StrategyConfig, "symbols:\x1f", "s.yaml")

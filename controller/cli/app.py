@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("controller.cli.audit", "audit", "Verify and query the tamper-evident audit trail."),
     "config": ("controller.cli.releases", "config", "Show and compare immutable config snapshots."),
     "db": ("controller.cli.db", "db", "Create or upgrade the database schema."),
+    "policy": ("controller.cli.policy", "policy", "Validate the policy files that gate each stage."),
     "release": ("controller.cli.releases", "release", "Record releases and list them."),
     "sim": ("controller.cli.sim", "sim", "Run the embedded Binance USD-M futures simulator."),
 }

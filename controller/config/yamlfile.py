@@ -69,7 +69,10 @@ _Loader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
 
 def _parse(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     """The document's data and the line of each key and list item, refusing duplicate keys."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # its reader refuses control characters at once
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {str(exc).splitlines()[0]}", file=source) from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -88,7 +91,7 @@ def _parse(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         raise ConfigError(f"invalid YAML: {problem}{where}", file=source,
                           line=mark.line + 1 if mark else None) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=source) from None
+        raise ConfigError(f"invalid YAML: {str(exc).splitlines()[0]}", file=source) from None
     finally:
         loader.dispose()
 
@@ -159,7 +162,8 @@ def _data_path(error: Mapping[str, Any], data: Any) -> Loc:
     """pydantic's location reduced to keys and indices of the input.
 
     pydantic adds schema tags (union member names, ``[key]``) that are not in the file; a part is
-    kept when it leads into the data, or when it names the missing field at the end.
+    kept when it leads into the data, or when it names, at the end, the missing field or the
+    field a validator's `error_at` pointed to.
     """
     loc = tuple(error["loc"]) + tuple(error.get("ctx", {}).get(LOCATION_KEY, ()))
     path: list[str | int] = []
@@ -169,7 +173,7 @@ def _data_path(error: Mapping[str, Any], data: Any) -> Loc:
             node, part = node[part], _key(part)
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
-        elif not (i == len(loc) - 1 and error["type"] == "missing"):
+        elif not (i == len(loc) - 1 and error["type"] in ("missing", "config_value")):
             continue
         path.append(part)
     return tuple(path)

@@ -1,0 +1,121 @@
+"""Policy files: validated with file, line, field and what was expected; the parser is fuzzed."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from controller.analysis.policy import PolicyFile, load_policies
+from controller.config.yamlfile import load_model_text
+from controller.errors import ConfigError
+from tests.cli import assert_refused, canaryctl
+
+GOOD = """\
+stage: A
+policies:
+  - name: signal-latency-p95
+    checklist: "A: signal-to-order latency p95 < 400 ms"
+    source: bot
+    metric: strategy_signal_latency_seconds
+    aggregate: p95
+    window: 1h
+    condition: "< 0.400"
+    min_samples: 50
+    for: 5m
+    on_breach: rollback
+    on_nodata: {action: hold, stale_after: 2m}
+  - name: order-failure-rate
+    checklist: "A: order failure/rejection rate < 0.5 %"
+    source: bot
+    metric: strategy_orders_total
+    aggregate: ratio
+    numerator: {outcome: [rejected, error]}
+    window: 1h
+    condition: "< 0.005"
+    min_samples: 200
+    on_breach: hold
+"""
+
+
+def refusal(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_model_text(PolicyFile, text, "stage-a.yaml")
+    return str(caught.value)
+
+
+def test_a_valid_file_gives_typed_policies_with_durations_in_seconds():
+    loaded = load_model_text(PolicyFile, GOOD, "stage-a.yaml")
+    latency, failures = loaded.policies
+    assert latency.window == 3600 and latency.for_ == 300 and latency.on_nodata.stale_after == 120
+    assert latency.parsed_condition.holds(0.3) and not latency.parsed_condition.holds(0.5)
+    assert failures.instant and failures.numerator == {"outcome": ["rejected", "error"]}
+
+
+@pytest.mark.parametrize("change, where", [
+    (("aggregate: p95", "aggregate: p97"), "stage-a.yaml:7: policies[0].aggregate:"),
+    (('condition: "< 0.400"', 'condition: "0.400"'), "stage-a.yaml:9: policies[0].condition: expected a comparison"),
+    (('condition: "< 0.400"', 'condition: "<= allocaton * 1.02"'), "unknown name 'allocaton'"),
+    (("window: 1h\n    condition", "window: 1 hour\n    condition"), "stage-a.yaml:8: policies[0].window: '1 hour' is not a duration"),
+    (("for: 5m", "for: 2h"), "policies[0].for: a breach cannot need to last longer than the window"),
+    (("on_breach: rollback", "on_breach: panic"), "policies[0].on_breach:"),
+    (("min_samples: 50", "min_samples: -1"), "policies[0].min_samples:"),
+    (("source: bot\n    metric: strategy_signal", "source: exchange\n    metric: strategy_signal"),
+     "the exchange source has no metric 'strategy_signal_latency_seconds'"),
+    (("    numerator: {outcome: [rejected, error]}\n", ""), "policies[1].numerator: aggregate: ratio needs a numerator"),
+    (("name: order-failure-rate", "name: signal-latency-p95"), "policy name 'signal-latency-p95' is used twice"),
+    (("stage: A", "stage: stage-a"), "stage-a.yaml:1: stage:"),
+])
+def test_each_kind_of_bad_policy_is_refused_where_it_is(change, where):
+    old, new = change
+    assert old in GOOD
+    assert where in refusal(GOOD.replace(old, new, 1))
+
+
+def test_policy_names_are_unique_across_files(tmp_path):
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yaml").write_text(GOOD.replace("stage: A", "stage: B"))
+    with pytest.raises(ConfigError, match="also used in"):
+        load_policies([tmp_path])
+
+
+def test_policy_check_exits_2_at_the_first_bad_file_and_0_when_all_are_good(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    ok = canaryctl("policy", "check", str(good))
+    assert ok.code == 0 and "stage A, 2 policies ok" in ok.out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("window: 1h", "window: soon", 1))
+    assert_refused(canaryctl("policy", "check", str(good), str(bad)), f"{bad}:8: policies[0].window")
+
+
+YAMLISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=True) |
+    st.sampled_from(["A", "rollback", "p95", "1h", "< 0.4", "== 0", "bot", "exchange", "ratio", "strategy_x",
+                     "<= allocation * 1.02", "-1s", "", "for", "name"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["stage", "policies", "name", "checklist", "source", "metric", "aggregate", "window",
+                         "condition", "min_samples", "for", "on_breach", "on_nodata", "numerator", "labels",
+                         "per", "severity", "action", "stale_after", "extra"]), children, max_size=8),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(YAMLISH)
+def test_the_policy_loader_never_raises_anything_but_its_own_error(document):
+    import yaml
+
+    text = yaml.safe_dump(document)
+    try:
+        load_model_text(PolicyFile, text, "fuzz.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.yaml")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_text_is_refused_cleanly(text):
+    try:
+        load_model_text(PolicyFile, text, "fuzz.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.yaml")
