@@ -8,7 +8,8 @@ A file holds the policies of one stage:
         checklist: "A: strategy_leverage_mismatch_total remains 0 across >=24 h sandbox run"
         source: bot                 # bot | exchange | logs | process | audit
         metric: strategy_leverage_mismatch_total
-        aggregate: increase         # what the window's samples are reduced to
+        aggregate: increase         # what the window's samples are reduced to (age: now minus
+                                    # the newest sample's value, for timestamps)
         window: 24h
         condition: "== 0"           # the value passes when it satisfies this
         min_samples: 1              # fewer samples: inconclusive
@@ -38,7 +39,7 @@ from controller.timespec import parse_duration
 
 Source = Literal["bot", "exchange", "logs", "process", "audit"]
 Aggregate = Literal["last", "min", "max", "mean", "sum", "count", "increase", "rate",
-                    "p50", "p90", "p95", "p99", "ratio"]
+                    "p50", "p90", "p95", "p99", "ratio", "age"]
 
 # What each non-bot source observes (controller/observe/ produces exactly these names).
 SOURCE_METRICS: dict[str, frozenset[str]] = {
