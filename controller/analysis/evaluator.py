@@ -1,0 +1,248 @@
+"""Policy evaluation: observations in, verdicts out. Pure: no I/O, time passed in.
+
+Each policy keeps its own windows, one per series (metric + labels), grouped by the policy's
+``per`` labels. `observe` routes an observation to the policies that read it and, for
+instant policies (no ``for``), re-judges the affected group at once: an exchange event
+becomes a breach verdict without waiting for a tick. `evaluate` judges every policy; the
+daemon calls it on a steady tick.
+
+How missing data is told apart from a pass: a source is fresh while its last successful
+`Heartbeat` is younger than the policy's ``on_nodata.stale_after``. A stale source gives
+``nodata`` whatever its old values say. A fresh source with no sample gives 0 for counting
+aggregates (sum, count, increase: nothing happened) and ``nodata`` for the others; fewer
+samples than ``min_samples`` give ``inconclusive``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from controller.analysis.condition import Condition, ConditionError
+from controller.analysis.policy import Policy
+from controller.analysis.verdict import SEVERITY_ORDER, Outcome, Verdict
+from controller.analysis.window import Window
+from controller.observe.observation import Heartbeat, Labels, Observation
+
+QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+COUNTING = {"sum", "count", "increase"}
+
+# Values a threshold may use for one group: allocation/leverage of its bucket/symbol, the
+# stage's capital cap, the baseline release's value. Supplied by whoever runs the evaluator.
+Bindings = Callable[[Policy, Labels, float], Mapping[str, float]]
+
+
+def no_bindings(_policy: Policy, _group: Labels, _now: float) -> Mapping[str, float]:
+    return {}
+
+
+@dataclass
+class _Group:
+    series: dict[Labels, Window] = field(default_factory=dict)
+    breaching_since: float | None = None
+
+
+class _PolicyState:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.condition: Condition = policy.parsed_condition
+        self.groups: dict[Labels, _Group] = {}
+        self.histogram = policy.source == "bot" and policy.aggregate in QUANTILES
+        self.metric = f"{policy.metric}_bucket" if self.histogram else policy.metric
+        # Quantiles of event samples (a fill's notional ratio, ...) pool a group's series into one
+        # window: the distribution is the group's, whichever series a sample came from.
+        self.pooled = policy.aggregate in QUANTILES and not self.histogram
+
+    def accepts(self, obs: Observation) -> bool:
+        for name, wanted in self.policy.labels.items():
+            value = obs.label(name)
+            if value is None or (value not in wanted if isinstance(wanted, list) else value != wanted):
+                return False
+        return True
+
+    def group_of(self, obs: Observation) -> Labels:
+        return tuple((name, obs.label(name) or "") for name in self.policy.per)
+
+    def add(self, obs: Observation) -> Labels:
+        group_key = self.group_of(obs)
+        group = self.groups.get(group_key)
+        if group is None:
+            group = self.groups[group_key] = _Group()
+        series_key = () if self.pooled else obs.labels
+        window = group.series.get(series_key)
+        if window is None:
+            window = group.series[series_key] = Window(self.policy.window)
+        window.add(obs.ts, obs.value)
+        return group_key
+
+
+class Evaluator:
+    """Judges a set of policies over one release's observations."""
+
+    def __init__(self, policies: Iterable[Policy], *, bindings: Bindings = no_bindings) -> None:
+        self.bindings = bindings
+        self._states = [_PolicyState(p) for p in policies]
+        self._by_metric: dict[tuple[str, str], list[_PolicyState]] = defaultdict(list)
+        for state in self._states:
+            self._by_metric[(state.policy.source, state.metric)].append(state)
+        self._fresh: dict[str, float] = {}
+        self._errors: dict[str, str] = {}
+
+    @property
+    def policies(self) -> list[Policy]:
+        return [s.policy for s in self._states]
+
+    # --- input ------------------------------------------------------------------------------------
+
+    def heartbeat(self, beat: Heartbeat) -> None:
+        if beat.ok:
+            self._fresh[beat.source] = max(self._fresh.get(beat.source, -math.inf), beat.ts)
+            self._errors.pop(beat.source, None)
+        else:
+            self._errors[beat.source] = beat.error or "unknown error"
+
+    def observe(self, obs: Observation, now: float | None = None) -> list[Verdict]:
+        """Record ``obs``; returns fresh verdicts of the instant policies it touched."""
+        verdicts = []
+        for state in self._by_metric.get((obs.source, obs.metric), ()):
+            if not state.accepts(obs):
+                continue
+            group_key = state.add(obs)
+            if state.policy.instant:
+                verdicts.append(self._judge_group(state, group_key, obs.ts if now is None else now))
+        return verdicts
+
+    def feed(self, item: Observation | Heartbeat, now: float | None = None) -> list[Verdict]:
+        if isinstance(item, Heartbeat):
+            self.heartbeat(item)
+            return []
+        return self.observe(item, now)
+
+    # --- judgement --------------------------------------------------------------------------------
+
+    def evaluate(self, now: float) -> list[Verdict]:
+        """Every policy's verdict at ``now``: the worst of its groups."""
+        return [self._judge(state, now) for state in self._states]
+
+    def value(self, policy_name: str, group: Labels, now: float) -> float | None:
+        """A policy's measured value for one group (what a canary's policy binds as ``baseline``)."""
+        state = next(s for s in self._states if s.policy.name == policy_name)
+        group_state = state.groups.get(group)
+        if group_state is None:
+            return None
+        value, _ = self._measure(state, group_state, now)
+        return value
+
+    def _judge(self, state: _PolicyState, now: float) -> Verdict:
+        keys = list(state.groups) or [()]
+        verdicts = [self._judge_group(state, key, now) for key in keys]
+        return max(verdicts, key=lambda v: SEVERITY_ORDER[v.outcome])
+
+    def _judge_group(self, state: _PolicyState, group_key: Labels, now: float) -> Verdict:
+        policy = state.policy
+        group = state.groups.get(group_key) or _Group()
+        base = dict(policy=policy.name, at=now, condition=policy.condition, window=policy.window, group=group_key)
+        stale = self._staleness(policy, now)
+        if stale:
+            group.breaching_since = None
+            return Verdict(outcome=Outcome.NODATA, value=None, threshold=None, samples=0, reason=stale,
+                           action=_nodata_action(policy), **base)
+        value, samples = self._measure(state, group, now)
+        if value is None:
+            group.breaching_since = None
+            return Verdict(outcome=Outcome.NODATA, value=None, threshold=None, samples=samples,
+                           reason="no samples in the window", action=_nodata_action(policy), **base)
+        if samples < policy.min_samples:
+            group.breaching_since = None
+            return Verdict(outcome=Outcome.INCONCLUSIVE, value=value, threshold=None, samples=samples,
+                           reason=f"{samples} samples, {policy.min_samples} needed", **base)
+        try:
+            bindings = self.bindings(policy, group_key, now)
+            threshold = state.condition.threshold(bindings)
+            holds = state.condition.holds(value, bindings)
+        except ConditionError as exc:
+            return Verdict(outcome=Outcome.INCONCLUSIVE, value=value, threshold=None, samples=samples,
+                           reason=f"threshold unavailable: {exc}", **base)
+        if holds:
+            group.breaching_since = None
+            return Verdict(outcome=Outcome.PASS, value=value, threshold=threshold, samples=samples, **base)
+        if group.breaching_since is None:
+            group.breaching_since = now
+        if now - group.breaching_since >= policy.for_:
+            return Verdict(outcome=Outcome.FAIL, value=value, threshold=threshold, samples=samples,
+                           reason=f"{value:g} is not {policy.condition}", action=policy.on_breach,
+                           breaching_since=group.breaching_since, **base)
+        return Verdict(outcome=Outcome.PASS, value=value, threshold=threshold, samples=samples,
+                       reason=f"breaching for {now - group.breaching_since:g} s of {policy.for_:g} s",
+                       breaching_since=group.breaching_since, **base)
+
+    def _staleness(self, policy: Policy, now: float) -> str | None:
+        last = self._fresh.get(policy.source)
+        if last is None:
+            error = self._errors.get(policy.source)
+            return f"no data from the {policy.source} source yet" + (f" ({error})" if error else "")
+        age = now - last
+        if age > policy.on_nodata.stale_after:
+            error = self._errors.get(policy.source)
+            return (f"the {policy.source} source last answered {age:g} s ago "
+                    f"(stale after {policy.on_nodata.stale_after:g} s)" + (f": {error}" if error else ""))
+        return None
+
+    def _measure(self, state: _PolicyState, group: _Group, now: float) -> tuple[float | None, int]:
+        """The group's aggregate over the window, and how many samples it rests on."""
+        policy = state.policy
+        for window in group.series.values():
+            window.expire(now)
+        windows = [w for w in group.series.values() if w.count()]
+        aggregate = policy.aggregate
+        if state.histogram:
+            return _histogram_quantile(QUANTILES[aggregate], group.series)
+        if aggregate == "ratio":
+            total = sum(w.increase() or 0.0 for w in windows)
+            hits = sum(w.increase() or 0.0 for labels, w in group.series.items()
+                       if w.count() and _matches(policy.numerator or {}, labels))
+            return (hits / total if total else None), int(total)
+        samples = sum(w.count() for w in windows)
+        if not windows:
+            return (0.0 if aggregate in COUNTING else None), 0
+        if aggregate in QUANTILES:  # pooled: one window per group
+            return windows[0].quantile(QUANTILES[aggregate]), samples
+        if aggregate == "increase":
+            return sum(w.increase() or 0.0 for w in windows), samples
+        if aggregate == "age":
+            return max(now - w.last()[1] for w in windows), samples
+        per_series = {"last": lambda w: w.last()[1], "min": Window.min, "max": Window.max, "sum": Window.sum,
+                      "count": Window.count, "mean": Window.mean, "rate": lambda w: w.sum() / policy.window}
+        values = [per_series[aggregate](w) for w in windows]
+        combine = {"min": min, "max": max, "sum": sum, "count": sum, "rate": sum, "last": max,
+                   "mean": lambda vs: sum(vs) / len(vs)}
+        return float(combine[aggregate](values)), samples
+
+
+def _matches(wanted: Mapping[str, str | list[str]], labels: Labels) -> bool:
+    have = dict(labels)
+    return all((have.get(k) in v) if isinstance(v, list) else have.get(k) == v for k, v in wanted.items())
+
+
+def _nodata_action(policy: Policy) -> str | None:
+    return None if policy.on_nodata.action == "ignore" else policy.on_nodata.action
+
+
+def _histogram_quantile(q: float, series: Mapping[Labels, Window]) -> tuple[float | None, int]:
+    """Prometheus' histogram_quantile over the increase of each ``le`` bucket in the window."""
+    from controller.analysis.histogram import histogram_quantile
+
+    buckets: dict[float, float] = defaultdict(float)
+    for labels, window in series.items():
+        le = dict(labels).get("le")
+        if le is None or not window.count():
+            continue
+        buckets[float(le)] += window.increase() or 0.0
+    if not buckets:
+        return None, 0
+    total = buckets.get(math.inf, max(buckets.values()))
+    if total <= 0:
+        return None, 0
+    return histogram_quantile(q, sorted(buckets.items())), int(total)

@@ -1,0 +1,54 @@
+"""Verdicts: four outcomes, never two, each with the evidence behind it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from controller.observe.observation import Labels
+
+
+class Outcome(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NODATA = "nodata"
+    INCONCLUSIVE = "inconclusive"
+
+
+# Which group's verdict speaks for a policy evaluated per symbol or bucket: the worst.
+SEVERITY_ORDER = {Outcome.FAIL: 3, Outcome.NODATA: 2, Outcome.INCONCLUSIVE: 1, Outcome.PASS: 0}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One policy's judgement at ``at`` (Clock seconds), with what it was measured on.
+
+    ``action`` is what the policy asks for now: its ``on_breach`` on a confirmed failure, its
+    ``on_nodata`` action on missing data, None otherwise. ``breaching_since`` is set while the
+    condition is false but its ``for`` duration has not yet run out.
+    """
+
+    policy: str
+    outcome: Outcome
+    at: float
+    value: float | None
+    threshold: float | None
+    condition: str
+    window: float
+    samples: int
+    group: Labels = ()
+    reason: str = ""
+    action: str | None = None
+    breaching_since: float | None = None
+    evidence: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def key(self) -> tuple:
+        """What makes a verdict a change worth storing (not every new value is)."""
+        return (self.outcome, self.group, self.action)
+
+    def to_json(self) -> dict:
+        return {"policy": self.policy, "outcome": self.outcome.value, "at": self.at, "value": self.value,
+                "threshold": self.threshold, "condition": self.condition, "window": self.window,
+                "samples": self.samples, "group": dict(self.group), "reason": self.reason,
+                "action": self.action, "breaching_since": self.breaching_since, "evidence": self.evidence}

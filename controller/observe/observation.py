@@ -1,0 +1,56 @@
+"""What every source produces and the analysis consumes: timestamped observations and heartbeats.
+
+Pure data: the analysis imports this module and nothing else from controller/observe/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def labels_of(mapping: Mapping[str, str] | None = None, **more: str) -> Labels:
+    """Labels in their one canonical form: sorted (name, value) pairs."""
+    merged = {**(mapping or {}), **more}
+    return tuple(sorted((str(k), str(v)) for k, v in merged.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """``metric{labels} = value`` as true at ``ts`` (Clock seconds), seen by ``source``.
+
+    Counters are observed as their running total (as Prometheus exposes them); events that
+    happen once (a fill, an exception) are observed as samples of their own value.
+    """
+
+    source: str
+    metric: str
+    labels: Labels
+    value: float
+    ts: float
+
+    def label(self, name: str) -> str | None:
+        return next((v for k, v in self.labels if k == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A source read successfully (``ok``) or failed to at ``ts``: what freshness is made of.
+
+    A source with no recent successful heartbeat has no data, however old its last values.
+    """
+
+    source: str
+    ts: float
+    ok: bool = True
+    error: str | None = None
+
+
+Sink = Callable[[Observation | Heartbeat], None]
+
+
+def emit_all(sink: Sink, items: Iterable[Observation | Heartbeat]) -> None:
+    for item in items:
+        sink(item)

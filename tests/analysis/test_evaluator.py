@@ -1,0 +1,225 @@
+"""Policy evaluation on the simulated clock: pass, fail, nodata, inconclusive, each with evidence."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.analysis.evaluator import Evaluator
+from controller.analysis.policy import PolicyFile
+from controller.analysis.verdict import Outcome
+from controller.config.yamlfile import load_model_text
+from controller.observe.observation import Heartbeat, Observation, labels_of
+
+T0 = 1_800_000_000.0
+
+
+def policies(body: str):
+    return load_model_text(PolicyFile, "stage: A\npolicies:\n" + body, "test.yaml").policies
+
+
+def obs(metric, value, t, source="bot", **labels):
+    return Observation(source, metric, labels_of(labels), float(value), t)
+
+
+MISMATCH = policies("""\
+  - name: mismatch
+    checklist: "A: mismatch stays 0"
+    source: bot
+    metric: strategy_leverage_mismatch_total
+    aggregate: max
+    window: 24h
+    condition: "== 0"
+    on_breach: rollback
+    on_nodata: {action: hold, stale_after: 2m}
+""")
+
+
+def test_an_instant_policy_fails_on_the_observation_that_breaches_it_with_its_evidence():
+    ev = Evaluator(MISMATCH)
+    ev.heartbeat(Heartbeat("bot", T0))
+    (first,) = ev.observe(obs("strategy_leverage_mismatch_total", 0, T0))
+    assert first.outcome is Outcome.PASS and first.value == 0 and first.threshold == 0
+    (breach,) = ev.observe(obs("strategy_leverage_mismatch_total", 1, T0 + 5))
+    assert breach.outcome is Outcome.FAIL and breach.action == "rollback"
+    assert (breach.value, breach.samples, breach.window, breach.at) == (1, 2, 86400, T0 + 5)
+
+
+def test_without_any_heartbeat_a_source_has_no_data_and_the_policy_asks_to_hold():
+    (verdict,) = Evaluator(MISMATCH).evaluate(T0)
+    assert verdict.outcome is Outcome.NODATA and verdict.action == "hold"
+    assert "no data from the bot source" in verdict.reason
+
+
+def test_a_stale_source_is_nodata_whatever_its_last_values_said():
+    ev = Evaluator(MISMATCH)
+    ev.heartbeat(Heartbeat("bot", T0))
+    ev.observe(obs("strategy_leverage_mismatch_total", 0, T0))
+    assert ev.evaluate(T0 + 120)[0].outcome is Outcome.PASS
+    ev.heartbeat(Heartbeat("bot", T0 + 130, ok=False, error="connection refused"))
+    stale = ev.evaluate(T0 + 121)[0]
+    assert stale.outcome is Outcome.NODATA and "connection refused" in stale.reason
+
+
+LATENCY = policies("""\
+  - name: latency-p95
+    checklist: "A: p95 < 400 ms"
+    source: exchange
+    metric: fill_notional_ratio
+    aggregate: p95
+    window: 10m
+    condition: "< 0.400"
+    min_samples: 20
+    for: 5m
+    on_breach: rollback
+""")
+
+
+def feed_values(ev, value, start, seconds, every=10.0, verdicts=None):
+    """Observe ``value`` every ``every`` s and judge on each tick, as the daemon does."""
+    t = start
+    while t < start + seconds:
+        ev.heartbeat(Heartbeat("exchange", t))
+        ev.observe(obs("fill_notional_ratio", value, t, source="exchange"))
+        if verdicts is not None:
+            verdicts.append(ev.evaluate(t)[0])
+        t += every
+    return t
+
+
+def test_a_breach_must_last_its_for_duration_before_it_fails():
+    ev = Evaluator(LATENCY)
+    t = feed_values(ev, 0.1, T0, 600)
+    assert ev.evaluate(t)[0].outcome is Outcome.PASS
+    verdicts = []
+    feed_values(ev, 0.9, t, 600, verdicts=verdicts)  # the p95 crosses 0.4 after ~30 s of this
+    first_breach = next(v for v in verdicts if v.breaching_since is not None)
+    failed = next(v for v in verdicts if v.outcome is Outcome.FAIL)
+    assert first_breach.outcome is Outcome.PASS and "breaching for 0 s of 300 s" == first_breach.reason
+    assert failed.at - first_breach.at == 300 and failed.breaching_since == first_breach.at
+    assert failed.value == pytest.approx(0.9) and failed.action == "rollback"
+
+
+def test_a_short_spike_does_not_fail_a_policy_with_a_for_duration():
+    ev = Evaluator(LATENCY)
+    t = feed_values(ev, 0.1, T0, 600)
+    t = feed_values(ev, 5.0, t, 60)
+    assert ev.evaluate(t)[0].outcome is Outcome.PASS
+    t = feed_values(ev, 0.1, t, 600)
+    verdict = ev.evaluate(t)[0]
+    assert verdict.outcome is Outcome.PASS and verdict.breaching_since is None
+
+
+def test_too_few_samples_are_inconclusive_not_a_pass():
+    ev = Evaluator(LATENCY)
+    feed_values(ev, 0.1, T0, 50)
+    verdict = ev.evaluate(T0 + 50)[0]
+    assert verdict.outcome is Outcome.INCONCLUSIVE and verdict.samples == 5 and "20 needed" in verdict.reason
+
+
+def test_samples_leave_the_window_at_its_edge():
+    ev = Evaluator(MISMATCH)
+    ev.observe(obs("strategy_leverage_mismatch_total", 3, T0))
+    ev.heartbeat(Heartbeat("bot", T0 + 86400))
+    ev.observe(obs("strategy_leverage_mismatch_total", 0, T0 + 86400))
+    assert ev.evaluate(T0 + 86400)[0].outcome is Outcome.FAIL       # exactly 24 h old: still in
+    assert ev.evaluate(T0 + 86400.5)[0].outcome is Outcome.PASS     # a moment later: out
+
+
+BUCKETS = policies("""\
+  - name: bucket-usage
+    checklist: "A: bucket usage within allocation + 2 %"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    per: [bucket]
+    aggregate: max
+    window: 5m
+    condition: "<= allocation * 1.02"
+    on_breach: rollback
+""")
+
+
+def test_groups_are_judged_apart_with_their_own_bindings_and_the_worst_one_speaks():
+    allocations = {"majors": 0.5, "alts": 0.3}
+    ev = Evaluator(BUCKETS, bindings=lambda policy, group, now: {"allocation": allocations[dict(group)["bucket"]]})
+    ev.heartbeat(Heartbeat("bot", T0))
+    ev.observe(obs("strategy_bucket_usage_ratio", 0.45, T0, bucket="majors"))
+    ev.observe(obs("strategy_bucket_usage_ratio", 0.30, T0, bucket="alts"))
+    verdict = ev.evaluate(T0 + 1)[0]
+    assert verdict.outcome is Outcome.PASS
+    (breach,) = ev.observe(obs("strategy_bucket_usage_ratio", 0.32, T0 + 2, bucket="alts"))
+    assert breach.outcome is Outcome.FAIL and dict(breach.group) == {"bucket": "alts"}
+    assert breach.threshold == pytest.approx(0.306)
+    assert ev.evaluate(T0 + 3)[0].group == (("bucket", "alts"),)
+
+
+FAILURES = policies("""\
+  - name: failure-rate
+    checklist: "A: order failure rate < 0.5 %"
+    source: bot
+    metric: strategy_orders_total
+    aggregate: ratio
+    numerator: {outcome: [rejected, error]}
+    window: 1h
+    condition: "< 0.005"
+    min_samples: 200
+    on_breach: rollback
+""")
+
+
+def test_a_ratio_is_the_numerators_increase_over_all_series_increase():
+    ev = Evaluator(FAILURES)
+    ev.heartbeat(Heartbeat("bot", T0 + 60))
+    for outcome, start, end in (("filled", 100, 398), ("rejected", 3, 4), ("canceled", 10, 10)):
+        ev.observe(obs("strategy_orders_total", start, T0, outcome=outcome))
+        ev.observe(obs("strategy_orders_total", end, T0 + 60, outcome=outcome))
+    verdict = ev.evaluate(T0 + 60)[0]
+    assert verdict.samples == 299 and verdict.value == pytest.approx(1 / 299)
+    assert verdict.outcome is Outcome.PASS
+    ev.observe(obs("strategy_orders_total", 6, T0 + 61, outcome="rejected"))
+    ev.observe(obs("strategy_orders_total", 6, T0 + 61, outcome="error"))
+    assert ev.evaluate(T0 + 61)[0].outcome is Outcome.FAIL
+
+
+EXCEPTIONS = policies("""\
+  - name: no-exceptions
+    checklist: "A: no unhandled exceptions"
+    source: logs
+    metric: unhandled_exceptions
+    aggregate: sum
+    window: 24h
+    condition: "== 0"
+    min_samples: 0
+    on_breach: rollback
+    on_nodata: {action: hold, stale_after: 5m}
+""")
+
+
+def test_a_fresh_source_with_nothing_to_report_is_a_real_pass_of_zero():
+    ev = Evaluator(EXCEPTIONS)
+    ev.heartbeat(Heartbeat("logs", T0))
+    verdict = ev.evaluate(T0 + 10)[0]
+    assert verdict.outcome is Outcome.PASS and verdict.value == 0 and verdict.samples == 0
+    (breach,) = ev.observe(obs("unhandled_exceptions", 1, T0 + 20, source="logs", exception="ValueError"))
+    assert breach.outcome is Outcome.FAIL and breach.value == 1
+
+
+FRESHNESS = policies("""\
+  - name: margin-fresh
+    checklist: "B: no stale margin fractions"
+    source: bot
+    metric: strategy_margin_fraction_updated_timestamp_seconds
+    per: [bucket]
+    aggregate: age
+    window: 10m
+    condition: "< 60"
+    on_breach: rollback
+""")
+
+
+def test_age_measures_how_old_a_timestamp_metric_is():
+    ev = Evaluator(FRESHNESS)
+    ev.heartbeat(Heartbeat("bot", T0 + 100))
+    ev.observe(obs("strategy_margin_fraction_updated_timestamp_seconds", T0, T0 + 10, bucket="majors"))
+    ev.observe(obs("strategy_margin_fraction_updated_timestamp_seconds", T0 + 90, T0 + 100, bucket="alts"))
+    verdict = ev.evaluate(T0 + 100)[0]
+    assert verdict.outcome is Outcome.FAIL and verdict.value == 100 and dict(verdict.group) == {"bucket": "majors"}
