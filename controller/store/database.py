@@ -8,16 +8,16 @@ read-modify-write sequences such as appending to the audit chain never interleav
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from controller.errors import InputError
+from controller.errors import InputError, StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -103,20 +103,32 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session:
-            yield session
+        with self._unusable_as_store_error():
+            async with self._sessions() as session:
+                yield session
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A transaction that holds the write lock from its first statement; commits on exit."""
-        async with self._sessions() as session:
-            await session.connection(execution_options={"write_lock": True})
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        with self._unusable_as_store_error():
+            async with self._sessions() as session:
+                await session.connection(execution_options={"write_lock": True})
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    raise
+
+    @contextmanager
+    def _unusable_as_store_error(self) -> Iterator[None]:
+        """A database that cannot be reached, is locked or lacks its schema is a StoreError
+        (constraint violations stay what they are: callers act on them)."""
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise StoreError(f"the database {display_url(self.url)} cannot be used: {detail}") from None
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
