@@ -4,7 +4,8 @@ The life of a connection: create a listenKey, open the websocket, reconcile over
 since the last seen trade id, leverage per symbol), then pump events. A listenKey is kept
 alive every 30 minutes; the connection is rotated before Binance's 24 h cut; `listenKeyExpired`,
 a close or an error ends the connection and a new one follows after an exponential backoff
-with jitter. A periodic REST reconciliation also catches a stream that stalls silently.
+with jitter. A periodic REST check (positions, then trades only where the stream left a
+position unexplained) also catches a stream that stalls silently.
 Duplicates (the same message twice, or a fill seen by both stream and REST) are dropped; a
 message that does not parse is logged with its raw text and counted, and the stream goes on.
 
@@ -21,6 +22,7 @@ import json
 import logging
 import random
 from collections import OrderedDict
+from decimal import Decimal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -29,7 +31,7 @@ import aiohttp
 from controller.canonical import sha256_hex
 from controller.exchange.client import ExchangeClient
 from controller.exchange.errors import ExchangeError
-from controller.exchange.events import ExchangeEvent, Fill, LeverageChanged, StreamStatus
+from controller.exchange.events import AccountUpdate, ExchangeEvent, Fill, LeverageChanged, StreamStatus
 from controller.exchange.parse import PayloadError, stream_events
 
 log = logging.getLogger("controller.exchange.stream")
@@ -100,6 +102,7 @@ class UserStream:
         self._seen_fills = BoundedSet(self.settings.dedupe_window)
         self._last_trade_id: dict[str, int] = {}
         self._leverage: dict[str, int] = {}
+        self._position: dict[str, Decimal] = {}  # as the stream last reported it
         self._rng = random.Random()
 
     async def run(self) -> None:
@@ -174,7 +177,7 @@ class UserStream:
                     await self.client.keepalive_listen_key(key)
                     next_keepalive = now + self.settings.keepalive_every
                 if now >= next_reconcile:
-                    await self.reconcile()
+                    await self.reconcile(full=False)
                     next_reconcile = now + self.settings.reconcile_every
                 await self.clock.sleep(max(0.0, min(next_keepalive, next_reconcile, rotate_at) - self.clock.time()))
         except (ExchangeError, PayloadError, aiohttp.ClientError) as exc:
@@ -214,6 +217,8 @@ class UserStream:
             self._last_trade_id[event.symbol] = max(self._last_trade_id.get(event.symbol, 0), event.trade_id)
         elif isinstance(event, LeverageChanged):
             self._leverage[event.symbol] = event.leverage
+        elif isinstance(event, AccountUpdate):
+            self._position.update({p.symbol: p.amount for p in event.positions})
         self._emit(event)
 
     def _emit(self, event: ExchangeEvent) -> None:
@@ -225,15 +230,23 @@ class UserStream:
 
     # --- reconciliation ------------------------------------------------------------------------------
 
-    async def reconcile(self) -> None:
-        """Fetch over REST what the stream may have missed: fills since the last trade id per
-        symbol, and each symbol's leverage (emitted when it differs from the last known)."""
+    async def reconcile(self, *, full: bool = True) -> None:
+        """Fetch over REST what the stream may have missed: each symbol's leverage (emitted when
+        it differs from the last known) and fills since the last trade id.
+
+        After a (re)connect (``full``) every symbol's trades are read. The periodic check is
+        cheap whatever the symbol count: one positions read, and trades only for symbols whose
+        position the stream has not explained (a silently stalled socket shows up there).
+        """
         now = self.clock.time()
         settings = {s.symbol: s for s in await self.client.symbol_settings()}
         for symbol in self.symbols:
             current = settings.get(symbol)
             if current is not None and self._leverage.get(symbol) != current.leverage:
                 self._accept(LeverageChanged(self.client.account, symbol, current.leverage, now, now))
+        positions = {p.symbol: p.amount for p in await self.client.positions()}
+        unexplained = [s for s in self.symbols if positions.get(s, 0) != self._position.get(s, 0)]
+        for symbol in self.symbols if full else unexplained:
             last = self._last_trade_id.get(symbol)
             if last is not None:
                 fills = await self.client.user_trades(symbol, from_id=last + 1)
@@ -243,3 +256,4 @@ class UserStream:
                 if fill.key not in self._seen_fills:
                     self.stats.reconciled_fills += 1
                 self._accept(fill)
+        self._position.update({s: positions.get(s, 0) for s in self.symbols})

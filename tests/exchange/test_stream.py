@@ -136,3 +136,18 @@ async def test_events_delivered_out_of_order_still_give_each_fill_once(sim, cana
         updates = [e.status for e in log.of(OrderUpdate) if e.order_id == order["orderId"]]
         assert updates.index("FILLED") < updates.index("NEW")  # delivered reversed, passed on as delivered
         assert [f.order_id for f in fills(log.events)] == [order["orderId"]]
+
+
+async def test_the_periodic_check_costs_the_same_weight_for_every_symbol_count(sim, canary):
+    every_symbol = sorted(await canary.symbol_filters())
+    assert len(every_symbol) >= 15
+    stream = UserStream(canary, every_symbol, EventLog())
+    await stream.reconcile(full=True)          # after a connect: every symbol's trades
+    spent = canary.budget.total_spent
+    await stream.reconcile(full=False)         # nothing happened: leverage + positions only
+    assert canary.budget.total_spent - spent == 10
+    await buy(canary)                           # a fill the stream never delivered
+    spent = canary.budget.total_spent
+    await stream.reconcile(full=False)
+    assert canary.budget.total_spent - spent == 15  # + that one symbol's trades
+    assert stream.stats.reconciled_fills == 1

@@ -1,0 +1,186 @@
+"""The exchange source: the controller's own view of one account running a release.
+
+`ExchangeObserver` runs the account's user-data stream into `on_event` (synchronous, no I/O:
+the hot path, see `ExchangeView`) and, every ``snapshot_every`` seconds, reads the account over
+REST: symbol settings, positions, the account's margin, and with a master key the balances of
+every sub-account. The snapshot catches what events never say (leverage answered as applied but
+not applied, a silent stream) and is the heartbeat of the source: ok only while the last pass
+succeeded and the stream is connected and delivering, so a dead API or a stalled stream gives
+``nodata``, never a silent pass.
+
+Metrics (source ``exchange``; ts is the exchange's event time for events, the Clock's time at
+the answer for snapshots):
+
+- ``leverage_applied{symbol}``, ``leverage_mismatch{symbol}``: per leverage change and snapshot;
+  ``margin_type_mismatch{symbol}``: per snapshot.
+- ``fill_leverage_mismatch{symbol}``, ``fill_notional_ratio{symbol,bucket}``: per fill (the
+  ratio: its order's notional over allocation x capital x configured leverage; reduce-only
+  orders add no exposure and are not sized).
+- ``exposure_ratio{symbol}``, ``exposure_total_ratio``: per position change and snapshot.
+- ``margin_ratio``: per snapshot and margin call; ``margin_calls``: 1 per MARGIN_CALL.
+- ``order_outcomes{outcome}``: running totals of orders ended filled, canceled, expired or
+  rejected, one count per order.
+- ``capital_share``: per snapshot, only with a master client (the firm's total is only visible
+  to the master key); without one it is never emitted.
+- ``pnl_ratio``: per snapshot, (wallet + unrealized PnL - starting capital) / starting capital.
+- ``stream_connected``: 1/0 when the stream connects, drops, or is found silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+
+from controller.clock import Clock
+from controller.config.strategy import StrategyConfig
+from controller.exchange.client import ExchangeClient
+from controller.exchange.errors import BudgetExhausted, ExchangeError, RateLimited
+from controller.exchange.events import ExchangeEvent, MarginCall, StreamStatus
+from controller.exchange.parse import PayloadError
+from controller.exchange.stream import StreamSettings, UserStream
+from controller.exchange.weights import WeightBudget, weight_of
+from controller.observe.exchange_view import ExchangeView
+from controller.observe.observation import Sink
+
+log = logging.getLogger("controller.observe.exchange")
+
+# What one snapshot pass reads (all symbols in one call each: the cost does not grow with symbols).
+ACCOUNT_READS = (("GET", "/fapi/v2/account"), ("GET", "/fapi/v1/symbolConfig"), ("GET", "/fapi/v3/positionRisk"))
+MASTER_READS = (("GET", "/fapi/v2/account"), ("GET", "/sapi/v2/sub-account/futures/accountSummary"))
+
+
+class ExchangeObserver:
+    """Observations of one account from its user-data stream and low-rate REST snapshots.
+
+    ``capital``: the ratios' denominator; by default the account's wallet balance when `run`
+    starts. ``master``: a client of the master account, for ``capital_share``; without one,
+    ``capital_share`` is never emitted (a sub-account's key cannot see the firm's total), and a
+    policy on it stays ``nodata``.
+    """
+
+    def __init__(self, *, account: str, client: ExchangeClient, config: StrategyConfig, clock: Clock, sink: Sink,
+                 master: ExchangeClient | None = None, snapshot_every: float = 30.0,
+                 capital: Decimal | None = None, stream_settings: StreamSettings | None = None,
+                 heartbeat_every: float = 1.0) -> None:
+        if snapshot_every <= 0:
+            raise ValueError("snapshot_every must be a positive number of seconds")
+        self.account = account
+        self.client = client
+        self.config = config
+        self.clock = clock
+        self.master = master
+        self.snapshot_every = snapshot_every
+        self.stream_settings = stream_settings or StreamSettings()
+        self.view = ExchangeView(config=config, sink=sink, capital=capital, heartbeat_every=heartbeat_every)
+        self.passes = 0
+        self.failed_passes = 0
+        self._wake = asyncio.Event()  # set by events that call for a fresh snapshot (no loop needed)
+
+    # --- the hot path ---------------------------------------------------------------------------------
+
+    def on_event(self, event: ExchangeEvent) -> None:
+        """The user-data stream's sink: pure computation, no I/O, no await."""
+        self.view.on_event(event)
+        if isinstance(event, MarginCall) or (isinstance(event, StreamStatus) and event.connected):
+            self._wake.set()  # margin moved, or a new connection: read the account again soon
+
+    # --- the request-weight cost ------------------------------------------------------------------------
+
+    @property
+    def weight_per_pass(self) -> int:
+        """Request weight of one snapshot pass on this IP (SAPI has its own limit and costs 0 here)."""
+        reads = ACCOUNT_READS + (MASTER_READS if self.master is not None else ())
+        return sum(weight_of(method, path) for method, path in reads)
+
+    @property
+    def weight_per_minute(self) -> float:
+        return self.weight_per_pass * 60.0 / self.snapshot_every
+
+    # --- life ---------------------------------------------------------------------------------------------
+
+    async def run(self, stream: UserStream | None = None) -> None:
+        """Read the account once (capital, leverage), then run the stream and the snapshot loop
+        until cancelled. ``stream``: one to run instead of ours; its sink must reach `on_event`."""
+        started = self.clock.time()
+        self.view.open(started)
+        await self._first_snapshot()
+        log.info("exchange_observer_started account=%s capital=%s symbols=%d weight_per_minute=%.1f", self.account,
+                 self.view.capital, len(self.config.symbols), self.weight_per_minute)
+        stream = stream or UserStream(self.client, tuple(self.config.symbols), self.on_event,
+                                      settings=self.stream_settings, since=started)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(stream.run(), name=f"exchange-observer-stream-{self.account}")
+            tasks.create_task(self._snapshot_forever(), name=f"exchange-observer-snapshots-{self.account}")
+
+    async def _first_snapshot(self) -> None:
+        """Until it succeeds: ratios need the capital, and fills need the applied leverage."""
+        backoff = min(1.0, self.snapshot_every)
+        while (delay := await self.snapshot(report=False)) is not None:
+            await self.clock.sleep(max(delay, backoff))
+            backoff = min(backoff * 2, self.snapshot_every)
+
+    async def _snapshot_forever(self) -> None:
+        delay: float | None = None
+        while True:
+            await self._pause(self.snapshot_every if delay is None else max(delay, self.snapshot_every))
+            delay = await self.snapshot()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` of Clock time, or less when an event asks for a fresh snapshot
+        (never less than a tenth of the interval, so a burst of events cannot drive the loop)."""
+        await self.clock.sleep(seconds / 10)
+        sleeping = asyncio.create_task(self.clock.sleep(seconds * 0.9), name=f"exchange-observer-pause-{self.account}")
+        woken = asyncio.create_task(self._wake.wait(), name=f"exchange-observer-wake-{self.account}")
+        try:
+            await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            woken.cancel()
+
+    # --- one snapshot pass --------------------------------------------------------------------------------
+
+    async def snapshot(self, *, report: bool = True) -> float | None:
+        """One pass over the account; None when it succeeded, else how long to wait before the
+        next (the exchange's Retry-After or the budget's next minute, 0 for other errors)."""
+        self._wake.clear()
+        self.passes += 1
+        error, delay = None, None
+        try:
+            self._check_budget(self.client.budget, ACCOUNT_READS)
+            if self.master is not None:
+                self._check_budget(self.master.budget, MASTER_READS)
+            await self._read()
+        except (RateLimited, BudgetExhausted) as exc:
+            error, delay = f"snapshot not taken: {exc}", exc.retry_after
+        except (ExchangeError, PayloadError) as exc:
+            error, delay = f"snapshot failed: {type(exc).__name__}: {exc}", 0.0
+        if error is not None:
+            self.failed_passes += 1
+            log.warning("exchange_snapshot_failed account=%s error=%s", self.account, error)
+        self.view.snapshot_done(self.clock.time(), error, report=report)
+        return delay
+
+    async def _read(self) -> None:
+        client, view = self.client, self.view
+        account = await client.account_snapshot()  # first: the first pass learns the capital here
+        if view.capital is None and account.total_wallet_balance <= 0:
+            raise ExchangeError(f"account {self.account} has no capital (wallet balance "
+                                f"{account.total_wallet_balance}) to measure ratios against; fund it or pass capital=")
+        view.on_account(account, at=self.clock.time())
+        requested = self.clock.time()
+        view.on_settings(await client.symbol_settings(), requested_at=requested, at=self.clock.time())
+        requested = self.clock.time()
+        view.on_positions(await client.positions(), requested_at=requested, at=self.clock.time())
+        if self.master is not None:
+            master = await self.master.account_snapshot()
+            subs = await self.master.sub_account_balances()
+            view.on_balances(account.total_wallet_balance, master, subs, at=self.clock.time())
+
+    def _check_budget(self, budget: WeightBudget, reads: tuple[tuple[str, str], ...]) -> None:
+        """Refuse a whole pass the budget cannot pay for, rather than half of one."""
+        needed = sum(weight_of(method, path) for method, path in reads)
+        left = budget.budget - budget.spent_this_minute
+        if needed > left:
+            raise BudgetExhausted(f"a snapshot pass needs request weight {needed}, the controller's budget has "
+                                  f"{left} left this minute", retry_after=60 - self.clock.time() % 60)

@@ -1,0 +1,331 @@
+"""The exchange's view of one account as observations: the synchronous core of `ExchangeObserver`.
+
+Pure computation: typed events (from the user-data stream) and snapshots (from REST, with the
+Clock times they were requested and answered) come in; `Observation`s and `Heartbeat`s go out
+to the sink. Nothing here awaits, reads a clock or does I/O, so an exchange event becomes its
+observations within microseconds, and every rule is tested without a loop.
+
+Two sources describe the same state, so each snapshot value is dropped for a symbol the stream
+updated while the request was out (the stream's value is newer). Position notional on the stream
+is ``amount x entry price + unrealized PnL`` (Binance computes that PnL at the mark price), so no
+mark-price calls are needed between snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from controller.config.strategy import StrategyConfig
+from controller.exchange.events import (
+    AccountSnapshot,
+    AccountUpdate,
+    ExchangeEvent,
+    Fill,
+    LeverageChanged,
+    MarginCall,
+    OrderUpdate,
+    Position,
+    StreamStatus,
+    SubAccountBalance,
+    SymbolSettings,
+)
+from controller.exchange.stream import BoundedSet
+from controller.observe.observation import Heartbeat, Labels, Observation, Sink, labels_of
+
+log = logging.getLogger("controller.observe.exchange")
+
+SOURCE = "exchange"
+OUTCOMES = {"FILLED": "filled", "CANCELED": "canceled", "EXPIRED": "expired", "EXPIRED_IN_MATCH": "expired",
+            "REJECTED": "rejected"}
+"""Binance statuses that end an order, and the ``outcome`` label each is counted under."""
+ZERO = Decimal(0)
+NO_LABELS: Labels = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """What a fill needs to know about its order (the fill itself carries only its own trade)."""
+
+    quantity: Decimal
+    price: Decimal          # 0 for a market order
+    average_price: Decimal
+    reduce_only: bool
+
+    @property
+    def notional(self) -> Decimal:
+        return self.quantity * (self.price if self.price > 0 else self.average_price)
+
+
+@dataclass
+class ViewStats:
+    events: int = 0
+    unsized_fills: int = 0     # fills whose order the stream never showed (found over REST after a gap)
+    foreign_events: int = 0    # leverage changes and fills of symbols outside the release's config
+    stale_snapshot_values: int = 0  # snapshot values dropped because the stream had newer ones
+
+
+class ExchangeView:
+    """Turns one account's events and snapshots into the exchange source's observations."""
+
+    def __init__(self, *, config: StrategyConfig, sink: Sink, capital: Decimal | None = None,
+                 heartbeat_every: float = 1.0, remember_orders: int = 10_000) -> None:
+        self.config = config
+        self.sink = sink
+        self.heartbeat_every = heartbeat_every
+        self.stats = ViewStats()
+        self.capital: Decimal | None = None
+        self._labels = {s: labels_of(symbol=s) for s in config.symbols}
+        self._fill_labels = {s: labels_of(symbol=s, bucket=config.bucket_of(s)) for s in config.symbols}
+        self._outcome_labels = {o: labels_of(outcome=o) for o in sorted(set(OUTCOMES.values()))}
+        self._limits: dict[str, Decimal] = {}
+        self._applied: dict[str, int] = {}
+        self._leverage_event_at: dict[str, float] = {}
+        self._notional: dict[str, Decimal] = {}
+        self._position_event_at: dict[str, float] = {}
+        self._orders: OrderedDict[int, _Order] = OrderedDict()
+        self._remember_orders = remember_orders
+        self._ended = BoundedSet(remember_orders)
+        self.outcomes = dict.fromkeys(self._outcome_labels, 0)
+        # Health: the stream's state, the last snapshot pass's error, a stream found silent.
+        self.connected: bool | None = None  # None: not connected yet
+        self._disconnect_reason = ""
+        self.snapshot_error: str | None = None
+        self.stalled: str | None = None
+        self._last_beat = -math.inf
+        # Stall detection: position amounts of the previous snapshot, and changes between two
+        # snapshots that no ACCOUNT_UPDATE reported: symbol -> (changed after, first seen at).
+        self._amounts: dict[str, Decimal] | None = None
+        self._amounts_at = 0.0
+        self._unreported: dict[str, tuple[float, float]] = {}
+        if capital is not None:
+            self.set_capital(capital)
+
+    # --- state ------------------------------------------------------------------------------------
+
+    def set_capital(self, capital: Decimal) -> None:
+        """The account's capital at the start: the denominator of every ratio."""
+        if capital <= 0:
+            raise ValueError(f"capital must be positive, not {capital}")
+        self.capital = capital
+        self._limits = {s: self.config.notional_limit(s, capital) for s in self.config.symbols}
+
+    @property
+    def problem(self) -> str | None:
+        """Why the source is not healthy now, or None."""
+        if self.snapshot_error is not None:
+            return self.snapshot_error
+        if self.connected is None:
+            return "the user-data stream has not connected yet"
+        if not self.connected:
+            return f"the user-data stream is disconnected ({self._disconnect_reason})"
+        return self.stalled
+
+    def open(self, at: float) -> None:
+        """Start every order-outcome counter at its total, so the first order counts as an increase."""
+        for outcome, labels in self._outcome_labels.items():
+            self._emit("order_outcomes", labels, self.outcomes[outcome], at)
+
+    # --- events (the hot path) ----------------------------------------------------------------------
+
+    def on_event(self, event: ExchangeEvent) -> None:
+        self.stats.events += 1
+        if isinstance(event, OrderUpdate):
+            self._on_order(event)
+        elif isinstance(event, Fill):
+            self._on_fill(event)
+        elif isinstance(event, AccountUpdate):
+            self._on_account_update(event)
+        elif isinstance(event, LeverageChanged):
+            self._on_leverage(event)
+        elif isinstance(event, MarginCall):
+            self._on_margin_call(event)
+        elif isinstance(event, StreamStatus):
+            self._on_stream_status(event)
+            return
+        if event.ts_init - self._last_beat >= self.heartbeat_every and self.problem is None:
+            self._beat(event.ts_init)
+
+    def _on_order(self, update: OrderUpdate) -> None:
+        known = self._orders.get(update.order_id)
+        average = update.average_price if update.average_price > 0 or known is None else known.average_price
+        self._orders[update.order_id] = _Order(update.quantity, update.price, average, update.reduce_only)
+        self._orders.move_to_end(update.order_id)
+        if len(self._orders) > self._remember_orders:
+            self._orders.popitem(last=False)
+        outcome = OUTCOMES.get(update.status)
+        if outcome is not None and self._ended.add(update.order_id):  # one count per order
+            self.outcomes[outcome] += 1
+            self._emit("order_outcomes", self._outcome_labels[outcome], self.outcomes[outcome], update.ts_event)
+
+    def _on_fill(self, fill: Fill) -> None:
+        symbol = fill.symbol
+        configured = self.config.symbols.get(symbol)
+        if configured is None:
+            self.stats.foreign_events += 1
+            return
+        applied = self._applied.get(symbol)
+        if applied is not None:
+            self._emit("fill_leverage_mismatch", self._labels[symbol], applied != configured.leverage, fill.ts_event)
+        order = self._orders.get(fill.order_id)
+        if order is None:
+            self.stats.unsized_fills += 1
+            return
+        if order.reduce_only or symbol not in self._limits:  # a reduce-only order adds no exposure
+            return
+        self._emit("fill_notional_ratio", self._fill_labels[symbol], order.notional / self._limits[symbol],
+                   fill.ts_event)
+
+    def _on_account_update(self, update: AccountUpdate) -> None:
+        for position in update.positions:
+            self._position_event_at[position.symbol] = update.ts_init
+            self._unreported.pop(position.symbol, None)
+            self._notional[position.symbol] = abs(position.amount * position.entry_price + position.unrealized_pnl)
+        if self.stalled is not None and not self._unreported:
+            self._set_stalled(None, update.ts_init)
+        if update.positions and self.capital is not None:
+            for position in update.positions:
+                self._emit_exposure(position.symbol, update.ts_event)
+            self._emit_total_exposure(update.ts_event)
+
+    def _on_leverage(self, event: LeverageChanged) -> None:
+        if event.symbol not in self.config.symbols:
+            self.stats.foreign_events += 1
+            return
+        self._leverage_event_at[event.symbol] = event.ts_init
+        self._apply_leverage(event.symbol, event.leverage, event.ts_event)
+
+    def _on_margin_call(self, call: MarginCall) -> None:
+        self._emit("margin_calls", NO_LABELS, 1, call.ts_event)
+        # The call's own numbers give the cross margin ratio at once, before the next snapshot.
+        maintenance = sum((p.maintenance_margin for p in call.positions), ZERO)
+        balance = call.cross_wallet_balance + sum((p.unrealized_pnl for p in call.positions), ZERO)
+        ratio = maintenance / balance if balance > 0 else Decimal(maintenance > 0)  # as AccountSnapshot has it
+        self._emit("margin_ratio", NO_LABELS, ratio, call.ts_event)
+
+    def _on_stream_status(self, status: StreamStatus) -> None:
+        self.connected = status.connected
+        self._disconnect_reason = status.reason
+        # A new connection starts the stall check afresh: what changed while it was down was
+        # never the stream's to deliver (the stream's REST reconciliation covers fills).
+        self._amounts, self._unreported, self.stalled = None, {}, None
+        self._emit("stream_connected", NO_LABELS, status.connected, status.ts_event)
+        if self.problem is None:
+            self._beat(status.ts_init)
+        else:
+            self._fail(status.ts_init, self.problem)
+
+    # --- snapshots ----------------------------------------------------------------------------------
+
+    def on_settings(self, settings: Iterable[SymbolSettings], *, requested_at: float, at: float) -> None:
+        """GET /fapi/v1/symbolConfig: applied leverage and margin type per configured symbol."""
+        found = {s.symbol: s for s in settings}
+        for symbol, configured in self.config.symbols.items():
+            current = found.get(symbol)
+            if current is None:  # the exchange applies nothing for it: the config cannot be met
+                log.warning("exchange_symbol_unknown symbol=%s", symbol)
+                self._emit("leverage_mismatch", self._labels[symbol], 1, at)
+                continue
+            self._emit("margin_type_mismatch", self._labels[symbol], current.margin_type != configured.margin_type, at)
+            if self._leverage_event_at.get(symbol, -math.inf) > requested_at:
+                self.stats.stale_snapshot_values += 1
+                continue
+            self._apply_leverage(symbol, current.leverage, at)
+
+    def on_positions(self, positions: Iterable[Position], *, requested_at: float, at: float) -> None:
+        """GET /fapi/v3/positionRisk (it lists only symbols with a position or open orders)."""
+        listed = {p.symbol: p for p in positions}
+        for symbol in set(self.config.symbols) | set(listed) | set(self._notional):
+            if self._position_event_at.get(symbol, -math.inf) > requested_at:
+                self.stats.stale_snapshot_values += 1
+                continue
+            position = listed.get(symbol)
+            self._notional[symbol] = abs(position.notional) if position is not None else ZERO
+            if self.capital is not None:
+                self._emit_exposure(symbol, at)
+        if self.capital is not None:
+            self._emit_total_exposure(at)
+        self._check_stall({s: p.amount for s, p in listed.items() if p.amount}, requested_at, at)
+
+    def on_account(self, account: AccountSnapshot, *, at: float) -> None:
+        """GET /fapi/v2/account: margin ratio, and PnL against the starting capital."""
+        if self.capital is None:
+            self.set_capital(account.total_wallet_balance)
+        self._emit("margin_ratio", NO_LABELS, account.margin_ratio, at)
+        pnl = account.total_wallet_balance + account.total_unrealized_pnl - self.capital
+        self._emit("pnl_ratio", NO_LABELS, pnl / self.capital, at)
+
+    def on_balances(self, own_wallet: Decimal, master: AccountSnapshot, subs: Iterable[SubAccountBalance], *,
+                    at: float) -> None:
+        """This account's wallet over the master's plus every sub-account's (the firm's capital)."""
+        total = master.total_wallet_balance + sum((s.wallet_balance for s in subs), ZERO)
+        if total > 0:
+            self._emit("capital_share", NO_LABELS, own_wallet / total, at)
+
+    def snapshot_done(self, at: float, error: str | None, *, report: bool = True) -> None:
+        """End of a snapshot pass: a heartbeat, ok only if the pass and the stream are both healthy.
+
+        With ``report=False`` (the pass before the stream starts) only a failure is reported.
+        """
+        self.snapshot_error = error
+        problem = self.problem
+        if problem is None:
+            self._beat(at)
+        elif error is not None or report:
+            self._fail(at, problem)
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    def _apply_leverage(self, symbol: str, leverage: int, ts: float) -> None:
+        self._applied[symbol] = leverage
+        labels = self._labels[symbol]
+        self._emit("leverage_applied", labels, leverage, ts)
+        self._emit("leverage_mismatch", labels, leverage != self.config.symbols[symbol].leverage, ts)
+
+    def _emit_exposure(self, symbol: str, ts: float) -> None:
+        labels = self._labels.get(symbol)
+        if labels is None:
+            labels = self._labels[symbol] = labels_of(symbol=symbol)
+        self._emit("exposure_ratio", labels, self._notional[symbol] / self.capital, ts)
+
+    def _emit_total_exposure(self, ts: float) -> None:
+        self._emit("exposure_total_ratio", NO_LABELS, sum(self._notional.values(), ZERO) / self.capital, ts)
+
+    def _check_stall(self, amounts: dict[str, Decimal], requested_at: float, at: float) -> None:
+        """A position that changed between two snapshots must have come with an ACCOUNT_UPDATE;
+        one still missing a pass later means the stream is connected but silent."""
+        previous, since = self._amounts, self._amounts_at
+        self._amounts, self._amounts_at = amounts, requested_at
+        if previous is None or not self.connected:
+            return
+        for symbol in amounts.keys() | previous.keys():
+            moved = amounts.get(symbol, ZERO) != previous.get(symbol, ZERO)
+            if moved and self._position_event_at.get(symbol, -math.inf) < since:
+                self._unreported.setdefault(symbol, (since, requested_at))
+        late = sorted(s for s, (_, seen) in self._unreported.items() if seen < requested_at)
+        if late and self.stalled is None:
+            self._set_stalled(f"the user-data stream is connected but silent: positions of {', '.join(late)} "
+                              "changed without an ACCOUNT_UPDATE", at)
+
+    def _set_stalled(self, reason: str | None, at: float) -> None:
+        """Found silent (the pass's `snapshot_done` reports it), or delivering again."""
+        self.stalled = reason
+        self._emit("stream_connected", NO_LABELS, reason is None, at)
+        if reason is not None:
+            log.warning("exchange_stream_silent reason=%s", reason)
+        elif self.problem is None:
+            self._beat(at)
+
+    def _emit(self, metric: str, labels: Labels, value: Decimal | int | bool, ts: float) -> None:
+        self.sink(Observation(SOURCE, metric, labels, float(value), ts))
+
+    def _beat(self, at: float) -> None:
+        self._last_beat = at
+        self.sink(Heartbeat(SOURCE, at))
+
+    def _fail(self, at: float, error: str) -> None:
+        self.sink(Heartbeat(SOURCE, at, ok=False, error=error))
