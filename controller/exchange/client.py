@@ -344,10 +344,17 @@ class ExchangeClient:
                                **params)
         return parse.mark_prices(raw)
 
-    async def sub_account_balances(self) -> list[SubAccountBalance]:
-        """USD-M futures balances of every sub-account (a master key only)."""
+    async def sub_account_balances(self, *, page_size: int = 20) -> list[SubAccountBalance]:
+        """USD-M futures balances of every sub-account (a master key only), page by page."""
         if not self.endpoints.sapi_url:
             raise ExchangeError("sub-account balances need the SAPI base URL (endpoints.sapi_url)")
-        raw = await self._call("read sub-account balances", "GET", "/sapi/v2/sub-account/futures/accountSummary",
-                               self._client.get_subaccount_futures_summary, futuresType=1)
-        return parse.sub_account_balances(raw)
+        balances: list[SubAccountBalance] = []
+        for page in range(1, 1000):
+            raw = await self._call("read sub-account balances", "GET", "/sapi/v2/sub-account/futures/accountSummary",
+                                   self._client.get_subaccount_futures_summary, futuresType=1, page=page,
+                                   limit=page_size)
+            batch = parse.sub_account_balances(raw)
+            balances.extend(batch)
+            if len(batch) < page_size:
+                break
+        return balances

@@ -167,3 +167,20 @@ async def test_a_slow_exchange_times_out_and_is_retried_as_transient(sim, connec
         await client.open_orders("BTCUSDT")
     sim.faults.clear()
     assert await client.open_orders("BTCUSDT") == []
+
+
+async def test_sub_account_balances_are_read_page_by_page(sim, connect):
+    from controller.sim import AccountSpec, Simulator
+
+    many = (AccountSpec("master", Decimal("90000"), master=True),
+            *(AccountSpec(f"sub{i}", Decimal(100 + i)) for i in range(25)))
+    async with Simulator(clock=sim.clock, seed=3, accounts=many) as big:
+        from controller.exchange.client import Endpoints, ExchangeClient
+        from controller.exchange.weights import WeightBudget
+
+        acct = big.accounts["master"]
+        async with ExchangeClient(account="master", api_key=acct.api_key, api_secret=acct.api_secret,
+                                  endpoints=Endpoints(big.rest_url, big.ws_url, big.sapi_url), clock=sim.clock,
+                                  budget=WeightBudget(sim.clock, share=1.0)) as master:
+            balances = await master.sub_account_balances(page_size=10)
+    assert len(balances) == 25 and sum(b.wallet_balance for b in balances) == sum(100 + i for i in range(25))
