@@ -1,0 +1,75 @@
+"""One release under verification: its sources feed one evaluator, verdicts go out as they change.
+
+The imperative shell around the pure `Evaluator`: every source (exchange, bot metrics, logs,
+process, audit) pushes observations and heartbeats into `sink`; instant policies are judged on
+the observation that touches them, every policy on a steady tick. Verdicts are exported as
+metrics and handed to ``on_verdicts`` (the rollout engine, a verdict log, a test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from controller.analysis.bindings import release_bindings
+from controller.analysis.evaluator import Evaluator
+from controller.analysis.policy import Policy
+from controller.analysis.verdict import Verdict
+from controller.clock import Clock
+from controller.config.strategy import StrategyConfig
+from controller.metrics import ControllerMetrics
+from controller.observe.observation import Heartbeat, Observation
+
+log = logging.getLogger(__name__)
+
+VerdictHandler = Callable[[list[Verdict]], None]
+
+
+class Verification:
+    def __init__(self, *, policies: Iterable[Policy], config: StrategyConfig, clock: Clock,
+                 on_verdicts: VerdictHandler, capital_cap: float | None = None,
+                 baseline: Verification | None = None, metrics: ControllerMetrics | None = None,
+                 tick: float = 1.0) -> None:
+        self.clock = clock
+        self.tick = tick
+        self.on_verdicts = on_verdicts
+        self.metrics = metrics or ControllerMetrics()
+        self.evaluator = Evaluator(policies, bindings=release_bindings(
+            config, capital_cap=capital_cap, baseline=baseline.evaluator if baseline else None))
+        self._last_beat: dict[str, float] = {}
+
+    def sink(self, item: Observation | Heartbeat) -> None:
+        """What every source calls: synchronous, so an exchange event is judged without a hop."""
+        if isinstance(item, Heartbeat) and item.ok:
+            self._last_beat[item.source] = item.ts
+        verdicts = self.evaluator.feed(item, now=self.clock.time())
+        if verdicts:
+            self._deliver(verdicts)
+
+    def evaluate(self) -> list[Verdict]:
+        now = self.clock.time()
+        for source, ts in self._last_beat.items():
+            self.metrics.observation_age.labels(source).set(max(0.0, now - ts))
+        verdicts = self.evaluator.evaluate(now)
+        self._deliver(verdicts)
+        return verdicts
+
+    def _deliver(self, verdicts: list[Verdict]) -> None:
+        self.metrics.record_verdicts(verdicts)
+        try:
+            self.on_verdicts(verdicts)
+        except Exception:  # a consumer's bug must not stop verification
+            log.exception("verdict_handler_failed")
+
+    async def run(self, sources: Iterable[Callable[[], Awaitable[None]]]) -> None:
+        """Run every source's ``run`` and the evaluation tick until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            for index, source in enumerate(sources):
+                tasks.create_task(source(), name=f"verification-source-{index}")
+            tasks.create_task(self._ticking(), name="verification-tick")
+
+    async def _ticking(self) -> None:
+        while True:
+            self.evaluate()
+            await self.clock.sleep(self.tick)
