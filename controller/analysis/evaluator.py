@@ -245,4 +245,5 @@ def _histogram_quantile(q: float, series: Mapping[Labels, Window]) -> tuple[floa
     total = buckets.get(math.inf, max(buckets.values()))
     if total <= 0:
         return None, 0
-    return histogram_quantile(q, sorted(buckets.items())), int(total)
+    value = histogram_quantile(q, sorted(buckets.items()))
+    return (None if value is None or math.isnan(value) else value), int(total)

@@ -223,3 +223,37 @@ def test_age_measures_how_old_a_timestamp_metric_is():
     ev.observe(obs("strategy_margin_fraction_updated_timestamp_seconds", T0 + 90, T0 + 100, bucket="alts"))
     verdict = ev.evaluate(T0 + 100)[0]
     assert verdict.outcome is Outcome.FAIL and verdict.value == 100 and dict(verdict.group) == {"bucket": "majors"}
+
+
+HISTOGRAM = policies("""\
+  - name: signal-p95
+    checklist: "A: p95 < 400 ms"
+    source: bot
+    metric: strategy_signal_latency_seconds
+    aggregate: p95
+    window: 10m
+    condition: "< 0.400"
+    min_samples: 50
+    on_breach: rollback
+""")
+
+
+def scrape(ev, t, counts):
+    """One scrape of a cumulative histogram: counts per upper bound."""
+    ev.heartbeat(Heartbeat("bot", t))
+    running = 0
+    for le, count in counts:
+        running += count
+        ev.observe(obs("strategy_signal_latency_seconds_bucket", running, t, le=le))
+
+
+def test_a_bot_histogram_gives_quantiles_of_the_windows_increase_as_prometheus_does():
+    ev = Evaluator(HISTOGRAM)
+    scrape(ev, T0, [("0.1", 1000), ("0.5", 0), ("+Inf", 0)])                 # old, fast history
+    scrape(ev, T0 + 700, [("0.1", 1000), ("0.5", 0), ("+Inf", 0)])
+    scrape(ev, T0 + 760, [("0.1", 1010), ("0.5", 90), ("+Inf", 0)])         # the window: 10 fast, 90 slow
+    verdict = ev.evaluate(T0 + 760)[0]
+    assert verdict.samples == 100
+    # p95 is the 95th of 100: 85 into the (0.1, 0.5] bucket of 90 -> 0.1 + 0.4 * 85/90
+    assert verdict.value == pytest.approx(0.1 + 0.4 * 85 / 90)
+    assert verdict.outcome is Outcome.FAIL

@@ -1,0 +1,118 @@
+"""The bot's own metrics, scraped from its ``/metrics`` (Prometheus text exposition format).
+
+Every sample becomes one Observation named as exposed (``strategy_orders_total``,
+``strategy_signal_latency_seconds_bucket`` with its ``le`` label, ...) and stamped with the
+Clock's time at the scrape, as Prometheus stamps a scrape with its start. Counters are observed
+as the running totals the bot exposes; windows and rates are the analysis' business. A scrape
+that fails for any reason (refused, timed out, HTTP error, a body that is not the exposition
+format) emits no Observation at all, only a failed Heartbeat: a half-read page is never data.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.clock import Clock
+from controller.observe.observation import Heartbeat, Labels, Observation, Sink, labels_of
+
+log = logging.getLogger(__name__)
+
+ACCEPT = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"
+Sample = tuple[str, Labels, float]
+
+MAX_BODY = 16 * 1024 * 1024  # a bot's page is kilobytes; anything this large is not a bot's page
+
+
+class MetricsScraper:
+    """Scrapes ``url`` every ``interval`` Clock seconds; each request is bounded by ``timeout`` seconds."""
+
+    def __init__(self, url: str, *, clock: Clock, sink: Sink, interval: float = 15.0, timeout: float = 5.0,
+                 source: str = "bot") -> None:
+        if interval <= 0 or timeout <= 0:
+            raise ValueError("interval and timeout are positive numbers of seconds")
+        self.url = url
+        self.clock = clock
+        self.sink = sink
+        self.interval = interval
+        self.timeout = timeout
+        self.source = source
+        self._session: aiohttp.ClientSession | None = None
+        self._failing = False
+
+    async def run(self) -> None:
+        """Scrape until cancelled; failures are reported as heartbeats, never raised."""
+        async with aiohttp.ClientSession() as session:
+            self._session = session
+            try:
+                while True:
+                    started = self.clock.time()
+                    await self.scrape_once()
+                    await self.clock.sleep(started + self.interval - self.clock.time())
+            finally:
+                self._session = None
+
+    async def scrape_once(self) -> bool:
+        """One scrape: its Observations then a Heartbeat. Returns whether it succeeded."""
+        ts = self.clock.time()
+        try:
+            samples = await self._fetch()
+        except (aiohttp.ClientError, OSError, TimeoutError, ScrapeError) as exc:
+            self._report_failure(ts, _describe(exc, self.timeout))
+            return False
+        for name, labels, value in samples:
+            self.sink(Observation(self.source, name, labels, value, ts))
+        self.sink(Heartbeat(self.source, ts))
+        if self._failing:
+            self._failing = False
+            log.info("metrics_scrape_recovered url=%s samples=%d", self.url, len(samples))
+        return True
+
+    async def _fetch(self) -> list[Sample]:
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        if self._session is not None:
+            return await self._get(self._session, timeout)
+        async with aiohttp.ClientSession() as session:
+            return await self._get(session, timeout)
+
+    async def _get(self, session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout) -> list[Sample]:
+        async with session.get(self.url, timeout=timeout, headers={"Accept": ACCEPT}) as response:
+            if response.status != 200:
+                raise ScrapeError(f"HTTP {response.status} {response.reason or ''}".rstrip())
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise ScrapeError(f"the page is larger than {MAX_BODY} bytes")
+        return parse(body.decode("utf-8", errors="replace"))
+
+    def _report_failure(self, ts: float, error: str) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning("metrics_scrape_failed url=%s error=%s", self.url, error)
+        else:
+            log.debug("metrics_scrape_failed url=%s error=%s", self.url, error)
+        self.sink(Heartbeat(self.source, ts, ok=False, error=error))
+
+
+class ScrapeError(Exception):
+    """The page could not be read as the exposition format; the message says why."""
+
+
+def parse(text: str) -> list[Sample]:
+    """Every sample of an exposition page as ``(name, labels, value)``; ScrapeError if any line is bad."""
+    try:
+        return [(sample.name, labels_of(sample.labels), float(sample.value))
+                for family in text_string_to_metric_families(text) for sample in family.samples]
+    except (ValueError, TypeError, IndexError, KeyError) as exc:  # what the parser raises on a bad line
+        raise ScrapeError(f"not the Prometheus text format: {exc}") from None
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, ScrapeError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout} s"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
