@@ -7,6 +7,7 @@ import logging
 from controller.clock import Clock
 from controller.errors import CanaryError
 from controller.observe.observation import Heartbeat, Observation, Sink
+from controller.observe.polling import poll
 from controller.store.audit import verify
 from controller.store.database import Database
 
@@ -36,6 +37,4 @@ class AuditObserver:
         return report.ok
 
     async def run(self) -> None:
-        while True:
-            await self.check_once()
-            await self.clock.sleep(self.interval)
+        await poll(self.clock, self.interval, self.check_once)

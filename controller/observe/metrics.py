@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.clock import Clock
 from controller.observe.observation import Heartbeat, Labels, Observation, Sink, labels_of
+from controller.observe.polling import poll
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,7 @@ class MetricsScraper:
         async with aiohttp.ClientSession() as session:
             self._session = session
             try:
-                while True:
-                    started = self.clock.time()
-                    await self.scrape_once()
-                    await self.clock.sleep(started + self.interval - self.clock.time())
+                await poll(self.clock, self.interval, self.scrape_once)
             finally:
                 self._session = None
 

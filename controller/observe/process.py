@@ -17,6 +17,7 @@ from pathlib import Path
 
 from controller.clock import Clock
 from controller.observe.observation import Heartbeat, Observation, Sink
+from controller.observe.polling import poll
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,7 @@ class ProcessObserver:
         self._up: bool | None = None
 
     async def run(self) -> None:
-        while True:
-            await self.check_once()
-            await self.clock.sleep(self.interval)
+        await poll(self.clock, self.interval, self.check_once)
 
     async def check_once(self) -> bool | None:
         """One check: ``up``, ``restarts``, a Heartbeat. Returns whether the process is up (None: could not tell)."""

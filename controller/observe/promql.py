@@ -24,6 +24,7 @@ import aiohttp
 
 from controller.clock import Clock
 from controller.observe.observation import Heartbeat, Labels, Observation, Sink, labels_of
+from controller.observe.polling import poll
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,7 @@ class PromQLSource:
         async with aiohttp.ClientSession() as session:
             self._session = session
             try:
-                while True:
-                    started = self.clock.time()
-                    await self.query_once()
-                    await self.clock.sleep(started + self.interval - self.clock.time())
+                await poll(self.clock, self.interval, self.query_once)
             finally:
                 self._session = None
 
