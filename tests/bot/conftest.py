@@ -109,20 +109,14 @@ async def running(client, clock, config: StrategyConfig, settings: BotSettings =
 
 
 def histogram_quantile(q: float, bot: Bot, name: str) -> float:
-    """The ``q`` quantile of a histogram, interpolated within buckets as PromQL's histogram_quantile."""
-    buckets = sorted((float(s.labels["le"]), s.value) for m in bot.metrics.registry.collect() if m.name == name
-                     for s in m.samples if s.name == f"{name}_bucket")
-    total = buckets[-1][1]
-    assert total > 0, f"{name} has no observations"
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for upper, count in buckets:
-        if count >= rank:
-            if math.isinf(upper):
-                return lower
-            return lower + (upper - lower) * (rank - below) / max(count - below, 1e-12)
-        lower, below = upper, count
-    return lower
+    """The ``q`` quantile of one of the bot's histograms, as PromQL's histogram_quantile gives it."""
+    from controller.analysis.histogram import histogram_quantile as promql_quantile
+
+    buckets = [(s.labels["le"], s.value) for m in bot.metrics.registry.collect() if m.name == name
+               for s in m.samples if s.name == f"{name}_bucket"]
+    value = promql_quantile(q, buckets)
+    assert value is not None and not math.isnan(value), f"{name} has no observations"
+    return value
 
 
 def observations(bot: Bot, name: str) -> float:

@@ -24,30 +24,10 @@ from controller.observe.exchange import ExchangeObserver
 from controller.observe.observation import Heartbeat, Observation
 from controller.sim import Simulator
 from controller.sim.market import BOOK_DEPTH
+from tests.bot.conftest import CAPITAL, STRATEGY, strategy  # noqa: F401  (one test strategy for both suites)
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_backoff=0.01, max_backoff=0.05, request_timeout=5)
 SNAPSHOT_EVERY = 0.2
-CAPITAL = Decimal(2000)  # the simulator's canary account
-
-STRATEGY: dict[str, Any] = {
-    "symbols": {
-        "BTCUSDT": {"leverage": 5},
-        "ETHUSDT": {"leverage": 5},
-        "SOLUSDT": {"leverage": 3, "margin_type": "ISOLATED"},
-    },
-    "buckets": {
-        "majors": {"allocation": "0.5", "symbols": ["BTCUSDT", "ETHUSDT"]},
-        "alts": {"allocation": "0.3", "symbols": ["SOLUSDT"]},
-    },
-    "sizing": {"order_fraction": "0.25", "max_open_orders_per_symbol": 2},
-}
-
-
-def strategy(base: dict[str, Any] | None = None, **defects: Any) -> StrategyConfig:
-    """The test strategy (or ``base``) with the named defects of the reference bot switched on."""
-    return StrategyConfig.model_validate({**(base or STRATEGY), "defects": defects})
-
-
 @pytest.fixture
 def clock() -> SimulatedClock:
     return SimulatedClock(speed=1.0)
