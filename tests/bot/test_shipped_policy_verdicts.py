@@ -56,7 +56,8 @@ class Judgement:
 
 @contextlib.asynccontextmanager
 async def verifying(client, clock, config, names):
-    """The bot trading, its /metrics served over HTTP, scraped into a verification of ``names``."""
+    """The bot trading, its /metrics served over HTTP, scraped into a verification of ``names``;
+    yields the metrics server and the judgement."""
     judgement = Judgement()
     verification = Verification(policies=[SHIPPED[n] for n in names], config=config, clock=clock,
                                 on_verdicts=judgement, tick=0.2)
@@ -66,7 +67,7 @@ async def verifying(client, clock, config, names):
         scraper = MetricsScraper(f"http://127.0.0.1:{port}/metrics", clock=clock, sink=judgement.source(verification), interval=0.2)
         task = asyncio.create_task(verification.run([scraper.run]), name="test-verification")
         try:
-            yield bot, judgement
+            yield server, judgement
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -134,3 +135,18 @@ async def test_a_burst_of_rejected_orders_fails_the_order_failure_rate(client, c
         await outlast_for(judgement, clock, name)
     verdict = judgement.latest[name]
     assert verdict.samples >= 200 and verdict.value > 0.005
+
+
+async def test_a_dead_metrics_endpoint_turns_a_passing_policy_into_nodata(client, clock):
+    name = "a-leverage-mismatch-zero"
+    async with verifying(client, clock, strategy(), (name,)) as (metrics_server, judgement):
+        await judgement.until(lambda: judgement.outcome(name) is Outcome.PASS)
+        await metrics_server.stop()                # the bot's /metrics stops answering
+        stale_after = SHIPPED[name].on_nodata.stale_after
+        while judgement.outcome(name) is Outcome.PASS:
+            assert clock.time() < judgement.scraped_at + 2 * stale_after, judgement.latest[name]
+            clock.advance(30)
+            target = clock.time()
+            await judgement.until(lambda: judgement.latest[name].at >= target)
+    verdict = judgement.latest[name]
+    assert verdict.outcome is Outcome.NODATA and verdict.action == "hold" and "stale" in verdict.reason
