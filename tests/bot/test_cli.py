@@ -185,3 +185,39 @@ async def test_a_start_the_exchange_refuses_is_one_line_and_exit_status_1(tmp_pa
         await bot.kill()
     assert "cannot start on account bot: canceling BTCUSDT orders left by an earlier run: " in bot.errors
     assert "Traceback" not in bot.errors
+
+
+async def test_the_bot_trades_against_canaryctl_sim_serve_and_its_defect_shows_in_its_metrics(tmp_path):
+    """Both as real processes: the simulator from `canaryctl sim serve --json`, the bot on it."""
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "controller", "sim", "serve", "--json", "--seed", "4", "--speed", SPEED, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    bot = None
+    try:
+        first = json.loads(await asyncio.wait_for(server.stdout.readline(), 30))
+        canary = first["accounts"]["canary"]
+        exchange = tmp_path / "exchange.json"
+        exchange.write_text(json.dumps({"rest_url": first["rest_url"], "ws_url": first["ws_url"],
+                                        "sapi_url": first["sapi_url"], "api_key": canary["api_key"],
+                                        "api_secret": canary["api_secret"]}))
+        exchange.chmod(0o600)
+        config = strategy_file(tmp_path, STRATEGY + "defects:\n  wrong_leverage: {symbol: SOLUSDT, leverage: 7}\n")
+        bot = await BotProcess.start("--config", config, "--exchange", exchange, "--account", "canary",
+                                     "--speed", SPEED)
+        port = await bot.metrics_port()
+        async with asyncio.timeout(30):
+            while True:  # two child processes: poll the bot's /metrics, bounded
+                samples = await scrape(port)
+                if samples.get(("strategy_leverage_mismatch_total", ()), 0) >= 1:
+                    break
+                assert bot.process.returncode is None, bot.errors
+                await asyncio.sleep(0.2)
+        assert samples[("strategy_leverage_applied", (("symbol", "SOLUSDT"),))] == 7
+        assert samples[("strategy_leverage_configured", (("symbol", "SOLUSDT"),))] == 3
+        bot.process.send_signal(signal.SIGTERM)
+        assert await bot.exit_status(timeout=10) == 0, bot.errors
+    finally:
+        if bot is not None:
+            await bot.kill()
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(server.wait(), 20) == 0
