@@ -25,5 +25,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: $(VENV)/.installed
+	$(BIN)/python bench/analysis.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

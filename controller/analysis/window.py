@@ -63,6 +63,9 @@ class Window:
         self.exact_limit = exact_limit
         self.accuracy = relative_accuracy
         self._exact: deque[tuple[float, float]] | None = deque()
+        # Monotonic queues over the exact samples: max and min in O(1), amortised.
+        self._highs: deque[tuple[float, float]] = deque()
+        self._lows: deque[tuple[float, float]] = deque()
         self._panes: deque[_Pane] = deque()
 
     @property
@@ -73,8 +76,10 @@ class Window:
         if self._exact is not None:
             if self._exact and t < self._exact[-1][0]:
                 self._insert_sorted(t, value)
+                self._rebuild_extremes()
             else:
                 self._exact.append((t, value))
+                self._push_extremes(t, value)
             if len(self._exact) > self.exact_limit:
                 self._fold()
             return
@@ -95,7 +100,23 @@ class Window:
             index -= 1
         items.insert(index, (t, value))
 
+    def _push_extremes(self, t: float, value: float) -> None:
+        while self._highs and self._highs[-1][1] <= value:
+            self._highs.pop()
+        self._highs.append((t, value))
+        while self._lows and self._lows[-1][1] >= value:
+            self._lows.pop()
+        self._lows.append((t, value))
+
+    def _rebuild_extremes(self) -> None:
+        self._highs.clear()
+        self._lows.clear()
+        for t, value in self._exact or ():
+            self._push_extremes(t, value)
+
     def _fold(self) -> None:
+        self._highs.clear()
+        self._lows.clear()
         samples, self._exact = self._exact, None
         for t, value in samples or ():
             self.add(t, value)
@@ -106,6 +127,9 @@ class Window:
         if self._exact is not None:
             while self._exact and self._exact[0][0] < edge:
                 self._exact.popleft()
+            for extremes in (self._highs, self._lows):
+                while extremes and extremes[0][0] < edge:
+                    extremes.popleft()
         else:
             while self._panes and self._panes[0].start + self.pane_width <= edge:
                 self._panes.popleft()
@@ -128,12 +152,12 @@ class Window:
 
     def min(self) -> float | None:
         if self._exact is not None:
-            return min((v for _, v in self._exact), default=None)
+            return self._lows[0][1] if self._lows else None
         return min((p.low for p in self._panes if p.count), default=None)
 
     def max(self) -> float | None:
         if self._exact is not None:
-            return max((v for _, v in self._exact), default=None)
+            return self._highs[0][1] if self._highs else None
         return max((p.high for p in self._panes if p.count), default=None)
 
     def first(self) -> tuple[float, float] | None:

@@ -90,3 +90,15 @@ def test_a_folded_window_edge_is_off_by_at_most_one_pane():
         window.add(float(t), 1.0)
     window.expire(120.0)
     assert 60 <= window.count() <= 70
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 100), st.floats(-5, 5)), min_size=1, max_size=80), st.floats(0, 120))
+def test_min_and_max_slide_exactly_with_the_window_even_with_late_samples(samples, now):
+    window = Window(30)
+    for t, value in samples:
+        window.add(t, value)
+    window.expire(now)
+    inside = [v for t, v in samples if t >= now - 30]
+    assert window.max() == (max(inside) if inside else None)
+    assert window.min() == (min(inside) if inside else None)
