@@ -96,12 +96,17 @@ class Evaluator:
 
     # --- input ------------------------------------------------------------------------------------
 
-    def heartbeat(self, beat: Heartbeat) -> None:
-        if beat.ok:
-            self._fresh[beat.source] = max(self._fresh.get(beat.source, -math.inf), beat.ts)
-            self._errors.pop(beat.source, None)
-        else:
+    def heartbeat(self, beat: Heartbeat, now: float | None = None) -> list[Verdict]:
+        """Record a source's health; a successful read re-judges the source's instant policies,
+        whose verdicts may have waited for it (sources report data, then their heartbeat)."""
+        if not beat.ok:
             self._errors[beat.source] = beat.error or "unknown error"
+            return []
+        self._fresh[beat.source] = max(self._fresh.get(beat.source, -math.inf), beat.ts)
+        self._errors.pop(beat.source, None)
+        at = beat.ts if now is None else now
+        return [self._judge(state, at) for state in self._states
+                if state.policy.source == beat.source and state.policy.instant]
 
     def observe(self, obs: Observation, now: float | None = None) -> list[Verdict]:
         """Record ``obs``; returns fresh verdicts of the instant policies it touched."""
@@ -116,8 +121,7 @@ class Evaluator:
 
     def feed(self, item: Observation | Heartbeat, now: float | None = None) -> list[Verdict]:
         if isinstance(item, Heartbeat):
-            self.heartbeat(item)
-            return []
+            return self.heartbeat(item, now)
         return self.observe(item, now)
 
     # --- judgement --------------------------------------------------------------------------------

@@ -257,3 +257,12 @@ def test_a_bot_histogram_gives_quantiles_of_the_windows_increase_as_prometheus_d
     # p95 is the 95th of 100: 85 into the (0.1, 0.5] bucket of 90 -> 0.1 + 0.4 * 85/90
     assert verdict.value == pytest.approx(0.1 + 0.4 * 85 / 90)
     assert verdict.outcome is Outcome.FAIL
+
+
+def test_a_source_that_reports_its_data_before_its_heartbeat_is_judged_on_the_heartbeat():
+    ev = Evaluator(MISMATCH)
+    (early,) = ev.observe(obs("strategy_leverage_mismatch_total", 0, T0))
+    assert early.outcome is Outcome.NODATA           # no successful read known yet
+    (judged,) = ev.heartbeat(Heartbeat("bot", T0))
+    assert judged.outcome is Outcome.PASS and judged.value == 0
+    assert ev.heartbeat(Heartbeat("bot", T0 + 1, ok=False, error="boom")) == []

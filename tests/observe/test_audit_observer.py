@@ -31,3 +31,28 @@ async def test_an_unreadable_database_is_a_failed_heartbeat_and_no_observation(t
     finally:
         await missing.close()
     assert [type(s) for s in seen] == [Heartbeat] and not seen[0].ok
+
+
+async def test_the_shipped_audit_policy_passes_an_intact_chain_and_holds_on_a_tampered_one(db, clock):
+    from controller.analysis.policy import load_policies
+    from controller.analysis.verdict import Outcome
+    from controller.config.strategy import StrategyConfig
+    from controller.config.yamlfile import load_model
+    from controller.verification import Verification
+    from tests.conftest import EXAMPLES, REPO
+
+    policy = next(p for f in load_policies([REPO / "policies"]).values() for p in f.policies
+                  if p.name == "a-audit-chain-verifies")
+    latest = {}
+    verification = Verification(policies=[policy], clock=clock, on_verdicts=lambda vs: latest.update({v.policy: v for v in vs}),
+                                config=load_model(StrategyConfig, EXAMPLES / "reference-bot" / "strategy.yaml"))
+    observer = AuditObserver(db, clock=clock, sink=verification.sink)
+    async with db.write() as session:
+        await audit.append(session, clock, actor="alice", kind="release.added", subject="release:1.0.0")
+    await observer.check_once()
+    assert latest[policy.name].outcome is Outcome.PASS
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM audit_events"))
+    await observer.check_once()
+    verdict = latest[policy.name]
+    assert verdict.outcome is Outcome.FAIL and verdict.action == "hold" and verdict.value == 0
