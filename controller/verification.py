@@ -35,21 +35,22 @@ class Verification:
         self.tick = tick
         self.on_verdicts = on_verdicts
         self.metrics = metrics or ControllerMetrics()
-        self.evaluator = Evaluator(policies, bindings=release_bindings(
-            config, capital_cap=capital_cap, baseline=baseline.evaluator if baseline else None))
-        self._last_beat: dict[str, float] = {}
+        baseline_evaluator = baseline.evaluator if baseline else None
+        self.evaluator = Evaluator(policies, baseline=baseline_evaluator, bindings=release_bindings(
+            config, capital_cap=capital_cap, baseline=baseline_evaluator))
+        self.last_read: dict[str, float] = {}  # per source: the newest successful read
 
     def sink(self, item: Observation | Heartbeat) -> None:
         """What every source calls: synchronous, so an exchange event is judged without a hop."""
         if isinstance(item, Heartbeat) and item.ok:
-            self._last_beat[item.source] = item.ts
+            self.last_read[item.source] = max(item.ts, self.last_read.get(item.source, item.ts))
         verdicts = self.evaluator.feed(item, now=self.clock.time())
         if verdicts:
             self._deliver(verdicts)
 
     def evaluate(self) -> list[Verdict]:
         now = self.clock.time()
-        for source, ts in self._last_beat.items():
+        for source, ts in self.last_read.items():
             self.metrics.observation_age.labels(source).set(max(0.0, now - ts))
         verdicts = self.evaluator.evaluate(now)
         self._deliver(verdicts)

@@ -49,11 +49,12 @@ class _PolicyState:
         self.policy = policy
         self.condition: Condition = policy.parsed_condition
         self.groups: dict[Labels, _Group] = {}
-        self.histogram = policy.source == "bot" and policy.aggregate in QUANTILES
+        distribution = policy.aggregate in QUANTILES or policy.aggregate == "mann_whitney"
+        self.histogram = policy.source == "bot" and distribution
         self.metric = f"{policy.metric}_bucket" if self.histogram else policy.metric
-        # Quantiles of event samples (a fill's notional ratio, ...) pool a group's series into one
-        # window: the distribution is the group's, whichever series a sample came from.
-        self.pooled = policy.aggregate in QUANTILES and not self.histogram
+        # Distributions of event samples (a fill's notional ratio, ...) pool a group's series into
+        # one window: the distribution is the group's, whichever series a sample came from.
+        self.pooled = distribution and not self.histogram
 
     def accepts(self, obs: Observation) -> bool:
         for name, wanted in self.policy.labels.items():
@@ -81,8 +82,10 @@ class _PolicyState:
 class Evaluator:
     """Judges a set of policies over one release's observations."""
 
-    def __init__(self, policies: Iterable[Policy], *, bindings: Bindings = no_bindings) -> None:
+    def __init__(self, policies: Iterable[Policy], *, bindings: Bindings = no_bindings,
+                 baseline: Evaluator | None = None) -> None:
         self.bindings = bindings
+        self.baseline = baseline  # the previous release on the same market, for mann_whitney
         self._states = [_PolicyState(p) for p in policies]
         self._by_metric: dict[tuple[str, str], list[_PolicyState]] = defaultdict(list)
         for state in self._states:
@@ -138,6 +141,19 @@ class Evaluator:
             return None
         value, _ = self._measure(state, group_state, now)
         return value
+
+    def distribution(self, policy_name: str, group: Labels, now: float) -> list[float]:
+        """A distribution policy's samples in its window for one group (the baseline's side of a
+        rank test): the samples themselves, or a bot histogram's buckets expanded to midpoints."""
+        state = next(s for s in self._states if s.policy.name == policy_name)
+        group_state = state.groups.get(group)
+        if group_state is None:
+            return []
+        for window in group_state.series.values():
+            window.expire(now)
+        if state.histogram:
+            return _histogram_samples(group_state.series)
+        return [v for w in group_state.series.values() for v in w.values()]
 
     def _judge(self, state: _PolicyState, now: float) -> Verdict:
         keys = list(state.groups) or [()]
@@ -201,6 +217,8 @@ class Evaluator:
             window.expire(now)
         windows = [w for w in group.series.values() if w.count()]
         aggregate = policy.aggregate
+        if aggregate == "mann_whitney":
+            return self._rank_test(state, group, now)
         if state.histogram:
             return _histogram_quantile(QUANTILES[aggregate], group.series)
         if aggregate == "ratio":
@@ -223,6 +241,42 @@ class Evaluator:
         combine = {"min": min, "max": max, "sum": sum, "count": sum, "rate": sum, "last": max,
                    "mean": lambda vs: sum(vs) / len(vs)}
         return float(combine[aggregate](values)), samples
+
+
+    def _rank_test(self, state: _PolicyState, group: _Group, now: float) -> tuple[float | None, int]:
+        """Mann-Whitney U of the canary's samples against the baseline's, same policy and group:
+        the effect P(canary > baseline) if significant, else 0.5; samples: the smaller side."""
+        from controller.analysis.comparison import ALPHA, compare
+
+        group_key = next((k for k, g in state.groups.items() if g is group), None)
+        if group_key is None:  # nothing observed for this group yet
+            return None, 0
+        canary = (_histogram_samples(group.series) if state.histogram
+                  else [v for w in group.series.values() for v in w.values()])
+        if self.baseline is None:
+            return None, len(canary)
+        baseline = self.baseline.distribution(state.policy.name, group_key, now)
+        result = compare(canary, baseline, min_samples=1, min_effect=0.0, alpha=ALPHA)
+        if result.p_value is None:
+            return None, min(len(canary), len(baseline))
+        value = result.effect if result.p_value < ALPHA else 0.5
+        return value, min(len(canary), len(baseline))
+
+
+def _histogram_samples(series: Mapping[Labels, Window], limit: int = 5000) -> list[float]:
+    """The window's observations of a histogram, each standing at its bucket's midpoint (the
+    +Inf bucket's at its lower bound): ranks are exact between buckets, tied within one."""
+    increases = sorted((float(dict(labels)["le"]), window.increase() or 0.0)
+                       for labels, window in series.items() if "le" in dict(labels) and window.count())
+    total = increases[-1][1] if increases else 0.0
+    scale = min(1.0, limit / total) if total else 0.0
+    samples: list[float] = []
+    lower, below = 0.0, 0.0
+    for upper, cumulative in increases:
+        point = lower if math.isinf(upper) else (lower + upper) / 2
+        samples.extend([point] * round((cumulative - below) * scale))
+        lower, below = (upper if not math.isinf(upper) else lower), cumulative
+    return samples
 
 
 def _matches(wanted: Mapping[str, str | list[str]], labels: Labels) -> bool:

@@ -9,7 +9,9 @@ A file holds the policies of one stage:
         source: bot                 # bot | exchange | logs | process | audit
         metric: strategy_leverage_mismatch_total
         aggregate: increase         # what the window's samples are reduced to (age: now minus
-                                    # the newest sample's value, for timestamps)
+                                    # the newest sample's value, for timestamps; mann_whitney:
+                                    # P(canary sample > baseline sample) when the rank test finds
+                                    # the difference significant, 0.5 when it does not)
         window: 24h
         condition: "== 0"           # the value passes when it satisfies this
         min_samples: 1              # fewer samples: inconclusive
@@ -39,7 +41,7 @@ from controller.timespec import parse_duration
 
 Source = Literal["bot", "exchange", "logs", "process", "audit"]
 Aggregate = Literal["last", "min", "max", "mean", "sum", "count", "increase", "rate",
-                    "p50", "p90", "p95", "p99", "ratio", "age"]
+                    "p50", "p90", "p95", "p99", "ratio", "age", "mann_whitney"]
 
 # What each non-bot source observes (controller/observe/ produces exactly these names).
 SOURCE_METRICS: dict[str, frozenset[str]] = {

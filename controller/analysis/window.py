@@ -185,6 +185,13 @@ class Window:
                 merged.merge(pane.sketch)
         return merged.get_quantile_value(q) if merged.count else None
 
+    def values(self, limit: int = 2000) -> list[float]:
+        """The samples themselves (exact), or ``limit`` evenly spaced quantiles standing for them."""
+        if self._exact is not None:
+            return [v for _, v in self._exact]
+        n = min(self.count(), limit)
+        return [q for i in range(n) if (q := self.quantile((i + 0.5) / n)) is not None]
+
     def increase(self) -> float | None:
         """How much a counter grew across the window, counting resets as restarts from zero."""
         if self._exact is None:

@@ -266,3 +266,43 @@ def test_a_source_that_reports_its_data_before_its_heartbeat_is_judged_on_the_he
     (judged,) = ev.heartbeat(Heartbeat("bot", T0))
     assert judged.outcome is Outcome.PASS and judged.value == 0
     assert ev.heartbeat(Heartbeat("bot", T0 + 1, ok=False, error="boom")) == []
+
+
+RANKED = policies("""\
+  - name: latency-like-baseline
+    checklist: "C: compare queue latency"
+    source: bot
+    metric: strategy_signal_latency_seconds
+    aggregate: mann_whitney
+    window: 1h
+    condition: "< 0.6"
+    min_samples: 50
+    on_breach: hold
+""")
+
+
+def scrape_histogram(ev, t, counts):
+    scrape(ev, t, counts)  # cumulative by construction (see scrape above)
+
+
+def test_a_rank_test_against_the_baseline_fails_a_clearly_slower_canary_and_passes_an_equal_one():
+    baseline = Evaluator(RANKED)
+    canary = Evaluator(RANKED, baseline=baseline)
+    equal = Evaluator(RANKED, baseline=baseline)
+    buckets = ("0.05", "0.1", "0.25", "0.5", "+Inf")
+    scrape_histogram(baseline, T0, [(le, 0) for le in buckets])
+    scrape_histogram(baseline, T0 + 60, list(zip(buckets, [40, 40, 15, 5, 0])))
+    for ev, counts in ((canary, [5, 10, 30, 45, 10]), (equal, [40, 40, 15, 5, 0])):
+        scrape_histogram(ev, T0, [(le, 0) for le in buckets])
+        scrape_histogram(ev, T0 + 60, list(zip(buckets, counts)))
+    slower = canary.evaluate(T0 + 60)[0]
+    assert slower.outcome is Outcome.FAIL and slower.value > 0.8 and slower.samples == 100
+    same = equal.evaluate(T0 + 60)[0]
+    assert same.outcome is Outcome.PASS and same.value == 0.5
+
+
+def test_a_rank_test_without_a_baseline_has_no_data():
+    ev = Evaluator(RANKED)
+    scrape(ev, T0, [("0.1", 0), ("+Inf", 0)])
+    scrape(ev, T0 + 60, [("0.1", 80), ("+Inf", 0)])
+    assert ev.evaluate(T0 + 60)[0].outcome is Outcome.NODATA
