@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import pytest
 
 from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome

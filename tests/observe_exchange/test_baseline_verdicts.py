@@ -5,7 +5,6 @@ judged against the baseline's own, measured over the same window."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
