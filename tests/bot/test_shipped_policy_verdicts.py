@@ -149,3 +149,20 @@ async def test_a_dead_metrics_endpoint_turns_a_passing_policy_into_nodata(client
             await judgement.until(lambda: judgement.latest[name].at >= target)
     verdict = judgement.latest[name]
     assert verdict.outcome is Outcome.NODATA and verdict.action == "hold" and "stale" in verdict.reason
+
+
+async def test_margin_fractions_that_stop_updating_fail_the_freshness_policy(sim, client, clock):
+    name = "b-margin-fractions-fresh"
+    async with verifying(client, clock, strategy(), (name,)) as (_, judgement):
+        await judgement.until(lambda: judgement.outcome(name) is Outcome.PASS)
+        sim.faults.fail("GET /fapi/v3/positionRisk", rate=1.0, code=-1001, status=500)  # the bot can't reconcile
+        started = clock.time()
+        while judgement.outcome(name) is not Outcome.FAIL:
+            assert clock.time() < started + 600, judgement.latest[name]
+            clock.advance(20)
+            target = clock.time()
+            await judgement.until(lambda: judgement.scraped_at >= target)
+            await judgement.until(lambda: judgement.latest[name].at >= judgement.scraped_at)
+        sim.faults.clear()
+    verdict = judgement.latest[name]
+    assert verdict.value >= 60 and verdict.action == "rollback" and "bucket" in dict(verdict.group)
