@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from controller.analysis.condition import Condition, ConditionError
+from controller.analysis.condition import COMPARATORS, Condition, ConditionError
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import SEVERITY_ORDER, Outcome, Verdict
 from controller.analysis.window import Window
@@ -55,16 +55,24 @@ class _PolicyState:
         # Distributions of event samples (a fill's notional ratio, ...) pool a group's series into
         # one window: the distribution is the group's, whichever series a sample came from.
         self.pooled = distribution and not self.histogram
+        # Per label set, computed once: whether the policy reads it, and which group it is in.
+        self._accepted: dict[Labels, bool] = {}
+        self._groups_of: dict[Labels, Labels] = {}
+        self.constant_threshold = self.condition.threshold() if not self.condition.names else None
 
     def accepts(self, obs: Observation) -> bool:
-        for name, wanted in self.policy.labels.items():
-            value = obs.label(name)
-            if value is None or (value not in wanted if isinstance(wanted, list) else value != wanted):
-                return False
-        return True
+        if not self.policy.labels:
+            return True
+        known = self._accepted.get(obs.labels)
+        if known is None:
+            known = self._accepted[obs.labels] = _matches(self.policy.labels, obs.labels)
+        return known
 
     def group_of(self, obs: Observation) -> Labels:
-        return tuple((name, obs.label(name) or "") for name in self.policy.per)
+        group = self._groups_of.get(obs.labels)
+        if group is None:
+            group = self._groups_of[obs.labels] = tuple((name, obs.label(name) or "") for name in self.policy.per)
+        return group
 
     def add(self, obs: Observation) -> Labels:
         group_key = self.group_of(obs)
@@ -179,9 +187,11 @@ class Evaluator:
             return Verdict(outcome=Outcome.INCONCLUSIVE, value=value, threshold=None, samples=samples,
                            reason=f"{samples} samples, {policy.min_samples} needed", **base)
         try:
-            bindings = self.bindings(policy, group_key, now)
-            threshold = state.condition.threshold(bindings)
-            holds = state.condition.holds(value, bindings)
+            if state.constant_threshold is not None:
+                threshold = state.constant_threshold
+            else:
+                threshold = state.condition.threshold(self.bindings(policy, group_key, now))
+            holds = COMPARATORS[state.condition.comparator](value, threshold)
         except ConditionError as exc:
             return Verdict(outcome=Outcome.INCONCLUSIVE, value=value, threshold=None, samples=samples,
                            reason=f"threshold unavailable: {exc}", **base)
@@ -235,12 +245,10 @@ class Evaluator:
             return sum(w.increase() or 0.0 for w in windows), samples
         if aggregate == "age":
             return max(now - w.last()[1] for w in windows), samples
-        per_series = {"last": lambda w: w.last()[1], "min": Window.min, "max": Window.max, "sum": Window.sum,
-                      "count": Window.count, "mean": Window.mean, "rate": lambda w: w.sum() / policy.window}
-        values = [per_series[aggregate](w) for w in windows]
-        combine = {"min": min, "max": max, "sum": sum, "count": sum, "rate": sum, "last": max,
-                   "mean": lambda vs: sum(vs) / len(vs)}
-        return float(combine[aggregate](values)), samples
+        values = [_PER_SERIES[aggregate](w) for w in windows]
+        if aggregate == "rate":
+            return sum(values) / policy.window, samples
+        return float(_COMBINE[aggregate](values)), samples
 
 
     def _rank_test(self, state: _PolicyState, group: _Group, now: float) -> tuple[float | None, int]:
@@ -277,6 +285,15 @@ def _histogram_samples(series: Mapping[Labels, Window], limit: int = 5000) -> li
         samples.extend([point] * round((cumulative - below) * scale))
         lower, below = (upper if not math.isinf(upper) else lower), cumulative
     return samples
+
+
+_PER_SERIES: dict[str, Callable[[Window], float]] = {
+    "last": lambda w: w.last()[1], "min": Window.min, "max": Window.max, "sum": Window.sum,
+    "count": Window.count, "mean": Window.mean, "rate": Window.sum,
+}
+_COMBINE: dict[str, Callable[[list[float]], float]] = {
+    "min": min, "max": max, "sum": sum, "count": sum, "last": max, "mean": lambda vs: sum(vs) / len(vs),
+}
 
 
 def _matches(wanted: Mapping[str, str | list[str]], labels: Labels) -> bool:
