@@ -143,3 +143,20 @@ async def test_orders_decided_but_not_yet_sent_are_dropped_at_stop_without_an_ou
     assert run.bot.ledger.orders == {}
     assert sum(run.value("strategy_orders_total", outcome=o) for o in ("filled", "rejected", "error")) == 0
     assert [o for o in sim.engine.orders.values() if o.account == "canary"] == []
+
+
+async def test_two_symbols_of_one_bucket_never_take_the_same_room_in_one_iteration(client, clock):
+    config = strategy({"symbols": {"BTCUSDT": {"leverage": 5}, "ETHUSDT": {"leverage": 5}},
+                       "buckets": {"majors": {"allocation": "0.5", "symbols": ["BTCUSDT", "ETHUSDT"]}},
+                       "sizing": {"order_fraction": "0.6", "max_open_orders_per_symbol": 1}})
+    highest = []
+
+    def committed_until_both_traded():
+        highest.append(run.bot.ledger.usage("majors"))
+        return run.bot.iterations >= 40
+
+    async with running(client, clock, config) as run:
+        await run.until(committed_until_both_traded)
+    # One entry is 0.6 of the bucket's room: a second, in the same iteration, must not fit.
+    assert max(highest) > Decimal("0.25")  # it did trade
+    assert max(highest) <= Decimal("0.5") * Decimal("1.02")

@@ -234,12 +234,13 @@ class Bot:
         commands: list[Command] = []
         if not self._burst_sent:
             self._burst_sent = True
-            commands += defects.rejected_burst(self.config, self.filters, self.ledger.marks)
+            commands += [self.orders.register(c, signal_at)
+                         for c in defects.rejected_burst(self.config, self.filters, self.ledger.marks)]
         for symbol in self.config.symbols:
             direction = self.signal.next(symbol)  # every symbol, every iteration: the sequence stays seeded
             if symbol in marks:
-                commands += self._decide(symbol, direction, signal_at)
-        commands = [self.orders.register(command, signal_at) for command in commands]
+                # Registered at once: the next symbol of the same bucket sees this entry's margin.
+                commands += [self.orders.register(c, signal_at) for c in self._decide(symbol, direction, signal_at)]
         delay = defects.signal_delay(self.config.defects)
         try:
             if delay and commands:
