@@ -72,6 +72,7 @@ class StreamStats:
     connected: bool = False
     last_message_at: float | None = None
     last_error: str | None = None
+    reconnect_at: float | None = None  # when the current backoff ends
 
 
 @dataclass
@@ -81,6 +82,7 @@ class StreamSettings:
     reconcile_every: float = RECONCILE_EVERY
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    healthy_after: float = 60.0  # a connection that lasted this long resets the backoff
     dedupe_window: int = 20_000
 
 
@@ -110,9 +112,13 @@ class UserStream:
         async with aiohttp.ClientSession() as session:
             while True:
                 reason = "closed"
+                opened = self.clock.time()
                 try:
                     reason = await self._connection(session)
-                    failures = 0
+                    # A connection the exchange ends at once (a bad key, a refusing proxy) must
+                    # not become a reconnect storm: only one that lasted resets the backoff.
+                    lasted = self.clock.time() - opened >= self.settings.healthy_after
+                    failures = 0 if lasted else failures + 1
                 except (aiohttp.ClientError, ExchangeError, PayloadError, asyncio.TimeoutError, ConnectionError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                     failures += 1
@@ -124,7 +130,9 @@ class UserStream:
                         self._emit(StreamStatus(self.client.account, False, reason, self.clock.time(), self.clock.time()))
                 log.warning("user_stream_disconnected account=%s reason=%s", self.client.account, reason)
                 if failures:
-                    await self.clock.sleep(self._backoff(failures))
+                    delay = self._backoff(failures)
+                    self.stats.reconnect_at = self.clock.time() + delay
+                    await self.clock.sleep(delay)
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (failures - 1))

@@ -151,3 +151,14 @@ async def test_the_periodic_check_costs_the_same_weight_for_every_symbol_count(s
     await stream.reconcile(full=False)
     assert canary.budget.total_spent - spent == 15  # + that one symbol's trades
     assert stream.stats.reconciled_fills == 1
+
+
+async def test_connections_the_exchange_ends_at_once_back_off_instead_of_storming(sim, clock, canary):
+    async with running(canary, settings=StreamSettings(backoff_initial=5.0, backoff_max=60.0)) as (stream, log):
+        keys = requests_to(sim, "POST", "/fapi/v1/listenKey")
+        assert sim.faults.expire_listen_key("canary")       # ended seconds after it opened
+        await log.wait_for(lambda events: any(isinstance(e, StreamStatus) and not e.connected for e in events))
+        assert stream.stats.reconnect_at is not None and stream.stats.reconnect_at - clock.time() >= 2.4
+        assert requests_to(sim, "POST", "/fapi/v1/listenKey") == keys
+        clock.advance(5.0)
+        await log.wait_for(lambda events: connections(events) == 2)
