@@ -166,3 +166,21 @@ async def test_margin_fractions_that_stop_updating_fail_the_freshness_policy(sim
         sim.faults.clear()
     verdict = judgement.latest[name]
     assert verdict.value >= 60 and verdict.action == "rollback" and "bucket" in dict(verdict.group)
+
+
+async def test_a_slow_order_path_that_backs_up_the_queue_fails_the_queue_latency_policy(sim, client, clock):
+    sim.faults.add_latency(0.8, "POST /fapi/v1/order")  # each order is answered 0.8 s after it is sent
+    name = "c-queue-latency-p95"
+
+    def breaching_or_hurry():
+        verdict = judgement.latest.get(name)
+        if verdict is not None and verdict.breaching_since is not None:
+            return True
+        asyncio.get_running_loop().call_soon(clock.advance, 0.2)  # orders queue up faster than in real time
+        return False
+
+    async with verifying(client, clock, strategy(), (name,)) as (_, judgement):
+        await judgement.until(breaching_or_hurry)
+        await outlast_for(judgement, clock, name)
+    verdict = judgement.latest[name]
+    assert verdict.value >= 0.5 and verdict.samples >= 50 and verdict.action == "hold"
