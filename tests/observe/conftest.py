@@ -79,3 +79,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+async def sim():
+    """A simulator for bots run as processes: accelerated as they are (tests.bot.test_cli.SPEED)."""
+    from datetime import UTC, datetime
+
+    from controller.clock import SimulatedClock
+    from controller.sim import Simulator
+    from tests.bot.test_cli import SPEED
+
+    simulator = Simulator(clock=SimulatedClock(datetime.now(tz=UTC), speed=float(SPEED)), seed=9, volatility=1.0)
+    await simulator.start("127.0.0.1", 0)
+    yield simulator
+    await simulator.stop()
+

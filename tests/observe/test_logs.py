@@ -11,7 +11,6 @@ import os
 import sys
 import textwrap
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from controller.clock import SimulatedClock
 from controller.observe.logs import ERROR_RECORDS, UNHANDLED_EXCEPTIONS, ExceptionDetector, JournaldObserver, \
     LogFileObserver
 from controller.observe.observation import Heartbeat
-from controller.sim import Simulator
 from tests.bot.test_cli import REPO, SPEED, STRATEGY, exchange_file, strategy_file
 
 
@@ -259,14 +257,6 @@ async def test_run_reads_every_poll_on_the_clock(log_file, clock, recorder):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert exceptions(recorder) == ["ValueError"]
-
-
-@pytest.fixture
-async def sim():
-    simulator = Simulator(clock=SimulatedClock(datetime.now(tz=UTC), speed=float(SPEED)), seed=9, volatility=1.0)
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
 
 
 async def test_the_reference_bot_crashing_on_its_defect_is_exactly_one_unhandled_exception(

@@ -15,12 +15,12 @@ from controller.observe.logs import LogFileObserver
 from controller.observe.process import ProcessObserver
 from controller.verification import Verification
 from tests.bot.test_cli import REPO, SPEED, STRATEGY, exchange_file, strategy_file
-from tests.observe.test_logs import read, sim  # noqa: F401  (sim: the fixture the bot trades on)
+from tests.observe.test_logs import read
 
 SHIPPED = {p.name: p for f in load_policies([REPO / "policies"]).values() for p in f.policies}
 
 
-async def test_a_crashing_release_fails_the_exception_and_process_policies(tmp_path, sim, clock):  # noqa: F811
+async def test_a_crashing_release_fails_the_exception_and_process_policies(tmp_path, sim, clock):
     latest = {}
     names = ("a-no-unhandled-exceptions", "c-bot-process-up")
     verification = Verification(policies=[SHIPPED[n] for n in names], config=load_model_text(StrategyConfig, STRATEGY, "strategy.yaml"),
