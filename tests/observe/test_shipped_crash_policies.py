@@ -22,7 +22,8 @@ SHIPPED = {p.name: p for f in load_policies([REPO / "policies"]).values() for p 
 
 async def test_a_crashing_release_fails_the_exception_and_process_policies(tmp_path, sim, clock):
     latest = {}
-    names = ("a-no-unhandled-exceptions", "c-bot-process-up")
+    names = ("a-no-unhandled-exceptions", "c-no-unhandled-exceptions", "d-no-unhandled-exceptions",
+             "c-bot-process-up", "d-bot-process-up")
     verification = Verification(policies=[SHIPPED[n] for n in names], config=load_model_text(StrategyConfig, STRATEGY, "strategy.yaml"),
                                 clock=clock, on_verdicts=lambda vs: latest.update({v.policy: v for v in vs}))
     log_file = tmp_path / "bot.log"
@@ -39,18 +40,20 @@ async def test_a_crashing_release_fails_the_exception_and_process_policies(tmp_p
         assert await process.check_once() is not None
         await read(logs)
         verification.evaluate()
-        assert latest["a-no-unhandled-exceptions"].outcome is Outcome.PASS
-        assert latest["c-bot-process-up"].outcome is Outcome.PASS
+        assert all(latest[n].outcome is Outcome.PASS for n in names)
         assert await asyncio.wait_for(bot.wait(), timeout=30) == 1
     await read(logs)
     await process.check_once()
     verification.evaluate()
-    crashed = latest["a-no-unhandled-exceptions"]
-    assert crashed.outcome is Outcome.FAIL and crashed.action == "rollback" and crashed.value == 1
+    for stage in "acd":
+        crashed = latest[f"{stage}-no-unhandled-exceptions"]
+        assert crashed.outcome is Outcome.FAIL and crashed.action == "rollback" and crashed.value == 1
     assert latest["c-bot-process-up"].breaching_since is not None
     clock.advance(SHIPPED["c-bot-process-up"].for_ + 1)
     await process.check_once()
     await read(logs)
     verification.evaluate()
-    assert latest["c-bot-process-up"].outcome is Outcome.FAIL and latest["c-bot-process-up"].value == 0
+    for stage in "cd":
+        down = latest[f"{stage}-bot-process-up"]
+        assert down.outcome is Outcome.FAIL and down.value == 0 and down.action == "rollback"
 
