@@ -15,30 +15,15 @@ from controller.observe.exchange import ExchangeObserver
 from controller.sim import AccountSpec, Simulator
 from controller.verification import Verification
 from tests.conftest import REPO
+from tests.verdicts import Verdicts
 from tests.observe_exchange.conftest import FAST_RETRY, SNAPSHOT_EVERY, strategy
 
 SHIPPED = {p.name: p for f in load_policies([REPO / "policies"]).values() for p in f.policies}
 
 
-class Judged:
-    def __init__(self) -> None:
-        self.latest = {}
-        self.changed = asyncio.Event()
-
-    def __call__(self, verdicts) -> None:
-        self.latest.update({v.policy: v for v in verdicts})
-        self.changed.set()
-
-    async def until(self, expected: dict[str, Outcome], timeout: float = 20.0) -> None:
-        async with asyncio.timeout(timeout):
-            while any(n not in self.latest or self.latest[n].outcome is not o for n, o in expected.items()):
-                self.changed.clear()
-                await self.changed.wait()
-
-
 @contextlib.asynccontextmanager
 async def verified(client, master, clock, config, names):
-    judged = Judged()
+    judged = Verdicts()
     verification = Verification(policies=[SHIPPED[n] for n in names], config=config, clock=clock,
                                 on_verdicts=judged, capital_cap=0.02, tick=0.2)
     observer = ExchangeObserver(account=client.account, client=client, config=config, clock=clock,
@@ -65,7 +50,7 @@ async def test_a_canary_holding_more_than_its_cap_fails_the_capital_share_policy
                 await client.sync_time()
             canary, master = clients
             async with verified(canary, master, clock, strategy(), ["c-capital-share-within-cap"]) as judged:
-                await judged.until({"c-capital-share-within-cap": Outcome.FAIL})
+                await judged.until_outcomes({"c-capital-share-within-cap": Outcome.FAIL})
         finally:
             for client in clients:
                 await client.close()
@@ -81,11 +66,11 @@ async def test_a_price_crash_on_a_leveraged_position_fails_the_margin_policies(s
     await canary.set_leverage("BTCUSDT", 20)
     names = ["c-no-margin-call", "d-no-margin-call", "c-margin-ratio-bounded"]
     async with verified(canary, master, clock, config, names) as judged:
-        await judged.until({n: Outcome.PASS for n in names})
+        await judged.until_outcomes({n: Outcome.PASS for n in names})
         price = (await canary.mark_prices("BTCUSDT"))["BTCUSDT"]
         quantity = (Decimal(2000) * 18 / price).quantize(Decimal("0.001"))   # 18x the canary's capital
         await canary.new_order(symbol="BTCUSDT", side="BUY", order_type="MARKET", quantity=quantity)
         sim.set_price("BTCUSDT", (price * Decimal("0.945")).quantize(Decimal("0.1")))  # -5.5 %: 99 % of margin gone
-        await judged.until({n: Outcome.FAIL for n in names})
+        await judged.until_outcomes({n: Outcome.FAIL for n in names})
     assert judged.latest["c-margin-ratio-bounded"].value > 0.3
     assert all(judged.latest[n].action == "rollback" for n in names)

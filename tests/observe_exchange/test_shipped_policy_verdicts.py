@@ -14,6 +14,7 @@ from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
 from controller.verification import Verification
 from tests.conftest import REPO
+from tests.verdicts import Verdicts
 from tests.observe_exchange.conftest import SNAPSHOT_EVERY, strategy
 from tests.observe_exchange.test_release_checks import MAJORS_ONLY, trading
 
@@ -30,35 +31,17 @@ async def bot_client(connect):
     return await connect("canary")
 
 
-class Judgement:
-    """The newest verdict of each policy, and a way to await a condition on them."""
-
-    def __init__(self) -> None:
-        self.latest = {}
-        self.changed = asyncio.Event()
-
-    def __call__(self, verdicts) -> None:
-        self.latest.update({v.policy: v for v in verdicts})
-        self.changed.set()
-
-    async def until(self, predicate, timeout=25.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate(self.latest):
-                self.changed.clear()
-                await self.changed.wait()
-
-
 async def judge(canary, bot_client, clock, config, stage, names, predicate):
     policies = [p for p in SHIPPED[stage].policies if p.name in names]
     assert len(policies) == len(names), "a policy named here is not shipped"
-    judgement = Judgement()
+    judgement = Verdicts()
     verification = Verification(policies=policies, config=config, clock=clock, on_verdicts=judgement, tick=0.2)
     observer = ExchangeObserver(account="canary", client=canary, config=config, clock=clock,
                                 sink=verification.sink, snapshot_every=SNAPSHOT_EVERY)
     async with trading(bot_client, clock, config):
         task = asyncio.create_task(verification.run([observer.run]), name="test-verification")
         try:
-            await judgement.until(predicate)
+            await judgement.until(predicate, timeout=25.0)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -102,7 +85,7 @@ async def test_a_stalled_exchange_is_nodata_and_holds_rather_than_passing(sim, c
     for symbol, settings in config.symbols.items():  # the release is in place before the stage starts
         await canary.set_leverage(symbol, settings.leverage)
     policies = [p for p in SHIPPED["C"].policies if p.name == name]
-    judgement = Judgement()
+    judgement = Verdicts()
     verification = Verification(policies=policies, config=config, clock=clock, on_verdicts=judgement, tick=0.2)
     observer = ExchangeObserver(account="canary", client=canary, config=config, clock=clock,
                                 sink=verification.sink, snapshot_every=SNAPSHOT_EVERY)
