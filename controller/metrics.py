@@ -1,33 +1,91 @@
-"""The controller's own Prometheus metrics (prefix ``canary_``), in a registry of their own."""
+"""The controller's own Prometheus metrics (prefix ``canary_``), in a registry of their own.
+
+One `ControllerMetrics` per daemon; the engines call its methods and the admin server exposes
+``registry``. Names follow Prometheus conventions (``_total`` counters, base units such as
+``_seconds``); `EXPORTED_NAMES` lists every series name the exposition can carry, so alert
+rules and dashboards can be checked against it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from controller.analysis.verdict import Outcome, Verdict
 
+ROLLOUT_STATES = ("pending", "running", "awaiting_signoff", "promoting", "promoted", "paused",
+                  "rolling_back", "rolled_back", "failed")
+"""Every state a rollout can be in: ``canary_rollout_state`` exports each, 1 for the current one."""
+
+ROLLBACK_TRIGGERS = ("policy", "operator", "deadline", "placement")
+"""What starts a rollback: a failed policy, a stage's deadline, an operator's command, a failed placement."""
+
+# A rollback restores the previous release's unit and config: well under a second on the
+# simulator, up to a couple of minutes when a flatten waits on the exchange.
+ROLLBACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+# From the exchange's event time to the breach verdict: milliseconds on the user stream,
+# up to a scrape plus an analysis interval (tens of seconds) through bot metrics.
+DETECTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+
 
 class ControllerMetrics:
+    """Every ``canary_*`` series; methods take domain values, never label plumbing."""
+
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = r = CollectorRegistry(auto_describe=True)
         self.policy_verdict = Gauge(
             "canary_policy_verdict", "1 for the policy's current outcome, 0 for the others.",
-            ["policy", "outcome"], registry=self.registry)
+            ["policy", "outcome"], registry=r)
         self.policy_value = Gauge(
             "canary_policy_value", "The value the policy last measured (NaN when it had none).",
-            ["policy"], registry=self.registry)
+            ["policy"], registry=r)
         self.policy_threshold = Gauge(
             "canary_policy_threshold", "The threshold the policy's condition last compared against.",
-            ["policy"], registry=self.registry)
+            ["policy"], registry=r)
         self.policy_breaches = Counter(
             "canary_policy_breaches_total", "Confirmed policy failures (a failure counts once until it clears).",
-            ["policy", "action"], registry=self.registry)
+            ["policy", "action"], registry=r)
         self.observation_age = Gauge(
             "canary_observation_age_seconds", "Age of the newest successful read of each source.",
-            ["source"], registry=self.registry)
+            ["source"], registry=r)
+        self.rollout_state = Gauge(
+            "canary_rollout_state", "1 for the rollout's current state, 0 for the other known states.",
+            ["rollout", "release", "state"], registry=r)
+        self.rollout_stage = Gauge(
+            "canary_rollout_stage_info", "The stage the rollout is in (always 1; the stage is the label).",
+            ["rollout", "release", "stage"], registry=r)
+        self.stage_remaining = Gauge(
+            "canary_stage_time_remaining_seconds", "Time left before the rollout's current stage may complete.",
+            ["rollout"], registry=r)
+        self.rollbacks = Counter(
+            "canary_rollbacks_total", "Rollbacks started, by what triggered them (policy or operator).",
+            ["trigger"], registry=r)
+        self.rollback_failures = Counter(
+            "canary_rollback_failures_total", "Rollback steps that failed, by step.", ["step"], registry=r)
+        self.rollback_duration = Histogram(
+            "canary_rollback_duration_seconds", "From a rollback's start to the previous release running again.",
+            buckets=ROLLBACK_BUCKETS, registry=r)
+        self.detection_latency = Histogram(
+            "canary_detection_latency_seconds", "From the exchange's event time to the breach verdict.",
+            buckets=DETECTION_BUCKETS, registry=r)
+        self.weight_used = Gauge(
+            "canary_exchange_weight_used", "Request weight the account used in Binance's current minute "
+            "(X-MBX-USED-WEIGHT-1M).", ["account"], registry=r)
+        self.stream_connected = Gauge(
+            "canary_stream_connected", "1 while the account's user-data stream is connected.",
+            ["account"], registry=r)
+        self.operator_commands = Counter(
+            "canary_operator_commands_total", "Operator commands the daemon handled, by kind and outcome.",
+            ["kind", "outcome"], registry=r)
+        self.start_time = Gauge(
+            "canary_daemon_start_time_seconds", "When the daemon started, in seconds since the epoch.",
+            registry=r)
+        for trigger in ROLLBACK_TRIGGERS:  # every series exists from the start, so rate() sees the first one
+            self.rollbacks.labels(trigger)
         self._failing: set[str] = set()
+        self._rollout_release: dict[str, str] = {}
+        self._rollout_stage: dict[str, tuple[str, str]] = {}
 
     def record_verdicts(self, verdicts: Iterable[Verdict]) -> None:
         for verdict in verdicts:
@@ -42,5 +100,84 @@ class ControllerMetrics:
             elif verdict.outcome is not Outcome.FAIL:
                 self._failing.discard(verdict.policy)
 
+    def set_rollout_state(self, rollout_id: int, release: str, state: str) -> None:
+        """Export ``state`` as the rollout's only state at 1; a rollout's earlier release label is dropped."""
+        if state not in ROLLOUT_STATES:
+            raise ValueError(f"unknown rollout state {state!r}: add it to ROLLOUT_STATES ({', '.join(ROLLOUT_STATES)})")
+        rollout = str(rollout_id)
+        previous = self._rollout_release.get(rollout)
+        if previous is not None and previous != release:
+            for known in ROLLOUT_STATES:
+                self.rollout_state.remove(rollout, previous, known)
+        self._rollout_release[rollout] = release
+        for known in ROLLOUT_STATES:
+            self.rollout_state.labels(rollout, release, known).set(1 if known == state else 0)
+
+    def set_rollout_stage(self, rollout_id: int, release: str, stage: str) -> None:
+        """Export the rollout's current stage; the previous stage's series goes, so only one exists."""
+        rollout = str(rollout_id)
+        previous = self._rollout_stage.get(rollout)
+        if previous == (release, stage):
+            return
+        if previous is not None:
+            self.rollout_stage.remove(rollout, *previous)
+        self._rollout_stage[rollout] = (release, stage)
+        self.rollout_stage.labels(rollout, release, stage).set(1)
+
+    def set_stage_remaining(self, rollout_id: int, seconds: float) -> None:
+        """Time left in the rollout's stage; an overdue stage shows 0, not a negative time."""
+        self.stage_remaining.labels(str(rollout_id)).set(max(0.0, seconds))
+
+    def rollback_started(self, trigger: str) -> None:
+        """Count a rollback by its trigger (`ROLLBACK_TRIGGERS`; another value gets its own series:
+        a label must never be what stops a rollback)."""
+        self.rollbacks.labels(trigger).inc()
+
+    def rollback_finished(self, duration_seconds: float) -> None:
+        self.rollback_duration.observe(duration_seconds)
+
+    def rollback_failed(self, step: str) -> None:
+        self.rollback_failures.labels(step).inc()
+
+    def observe_detection(self, seconds: float) -> None:
+        """A breach verdict, ``seconds`` after the exchange event that caused it."""
+        self.detection_latency.observe(seconds)
+
+    def set_weight_used(self, account: str, weight: float) -> None:
+        self.weight_used.labels(account).set(weight)
+
+    def set_stream_connected(self, account: str, connected: bool) -> None:
+        self.stream_connected.labels(account).set(1 if connected else 0)
+
+    def command_handled(self, kind: str, outcome: str) -> None:
+        self.operator_commands.labels(kind, outcome).inc()
+
+    def started(self, ts: float) -> None:
+        """The daemon's start, in seconds since the epoch (wall time, so dashboards can show uptime)."""
+        self.start_time.set(ts)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# The series names each metric type adds to its family's name in the text exposition.
+_TYPE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("_sum", "_count", "_created"),
+    "info": ("_info",),
+    "gauge": ("",),
+    "untyped": ("",),
+    "unknown": ("",),
+}
+
+
+def exported_names(registry: CollectorRegistry) -> frozenset[str]:
+    """Every sample name ``registry``'s exposition can carry (``canary_rollbacks_total``,
+    ``canary_rollback_duration_seconds_bucket``, ...), derived from its families' types."""
+    return frozenset(family.name + suffix
+                     for family in registry.collect()
+                     for suffix in _TYPE_SUFFIXES[family.type])
+
+
+EXPORTED_NAMES: frozenset[str] = exported_names(ControllerMetrics().registry)

@@ -39,11 +39,14 @@ class Verification:
         self.evaluator = Evaluator(policies, baseline=baseline_evaluator, bindings=release_bindings(
             config, capital_cap=capital_cap, baseline=baseline_evaluator))
         self.last_read: dict[str, float] = {}  # per source: the newest successful read
+        self.last_observed: float | None = None  # the newest observation's event time: detection latency
 
     def sink(self, item: Observation | Heartbeat) -> None:
         """What every source calls: synchronous, so an exchange event is judged without a hop."""
         if isinstance(item, Heartbeat) and item.ok:
             self.last_read[item.source] = max(item.ts, self.last_read.get(item.source, item.ts))
+        elif isinstance(item, Observation):
+            self.last_observed = item.ts
         verdicts = self.evaluator.feed(item, now=self.clock.time())
         if verdicts:
             self._deliver(verdicts)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end story the code tells today, on a fresh SQLite file: schema, releases with
 # immutable config snapshots, the audit trail and tamper detection; then the reference bot
-# trading on the embedded simulator, healthy and defective. `canaryctl demo` (the rollout
-# engine catching and rolling back the defect) replaces this once it exists.
+# trading on the embedded simulator through the daemon: `canaryctl demo`, whose last line is
+# one JSON object with each rollout's outcome and the measured detection and rollback times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +53,7 @@ if CANARY_DB="sqlite:///$workdir/tampered.db" canaryctl audit verify; then
   echo "unexpected: tampering went unnoticed" >&2; exit 1
 fi
 
-step "the reference bot on the embedded simulator: a healthy and a defective release"
-python scripts/bot_story.py
+step "canaryctl demo: the daemon promotes a healthy canary and rolls back a wrong-leverage one"
+canaryctl demo --json
 
 step "done; the database is kept at $workdir/canary.db"

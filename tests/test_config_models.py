@@ -227,16 +227,19 @@ def with_defects(text: str) -> str:
 def test_a_strategy_carries_no_defects_unless_it_names_them():
     defects = load_model_text(StrategyConfig, STRATEGY, "s.yaml").defects
     assert defects.model_dump() == {"wrong_leverage": None, "oversized_orders": None, "slow_signal_seconds": None,
-                                    "unhandled_exception_after_seconds": None, "rejected_orders_burst": None}
+                                    "unhandled_exception_after_seconds": None, "rejected_orders_burst": None,
+                                    "oversized_exits": None, "exits_never_sent": False}
 
 
 def test_every_defect_can_be_switched_on_together():
     defects = load_model_text(StrategyConfig, with_defects(
         "  wrong_leverage: {symbol: BTCUSDT, leverage: 20}\n  oversized_orders: 3\n  slow_signal_seconds: 0.25\n"
-        "  unhandled_exception_after_seconds: 30\n  rejected_orders_burst: 5\n"), "s.yaml").defects
+        "  unhandled_exception_after_seconds: 30\n  rejected_orders_burst: 5\n  oversized_exits: 2\n"
+        "  exits_never_sent: true\n"), "s.yaml").defects
     assert (defects.wrong_leverage.symbol, defects.wrong_leverage.leverage) == ("BTCUSDT", 20)
     assert defects.oversized_orders == Decimal("3") and defects.slow_signal_seconds == Decimal("0.25")
     assert defects.unhandled_exception_after_seconds == Decimal("30") and defects.rejected_orders_burst == 5
+    assert defects.oversized_exits == Decimal("2") and defects.exits_never_sent is True
 
 
 def test_a_wrong_leverage_must_name_a_configured_symbol():

@@ -14,7 +14,7 @@ from controller.store.database import Database, resolve_url
 from controller.store.models import Base
 from controller.store.schema import SCHEMA_REVISION, current_revision, downgrade, migrations_dir, require_current, upgrade
 
-TABLES = {"releases", "config_snapshots", "rollouts", "stage_runs", "verdicts", "operator_commands",
+TABLES = {"releases", "deployments", "config_snapshots", "rollouts", "stage_runs", "verdicts", "operator_commands",
           "rollback_steps", "fills", "audit_events", "audit_head"}
 
 

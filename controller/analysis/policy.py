@@ -27,6 +27,7 @@ the field and what was expected.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -63,7 +64,7 @@ _METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 def _duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 90s, 15m, 48h")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         return float(value)
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 90s, 15m, 48h")

@@ -22,9 +22,18 @@ from controller.errors import CanaryError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("controller.cli.audit", "audit", "Verify and query the tamper-evident audit trail."),
     "config": ("controller.cli.releases", "config", "Show and compare immutable config snapshots."),
+    "baseline": ("controller.cli.rollouts", "baseline", "Place a release on an account as the running baseline."),
     "db": ("controller.cli.db", "db", "Create or upgrade the database schema."),
+    "demo": ("controller.cli.daemon", "demo", "Run the canary story on the simulator in under a minute."),
+    "pause": ("controller.cli.rollouts", "pause", "Hold a rollout at its stage (breaches still roll back)."),
     "policy": ("controller.cli.policy", "policy", "Validate the policy files that gate each stage."),
+    "promote": ("controller.cli.rollouts", "promote", "Promote a rollout past its gate (or by force, audited)."),
     "release": ("controller.cli.releases", "release", "Record releases and list them."),
+    "resume": ("controller.cli.rollouts", "resume", "Resume a paused rollout."),
+    "rollback": ("controller.cli.rollouts", "rollback", "Roll a rollout back to the previous release and config."),
+    "rollout": ("controller.cli.rollouts", "rollout", "Start rollouts, list and show them."),
+    "run": ("controller.cli.daemon", "run_daemon", "Run the controller daemon until SIGTERM."),
+    "signoff": ("controller.cli.rollouts", "signoff", "Sign off a stage of a rollout."),
     "sim": ("controller.cli.sim", "sim", "Run the embedded Binance USD-M futures simulator."),
 }
 

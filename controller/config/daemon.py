@@ -90,6 +90,9 @@ class EnvironmentConfig(ConfigModel):
     kind: Literal["sim", "testnet", "live"]
     rest_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
     ws_url: str | None = Field(default=None, pattern=r"^wss?://\S+$")
+    sapi_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    """The SAPI base (sub-account balances, e.g. https://api.binance.com/sapi); needed for a
+    stage with a capital_cap watched through the master account."""
     accounts: dict[Name, AccountConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StrictBool, StringConstraints, model_validator
 
 from controller.config.model import ConfigModel, Fraction, Int, error_at
 
@@ -63,6 +63,10 @@ class DefectsConfig(ConfigModel):
     """The trading task raises an uncaught exception this long after trading starts."""
     rejected_orders_burst: Annotated[Int, Field(ge=1, le=200)] | None = None
     """This many orders that the exchange refuses, sent on the first trading iteration."""
+    oversized_exits: Annotated[Decimal, Field(gt=1, le=100)] | None = None
+    """Reduce-only closes this many times the position; the exchange expires what is left."""
+    exits_never_sent: StrictBool = False
+    """Positions are never closed: the close path drops its orders, so margin is never given back."""
 
 
 class StrategyConfig(ConfigModel):

@@ -193,7 +193,10 @@ class UserStreams:
         while True:
             text = await conn.queue.get()
             await conn.flowing.wait()
-            await conn.ws.send_str(text)
+            try:
+                await conn.ws.send_str(text)
+            except ConnectionError:  # the client went away mid-send: its handler cleans up
+                return
 
     def _expire(self, live: ListenKey) -> None:
         live.expired = True

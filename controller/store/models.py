@@ -16,12 +16,14 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -107,6 +109,8 @@ class Rollout(Base):
     stage: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decision: Mapped[str] = mapped_column(Text, default="{}")
+    """The decision's state as canonical JSON: the daemon rebuilds itself from it after a restart."""
 
 
 class StageRun(Base):
@@ -175,6 +179,28 @@ class RollbackStep(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     detail: Mapped[str] = mapped_column(Text, default="{}")
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Deployment(Base):
+    """A release placed on an account: live until stopped. At most one live row per account."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        Index("uq_deployments_live_account", "environment", "account", unique=True,
+              sqlite_where=text("stopped_at IS NULL"), postgresql_where=text("stopped_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    environment: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(String(64))
+    instance: Mapped[str] = mapped_column(String(128))
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    config_sha256: Mapped[str] = mapped_column(ForeignKey("config_snapshots.sha256"))
+    previous_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"))
+    """What ran on the account before (the rollback target), if anything."""
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Fill(Base):

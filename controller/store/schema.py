@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from controller.errors import StoreError
 from controller.store.database import Database, display_url
 
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 def migrations_dir() -> Path:

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -77,9 +78,9 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                         help="address of /metrics (default 127.0.0.1)")
     parser.add_argument("--account", default="bot", metavar="NAME", help="the account's name in logs (default bot)")
-    parser.add_argument("--speed", type=_positive, default=None, metavar="X",
+    parser.add_argument("--speed", type=_positive, default=os.environ.get("CANARY_SIM_SPEED") or None, metavar="X",
                         help="run on a simulated clock this many times faster than real time, starting now; "
-                             "give the simulator the same speed (default: real time)")
+                             "give the simulator the same speed (default: $CANARY_SIM_SPEED, else real time)")
     parser.add_argument("--interval", type=_positive, default=1.0, metavar="SECONDS",
                         help="seconds between trading iterations, on the bot's clock (default 1)")
     parser.add_argument("--reconcile-every", type=_positive, default=5.0, metavar="SECONDS",

@@ -260,8 +260,9 @@ class Bot:
                            factor=defects.size_factor(config.defects))
         view = SymbolView(symbol, ledger.position(symbol), mark, ledger.orders_of(symbol),
                           cancel_queued=self.orders.cancel_queued(symbol))
-        return decide(direction, view, entry, room=room, now=now, ttl=self.settings.entry_ttl,
-                      max_open=config.sizing.max_open_orders_per_symbol)
+        commands = decide(direction, view, entry, room=room, now=now, ttl=self.settings.entry_ttl,
+                          max_open=config.sizing.max_open_orders_per_symbol)
+        return defects.alter_exits(config.defects, commands, self.filters[symbol])
 
     # --- what the exchange says -------------------------------------------------------------------
 

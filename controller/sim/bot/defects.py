@@ -17,17 +17,25 @@ Each one is a small, realistic bug that moves the metrics a canary watches:
 - ``rejected_orders_burst``: on the first trading iteration, that many orders the exchange
   refuses (below its minimum notional, or above its maximum quantity). Moves
   ``strategy_orders_total{outcome="rejected"}`` and the order queue metrics.
+- ``oversized_exits``: reduce-only closes are sent for that many times the position (a close
+  sized from books that count the position twice). The exchange closes the position and
+  expires the rest of the order. Moves the exchange's ``order_outcomes{outcome="expired"}``;
+  the bot counts these orders as expired, not as failed.
+- ``exits_never_sent``: the close path drops its orders, so a position, once opened, is never
+  closed and its symbol never stops holding margin. Stops ``strategy_bucket_unlocks_total``
+  once every symbol of a bucket holds a position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 
 from controller.config.strategy import DefectsConfig, StrategyConfig
 from controller.exchange.events import SymbolFilters
-from controller.sim.bot.ledger import DEFECT
-from controller.sim.bot.strategy import PlaceOrder
+from controller.sim.bot.ledger import DEFECT, EXIT
+from controller.sim.bot.strategy import Command, PlaceOrder
 
 ONE = Decimal(1)
 HUGE_QUANTITY_STEPS = Decimal(10) ** 12  # above every symbol's maximum quantity
@@ -48,6 +56,20 @@ def size_factor(defects: DefectsConfig) -> Decimal:
 
 def signal_delay(defects: DefectsConfig) -> float:
     return float(defects.slow_signal_seconds or 0)
+
+
+def alter_exits(defects: DefectsConfig, commands: Sequence[Command], rules: SymbolFilters) -> list[Command]:
+    """The closes among ``commands`` as a release with ``exits_never_sent`` or
+    ``oversized_exits`` sends them: dropped, or that many times their size."""
+    def is_exit(command: Command) -> bool:
+        return isinstance(command, PlaceOrder) and command.purpose == EXIT
+
+    if defects.exits_never_sent:
+        return [c for c in commands if not is_exit(c)]
+    factor = defects.oversized_exits
+    if factor is None:
+        return list(commands)
+    return [replace(c, quantity=rules.round_quantity(c.quantity * factor)) if is_exit(c) else c for c in commands]
 
 
 def crash_if_due(defects: DefectsConfig, trading_since: float, now: float) -> None:

@@ -1,0 +1,267 @@
+"""canaryctl rollout / promote / rollback / pause / resume / signoff / baseline.
+
+Commands are rows the daemon picks up within a second; the CLI waits for the daemon's
+acknowledgement and prints its answer. Exit status: 0 accepted, 1 refused by the daemon (the
+message says why and what to do), 2 bad input, 3 no acknowledgement in time (the command stays
+queued: the daemon acts on it when it comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import click
+
+from controller.cli.context import CLOCK, open_database, operator_name, run
+from controller.cli.output import print_json, print_table
+
+NOT_ACKED = 3
+_ROLLOUT = click.argument("rollout", metavar="ROLLOUT")
+_WAIT = click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                     help="Seconds to wait for the daemon's acknowledgement (0: do not wait).")
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+_ACTOR = click.option("--actor", help="Who gives the command (default: $CANARY_ACTOR, else the login name).")
+
+
+@click.group()
+def rollout() -> None:
+    """Start rollouts and look at them."""
+
+
+@rollout.command("start")
+@click.argument("version")
+@click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Pipeline file (default: the shipped stages A to D).")
+@_ACTOR
+@_JSON
+def start(version: str, pipeline_file: Path | None, actor: str | None, as_json: bool) -> None:
+    """Start a rollout of release VERSION through the pipeline; the daemon takes it from there.
+
+    Example: canaryctl rollout start 1.4.0 --pipeline pipelines/canary-only.yaml
+    """
+    from controller.rollout.pipeline import load_pipeline
+    from controller.rollout.records import create_rollout
+
+    pipeline = load_pipeline(pipeline_file)  # validated before anything is written
+
+    async def main():
+        async with open_database() as db:
+            return await create_rollout(db, CLOCK, version=version, pipeline=pipeline, actor=operator_name(actor))
+
+    info = run(main)
+    if as_json:
+        print_json(info.to_json())
+    else:
+        click.echo(f"rollout {info.id} of {info.release} created (pipeline {info.pipeline.name}: "
+                   f"{' -> '.join(s.name for s in info.pipeline.stages)}); baseline {info.baseline or 'none'}. "
+                   f"The daemon starts it within a second: `canaryctl rollout show {info.id}`")
+
+
+@rollout.command("list")
+@click.option("--active", is_flag=True, help="Only rollouts not finished.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_(active: bool, as_json: bool) -> None:
+    """List rollouts, oldest first.
+
+    Example: canaryctl rollout list --active
+    """
+    from controller.rollout.records import list_rollouts
+
+    async def main():
+        async with open_database() as db:
+            return await list_rollouts(db, active_only=active)
+
+    rollouts = run(main)
+    if as_json:
+        for info in rollouts:
+            print_json(info.to_json())
+        return
+    print_table(None, ["ID", "RELEASE", "STATE", "STAGE", "BASELINE", "UPDATED", "REASON"],
+                ([i.id, i.release, i.status.value, i.stage.name, i.baseline or "-",
+                  i.updated_at.strftime("%Y-%m-%d %H:%M:%S"), i.state.reason or ""] for i in rollouts))
+
+
+@rollout.command("show")
+@_ROLLOUT
+@_JSON
+def show(rollout: str, as_json: bool) -> None:
+    """Show one rollout (an id, or a release version for its latest rollout) with its rollback steps.
+
+    Example: canaryctl rollout show 1.4.0
+    """
+    from controller.rollout.records import get_rollout
+    from controller.rollout.rollback import load_plan
+
+    async def main():
+        async with open_database() as db:
+            info = await get_rollout(db, rollout)
+            return info, await load_plan(db, info.id)
+
+    info, steps = run(main)
+    if as_json:
+        print_json({**info.to_json(), "rollback_steps": [
+            {"position": s.position, "name": s.name, "state": s.state, "attempts": s.attempts,
+             "account": s.detail.get("account"), "error": s.error} for s in steps]})
+        return
+    click.echo(f"rollout {info.id}: {info.release} ({info.status.value}, stage {info.stage.name}); "
+               f"baseline {info.baseline or 'none'}")
+    if info.state.reason:
+        click.echo(f"  reason: {info.state.reason}")
+    for key, who in sorted(info.state.signoffs.items()):
+        click.echo(f"  signed: {key} by {who}")
+    if steps:
+        print_table("rollback steps", ["#", "STEP", "ACCOUNT", "STATE", "ATTEMPTS", "ERROR"],
+                    ([s.position, s.name, s.detail.get("account"), s.state, s.attempts, s.error or ""] for s in steps))
+
+
+def _command(rollout: str, kind: str, *, actor: str | None, reason: str | None, args: dict, wait_seconds: float,
+             as_json: bool) -> None:
+    from controller.rollout.records import get_rollout, submit_command
+
+    async def main():
+        async with open_database() as db:
+            info = await get_rollout(db, rollout)
+            command = await submit_command(db, CLOCK, rollout_id=info.id, kind=kind, actor=operator_name(actor),
+                                           reason=reason, args=args)
+            return info, await _await_ack(db, command.id, wait_seconds)
+
+    info, command = run(main)
+    if as_json:
+        print_json(command.to_json())
+    elif command.acked_at is None:
+        click.echo(f"command {command.id} ({kind}) is queued; the daemon has not acknowledged it within "
+                   f"{wait_seconds:g} s (is `canaryctl run` up?). It will act on it when it is.", err=True)
+    else:
+        click.echo(f"rollout {info.id} ({info.release}): {kind} {command.outcome}: {command.message}")
+    if command.acked_at is None:
+        raise SystemExit(NOT_ACKED)
+    if command.outcome != "accepted":
+        raise SystemExit(1)
+
+
+async def _await_ack(db, command_id: int, wait_seconds: float):
+    from controller.rollout.records import get_command
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        command = await get_command(db, command_id)
+        if command.acked_at is not None or time.monotonic() >= deadline:
+            return command
+        await asyncio.sleep(0.1)  # the daemon acknowledges by writing the row; SQLite has no notifications
+
+
+@click.command("promote")
+@_ROLLOUT
+@click.option("--force", is_flag=True, help="Promote although the gate is shut (needs --reason; audited).")
+@click.option("--reason", help="Why (required with --force).")
+@_ACTOR
+@_WAIT
+@_JSON
+def promote(rollout: str, force: bool, reason: str | None, actor: str | None, wait_seconds: float,
+            as_json: bool) -> None:
+    """Promote ROLLOUT to its next stage once its gate is open (or by force, with a reason).
+
+    Example: canaryctl promote 1.4.0 --force --reason "latency policy mis-tuned, see INC-231"
+    """
+    if force and not (reason or "").strip():
+        raise click.UsageError("--force needs --reason TEXT: a forced promote is audited with its reason")
+    _command(rollout, "promote", actor=actor, reason=reason, args={"force": force}, wait_seconds=wait_seconds,
+             as_json=as_json)
+
+
+@click.command("rollback")
+@_ROLLOUT
+@click.option("--reason", required=True, help="Why the rollout is rolled back (audited).")
+@_ACTOR
+@_WAIT
+@_JSON
+def rollback(rollout: str, reason: str, actor: str | None, wait_seconds: float, as_json: bool) -> None:
+    """Roll ROLLOUT back to the previous release and config (also retries a failed rollback).
+
+    Example: canaryctl rollback 7 --reason "fills look wrong on ETHUSDT"
+    """
+    if not reason.strip():
+        raise click.UsageError("--reason must say why")
+    _command(rollout, "rollback", actor=actor, reason=reason, args={}, wait_seconds=wait_seconds, as_json=as_json)
+
+
+@click.command("pause")
+@_ROLLOUT
+@click.option("--reason", help="Why (audited).")
+@_ACTOR
+@_WAIT
+@_JSON
+def pause(rollout: str, reason: str | None, actor: str | None, wait_seconds: float, as_json: bool) -> None:
+    """Hold ROLLOUT at its stage: no promotion until resumed; breaches still roll back.
+
+    Example: canaryctl pause 1.4.0 --reason "exchange maintenance window"
+    """
+    _command(rollout, "pause", actor=actor, reason=reason, args={}, wait_seconds=wait_seconds, as_json=as_json)
+
+
+@click.command("resume")
+@_ROLLOUT
+@_ACTOR
+@_WAIT
+@_JSON
+def resume(rollout: str, actor: str | None, wait_seconds: float, as_json: bool) -> None:
+    """Resume a paused ROLLOUT.
+
+    Example: canaryctl resume 1.4.0
+    """
+    _command(rollout, "resume", actor=actor, reason=None, args={}, wait_seconds=wait_seconds, as_json=as_json)
+
+
+@click.command("signoff")
+@_ROLLOUT
+@click.argument("stage")
+@click.option("--by", "by", required=True, help="Who signs (recorded and audited).")
+@click.option("--item", "items", multiple=True, help="The sign-off item (default: every item of the stage).")
+@_WAIT
+@_JSON
+def signoff(rollout: str, stage: str, by: str, items: tuple[str, ...], wait_seconds: float, as_json: bool) -> None:
+    """Sign off STAGE of ROLLOUT (e.g. the owner's review of the canary).
+
+    Example: canaryctl signoff 1.4.0 C --by alice --item owner-review
+    """
+    _command(rollout, "signoff", actor=by, reason=None, args={"stage": stage, "items": list(items)},
+             wait_seconds=wait_seconds, as_json=as_json)
+
+
+@click.command("baseline")
+@click.argument("version")
+@click.option("--environment", default="sim", show_default=True, help="Environment of the daemon's config.")
+@click.option("--account", default="master", show_default=True, help="Account to run it on.")
+@_ACTOR
+@_WAIT
+@_JSON
+def baseline(version: str, environment: str, account: str, actor: str | None, wait_seconds: float,
+             as_json: bool) -> None:
+    """Place release VERSION on an account as the running (baseline) release, outside any rollout.
+
+    Example: canaryctl baseline 1.3.2 --environment live --account master
+    """
+    from controller.rollout.records import submit_command
+    from controller.store.releases import get_release
+
+    async def main():
+        async with open_database() as db:
+            await get_release(db, version)
+            command = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=operator_name(actor),
+                                           args={"release": version, "environment": environment, "account": account})
+            return await _await_ack(db, command.id, wait_seconds)
+
+    command = run(main)
+    if as_json:
+        print_json(command.to_json())
+    elif command.acked_at is None:
+        click.echo(f"command {command.id} is queued; no acknowledgement within {wait_seconds:g} s "
+                   "(is `canaryctl run` up?)", err=True)
+    else:
+        click.echo(f"baseline {command.outcome}: {command.message}")
+    if command.acked_at is None:
+        raise SystemExit(NOT_ACKED)
+    if command.outcome != "accepted":
+        raise SystemExit(1)

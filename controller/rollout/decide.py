@@ -1,0 +1,404 @@
+"""The rollout's decision: a pure function of its state, what happened, and the time.
+
+    decide(state, verdicts, inputs, now, plan=...) -> Decision(state, actions)
+
+No I/O, no clock: the engine passes verdicts (from verification), inputs (operator commands
+and the executor's notices) and ``now`` (Clock seconds), then performs the actions. Within one
+call notices come first, then verdicts, then commands, then time: a breach that arrives with an
+operator's promote wins, because safety comes before progress.
+
+States::
+
+    pending -> promoting(stage) -> running(stage) -> [awaiting_signoff] -> promoting(next) ... -> promoted
+    running | awaiting_signoff | paused | promoting  --breach or operator-->  rolling_back -> rolled_back
+    rolling_back --a step failed--> failed --operator rollback--> rolling_back (resumes at that step)
+
+A stage's gate opens when its duration has passed, every gate policy's latest verdict passes
+and none failed during the stage, and every sign-off of the stage is present. A gate policy
+that failed (without asking for a rollback) leaves the gate shut: at the stage's end the rollout
+pauses and asks a person (``promote --force --reason`` or ``rollback``). A gate that never
+passes rolls back at the stage's progress deadline.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from controller.analysis.verdict import Outcome, Verdict
+from controller.rollout.pipeline import Pipeline
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PROMOTING = "promoting"
+    RUNNING = "running"
+    AWAITING_SIGNOFF = "awaiting_signoff"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset({Status.PROMOTED, Status.ROLLED_BACK})
+JUDGED = frozenset({Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED})
+"""States in which the stage's verdicts count (while promoting, the stage is not placed yet)."""
+COMMAND_KINDS = ("promote", "rollback", "pause", "resume", "signoff")
+
+
+# ---------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class Command:
+    """An operator's command row, as the engine read it."""
+
+    id: int
+    kind: str
+    actor: str
+    reason: str | None = None
+    force: bool = False
+    stage: str | None = None
+    items: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What the executor reports back: ``placed``, ``place_failed``, ``rolled_back``, ``rollback_failed``."""
+
+    kind: str
+    at: float
+    stage: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What decide needs to know of the rollout besides its state: the stages and their gates."""
+
+    pipeline: Pipeline
+    gates: Mapping[str, frozenset[str]]
+    """Per stage name: the policies whose passing opens the gate."""
+
+
+# ---------------------------------------------------------------- actions
+
+@dataclass(frozen=True)
+class Place:
+    """Put the release on the stage's account (stopping what ran there), then report ``placed``."""
+
+    stage: int
+
+
+@dataclass(frozen=True)
+class StartRollback:
+    """Run (or resume) the persisted rollback plan, then report ``rolled_back`` or ``rollback_failed``."""
+
+    trigger: str  # policy | operator | deadline | placement
+    reason: str
+    policy: str | None = None
+    verdict: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class FinishStage:
+    """The stage ended: record its outcome (passed, forced, rolled_back)."""
+
+    stage: int
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    command_id: int
+    accepted: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Audit:
+    kind: str
+    actor: str
+    payload: Mapping[str, Any]
+
+
+Action = Place | StartRollback | FinishStage | Ack | Audit
+
+
+# ---------------------------------------------------------------- state
+
+@dataclass(frozen=True)
+class State:
+    status: Status = Status.PENDING
+    stage: int = 0
+    stage_started: float | None = None
+    passing: frozenset[str] = frozenset()
+    spoiled: Mapping[str, float] = field(default_factory=dict)
+    """Gate policies that failed during the stage, with when."""
+    signoffs: Mapping[str, str] = field(default_factory=dict)
+    """``STAGE/item`` -> who signed it."""
+    paused_from: Status | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "stage": self.stage, "stage_started": self.stage_started,
+                "passing": sorted(self.passing), "spoiled": dict(sorted(self.spoiled.items())),
+                "signoffs": dict(sorted(self.signoffs.items())),
+                "paused_from": self.paused_from.value if self.paused_from else None, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> State:
+        return cls(Status(data["status"]), int(data["stage"]), data.get("stage_started"),
+                   frozenset(data.get("passing", ())), dict(data.get("spoiled", {})), dict(data.get("signoffs", {})),
+                   Status(data["paused_from"]) if data.get("paused_from") else None, data.get("reason"))
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: State
+    actions: tuple[Action, ...]
+
+
+# ---------------------------------------------------------------- the decision
+
+def decide(state: State, verdicts: Iterable[Verdict], inputs: Sequence[Command | Notice], now: float, *,
+           plan: Plan) -> Decision:
+    step = _Step(state, plan, now)
+    for notice in (i for i in inputs if isinstance(i, Notice)):
+        step.notice(notice)
+    if step.state.status in JUDGED:
+        for verdict in verdicts:
+            step.verdict(verdict)
+    for command in sorted((i for i in inputs if isinstance(i, Command)), key=lambda c: c.id):
+        step.command(command)
+    step.time()
+    return Decision(step.state, tuple(step.actions))
+
+
+class _Step:
+    """One call of decide: the state as it evolves and the actions it emits."""
+
+    def __init__(self, state: State, plan: Plan, now: float) -> None:
+        self.state = state
+        self.plan = plan
+        self.now = now
+        self.actions: list[Action] = []
+
+    # -- helpers
+
+    @property
+    def stages(self):
+        return self.plan.pipeline.stages
+
+    @property
+    def stage(self):
+        return self.stages[self.state.stage]
+
+    def move(self, status: Status, *, actor: str = "controller", reason: str | None = None, **changes: Any) -> None:
+        before = self.state
+        self.state = replace(before, status=status, reason=reason, **changes)
+        self.actions.append(Audit("rollout.transition", actor, {
+            "from": before.status.value, "to": status.value, "stage": self.stages[self.state.stage].name,
+            "reason": reason}))
+
+    def rollback(self, trigger: str, reason: str, *, actor: str = "controller", policy: str | None = None,
+                 verdict: Verdict | None = None) -> None:
+        if self.state.status in (Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED, Status.PROMOTING):
+            self.actions.append(FinishStage(self.state.stage, "rolled_back"))
+        self.move(Status.ROLLING_BACK, actor=actor, reason=reason, paused_from=None)
+        self.actions.append(StartRollback(trigger, reason, policy, verdict))
+
+    def gate_policies(self) -> frozenset[str]:
+        return self.plan.gates.get(self.stage.name, frozenset())
+
+    def missing_signoffs(self) -> list[str]:
+        return [item for item in self.stage.signoffs if f"{self.stage.name}/{item}" not in self.state.signoffs]
+
+    def stage_over(self) -> bool:
+        return self.state.stage_started is not None and self.now >= self.state.stage_started + self.stage.duration
+
+    def gate_blockers(self) -> list[str]:
+        """Why the gate is shut (empty: it is open)."""
+        blockers = []
+        if not self.stage_over():
+            started = self.now if self.state.stage_started is None else self.state.stage_started
+            left = started + self.stage.duration - self.now  # (a stage may start at 0.0)
+            blockers.append(f"stage {self.stage.name} has {left:.0f} s left")
+        for name, at in sorted(self.state.spoiled.items()):
+            blockers.append(f"{name} failed during the stage (at {at:.0f})")
+        waiting = sorted(self.gate_policies() - self.state.passing)
+        if waiting:
+            blockers.append("not passing: " + ", ".join(waiting))
+        missing = self.missing_signoffs()
+        if missing:
+            blockers.append("sign-off missing: " + ", ".join(missing))
+        return blockers
+
+    def advance(self, *, actor: str = "controller", forced: bool = False, reason: str | None = None) -> None:
+        self.actions.append(FinishStage(self.state.stage, "forced" if forced else "passed"))
+        if forced:
+            self.actions.append(Audit("rollout.forced_promote", actor, {
+                "stage": self.stage.name, "reason": reason, "blockers": self.gate_blockers()}))
+        if self.state.stage + 1 >= len(self.stages):
+            self.move(Status.PROMOTED, actor=actor, reason=reason or "every stage passed", paused_from=None)
+            return
+        self.move(Status.PROMOTING, actor=actor, reason=reason, stage=self.state.stage + 1, stage_started=None,
+                  passing=frozenset(), spoiled={}, paused_from=None)
+        self.actions.append(Place(self.state.stage))
+
+    def ack(self, command: Command, accepted: bool, message: str) -> None:
+        self.actions.append(Ack(command.id, accepted, message))
+        self.actions.append(Audit(f"command.{command.kind}", command.actor, {
+            "command": command.id, "accepted": accepted, "message": message, "reason": command.reason,
+            **({"force": True} if command.force else {}),
+            **({"stage": command.stage, "items": list(command.items)} if command.kind == "signoff" else {})}))
+
+    # -- inputs
+
+    def notice(self, notice: Notice) -> None:
+        status = self.state.status
+        if notice.kind == "placed" and status is Status.PROMOTING and notice.stage == self.state.stage:
+            self.move(Status.RUNNING, stage_started=notice.at, passing=frozenset(), spoiled={})
+        elif notice.kind == "place_failed" and status is Status.PROMOTING:
+            self.rollback("placement", f"placing stage {self.stage.name} failed: {notice.detail}")
+        elif notice.kind == "rolled_back" and status is Status.ROLLING_BACK:
+            self.move(Status.ROLLED_BACK, reason=self.state.reason)
+        elif notice.kind == "rollback_failed" and status is Status.ROLLING_BACK:
+            self.move(Status.FAILED, reason=f"rollback step failed: {notice.detail}")
+
+    def verdict(self, verdict: Verdict) -> None:
+        if self.state.status not in JUDGED:
+            return  # an earlier verdict of this batch already started a rollback
+        if verdict.action == "rollback" and verdict.outcome in (Outcome.FAIL, Outcome.NODATA):
+            what = "failed" if verdict.outcome is Outcome.FAIL else "has no data"
+            self.rollback("policy", f"{verdict.policy} {what}: {verdict.reason}".rstrip(": "),
+                          policy=verdict.policy, verdict=verdict)
+            return
+        if verdict.policy not in self.gate_policies():
+            return
+        if verdict.outcome is Outcome.PASS:
+            self.state = replace(self.state, passing=self.state.passing | {verdict.policy})
+        else:
+            self.state = replace(self.state, passing=self.state.passing - {verdict.policy})
+        if verdict.outcome is Outcome.FAIL and verdict.policy not in self.state.spoiled:
+            self.state = replace(self.state, spoiled={**self.state.spoiled, verdict.policy: verdict.at})
+            self.actions.append(Audit("gate.spoiled", "controller", {
+                "stage": self.stage.name, "policy": verdict.policy, "value": verdict.value,
+                "threshold": verdict.threshold, "reason": verdict.reason}))
+
+    def command(self, command: Command) -> None:
+        status = self.state.status
+        if command.kind not in COMMAND_KINDS:
+            self.ack(command, False, f"unknown command {command.kind!r}")
+        elif status in TERMINAL:
+            self.ack(command, False, f"the rollout is {status.value}: nothing to {command.kind}")
+        elif command.kind == "rollback":
+            self._rollback_command(command)
+        elif command.kind == "signoff":
+            self._signoff(command)
+        elif status in (Status.ROLLING_BACK, Status.FAILED):
+            self.ack(command, False, f"the rollout is {status.value}; only rollback applies")
+        elif command.kind == "promote":
+            self._promote(command)
+        elif command.kind == "pause":
+            if status in (Status.RUNNING, Status.AWAITING_SIGNOFF):
+                self.move(Status.PAUSED, actor=command.actor, reason=command.reason or "paused by an operator",
+                          paused_from=status)
+                self.ack(command, True, f"paused (was {status.value}); breaches still roll back")
+            else:
+                self.ack(command, False, f"cannot pause while {status.value}")
+        elif command.kind == "resume":
+            if status is not Status.PAUSED:
+                self.ack(command, False, f"not paused (the rollout is {status.value})")
+            elif self.state.spoiled and self.stage_over():
+                self.ack(command, False, "the gate failed (" + "; ".join(self.gate_blockers()) +
+                         "): promote --force --reason, or rollback")
+            else:
+                self.move(self.state.paused_from or Status.RUNNING, actor=command.actor, paused_from=None)
+                self.ack(command, True, f"resumed ({self.state.status.value})")
+
+    def _rollback_command(self, command: Command) -> None:
+        if not command.reason:
+            self.ack(command, False, "a rollback needs a reason (--reason TEXT)")
+        elif self.state.status is Status.ROLLING_BACK:
+            self.ack(command, False, "already rolling back")
+        else:
+            retry = self.state.status is Status.FAILED
+            self.rollback("operator", command.reason, actor=command.actor)
+            self.ack(command, True, "rollback resumed at the failed step" if retry else "rolling back")
+
+    def _signoff(self, command: Command) -> None:
+        names = [s.name for s in self.stages]
+        if command.stage not in names:
+            self.ack(command, False, f"no stage {command.stage!r} in this pipeline (stages: {', '.join(names)})")
+            return
+        stage = self.stages[names.index(command.stage)]
+        items = list(command.items) or list(stage.signoffs)
+        unknown = [i for i in items if i not in stage.signoffs]
+        if not stage.signoffs:
+            self.ack(command, False, f"stage {stage.name} needs no sign-off")
+        elif unknown:
+            self.ack(command, False, f"stage {stage.name} has no sign-off {unknown[0]!r} "
+                                     f"(it has: {', '.join(stage.signoffs)})")
+        else:
+            new = {f"{stage.name}/{i}": command.actor for i in items if f"{stage.name}/{i}" not in self.state.signoffs}
+            if not new:
+                self.ack(command, False, "already signed: " + ", ".join(
+                    f"{i} by {self.state.signoffs[f'{stage.name}/{i}']}" for i in items))
+                return
+            self.state = replace(self.state, signoffs={**self.state.signoffs, **new})
+            self.ack(command, True, f"signed {', '.join(k.split('/', 1)[1] for k in new)} of stage {stage.name}")
+
+    def _promote(self, command: Command) -> None:
+        status = self.state.status
+        if status not in (Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED):
+            self.ack(command, False, f"cannot promote while {status.value}")
+        elif command.stage is not None and command.stage != self.stage.name:
+            # A promote given for a stage the rollout has since left must not promote the next one.
+            self.ack(command, False, f"the rollout is at stage {self.stage.name}, not {command.stage}: "
+                                     "nothing promoted")
+        elif command.force:
+            if not command.reason:
+                self.ack(command, False, "a forced promote needs a reason (--reason TEXT)")
+                return
+            stage = self.stage.name
+            self.advance(actor=command.actor, forced=True, reason=command.reason)
+            self.ack(command, True, f"stage {stage} promoted by force")
+        else:
+            blockers = self.gate_blockers()
+            if blockers:
+                self.ack(command, False, "the gate is shut: " + "; ".join(blockers) +
+                         " (promote --force --reason TEXT overrides, audited)")
+            else:
+                stage = self.stage.name
+                self.advance(actor=command.actor)
+                self.ack(command, True, f"stage {stage} promoted")
+
+    def time(self) -> None:
+        status = self.state.status
+        if status is Status.PENDING:
+            self.move(Status.PROMOTING, stage=0, stage_started=None)
+            self.actions.append(Place(0))
+            return
+        if status not in (Status.RUNNING, Status.AWAITING_SIGNOFF) or not self.stage_over():
+            return
+        if self.state.spoiled:
+            self.move(Status.PAUSED, reason="; ".join(self.gate_blockers()) + ": promote --force or rollback",
+                      paused_from=status)
+            return
+        if self.gate_policies() - self.state.passing:
+            deadline = (self.state.stage_started or 0.0) + self.stage.duration + self.stage.progress_deadline
+            if self.now >= deadline:
+                waiting = ", ".join(sorted(self.gate_policies() - self.state.passing))
+                self.rollback("deadline", f"stage {self.stage.name} passed its progress deadline; not passing: "
+                                          f"{waiting}")
+            return
+        if self.missing_signoffs() or not self.stage.auto_promote:
+            if status is not Status.AWAITING_SIGNOFF:
+                waiting_for = self.missing_signoffs()
+                self.move(Status.AWAITING_SIGNOFF, reason=("sign-off missing: " + ", ".join(waiting_for))
+                          if waiting_for else "waiting for an operator's promote")
+            return
+        self.advance()

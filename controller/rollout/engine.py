@@ -1,0 +1,338 @@
+"""The imperative shell around `decide`: one runner per active rollout.
+
+A runner feeds ``decide`` the verdicts of the stage's verification, the operator's commands and
+the executor's notices, stores each decision (state, audit events, command acks) in one
+transaction, then performs its actions: place the release for a stage, run the rollback plan,
+close a stage run. A breach verdict wakes the runner at once: no polling on the hot path.
+
+Everything a runner knows is rebuilt from the store when it starts, so a daemon restarted in
+the middle of a placement places again (idempotent) and one restarted mid-rollback resumes the
+persisted plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.analysis.policy import Policy, load_policy_file
+from controller.analysis.verdict import Verdict
+from controller.canonical import canonical_json
+from controller.clock import Clock
+from controller.metrics import ControllerMetrics
+from controller.observe.audit import AuditObserver
+from controller.observe.exchange import ExchangeObserver
+from controller.observe.logs import JournaldObserver, LogFileObserver
+from controller.observe.metrics import MetricsScraper
+from controller.observe.process import ProcessObserver
+from controller.rollout import placing, records
+from controller.rollout.decide import (Ack, Audit, Decision, FinishStage, Notice, Place, Plan, StartRollback,
+                                       Status, TERMINAL, decide)
+from controller.rollout.records import RolloutInfo
+from controller.rollout.rollback import Rollback
+from controller.rollout.site import Site, strategy_of
+from controller.store.database import Database
+from controller.store.releases import get_release, get_snapshot
+from controller.store.verdicts import VerdictLog
+from controller.verification import Verification
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often things happen, in Clock seconds (the sources) or wall seconds (the store)."""
+
+    evaluate: float = 1.0
+    snapshot: float = 30.0
+    scrape: float = 15.0
+    logs: float = 1.0
+    process: float = 5.0
+    audit: float = 300.0
+    command_poll: float = 0.5  # wall seconds: operator commands are picked up within a second
+
+
+@dataclass
+class RolloutReport:
+    """What happened to a rollout, measured: for `canaryctl demo` and the metrics."""
+
+    rollout: int
+    release: str
+    outcome: str | None = None
+    policy: str | None = None
+    breach_at: float | None = None          # Clock time of the breach verdict
+    breach_wall: float | None = None        # time.monotonic() at the breach
+    detect_seconds: float | None = None     # Clock seconds from the exchange event to the breach
+    safe_wall: float | None = None
+    done_wall: float | None = None
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+
+class PolicySet:
+    """The policy files of the daemon's policies_dir, reloaded (validated first) on SIGHUP."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._cache: dict[str, list[Policy]] = {}
+
+    def stage(self, filename: str) -> list[Policy]:
+        if filename not in self._cache:
+            self._cache[filename] = load_policy_file(self.folder / filename).policies
+        return self._cache[filename]
+
+    def reload(self) -> None:
+        """Load every policy file of the folder (and every one in use) again, validated; on any
+        error keep the old set and raise. Validating the whole folder, not only the files in use,
+        means an idle daemon refuses a broken file too instead of failing the next rollout on it."""
+        names = {p.name for p in self.folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml")} | set(self._cache)
+        fresh = {name: load_policy_file(self.folder / name).policies for name in sorted(names)}
+        self._cache = fresh
+
+
+class RolloutRunner:
+    def __init__(self, *, rollout_id: int, db: Database, site: Site, policies: PolicySet, metrics: ControllerMetrics,
+                 cadence: Cadence, report: RolloutReport | None = None,
+                 on_event: Callable[[str], None] | None = None) -> None:
+        self.id = rollout_id
+        self.db = db
+        self.site = site
+        self.clock: Clock = site.clock
+        self.policies = policies
+        self.metrics = metrics
+        self.cadence = cadence
+        self.rollback = Rollback(db, site)
+        self.report = report or RolloutReport(rollout_id, "")
+        self.on_event = on_event or (lambda text: None)
+        self._verdicts: list[Verdict] = []
+        self._notices: list[Notice] = []
+        self._wake = asyncio.Event()
+        self._verification: asyncio.Task | None = None
+        self._verifier: Verification | None = None
+        self._verdict_log: VerdictLog | None = None
+        self.stopping = False
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> RolloutInfo:
+        info = await records.get_rollout(self.db, self.id)
+        self.report.release = info.release
+        try:
+            info = await self._resume(info)
+            while info.status not in TERMINAL and not self.stopping:
+                info = await self._turn(info)
+                if info.status in TERMINAL or self.stopping:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.cadence.command_poll):
+                        await self._wake.wait()
+                self._wake.clear()
+            return info
+        finally:
+            await self._stop_verification()
+
+    async def _resume(self, info: RolloutInfo) -> RolloutInfo:
+        """Pick up where a previous daemon left off."""
+        self._say(f"rollout {info.id} of {info.release}: {info.status.value} at stage {info.stage.name}")
+        if info.status is Status.PROMOTING:
+            return await self._execute(info, [Place(info.state.stage)])
+        if info.status is Status.ROLLING_BACK:
+            return await self._execute(info, [StartRollback("resume", info.state.reason or "resumed after restart")])
+        if info.status in (Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED):
+            await self._start_verification(info)
+        return info
+
+    async def _turn(self, info: RolloutInfo) -> RolloutInfo:
+        commands = [c.as_command() for c in await records.pending_commands(self.db, [info.id]) if c.rollout_id == info.id]
+        verdicts, self._verdicts = self._verdicts, []
+        notices, self._notices = self._notices, []
+        if self._verdict_log is not None and verdicts:
+            await self._verdict_log.record(verdicts)
+        plan = self._plan(info)
+        decision = decide(info.state, verdicts, [*notices, *commands], self.clock.time(), plan=plan)
+        return await self._apply(info, decision)
+
+    async def _apply(self, info: RolloutInfo, decision: Decision) -> RolloutInfo:
+        audits = [a for a in decision.actions if isinstance(a, Audit)]
+        acks = [a for a in decision.actions if isinstance(a, Ack)]
+        if decision.state != info.state or audits or acks:
+            info = await records.save_decision(self.db, self.clock, info, decision.state, audits=audits, acks=acks)
+            for ack in acks:
+                kind = next((a.payload.get("command") and a.kind.split(".", 1)[1] for a in audits
+                             if a.kind.startswith("command.") and a.payload.get("command") == ack.command_id), "?")
+                self.metrics.command_handled(kind, "accepted" if ack.accepted else "rejected")
+                self._say(f"command {ack.command_id} ({kind}) {'accepted' if ack.accepted else 'refused'}: "
+                          f"{ack.message}")
+            self._export(info)
+        for audit_event in audits:
+            if audit_event.kind == "rollout.transition":
+                self._say(f"{audit_event.payload['from']} -> {audit_event.payload['to']} "
+                          f"(stage {audit_event.payload['stage']})" +
+                          (f": {audit_event.payload['reason']}" if audit_event.payload.get("reason") else ""))
+        return await self._execute(info, [a for a in decision.actions if not isinstance(a, (Audit, Ack))])
+
+    async def _execute(self, info: RolloutInfo, actions) -> RolloutInfo:
+        for action in actions:
+            if isinstance(action, Place):
+                await self._place(info, action.stage)
+            elif isinstance(action, FinishStage):
+                await records.finish_stage_run(self.db, self.clock, info.id, info.pipeline.stages[action.stage].name,
+                                               action.outcome)
+            elif isinstance(action, StartRollback):
+                await self._rollback(info, action)
+        if self._notices:
+            self._wake.set()
+        return info
+
+    def _plan(self, info: RolloutInfo) -> Plan:
+        gates = {s.name: frozenset(p.name for p in self.policies.stage(s.policies) if p.gate)
+                 for s in info.pipeline.stages}
+        return Plan(info.pipeline, gates)
+
+    def _export(self, info: RolloutInfo) -> None:
+        self.metrics.set_rollout_state(info.id, info.release, info.status.value)
+        self.metrics.set_rollout_stage(info.id, info.release, info.stage.name)
+        if info.state.stage_started is not None:
+            left = info.state.stage_started + info.stage.duration - self.clock.time()
+            self.metrics.set_stage_remaining(info.id, max(0.0, left))
+
+    def _say(self, text: str) -> None:
+        self.report.timeline.append((time.monotonic(), text))
+        log.info("rollout_event rollout=%d %s", self.id, text)
+        self.on_event(text)
+
+    # ------------------------------------------------------------ actions
+
+    async def _place(self, info: RolloutInfo, index: int) -> None:
+        stage = info.pipeline.stages[index]
+        await self._stop_verification()
+        try:
+            deployment, _ = await placing.place(self.db, self.site, environment=stage.environment,
+                                                account=stage.account, release=info.release, rollout_id=info.id)
+        except Exception as exc:  # noqa: BLE001 - any failure to place is the placement failing
+            log.exception("placement_failed rollout=%d stage=%s", info.id, stage.name)
+            self._notices.append(Notice("place_failed", self.clock.time(), index, f"{type(exc).__name__}: {exc}"))
+            return
+        started = self.clock.time()
+        await records.start_stage_run(self.db, self.clock, info, index, started)
+        self._say(f"{info.release} placed on {stage.environment}/{stage.account} (deployment {deployment.id}); "
+                  f"stage {stage.name} runs {stage.duration:.0f} s")
+        self._notices.append(Notice("placed", started, index))
+        await self._start_verification(info, stage_index=index)
+
+    async def _rollback(self, info: RolloutInfo, action: StartRollback) -> None:
+        await self._stop_verification()
+        if action.trigger != "resume":
+            self.metrics.rollback_started(action.trigger)
+        started_wall = time.monotonic()
+        await self.rollback.plan(info, trigger=action.trigger, reason=action.reason)
+        outcome = await self.rollback.run(info, stopping=lambda: self.stopping)
+        if outcome is None:
+            self._say("rollback interrupted by shutdown between two steps; the next start resumes it")
+            return
+        if self.rollback.safe_wall is not None and self.report.safe_wall is None:
+            self.report.safe_wall = self.rollback.safe_wall
+        duration = time.monotonic() - started_wall
+        if outcome.ok:
+            self.metrics.rollback_finished(duration)
+            self.report.done_wall = time.monotonic()
+            self._notices.append(Notice("rolled_back", self.clock.time()))
+        else:
+            self.metrics.rollback_failed(outcome.failed_step or "?")
+            log.error("rollback_failed rollout=%d step=%s error=%s", info.id, outcome.failed_step, outcome.error)
+            self._notices.append(Notice("rollback_failed", self.clock.time(), detail=f"{outcome.failed_step}: "
+                                                                                      f"{outcome.error}"))
+
+    # ------------------------------------------------------------ verification
+
+    def _on_verdicts(self, verdicts: list[Verdict]) -> None:
+        self._verdicts.extend(verdicts)
+        breach = next((v for v in verdicts if v.action == "rollback" and v.outcome.value in ("fail", "nodata")), None)
+        if breach is not None and self.report.breach_at is None:
+            self.report.breach_at = breach.at
+            self.report.breach_wall = time.monotonic()
+            self.report.policy = breach.policy
+            trigger = self._verifier.last_observed if self._verifier else None
+            if trigger is not None and breach.outcome.value == "fail":
+                self.report.detect_seconds = max(0.0, breach.at - trigger)
+                self.metrics.observe_detection(self.report.detect_seconds)
+            self._wake.set()
+
+    async def _start_verification(self, info: RolloutInfo, *, stage_index: int | None = None) -> None:
+        await self._stop_verification()
+        stage = info.pipeline.stages[info.state.stage if stage_index is None else stage_index]
+        policies = self.policies.stage(stage.policies)
+        config = await self._config(info.release)
+        run_id = await records.current_stage_run(self.db, info.id, stage.name)
+        self._verdict_log = VerdictLog(self.db, info.id, run_id)
+        await self._verdict_log.resume()
+        baseline, baseline_sources = None, []
+        if stage.baseline:
+            live = await records.live_deployment(self.db, stage.environment, stage.baseline)
+            if live is not None:
+                baseline = Verification(policies=policies, config=await self._config(live.release), clock=self.clock,
+                                        on_verdicts=lambda v: None, tick=self.cadence.evaluate)
+                baseline_sources = await self._sources(stage.environment, stage.baseline, live.release, baseline,
+                                                       stage.capital_cap, audit=False)
+        verifier = Verification(policies=policies, config=config, clock=self.clock, on_verdicts=self._on_verdicts,
+                                capital_cap=float(stage.capital_cap) if stage.capital_cap else None,
+                                baseline=baseline, metrics=self.metrics, tick=self.cadence.evaluate)
+        sources = await self._sources(stage.environment, stage.account, info.release, verifier, stage.capital_cap)
+
+        async def verify() -> None:
+            async with asyncio.TaskGroup() as group:
+                if baseline is not None:
+                    group.create_task(baseline.run(baseline_sources), name=f"baseline-{info.id}")
+                group.create_task(verifier.run(sources), name=f"verification-{info.id}")
+
+        self._verifier = verifier
+        self._verification = asyncio.create_task(verify(), name=f"verify-rollout-{info.id}")
+        self._verification.add_done_callback(self._verification_ended)
+
+    def _verification_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("verification_stopped rollout=%d error=%r", self.id, task.exception())
+
+    async def _sources(self, environment: str, account: str, release: str, verifier: Verification, capital_cap,
+                       *, audit: bool = True) -> list:
+        deployer = self.site.deployer(environment)
+        running = await deployer.status(self.site.instance(environment, account))
+        config = await self._config(release)
+        client = await self.site.client(environment, account)
+        master_name = self.site.master_of(environment)
+        master = await self.site.client(environment, master_name) if capital_cap and master_name else None
+        sink = verifier.sink
+        sources = [ExchangeObserver(account=account, client=client, config=config, clock=self.clock, sink=sink,
+                                    master=master, snapshot_every=self.cadence.snapshot).run]
+        if running is not None:
+            sources.append(MetricsScraper(running.metrics_url, clock=self.clock, sink=sink,
+                                          interval=self.cadence.scrape).run)
+            if running.log_file is not None:
+                sources.append(LogFileObserver(running.log_file, clock=self.clock, sink=sink,
+                                               poll=self.cadence.logs).run)
+            elif running.journal_unit is not None:
+                sources.append(JournaldObserver(running.journal_unit, clock=self.clock, sink=sink,
+                                                interval=self.cadence.logs).run)
+            pid = running.pid
+            sources.append(ProcessObserver(clock=self.clock, sink=sink, pid_source=lambda: pid,
+                                           interval=self.cadence.process).run)
+        if audit:
+            sources.append(AuditObserver(self.db, clock=self.clock, sink=sink, interval=self.cadence.audit).run)
+        return sources
+
+    async def _config(self, release: str):
+        info = await get_release(self.db, release)
+        snapshot = await get_snapshot(self.db, info.config_sha256)
+        return strategy_of(canonical_json(snapshot.config), f"config of {release}")
+
+    async def _stop_verification(self) -> None:
+        task, self._verification = self._verification, None
+        self._verifier = None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,102 @@
+"""Pipeline files: the stages of the stabilization checklist a release walks through.
+
+    name: stabilization
+    stages:
+      - name: C                      # the checklist's stage letter
+        title: Canary / dry run
+        environment: live            # an environment of the daemon's config
+        account: canary              # the account the release is placed on
+        duration: 24h                # how long the gate policies must pass
+        policies: stage-c.yaml       # relative to the daemon's policies_dir
+        capital_cap: 0.02            # the most of the master's capital the account may hold
+        baseline: master             # where the previous release keeps running, for comparison
+        positions: flatten           # on rollback: keep | flatten (reduce-only orders)
+        signoffs: [owner-review]     # what a person must sign before the gate opens
+        progress_deadline: 1h        # after the stage's end, a gate that never passed rolls back
+
+The default pipeline ships in ``controller/rollout/pipelines/default.yaml`` and maps stages A to
+D of the checklist; stage E's nightly regression is a harness run, not a stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from controller.analysis.policy import Duration
+from controller.config.model import ConfigModel, Fraction, error_at
+from controller.config.yamlfile import load_model, load_model_text
+
+DEFAULT_PIPELINE = Path(__file__).parent / "pipelines" / "default.yaml"
+
+StageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
+ItemName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+AccountName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class Stage(ConfigModel):
+    name: StageName
+    title: str | None = None
+    environment: AccountName
+    account: AccountName
+    duration: Duration = Field(gt=0)
+    policies: str = Field(pattern=r"^[^/\\][^\\]*\.ya?ml$")
+    capital_cap: Fraction | None = None
+    baseline: AccountName | None = None
+    positions: Literal["keep", "flatten"] = "keep"
+    signoffs: list[ItemName] = Field(default_factory=list)
+    progress_deadline: Duration = 3600.0
+    auto_promote: bool = True
+    """False: the gate opening waits for an operator's ``promote``."""
+
+    @model_validator(mode="after")
+    def _baseline_elsewhere(self) -> Stage:
+        if self.baseline is not None and self.baseline == self.account:
+            raise error_at(("baseline",), "the baseline runs on another account than the release "
+                                          f"(both are {self.account!r})")
+        if len(set(self.signoffs)) != len(self.signoffs):
+            raise error_at(("signoffs",), "a sign-off item is listed twice")
+        return self
+
+
+class Pipeline(ConfigModel):
+    name: StageName
+    stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_stages(self) -> Pipeline:
+        seen: set[str] = set()
+        for index, stage in enumerate(self.stages):
+            if stage.name in seen:
+                raise error_at(("stages", index, "name"), f"stage {stage.name!r} is listed twice")
+            seen.add(stage.name)
+        return self
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def index(self, name: str) -> int:
+        return [s.name for s in self.stages].index(name)
+
+
+def load_pipeline(path: Path | None = None) -> Pipeline:
+    """A pipeline file; None means the one that ships with the project."""
+    return load_model(Pipeline, path or DEFAULT_PIPELINE)
+
+
+def pipeline_from_json(text: str, source: str = "<rollout>") -> Pipeline:
+    """A pipeline as stored with its rollout (canonical JSON).
+
+    Read as JSON first: YAML 1.1 reads some canonical JSON differently (``1e-06`` is text to it,
+    U+0085 a line break, U+007F a refused character). What JSON refuses goes through the YAML
+    loader, whose error names the line and field.
+    """
+    try:
+        return Pipeline.model_validate_json(text)
+    except ValueError:
+        return load_model_text(Pipeline, text, source)

@@ -1,0 +1,74 @@
+"""Putting a release on an account and taking it off: the deployer and the deployments table in step.
+
+Both are idempotent, so a step that ran before a crash can run again: starting a release that
+already runs with the same config starts nothing, stopping what is not running stops nothing,
+and the deployments row is written only when it says something new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from controller.canonical import canonical_json
+from controller.deploy.base import Running
+from controller.rollout import records
+from controller.rollout.records import DeploymentInfo
+from controller.rollout.site import Site, strategy_of
+from controller.store.database import Database
+from controller.store.releases import get_release, get_snapshot
+
+log = logging.getLogger(__name__)
+
+
+async def place(db: Database, site: Site, *, environment: str, account: str, release: str,
+                rollout_id: int | None, previous_id: int | None = None,
+                actor: str = "controller") -> tuple[DeploymentInfo, Running]:
+    """Run ``release`` with its config snapshot on the account, after stopping anything else there."""
+    info = await get_release(db, release)
+    snapshot = await get_snapshot(db, info.config_sha256)
+    live = await records.live_deployment(db, environment, account)
+    deployer = site.deployer(environment)
+    instance = site.instance(environment, account)
+    current = await deployer.status(instance)
+    if current is not None and (current.release, current.config_sha256) != (release, info.config_sha256):
+        await deployer.stop(instance)
+        log.info("release_stopped instance=%s release=%s reason=replaced", instance, current.release)
+    if current is None or (current.release, current.config_sha256) != (release, info.config_sha256):
+        config = strategy_of(canonical_json(snapshot.config), f"config of {release}")
+        client = await site.client(environment, account, purpose="act")
+        await apply_settings(client, {s: (c.leverage, c.margin_type) for s, c in config.symbols.items()})
+    placement = site.placement(environment, account, release=release, manifest=info.manifest,
+                               config_text=canonical_json(snapshot.config), config_sha256=info.config_sha256)
+    running = await deployer.start(placement)
+    if live is not None and live.release == release and live.rollout_id == rollout_id:
+        return live, running  # recorded before a crash: nothing new to say
+    deployment = await records.record_placement(db, site.clock, rollout_id=rollout_id, environment=environment,
+                                                account=account, instance=instance, release=release,
+                                                actor=actor, previous_id=previous_id)
+    return deployment, running
+
+
+async def apply_settings(client, settings: dict[str, tuple[int, str]]) -> None:
+    """Set each symbol's margin type and leverage, concurrently, and read the leverage back.
+
+    Placing a release applies its config before the bot starts, so verification never judges
+    a new release by the leverage its predecessor left; a rollback applies the previous config.
+    """
+    async def one(symbol: str, leverage: int, margin_type: str) -> None:
+        await client.set_margin_type(symbol, margin_type)
+        await client.set_leverage(symbol, leverage)
+        await client.confirm_leverage(symbol, leverage)
+
+    await asyncio.gather(*(one(s, lev, mt) for s, (lev, mt) in sorted(settings.items())))
+
+
+async def unplace(db: Database, site: Site, deployment: DeploymentInfo, *, reason: str) -> Running | None:
+    """Stop the deployment's release (if it still runs there) and close its row."""
+    deployer = site.deployer(deployment.environment)
+    current = await deployer.status(deployment.instance)
+    stopped = None
+    if current is not None and current.release == deployment.release:
+        stopped = await deployer.stop(deployment.instance)
+    await records.record_stopped(db, site.clock, deployment.id, reason=reason)
+    return stopped

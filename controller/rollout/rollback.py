@@ -1,0 +1,268 @@
+"""Rollback: a persisted plan of idempotent steps that puts every account back as it was.
+
+For each account the rollout placed its release on (newest first):
+
+    stop_release      stop the release (the deployer's stop is idempotent)
+    cancel_orders     cancel every open order of the account, symbols concurrently
+    positions         keep them, or flatten with reduce-only market orders whose client ids are
+                      fixed by the plan (an order the exchange already saw is never sent again)
+    restore_leverage  set each symbol's leverage and margin type from the previous config
+                      snapshot, concurrently, and read them back
+    start_previous    start the previous release with its snapshot (idempotent: a release that
+                      already runs with that config is not started again)
+    verify_previous   the previous release is up and the exchange's leverage matches its config
+
+The plan is written in one transaction with the intent; each step's row is updated before it
+runs (``running``, attempts + 1) and after (``done`` with what it did, or ``failed`` with the
+error). A daemon killed anywhere resumes at the first step not ``done``. A step that still
+fails after bounded retries stops the plan; the rollout goes to ``failed`` naming the step, and
+an operator's ``rollback`` resumes it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from controller import failpoints
+from controller.canonical import canonical_json
+from controller.config.strategy import StrategyConfig
+from controller.rollout import placing, records
+from controller.rollout.records import RolloutInfo
+from controller.rollout.site import Site, strategy_of
+from controller.store import audit
+from controller.store.database import Database
+from controller.store.models import RollbackStep
+from controller.store.releases import get_release, get_snapshot
+
+log = logging.getLogger(__name__)
+
+STEPS = ("stop_release", "cancel_orders", "positions", "restore_leverage", "start_previous", "verify_previous")
+SAFE_AFTER = "restore_leverage"
+"""The account is safe once this step is done: release stopped, orders canceled, leverage restored."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    position: int
+    name: str
+    state: str
+    attempts: int
+    detail: dict[str, Any]
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: RollbackStep) -> StepInfo:
+        return cls(row.position, row.name, row.state, row.attempts, json.loads(row.detail), row.error)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    failed_step: str | None = None
+    error: str | None = None
+    safe_at: float | None = None  # Clock time the account became safe
+    done_at: float | None = None
+
+
+class RollbackFailed(Exception):
+    pass
+
+
+async def load_plan(db: Database, rollout_id: int) -> list[StepInfo]:
+    async with db.read() as session:
+        rows = (await session.execute(select(RollbackStep).where(RollbackStep.rollout_id == rollout_id)
+                                      .order_by(RollbackStep.position))).scalars()
+        return [StepInfo.from_row(r) for r in rows]
+
+
+class Rollback:
+    def __init__(self, db: Database, site: Site, *, attempts: int = 3, backoff: float = 0.5,
+                 stop_grace: float = 5.0) -> None:
+        self.db = db
+        self.site = site
+        self.clock = site.clock
+        self.attempts = attempts
+        self.backoff = backoff
+        self.stop_grace = stop_grace
+        self.safe_wall: float | None = None  # time.monotonic() when the account became safe
+
+    # ------------------------------------------------------------ the plan
+
+    async def plan(self, info: RolloutInfo, *, trigger: str, reason: str) -> list[StepInfo]:
+        """Write the plan with the intent (once: a plan already written is returned as it is)."""
+        existing = await load_plan(self.db, info.id)
+        if existing:
+            return existing
+        steps: list[tuple[str, dict[str, Any]]] = []
+        for deployment in reversed(await records.rollout_deployments(self.db, info.id)):
+            if deployment.stopped_at is not None and deployment.previous_id is None and not info.baseline:
+                continue
+            steps.extend(await self._account_steps(info, deployment))
+        async with self.db.write() as session:
+            for position, (name, detail) in enumerate(steps):
+                session.add(RollbackStep(rollout_id=info.id, position=position, name=name, state="pending",
+                                         attempts=0, detail=canonical_json(detail)))
+            await audit.append(session, self.clock, actor="controller", kind="rollback.planned",
+                               subject=f"rollout:{info.id}", release=info.release,
+                               payload={"trigger": trigger, "reason": reason,
+                                        "steps": [f"{n} {d['account']}" for n, d in steps]})
+        return await load_plan(self.db, info.id)
+
+    async def _account_steps(self, info: RolloutInfo, deployment) -> list[tuple[str, dict[str, Any]]]:
+        previous = await records.get_deployment(self.db, deployment.previous_id) if deployment.previous_id else None
+        previous_release = previous.release if previous else info.baseline
+        failing = await self._config(deployment.release)
+        restored = await self._config(previous_release) if previous_release else None
+        symbols = sorted(set(failing.symbols) | set(restored.symbols if restored else ()))
+        settings = {s: [c.leverage, c.margin_type] for s, c in restored.symbols.items()} if restored else {}
+        stage = next((s for s in info.pipeline.stages if s.account == deployment.account
+                      and s.environment == deployment.environment), None)
+        where = {"environment": deployment.environment, "account": deployment.account}
+        return [
+            ("stop_release", {**where, "deployment": deployment.id, "release": deployment.release}),
+            ("cancel_orders", {**where, "symbols": symbols}),
+            ("positions", {**where, "symbols": symbols, "mode": stage.positions if stage else "keep",
+                           "client_id_prefix": f"rb{info.id}d{deployment.id}"}),
+            ("restore_leverage", {**where, "settings": settings}),
+            ("start_previous", {**where, "release": previous_release,
+                                "previous": previous.id if previous else None}),
+            ("verify_previous", {**where, "release": previous_release, "settings": settings}),
+        ]
+
+    async def _config(self, release: str) -> StrategyConfig:
+        info = await get_release(self.db, release)
+        snapshot = await get_snapshot(self.db, info.config_sha256)
+        return strategy_of(canonical_json(snapshot.config), f"config of {release}")
+
+    # ------------------------------------------------------------ running it
+
+    async def run(self, info: RolloutInfo, *, stopping: Callable[[], bool] = lambda: False) -> Outcome | None:
+        """Run every step not done yet, in order; failed steps are tried again (an operator's retry).
+
+        Returns None when ``stopping()`` turned true between two steps: the daemon is shutting
+        down, and the next one resumes the plan at the step that is next.
+        """
+        safe_at = None
+        for step in await load_plan(self.db, info.id):
+            if step.state != "done" and stopping():
+                return None
+            if step.state == "done":
+                if step.name == SAFE_AFTER:
+                    safe_at = safe_at or self.clock.time()
+                continue
+            try:
+                await self._run_step(info, step)
+            except RollbackFailed as exc:
+                return Outcome(False, step.name, str(exc), safe_at)
+            if step.name == SAFE_AFTER:
+                safe_at = self.clock.time()
+                self.safe_wall = time.monotonic()
+        return Outcome(True, safe_at=safe_at, done_at=self.clock.time())
+
+    async def _run_step(self, info: RolloutInfo, step: StepInfo) -> None:
+        action = getattr(self, f"_{step.name}")
+        failpoints.hit(f"rollback.{step.name}.before")
+        error = None
+        for attempt in range(1, self.attempts + 1):
+            await self._mark(info, step, "running", attempt=True)
+            try:
+                result = await action(info, step.detail)
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, then reported with the step
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("rollback_step_failed rollout=%d step=%s account=%s attempt=%d error=%s",
+                            info.id, step.name, step.detail.get("account"), attempt, error)
+                if attempt < self.attempts:
+                    await self.clock.sleep(self.backoff * 2 ** (attempt - 1))
+                continue
+            await self._mark(info, step, "done", result=result)
+            failpoints.hit(f"rollback.{step.name}.after")
+            return
+        await self._mark(info, step, "failed", error=error)
+        raise RollbackFailed(f"{step.name} on {step.detail.get('account')}: {error}")
+
+    async def _mark(self, info: RolloutInfo, step: StepInfo, state: str, *, attempt: bool = False,
+                    result: dict | None = None, error: str | None = None) -> None:
+        async with self.db.write() as session:
+            row = (await session.execute(select(RollbackStep).where(
+                RollbackStep.rollout_id == info.id, RollbackStep.position == step.position))).scalar_one()
+            row.state = state
+            if attempt:
+                row.attempts += 1
+                row.started_at = row.started_at or self.clock.now()
+            if state in ("done", "failed"):
+                row.finished_at = self.clock.now()
+                row.error = error
+                await audit.append(session, self.clock, actor="controller", kind=f"rollback.step.{state}",
+                                   subject=f"rollout:{info.id}", release=info.release,
+                                   payload={"position": step.position, "step": step.name,
+                                            "account": step.detail.get("account"), "attempts": row.attempts,
+                                            "result": result, "error": error})
+            if result is not None:
+                row.detail = canonical_json({**step.detail, "result": result})
+
+    # ------------------------------------------------------------ the steps (each idempotent)
+
+    async def _client(self, detail):
+        return await self.site.client(detail["environment"], detail["account"], purpose="act")
+
+    async def _stop_release(self, info: RolloutInfo, detail: dict) -> dict:
+        deployment = await records.get_deployment(self.db, detail["deployment"])
+        stopped = await placing.unplace(self.db, self.site, deployment, reason=f"rollback of rollout {info.id}")
+        return {"stopped_pid": stopped.pid if stopped else None}
+
+    async def _cancel_orders(self, info: RolloutInfo, detail: dict) -> dict:
+        client = await self._client(detail)
+        symbols = detail["symbols"]  # one call per symbol (weight 1) rather than reading every symbol (40)
+        await _gather(client.cancel_all_orders(s) for s in symbols)
+        left = [o.client_order_id for orders in await _gather(client.open_orders(s) for s in symbols) for o in orders]
+        if left:
+            raise RuntimeError(f"orders still open after cancel: {', '.join(left[:5])}")
+        return {"canceled_symbols": symbols}
+
+    async def _positions(self, info: RolloutInfo, detail: dict) -> dict:
+        if detail["mode"] == "keep":
+            return {"kept": True}
+        client = await self._client(detail)
+        placed = await _gather(client.flatten(s, client_order_id=f"{detail['client_id_prefix']}{s}"[:36])
+                               for s in detail["symbols"])
+        return {"flattened": [s for s, order in zip(detail["symbols"], placed, strict=True) if order]}
+
+    async def _restore_leverage(self, info: RolloutInfo, detail: dict) -> dict:
+        client = await self._client(detail)
+        await placing.apply_settings(client, {s: tuple(v) for s, v in detail["settings"].items()})
+        return {"restored": sorted(detail["settings"])}
+
+    async def _start_previous(self, info: RolloutInfo, detail: dict) -> dict:
+        if not detail["release"]:
+            return {"started": None, "note": "no previous release: the account stays empty"}
+        _, running = await placing.place(self.db, self.site, environment=detail["environment"],
+                                         account=detail["account"], release=detail["release"], rollout_id=None,
+                                         previous_id=detail["previous"])
+        return {"started": detail["release"], "pid": running.pid}
+
+    async def _verify_previous(self, info: RolloutInfo, detail: dict) -> dict:
+        client = await self._client(detail)
+        applied = {s.symbol: s.leverage for s in await client.symbol_settings()}
+        wrong = {s: (applied.get(s), lev) for s, (lev, _) in detail["settings"].items() if applied.get(s) != lev}
+        if wrong:
+            raise RuntimeError("leverage differs from the previous config: " +
+                               ", ".join(f"{s} is {a}, expected {e}" for s, (a, e) in sorted(wrong.items())))
+        if detail["release"]:
+            running = await self.site.deployer(detail["environment"]).status(
+                self.site.instance(detail["environment"], detail["account"]))
+            if running is None or running.release != detail["release"]:
+                raise RuntimeError(f"{detail['release']} is not running on {detail['account']}")
+        return {"verified": True}
+
+
+async def _gather(awaitables) -> list:
+    return list(await asyncio.gather(*awaitables))
+

@@ -1,0 +1,228 @@
+"""Shared helpers for the daemon's process-level tests: real `canaryctl` processes, real signals.
+
+`Processes` starts the simulator (`canaryctl sim serve --json`) and the daemon (`canaryctl run`)
+as child processes and, whatever happens to the test, takes them down again together with the
+bots the daemon placed (each in its own session: found through the state dir's placement.json).
+Waiting is done by polling the database or a log file every 0.1 s under a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from controller.clock import RealClock
+from controller.release_files import read_release
+from controller.store.database import Database, resolve_url
+from controller.store.releases import add_release
+from controller.store.schema import upgrade
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+POLICIES = REPO / "policies"
+PYTHON = sys.executable
+ACTOR = "test-operator"
+CLOCK = RealClock()
+
+T = TypeVar("T")
+
+RELEASES = (("1.0.0", "strategy.yaml"), ("1.1.0", "strategy-next.yaml"),
+            ("1.2.0", "strategy-defect-leverage.yaml"))
+
+
+async def prepare_database(db_file: Path, *, releases: bool = True) -> str:
+    """A fresh SQLite database at the current schema, with the demo's releases recorded."""
+    url = f"sqlite:///{db_file}"
+    db = Database(resolve_url(url))
+    try:
+        await upgrade(db)
+        if releases:
+            for version, config in RELEASES:
+                new = read_release(version, EXAMPLES / "demo" / "manifest.yaml",
+                                   EXAMPLES / "reference-bot" / config, "test")
+                await add_release(db, CLOCK, new, actor=ACTOR)
+    finally:
+        await db.close()
+    return url
+
+
+async def poll(probe: Callable[[], Awaitable[T | None]], *, timeout: float, what: str,
+               alive: Callable[[], str | None] | None = None, every: float = 0.1) -> T:
+    """``await probe()`` every ``every`` s until it returns something truthy; fail after ``timeout``.
+
+    ``alive`` returns a reason to give up at once (a process that died), else None.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if alive is not None and (reason := alive()):
+            raise AssertionError(f"while waiting for {what}: {reason}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s in vain for {what}")
+        await asyncio.sleep(every)
+
+
+@dataclass
+class SimInfo:
+    process: subprocess.Popen
+    info: dict[str, Any]
+
+    @property
+    def base(self) -> str:
+        """http://127.0.0.1:PORT (rest_url without /fapi)."""
+        return self.info["rest_url"].rstrip("/").removesuffix("/fapi")
+
+
+class Processes:
+    """Child processes of one test; `close` ends all of them (and the bots) even after a failure."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.children: list[subprocess.Popen] = []
+        self.state_dirs: list[Path] = []
+        self._logs: list[Any] = []
+
+    # ------------------------------------------------------------ starting
+
+    def start_sim(self, *, seed: int = 7, speed: float | None = None, timeout: float = 20.0) -> SimInfo:
+        args = [PYTHON, "-m", "controller", "sim", "serve", "--json", "--seed", str(seed), "--log-level", "warning"]
+        if speed:
+            args += ["--speed", f"{speed:g}"]
+        err = open(self.root / "sim.log", "ab")  # noqa: SIM115 - closed in close()
+        self._logs.append(err)
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, cwd=REPO, start_new_session=True)
+        self.children.append(process)
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"the simulator printed nothing in {timeout:g} s")
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"the simulator exited ({process.poll()}): {(self.root / 'sim.log').read_text()}")
+        return SimInfo(process, json.loads(line))
+
+    def start_daemon(self, *, db_url: str, config: Path, state_dir: Path, log: Path, speed: float | None = None,
+                     failpoints: str | None = None, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k not in ("CANARY_FAILPOINTS", "NOTIFY_SOCKET",
+                                                                "WATCHDOG_USEC", "WATCHDOG_PID")}
+        env["PYTHONUNBUFFERED"] = "1"
+        if failpoints:
+            env["CANARY_FAILPOINTS"] = failpoints
+        env.update(extra_env or {})
+        args = [PYTHON, "-m", "controller", "--db", db_url, "--config", str(config), "run", "--state-dir",
+                str(state_dir)]
+        if speed:
+            args += ["--speed", f"{speed:g}"]
+        out = open(log, "ab")  # noqa: SIM115 - closed in close()
+        self._logs.append(out)
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+                                   start_new_session=True)
+        self.children.append(process)
+        if state_dir not in self.state_dirs:
+            self.state_dirs.append(state_dir)
+        return process
+
+    # ------------------------------------------------------------ stopping
+
+    def bot_pids(self) -> list[int]:
+        pids = []
+        for state_dir in self.state_dirs:
+            for record in state_dir.glob("instances/*/placement.json"):
+                with contextlib.suppress(ValueError, OSError, KeyError):
+                    pids.append(int(json.loads(record.read_text())["pid"]))
+        return pids
+
+    def close(self) -> None:
+        daemons = [p for p in self.children if p.args[3:4] != ["sim"]]
+        others = [p for p in self.children if p not in daemons]
+        for process in daemons:  # first the daemons, so that none starts a bot again
+            _end(process)
+        for pid in self.bot_pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # the bot's own session: it and whatever it started
+        for process in others:
+            _end(process)
+        for handle in self._logs:
+            handle.close()
+
+
+def _end(process: subprocess.Popen, grace: float = 5.0) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(grace)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def write_secret(folder: Path, name: str, value: str) -> str:
+    path = folder / name
+    path.write_text(value)
+    path.chmod(0o600)
+    return f"file:{path}"
+
+
+def exchange_config(folder: Path, sim: SimInfo, *, policies_dir: Path = POLICIES) -> Path:
+    """A daemon config whose environment ``sim`` is the external simulator, reached as a testnet."""
+    secrets = folder / "secrets"
+    secrets.mkdir(exist_ok=True)
+    secrets.chmod(0o700)
+    accounts = {}
+    for name, keys in sim.info["accounts"].items():
+        accounts[name] = {"api_key": write_secret(secrets, f"{name}.key", keys["api_key"]),
+                          "api_secret": write_secret(secrets, f"{name}.secret", keys["api_secret"]),
+                          "role": "master" if keys["master"] else "sub"}
+        if not keys["master"]:
+            accounts[name]["capital_cap"] = 0.02
+    config = {"environments": {"sim": {"kind": "testnet", "rest_url": sim.base, "ws_url": sim.info["ws_url"],
+                                       "sapi_url": sim.info["sapi_url"], "accounts": accounts}},
+              "admin": {"port": 0}, "policies_dir": str(policies_dir), "log": {"format": "json"}}
+    path = folder / "controller.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def sim_config(folder: Path, *, policies_dir: Path = POLICIES) -> Path:
+    """A daemon config with the embedded simulator."""
+    path = folder / "controller.yaml"
+    path.write_text(yaml.safe_dump({"environments": {"sim": {"kind": "sim"}}, "admin": {"port": 0},
+                                    "policies_dir": str(policies_dir), "log": {"format": "json"}}))
+    return path
+
+
+def log_events(log: Path) -> list[dict]:
+    """The daemon's JSON log lines (other lines skipped)."""
+    events = []
+    if not log.exists():
+        return events
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def now() -> datetime:
+    return datetime.now(tz=UTC)

@@ -1,0 +1,168 @@
+"""SIGKILL of the daemon at every rollback step, restart, rollback completed exactly once.
+
+The exchange must outlive the daemon, so the simulator runs as its own process
+(`canaryctl sim serve`) and the daemon reaches it as a ``testnet`` environment with file:
+secrets. The daemon runs as `canaryctl run` with ``CANARY_FAILPOINTS=rollback.<step>.after``:
+it kills itself right after the step's row is ``done``, the most informative place: the
+step's effects are on the exchange and in the store, and the restarted daemon must neither
+repeat them nor lose the steps after it. (A kill ``before`` a step is the same as an
+interrupted ``running`` row of the previous step's successor, which ``after`` of the step
+before already covers for the plan, since nothing happens between the two failpoints.)
+
+The rollback is an operator's (``rollback`` command on a healthy 1.1.0 canary): deterministic,
+and independent of how fast a policy detects a breach on a real-time clock.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from controller.exchange.client import Endpoints, ExchangeClient
+from controller.exchange.weights import WeightBudget
+from controller.rollout import records
+from controller.rollout.decide import Status
+from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
+from controller.rollout.rollback import STEPS, load_plan
+from controller.store import audit
+from controller.store.database import Database, resolve_url
+from controller.store.models import AuditEvent, Deployment
+from controller.store.releases import get_release, get_snapshot
+from tests.daemon.harness import ACTOR, CLOCK, Processes, exchange_config, poll, prepare_database
+
+PIPELINE = load_pipeline(DEFAULT_PIPELINE.with_name("demo.yaml"))
+CANARY_PLACEMENT = "instances/sim-canary/placement.json"
+
+
+@pytest.fixture
+def processes(tmp_path):
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.close()
+
+
+def _placement_pid(state_dir) -> int | None:
+    path = state_dir / CANARY_PLACEMENT
+    return json.loads(path.read_text())["pid"] if path.exists() else None
+
+
+def _dead(process, log):
+    def reason():
+        code = process.poll()
+        if code is None:
+            return None
+        return f"the daemon exited {code}; its log ends:\n" + log.read_text(errors="replace")[-3000:]
+    return reason
+
+
+@pytest.mark.parametrize("step", STEPS)
+async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step, tmp_path, processes):
+    sim = processes.start_sim(seed=11)
+    db_url = await prepare_database(tmp_path / "canary.db")
+    config = exchange_config(tmp_path, sim)
+    state_dir = tmp_path / "state"
+    first_log, second_log = tmp_path / "daemon-1.log", tmp_path / "daemon-2.log"
+    daemon = processes.start_daemon(db_url=db_url, config=config, state_dir=state_dir, log=first_log,
+                                    failpoints=f"rollback.{step}.after")
+    db = Database(resolve_url(db_url))
+    try:
+        # The baseline on the master account, then the canary of 1.1.0 on the sub-account.
+        place = await records.submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
+                                             args={"release": "1.0.0", "environment": "sim", "account": "master"})
+
+        async def acked():
+            command = await records.get_command(db, place.id)
+            return command if command.acked_at is not None else None
+
+        placed = await poll(acked, timeout=30, what="the baseline placement", alive=_dead(daemon, first_log))
+        assert placed.outcome == "accepted", placed.message
+        rollout = await records.create_rollout(db, CLOCK, version="1.1.0", pipeline=PIPELINE, actor=ACTOR)
+
+        # The sim's default sub-account holds 2000 of ~100k (just over the stage's 2 % cap), so the
+        # capital-share policy usually rolls back as soon as the canary runs; if it has not, the
+        # operator's rollback does. Either way the daemon then dies at the failpoint.
+        asked = False
+
+        async def killed():
+            nonlocal asked
+            if daemon.poll() is not None:
+                return True
+            if not asked and (await records.get_rollout(db, rollout.id)).status is Status.RUNNING:
+                await records.submit_command(db, CLOCK, rollout_id=rollout.id, kind="rollback", actor=ACTOR,
+                                             reason="crash test")
+                asked = True
+            return False
+
+        await poll(killed, timeout=40, what=f"the daemon to die at rollback.{step}.after")
+        assert daemon.returncode == -9, first_log.read_text(errors="replace")[-3000:]
+        plan = await load_plan(db, rollout.id)
+        assert [s.name for s in plan] == list(STEPS)  # one account: the canary
+        killed_at = STEPS.index(step)
+        assert [s.state for s in plan] == ["done"] * (killed_at + 1) + ["pending"] * (len(STEPS) - killed_at - 1)
+        assert (await records.get_rollout(db, rollout.id)).status is Status.ROLLING_BACK
+        pid_at_kill = _placement_pid(state_dir)
+
+        # Restart without the failpoint: the plan resumes after the killed step.
+        second = processes.start_daemon(db_url=db_url, config=config, state_dir=state_dir, log=second_log)
+
+        async def rolled_back():
+            info = await records.get_rollout(db, rollout.id)
+            return info if info.status in (Status.ROLLED_BACK, Status.FAILED) else None
+
+        final = await poll(rolled_back, timeout=45, what="the resumed rollback", alive=_dead(second, second_log))
+        assert final.status is Status.ROLLED_BACK, final.state
+
+        # Store: every step done, once; the killed step and those before it ran in the first life only.
+        plan = await load_plan(db, rollout.id)
+        assert [(s.name, s.state, s.attempts) for s in plan] == [(name, "done", 1) for name in STEPS]
+        chain = await audit.verify(db)
+        assert chain.ok, chain
+        async with db.read() as session:
+            events = (await session.execute(select(AuditEvent).where(AuditEvent.kind.like("rollback.%"))
+                                            .order_by(AuditEvent.seq))).scalars().all()
+            deployments = (await session.execute(select(Deployment).where(Deployment.account == "canary")
+                                                 .order_by(Deployment.id))).scalars().all()
+        kinds = [e.kind for e in events]
+        assert kinds.count("rollback.planned") == 1
+        assert "rollback.step.failed" not in kinds
+        done = [json.loads(e.payload)["position"] for e in events if e.kind == "rollback.step.done"]
+        assert done == list(range(len(STEPS)))  # exactly one per position, in order
+
+        # The previous release (the baseline 1.0.0) was started on the canary exactly once.
+        live = [d for d in deployments if d.stopped_at is None]
+        assert len(live) == 1 and live[0].rollout_id is None
+        assert (await records.get_deployment(db, live[0].id)).release == "1.0.0"
+        assert len(deployments) == 2  # 1.1.0 (stopped by the rollback) and 1.0.0
+        running_pid = _placement_pid(state_dir)
+        if killed_at >= STEPS.index("start_previous"):
+            assert running_pid == pid_at_kill, "the restarted daemon started the previous release again"
+        start = next(s for s in plan if s.name == "start_previous")
+        assert start.detail["result"]["pid"] == running_pid
+
+        # Exchange: nothing open, no flatten order sent twice, leverage as the previous config says.
+        baseline = await get_release(db, "1.0.0")
+        snapshot = await get_snapshot(db, baseline.config_sha256)
+        expected = {s: c["leverage"] for s, c in snapshot.config["symbols"].items()}
+        keys = sim.info["accounts"]["canary"]
+        client = ExchangeClient(account="canary", api_key=keys["api_key"], api_secret=keys["api_secret"],
+                                endpoints=Endpoints(sim.info["rest_url"], sim.info["ws_url"], sim.info["sapi_url"]),
+                                clock=CLOCK, budget=WeightBudget(CLOCK))
+        try:
+            await client.sync_time()
+            applied = {s.symbol: s.leverage for s in await client.symbol_settings()}
+            assert {s: applied.get(s) for s in expected} == expected
+            prefix = plan[STEPS.index("positions")].detail["client_id_prefix"]
+            for symbol in expected:
+                orders = await client._client.futures_get_all_orders(symbol=symbol)
+                ids = [o["orderId"] for o in orders]
+                assert len(ids) == len(set(ids))
+                flatten = [o for o in orders if o["clientOrderId"].startswith(prefix)]
+                assert len(flatten) <= 1, flatten
+        finally:
+            await client.close()
+    finally:
+        await db.close()

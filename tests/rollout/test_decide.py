@@ -1,0 +1,499 @@
+"""The rollout's decision, one behaviour per test: what each verdict, command and notice does."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.analysis.verdict import Outcome, Verdict
+from controller.rollout.decide import (
+    Ack,
+    Audit,
+    Command,
+    Decision,
+    FinishStage,
+    Notice,
+    Place,
+    Plan,
+    StartRollback,
+    State,
+    Status,
+    decide,
+)
+from controller.rollout.pipeline import Pipeline, Stage
+
+PASS, FAIL, NODATA, INCONCLUSIVE = Outcome.PASS, Outcome.FAIL, Outcome.NODATA, Outcome.INCONCLUSIVE
+
+PIPELINE = Pipeline(name="test", stages=[
+    Stage(name="A", environment="sim", account="master", duration=100, policies="stage-a.yaml",
+          progress_deadline=50),
+    Stage(name="C", environment="live", account="canary", duration=100, policies="stage-c.yaml",
+          baseline="master", signoffs=["owner-review", "risk-review"]),
+    Stage(name="D", environment="live", account="master", duration=100, policies="stage-d.yaml",
+          signoffs=["standup-review"], auto_promote=False),
+])
+PLAN = Plan(PIPELINE, gates={"A": frozenset({"a-latency", "a-errors"}), "C": frozenset({"c-cap"}),
+                             "D": frozenset({"d-fills"})})
+A, C, D = 0, 1, 2
+STAGE_OF = {"a-": A, "c-": C, "d-": D}
+
+
+def verdict(policy: str, outcome: Outcome, at: float = 10.0, *, action: str | None = None,
+            reason: str = "") -> Verdict:
+    return Verdict(policy=policy, outcome=outcome, at=at, value=1.0, threshold=0.0, condition="== 0",
+                   window=60.0, samples=5, reason=reason, action=action)
+
+
+def breach(policy: str = "a-errors", at: float = 10.0) -> Verdict:
+    return verdict(policy, FAIL, at, action="rollback", reason="3 is not == 0")
+
+
+def command(kind: str, id: int = 1, *, actor: str = "alice", **fields) -> Command:
+    return Command(id=id, kind=kind, actor=actor, **fields)
+
+
+def at(status: Status, stage: int = A, *, started: float = 0.0, **fields) -> State:
+    return State(status=status, stage=stage, stage_started=started, **fields)
+
+
+def passing(stage: int) -> frozenset[str]:
+    return PLAN.gates[PIPELINE.stages[stage].name]
+
+
+def signed(stage: int) -> dict[str, str]:
+    name = PIPELINE.stages[stage].name
+    return {f"{name}/{item}": "bob" for item in PIPELINE.stages[stage].signoffs}
+
+
+def run(state: State, *inputs: Command | Notice, verdicts=(), now: float = 10.0) -> Decision:
+    return decide(state, list(verdicts), list(inputs), now, plan=PLAN)
+
+
+def of(decision: Decision, kind: type) -> list:
+    return [a for a in decision.actions if isinstance(a, kind)]
+
+
+def transitions(decision: Decision) -> list[tuple[str, str]]:
+    return [(a.payload["from"], a.payload["to"]) for a in of(decision, Audit) if a.kind == "rollout.transition"]
+
+
+def ack(decision: Decision) -> Ack:
+    (only,) = of(decision, Ack)
+    return only
+
+
+def audited(decision: Decision, kind: str) -> Audit:
+    (only,) = [a for a in of(decision, Audit) if a.kind == kind]
+    return only
+
+
+# ---------------------------------------------------------------- placing a stage
+
+def test_a_pending_rollout_starts_promoting_its_first_stage():
+    decision = run(State())
+    assert decision.state.status is Status.PROMOTING and decision.state.stage == A
+    assert of(decision, Place) == [Place(A)]
+    assert transitions(decision) == [("pending", "promoting")]
+
+
+def test_placed_starts_the_stage_clock_at_the_moment_of_placement():
+    decision = run(State(Status.PROMOTING, stage=C), Notice("placed", at=7.0, stage=C), now=9.0)
+    assert decision.state.status is Status.RUNNING
+    assert decision.state.stage_started == 7.0
+    assert transitions(decision) == [("promoting", "running")]
+
+
+def test_placed_for_another_stage_is_ignored():
+    decision = run(State(Status.PROMOTING, stage=C), Notice("placed", at=7.0, stage=A))
+    assert decision.state == State(Status.PROMOTING, stage=C)
+    assert decision.actions == ()
+
+
+def test_a_failed_placement_rolls_back():
+    decision = run(State(Status.PROMOTING, stage=C), Notice("place_failed", at=7.0, stage=C, detail="unit failed"))
+    assert decision.state.status is Status.ROLLING_BACK
+    (start,) = of(decision, StartRollback)
+    assert start.trigger == "placement"
+    assert start.reason == "placing stage C failed: unit failed"
+
+
+def test_verdicts_while_promoting_are_ignored():
+    state = State(Status.PROMOTING, stage=C)
+    decision = run(state, verdicts=[breach("c-cap"), verdict("c-cap", FAIL, action="hold")])
+    assert decision.state == state
+    assert decision.actions == ()
+
+
+def test_verdicts_in_the_batch_that_reports_placement_count_for_the_new_stage():
+    decision = run(State(Status.PROMOTING, stage=C), Notice("placed", at=5.0, stage=C), verdicts=[breach("c-cap")])
+    assert decision.state.status is Status.ROLLING_BACK
+    assert transitions(decision) == [("promoting", "running"), ("running", "rolling_back")]
+
+
+# ---------------------------------------------------------------- breaches
+
+@pytest.mark.parametrize("status", [Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED])
+def test_a_rollback_policy_failing_rolls_back_from_every_judged_state(status):
+    paused_from = Status.RUNNING if status is Status.PAUSED else None
+    the_breach = breach("a-errors")
+    decision = run(at(status, paused_from=paused_from), verdicts=[the_breach])
+    assert decision.state.status is Status.ROLLING_BACK
+    assert decision.state.paused_from is None
+    assert of(decision, StartRollback) == [StartRollback("policy", "a-errors failed: 3 is not == 0", "a-errors",
+                                                         the_breach)]
+    assert of(decision, FinishStage) == [FinishStage(A, "rolled_back")]
+    assert transitions(decision) == [(status.value, "rolling_back")]
+
+
+def test_missing_data_with_action_rollback_rolls_back():
+    decision = run(at(Status.RUNNING), verdicts=[verdict("a-info", NODATA, action="rollback",
+                                                         reason="no samples in the window")])
+    assert decision.state.status is Status.ROLLING_BACK
+    (start,) = of(decision, StartRollback)
+    assert (start.trigger, start.policy) == ("policy", "a-info")
+    assert start.reason == "a-info has no data: no samples in the window"
+
+
+@pytest.mark.parametrize("outcome, action", [(NODATA, "hold"), (NODATA, None), (INCONCLUSIVE, "rollback"),
+                                             (PASS, "rollback"), (FAIL, "hold"), (FAIL, "alert")])
+def test_only_a_failure_or_missing_data_asking_for_rollback_rolls_back(outcome, action):
+    decision = run(at(Status.RUNNING), verdicts=[verdict("a-errors", outcome, action=action)])
+    assert decision.state.status is Status.RUNNING
+    assert of(decision, StartRollback) == []
+
+
+def test_only_the_first_breach_of_a_batch_starts_the_rollback():
+    decision = run(at(Status.RUNNING), verdicts=[breach("a-errors"), breach("a-latency")])
+    assert [s.policy for s in of(decision, StartRollback)] == ["a-errors"]
+
+
+def test_a_breach_in_the_same_batch_as_a_forced_promote_wins():
+    decision = run(at(Status.RUNNING), command("promote", force=True, reason="trust me"), verdicts=[breach()])
+    assert decision.state.status is Status.ROLLING_BACK
+    assert of(decision, Place) == []
+    assert ack(decision) == Ack(1, False, "the rollout is rolling_back; only rollback applies")
+    assert not [a for a in of(decision, Audit) if a.kind == "rollout.forced_promote"]
+
+
+# ---------------------------------------------------------------- the gate
+
+def test_the_gate_opens_at_the_stage_end_when_every_gate_policy_passes():
+    running = run(at(Status.RUNNING), verdicts=[verdict("a-latency", PASS), verdict("a-errors", PASS)], now=99.0)
+    assert running.state.status is Status.RUNNING and of(running, Place) == []
+    decision = run(running.state, now=100.0)
+    assert of(decision, FinishStage) == [FinishStage(A, "passed")]
+    assert of(decision, Place) == [Place(C)]
+    assert decision.state == State(Status.PROMOTING, stage=C, signoffs={})
+    assert transitions(decision) == [("running", "promoting")]
+
+
+def test_a_failing_policy_outside_the_gate_does_not_shut_it():
+    decision = run(at(Status.RUNNING, passing=passing(A)), verdicts=[verdict("a-info", FAIL, action="hold")],
+                   now=100.0)
+    assert of(decision, Place) == [Place(C)]
+
+
+def test_the_gate_of_the_last_stage_promotes_the_release():
+    state = at(Status.RUNNING, D, passing=passing(D), signoffs=signed(D))
+    decision = run(state, command("promote"), now=100.0)
+    assert decision.state.status is Status.PROMOTED
+    assert decision.state.reason == "every stage passed"
+    assert of(decision, FinishStage) == [FinishStage(D, "passed")]
+    assert of(decision, Place) == []
+    assert ack(decision) == Ack(1, True, "stage D promoted")
+    assert transitions(decision) == [("running", "promoted")]
+
+
+def test_a_gate_policy_failing_on_hold_spoils_the_gate_even_if_it_passes_again():
+    spoiled = run(at(Status.RUNNING), verdicts=[verdict("a-errors", FAIL, 30.0, action="hold", reason="2 > 0")])
+    assert spoiled.state.spoiled == {"a-errors": 30.0}
+    assert audited(spoiled, "gate.spoiled").payload == {"stage": "A", "policy": "a-errors", "value": 1.0,
+                                                        "threshold": 0.0, "reason": "2 > 0"}
+    recovered = run(spoiled.state, verdicts=[verdict("a-errors", PASS, 40.0), verdict("a-latency", PASS, 40.0)])
+    assert recovered.state.passing == passing(A) and recovered.state.spoiled == {"a-errors": 30.0}
+
+    decision = run(recovered.state, now=100.0)
+    assert decision.state.status is Status.PAUSED and decision.state.paused_from is Status.RUNNING
+    assert decision.state.reason == "a-errors failed during the stage (at 30): promote --force or rollback"
+    assert of(decision, Place) == []
+
+
+def test_a_gate_failed_during_the_stage_cannot_be_resumed_past():
+    state = at(Status.PAUSED, passing=passing(A), spoiled={"a-errors": 30.0}, paused_from=Status.RUNNING)
+    decision = run(state, command("resume"), now=100.0)
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, "the gate failed (a-errors failed during the stage (at 30)): "
+                                          "promote --force --reason, or rollback")
+
+
+def test_a_gate_policy_not_passing_at_the_stage_end_waits_for_its_progress_deadline():
+    state = at(Status.RUNNING, passing=frozenset({"a-latency"}))
+    waiting = run(state, now=149.0)
+    assert waiting.state == state and waiting.actions == ()
+
+    decision = run(state, now=150.0)
+    assert decision.state.status is Status.ROLLING_BACK
+    assert of(decision, StartRollback) == [StartRollback(
+        "deadline", "stage A passed its progress deadline; not passing: a-errors")]
+    assert of(decision, FinishStage) == [FinishStage(A, "rolled_back")]
+
+
+def test_a_gate_policy_passing_late_opens_the_gate_before_the_deadline():
+    decision = run(at(Status.RUNNING, passing=frozenset({"a-latency"})), verdicts=[verdict("a-errors", PASS)],
+                   now=140.0)
+    assert of(decision, Place) == [Place(C)]
+
+
+def test_missing_data_takes_a_gate_policy_out_of_passing():
+    decision = run(at(Status.RUNNING, passing=passing(A)), verdicts=[verdict("a-errors", NODATA, action="hold")],
+                   now=100.0)
+    assert decision.state.passing == frozenset({"a-latency"})
+    assert decision.state.status is Status.RUNNING and of(decision, Place) == []
+
+
+# ---------------------------------------------------------------- sign-offs
+
+def test_a_missing_sign_off_holds_the_open_gate_awaiting_sign_off():
+    decision = run(at(Status.RUNNING, C, passing=passing(C)), now=100.0)
+    assert decision.state.status is Status.AWAITING_SIGNOFF
+    assert decision.state.reason == "sign-off missing: owner-review, risk-review"
+    assert transitions(decision) == [("running", "awaiting_signoff")]
+    assert run(decision.state, now=200.0).actions == ()
+
+
+def test_the_last_sign_off_promotes_an_open_gate():
+    state = at(Status.AWAITING_SIGNOFF, C, passing=passing(C), signoffs={"C/risk-review": "carol"})
+    decision = run(state, command("signoff", stage="C", items=("owner-review",)), now=100.0)
+    assert ack(decision) == Ack(1, True, "signed owner-review of stage C")
+    assert decision.state.signoffs == {"C/risk-review": "carol", "C/owner-review": "alice"}
+    assert of(decision, Place) == [Place(D)]
+    assert transitions(decision) == [("awaiting_signoff", "promoting")]
+
+
+def test_a_sign_off_without_items_signs_every_item_of_the_stage():
+    decision = run(at(Status.RUNNING, C), command("signoff", stage="C"))
+    assert decision.state.signoffs == {"C/owner-review": "alice", "C/risk-review": "alice"}
+    assert ack(decision).message == "signed owner-review, risk-review of stage C"
+    assert audited(decision, "command.signoff").payload == {
+        "command": 1, "accepted": True, "message": "signed owner-review, risk-review of stage C", "reason": None,
+        "stage": "C", "items": []}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"stage": "C", "items": ("owner-reviw",)}, "stage C has no sign-off 'owner-reviw' (it has: owner-review, risk-review)"),
+    ({"stage": "Z", "items": ("owner-review",)}, "no stage 'Z' in this pipeline (stages: A, C, D)"),
+    ({"stage": "A"}, "stage A needs no sign-off"),
+], ids=["unknown-item", "unknown-stage", "stage-without-sign-offs"])
+def test_a_sign_off_naming_what_the_pipeline_lacks_is_refused(fields, message):
+    state = at(Status.RUNNING, C)
+    decision = run(state, command("signoff", **fields))
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, message)
+
+
+def test_signing_the_same_item_twice_is_refused_naming_who_signed_it():
+    state = at(Status.RUNNING, C, signoffs={"C/owner-review": "carol"})
+    decision = run(state, command("signoff", stage="C", items=("owner-review",)))
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, "already signed: owner-review by carol")
+
+
+def test_a_stage_that_waits_for_an_operator_does_not_promote_itself():
+    state = at(Status.RUNNING, D, passing=passing(D), signoffs=signed(D))
+    waiting = run(state, now=100.0)
+    assert waiting.state.status is Status.AWAITING_SIGNOFF
+    assert waiting.state.reason == "waiting for an operator's promote"
+    assert of(waiting, Place) == [] and run(waiting.state, now=1e6).actions == ()
+
+    decision = run(waiting.state, command("promote"), now=101.0)
+    assert decision.state.status is Status.PROMOTED
+    assert ack(decision) == Ack(1, True, "stage D promoted")
+
+
+# ---------------------------------------------------------------- promote
+
+def test_promote_with_a_shut_gate_is_refused_listing_every_blocker():
+    state = at(Status.RUNNING, C, passing=frozenset(), spoiled={"c-cap": 20.0}, signoffs={"C/owner-review": "bob"})
+    decision = run(state, command("promote"), now=40.0)
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, "the gate is shut: stage C has 60 s left; c-cap failed during the stage "
+                                          "(at 20); not passing: c-cap; sign-off missing: risk-review "
+                                          "(promote --force --reason TEXT overrides, audited)")
+
+
+def test_a_forced_promote_without_a_reason_is_refused():
+    state = at(Status.RUNNING, C)
+    decision = run(state, command("promote", force=True))
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, "a forced promote needs a reason (--reason TEXT)")
+
+
+def test_a_forced_promote_with_a_reason_skips_the_gate_and_is_audited():
+    decision = run(at(Status.RUNNING, C), command("promote", force=True, reason="owner on holiday"), now=40.0)
+    assert ack(decision) == Ack(1, True, "stage C promoted by force")
+    assert of(decision, FinishStage) == [FinishStage(C, "forced")]
+    assert of(decision, Place) == [Place(D)]
+    forced = audited(decision, "rollout.forced_promote")
+    assert forced.actor == "alice"
+    assert forced.payload == {"stage": "C", "reason": "owner on holiday", "blockers": [
+        "stage C has 60 s left", "not passing: c-cap", "sign-off missing: owner-review, risk-review"]}
+    assert transitions(decision) == [("running", "promoting")]
+    assert audited(decision, "command.promote").payload["force"] is True
+
+
+def test_a_forced_promote_moves_a_paused_rollout_past_its_failed_gate():
+    state = at(Status.PAUSED, spoiled={"a-errors": 30.0}, paused_from=Status.RUNNING)
+    decision = run(state, command("promote", force=True, reason="known flaky metric"), now=120.0)
+    assert of(decision, Place) == [Place(C)]
+    assert decision.state.spoiled == {} and decision.state.paused_from is None
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.PROMOTING])
+def test_promote_before_the_stage_is_placed_is_refused(status):
+    decision = run(State(status, stage=A), command("promote", force=True, reason="hurry"))
+    assert ack(decision) == Ack(1, False, f"cannot promote while {status.value}")
+    assert of(decision, Place) == ([Place(A)] if status is Status.PENDING else [])  # pending: time starts it
+
+
+def test_a_promote_naming_another_stage_than_the_current_one_is_refused():
+    state = at(Status.RUNNING, D)
+    decision = run(state, command("promote", force=True, reason="C looks fine", stage="C"))
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, "the rollout is at stage D, not C: nothing promoted")
+
+
+def test_a_promote_naming_the_current_stage_goes_ahead():
+    decision = run(at(Status.RUNNING, D), command("promote", force=True, reason="standup skipped", stage="D"))
+    assert decision.state.status is Status.PROMOTED
+
+
+# ---------------------------------------------------------------- pause, resume, rollback
+
+def test_pause_holds_a_running_stage_and_resume_returns_to_it():
+    paused = run(at(Status.RUNNING), command("pause", reason="investigating"), now=20.0)
+    assert paused.state.status is Status.PAUSED and paused.state.paused_from is Status.RUNNING
+    assert paused.state.reason == "investigating"
+    assert ack(paused) == Ack(1, True, "paused (was running); breaches still roll back")
+    assert transitions(paused) == [("running", "paused")]
+
+    resumed = run(paused.state, command("resume", 2), now=30.0)
+    assert resumed.state.status is Status.RUNNING and resumed.state.paused_from is None
+    assert ack(resumed) == Ack(2, True, "resumed (running)")
+    assert transitions(resumed) == [("paused", "running")]
+
+
+def test_a_paused_rollout_does_not_promote_at_the_stage_end():
+    state = at(Status.PAUSED, passing=passing(A), paused_from=Status.RUNNING)
+    assert run(state, now=1000.0).actions == ()
+
+
+def test_resume_returns_to_awaiting_sign_off():
+    state = at(Status.PAUSED, C, paused_from=Status.AWAITING_SIGNOFF)
+    decision = run(state, command("resume"), now=150.0)
+    assert decision.state.status is Status.AWAITING_SIGNOFF
+
+
+def test_a_gate_failure_during_a_pause_can_be_resumed_until_the_stage_ends():
+    state = at(Status.PAUSED, spoiled={"a-errors": 5.0}, paused_from=Status.RUNNING)
+    decision = run(state, command("resume"), now=50.0)
+    assert decision.state.status is Status.RUNNING
+    assert run(decision.state, now=100.0).state.status is Status.PAUSED
+
+
+@pytest.mark.parametrize("kind, status, message", [
+    ("pause", Status.PROMOTING, "cannot pause while promoting"),
+    ("pause", Status.PAUSED, "cannot pause while paused"),
+    ("resume", Status.RUNNING, "not paused (the rollout is running)"),
+    ("pause", Status.ROLLING_BACK, "the rollout is rolling_back; only rollback applies"),
+    ("resume", Status.FAILED, "the rollout is failed; only rollback applies"),
+    ("promote", Status.FAILED, "the rollout is failed; only rollback applies"),
+    ("launch", Status.RUNNING, "unknown command 'launch'"),
+])
+def test_a_command_that_does_not_apply_is_refused_saying_why(kind, status, message):
+    state = at(status, paused_from=Status.RUNNING if status is Status.PAUSED else None)
+    decision = run(state, command(kind, reason="because"))
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, message)
+
+
+def test_a_rollback_command_needs_a_reason():
+    state = at(Status.RUNNING)
+    decision = run(state, command("rollback"))
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, "a rollback needs a reason (--reason TEXT)")
+
+
+def test_a_rollback_command_rolls_back_in_the_operators_name():
+    decision = run(at(Status.RUNNING), command("rollback", reason="PnL looks off", actor="bob"))
+    assert ack(decision) == Ack(1, True, "rolling back")
+    assert of(decision, StartRollback) == [StartRollback("operator", "PnL looks off")]
+    assert of(decision, FinishStage) == [FinishStage(A, "rolled_back")]
+    (transition,) = [a for a in of(decision, Audit) if a.kind == "rollout.transition"]
+    assert transition.actor == "bob" and transition.payload["reason"] == "PnL looks off"
+
+
+def test_a_rollback_while_rolling_back_is_refused():
+    state = State(Status.ROLLING_BACK, reason="x")
+    decision = run(state, command("rollback", reason="again"))
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, "already rolling back")
+
+
+def test_a_rollback_from_failed_resumes_the_rollback():
+    decision = run(at(Status.FAILED, C, reason="rollback step failed: timeout"),
+                   command("rollback", reason="exchange is back"))
+    assert decision.state.status is Status.ROLLING_BACK
+    assert ack(decision) == Ack(1, True, "rollback resumed at the failed step")
+    assert of(decision, StartRollback) == [StartRollback("operator", "exchange is back")]
+    assert of(decision, FinishStage) == []  # the stage was finished when the rollback first started
+    assert transitions(decision) == [("failed", "rolling_back")]
+
+
+def test_the_executor_reports_the_rollback_done():
+    decision = run(at(Status.ROLLING_BACK, reason="a-errors failed"), Notice("rolled_back", at=11.0))
+    assert decision.state.status is Status.ROLLED_BACK
+    assert decision.state.reason == "a-errors failed"
+    assert transitions(decision) == [("rolling_back", "rolled_back")]
+
+
+def test_a_failed_rollback_step_needs_an_operator():
+    decision = run(at(Status.ROLLING_BACK), Notice("rollback_failed", at=11.0, detail="cancel timed out"))
+    assert decision.state.status is Status.FAILED
+    assert decision.state.reason == "rollback step failed: cancel timed out"
+
+
+@pytest.mark.parametrize("kind", ["rolled_back", "rollback_failed"])
+def test_rollback_notices_outside_a_rollback_are_ignored(kind):
+    state = at(Status.RUNNING)
+    assert run(state, Notice(kind, at=11.0)) == Decision(state, ())
+
+
+@pytest.mark.parametrize("status", [Status.PROMOTED, Status.ROLLED_BACK])
+@pytest.mark.parametrize("kind", ["promote", "rollback", "pause", "resume", "signoff"])
+def test_commands_on_a_finished_rollout_are_refused(status, kind):
+    state = at(status, C)
+    decision = run(state, command(kind, reason="late", force=True, stage="C"), verdicts=[breach("c-cap")],
+                   now=1e6)
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, f"the rollout is {status.value}: nothing to {kind}")
+
+
+# ---------------------------------------------------------------- bookkeeping
+
+def test_commands_are_handled_in_the_order_they_were_given():
+    decision = run(at(Status.RUNNING), command("resume", 2), command("pause", 1, reason="look"))
+    assert [(a.command_id, a.accepted) for a in of(decision, Ack)] == [(1, True), (2, True)]
+    assert decision.state.status is Status.RUNNING
+
+
+def test_every_command_is_audited_under_its_actor():
+    decision = run(at(Status.RUNNING), command("pause", 4, actor="dave", reason="lunch"))
+    (entry,) = [a for a in of(decision, Audit) if a.kind == "command.pause"]
+    assert entry.actor == "dave"
+    assert entry.payload == {"command": 4, "accepted": True, "message": "paused (was running); breaches still roll back",
+                             "reason": "lunch"}
+
+
+def test_the_state_survives_a_json_round_trip():
+    state = State(Status.PAUSED, stage=C, stage_started=12.5, passing=frozenset({"c-cap"}), spoiled={"c-x": 20.0},
+                  signoffs={"C/owner-review": "bob"}, paused_from=Status.AWAITING_SIGNOFF, reason="look")
+    assert State.from_json(state.to_json()) == state
