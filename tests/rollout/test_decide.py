@@ -279,7 +279,8 @@ def test_a_sign_off_without_items_signs_every_item_of_the_stage():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"stage": "C", "items": ("owner-reviw",)}, "stage C has no sign-off 'owner-reviw' (it has: owner-review, risk-review)"),
+    ({"stage": "C", "items": ("owner-reviw",)},
+     "stage C has no sign-off 'owner-reviw' (it has: owner-review, risk-review)"),
     ({"stage": "Z", "items": ("owner-review",)}, "no stage 'Z' in this pipeline (stages: A, C, D)"),
     ({"stage": "A"}, "stage A needs no sign-off"),
 ], ids=["unknown-item", "unknown-stage", "stage-without-sign-offs"])
@@ -295,6 +296,20 @@ def test_signing_the_same_item_twice_is_refused_naming_who_signed_it():
     decision = run(state, command("signoff", stage="C", items=("owner-review",)))
     assert decision.state == state
     assert ack(decision) == Ack(1, False, "already signed: owner-review by carol")
+
+
+def test_a_sign_off_repeating_a_signed_item_signs_only_the_new_one():
+    state = at(Status.RUNNING, C, signoffs={"C/owner-review": "carol"})
+    decision = run(state, command("signoff", stage="C", items=("owner-review", "risk-review")))
+    assert decision.state.signoffs == {"C/owner-review": "carol", "C/risk-review": "alice"}
+    assert ack(decision) == Ack(1, True, "signed risk-review of stage C")
+
+
+def test_sign_offs_given_while_the_stage_runs_open_the_gate_at_its_end():
+    signed_early = run(at(Status.RUNNING, C, passing=passing(C)), command("signoff", stage="C"), now=50.0)
+    decision = run(signed_early.state, now=100.0)
+    assert of(decision, Place) == [Place(D)]
+    assert transitions(decision) == [("running", "promoting")]
 
 
 def test_a_stage_that_waits_for_an_operator_does_not_promote_itself():
@@ -489,8 +504,8 @@ def test_every_command_is_audited_under_its_actor():
     decision = run(at(Status.RUNNING), command("pause", 4, actor="dave", reason="lunch"))
     (entry,) = [a for a in of(decision, Audit) if a.kind == "command.pause"]
     assert entry.actor == "dave"
-    assert entry.payload == {"command": 4, "accepted": True, "message": "paused (was running); breaches still roll back",
-                             "reason": "lunch"}
+    assert entry.payload == {"command": 4, "accepted": True, "reason": "lunch",
+                             "message": "paused (was running); breaches still roll back"}
 
 
 def test_the_state_survives_a_json_round_trip():
