@@ -80,7 +80,7 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict:
             command = await records.submit_command(db, clock, rollout_id=None, kind="place", actor=ACTOR,
                                                    args={"release": "1.0.0", "environment": "sim",
                                                          "account": "master"})
-            placed = await _wait(_acked(db, command.id), daemon_task, 60)
+            placed = await _wait(records.await_ack(db, command.id, timeout=60), daemon_task, 60)
             note(f"baseline: {placed.message}")
             pipeline = load_pipeline(DEMO_PIPELINE)
             results = []
@@ -112,14 +112,6 @@ def _result(info: records.RolloutInfo, report, speed: float) -> dict:
     return {"release": info.release, "outcome": "rolled_back" if rolled_back else info.status.value,
             "policy": report.policy if (rolled_back and report) else None,
             "detect_ms": detect_ms, "rollback_ms": rollback_ms}
-
-
-async def _acked(db: Database, command_id: int):
-    while True:
-        command = await records.get_command(db, command_id)
-        if command.acked_at is not None:
-            return command
-        await asyncio.sleep(0.1)
 
 
 async def _finished(db: Database, rollout_id: int):

@@ -8,8 +8,6 @@ queued: the daemon acts on it when it comes back).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import click
@@ -118,38 +116,32 @@ def show(rollout: str, as_json: bool) -> None:
 
 def _command(rollout: str, kind: str, *, actor: str | None, reason: str | None, args: dict, wait_seconds: float,
              as_json: bool) -> None:
-    from controller.rollout.records import get_rollout, submit_command
+    from controller.rollout.records import await_ack, get_rollout, submit_command
 
     async def main():
         async with open_database() as db:
             info = await get_rollout(db, rollout)
             command = await submit_command(db, CLOCK, rollout_id=info.id, kind=kind, actor=operator_name(actor),
                                            reason=reason, args=args)
-            return info, await _await_ack(db, command.id, wait_seconds)
+            return info, await await_ack(db, command.id, timeout=wait_seconds)
 
     info, command = run(main)
+    _report(command, f"rollout {info.id} ({info.release}): {kind}", wait_seconds, as_json)
+
+
+def _report(command, what: str, wait_seconds: float, as_json: bool) -> None:
+    """Print the daemon's answer; exit 1 when it refused, 3 when it did not answer in time."""
     if as_json:
         print_json(command.to_json())
     elif command.acked_at is None:
-        click.echo(f"command {command.id} ({kind}) is queued; the daemon has not acknowledged it within "
+        click.echo(f"command {command.id} ({command.kind}) is queued; the daemon has not acknowledged it within "
                    f"{wait_seconds:g} s (is `canaryctl run` up?). It will act on it when it is.", err=True)
     else:
-        click.echo(f"rollout {info.id} ({info.release}): {kind} {command.outcome}: {command.message}")
+        click.echo(f"{what} {command.outcome}: {command.message}")
     if command.acked_at is None:
         raise SystemExit(NOT_ACKED)
     if command.outcome != "accepted":
         raise SystemExit(1)
-
-
-async def _await_ack(db, command_id: int, wait_seconds: float):
-    from controller.rollout.records import get_command
-
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        command = await get_command(db, command_id)
-        if command.acked_at is not None or time.monotonic() >= deadline:
-            return command
-        await asyncio.sleep(0.1)  # the daemon acknowledges by writing the row; SQLite has no notifications
 
 
 @click.command("promote")
@@ -243,7 +235,7 @@ def baseline(version: str, environment: str, account: str, actor: str | None, wa
 
     Example: canaryctl baseline 1.3.2 --environment live --account master
     """
-    from controller.rollout.records import submit_command
+    from controller.rollout.records import await_ack, submit_command
     from controller.store.releases import get_release
 
     async def main():
@@ -251,17 +243,6 @@ def baseline(version: str, environment: str, account: str, actor: str | None, wa
             await get_release(db, version)
             command = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=operator_name(actor),
                                            args={"release": version, "environment": environment, "account": account})
-            return await _await_ack(db, command.id, wait_seconds)
+            return await await_ack(db, command.id, timeout=wait_seconds)
 
-    command = run(main)
-    if as_json:
-        print_json(command.to_json())
-    elif command.acked_at is None:
-        click.echo(f"command {command.id} is queued; no acknowledgement within {wait_seconds:g} s "
-                   "(is `canaryctl run` up?)", err=True)
-    else:
-        click.echo(f"baseline {command.outcome}: {command.message}")
-    if command.acked_at is None:
-        raise SystemExit(NOT_ACKED)
-    if command.outcome != "accepted":
-        raise SystemExit(1)
+    _report(run(main), "baseline", wait_seconds, as_json)

@@ -77,7 +77,6 @@ class Daemon:
         self.admin_port: int | None = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
         self._last_turn = time.monotonic()
         self._status: dict[str, Any] = {"rollouts": []}
 
@@ -173,8 +172,7 @@ class Daemon:
 
     async def _stop_runners(self) -> None:
         for runner, _ in self.runners.values():
-            runner.stopping = True
-            runner._wake.set()
+            runner.stop()
         tasks = [task for _, task in self.runners.values()]
         if not tasks:
             return

@@ -49,6 +49,11 @@ JUDGED = frozenset({Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED})
 COMMAND_KINDS = ("promote", "rollback", "pause", "resume", "signoff")
 
 
+def asks_rollback(verdict: Verdict) -> bool:
+    """A failure or missing data of a policy whose answer to it is ``rollback``."""
+    return verdict.action == "rollback" and verdict.outcome in (Outcome.FAIL, Outcome.NODATA)
+
+
 # ---------------------------------------------------------------- inputs
 
 @dataclass(frozen=True)
@@ -271,7 +276,7 @@ class _Step:
     def verdict(self, verdict: Verdict) -> None:
         if self.state.status not in JUDGED:
             return  # an earlier verdict of this batch already started a rollback
-        if verdict.action == "rollback" and verdict.outcome in (Outcome.FAIL, Outcome.NODATA):
+        if asks_rollback(verdict):
             what = "failed" if verdict.outcome is Outcome.FAIL else "has no data"
             self.rollback("policy", f"{verdict.policy} {what}: {verdict.reason}".rstrip(": "),
                           policy=verdict.policy, verdict=verdict)

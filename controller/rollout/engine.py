@@ -22,7 +22,6 @@ from pathlib import Path
 
 from controller.analysis.policy import Policy, load_policy_file
 from controller.analysis.verdict import Verdict
-from controller.canonical import canonical_json
 from controller.clock import Clock
 from controller.metrics import ControllerMetrics
 from controller.observe.audit import AuditObserver
@@ -31,13 +30,12 @@ from controller.observe.logs import JournaldObserver, LogFileObserver
 from controller.observe.metrics import MetricsScraper
 from controller.observe.process import ProcessObserver
 from controller.rollout import placing, records
-from controller.rollout.decide import (Ack, Audit, Decision, FinishStage, Notice, Place, Plan, StartRollback,
-                                       Status, TERMINAL, decide)
+from controller.rollout.decide import (TERMINAL, Ack, Audit, Decision, FinishStage, Notice, Place, Plan,
+                                       StartRollback, Status, asks_rollback, decide)
 from controller.rollout.records import RolloutInfo
 from controller.rollout.rollback import Rollback
-from controller.rollout.site import Site, strategy_of
+from controller.rollout.site import Site
 from controller.store.database import Database
-from controller.store.releases import get_release, get_snapshot
 from controller.store.verdicts import VerdictLog
 from controller.verification import Verification
 
@@ -116,6 +114,11 @@ class RolloutRunner:
         self._verdict_log: VerdictLog | None = None
         self.stopping = False
 
+    def stop(self) -> None:
+        """Finish the action in hand, take no new one."""
+        self.stopping = True
+        self._wake.set()
+
     # ------------------------------------------------------------ the loop
 
     async def run(self) -> RolloutInfo:
@@ -154,16 +157,15 @@ class RolloutRunner:
             await self._verdict_log.record(verdicts)
         plan = self._plan(info)
         decision = decide(info.state, verdicts, [*notices, *commands], self.clock.time(), plan=plan)
-        return await self._apply(info, decision)
+        return await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
 
-    async def _apply(self, info: RolloutInfo, decision: Decision) -> RolloutInfo:
+    async def _apply(self, info: RolloutInfo, decision: Decision, *, kinds: dict[int, str]) -> RolloutInfo:
         audits = [a for a in decision.actions if isinstance(a, Audit)]
         acks = [a for a in decision.actions if isinstance(a, Ack)]
         if decision.state != info.state or audits or acks:
             info = await records.save_decision(self.db, self.clock, info, decision.state, audits=audits, acks=acks)
             for ack in acks:
-                kind = next((a.payload.get("command") and a.kind.split(".", 1)[1] for a in audits
-                             if a.kind.startswith("command.") and a.payload.get("command") == ack.command_id), "?")
+                kind = kinds.get(ack.command_id, "?")
                 self.metrics.command_handled(kind, "accepted" if ack.accepted else "rejected")
                 self._say(f"command {ack.command_id} ({kind}) {'accepted' if ack.accepted else 'refused'}: "
                           f"{ack.message}")
@@ -251,7 +253,7 @@ class RolloutRunner:
 
     def _on_verdicts(self, verdicts: list[Verdict]) -> None:
         self._verdicts.extend(verdicts)
-        breach = next((v for v in verdicts if v.action == "rollback" and v.outcome.value in ("fail", "nodata")), None)
+        breach = next((v for v in verdicts if asks_rollback(v)), None)
         if breach is not None and self.report.breach_at is None:
             self.report.breach_at = breach.at
             self.report.breach_wall = time.monotonic()
@@ -266,7 +268,7 @@ class RolloutRunner:
         await self._stop_verification()
         stage = info.pipeline.stages[info.state.stage if stage_index is None else stage_index]
         policies = self.policies.stage(stage.policies)
-        config = await self._config(info.release)
+        config = (await placing.release_config(self.db, info.release))[2]
         run_id = await records.current_stage_run(self.db, info.id, stage.name)
         self._verdict_log = VerdictLog(self.db, info.id, run_id)
         await self._verdict_log.resume()
@@ -274,7 +276,8 @@ class RolloutRunner:
         if stage.baseline:
             live = await records.live_deployment(self.db, stage.environment, stage.baseline)
             if live is not None:
-                baseline = Verification(policies=policies, config=await self._config(live.release), clock=self.clock,
+                baseline = Verification(policies=policies, config=(await placing.release_config(self.db, live.release))[2],
+                                        clock=self.clock,
                                         on_verdicts=lambda v: None, tick=self.cadence.evaluate)
                 baseline_sources = await self._sources(stage.environment, stage.baseline, live.release, baseline,
                                                        stage.capital_cap, audit=False)
@@ -301,7 +304,7 @@ class RolloutRunner:
                        *, audit: bool = True) -> list:
         deployer = self.site.deployer(environment)
         running = await deployer.status(self.site.instance(environment, account))
-        config = await self._config(release)
+        config = (await placing.release_config(self.db, release))[2]
         client = await self.site.client(environment, account)
         master_name = self.site.master_of(environment)
         master = await self.site.client(environment, master_name) if capital_cap and master_name else None
@@ -323,11 +326,6 @@ class RolloutRunner:
         if audit:
             sources.append(AuditObserver(self.db, clock=self.clock, sink=sink, interval=self.cadence.audit).run)
         return sources
-
-    async def _config(self, release: str):
-        info = await get_release(self.db, release)
-        snapshot = await get_snapshot(self.db, info.config_sha256)
-        return strategy_of(canonical_json(snapshot.config), f"config of {release}")
 
     async def _stop_verification(self) -> None:
         task, self._verification = self._verification, None

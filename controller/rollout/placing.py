@@ -11,12 +11,13 @@ import asyncio
 import logging
 
 from controller.canonical import canonical_json
+from controller.config.strategy import StrategyConfig
 from controller.deploy.base import Running
 from controller.rollout import records
 from controller.rollout.records import DeploymentInfo
 from controller.rollout.site import Site, strategy_of
 from controller.store.database import Database
-from controller.store.releases import get_release, get_snapshot
+from controller.store.releases import ReleaseInfo, get_release, get_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,7 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
                 rollout_id: int | None, previous_id: int | None = None,
                 actor: str = "controller") -> tuple[DeploymentInfo, Running]:
     """Run ``release`` with its config snapshot on the account, after stopping anything else there."""
-    info = await get_release(db, release)
-    snapshot = await get_snapshot(db, info.config_sha256)
+    info, config_text, config = await release_config(db, release)
     live = await records.live_deployment(db, environment, account)
     deployer = site.deployer(environment)
     instance = site.instance(environment, account)
@@ -35,11 +35,10 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
         await deployer.stop(instance)
         log.info("release_stopped instance=%s release=%s reason=replaced", instance, current.release)
     if current is None or (current.release, current.config_sha256) != (release, info.config_sha256):
-        config = strategy_of(canonical_json(snapshot.config), f"config of {release}")
         client = await site.client(environment, account, purpose="act")
         await apply_settings(client, {s: (c.leverage, c.margin_type) for s, c in config.symbols.items()})
     placement = site.placement(environment, account, release=release, manifest=info.manifest,
-                               config_text=canonical_json(snapshot.config), config_sha256=info.config_sha256)
+                               config_text=config_text, config_sha256=info.config_sha256)
     running = await deployer.start(placement)
     if live is not None and live.release == release and live.rollout_id == rollout_id:
         return live, running  # recorded before a crash: nothing new to say
@@ -47,6 +46,13 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
                                                 account=account, instance=instance, release=release,
                                                 actor=actor, previous_id=previous_id)
     return deployment, running
+
+
+async def release_config(db: Database, release: str) -> tuple[ReleaseInfo, str, StrategyConfig]:
+    """A release, its config snapshot's canonical text (what the bot is given) and its strategy."""
+    info = await get_release(db, release)
+    text = canonical_json((await get_snapshot(db, info.config_sha256)).config)
+    return info, text, strategy_of(text, f"config of {release}")
 
 
 async def apply_settings(client, settings: dict[str, tuple[int, str]]) -> None:

@@ -6,7 +6,9 @@ the commands that caused it, so a crash leaves either all of a decision on recor
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -186,6 +188,20 @@ async def get_command(db: Database, command_id: int) -> CommandInfo:
         if row is None:
             raise NotFoundError(f"no command {command_id}")
         return CommandInfo.from_row(row)
+
+
+async def await_ack(db: Database, command_id: int, *, timeout: float, poll: float = 0.1) -> CommandInfo:
+    """The command once the daemon acknowledged it, or as it stands after ``timeout`` wall seconds.
+
+    The daemon acknowledges by writing the row; SQLite has no notifications, so this reads it
+    every ``poll`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        command = await get_command(db, command_id)
+        if command.acked_at is not None or time.monotonic() >= deadline:
+            return command
+        await asyncio.sleep(poll)
 
 
 async def ack_command(db: Database, clock: Clock, command_id: int, *, accepted: bool, message: str,

@@ -33,14 +33,12 @@ from sqlalchemy import select
 
 from controller import failpoints
 from controller.canonical import canonical_json
-from controller.config.strategy import StrategyConfig
 from controller.rollout import placing, records
 from controller.rollout.records import RolloutInfo
-from controller.rollout.site import Site, strategy_of
+from controller.rollout.site import Site
 from controller.store import audit
 from controller.store.database import Database
 from controller.store.models import RollbackStep
-from controller.store.releases import get_release, get_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +117,8 @@ class Rollback:
     async def _account_steps(self, info: RolloutInfo, deployment) -> list[tuple[str, dict[str, Any]]]:
         previous = await records.get_deployment(self.db, deployment.previous_id) if deployment.previous_id else None
         previous_release = previous.release if previous else info.baseline
-        failing = await self._config(deployment.release)
-        restored = await self._config(previous_release) if previous_release else None
+        failing = (await placing.release_config(self.db, deployment.release))[2]
+        restored = (await placing.release_config(self.db, previous_release))[2] if previous_release else None
         symbols = sorted(set(failing.symbols) | set(restored.symbols if restored else ()))
         settings = {s: [c.leverage, c.margin_type] for s, c in restored.symbols.items()} if restored else {}
         stage = next((s for s in info.pipeline.stages if s.account == deployment.account
@@ -136,11 +134,6 @@ class Rollback:
                                 "previous": previous.id if previous else None}),
             ("verify_previous", {**where, "release": previous_release, "settings": settings}),
         ]
-
-    async def _config(self, release: str) -> StrategyConfig:
-        info = await get_release(self.db, release)
-        snapshot = await get_snapshot(self.db, info.config_sha256)
-        return strategy_of(canonical_json(snapshot.config), f"config of {release}")
 
     # ------------------------------------------------------------ running it
 
