@@ -54,6 +54,6 @@ if CANARY_DB="sqlite:///$workdir/tampered.db" canaryctl audit verify; then
 fi
 
 step "canaryctl demo: the daemon promotes a healthy canary and rolls back a wrong-leverage one"
-canaryctl demo --json
+canaryctl demo --json --workdir "$workdir/daemon"
 
-step "done; the database is kept at $workdir/canary.db"
+step "done; the databases are kept at $workdir/canary.db and $workdir/daemon/canary.db"
