@@ -103,15 +103,17 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict:
 
 def _result(info: records.RolloutInfo, report, speed: float) -> dict:
     rolled_back = info.status is Status.ROLLED_BACK
-    detect_ms = rollback_ms = None
+    detect_ms = rollback_ms = safe_ms = None
     if rolled_back and report is not None:
         if report.detect_seconds is not None:
             detect_ms = round(report.detect_seconds / speed * 1000, 1)
         if report.breach_wall is not None and report.done_wall is not None:
             rollback_ms = round((report.done_wall - report.breach_wall) * 1000, 1)
+        if report.breach_wall is not None and report.safe_wall is not None:
+            safe_ms = round((report.safe_wall - report.breach_wall) * 1000, 1)
     return {"release": info.release, "outcome": "rolled_back" if rolled_back else info.status.value,
             "policy": report.policy if (rolled_back and report) else None,
-            "detect_ms": detect_ms, "rollback_ms": rollback_ms}
+            "detect_ms": detect_ms, "rollback_ms": rollback_ms, "safe_ms": safe_ms}
 
 
 async def _finished(db: Database, rollout_id: int):

@@ -191,8 +191,9 @@ def test_a_testnet_environment_needs_an_account():
 def test_exchange_environments_default_to_binances_futures_endpoints():
     testnet = load_model_text(DaemonConfig, TESTNET, "c.yaml").environments["testnet"]
     live = load_model_text(DaemonConfig, TESTNET.replace("kind: testnet", "kind: live"), "c.yaml").environments["testnet"]
-    assert testnet.endpoints() == ("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com")
-    assert live.endpoints() == ("https://fapi.binance.com", "wss://fstream.binance.com")
+    assert testnet.endpoints() == ("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com", None)
+    assert live.endpoints() == ("https://fapi.binance.com", "wss://fstream.binance.com",
+                                "https://api.binance.com/sapi")
 
 
 def test_the_admin_api_is_refused_on_all_interfaces_unless_allowed():

@@ -95,7 +95,7 @@ def demo(as_json: bool, speed: float, workdir: Path | None) -> None:
         click.echo(json.dumps(result))
     else:
         for r in result["rollouts"]:
-            extra = f" by {r['policy']} (detected in {r['detect_ms']} ms, rolled back in {r['rollback_ms']} ms)" \
+            extra = f" by {r['policy']} (detected in {r['detect_ms']} ms, account safe in {r['safe_ms']} ms, rolled back in {r['rollback_ms']} ms)" \
                 if r["outcome"] == "rolled_back" else ""
             click.echo(f"{r['release']}: {r['outcome']}{extra}")
         click.echo(f"audit chain {'intact' if result['audit_chain_ok'] else 'BROKEN'}; database {result['db']}")

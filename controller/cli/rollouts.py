@@ -121,6 +121,10 @@ def _command(rollout: str, kind: str, *, actor: str | None, reason: str | None, 
     async def main():
         async with open_database() as db:
             info = await get_rollout(db, rollout)
+            if kind == "promote" and args.get("stage") is None:
+                # What the operator promotes is the stage they saw: if the rollout moves on before the
+                # daemon reads the command, the next stage is not promoted by mistake.
+                args["stage"] = info.stage.name
             command = await submit_command(db, CLOCK, rollout_id=info.id, kind=kind, actor=operator_name(actor),
                                            reason=reason, args=args)
             return info, await await_ack(db, command.id, timeout=wait_seconds)
@@ -148,19 +152,21 @@ def _report(command, what: str, wait_seconds: float, as_json: bool) -> None:
 @_ROLLOUT
 @click.option("--force", is_flag=True, help="Promote although the gate is shut (needs --reason; audited).")
 @click.option("--reason", help="Why (required with --force).")
+@click.option("--stage", metavar="NAME", help="The stage to promote; refused if the rollout is at another one "
+                                              "(default: the stage it is at now).")
 @_ACTOR
 @_WAIT
 @_JSON
-def promote(rollout: str, force: bool, reason: str | None, actor: str | None, wait_seconds: float,
-            as_json: bool) -> None:
+def promote(rollout: str, force: bool, reason: str | None, stage: str | None, actor: str | None,
+            wait_seconds: float, as_json: bool) -> None:
     """Promote ROLLOUT to its next stage once its gate is open (or by force, with a reason).
 
     Example: canaryctl promote 1.4.0 --force --reason "latency policy mis-tuned, see INC-231"
     """
     if force and not (reason or "").strip():
         raise click.UsageError("--force needs --reason TEXT: a forced promote is audited with its reason")
-    _command(rollout, "promote", actor=actor, reason=reason, args={"force": force}, wait_seconds=wait_seconds,
-             as_json=as_json)
+    _command(rollout, "promote", actor=actor, reason=reason, args={"force": force, "stage": stage},
+             wait_seconds=wait_seconds, as_json=as_json)
 
 
 @click.command("rollback")

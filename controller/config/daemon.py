@@ -26,15 +26,16 @@ _SQLITE_FILE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!:memory:)([^/?].*)$")  # a
 
 
 class Endpoints(NamedTuple):
-    """Binance USD-M futures base URLs: REST and websocket streams."""
+    """Binance USD-M futures base URLs: REST and websocket streams, and the SAPI base."""
 
     rest: str | None
     ws: str | None
+    sapi: str | None = None
 
 
 # Binance's published USD-M futures endpoints; the simulator's address is only known at run time.
 _BINANCE = {
-    "live": Endpoints("https://fapi.binance.com", "wss://fstream.binance.com"),
+    "live": Endpoints("https://fapi.binance.com", "wss://fstream.binance.com", "https://api.binance.com/sapi"),
     "testnet": Endpoints("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com"),
     "sim": Endpoints(None, None),
 }
@@ -84,6 +85,27 @@ class AccountConfig(ConfigModel):
         return self
 
 
+class DeployerConfig(ConfigModel):
+    """How the environment's releases run: as child processes of the daemon, or as systemd units."""
+
+    kind: Literal["process", "systemd"] = "process"
+    unit_template: str = Field(default="canary-strategy@", pattern=r"^[A-Za-z0-9_.:-]+@$")
+    """systemd: the template unit (systemd/canary-strategy@.service), without ``.service``."""
+    env_dir: Path | None = None
+    """systemd: where each instance's environment and config snapshot files are written; an
+    absolute path, the one the template unit's EnvironmentFile= names (default: the unit's)."""
+    user: bool = False
+    """systemd: talk to the user's service manager (``systemctl --user``) instead of the system's."""
+
+
+    @field_validator("env_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("expected an absolute path (the template unit's EnvironmentFile= names it)")
+        return value
+
+
 class EnvironmentConfig(ConfigModel):
     """An exchange the daemon can run releases against: the simulator, Binance testnet or live."""
 
@@ -94,6 +116,7 @@ class EnvironmentConfig(ConfigModel):
     """The SAPI base (sub-account balances, e.g. https://api.binance.com/sapi); needed for a
     stage with a capital_cap watched through the master account."""
     accounts: dict[Name, AccountConfig] = Field(default_factory=dict)
+    deployer: DeployerConfig = Field(default_factory=DeployerConfig)
 
     @model_validator(mode="after")
     def _exchange_needs_account(self) -> EnvironmentConfig:
@@ -102,9 +125,10 @@ class EnvironmentConfig(ConfigModel):
         return self
 
     def endpoints(self) -> Endpoints:
-        """The configured URLs, else Binance's for the kind (none for the embedded simulator)."""
+        """The configured URLs, else Binance's for the kind (none for the embedded simulator; the
+        testnet has no SAPI, so a capital cap there is watched from the sub-account alone)."""
         default = _BINANCE[self.kind]
-        return Endpoints(self.rest_url or default.rest, self.ws_url or default.ws)
+        return Endpoints(self.rest_url or default.rest, self.ws_url or default.ws, self.sapi_url or default.sapi)
 
 
 class AdminConfig(ConfigModel):

@@ -72,6 +72,7 @@ class Daemon:
         self.on_event = on_event
         self.site: Site | None = None
         self.simulators: dict[str, Any] = {}
+        self._deployers: dict[str, Any] = {}
         self.runners: dict[int, tuple[RolloutRunner, asyncio.Task]] = {}
         self.reports: dict[int, RolloutReport] = {}
         self.admin_port: int | None = None
@@ -233,12 +234,11 @@ class Daemon:
     # ------------------------------------------------------------ the world
 
     async def _open_site(self) -> Site:
-        from controller.deploy.process import ProcessDeployer
         from controller.exchange.client import Endpoints
 
-        deployer = ProcessDeployer(self.options.state_dir, self.clock)
         environments = {}
         for name, env in self.config.environments.items():
+            deployer = self._deployer(env.deployer)
             bot_env: dict[str, str] = {}
             if env.kind == "sim":
                 sim = await self._start_simulator(name)
@@ -247,13 +247,28 @@ class Daemon:
                 if self.options.speed:
                     bot_env["CANARY_SIM_SPEED"] = f"{self.options.speed:g}"
             else:
-                rest, ws = env.endpoints()
-                endpoints = Endpoints(_futures_base(rest), ws.rstrip("/") + "/",
-                                      env.sapi_url.rstrip("/") if env.sapi_url else None)
+                rest, ws, sapi = env.endpoints()
+                endpoints = Endpoints(_futures_base(rest), ws.rstrip("/") + "/", sapi.rstrip("/") if sapi else None)
                 accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master")
                             for n, a in env.accounts.items()}
             environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer, bot_env)
         return Site(self.clock, environments)
+
+    def _deployer(self, config):
+        """One deployer per kind and settings: environments that share one share its locks."""
+        key = config.model_dump_json()
+        if key not in self._deployers:
+            if config.kind == "systemd":
+                from controller.deploy.systemd import SystemdDeployer
+
+                where = {"env_dir": config.env_dir} if config.env_dir else {}
+                self._deployers[key] = SystemdDeployer(self.clock, unit_template=config.unit_template,
+                                                       user=config.user, **where)
+            else:
+                from controller.deploy.process import ProcessDeployer
+
+                self._deployers[key] = ProcessDeployer(self.options.state_dir, self.clock)
+        return self._deployers[key]
 
     async def _start_simulator(self, name: str):
         from controller.sim import Simulator

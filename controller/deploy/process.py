@@ -162,14 +162,16 @@ class ProcessDeployer:
     # --- stop ------------------------------------------------------------------------------------------
 
     async def _terminate(self, running: Running, grace: float) -> None:
-        """SIGTERM to the bot's process group, SIGKILL after ``grace`` seconds; return once it is gone."""
+        """SIGTERM to the bot's process group, SIGKILL after ``grace`` seconds (at once when it is 0);
+        return once it is gone."""
         pid = running.pid
         assert pid is not None
         start_ticks = self._read_record(running.instance)["start_ticks"]
-        for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, KILL_WAIT)):
+        signals = ((signal.SIGTERM, grace),) if grace > 0 else ()
+        for signum, wait in (*signals, (signal.SIGKILL, KILL_WAIT)):
             if not _alive(pid, start_ticks):
                 break
-            if signum == signal.SIGKILL:
+            if signum == signal.SIGKILL and signals:
                 log.warning("deploy_kill instance=%s pid=%d grace=%g", running.instance, pid, grace)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signum)  # its own session: the group is the bot and what it started

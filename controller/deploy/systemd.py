@@ -92,10 +92,13 @@ class SystemdDeployer:
             running = await self.status(instance)
             if running is not None:
                 try:
+                    if grace <= 0:
+                        raise TimeoutError  # killed at once
                     async with asyncio.timeout(grace):
                         await self._systemctl("stop", unit)  # SIGTERM to the cgroup, then waits
                 except TimeoutError:
-                    log.warning("deploy_kill unit=%s grace=%g", unit, grace)
+                    if grace > 0:
+                        log.warning("deploy_kill unit=%s grace=%g", unit, grace)
                     await self._systemctl("kill", "--signal=SIGKILL", unit)
                     async with asyncio.timeout(KILL_WAIT):
                         await self._systemctl("stop", unit)

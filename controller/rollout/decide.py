@@ -13,8 +13,13 @@ States::
     running | awaiting_signoff | paused | promoting  --breach or operator-->  rolling_back -> rolled_back
     rolling_back --a step failed--> failed --operator rollback--> rolling_back (resumes at that step)
 
-A stage's gate opens when its duration has passed, every gate policy's latest verdict passes
-and none failed during the stage, and every sign-off of the stage is present. A gate policy
+A stage's gate opens when its duration has passed, every gate policy has passed over the whole
+stage and none failed during it, and every sign-off of the stage is present. "Over the whole
+stage" means an uninterrupted run of passing verdicts as long as the stage's duration less the
+policy's window (the time its first full window needs): a policy that had no data for most of
+the stage and passes only near its end keeps the gate shut until its clean run is long enough,
+and past the progress deadline the rollout rolls back. Missing data or an inconclusive verdict
+interrupts the run. A gate policy
 that failed (without asking for a rollback) leaves the gate shut: at the stage's end the rollout
 pauses and asks a person (``promote --force --reason`` or ``rollback``). A gate that never
 passes rolls back at the stage's progress deadline.
@@ -139,7 +144,8 @@ class State:
     status: Status = Status.PENDING
     stage: int = 0
     stage_started: float | None = None
-    passing: frozenset[str] = frozenset()
+    passing: Mapping[str, float] = field(default_factory=dict)
+    """Gate policies passing without interruption, with when their clean run is long enough."""
     spoiled: Mapping[str, float] = field(default_factory=dict)
     """Gate policies that failed during the stage, with when."""
     signoffs: Mapping[str, str] = field(default_factory=dict)
@@ -149,15 +155,20 @@ class State:
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status.value, "stage": self.stage, "stage_started": self.stage_started,
-                "passing": sorted(self.passing), "spoiled": dict(sorted(self.spoiled.items())),
+                "passing": dict(sorted(self.passing.items())), "spoiled": dict(sorted(self.spoiled.items())),
                 "signoffs": dict(sorted(self.signoffs.items())),
                 "paused_from": self.paused_from.value if self.paused_from else None, "reason": self.reason}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> State:
         return cls(Status(data["status"]), int(data["stage"]), data.get("stage_started"),
-                   frozenset(data.get("passing", ())), dict(data.get("spoiled", {})), dict(data.get("signoffs", {})),
+                   _passing(data.get("passing", {})), dict(data.get("spoiled", {})), dict(data.get("signoffs", {})),
                    Status(data["paused_from"]) if data.get("paused_from") else None, data.get("reason"))
+
+
+def _passing(data: Any) -> dict[str, float]:
+    # Rows written before the clean-run rule held a list of names: they count as clean already.
+    return dict.fromkeys(data, 0.0) if isinstance(data, list) else {k: float(v) for k, v in data.items()}
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,13 @@ class _Step:
     def stage_over(self) -> bool:
         return self.state.stage_started is not None and self.now >= self.state.stage_started + self.stage.duration
 
+    def not_passing(self) -> list[str]:
+        return sorted(self.gate_policies() - self.state.passing.keys())
+
+    def not_clean_yet(self) -> list[str]:
+        """Gate policies that pass, but not yet for long enough to speak for the whole stage."""
+        return sorted(p for p in self.gate_policies() & self.state.passing.keys() if self.state.passing[p] > self.now)
+
     def gate_blockers(self) -> list[str]:
         """Why the gate is shut (empty: it is open)."""
         blockers = []
@@ -233,9 +251,13 @@ class _Step:
             blockers.append(f"stage {self.stage.name} has {left:.0f} s left")
         for name, at in sorted(self.state.spoiled.items()):
             blockers.append(f"{name} failed during the stage (at {at:.0f})")
-        waiting = sorted(self.gate_policies() - self.state.passing)
+        waiting = self.not_passing()
         if waiting:
             blockers.append("not passing: " + ", ".join(waiting))
+        short = self.not_clean_yet()
+        if short:
+            blockers.append("passing only lately: " + ", ".join(
+                f"{name} (clean for the stage in {self.state.passing[name] - self.now:.0f} s)" for name in short))
         missing = self.missing_signoffs()
         if missing:
             blockers.append("sign-off missing: " + ", ".join(missing))
@@ -250,7 +272,7 @@ class _Step:
             self.move(Status.PROMOTED, actor=actor, reason=reason or "every stage passed", paused_from=None)
             return
         self.move(Status.PROMOTING, actor=actor, reason=reason, stage=self.state.stage + 1, stage_started=None,
-                  passing=frozenset(), spoiled={}, paused_from=None)
+                  passing={}, spoiled={}, paused_from=None)
         self.actions.append(Place(self.state.stage))
 
     def ack(self, command: Command, accepted: bool, message: str) -> None:
@@ -265,7 +287,7 @@ class _Step:
     def notice(self, notice: Notice) -> None:
         status = self.state.status
         if notice.kind == "placed" and status is Status.PROMOTING and notice.stage == self.state.stage:
-            self.move(Status.RUNNING, stage_started=notice.at, passing=frozenset(), spoiled={})
+            self.move(Status.RUNNING, stage_started=notice.at, passing={}, spoiled={})
         elif notice.kind == "place_failed" and status is Status.PROMOTING:
             self.rollback("placement", f"placing stage {self.stage.name} failed: {notice.detail}")
         elif notice.kind == "rolled_back" and status is Status.ROLLING_BACK:
@@ -283,10 +305,13 @@ class _Step:
             return
         if verdict.policy not in self.gate_policies():
             return
+        passing = dict(self.state.passing)
         if verdict.outcome is Outcome.PASS:
-            self.state = replace(self.state, passing=self.state.passing | {verdict.policy})
+            # The clean run starts with its first pass; it must cover the stage but for the window's warm-up.
+            passing.setdefault(verdict.policy, verdict.at + max(0.0, self.stage.duration - verdict.window))
         else:
-            self.state = replace(self.state, passing=self.state.passing - {verdict.policy})
+            passing.pop(verdict.policy, None)
+        self.state = replace(self.state, passing=passing)
         if verdict.outcome is Outcome.FAIL and verdict.policy not in self.state.spoiled:
             self.state = replace(self.state, spoiled={**self.state.spoiled, verdict.policy: verdict.at})
             self.actions.append(Audit("gate.spoiled", "controller", {
@@ -301,10 +326,10 @@ class _Step:
             self.ack(command, False, f"the rollout is {status.value}: nothing to {command.kind}")
         elif command.kind == "rollback":
             self._rollback_command(command)
-        elif command.kind == "signoff":
-            self._signoff(command)
         elif status in (Status.ROLLING_BACK, Status.FAILED):
             self.ack(command, False, f"the rollout is {status.value}; only rollback applies")
+        elif command.kind == "signoff":
+            self._signoff(command)
         elif command.kind == "promote":
             self._promote(command)
         elif command.kind == "pause":
@@ -347,6 +372,12 @@ class _Step:
         elif unknown:
             self.ack(command, False, f"stage {stage.name} has no sign-off {unknown[0]!r} "
                                      f"(it has: {', '.join(stage.signoffs)})")
+        elif self.state.status not in JUDGED or stage is not self.stage:
+            # A sign-off vouches for evidence the stage produced: only the stage that runs has any.
+            where = (f"at stage {self.stage.name}" if self.state.status in JUDGED
+                     else f"{self.state.status.value} (stage {self.stage.name} not placed yet)")
+            self.ack(command, False, f"the rollout is {where}: sign-offs of stage {stage.name} are "
+                                     "given while it runs")
         else:
             new = {f"{stage.name}/{i}": command.actor for i in items if f"{stage.name}/{i}" not in self.state.signoffs}
             if not new:
@@ -393,12 +424,14 @@ class _Step:
             self.move(Status.PAUSED, reason="; ".join(self.gate_blockers()) + ": promote --force or rollback",
                       paused_from=status)
             return
-        if self.gate_policies() - self.state.passing:
+        waiting, short = self.not_passing(), self.not_clean_yet()
+        if waiting or short:
             deadline = (self.state.stage_started or 0.0) + self.stage.duration + self.stage.progress_deadline
             if self.now >= deadline:
-                waiting = ", ".join(sorted(self.gate_policies() - self.state.passing))
-                self.rollback("deadline", f"stage {self.stage.name} passed its progress deadline; not passing: "
-                                          f"{waiting}")
+                why = [f"not passing: {', '.join(waiting)}"] if waiting else []
+                why += [f"passing only lately: {', '.join(short)}"] if short else []
+                self.rollback("deadline", f"stage {self.stage.name} passed its progress deadline; "
+                                          + "; ".join(why))
             return
         if self.missing_signoffs() or not self.stage.auto_promote:
             if status is not Status.AWAITING_SIGNOFF:

@@ -112,6 +112,7 @@ class RolloutRunner:
         self._verification: asyncio.Task | None = None
         self._verifier: Verification | None = None
         self._verdict_log: VerdictLog | None = None
+        self._judging = False  # verdicts count: the verification of the placed stage runs
         self.stopping = False
 
     def stop(self) -> None:
@@ -227,12 +228,18 @@ class RolloutRunner:
         await self._start_verification(info, stage_index=index)
 
     async def _rollback(self, info: RolloutInfo, action: StartRollback) -> None:
-        await self._stop_verification()
+        # Verification winds down beside the rollback rather than before it: the release is stopped
+        # sooner, and what it would still say about a release being stopped is not kept.
+        self._judging = False
+        winding_down = asyncio.create_task(self._stop_verification(), name=f"unverify-{info.id}")
         if action.trigger != "resume":
             self.metrics.rollback_started(action.trigger)
         started_wall = time.monotonic()
-        await self.rollback.plan(info, trigger=action.trigger, reason=action.reason)
-        outcome = await self.rollback.run(info, stopping=lambda: self.stopping)
+        try:
+            await self.rollback.plan(info, trigger=action.trigger, reason=action.reason)
+            outcome = await self.rollback.run(info, stopping=lambda: self.stopping)
+        finally:
+            await winding_down
         if outcome is None:
             self._say("rollback interrupted by shutdown between two steps; the next start resumes it")
             return
@@ -252,6 +259,8 @@ class RolloutRunner:
     # ------------------------------------------------------------ verification
 
     def _on_verdicts(self, verdicts: list[Verdict]) -> None:
+        if not self._judging:
+            return
         self._verdicts.extend(verdicts)
         breach = next((v for v in verdicts if asks_rollback(v)), None)
         if breach is not None and self.report.breach_at is None:
@@ -293,6 +302,7 @@ class RolloutRunner:
                 group.create_task(verifier.run(sources), name=f"verification-{info.id}")
 
         self._verifier = verifier
+        self._judging = True
         self._verification = asyncio.create_task(verify(), name=f"verify-rollout-{info.id}")
         self._verification.add_done_callback(self._verification_ended)
 

@@ -69,12 +69,16 @@ async def apply_settings(client, settings: dict[str, tuple[int, str]]) -> None:
     await asyncio.gather(*(one(s, lev, mt) for s, (lev, mt) in sorted(settings.items())))
 
 
-async def unplace(db: Database, site: Site, deployment: DeploymentInfo, *, reason: str) -> Running | None:
-    """Stop the deployment's release (if it still runs there) and close its row."""
+async def unplace(db: Database, site: Site, deployment: DeploymentInfo, *, reason: str,
+                  grace: float = 10.0) -> Running | None:
+    """Stop the deployment's release (if it still runs there) and close its row.
+
+    ``grace``: seconds between SIGTERM and SIGKILL (0: kill at once).
+    """
     deployer = site.deployer(deployment.environment)
     current = await deployer.status(deployment.instance)
     stopped = None
     if current is not None and current.release == deployment.release:
-        stopped = await deployer.stop(deployment.instance)
+        stopped = await deployer.stop(deployment.instance, grace=grace)
     await records.record_stopped(db, site.clock, deployment.id, reason=reason)
     return stopped

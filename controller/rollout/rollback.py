@@ -2,7 +2,10 @@
 
 For each account the rollout placed its release on (newest first):
 
-    stop_release      stop the release (the deployer's stop is idempotent)
+    stop_release      stop the release (the deployer's stop is idempotent); by default it is
+                      killed at once: a release being rolled back gets no graceful minute to
+                      trade in, and what a graceful stop would tidy (orders, positions) the next
+                      steps do from the exchange's side
     cancel_orders     cancel every open order of the account, symbols concurrently
     positions         keep them, or flatten with reduce-only market orders whose client ids are
                       fixed by the plan (an order the exchange already saw is never sent again)
@@ -83,7 +86,7 @@ async def load_plan(db: Database, rollout_id: int) -> list[StepInfo]:
 
 class Rollback:
     def __init__(self, db: Database, site: Site, *, attempts: int = 3, backoff: float = 0.5,
-                 stop_grace: float = 5.0) -> None:
+                 stop_grace: float = 0.0) -> None:
         self.db = db
         self.site = site
         self.clock = site.clock
@@ -166,8 +169,9 @@ class Rollback:
         error = None
         for attempt in range(1, self.attempts + 1):
             await self._mark(info, step, "running", attempt=True)
+            began = time.monotonic()
             try:
-                result = await action(info, step.detail)
+                result = {**await action(info, step.detail), "wall_ms": round((time.monotonic() - began) * 1000, 1)}
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then reported with the step
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("rollback_step_failed rollout=%d step=%s account=%s attempt=%d error=%s",
@@ -208,7 +212,8 @@ class Rollback:
 
     async def _stop_release(self, info: RolloutInfo, detail: dict) -> dict:
         deployment = await records.get_deployment(self.db, detail["deployment"])
-        stopped = await placing.unplace(self.db, self.site, deployment, reason=f"rollback of rollout {info.id}")
+        stopped = await placing.unplace(self.db, self.site, deployment, reason=f"rollback of rollout {info.id}",
+                                        grace=self.stop_grace)
         return {"stopped_pid": stopped.pid if stopped else None}
 
     async def _cancel_orders(self, info: RolloutInfo, detail: dict) -> dict:

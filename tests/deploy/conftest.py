@@ -26,6 +26,11 @@ import http.server, signal, sys
 port, behaviour = int(sys.argv[1]), sys.argv[2]
 if behaviour == "ignores-sigterm":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if behaviour == "tells-sigterm":
+    def told(signum, frame):
+        print("got SIGTERM", flush=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, told)
 if behaviour == "never-ready":
     signal.pause()
 class Metrics(http.server.BaseHTTPRequestHandler):
@@ -45,7 +50,8 @@ def reference_manifest() -> ReleaseManifest:
 
 
 def stub_manifest(behaviour: str = "serves", port: int = 0) -> ReleaseManifest:
-    """A bot that only serves /metrics: ``ignores-sigterm`` too, or ``never-ready`` (serves nothing)."""
+    """A bot that only serves /metrics: ``ignores-sigterm`` or ``tells-sigterm`` (says so in its output)
+    too, or ``never-ready`` (serves nothing)."""
     return ReleaseManifest.model_validate({"name": "stub", "command": ["{python}", "-c", STUB, "{metrics_port}",
                                                                        behaviour],
                                            "metrics": {"port": port}, "artifact": {"path": "."}})

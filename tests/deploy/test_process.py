@@ -205,6 +205,15 @@ async def test_a_bot_that_ignores_sigterm_is_killed_once_the_grace_has_passed(de
     assert read_stat(running.pid) is None
 
 
+@pytest.mark.parametrize("grace, told", [(5.0, True), (0.0, False)], ids=["graceful", "killed-at-once"])
+async def test_a_stop_without_grace_kills_the_bot_without_a_sigterm_first(deployer, exchange, tmp_path, grace, told):
+    running = await deployer.start(placement(exchange, manifest=stub_manifest("tells-sigterm")))
+    assert await deployer.stop(INSTANCE, grace=grace) == running
+    assert read_stat(running.pid) is None
+    output = (tmp_path / "state" / "instances" / INSTANCE / "output.log").read_text()
+    assert ("got SIGTERM" in output) is told, output
+
+
 async def test_the_bot_gets_a_minimal_environment_plus_the_manifests_and_the_placements(
         deployer, exchange, monkeypatch):
     monkeypatch.setenv("CANARY_DB_PASSWORD", "hunter2")  # the controller's own: not the bot's business

@@ -226,6 +226,15 @@ async def test_a_unit_still_stopping_after_the_grace_is_killed(deployer, fake, e
     assert await deployer.status(INSTANCE) is None
 
 
+async def test_a_stop_without_grace_kills_the_unit_at_once(deployer, fake, exchange, metrics_port):
+    running = await deployer.start(placed(exchange, metrics_port))
+    fake.calls()
+    assert await deployer.stop(INSTANCE, grace=0) == running
+    assert fake.calls() == [["systemctl", *SHOW], ["systemctl", "kill", "--signal=SIGKILL", UNIT],
+                            ["systemctl", "stop", UNIT]]
+    assert await deployer.status(INSTANCE) is None
+
+
 async def test_a_bot_that_ends_during_start_up_fails_the_start_with_its_journal_secrets_hidden(
         deployer, fake, env_dir, exchange):
     fake.update(started_state="failed", journal=[

@@ -92,6 +92,8 @@ async def test_operators_pause_sign_off_force_promote_and_roll_back(running):
     assert "the gate is shut" in refused.out and "sign-off missing: owner-review" in refused.out
 
     assert (await ctl("promote", "1.1.0", "--force", db=url)).code == 2  # a forced promote needs a reason
+    elsewhere = await ctl("promote", "1.1.0", "--stage", "D", "--force", "--reason", "meant for D", db=url)
+    assert elsewhere.code == 1 and "at stage C, not D: nothing promoted" in elsewhere.out, elsewhere
 
     resumed = await ctl("resume", "1.1.0", db=url)
     assert resumed.code == 0, resumed

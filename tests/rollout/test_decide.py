@@ -55,8 +55,9 @@ def at(status: Status, stage: int = A, *, started: float = 0.0, **fields) -> Sta
     return State(status=status, stage=stage, stage_started=started, **fields)
 
 
-def passing(stage: int) -> frozenset[str]:
-    return PLAN.gates[PIPELINE.stages[stage].name]
+def passing(stage: int, *, clean_at: float = 0.0) -> dict[str, float]:
+    """The stage's gate policies passing, their clean run long enough from ``clean_at``."""
+    return dict.fromkeys(PLAN.gates[PIPELINE.stages[stage].name], clean_at)
 
 
 def signed(stage: int) -> dict[str, str]:
@@ -209,7 +210,7 @@ def test_a_gate_policy_failing_on_hold_spoils_the_gate_even_if_it_passes_again()
     assert audited(spoiled, "gate.spoiled").payload == {"stage": "A", "policy": "a-errors", "value": 1.0,
                                                         "threshold": 0.0, "reason": "2 > 0"}
     recovered = run(spoiled.state, verdicts=[verdict("a-errors", PASS, 40.0), verdict("a-latency", PASS, 40.0)])
-    assert recovered.state.passing == passing(A) and recovered.state.spoiled == {"a-errors": 30.0}
+    assert recovered.state.passing == passing(A, clean_at=80.0) and recovered.state.spoiled == {"a-errors": 30.0}
 
     decision = run(recovered.state, now=100.0)
     assert decision.state.status is Status.PAUSED and decision.state.paused_from is Status.RUNNING
@@ -226,7 +227,7 @@ def test_a_gate_failed_during_the_stage_cannot_be_resumed_past():
 
 
 def test_a_gate_policy_not_passing_at_the_stage_end_waits_for_its_progress_deadline():
-    state = at(Status.RUNNING, passing=frozenset({"a-latency"}))
+    state = at(Status.RUNNING, passing=dict.fromkeys({"a-latency"}, 0.0))
     waiting = run(state, now=149.0)
     assert waiting.state == state and waiting.actions == ()
 
@@ -237,16 +238,48 @@ def test_a_gate_policy_not_passing_at_the_stage_end_waits_for_its_progress_deadl
     assert of(decision, FinishStage) == [FinishStage(A, "rolled_back")]
 
 
-def test_a_gate_policy_passing_late_opens_the_gate_before_the_deadline():
-    decision = run(at(Status.RUNNING, passing=frozenset({"a-latency"})), verdicts=[verdict("a-errors", PASS)],
-                   now=140.0)
-    assert of(decision, Place) == [Place(C)]
+def test_a_gate_policy_passing_from_its_first_full_window_opens_the_gate_at_the_stage_end():
+    # Duration 100, window 60: a policy passing from 40 on has passed over the whole stage.
+    first = run(at(Status.RUNNING, passing={"a-latency": 0.0}), verdicts=[verdict("a-errors", PASS, 40.0)], now=40.0)
+    assert first.state.passing == {"a-latency": 0.0, "a-errors": 80.0}
+    assert of(run(first.state, now=100.0), Place) == [Place(C)]
+
+
+def test_a_gate_policy_passing_late_keeps_the_gate_shut_until_its_clean_run_is_long_enough():
+    # Passing only from 80 on: its clean run covers the stage's 100 s less the 60 s window at 120.
+    late = run(at(Status.RUNNING, passing={"a-latency": 0.0}), verdicts=[verdict("a-errors", PASS, 80.0)], now=80.0)
+    at_end = run(late.state, command("promote"), now=100.0)
+    assert at_end.state.status is Status.RUNNING and of(at_end, Place) == []
+    assert ack(at_end).message.startswith(
+        "the gate is shut: passing only lately: a-errors (clean for the stage in 20 s)")
+    assert of(run(late.state, now=120.0), Place) == [Place(C)]
+
+
+def test_a_gate_policy_passing_too_late_for_the_deadline_rolls_back():
+    late = run(at(Status.RUNNING, passing={"a-latency": 0.0}), verdicts=[verdict("a-errors", PASS, 130.0)], now=130.0)
+    assert run(late.state, now=149.0).actions == ()
+    decision = run(late.state, now=150.0)
+    assert of(decision, StartRollback) == [StartRollback(
+        "deadline", "stage A passed its progress deadline; passing only lately: a-errors")]
+
+
+def test_missing_data_interrupts_a_clean_run_which_starts_again_from_the_next_pass():
+    state = at(Status.RUNNING, passing={"a-latency": 0.0, "a-errors": 0.0})
+    gap = run(state, verdicts=[verdict("a-errors", INCONCLUSIVE, 70.0)], now=70.0)
+    again = run(gap.state, verdicts=[verdict("a-errors", PASS, 75.0)], now=75.0)
+    assert again.state.passing == {"a-latency": 0.0, "a-errors": 115.0}
+    assert run(again.state, now=100.0).state.status is Status.RUNNING
+
+
+def test_a_rollout_stored_before_clean_runs_reads_its_passing_policies_as_clean():
+    legacy = {"status": "running", "stage": 0, "stage_started": 0.0, "passing": ["a-errors", "a-latency"]}
+    assert State.from_json(legacy).passing == {"a-errors": 0.0, "a-latency": 0.0}
 
 
 def test_missing_data_takes_a_gate_policy_out_of_passing():
     decision = run(at(Status.RUNNING, passing=passing(A)), verdicts=[verdict("a-errors", NODATA, action="hold")],
                    now=100.0)
-    assert decision.state.passing == frozenset({"a-latency"})
+    assert decision.state.passing == {"a-latency": 0.0}
     assert decision.state.status is Status.RUNNING and of(decision, Place) == []
 
 
@@ -327,7 +360,7 @@ def test_a_stage_that_waits_for_an_operator_does_not_promote_itself():
 # ---------------------------------------------------------------- promote
 
 def test_promote_with_a_shut_gate_is_refused_listing_every_blocker():
-    state = at(Status.RUNNING, C, passing=frozenset(), spoiled={"c-cap": 20.0}, signoffs={"C/owner-review": "bob"})
+    state = at(Status.RUNNING, C, passing={}, spoiled={"c-cap": 20.0}, signoffs={"C/owner-review": "bob"})
     decision = run(state, command("promote"), now=40.0)
     assert decision.state == state
     assert ack(decision) == Ack(1, False, "the gate is shut: stage C has 60 s left; c-cap failed during the stage "
@@ -509,6 +542,18 @@ def test_every_command_is_audited_under_its_actor():
 
 
 def test_the_state_survives_a_json_round_trip():
-    state = State(Status.PAUSED, stage=C, stage_started=12.5, passing=frozenset({"c-cap"}), spoiled={"c-x": 20.0},
+    state = State(Status.PAUSED, stage=C, stage_started=12.5, passing=dict.fromkeys({"c-cap"}, 0.0), spoiled={"c-x": 20.0},
                   signoffs={"C/owner-review": "bob"}, paused_from=Status.AWAITING_SIGNOFF, reason="look")
     assert State.from_json(state.to_json()) == state
+
+
+@pytest.mark.parametrize("state, message", [
+    (at(Status.RUNNING, C), "the rollout is at stage C: sign-offs of stage D are given while it runs"),
+    (at(Status.PROMOTING, D, started=None),
+     "the rollout is promoting (stage D not placed yet): sign-offs of stage D are given while it runs"),
+    (at(Status.ROLLING_BACK, D), "the rollout is rolling_back; only rollback applies"),
+], ids=["another-stage", "not-placed-yet", "rolling-back"])
+def test_a_sign_off_counts_only_for_the_stage_that_runs(state, message):
+    decision = run(state, command("signoff", stage="D"))
+    assert decision.state.signoffs == {}
+    assert ack(decision) == Ack(1, False, message)

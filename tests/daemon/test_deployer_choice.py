@@ -1,0 +1,69 @@
+"""Each environment's `deployer:` block chooses how its releases run: child processes (the
+default) or instances of the systemd template unit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from controller.clock import SimulatedClock
+from controller.config.daemon import DaemonConfig
+from controller.config.yamlfile import load_model_text
+from controller.daemon.service import Daemon, DaemonOptions
+from controller.deploy import ProcessDeployer, SystemdDeployer
+from controller.errors import ConfigError
+from controller.store.database import Database, resolve_url
+from controller.store.schema import upgrade
+
+CONFIG = """\
+environments:
+  sim:
+    kind: sim
+  rehearsal:
+    kind: sim
+    deployer:
+      kind: systemd
+      env_dir: {env_dir}
+      unit_template: canary-rehearsal@
+admin: {{port: 0}}
+policies_dir: {policies}
+"""
+
+
+async def test_the_daemon_runs_each_environments_releases_with_the_deployer_it_names(tmp_path):
+    from controller.demo import POLICIES
+
+    text = CONFIG.format(env_dir=tmp_path / "units", policies=POLICIES)
+    config = load_model_text(DaemonConfig, text, "controller.yaml")
+    db = Database(resolve_url(f"sqlite:///{tmp_path / 'canary.db'}"))
+    await upgrade(db)
+    daemon = Daemon(config, db, SimulatedClock(datetime.now(tz=UTC), speed=10.0),
+                    DaemonOptions(state_dir=tmp_path / "state"))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        default, systemd = daemon.site.deployer("sim"), daemon.site.deployer("rehearsal")
+        assert isinstance(default, ProcessDeployer)
+        assert isinstance(systemd, SystemdDeployer)
+        assert (systemd.env_dir, systemd.unit("sim-canary")) == (tmp_path / "units",
+                                                                 "canary-rehearsal@sim-canary.service")
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 30)
+        await db.close()
+
+
+@pytest.mark.parametrize("block, field", [
+    ("deployer:\n      kind: docker\n", "environments.sim.deployer.kind"),
+    ("deployer:\n      kind: systemd\n      env_dir: units\n", "environments.sim.deployer.env_dir"),
+    ("deployer:\n      kind: systemd\n      unit_template: canary-strategy\n",
+     "environments.sim.deployer.unit_template"),
+], ids=["unknown-kind", "relative-env-dir", "not-a-template"])
+def test_a_deployer_block_that_cannot_work_is_refused_with_its_line_and_field(block, field):
+    text = "environments:\n  sim:\n    kind: sim\n    " + block
+    with pytest.raises(ConfigError) as refused:
+        load_model_text(DaemonConfig, text, "controller.yaml")
+    assert refused.value.field == field, refused.value
+    assert refused.value.line is not None and refused.value.line >= 4
