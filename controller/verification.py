@@ -30,8 +30,9 @@ class Verification:
     def __init__(self, *, policies: Iterable[Policy], config: StrategyConfig, clock: Clock,
                  on_verdicts: VerdictHandler, capital_cap: float | None = None,
                  baseline: Verification | None = None, metrics: ControllerMetrics | None = None,
-                 tick: float = 1.0) -> None:
+                 tick: float = 1.0, account: str | None = None) -> None:
         self.clock = clock
+        self.account = account  # labels the stream gauge: the account whose exchange view this is
         self.tick = tick
         self.on_verdicts = on_verdicts
         self.metrics = metrics or ControllerMetrics()
@@ -47,6 +48,8 @@ class Verification:
             self.last_read[item.source] = max(item.ts, self.last_read.get(item.source, item.ts))
         elif isinstance(item, Observation):
             self.last_observed = item.ts
+            if item.metric == "stream_connected" and self.account is not None:
+                self.metrics.set_stream_connected(self.account, bool(item.value))
         verdicts = self.evaluator.feed(item, now=self.clock.time())
         if verdicts:
             self._deliver(verdicts)

@@ -292,7 +292,8 @@ class RolloutRunner:
                                                        stage.capital_cap, audit=False)
         verifier = Verification(policies=policies, config=config, clock=self.clock, on_verdicts=self._on_verdicts,
                                 capital_cap=float(stage.capital_cap) if stage.capital_cap else None,
-                                baseline=baseline, metrics=self.metrics, tick=self.cadence.evaluate)
+                                baseline=baseline, metrics=self.metrics, tick=self.cadence.evaluate,
+                                account=stage.account)
         sources = await self._sources(stage.environment, stage.account, info.release, verifier, stage.capital_cap)
 
         async def verify() -> None:
@@ -335,6 +336,13 @@ class RolloutRunner:
                                            interval=self.cadence.process).run)
         if audit:
             sources.append(AuditObserver(self.db, clock=self.clock, sink=sink, interval=self.cadence.audit).run)
+
+            async def weight() -> None:  # what Binance says the IP used this minute, for the dashboard
+                while True:
+                    self.metrics.set_weight_used(account, client.budget.exchange_used)
+                    await self.clock.sleep(self.cadence.snapshot)
+
+            sources.append(weight)
         return sources
 
     async def _stop_verification(self) -> None:

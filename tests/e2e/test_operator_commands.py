@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import aiohttp
 import pytest
 
 from controller.clock import SimulatedClock
@@ -26,6 +27,7 @@ from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
 from tests.cli import canaryctl
+from tests.daemon.harness import poll
 
 SPEED = 10.0
 PIPELINE = """
@@ -82,6 +84,18 @@ async def test_operators_pause_sign_off_force_promote_and_roll_back(running):
     assert started.code == 0, started
     first = (await records.get_rollout(db, "1.1.0")).id
     await until(db, first, Status.RUNNING)
+
+    async def exported() -> dict[str, float] | None:  # the canary's stream and weight, on /metrics
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{daemon.admin_port}/metrics") as response:
+                text = await response.text()
+        found = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith(("canary_stream_connected{", "canary_exchange_weight_used{"))
+                 and 'account="canary"' in line}
+        return found if found.get("canary_stream_connected") == 1 and found.get("canary_exchange_weight_used") else None
+
+    gauges = await poll(exported, timeout=30, what="the canary's stream and weight gauges")
+    assert gauges["canary_exchange_weight_used"] > 0
 
     paused = await ctl("pause", "1.1.0", "--reason", "maintenance window", db=url)
     assert paused.code == 0 and "pause accepted" in paused.out, paused

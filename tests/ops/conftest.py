@@ -1,0 +1,24 @@
+"""The operating files (systemd units, alerting rules, the dashboard) are checked by the real
+tools that will read them. Without a tool the check is skipped, loudly; in CI it fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import REPO
+
+SYSTEMD_DIR = REPO / "systemd"
+MONITORING_DIR = REPO / "monitoring"
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of ``name``; skip (fail under CI) when it is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {name} is missing: .ci/run must install the {package} package")
+        pytest.skip(f"{name} is not installed (Debian package {package}): these files are not checked")
+    return path
