@@ -27,6 +27,7 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/analysis.py
+	$(BIN)/python bench/status.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -29,12 +29,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "policy": ("controller.cli.policy", "policy", "Validate the policy files that gate each stage."),
     "promote": ("controller.cli.rollouts", "promote", "Promote a rollout past its gate (or by force, audited)."),
     "release": ("controller.cli.releases", "release", "Record releases and list them."),
+    "report": ("controller.cli.report", "report", "A rollout's checklist filled from evidence; archive it, verify it."),
     "resume": ("controller.cli.rollouts", "resume", "Resume a paused rollout."),
     "rollback": ("controller.cli.rollouts", "rollback", "Roll a rollout back to the previous release and config."),
     "rollout": ("controller.cli.rollouts", "rollout", "Start rollouts, list and show them."),
     "run": ("controller.cli.daemon", "run_daemon", "Run the controller daemon until SIGTERM."),
     "signoff": ("controller.cli.rollouts", "signoff", "Sign off a stage of a rollout."),
     "sim": ("controller.cli.sim", "sim", "Run the embedded Binance USD-M futures simulator."),
+    "status": ("controller.cli.status", "status", "Is the canary healthy? Stage, time left, verdicts, rollbacks."),
 }
 
 

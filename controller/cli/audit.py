@@ -10,7 +10,10 @@ from controller.cli.output import json_line, print_json, print_table
 
 @click.group()
 def audit() -> None:
-    """Verify and query the tamper-evident audit trail."""
+    """Verify and query the tamper-evident audit trail.
+
+    Example: canaryctl audit query --since 24h --kind rollback.planned
+    """
 
 
 @audit.command()

@@ -12,7 +12,10 @@ from controller.store.database import display_url
 
 @click.group()
 def db() -> None:
-    """Create or upgrade the database schema."""
+    """Create or upgrade the database schema.
+
+    Example: canaryctl --db sqlite:///canary.db db upgrade
+    """
 
 
 @db.command()
@@ -65,6 +68,8 @@ def status(as_json: bool) -> int:
     """Show the database's schema revision and whether this canaryctl can use it.
 
     Exit status 1 when the schema is missing or not at the expected revision.
+
+    Example: canaryctl db status --json
     """
     from controller.store import schema
 

@@ -11,7 +11,10 @@ from controller.cli.output import print_json
 
 @click.group()
 def policy() -> None:
-    """Validate the policy files that gate each stage."""
+    """Validate the policy files that gate each stage.
+
+    Example: canaryctl policy check policies/
+    """
 
 
 @policy.command()

@@ -14,7 +14,10 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 @click.group()
 def release() -> None:
-    """Record releases and list them."""
+    """Record releases and list them.
+
+    Example: canaryctl release list
+    """
 
 
 @release.command("add")
@@ -78,7 +81,10 @@ def list_(as_json: bool) -> None:
 
 @click.group()
 def config() -> None:
-    """Show and compare immutable config snapshots."""
+    """Show and compare immutable config snapshots.
+
+    Example: canaryctl config diff 1.3.2 1.4.0
+    """
 
 
 @config.command()

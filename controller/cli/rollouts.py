@@ -25,7 +25,10 @@ _ACTOR = click.option("--actor", help="Who gives the command (default: $CANARY_A
 
 @click.group()
 def rollout() -> None:
-    """Start rollouts and look at them."""
+    """Start rollouts and look at them (`canaryctl status` shows how one is doing).
+
+    Example: canaryctl rollout start 1.4.0 && canaryctl status 1.4.0 --watch
+    """
 
 
 @rollout.command("start")

@@ -24,7 +24,10 @@ from controller.errors import CanaryError
 
 @click.group("sim")
 def sim() -> None:
-    """Run the embedded Binance USD-M futures simulator."""
+    """Run the embedded Binance USD-M futures simulator.
+
+    Example: canaryctl sim serve --port 8765 --seed 7
+    """
 
 
 @sim.command("serve")

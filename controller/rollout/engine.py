@@ -236,7 +236,7 @@ class RolloutRunner:
             self.metrics.rollback_started(action.trigger)
         started_wall = time.monotonic()
         try:
-            await self.rollback.plan(info, trigger=action.trigger, reason=action.reason)
+            await self.rollback.plan(info, trigger=action.trigger, reason=action.reason, policy=action.policy)
             outcome = await self.rollback.run(info, stopping=lambda: self.stopping)
         finally:
             await winding_down

@@ -97,7 +97,7 @@ class Rollback:
 
     # ------------------------------------------------------------ the plan
 
-    async def plan(self, info: RolloutInfo, *, trigger: str, reason: str) -> list[StepInfo]:
+    async def plan(self, info: RolloutInfo, *, trigger: str, reason: str, policy: str | None = None) -> list[StepInfo]:
         """Write the plan with the intent (once: a plan already written is returned as it is)."""
         existing = await load_plan(self.db, info.id)
         if existing:
@@ -113,7 +113,7 @@ class Rollback:
                                          attempts=0, detail=canonical_json(detail)))
             await audit.append(session, self.clock, actor="controller", kind="rollback.planned",
                                subject=f"rollout:{info.id}", release=info.release,
-                               payload={"trigger": trigger, "reason": reason,
+                               payload={"trigger": trigger, "reason": reason, "policy": policy,
                                         "steps": [f"{n} {d['account']}" for n, d in steps]})
         return await load_plan(self.db, info.id)
 

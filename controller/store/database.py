@@ -7,7 +7,6 @@ read-modify-write sequences such as appending to the audit chain never interleav
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -18,14 +17,10 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from controller.errors import InputError, StoreError
+from controller.store import default_db_path
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
-
-
-def default_db_path() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "canary-controller" / "canary.db"
 
 
 def resolve_url(url: str | None, password: str | None = None) -> URL:

@@ -12,9 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from controller.errors import StoreError
+from controller.store import SCHEMA_REVISION
 from controller.store.database import Database, display_url
-
-SCHEMA_REVISION = "0002"
 
 
 def migrations_dir() -> Path:

@@ -1,0 +1,360 @@
+"""Is the canary healthy? One rollout's state gathered from the store in one consistent read.
+
+Everything comes from rows the daemon wrote: the rollout with its decision state and pipeline,
+the stage run, the verdict changes (value, threshold, condition), the deployments, unanswered
+commands and the rollback steps. It is read with plain SQL through a `store.readonly.Reader`
+so that `canaryctl status` starts in a blink; the JSON documents (decision state, pipeline,
+verdict evidence) are read field by field here, and tests hold these readings to their writers.
+
+Limits of the evidence: verdicts are stored when they change, not at every evaluation, so a
+policy's value is the one of its latest change and its trend runs over changes; time left is
+measured on this host's clock (a daemon on an accelerated simulated clock runs ahead of it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from controller.errors import NotFoundError
+from controller.store.readonly import Reader, decimal, when
+
+TERMINAL = frozenset({"promoted", "rolled_back"})
+"""`decide.Status` values of a finished rollout (a test keeps them equal to `decide.TERMINAL`)."""
+JUDGED = frozenset({"running", "awaiting_signoff", "paused"})
+"""`decide.Status` values in which the stage runs and its verdicts count (`decide.JUDGED`)."""
+OUTCOME_ORDER = {"fail": 0, "nodata": 1, "inconclusive": 2, "pass": 3}
+TREND_POINTS = 8
+JSON_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StageView:
+    name: str
+    title: str | None
+    index: int
+    count: int
+    environment: str
+    account: str
+    duration: float
+    progress_deadline: float
+    capital_cap: Decimal | None
+    baseline_account: str | None
+    signoffs: tuple[str, ...]
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+
+    @property
+    def ends_at(self) -> datetime | None:
+        return None if self.started_at is None else self.started_at + timedelta(seconds=self.duration)
+
+    @property
+    def deadline_at(self) -> datetime | None:
+        """When a gate that never opened rolls the rollout back."""
+        ends = self.ends_at
+        return None if ends is None else ends + timedelta(seconds=self.progress_deadline)
+
+
+@dataclass(frozen=True)
+class PolicyLine:
+    """A policy's latest stored verdict, with the values of its recent changes (oldest first)."""
+
+    policy: str
+    group: dict[str, str]
+    verdict: str
+    value: float | None
+    threshold: str | None
+    condition: str
+    action: str | None
+    reason: str
+    at: datetime
+    samples: int
+    window: float | None
+    trend: tuple[float, ...] = ()
+    gate: str | None = None
+    """For the stage's gate: ``clean`` (passing, long enough), ``passing`` (clean at ``clean_at``),
+    ``spoiled`` (failed during the stage); None when it does not gate the stage or does not pass."""
+    clean_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy": self.policy, "group": self.group, "verdict": self.verdict, "value": self.value,
+                "threshold": self.threshold, "condition": self.condition, "action": self.action,
+                "reason": self.reason, "at": self.at.isoformat(), "samples": self.samples,
+                "window_seconds": self.window, "trend": list(self.trend), "gate": self.gate,
+                "clean_at": _iso(self.clean_at)}
+
+
+@dataclass(frozen=True)
+class StepLine:
+    position: int
+    name: str
+    account: str | None
+    state: str
+    attempts: int
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"position": self.position, "name": self.name, "account": self.account, "state": self.state,
+                "attempts": self.attempts, "error": self.error, "started_at": _iso(self.started_at),
+                "finished_at": _iso(self.finished_at)}
+
+
+@dataclass(frozen=True)
+class RollbackView:
+    trigger: str | None
+    reason: str | None
+    planned_at: datetime | None
+    steps: tuple[StepLine, ...]
+
+    @property
+    def done(self) -> int:
+        return sum(1 for s in self.steps if s.state == "done")
+
+    @property
+    def current(self) -> StepLine | None:
+        """The first step not done: the one running, failed, or next."""
+        return next((s for s in self.steps if s.state != "done"), None)
+
+    def to_json(self) -> dict[str, Any]:
+        current = self.current
+        return {"trigger": self.trigger, "reason": self.reason, "planned_at": _iso(self.planned_at),
+                "done": self.done, "total": len(self.steps), "current": current.name if current else None,
+                "steps": [s.to_json() for s in self.steps]}
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    id: int
+    kind: str
+    actor: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "actor": self.actor, "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Summary:
+    id: int
+    release: str
+    state: str
+    reason: str | None
+    pipeline: str
+    updated_at: datetime
+    now: datetime
+    stage: StageView
+    baseline: str | None
+    baseline_live: bool
+    """True: ``baseline`` is the release live on the stage's baseline account; False: the
+    release this rollout replaced (the stage has no baseline account)."""
+    capital_share: PolicyLine | None
+    policies: tuple[PolicyLine, ...]
+    signed: dict[str, str]
+    pending_signoffs: tuple[str, ...]
+    pending_commands: tuple[CommandLine, ...]
+    last_breach: PolicyLine | None
+    last_rollback: RollbackView | None
+    last_verdict_at: datetime | None = None
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds of the stage left, while it runs."""
+        if self.state not in JUDGED or self.stage.ends_at is None:
+            return None
+        left = (self.stage.ends_at - self.now).total_seconds()
+        return min(max(0.0, left), self.stage.duration)  # a daemon clock ahead of this host's: at most all of it
+
+    def to_json(self) -> dict[str, Any]:
+        stage = self.stage
+        return {
+            "id": self.id, "release": self.release, "state": self.state, "reason": self.reason,
+            "pipeline": self.pipeline, "updated_at": self.updated_at.isoformat(),
+            "baseline": {"release": self.baseline, "live": self.baseline_live,
+                         "environment": stage.environment if self.baseline_live else None,
+                         "account": stage.baseline_account if self.baseline_live else None},
+            "stage": {"name": stage.name, "title": stage.title, "index": stage.index, "count": stage.count,
+                      "environment": stage.environment, "account": stage.account,
+                      "duration_seconds": stage.duration, "started_at": _iso(stage.started_at),
+                      "ends_at": _iso(stage.ends_at), "remaining_seconds": self.remaining,
+                      "deadline_at": _iso(stage.deadline_at), "finished_at": _iso(stage.finished_at),
+                      "outcome": stage.outcome},
+            "capital_share": {"cap": None if stage.capital_cap is None else str(stage.capital_cap),
+                              "measured": self.capital_share.value if self.capital_share else None,
+                              "policy": self.capital_share.policy if self.capital_share else None,
+                              "at": self.capital_share.at.isoformat() if self.capital_share else None},
+            "policies": [p.to_json() for p in self.policies],
+            "signoffs": {"required": list(stage.signoffs), "pending": list(self.pending_signoffs),
+                         "signed": dict(self.signed)},
+            "pending_commands": [c.to_json() for c in self.pending_commands],
+            "last_breach": self.last_breach.to_json() if self.last_breach else None,
+            "last_rollback": self.last_rollback.to_json() if self.last_rollback else None,
+            "last_verdict_at": _iso(self.last_verdict_at),
+        }
+
+
+def document(summaries: list[Summary], now: datetime) -> dict[str, Any]:
+    """What ``canaryctl status --json`` prints: versioned, one object per refresh."""
+    return {"version": JSON_VERSION, "now": now.isoformat(), "rollouts": [s.to_json() for s in summaries]}
+
+
+# ---------------------------------------------------------------- which rollouts
+
+def resolve(reader: Reader, ref: str) -> int:
+    """A rollout id from an id or a release version (its latest rollout), as `records.get_rollout`."""
+    if ref.isdigit() and reader.rows("SELECT id FROM rollouts WHERE id = :id", id=int(ref)):
+        return int(ref)
+    found = reader.rows("SELECT r.id FROM rollouts r JOIN releases rel ON rel.id = r.release_id "
+                        "WHERE rel.version = :version ORDER BY r.id DESC LIMIT 1", version=ref)
+    if not found:
+        raise NotFoundError(f"no rollout {ref!r} (give a rollout id or a release version; "
+                            "`canaryctl rollout list` shows them)")
+    return found[0]["id"]
+
+
+def current_ids(reader: Reader) -> list[int]:
+    """The rollouts under way, else the latest one (empty when there is none)."""
+    done = {f"done{n}": state for n, state in enumerate(sorted(TERMINAL))}
+    active = reader.rows(f"SELECT id FROM rollouts WHERE state NOT IN ({', '.join(':' + k for k in done)}) ORDER BY id",
+                         **done)
+    if active:
+        return [r["id"] for r in active]
+    return [r["id"] for r in reader.rows("SELECT id FROM rollouts ORDER BY id DESC LIMIT 1")]
+
+
+# ---------------------------------------------------------------- one rollout
+
+def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND_POINTS) -> Summary:
+    row = reader.rows(
+        "SELECT r.id, r.state, r.pipeline, r.decision, r.updated_at, rel.version AS release, "
+        "base.version AS replaced FROM rollouts r JOIN releases rel ON rel.id = r.release_id "
+        "LEFT JOIN releases base ON base.id = r.baseline_release_id WHERE r.id = :id", id=rollout_id)
+    if not row:
+        raise NotFoundError(f"no rollout {rollout_id}; `canaryctl rollout list` shows them")
+    row = row[0]
+    decision = json.loads(row["decision"])
+    pipeline = _pipeline(row["pipeline"], rollout_id)
+    index = int(decision.get("stage", 0))
+    spec = pipeline["stages"][index]
+    run = _stage_run(reader, rollout_id, spec["name"])
+    started = decision.get("stage_started")
+    stage = StageView(
+        name=spec["name"], title=spec.get("title"), index=index, count=len(pipeline["stages"]),
+        environment=spec["environment"], account=spec["account"], duration=float(spec["duration"]),
+        progress_deadline=float(spec.get("progress_deadline", 3600.0)), capital_cap=decimal(spec.get("capital_cap")),
+        baseline_account=spec.get("baseline"), signoffs=tuple(spec.get("signoffs", ())),
+        started_at=_epoch(started) if started is not None else (when(run["started_at"]) if run else None),
+        finished_at=when(run["finished_at"]) if run else None, outcome=run["outcome"] if run else None)
+
+    policies = _policies(reader, rollout_id, run["id"], decision, now, trend) if run else []
+    signed = dict(decision.get("signoffs", {}))
+    baseline, live = row["replaced"], False
+    if stage.baseline_account:
+        live = True
+        found = reader.rows("SELECT rel.version FROM deployments d JOIN releases rel ON rel.id = d.release_id "
+                            "WHERE d.environment = :env AND d.account = :account AND d.stopped_at IS NULL",
+                            env=stage.environment, account=stage.baseline_account)
+        baseline = found[0]["version"] if found else None
+    last = reader.rows("SELECT MAX(evaluated_at) AS at FROM verdicts WHERE rollout_id = :id", id=rollout_id)
+    return Summary(
+        id=rollout_id, release=row["release"], state=row["state"], reason=decision.get("reason"),
+        pipeline=pipeline["name"], updated_at=when(row["updated_at"]), now=now, stage=stage,
+        baseline=baseline, baseline_live=live,
+        capital_share=next((p for p in policies if "capital_cap" in p.condition), None),
+        policies=tuple(policies), signed=signed,
+        pending_signoffs=tuple(i for i in stage.signoffs if f"{stage.name}/{i}" not in signed),
+        pending_commands=tuple(CommandLine(r["id"], r["kind"], r["actor"], when(r["created_at"])) for r in reader.rows(
+            "SELECT id, kind, actor, created_at FROM operator_commands WHERE rollout_id = :id AND acked_at IS NULL "
+            "ORDER BY id", id=rollout_id)),
+        last_breach=_last_breach(reader, rollout_id),
+        last_rollback=_rollback(reader, rollout_id),
+        last_verdict_at=when(last[0]["at"]) if last else None)
+
+
+def _pipeline(text: str, rollout_id: int) -> dict[str, Any]:
+    try:
+        return json.loads(text)
+    except ValueError:  # stored before pipelines were canonical JSON: the model reads it (slower)
+        from controller.rollout.pipeline import pipeline_from_json
+
+        return pipeline_from_json(text, f"rollout {rollout_id}").model_dump(mode="json")
+
+
+def _stage_run(reader: Reader, rollout_id: int, stage: str) -> dict[str, Any] | None:
+    runs = reader.rows("SELECT id, started_at, finished_at, outcome FROM stage_runs "
+                       "WHERE rollout_id = :id AND stage = :stage ORDER BY id DESC LIMIT 1", id=rollout_id, stage=stage)
+    return runs[0] if runs else None
+
+
+_VERDICT_COLUMNS = "id, policy, verdict, value, threshold, window_seconds, samples, evaluated_at, evidence"
+
+
+def _policies(reader: Reader, rollout_id: int, run_id: int, decision: dict, now: datetime,
+              points: int) -> list[PolicyLine]:
+    rows = reader.rows(
+        f"SELECT {_VERDICT_COLUMNS} FROM (SELECT {_VERDICT_COLUMNS}, ROW_NUMBER() OVER "
+        "(PARTITION BY policy ORDER BY id DESC) AS newest FROM verdicts WHERE rollout_id = :id AND stage_run_id = :run"
+        ") AS recent WHERE newest <= :points ORDER BY policy, id", id=rollout_id, run=run_id, points=points)
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_policy.setdefault(row["policy"], []).append(row)
+    passing = decision.get("passing", {})
+    if isinstance(passing, list):  # decision rows written before clean runs were timed: clean already
+        passing = dict.fromkeys(passing)
+    spoiled = decision.get("spoiled", {})
+    lines = []
+    for name, history in by_policy.items():
+        line = _line(history[-1], tuple(r["value"] for r in history if r["value"] is not None))
+        clean_at = _epoch(passing[name]) if passing.get(name) else None
+        if name in spoiled:
+            line = replace(line, gate="spoiled")
+        elif name in passing:
+            line = replace(line, gate="clean" if clean_at is None or clean_at <= now else "passing", clean_at=clean_at)
+        lines.append(line)
+    lines.sort(key=lambda p: (OUTCOME_ORDER.get(p.verdict, 9), p.policy))
+    return lines
+
+
+def _line(row: dict[str, Any], trend: tuple[float, ...] = ()) -> PolicyLine:
+    evidence = json.loads(row["evidence"] or "{}")
+    return PolicyLine(policy=row["policy"], group={k: v for k, v in evidence.get("group", [])},
+                      verdict=row["verdict"], value=row["value"], threshold=row["threshold"],
+                      condition=evidence.get("condition", ""), action=evidence.get("action"),
+                      reason=evidence.get("reason", ""), at=when(row["evaluated_at"]), samples=row["samples"] or 0,
+                      window=row["window_seconds"], trend=trend)
+
+
+def _last_breach(reader: Reader, rollout_id: int) -> PolicyLine | None:
+    rows = reader.rows(f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE rollout_id = :id AND verdict = 'fail' "
+                       "ORDER BY id DESC LIMIT 1", id=rollout_id)
+    return _line(rows[0]) if rows else None
+
+
+def _rollback(reader: Reader, rollout_id: int) -> RollbackView | None:
+    steps = reader.rows("SELECT position, name, state, attempts, started_at, finished_at, detail, error "
+                        "FROM rollback_steps WHERE rollout_id = :id ORDER BY position", id=rollout_id)
+    if not steps:
+        return None
+    planned = reader.rows("SELECT ts, payload FROM audit_events WHERE kind = 'rollback.planned' AND subject = :subject "
+                          "ORDER BY seq DESC LIMIT 1", subject=f"rollout:{rollout_id}")
+    intent = json.loads(planned[0]["payload"]) if planned else {}
+    return RollbackView(
+        trigger=intent.get("trigger"), reason=intent.get("reason"),
+        planned_at=when(planned[0]["ts"]) if planned else None,
+        steps=tuple(StepLine(s["position"], s["name"], json.loads(s["detail"] or "{}").get("account"), s["state"],
+                             s["attempts"] or 0, s["error"], when(s["started_at"]), when(s["finished_at"]))
+                    for s in steps))
+
+
+def _epoch(seconds: float) -> datetime:
+    """A Clock time (seconds since the epoch, as the decision state keeps them) as a datetime."""
+    return datetime.fromtimestamp(float(seconds), tz=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
