@@ -112,6 +112,18 @@ def test_every_alert_waits_has_a_severity_says_what_happened_and_links_a_runbook
         assert alert["annotations"]["runbook_url"].startswith("README.md#"), alert["alert"]
 
 
+def test_every_runbook_link_lands_on_a_readme_section():
+    import re
+
+    readme = (MONITORING_DIR.parent / "README.md").read_text()
+    # GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens.
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", readme, flags=re.M)}
+    links = {a["annotations"]["runbook_url"] for a in alerts()}
+    missing = sorted(link for link in links if link.partition("#")[2] not in anchors)
+    assert links and not missing, f"runbook links without a README section: {missing}"
+
+
 def test_every_alert_is_tested_firing_and_quiet():
     cases: dict[str, set[bool]] = {}
     for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
