@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 POLICIES = ROOT / "policies"
 DEMO_PIPELINE = DEFAULT_PIPELINE.with_name("demo.yaml")
+CADENCE = Cadence(evaluate=1.0, snapshot=20.0, scrape=5.0, logs=2.0, process=5.0, audit=300.0, command_poll=0.2)
+"""Brisk enough for a five-minute stage; snapshots every 20 s keep the canary's and the baseline's
+observers (60 weight a minute each) inside the controller's 240-a-minute budget."""
 ACTOR = "demo-operator"
 
 RELEASES = (  # version, config, role
@@ -68,10 +71,8 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict:
             note(f"recorded release {version} ({role})")
         config = DaemonConfig.model_validate({"environments": {"sim": {"kind": "sim"}},
                                               "admin": {"port": 0}, "policies_dir": str(POLICIES)})
-        cadence = Cadence(evaluate=1.0, snapshot=10.0, scrape=5.0, logs=2.0, process=5.0, audit=300.0,
-                          command_poll=0.2)
         daemon = Daemon(config, db, clock, DaemonOptions(state_dir=options.workdir / "state", speed=options.speed,
-                                                         cadence=cadence, stop_releases_on_exit=True),
+                                                         cadence=CADENCE, stop_releases_on_exit=True),
                         on_event=lambda rollout, text: note(f"rollout {rollout}: {text}"))
         daemon_task = asyncio.create_task(daemon.run(), name="demo-daemon")
         try:

@@ -13,10 +13,11 @@ def test_the_demo_promotes_the_healthy_release_and_rolls_back_the_wrong_leverage
     summary = json.loads(result.out.strip().splitlines()[-1])
     healthy, defect = summary["rollouts"]
     assert healthy == {"release": "1.1.0", "outcome": "promoted", "policy": None, "detect_ms": None,
-                       "rollback_ms": None}
+                       "rollback_ms": None, "safe_ms": None}
     assert defect["release"] == "1.2.0" and defect["outcome"] == "rolled_back"
     assert defect["policy"] in {"c-leverage-mismatch-zero", "c-exchange-leverage-matches-config"}
     assert 0 <= defect["detect_ms"] < 5000 and 0 < defect["rollback_ms"] < 30000
+    assert 0 < defect["safe_ms"] < defect["rollback_ms"]  # safe once leverage is back; the restart comes after
     assert summary["audit_chain_ok"] is True
     assert summary["db"] == f"sqlite:///{tmp_path / 'demo' / 'canary.db'}"
     assert "rollout 2: running -> rolling_back" in result.out
