@@ -17,14 +17,15 @@ class Result:
     err: str
 
 
-def canaryctl(*args: str, db: str | None = None, env: dict[str, str] | None = None, cwd=REPO) -> Result:
+def canaryctl(*args: str, db: str | None = None, env: dict[str, str] | None = None, cwd=REPO,
+              timeout: float = 120) -> Result:
     full_env = {**os.environ, "CANARY_ACTOR": "tester", **(env or {})}
     full_env.pop("CANARY_DB", None)
     full_env.pop("CANARY_CONFIG", None)
     if db is not None:
         full_env["CANARY_DB"] = db
     proc = subprocess.run([sys.executable, "-m", "controller", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=120)
+                          env=full_env, cwd=cwd, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

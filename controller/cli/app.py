@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "baseline": ("controller.cli.rollouts", "baseline", "Place a release on an account as the running baseline."),
     "db": ("controller.cli.db", "db", "Create or upgrade the database schema."),
     "demo": ("controller.cli.daemon", "demo", "Run the canary story on the simulator in under a minute."),
+    "harness": ("controller.cli.harness", "harness", "Run a release through a stage on the simulator, faults on a schedule."),
     "pause": ("controller.cli.rollouts", "pause", "Hold a rollout at its stage (breaches still roll back)."),
     "policy": ("controller.cli.policy", "policy", "Validate the policy files that gate each stage."),
     "promote": ("controller.cli.rollouts", "promote", "Promote a rollout past its gate (or by force, audited)."),

@@ -118,6 +118,7 @@ class MatchingEngine:
         self.book = book
         self.now_ms = now_ms
         self.orders: dict[int, Order] = {}
+        self._open: dict[int, Order] = {}  # the open ones, in placing order: a long run's ticks stay cheap
         self.trades: dict[str, list[Fill]] = {a.name: [] for a in book}
         self.income: dict[str, list[Income]] = {a.name: [] for a in book}
         self._order_ids = itertools.count(4_000_000_001)
@@ -135,8 +136,13 @@ class MatchingEngine:
         return spec
 
     def open_orders(self, account: Account, symbol: str | None = None) -> list[Order]:
-        return [o for o in self.orders.values() if o.account == account.name and o.is_open
-                and (symbol is None or o.symbol == symbol)]
+        return [o for o in self._still_open() if o.account == account.name and (symbol is None or o.symbol == symbol)]
+
+    def _still_open(self) -> list[Order]:
+        """Every open order, in placing order; an order never reopens, so the closed ones go as found."""
+        for order_id in [i for i, o in self._open.items() if not o.is_open]:
+            del self._open[order_id]
+        return list(self._open.values())
 
     def find(self, account: Account, symbol: str, order_id: int | None,
              client_order_id: str | None) -> Order | None:
@@ -175,6 +181,7 @@ class MatchingEngine:
         if req.type == "LIMIT" and tif == "GTX" and self._crosses(spec, order.side, order.price):
             raise codes.post_only_rejected()
         self.orders[order.order_id] = order
+        self._open[order.order_id] = order
         accepted = replace(order)
         events: list[Event] = [OrderUpdated(account.name, accepted, "NEW", None, now)]
         limit = price if req.type == "LIMIT" else None
@@ -244,7 +251,7 @@ class MatchingEngine:
         """After prices moved: fill resting orders the price reached, expire GTD, margin calls."""
         events: list[Event] = []
         now = self.now_ms()
-        for order in [o for o in self.orders.values() if o.is_open]:
+        for order in self._still_open():
             account = self.book[order.account]
             spec = self.market.specs[order.symbol]
             if order.time_in_force == "GTD" and order.good_till_date and order.good_till_date <= now:

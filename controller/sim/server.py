@@ -93,6 +93,9 @@ class Simulator:
                            streams=self.streams, faults=self.faults, now_ms=self._now_ms,
                            weight_limit=weight_limit)
         self.requests: deque[RequestRecord] = deque(maxlen=10_000)
+        self.held = 0
+        """Requests being held on the clock by an injected latency, now (a stepped clock moves
+        while only these are out: see `controller.harness.stepping`)."""
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task | None = None
         self._addresses: Addresses | None = None
@@ -214,7 +217,11 @@ class Simulator:
         headers: dict[str, str] = {}
         delay = self.faults.latency_for(method, path)
         if delay:
-            await self.clock.sleep(delay)
+            self.held += 1
+            try:
+                await self.clock.sleep(delay)
+            finally:
+                self.held -= 1
         now = self.clock.time()
         try:
             storm = self.faults.storm(now)

@@ -1,17 +1,13 @@
-"""Moving the shared `SimulatedClock` by whole steps while bots and observers sign requests on it.
+"""The stepped clock of `controller.harness.stepping` for tests that wait on verdicts.
 
-A signed request carries the Clock's time when it is stamped; the simulator refuses it (-1021)
-if the Clock has moved on by more than recvWindow (5 s) when it arrives, and
-`ExchangeClient.sync_time` measures a false skew if the Clock jumps while it asks for the server
-time. `Steps.advance` therefore jumps only at a moment when no `ExchangeClient` request is
-between its stamp and its answer: a step of 15 s or 5 min is then, for every client, as if it
-had been idle that long, and policies with windows of hours run on the real exchange layer in
-seconds of wall time.
+`Steps` is the harness's `Stepper` over every `ExchangeClient` of a test (their one send path is
+patched to count in flight), plus the waits these tests need: step until a verdict holds, read
+a source afresh after a step, outlast a policy's ``for``. Policies with windows of hours run on
+the real exchange layer in seconds of wall time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Iterable
 
@@ -20,42 +16,25 @@ import pytest
 from controller.analysis.verdict import Outcome, Verdict
 from controller.clock import SimulatedClock
 from controller.exchange.client import ExchangeClient
+from controller.harness.stepping import InFlight, Stepper
 from controller.verification import Verification
 from tests.verdicts import Verdicts
 
 
-class Steps:
-    """Counts the requests in flight of every ExchangeClient (through its one send path) and
-    advances ``clock`` only when there are none."""
+class Steps(Stepper):
+    """Counts the requests in flight of every ExchangeClient and advances ``clock`` only at
+    quiet moments."""
 
     def __init__(self, clock: SimulatedClock, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.clock = clock
-        self.in_flight = 0
-        self.taken = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        in_flight = InFlight()
+        super().__init__(clock, in_flight)
         send = ExchangeClient._send
-        steps = self
 
         async def counted_send(client, *args, **kwargs):
-            steps.in_flight += 1
-            steps._idle.clear()
-            try:
+            with in_flight.request():
                 return await send(client, *args, **kwargs)
-            finally:
-                steps.in_flight -= 1
-                if not steps.in_flight:
-                    steps._idle.set()
 
         monkeypatch.setattr(ExchangeClient, "_send", counted_send)
-
-    async def advance(self, seconds: float) -> float:
-        """Move the clock ``seconds`` on at the next moment no request is out; returns the new time."""
-        while self.in_flight:
-            await self._idle.wait()
-        self.clock.advance(seconds)  # no await between the check and the jump
-        self.taken += 1
-        return self.clock.time()
 
     async def until(self, judged: Verdicts, done: Callable[[dict[str, Verdict]], bool], *, step: float,
                     bound: float) -> None:

@@ -1,0 +1,12 @@
+"""The synthetic harness (checklist stages B and E): a release through a stage's policies on the
+embedded simulator, on the accelerated clock, with faults on a schedule (`canaryctl harness run`).
+
+    faults.py     the fault schedule's grammar, and which policy should catch each fault (pure)
+    plan.py       the stage's policy file and the release's strategy, found and checked up front
+    release.py    the release as the harness places it: the reference bot in process, its /metrics
+    stepping.py   the stepped clock: jumps only at quiet moments, so 48 h take about a minute
+    knobs.py      scheduled sim faults turned on and off through the simulator's fault knobs
+    run.py        one run: placements, verification, injections, catches and rollbacks
+    result.py     what the run found, as JSON and for people
+    record.py     the run in the store, as a finished rollout `canaryctl report` renders
+"""

@@ -1,0 +1,129 @@
+"""Moving a `SimulatedClock` by whole steps while clients sign requests on it.
+
+A signed request carries the Clock's time when it is stamped; the simulator refuses it (-1021)
+if the Clock has moved on by more than recvWindow (5 s) when it arrives, and
+`ExchangeClient.sync_time` measures a false skew if the Clock jumps while it asks for the server
+time. So the Clock jumps only at a quiet moment: no request between its stamp and its answer
+(`InFlight`), and the event loop has settled (what an answer set off, such as the orders a
+signal decided, has started). A jump of minutes is then, for every client, as if it had been
+idle that long, and a 48 h stage runs on the real exchange layer in a minute of wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from controller.clock import SimulatedClock
+from controller.exchange.client import ExchangeClient
+
+HELD_POLL = 0.002
+SETTLE_ROUNDS = 4
+"""Loop turns without a new request before a moment counts as quiet: an answer's continuation
+(a signal's orders, a stream event's follow-up) starts its next request within two."""
+
+
+class InFlight:
+    """Counts work the clock must not jump over: requests between their stamp and their answer."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.started = 0  # ever: tells a quiet loop turn from a busy one
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        self.count += 1
+        self.started += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if not self.count:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
+class SteppedClient(ExchangeClient):
+    """An `ExchangeClient` whose requests count in ``in_flight`` (its one send path is `_send`)."""
+
+    def __init__(self, *, in_flight: InFlight, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.in_flight = in_flight
+
+    async def _send(self, *args, **kwargs):
+        with self.in_flight.request():
+            return await super()._send(*args, **kwargs)
+
+
+class Stepper:
+    """Moves ``clock`` only at quiet moments, by whole steps or (`run`, for a clock of speed 0)
+    from one sleeper's deadline to the next.
+
+    ``held``: how many of the requests in flight are being held on the clock itself (the
+    simulator's injected latency); when every request out is held, the clock moves to the
+    next sleeper's deadline, which is where the first of them is answered.
+    """
+
+    def __init__(self, clock: SimulatedClock, in_flight: InFlight, *, held: Callable[[], int] = lambda: 0,
+                 settle_rounds: int = SETTLE_ROUNDS) -> None:
+        self.clock = clock
+        self.in_flight = in_flight
+        self.held = held
+        self.settle_rounds = settle_rounds
+        self.max_step: float | None = None
+        self.taken = 0
+
+    @contextmanager
+    def fine(self, seconds: float) -> Iterator[None]:
+        """Jump at most ``seconds`` at a time meanwhile: for work whose steps are not all requests
+        (a bot starting: its websocket handshake), so that it takes seconds, not minutes."""
+        previous, self.max_step = self.max_step, seconds
+        try:
+            yield
+        finally:
+            self.max_step = previous
+
+    async def quiet(self) -> None:
+        """Return at a moment when no request is out (but those held on the clock) and none has
+        started for ``settle_rounds`` turns of the loop."""
+        calm = 0
+        while calm < self.settle_rounds:
+            if self.in_flight.count > self.held():
+                # Not `idle()` alone: a request on its way may yet be held on the clock, and then
+                # only a jump answers it. Look again every HELD_POLL wall seconds.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(HELD_POLL):
+                        await self.in_flight.idle()
+                calm = 0
+                continue
+            mark = self.in_flight.started
+            await asyncio.sleep(0)
+            calm = calm + 1 if self.in_flight.started == mark else 0
+
+    async def advance(self, seconds: float) -> float:
+        """Move the clock ``seconds`` on at the next quiet moment; returns the new time."""
+        await self.quiet()
+        self.clock.advance(seconds)  # no await between the check and the jump
+        self.taken += 1
+        return self.clock.time()
+
+    async def run(self, until: float) -> None:
+        """Discrete-event time: at each quiet moment jump to the next sleeper's deadline (the
+        next thing that happens), never past ``until``. Returns when the clock reaches it."""
+        clock = self.clock
+        while clock.time() < until:
+            await self.quiet()
+            now = clock.time()
+            deadline = clock.next_deadline()
+            target = until if deadline is None else min(max(deadline, now), until)
+            if self.max_step is not None:
+                target = min(target, now + self.max_step)
+            clock.advance(target - now)
+            self.taken += 1
