@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.analysis.verdict import Outcome, Verdict
 from controller.metrics import EXPORTED_NAMES, ROLLBACK_TRIGGERS, ROLLOUT_STATES, ControllerMetrics
+from tests.controller_metrics import every_family_set
 
 
 def verdict(outcome, value, action=None):
@@ -143,20 +144,7 @@ def test_the_daemon_start_time_is_exported():
 
 
 def test_exported_names_are_the_sample_names_the_exposition_carries():
-    metrics = ControllerMetrics()
-    metrics.record_verdicts([verdict(Outcome.FAIL, 2.0, "rollback")])
-    metrics.observation_age.labels("exchange").set(1.0)
-    metrics.set_rollout_state(1, "v1", "running")
-    metrics.set_rollout_stage(1, "v1", "A")
-    metrics.set_stage_remaining(1, 60.0)
-    metrics.rollback_started("operator")
-    metrics.rollback_failed("flatten")
-    metrics.rollback_finished(1.0)
-    metrics.observe_detection(0.1)
-    metrics.set_weight_used("canary", 10)
-    metrics.set_stream_connected("canary", True)
-    metrics.command_handled("pause", "done")
-    metrics.started(1.0)
+    metrics = every_family_set()
     exposed = {name for name, _labels in samples(metrics)}
     assert exposed <= EXPORTED_NAMES
     # _created series follow a library switch (PROMETHEUS_DISABLE_CREATED_SERIES); every other name must appear.

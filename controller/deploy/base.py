@@ -35,6 +35,8 @@ SECRET_EXCHANGE_KEYS = ("api_key", "api_secret")
 READY_POLL = 0.05
 """Real seconds between two readiness checks of a starting bot."""
 TAIL_LINES = 20
+KILL_WAIT = 5.0
+"""Real seconds a SIGKILLed bot may take to be gone before stop gives up."""
 
 
 class DeployError(CanaryError):

@@ -27,6 +27,7 @@ from pathlib import Path
 from controller.clock import Clock
 from controller.deploy.base import (
     READY_POLL,
+    KILL_WAIT,
     DeployError,
     Placement,
     Running,
@@ -44,10 +45,14 @@ log = logging.getLogger(__name__)
 
 EXIT_POLL = 0.05
 """Real seconds between two looks at /proc when the kernel cannot notify an exit (no pidfd)."""
-KILL_WAIT = 5.0
-"""Real seconds a SIGKILLed process may take to disappear before stop gives up."""
 INHERITED_ENV = ("PATH", "HOME", "LANG", "PYTHONPATH")
 """All the bot inherits from the controller's environment: nothing of the controller's own secrets."""
+OUTPUT_LOG = "output.log"
+
+
+def instance_folder(state_dir: Path, instance: str) -> Path:
+    """Where a placement's files live: ``STATE_DIR/instances/INSTANCE``."""
+    return Path(state_dir) / "instances" / instance
 
 
 class ProcessDeployer:
@@ -98,7 +103,7 @@ class ProcessDeployer:
 
     async def _spawn(self, placement: Placement) -> Running:
         folder = private_dir(self._folder(placement.instance))
-        config, exchange, output = folder / "config.json", folder / "exchange.json", folder / "output.log"
+        config, exchange, output = folder / "config.json", folder / "exchange.json", folder / OUTPUT_LOG
         write_private(config, placement.config_text)
         write_private(exchange, placement.exchange_json())
         port = metrics_port(placement.manifest)
@@ -204,7 +209,7 @@ class ProcessDeployer:
         return self._locks.setdefault(instance, asyncio.Lock())
 
     def _folder(self, instance: str) -> Path:
-        return self.state_dir / "instances" / instance
+        return instance_folder(self.state_dir, instance)
 
     def _read_record(self, instance: str) -> dict | None:
         try:
@@ -218,7 +223,7 @@ class ProcessDeployer:
     def _running(self, instance: str, record: dict) -> Running:
         return Running(instance=instance, release=record["release"], config_sha256=record["config_sha256"],
                        pid=record["pid"], metrics_url=record["metrics_url"],
-                       log_file=self._folder(instance) / "output.log", journal_unit=None,
+                       log_file=self._folder(instance) / OUTPUT_LOG, journal_unit=None,
                        started_at=record["started_at"], log_offset=record["log_offset"])
 
 

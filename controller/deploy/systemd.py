@@ -28,6 +28,7 @@ from pathlib import Path
 from controller.clock import Clock
 from controller.deploy.base import (
     READY_POLL,
+    KILL_WAIT,
     TAIL_LINES,
     DeployError,
     Placement,
@@ -48,7 +49,6 @@ DEFAULT_ENV_DIR = Path("/var/lib/canary-controller/instances")
 ALIVE = frozenset({"active", "activating", "reloading"})
 """ActiveStates in which the unit has a process."""
 SHOW = ("ActiveState", "SubState", "MainPID")
-KILL_WAIT = 5.0
 RESERVED = frozenset({"CANARY_COMMAND", "CANARY_RELEASE", "CANARY_CONFIG_SHA256", "CANARY_CONFIG",
                       "CANARY_EXCHANGE_FILE", "CANARY_METRICS_PORT", "CANARY_METRICS_URL", "CANARY_STARTED_AT"})
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")  # env -S reads backslashes as escapes; control characters break lines

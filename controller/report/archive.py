@@ -34,7 +34,8 @@ from controller.canonical import canonical_json
 from controller.errors import InputError
 from controller.report import document, markdown, plots
 from controller.report.document import AUDIT_EXCERPT, MANIFEST, REPORT_JSON, REPORT_MD, VERDICTS
-from controller.report.evidence import CREDENTIAL_FILES, LOG_FILE, Evidence
+from controller.deploy.process import OUTPUT_LOG
+from controller.report.evidence import CREDENTIAL_FILES, Evidence
 
 _CHUNK = 1 << 20
 _KEPT = (AUDIT_EXCERPT, REPORT_JSON)  # members verify reads besides hashing them
@@ -149,7 +150,7 @@ def _refuse_credentials(member: Member) -> None:
     name = PurePosixPath(member.name).name
     source = member.source.name if member.source else None
     if any(n in CREDENTIAL_FILES or n.endswith(".exchange.json") for n in (name, source) if n) or \
-            (member.source is not None and source != LOG_FILE):
+            (member.source is not None and source != OUTPUT_LOG):
         raise RuntimeError(f"refusing to archive {member.source or member.name}: only bot logs are read from "
                            "a placement's folder, never its credentials")
 

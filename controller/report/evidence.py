@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from controller.canonical import sha256_hex
+from controller.deploy.process import OUTPUT_LOG, instance_folder
 from controller.errors import StoreError
 from controller.rollout import records
 from controller.rollout.records import CommandInfo, DeploymentInfo, RolloutInfo
@@ -24,8 +25,6 @@ from controller.store.database import Database
 from controller.store.models import AuditEvent, ConfigSnapshot, OperatorCommand, RollbackStep, StageRun, VerdictChange
 from controller.store.releases import ReleaseInfo, get_release
 
-LOG_FILE = "output.log"
-"""A process placement's output, ``STATE_DIR/instances/INSTANCE/output.log`` (controller/deploy/process.py)."""
 CREDENTIAL_FILES = ("exchange.json",)
 """What a placement's folder holds that must never leave it: the account's API key (0600)."""
 
@@ -239,7 +238,7 @@ def _logs(state_dir: Path | None, deployments: tuple[DeploymentInfo, ...]) -> tu
         return tuple(LogFile(i, Path(), None, "no state folder given (--state-dir)") for i in instances)
     out = []
     for instance in instances:
-        path = state_dir / "instances" / instance / LOG_FILE
+        path = instance_folder(state_dir, instance) / OUTPUT_LOG
         try:
             size = os.stat(path).st_size
             with open(path, "rb"):

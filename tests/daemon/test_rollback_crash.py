@@ -30,19 +30,10 @@ from controller.store import audit
 from controller.store.database import Database, resolve_url
 from controller.store.models import AuditEvent, Deployment
 from controller.store.releases import get_release, get_snapshot
-from tests.daemon.harness import ACTOR, CLOCK, Processes, exchange_config, poll, prepare_database
+from tests.daemon.harness import ACTOR, CLOCK, exchange_config, poll, prepare_database
 
 PIPELINE = load_pipeline(DEFAULT_PIPELINE.with_name("demo.yaml"))
 CANARY_PLACEMENT = "instances/sim-canary/placement.json"
-
-
-@pytest.fixture
-def processes(tmp_path):
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 def _placement_pid(state_dir) -> int | None:

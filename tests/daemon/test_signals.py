@@ -15,16 +15,7 @@ import time
 
 import pytest
 
-from tests.daemon.harness import POLICIES, Processes, log_events, poll, prepare_database, sim_config
-
-
-@pytest.fixture
-def processes(tmp_path):
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
+from tests.daemon.harness import POLICIES, log_events, poll, prepare_database, sim_config
 
 
 class NotifySocket:

@@ -31,41 +31,33 @@ far longer than this module's budget:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import textwrap
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from controller.clock import SimulatedClock
-from controller.config.daemon import DaemonConfig
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model, load_model_text
-from controller.daemon.service import Daemon, DaemonOptions
+from controller.daemon.service import Daemon
 from controller.demo import CADENCE
 from controller.exchange.client import Endpoints, ExchangeClient
 from controller.exchange.weights import WeightBudget
-from controller.release_files import read_release
 from controller.rollout import records
 from controller.rollout.decide import TERMINAL, Status
 from controller.rollout.pipeline import Pipeline
 from controller.rollout.rollback import load_plan
 from controller.store import audit
-from controller.store.database import Database, resolve_url
+from controller.store.database import Database
 from controller.store.models import VerdictChange
-from controller.store.releases import add_release
-from controller.store.schema import upgrade
-from tests.cli import canaryctl
-from tests.daemon.harness import EXAMPLES, POLICIES, poll
+from tests.daemon.inprocess import BOT, Running, daemon_on_sim
 
-MANIFEST = EXAMPLES / "demo" / "manifest.yaml"  # the reference bot, trading every second of its clock
-HEALTHY = EXAMPLES / "reference-bot" / "strategy.yaml"
+HEALTHY = BOT / "strategy.yaml"
 PREVIOUS, CANDIDATE = "1.0.0", "2.0.0"
 PIPELINE = """
 name: defect-canary
@@ -86,15 +78,19 @@ class Defect:
 class Canary:
     """The daemon on the simulator, 1.0.0 on the master account, the defective 2.0.0 recorded."""
 
-    db: Database
-    clock: SimulatedClock
-    daemon: Daemon
-    task: asyncio.Task
+    site: Running
 
-    def gone(self) -> str | None:
-        if not self.task.done():
-            return None
-        return f"the daemon stopped: {'cancelled' if self.task.cancelled() else self.task.exception()!r}"
+    @property
+    def db(self) -> Database:
+        return self.site.db
+
+    @property
+    def clock(self) -> SimulatedClock:
+        return self.site.clock
+
+    @property
+    def daemon(self) -> Daemon:
+        return self.site.daemon
 
     async def start_rollout(self, duration: str) -> int:
         pipeline = load_model_text(Pipeline, PIPELINE.format(duration=duration), "pipeline")
@@ -102,11 +98,7 @@ class Canary:
                                              actor="tester")).id
 
     async def until(self, rollout_id: int, states: Collection[Status], *, timeout: float) -> records.RolloutInfo:
-        async def reached():
-            info = await records.get_rollout(self.db, rollout_id)
-            return info if info.status in states else None
-        return await poll(reached, timeout=timeout, alive=self.gone,
-                          what=f"rollout {rollout_id} to be {' or '.join(sorted(states))}")
+        return await self.site.until(rollout_id, *states, timeout=timeout)
 
     async def audits(self, kind: str) -> list[audit.AuditRecord]:
         return [r async for r in audit.query(self.db, audit.AuditFilter(kind=kind))]
@@ -134,28 +126,11 @@ class Canary:
 
 @contextlib.asynccontextmanager
 async def canary_site(tmp_path: Path, defect: Defect) -> AsyncIterator[Canary]:
-    url = f"sqlite:///{tmp_path / 'canary.db'}"
-    db = Database(resolve_url(url))
-    clock = SimulatedClock(datetime.now(tz=UTC), speed=defect.speed)
-    await upgrade(db)
     defective = tmp_path / "strategy-defect.yaml"
     defective.write_text(f"{HEALTHY.read_text()}\ndefects:\n{textwrap.indent(defect.entry, '  ')}\n")
-    for version, strategy in ((PREVIOUS, HEALTHY), (CANDIDATE, defective)):
-        await add_release(db, clock, read_release(version, MANIFEST, strategy), actor="tester")
-    config = DaemonConfig.model_validate({"environments": {"sim": {"kind": "sim"}}, "admin": {"port": 0},
-                                          "policies_dir": str(POLICIES)})
-    daemon = Daemon(config, db, clock, DaemonOptions(state_dir=tmp_path / "state", speed=defect.speed,
-                                                     cadence=CADENCE, stop_releases_on_exit=True))
-    task = asyncio.create_task(daemon.run(), name="test-daemon")
-    try:
-        await asyncio.wait_for(daemon.ready.wait(), 30)
-        placed = await asyncio.to_thread(canaryctl, "baseline", PREVIOUS, "--account", "master", db=url)
-        assert placed.code == 0, placed
-        yield Canary(db, clock, daemon, task)
-    finally:
-        daemon.request_stop()
-        await asyncio.wait_for(task, 30)
-        await db.close()
+    async with daemon_on_sim(tmp_path, {PREVIOUS: HEALTHY, CANDIDATE: defective}, speed=defect.speed,
+                             cadence=CADENCE, baseline=PREVIOUS) as site:
+        yield Canary(site)
 
 
 def settings_of(strategy: Path) -> dict[str, tuple[int, str]]:

@@ -13,9 +13,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.analysis.verdict import Outcome, Verdict
-from controller.metrics import ControllerMetrics
 from controller.sim.bot.metrics import BotMetrics
+from tests.controller_metrics import every_family_set
 from tests.ops.conftest import MONITORING_DIR, require_tool
 from tests.ops.promql import metric_names, variable_metric_names
 
@@ -36,21 +35,7 @@ def rendered_names(exposition: bytes) -> set[str]:
 def exported() -> frozenset[str]:
     """Every sample name a controller and a bot put in their /metrics, with every family holding
     a series (the controller's labelled ones appear once something sets them)."""
-    controller = ControllerMetrics()
-    controller.record_verdicts([Verdict(policy="p", outcome=Outcome.FAIL, at=0.0, value=1.0, threshold=0.0,
-                                        condition="== 0", window=60.0, samples=1, action="rollback")])
-    controller.observation_age.labels("exchange").set(1.0)
-    controller.set_rollout_state(1, "v1", "running")
-    controller.set_rollout_stage(1, "v1", "canary")
-    controller.set_stage_remaining(1, 60.0)
-    controller.rollback_started("policy")
-    controller.rollback_failed("flatten")
-    controller.rollback_finished(1.0)
-    controller.observe_detection(0.01)
-    controller.set_weight_used("canary", 10)
-    controller.set_stream_connected("canary", True)
-    controller.command_handled("pause", "accepted")
-    controller.started(1.0)
+    controller = every_family_set()
     bot = BotMetrics(symbols=["BTCUSDT"], buckets=["core"])
     return frozenset(rendered_names(controller.render()) | rendered_names(bot.exposition()))
 

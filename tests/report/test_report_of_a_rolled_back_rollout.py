@@ -22,33 +22,19 @@ import pty
 import sys
 import tarfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from controller.clock import SimulatedClock
-from controller.config.daemon import DaemonConfig
 from controller.config.yamlfile import load_model_text
-from controller.daemon.service import Daemon, DaemonOptions
-from controller.demo import EXAMPLES, POLICIES
-from controller.release_files import read_release
 from controller.rollout import records
 from controller.rollout.decide import Status
 from controller.rollout.pipeline import Pipeline
 from controller.rollout.rollback import STEPS
-from controller.store.database import Database, resolve_url
-from controller.store.releases import add_release
-from controller.store.schema import upgrade
 from tests.cli import assert_refused, canaryctl
+from tests.daemon.inprocess import BOT, CANARY_PIPELINE, daemon_on_sim
 
 SPEED = 10.0
-PIPELINE = """
-name: ops
-stages:
-  - {name: C, environment: sim, account: canary, duration: 1h, policies: stage-c.yaml, capital_cap: 0.02,
-     baseline: master, positions: flatten, signoffs: [owner-review]}
-"""
 RELEASES = {"1.0.0": "strategy.yaml", "1.1.0": "strategy-next.yaml", "1.2.0": "strategy-defect-leverage.yaml"}
 ROOT = "rollout-2-1.2.0"
 CATCHERS = {  # the two policies that see the wrong leverage, and the checklist line each enforces
@@ -72,13 +58,6 @@ class Run:
         return canaryctl(*args, db=self.url, env={"STATE_DIRECTORY": str(self.state)})
 
 
-async def _until(db: Database, rollout_id: int, *states: Status, timeout: float = 60.0):
-    async with asyncio.timeout(timeout):
-        while (info := await records.get_rollout(db, rollout_id)).status not in states:
-            await asyncio.sleep(0.1)  # the daemon writes the row; polling the store is how a client sees it
-        return info
-
-
 async def _command(db, clock, rollout_id: int, kind: str, actor: str, **fields):
     command = await records.submit_command(db, clock, rollout_id=rollout_id, kind=kind, actor=actor, **fields)
     acked = await records.await_ack(db, command.id, timeout=30)
@@ -87,32 +66,18 @@ async def _command(db, clock, rollout_id: int, kind: str, actor: str, **fields):
 
 
 async def _scenario(folder: Path) -> Run:
-    url = f"sqlite:///{folder / 'canary.db'}"
-    state = folder / "state"
-    db = Database(resolve_url(url))
-    clock = SimulatedClock(datetime.now(tz=UTC), speed=SPEED)
-    await upgrade(db)
-    for version, config in RELEASES.items():
-        await add_release(db, clock, read_release(version, EXAMPLES / "demo" / "manifest.yaml",
-                                                  EXAMPLES / "reference-bot" / config), actor="tester")
-    config = DaemonConfig.model_validate({"environments": {"sim": {"kind": "sim"}}, "admin": {"port": 0},
-                                          "policies_dir": str(POLICIES)})
-    daemon = Daemon(config, db, clock, DaemonOptions(state_dir=state, speed=SPEED, stop_releases_on_exit=True))
-    task = asyncio.create_task(daemon.run(), name="report-test-daemon")
-    pipeline = load_model_text(Pipeline, PIPELINE, "pipeline")
-    try:
-        await asyncio.wait_for(daemon.ready.wait(), 30)
-        await _command(db, clock, None, "place", "tester",
-                       args={"release": "1.0.0", "environment": "sim", "account": "master"})
+    pipeline = load_model_text(Pipeline, CANARY_PIPELINE, "pipeline")
+    async with daemon_on_sim(folder, {v: BOT / f for v, f in RELEASES.items()}, speed=SPEED) as site:
+        db, clock, state = site.db, site.clock, site.state
         healthy = await records.create_rollout(db, clock, version="1.1.0", pipeline=pipeline, actor="tester")
-        await _until(db, healthy.id, Status.RUNNING)
+        await site.until(healthy.id, Status.RUNNING)
         await _command(db, clock, healthy.id, "signoff", "alice", args={"stage": "C", "items": []})
         await _command(db, clock, healthy.id, "promote", "bob", reason="owner accepts a short canary",
                        args={"force": True})
-        await _until(db, healthy.id, Status.PROMOTED)
+        await site.until(healthy.id, Status.PROMOTED)
 
         defect = await records.create_rollout(db, clock, version="1.2.0", pipeline=pipeline, actor="tester")
-        final = await _until(db, defect.id, Status.ROLLED_BACK, Status.FAILED)
+        final = await site.until(defect.id, Status.ROLLED_BACK, Status.FAILED)
         assert final.status is Status.ROLLED_BACK, final.state.reason
 
         credentials = state / "instances" / "sim-canary" / "exchange.json"
@@ -120,13 +85,9 @@ async def _scenario(folder: Path) -> Run:
         exchange = json.loads(credentials.read_text())
         live = folder / "while-running.tar.gz"
         written = await asyncio.to_thread(canaryctl, "report", "1.2.0", "--state-dir", str(state),
-                                          "--archive", str(live), db=url)
+                                          "--archive", str(live), db=site.url)
         assert written.code == 0, written
-    finally:
-        daemon.request_stop()
-        await asyncio.wait_for(task, 30)
-        await db.close()
-    return Run(url, state, folder, live, (exchange["api_key"], exchange["api_secret"]))
+    return Run(site.url, state, folder, live, (exchange["api_key"], exchange["api_secret"]))
 
 
 @pytest.fixture(scope="module")
