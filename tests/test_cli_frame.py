@@ -112,3 +112,15 @@ def test_a_database_password_reference_that_cannot_be_resolved_is_refused(tmp_pa
     config = tmp_path / "controller.yaml"
     config.write_text("database:\n  url: postgresql://canary@127.0.0.1/canary\n  password: env:CANARY_TEST_NO_SUCH_VAR\n" + SIM)
     assert_refused(canaryctl("--config", str(config), "db", "status"), "CANARY_TEST_NO_SUCH_VAR")
+
+
+def test_the_daemons_state_folder_defaults_to_the_databases_folder_else_xdg_state(tmp_path, monkeypatch):
+    from controller.cli.context import default_state_dir
+    from controller.deploy.process import instance_folder
+    from controller.store.database import resolve_url
+
+    folder = default_state_dir(resolve_url(f"sqlite:///{tmp_path / 'canary.db'}"))
+    assert folder == tmp_path
+    assert instance_folder(folder, "sim-canary") == tmp_path / "instances" / "sim-canary"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_state_dir(resolve_url("postgresql://canary@db/canary")) == tmp_path / "state" / "canary-controller"

@@ -7,6 +7,7 @@ import getpass
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -35,6 +36,15 @@ def database_url():
         if config.database.password is not None:
             password = config.database.password.resolve()
     return resolve_url(url, password)
+
+
+def default_state_dir(url) -> Path:
+    """The daemon's state folder when neither --state-dir nor systemd's STATE_DIRECTORY names one:
+    next to a SQLite database, else ``$XDG_STATE_HOME/canary-controller``. Placed releases keep
+    their files under its ``instances/``."""
+    if url.drivername.startswith("sqlite") and url.database:
+        return Path(url.database).resolve().parent
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "canary-controller"
 
 
 @asynccontextmanager

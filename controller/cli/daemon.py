@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +30,7 @@ def run_daemon(state_dir: Path | None, speed: float | None, seed: int) -> None:
     from datetime import UTC, datetime
 
     from controller import logs
-    from controller.cli.context import database_url, settings
+    from controller.cli.context import database_url, default_state_dir, settings
     from controller.clock import RealClock, SimulatedClock
     from controller.config.daemon import load_daemon_config
     from controller.daemon.service import Daemon, DaemonOptions
@@ -46,7 +45,7 @@ def run_daemon(state_dir: Path | None, speed: float | None, seed: int) -> None:
         raise ConfigError("--speed only applies when every environment is the simulator", file=str(opts.config_path))
     logs.configure(config.log.level, config.log.format)
     url = database_url()
-    folder = state_dir or _default_state_dir(url)
+    folder = state_dir or default_state_dir(url)
     clock = SimulatedClock(datetime.now(tz=UTC), speed=speed) if speed else RealClock()
 
     async def main() -> int:
@@ -58,13 +57,6 @@ def run_daemon(state_dir: Path | None, speed: float | None, seed: int) -> None:
             await db.close()
 
     sys.exit(asyncio.run(main()))
-
-
-def _default_state_dir(url) -> Path:
-    if url.drivername.startswith("sqlite") and url.database:
-        return Path(url.database).resolve().parent / "instances"
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "canary-controller" / "instances"
 
 
 @click.command("demo")

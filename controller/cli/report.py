@@ -61,8 +61,7 @@ def render(rollout: str, fmt: str, archive_path: Path | None, force: bool, state
 
       canaryctl report 1.2.0 --archive /srv/archive/rollout-1.2.0.tar.gz
     """
-    from controller.cli.context import database_url
-    from controller.cli.daemon import _default_state_dir
+    from controller.cli.context import database_url, default_state_dir
     from controller.report import evidence
 
     if archive_path is not None:
@@ -71,7 +70,7 @@ def render(rollout: str, fmt: str, archive_path: Path | None, force: bool, state
         if not archive_path.parent.is_dir():
             raise click.UsageError(f"folder {archive_path.parent} does not exist")
     url = database_url()
-    folder = state_dir or _default_state_dir(url)
+    folder = state_dir or default_state_dir(url)
     policies = policies_dir or _policies_dir()
 
     async def main():
