@@ -196,8 +196,8 @@ def _policy_table(s: Summary) -> list[Text]:
               7: lambda p: "dim"}
     lines = [_row([Text(header[i].ljust(widths[i]), "dim") for i in keep])]
     for p, r in zip(s.policies, rows, strict=True):
-        lines.append(_row([Text(r[i].ljust(widths[i]) if i != 7 else r[i], (styles[i](p) if i in styles else None) or "")
-                           for i in keep]))
+        cells = [r[i].ljust(widths[i]) if i != 7 else r[i] for i in keep]
+        lines.append(_row([Text(cell, (styles[i](p) if i in styles else None) or "") for i, cell in zip(keep, cells)]))
     return lines
 
 
