@@ -26,7 +26,8 @@ from controller.clock import Clock
 from controller.metrics import ControllerMetrics
 from controller.observe.audit import AuditObserver
 from controller.observe.exchange import ExchangeObserver
-from controller.observe.logs import JournaldObserver, LogFileObserver
+from controller.observe.journald import JournaldObserver
+from controller.observe.logfile import LogFileObserver
 from controller.observe.metrics import MetricsScraper
 from controller.observe.process import ProcessObserver
 from controller.rollout import placing, records

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from controller.sim.accounts import PositionRisk
-
-if TYPE_CHECKING:
-    from controller.sim.matching import Fill, Order
+from controller.sim.orders import Fill, Order
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
-"""Orders on the simulated exchange: validation by Binance's filters, matching, fills and margin.
+"""Order matching on the simulated exchange: accepting, filling, cancelling and expiring orders.
 
 The book is synthetic: around the mark price there are levels one basis point apart, each
 holding `Market.level_qty` (about 200 000 USDT). A taker walks the levels (so a large order
 fills in several trades, PARTIALLY_FILLED then FILLED); a resting limit order fills at its price,
 one level's quantity per tick, once the mark price reaches it. Synchronous: the server calls it
 between awaits, so no two requests interleave inside it.
+
+An order passes Binance's symbol filters (`controller.sim.filters`) first; what a fill does to the
+account, and the margin orders need and hold, is the ledger's (`controller.sim.ledger`).
 """
 
 from __future__ import annotations
@@ -12,118 +15,32 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 
-from controller.sim import codes
+from controller.sim import codes, filters
 from controller.sim.accounts import ZERO, Account, AccountBook
-from controller.sim.events import BalanceChanged, Event, LeverageChanged, MarginCalled, OrderUpdated
+from controller.sim.events import Event, LeverageChanged, OrderUpdated
+from controller.sim.ledger import Ledger
 from controller.sim.market import Market, SymbolSpec
+from controller.sim.orders import Fill, NewOrder, Order
 
-D = Decimal
-TAKER_FEE = D("0.0005")   # Binance's default (VIP 0) USD-M rates
-MAKER_FEE = D("0.0002")
-PERCENT_PRICE_UP = D("1.05")
-PERCENT_PRICE_DOWN = D("0.95")
-MAX_OPEN_ORDERS = 200
-# Guessed: Binance does not publish the ratio at which MARGIN_CALL is pushed; 80 % is its
-# app's "margin ratio high" warning level.
-MARGIN_CALL_RATIO = D("0.8")
-OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
-_ALGO_TYPES = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
-
-
-@dataclass(frozen=True)
-class NewOrder:
-    """A parsed POST /fapi/v1/order."""
-
-    symbol: str
-    side: str
-    type: str
-    quantity: Decimal | None
-    price: Decimal | None = None
-    time_in_force: str | None = None
-    reduce_only: bool = False
-    client_order_id: str | None = None
-    good_till_date: int = 0
-
-
-@dataclass
-class Order:
-    order_id: int
-    client_order_id: str
-    account: str
-    symbol: str
-    side: str
-    type: str
-    time_in_force: str
-    orig_qty: Decimal
-    price: Decimal
-    reduce_only: bool
-    time_ms: int
-    update_ms: int
-    status: str = "NEW"
-    executed_qty: Decimal = ZERO
-    cum_quote: Decimal = ZERO
-    good_till_date: int = 0
-    reserved: Decimal = ZERO     # initial margin this order holds while open
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.orig_qty - self.executed_qty
-
-    @property
-    def avg_price(self) -> Decimal:
-        return self.cum_quote / self.executed_qty if self.executed_qty else ZERO
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
-
-
-@dataclass(frozen=True)
-class Fill:
-    trade_id: int
-    order_id: int
-    symbol: str
-    side: str
-    price: Decimal
-    qty: Decimal
-    commission: Decimal
-    realized_pnl: Decimal
-    maker: bool
-    time_ms: int
-
-    @property
-    def quote_qty(self) -> Decimal:
-        return self.price * self.qty
-
-
-@dataclass(frozen=True)
-class Income:
-    tran_id: int
-    symbol: str
-    type: str        # REALIZED_PNL | COMMISSION
-    amount: Decimal
-    trade_id: int
-    time_ms: int
 
 
 class MatchingEngine:
-    """Accepts, matches and cancels orders; changes leverage and margin type; values accounts."""
+    """Accepts, matches and cancels orders; changes leverage and margin type."""
 
     def __init__(self, market: Market, book: AccountBook, now_ms: Callable[[], int]) -> None:
         self.market = market
         self.book = book
         self.now_ms = now_ms
+        self.ledger = Ledger(market, book, now_ms)
         self.orders: dict[int, Order] = {}
         self._open: dict[int, Order] = {}  # the open ones, in placing order: a long run's ticks stay cheap
         self.trades: dict[str, list[Fill]] = {a.name: [] for a in book}
-        self.income: dict[str, list[Income]] = {a.name: [] for a in book}
         self._order_ids = itertools.count(4_000_000_001)
         self._trade_ids = itertools.count(300_000_001)
-        self._tran_ids = itertools.count(9_000_000_001)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -243,7 +160,7 @@ class MatchingEngine:
         setting.margin_type = margin_type
         # Guessed: Binance documents MARGIN_TYPE_CHANGE as an ACCOUNT_UPDATE reason; with no
         # position the event carries the (flat) position in its new margin type.
-        return [self._balance_event(account, "MARGIN_TYPE_CHANGE", [symbol], ZERO)]
+        return [self.ledger.balance_event(account, "MARGIN_TYPE_CHANGE", [symbol], ZERO)]
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -268,89 +185,22 @@ class MatchingEngine:
                 if order.is_open and order.reduce_only and not self._reducible(account, order):
                     events.append(self._close(order, "EXPIRED"))
         for account in self.book:
-            events += self._margin_call(account)
+            events += self.ledger.margin_call(account)
         return events
 
     # -- internals -----------------------------------------------------------------------------
 
     def _check(self, account: Account, spec: SymbolSpec, req: NewOrder) -> Decimal:
-        """Binance's filters, in the order its error codes suggest; returns the reference price."""
-        if req.side not in ("BUY", "SELL"):
-            raise codes.bad_side()
-        if req.type in _ALGO_TYPES:
-            raise codes.use_algo_endpoint()
-        if req.type not in ("MARKET", "LIMIT"):
-            raise codes.bad_order_type()
-        if req.quantity is None:
-            raise codes.mandatory("quantity")
-        qty = req.quantity
-        if qty <= 0:
-            raise codes.qty_not_positive()
-        if _places(qty) > spec.qty_precision:
-            raise codes.bad_precision()
-        if qty % spec.step:
-            raise codes.qty_not_on_step()
-        if qty < spec.min_qty:
-            raise codes.qty_below_min()
-        if qty > (spec.market_max_qty if req.type == "MARKET" else spec.max_qty):
-            raise codes.qty_above_max()
-        mark = self.market.price(spec.symbol)
-        if req.type == "LIMIT":
-            price = self._check_price(spec, req, mark)
-        else:
-            if req.price is not None:
-                raise codes.not_required("price")
-            price = self.market.best(spec.symbol, req.side)
-        if not req.reduce_only and qty * price < spec.min_notional:
-            raise codes.min_notional(_plain(spec.min_notional))
+        """The symbol's filters, then what the account allows; returns the reference price."""
+        price = filters.check(spec, req, self.market)
         position = account.position(spec.symbol).amount
         if req.reduce_only and (position == 0 or (position > 0) == (req.side == "BUY")):
             raise codes.reduce_only_rejected()
-        if len(self.open_orders(account, spec.symbol)) >= MAX_OPEN_ORDERS:
+        if len(self.open_orders(account, spec.symbol)) >= filters.MAX_OPEN_ORDERS:
             raise codes.max_open_orders()
         if not req.reduce_only:
-            self._check_margin(account, spec, req.side, qty, price)
+            self.ledger.check_margin(account, spec, req.side, req.quantity, price)
         return price
-
-    def _check_price(self, spec: SymbolSpec, req: NewOrder, mark: Decimal) -> Decimal:
-        if req.price is None:
-            raise codes.mandatory("price")
-        if req.time_in_force is None:
-            raise codes.mandatory("timeInForce")
-        if req.time_in_force not in ("GTC", "IOC", "FOK", "GTX", "GTD"):
-            raise codes.bad_time_in_force()
-        if req.time_in_force == "GTD" and not req.good_till_date:
-            raise codes.mandatory("goodTillDate")
-        price = req.price
-        if price <= 0:
-            raise codes.price_not_positive()
-        if _places(price) > spec.price_precision:
-            raise codes.bad_precision()
-        if price % spec.tick:
-            raise codes.price_not_on_tick()
-        if price < spec.min_price:
-            raise codes.price_below_min()
-        if req.side == "BUY" and price > mark * PERCENT_PRICE_UP:
-            raise codes.price_above_band(_plain(spec.round_price(mark * PERCENT_PRICE_UP)))
-        if req.side == "SELL" and price < mark * PERCENT_PRICE_DOWN:
-            raise codes.price_below_band(_plain(spec.round_price(mark * PERCENT_PRICE_DOWN)))
-        return price
-
-    def _check_margin(self, account: Account, spec: SymbolSpec, side: str, qty: Decimal,
-                      price: Decimal) -> None:
-        position = account.position(spec.symbol).amount
-        signed = qty if side == "BUY" else -qty
-        opposite = position != 0 and (position > 0) != (signed > 0)
-        increase = max(ZERO, qty - abs(position)) if opposite else qty
-        if increase == 0:
-            return
-        leverage = account.setting(spec.symbol).leverage
-        resting = max(account.open_buy.get(spec.symbol, ZERO), account.open_sell.get(spec.symbol, ZERO))
-        if abs(position + signed) * price + resting > spec.max_notional(leverage):
-            raise codes.over_max_position()
-        required = increase * price / leverage + increase * price * TAKER_FEE
-        if required > account.totals(self.market).available:
-            raise codes.insufficient_margin()
 
     def _crosses(self, spec: SymbolSpec, side: str, price: Decimal) -> bool:
         best = self.market.best(spec.symbol, side)
@@ -387,13 +237,11 @@ class MatchingEngine:
             price = price + gap if order.side == "BUY" else max(spec.tick, price - gap)
         return events
 
+
     def _fill(self, account: Account, spec: SymbolSpec, order: Order, qty: Decimal,
               price: Decimal, *, maker: bool) -> list[Event]:
         now = self.now_ms()
-        realized = self._apply_to_position(account, spec, order.side, qty, price, now)
-        commission = (qty * price * (MAKER_FEE if maker else TAKER_FEE)).quantize(D("0.00000001"))
-        account.wallet += realized - commission
-        account.update_ms = now
+        realized, commission = self.ledger.settle(account, spec.symbol, order.side, qty, price, maker=maker, now=now)
         order.executed_qty += qty
         order.cum_quote += qty * price
         order.update_ms = now
@@ -401,95 +249,21 @@ class MatchingEngine:
         fill = Fill(next(self._trade_ids), order.order_id, spec.symbol, order.side, price, qty,
                     commission, realized, maker, now)
         self.trades[account.name].append(fill)
-        self._record_income(account, fill)
+        self.ledger.record_income(account, fill)
         if order.reserved:
             self._reserve(account, order)
         # Guessed order: Binance's stream usually shows the trade before the balance change.
         return [OrderUpdated(account.name, replace(order), "TRADE", fill, now),
-                self._balance_event(account, "ORDER", [spec.symbol], ZERO)]
-
-    def _apply_to_position(self, account: Account, spec: SymbolSpec, side: str, qty: Decimal,
-                           price: Decimal, now: int) -> Decimal:
-        """One-way position accounting; returns the realised PnL of the closed part."""
-        pos = account.position(spec.symbol)
-        setting = account.setting(spec.symbol)
-        signed = qty if side == "BUY" else -qty
-        realized = ZERO
-        if pos.amount == 0 or (pos.amount > 0) == (signed > 0):
-            size = abs(pos.amount) + qty
-            pos.entry_price = (abs(pos.amount) * pos.entry_price + qty * price) / size
-            pos.amount += signed
-            if setting.isolated:
-                pos.isolated_wallet += qty * price / setting.leverage
-        else:
-            closing = min(qty, abs(pos.amount))
-            direction = D(1) if pos.amount > 0 else D(-1)
-            realized = closing * (price - pos.entry_price) * direction
-            if setting.isolated:
-                pos.isolated_wallet -= pos.isolated_wallet * closing / abs(pos.amount)
-            pos.amount += signed
-            if pos.amount == 0:
-                pos.entry_price = ZERO
-                pos.isolated_wallet = ZERO
-            elif (pos.amount > 0) != (direction > 0):  # flipped: the rest opens at this price
-                pos.entry_price = price
-                if setting.isolated:
-                    pos.isolated_wallet = abs(pos.amount) * price / setting.leverage
-        pos.realized += realized
-        pos.update_ms = now
-        return realized
-
-    def _record_income(self, account: Account, fill: Fill) -> None:
-        rows = self.income[account.name]
-        if fill.realized_pnl:
-            rows.append(Income(next(self._tran_ids), fill.symbol, "REALIZED_PNL", fill.realized_pnl,
-                               fill.trade_id, fill.time_ms))
-        rows.append(Income(next(self._tran_ids), fill.symbol, "COMMISSION", -fill.commission,
-                           fill.trade_id, fill.time_ms))
+                self.ledger.balance_event(account, "ORDER", [spec.symbol], ZERO)]
 
     def _reserve(self, account: Account, order: Order) -> None:
         """Recompute the margin and notional an open order holds, and the account's sums."""
-        leverage = account.setting(order.symbol).leverage
-        order.reserved = ZERO if order.reduce_only or not order.is_open else \
-            order.remaining * order.price / leverage
-        self._resum(account, order.symbol)
-
-    def _resum(self, account: Account, symbol: str) -> None:
-        orders = self.open_orders(account, symbol)
-        account.open_margin[symbol] = sum((o.reserved for o in orders), ZERO)
-        account.open_buy[symbol] = sum((o.remaining * o.price for o in orders if o.side == "BUY"), ZERO)
-        account.open_sell[symbol] = sum((o.remaining * o.price for o in orders if o.side == "SELL"), ZERO)
+        self.ledger.reserve(account, order, self.open_orders(account, order.symbol))
 
     def _close(self, order: Order, status: str) -> OrderUpdated:
         order.status = status
         order.update_ms = self.now_ms()
         order.reserved = ZERO
-        self._resum(self.book[order.account], order.symbol)
+        account = self.book[order.account]
+        self.ledger.resum(account, order.symbol, self.open_orders(account, order.symbol))
         return OrderUpdated(order.account, replace(order), status, None, order.update_ms)
-
-    def _balance_event(self, account: Account, reason: str, symbols: list[str],
-                       change: Decimal) -> BalanceChanged:
-        totals = account.totals(self.market)
-        return BalanceChanged(account.name, reason, account.wallet, totals.cross_wallet, change,
-                              tuple(account.risks(self.market, symbols)), self.now_ms())
-
-    def _margin_call(self, account: Account) -> list[Event]:
-        totals = account.totals(self.market)
-        if totals.maint_margin == 0 or totals.margin_ratio < MARGIN_CALL_RATIO:
-            account.margin_called = False
-            return []
-        if account.margin_called:
-            return []
-        account.margin_called = True
-        held = [s for s, p in account.positions.items() if p.amount and not account.setting(s).isolated]
-        return [MarginCalled(account.name, totals.cross_wallet,
-                             tuple(account.risks(self.market, held)), self.now_ms())]
-
-
-def _places(d: Decimal) -> int:
-    exponent = d.normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
-
-
-def _plain(d: Decimal) -> str:
-    return format(d.normalize(), "f")

@@ -20,7 +20,8 @@ from controller.sim.auth import Security
 from controller.sim.events import Event
 from controller.sim.faults import Faults
 from controller.sim.market import Market, SymbolSpec
-from controller.sim.matching import MatchingEngine, NewOrder
+from controller.sim.matching import MatchingEngine
+from controller.sim.orders import NewOrder
 from controller.sim.userstream import UserStreams
 
 _DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
@@ -228,7 +229,7 @@ class RestApi:
 
     def income(self, call: Call) -> list[dict]:
         p = call.params
-        rows = self.engine.income[call.user.name]
+        rows = self.engine.ledger.income[call.user.name]
         if p.get("symbol"):
             rows = [r for r in rows if r.symbol == p["symbol"]]
         if p.get("incomeType"):

@@ -13,7 +13,9 @@ from decimal import Decimal
 from controller.sim.accounts import Account, PositionRisk, Totals
 from controller.sim.events import BalanceChanged, Event, LeverageChanged, MarginCalled, OrderUpdated
 from controller.sim.market import Bracket, Market, SymbolSpec
-from controller.sim.matching import Fill, Income, Order
+from controller.sim.filters import MAX_OPEN_ORDERS, PERCENT_PRICE_DOWN, PERCENT_PRICE_UP
+from controller.sim.ledger import Income
+from controller.sim.orders import Fill, Order
 
 ZERO = Decimal(0)
 
@@ -75,10 +77,11 @@ def _symbol(spec: SymbolSpec) -> dict:
              "stepSize": str(spec.step)},
             {"filterType": "MARKET_LOT_SIZE", "minQty": str(spec.min_qty),
              "maxQty": str(spec.market_max_qty), "stepSize": str(spec.step)},
-            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+            {"filterType": "MAX_NUM_ORDERS", "limit": MAX_OPEN_ORDERS},
             {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
             {"filterType": "MIN_NOTIONAL", "notional": str(spec.min_notional)},
-            {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
+            {"filterType": "PERCENT_PRICE", "multiplierUp": f"{PERCENT_PRICE_UP:.4f}",
+             "multiplierDown": f"{PERCENT_PRICE_DOWN:.4f}",
              "multiplierDecimal": "4"},
         ],
         "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT",

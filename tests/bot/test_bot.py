@@ -120,8 +120,12 @@ async def test_fills_the_stream_did_not_deliver_are_found_by_reconciliation(sim,
     async with running(client, clock, strategy()) as run:
         await run.until(lambda: run.bot.iterations >= 1)
         sim.faults.stall_stream("canary")
-        before = filled(run)
+        stalled_at, before = len(sim.requests), filled(run)
         await run.until(lambda: filled(run) >= before + 3)
+    assert filled(run) >= before + 3
+    # Reconciliation asks the exchange for each order that left the open list unreported.
+    looked_up = [r for r in list(sim.requests)[stalled_at:] if (r.method, r.path) == ("GET", "/fapi/v1/order")]
+    assert len(looked_up) >= 3
 
 
 async def test_margin_fractions_go_stale_while_the_exchange_cannot_be_read(sim, client, clock):

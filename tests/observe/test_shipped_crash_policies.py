@@ -11,11 +11,11 @@ from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model_text
-from controller.observe.logs import LogFileObserver
+from controller.observe.logfile import LogFileObserver
 from controller.observe.process import ProcessObserver
 from controller.verification import Verification
 from tests.bot.test_cli import REPO, SPEED, STRATEGY, exchange_file, strategy_file
-from tests.observe.test_logs import read
+from tests.observe.test_logfile import read
 
 SHIPPED = {p.name: p for f in load_policies([REPO / "policies"]).values() for p in f.policies}
 

@@ -110,4 +110,5 @@ async def test_oversized_orders_fail_the_sizing_policies_of_every_stage(connect,
     config = strategy({"symbols": {"BTCUSDT": {"leverage": 5}, "ETHUSDT": {"leverage": 5}},
                        "buckets": {"majors": {"allocation": "0.5", "symbols": ["BTCUSDT", "ETHUSDT"]}},
                        "sizing": {"order_fraction": "0.5"}}, oversized_orders=3)
-    await run_release(connect, clock, config, expected)
+    latest = await run_release(connect, clock, config, expected)
+    assert {name: latest[name].outcome for name in sizing} == {name: Outcome.FAIL for name in sizing}

@@ -42,7 +42,8 @@ def model(kind: str, module: str):
     return candidates[0]
 
 
-def judge(payload: dict, kind: str, module: str, nested: dict[str, tuple[str, bool]] | None = None) -> None:
+def assert_matches_model(payload: dict, kind: str, module: str,
+                         nested: dict[str, tuple[str, bool]] | None = None) -> None:
     """Validate ``payload`` with the SDK model; refuse fields the model does not define."""
     cls = model(kind, module)
     cls.from_dict(EXAMPLE_OVER_SPEC.get(module, lambda p: p)(payload))  # strict types: raises on a number where a string belongs, etc.
@@ -54,62 +55,62 @@ def judge(payload: dict, kind: str, module: str, nested: dict[str, tuple[str, bo
     assert not invented, f"{module}: fields unknown to Binance's model: {sorted(invented)}"
     for key, (inner, is_list) in (nested or {}).items():
         for item in (payload[key] if is_list else [payload[key]]):
-            judge(item, kind, inner)
+            assert_matches_model(item, kind, inner)
 
 
 async def test_rest_responses_match_binances_models(canary, master):
-    judge(await canary.futures_time(), "rest_api", "check_server_time_response")
-    judge(await canary.futures_change_leverage(symbol="BTCUSDT", leverage=10), "rest_api", "change_initial_leverage_response")
+    assert_matches_model(await canary.futures_time(), "rest_api", "check_server_time_response")
+    assert_matches_model(await canary.futures_change_leverage(symbol="BTCUSDT", leverage=10), "rest_api", "change_initial_leverage_response")
     for item in await canary.futures_symbol_config():
-        judge(item, "rest_api", "symbol_configuration_response_inner")
+        assert_matches_model(item, "rest_api", "symbol_configuration_response_inner")
     order = await canary.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01",
                                               newOrderRespType="RESULT")
-    judge(order, "rest_api", "new_order_response")
+    assert_matches_model(order, "rest_api", "new_order_response")
     await canary.futures_create_order(symbol="BTCUSDT", side="SELL", type="LIMIT", quantity="0.01", price="900000",
                                       timeInForce="GTC")
     resting = await canary.futures_get_open_orders(symbol="BTCUSDT")
     for item in resting:
-        judge(item, "rest_api", "current_all_open_orders_response_inner")
-    judge(await canary.futures_cancel_order(symbol="BTCUSDT", orderId=resting[0]["orderId"]),
+        assert_matches_model(item, "rest_api", "current_all_open_orders_response_inner")
+    assert_matches_model(await canary.futures_cancel_order(symbol="BTCUSDT", orderId=resting[0]["orderId"]),
           "rest_api", "cancel_order_response")
-    judge(await canary.futures_get_order(symbol="BTCUSDT", orderId=order["orderId"]), "rest_api", "query_order_response")
+    assert_matches_model(await canary.futures_get_order(symbol="BTCUSDT", orderId=order["orderId"]), "rest_api", "query_order_response")
     for item in await canary.futures_position_information():
-        judge(item, "rest_api", "position_information_v3_response_inner")
+        assert_matches_model(item, "rest_api", "position_information_v3_response_inner")
     for item in await canary.futures_account_trades(symbol="BTCUSDT"):
-        judge(item, "rest_api", "account_trade_list_response_inner")
-    judge(await canary.futures_account(), "rest_api", "account_information_v2_response",
-          {"assets": ("account_information_v2_response_assets_inner", True),
+        assert_matches_model(item, "rest_api", "account_trade_list_response_inner")
+    assert_matches_model(await canary.futures_account(), "rest_api", "account_information_v2_response",
+                         {"assets": ("account_information_v2_response_assets_inner", True),
            "positions": ("account_information_v2_response_positions_inner", True)})
     for item in await master.futures_leverage_bracket():
-        judge(item, "rest_api", "notional_and_leverage_brackets_response1_inner",
-              {"brackets": ("notional_and_leverage_brackets_response1_inner_brackets_inner", True)})
-    judge(await canary.futures_mark_price(symbol="ETHUSDT"), "rest_api", "mark_price_response1")
+        assert_matches_model(item, "rest_api", "notional_and_leverage_brackets_response1_inner",
+                             {"brackets": ("notional_and_leverage_brackets_response1_inner_brackets_inner", True)})
+    assert_matches_model(await canary.futures_mark_price(symbol="ETHUSDT"), "rest_api", "mark_price_response1")
 
 
 async def test_user_stream_events_match_binances_models(sim, canary):
     async with user_stream(sim, canary) as stream:
         await canary.futures_change_leverage(symbol="BTCUSDT", leverage=20)
-        judge(await stream.next_of("ACCOUNT_CONFIG_UPDATE"), "websocket_streams", "account_config_update",
-              {"ac": ("account_config_update_ac", False)})
+        assert_matches_model(await stream.next_of("ACCOUNT_CONFIG_UPDATE"), "websocket_streams",
+                             "account_config_update", {"ac": ("account_config_update_ac", False)})
         price = Decimal((await canary.futures_mark_price(symbol="BTCUSDT"))["markPrice"])
         quantity = (2000 * 18 / price).quantize(Decimal("0.001"))  # 18x the canary's 2000 USDT
         await canary.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=str(quantity))
-        judge(await stream.next_of("ORDER_TRADE_UPDATE"), "websocket_streams", "order_trade_update",
-              {"o": ("order_trade_update_o", False)})
-        judge(await stream.next_of("ACCOUNT_UPDATE"), "websocket_streams", "account_update",
-              {"a": ("account_update_a", False)})
+        assert_matches_model(await stream.next_of("ORDER_TRADE_UPDATE"), "websocket_streams", "order_trade_update",
+                             {"o": ("order_trade_update_o", False)})
+        assert_matches_model(await stream.next_of("ACCOUNT_UPDATE"), "websocket_streams", "account_update",
+                             {"a": ("account_update_a", False)})
         # At 18x, a 5.5 % drop loses 99 % of the margin balance: far past the margin call.
         sim.set_price("BTCUSDT", (price * Decimal("0.945")).quantize(Decimal("0.1")))
-        judge(await stream.next_of("MARGIN_CALL"), "websocket_streams", "margin_call",
-              {"p": ("margin_call_p_inner", True)})
+        assert_matches_model(await stream.next_of("MARGIN_CALL"), "websocket_streams", "margin_call",
+                             {"p": ("margin_call_p_inner", True)})
         assert sim.faults.expire_listen_key("canary")
-        judge(await stream.next_of("listenKeyExpired"), "websocket_streams", "listen_key_expired")
+        assert_matches_model(await stream.next_of("listenKeyExpired"), "websocket_streams", "listen_key_expired")
 
 
 def test_the_oracle_refuses_an_invented_field_and_a_wrong_type():
     good = {"symbol": "BTCUSDT", "leverage": 5, "maxNotionalValue": "1000000"}
-    judge(good, "rest_api", "change_initial_leverage_response")
+    assert_matches_model(good, "rest_api", "change_initial_leverage_response")
     with pytest.raises(AssertionError, match="unknown to Binance"):
-        judge({**good, "levrage": 5}, "rest_api", "change_initial_leverage_response")
+        assert_matches_model({**good, "levrage": 5}, "rest_api", "change_initial_leverage_response")
     with pytest.raises(Exception, match="leverage"):
-        judge({**good, "leverage": "5"}, "rest_api", "change_initial_leverage_response")
+        assert_matches_model({**good, "leverage": "5"}, "rest_api", "change_initial_leverage_response")

@@ -1,0 +1,178 @@
+"""The bot's output from a systemd unit's journal (``journalctl -o json -f``), fed to the exception detector.
+
+Each journal entry is fed whole (a JournalHandler record may hold a traceback); an entry of
+priority err or worse is an error record unless it belongs to a traceback. While journalctl runs,
+the observer sends a Heartbeat every interval, and a traceback at the end of the journal is
+complete once a whole interval passes without an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from controller.clock import Clock
+from controller.observe.observation import Heartbeat, Sink
+from controller.observe.tracebacks import MAX_LINE, ExceptionDetector, report
+
+log = logging.getLogger(__name__)
+
+
+class JournaldObserver:
+    """Follows a systemd unit's journal through ``journalctl -o json -f``, restarting it with backoff.
+
+    ``command`` replaces the journalctl command line (as given, without cursor handling); by
+    default a restarted journalctl resumes after the last entry read (``--after-cursor``), so
+    nothing written while it was down is missed.
+    """
+
+    def __init__(self, unit: str, *, clock: Clock, sink: Sink, command: Sequence[str] | None = None,
+                 interval: float = 1.0, backoff: float = 1.0, max_backoff: float = 30.0,
+                 source: str = "logs") -> None:
+        if interval <= 0 or backoff <= 0 or max_backoff < backoff:
+            raise ValueError("interval and backoff are positive numbers of seconds, max_backoff >= backoff")
+        self.unit = unit
+        self.clock = clock
+        self.sink = sink
+        self.command = tuple(command) if command is not None else None
+        self.interval = interval
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.source = source
+        self.detector = ExceptionDetector()
+        self.cursor: str | None = None
+
+    def argv(self) -> list[str]:
+        if self.command is not None:
+            return list(self.command)
+        since = ["--after-cursor", self.cursor] if self.cursor else ["-n", "0"]
+        return ["journalctl", "-u", self.unit, "-o", "json", "-f", "-q", "--all", *since]
+
+    async def run(self) -> None:
+        """Follow until cancelled; a journalctl that ends or cannot start is a failed heartbeat, then a restart."""
+        delay = self.backoff
+        while True:
+            healthy, reason = await self._follow()
+            if healthy:  # it ran a while: this is a new failure, not the same one again
+                delay = self.backoff
+            error = f"{reason}; restarting in {delay:g} s"
+            log.warning("journal_reader_ended unit=%s error=%s", self.unit, error)
+            self.sink(Heartbeat(self.source, self.clock.time(), ok=False, error=error))
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, self.max_backoff)
+
+    async def _follow(self) -> tuple[bool, str]:
+        """Run one journalctl until it ends: (whether it ran for a whole interval, why it ended)."""
+        argv = self.argv()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, limit=MAX_LINE)
+        except OSError as exc:
+            return False, f"cannot start {argv[0]}: {exc.strerror or exc}"
+        errors: list[str] = []
+        stderr = asyncio.create_task(_collect(process.stderr, errors), name="journal-stderr")
+        healthy = False
+        reading: asyncio.Task | None = None
+        tick = asyncio.create_task(self.clock.sleep(self.interval), name="journal-tick")
+        quiet = True
+        try:
+            while True:
+                reading = reading or asyncio.create_task(process.stdout.readline(), name="journal-read")
+                await asyncio.wait({reading, tick}, return_when=asyncio.FIRST_COMPLETED)
+                if tick.done():  # journalctl is alive: the source is fresh
+                    if quiet:
+                        report(self.detector.settle(), self.source, self.sink, self.unit)
+                    self.sink(Heartbeat(self.source, self.clock.time()))
+                    healthy, quiet = True, True
+                    tick = asyncio.create_task(self.clock.sleep(self.interval), name="journal-tick")
+                if reading.done():
+                    line, reading = _line_of(reading), None
+                    if line is None:
+                        continue  # longer than MAX_LINE: dropped
+                    if not line:
+                        break  # end of output: journalctl has ended
+                    quiet = False
+                    self._entry(line)
+        finally:
+            for task in (reading, tick):
+                if task is not None:
+                    task.cancel()
+            await _stop(process)
+            await asyncio.wait({stderr}, timeout=1.0)
+            stderr.cancel()
+        report(self.detector.settle(), self.source, self.sink, self.unit)
+        detail = f": {errors[-1]}" if errors else ""
+        return healthy, f"{argv[0]} ended with status {process.returncode}{detail}"
+
+    def _entry(self, line: bytes) -> None:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            log.debug("journal_line_not_json line=%r", line[:200])
+            return
+        if not isinstance(entry, dict):
+            return
+        cursor = entry.get("__CURSOR")
+        self.cursor = cursor if isinstance(cursor, str) and cursor else self.cursor
+        message = _text(entry.get("MESSAGE"))
+        if message is None:
+            return
+        try:
+            ts = int(entry["__REALTIME_TIMESTAMP"]) / 1_000_000
+        except (KeyError, TypeError, ValueError):
+            ts = self.clock.time()
+        try:
+            priority = int(entry.get("PRIORITY", 6))
+        except (TypeError, ValueError):
+            priority = 6
+        findings = self.detector.feed(message, ts, error_level=priority <= 3)
+        report(findings, self.source, self.sink, f"{self.unit}[{entry.get('_PID', '?')}]")
+
+
+def _text(value: Any) -> str | None:
+    """A journald JSON field: a string, an array of byte values (not UTF-8 or binary), or an array of
+    several values of one field."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(b, int) for b in value):
+        return bytes(b & 0xFF for b in value).decode("utf-8", "replace")
+    if isinstance(value, list):
+        parts = [t for t in map(_text, value) if t is not None]
+        return "\n".join(parts) if parts else None
+    return None
+
+
+def _line_of(reading: asyncio.Task) -> bytes | None:
+    try:
+        return reading.result()
+    except ValueError:  # the line overran the reader's limit; asyncio has discarded it
+        log.warning("journal_line_too_long limit=%d", MAX_LINE)
+        return None
+
+
+async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
+    while line := await stream.readline():
+        text = line.decode("utf-8", "replace").strip()
+        if text:
+            into[:] = [*into[-9:], text]
+            log.debug("journal_reader_stderr line=%s", text)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """Terminate, wait a bounded time, then kill."""
+    try:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=2.0)
+    except ProcessLookupError:
+        pass
+    except TimeoutError:
+        process.kill()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=2.0)
+        except TimeoutError:
+            log.error("journal_reader_not_reaped pid=%s", process.pid)
