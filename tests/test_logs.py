@@ -47,3 +47,31 @@ def test_an_exception_is_rendered_inside_its_one_record(captured):
         logging.getLogger("controller.test").exception("sink_failed")
     (line,) = captured.getvalue().splitlines()
     assert "ValueError: boom" in json.loads(line)["exception"]
+
+
+def test_an_event_logger_renders_its_fields_as_keys_of_the_record(captured):
+    logs.get_logger("controller.test").warning("exchange_retry", account="canary", attempt=2, process=7)
+    (line,) = captured.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == "exchange_retry"
+    assert (record["account"], record["attempt"], record["process"]) == ("canary", 2, 7)
+    assert "canary_fields" not in record
+
+
+def test_an_event_logger_redacts_secret_fields_and_keeps_the_exception(captured):
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logs.get_logger("controller.test").exception("request_failed", api_secret="s3cr3t",
+                                                     url="/fapi/v1/order?signature=abc123def")
+    (line,) = captured.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["api_secret"] == "***" and "abc123def" not in line
+    assert "ValueError: boom" in record["exception"]
+
+
+def test_fields_of_a_record_are_readable_without_structlog(caplog):
+    with caplog.at_level(logging.INFO, logger="controller.test"):
+        logs.get_logger("controller.test").info("daemon_ready", admin_port=9310)
+    (record,) = caplog.records
+    assert record.getMessage() == "daemon_ready" and logs.fields_of(record) == {"admin_port": 9310}
