@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.analysis.observation import Heartbeat, Observation, Sink, labels_of
 from controller.clock import Clock
-from controller.observe.observation import Heartbeat, Observation, Sink, labels_of
 
 log = logging.getLogger(__name__)
 

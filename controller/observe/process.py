@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.analysis.observation import Heartbeat, Observation, Sink
 from controller.clock import Clock
-from controller.observe.observation import Heartbeat, Observation, Sink
 from controller.observe.polling import poll
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ import pytest
 import structlog
 
 from controller import logs as controller_logs
+from controller.analysis.observation import Heartbeat
 from controller.clock import SimulatedClock
 from controller.observe.logs import ERROR_RECORDS, UNHANDLED_EXCEPTIONS, ExceptionDetector, JournaldObserver, \
     LogFileObserver
-from controller.observe.observation import Heartbeat
 from tests.bot.test_cli import REPO, SPEED, STRATEGY, exchange_file, strategy_file
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.observe.observation import Heartbeat
+from controller.analysis.observation import Heartbeat
 from controller.observe.process import ProcessObserver, pid_from_file, read_stat
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
