@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 import click
 
-from controller.rollout import summary as sm
+from controller.store import summary as sm
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 _STYLES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36",

@@ -30,11 +30,13 @@ from controller.daemon.admin import AdminServer
 from controller.daemon.notify import Notifier, watchdog_loop
 from controller.errors import CanaryError
 from controller.metrics import ControllerMetrics
-from controller.rollout import placing, records
+from controller.rollout import placing
 from controller.rollout.decide import TERMINAL
 from controller.rollout.engine import Cadence, PolicySet, RolloutReport, RolloutRunner
+from controller.rollout.info import get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
 from controller.sim.accounts import AccountSpec
+from controller.store.commands import ack_command, pending_commands
 from controller.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -152,7 +154,7 @@ class Daemon:
                 del self.runners[rollout_id]
                 if not task.cancelled() and task.exception() is not None:
                     log.error("rollout_runner_crashed rollout=%d error=%r", rollout_id, task.exception())
-        active = await records.list_rollouts(self.db, active_only=True)
+        active = await list_rollouts(self.db, active_only=True)
         for info in active:
             if info.id not in self.runners:
                 report = self.reports.setdefault(info.id, RolloutReport(info.id, info.release))
@@ -187,17 +189,17 @@ class Daemon:
     # ------------------------------------------------------------ commands without a rollout
 
     async def _handle_global_commands(self) -> None:
-        for command in await records.pending_commands(self.db):
+        for command in await pending_commands(self.db):
             if command.rollout_id is not None:
                 if command.rollout_id not in self.runners:
-                    info = await records.get_rollout(self.db, command.rollout_id)
+                    info = await get_rollout(self.db, command.rollout_id)
                     if info.status in TERMINAL:  # no runner will ever read it: answer for the rollout
-                        await records.ack_command(self.db, self.clock, command.id, accepted=False,
+                        await ack_command(self.db, self.clock, command.id, accepted=False,
                                                   message=f"the rollout is {info.status.value}: nothing to "
                                                           f"{command.kind}", audit_kind=f"command.{command.kind}")
                 continue
             if command.kind != "place":
-                await records.ack_command(self.db, self.clock, command.id, accepted=False,
+                await ack_command(self.db, self.clock, command.id, accepted=False,
                                           message=f"unknown command {command.kind!r}", audit_kind="command.refused")
                 continue
             args = command.args
@@ -206,10 +208,10 @@ class Daemon:
                                                     account=args["account"], release=args["release"],
                                                     rollout_id=None, actor=command.actor)
             except Exception as exc:  # noqa: BLE001 - the operator sees why in the ack
-                await records.ack_command(self.db, self.clock, command.id, accepted=False,
+                await ack_command(self.db, self.clock, command.id, accepted=False,
                                           message=f"{type(exc).__name__}: {exc}", audit_kind="command.place")
                 continue
-            await records.ack_command(self.db, self.clock, command.id, accepted=True, audit_kind="command.place",
+            await ack_command(self.db, self.clock, command.id, accepted=True, audit_kind="command.place",
                                       message=f"{args['release']} runs on {args['environment']}/{args['account']} "
                                               f"(deployment {deployment.id})")
 

@@ -20,9 +20,9 @@ from controller.config.daemon import DaemonConfig
 from controller.daemon.service import Daemon, DaemonOptions
 from controller.demo import EXAMPLES, POLICIES
 from controller.release_files import read_release
-from controller.rollout import records
 from controller.rollout.decide import Status
 from controller.rollout.engine import Cadence
+from controller.rollout.info import RolloutInfo, get_rollout
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
@@ -56,10 +56,10 @@ class Running:
             return None
         return f"the daemon stopped: {'cancelled' if self.task.cancelled() else self.task.exception()!r}"
 
-    async def until(self, rollout_id: int, *states: Status, timeout: float = 60.0) -> records.RolloutInfo:
+    async def until(self, rollout_id: int, *states: Status, timeout: float = 60.0) -> RolloutInfo:
         """The rollout once it is in one of ``states``; fails at once if the daemon died."""
         async def reached():
-            info = await records.get_rollout(self.db, rollout_id)
+            info = await get_rollout(self.db, rollout_id)
             return info if info.status in states else None
         return await poll(reached, timeout=timeout, alive=self.gone,
                           what=f"rollout {rollout_id} to be {' or '.join(sorted(states))}")
