@@ -23,6 +23,7 @@ from controller.rollout.decide import TERMINAL, Status
 from controller.rollout.engine import Cadence
 from controller.rollout.info import RolloutInfo, create_rollout, get_rollout
 from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
+from controller.sim.embed import EmbeddedSimulators
 from controller.store import audit
 from controller.store.commands import await_ack, submit_command
 from controller.store.database import Database, resolve_url
@@ -72,9 +73,10 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict:
             note(f"recorded release {version} ({role})")
         config = DaemonConfig.model_validate({"environments": {"sim": {"kind": "sim"}},
                                               "admin": {"port": 0}, "policies_dir": str(POLICIES)})
-        daemon = Daemon(config, db, clock, DaemonOptions(state_dir=options.workdir / "state", speed=options.speed,
-                                                         cadence=CADENCE, stop_releases_on_exit=True),
-                        on_event=lambda rollout, text: note(f"rollout {rollout}: {text}"))
+        daemon = Daemon(config, db, clock, DaemonOptions(state_dir=options.workdir / "state", cadence=CADENCE,
+                                                         stop_releases_on_exit=True),
+                        on_event=lambda rollout, text: note(f"rollout {rollout}: {text}"),
+                        simulators=EmbeddedSimulators(clock, speed=options.speed))
         daemon_task = asyncio.create_task(daemon.run(), name="demo-daemon")
         try:
             await _wait(daemon.ready.wait(), daemon_task, 30)

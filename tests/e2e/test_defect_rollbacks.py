@@ -118,7 +118,7 @@ class Canary:
 
     async def exchange_settings(self, account: str) -> dict[str, tuple[int, str]]:
         """Leverage and margin type per symbol, as the exchange tells a client of our own."""
-        sim = self.daemon.simulators["sim"]
+        sim = self.site.simulators.started["sim"]
         keys = sim.accounts[account]
         async with ExchangeClient(account=account, api_key=keys.api_key, api_secret=keys.api_secret,
                                   endpoints=Endpoints(sim.rest_url, sim.ws_url, sim.sapi_url), clock=self.clock,
