@@ -13,9 +13,9 @@ import time
 import tracemalloc
 
 from controller.analysis.evaluator import Evaluator
+from controller.analysis.observation import Heartbeat, Observation, labels_of
 from controller.analysis.policy import PolicyFile
 from controller.config.yamlfile import load_model_text
-from controller.observe.observation import Heartbeat, Observation, labels_of
 
 POLICIES = load_model_text(PolicyFile, """\
 stage: A

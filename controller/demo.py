@@ -19,11 +19,13 @@ from controller.clock import SimulatedClock
 from controller.config.daemon import DaemonConfig
 from controller.daemon.service import Daemon, DaemonOptions
 from controller.release_files import read_release
-from controller.rollout import records
 from controller.rollout.decide import TERMINAL, Status
 from controller.rollout.engine import Cadence
+from controller.rollout.info import RolloutInfo, create_rollout, get_rollout
 from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
+from controller.sim.embed import EmbeddedSimulators
 from controller.store import audit
+from controller.store.commands import await_ack, submit_command
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
@@ -71,22 +73,23 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict:
             note(f"recorded release {version} ({role})")
         config = DaemonConfig.model_validate({"environments": {"sim": {"kind": "sim"}},
                                               "admin": {"port": 0}, "policies_dir": str(POLICIES)})
-        daemon = Daemon(config, db, clock, DaemonOptions(state_dir=options.workdir / "state", speed=options.speed,
-                                                         cadence=CADENCE, stop_releases_on_exit=True),
-                        on_event=lambda rollout, text: note(f"rollout {rollout}: {text}"))
+        daemon = Daemon(config, db, clock, DaemonOptions(state_dir=options.workdir / "state", cadence=CADENCE,
+                                                         stop_releases_on_exit=True),
+                        on_event=lambda rollout, text: note(f"rollout {rollout}: {text}"),
+                        simulators=EmbeddedSimulators(clock, speed=options.speed))
         daemon_task = asyncio.create_task(daemon.run(), name="demo-daemon")
         try:
             await _wait(daemon.ready.wait(), daemon_task, 30)
             note(f"daemon up: simulator started, admin on 127.0.0.1:{daemon.admin_port}")
-            command = await records.submit_command(db, clock, rollout_id=None, kind="place", actor=ACTOR,
+            command = await submit_command(db, clock, rollout_id=None, kind="place", actor=ACTOR,
                                                    args={"release": "1.0.0", "environment": "sim",
                                                          "account": "master"})
-            placed = await _wait(records.await_ack(db, command.id, timeout=60), daemon_task, 60)
+            placed = await _wait(await_ack(db, command.id, timeout=60), daemon_task, 60)
             note(f"baseline: {placed.message}")
             pipeline = load_pipeline(DEMO_PIPELINE)
             results = []
             for version in ("1.1.0", "1.2.0"):
-                info = await records.create_rollout(db, clock, version=version, pipeline=pipeline, actor=ACTOR)
+                info = await create_rollout(db, clock, version=version, pipeline=pipeline, actor=ACTOR)
                 note(f"rollout {info.id} of {version} started (pipeline {pipeline.name})")
                 final = await _wait(_finished(db, info.id), daemon_task, options.timeout)
                 report = daemon.reports.get(info.id)
@@ -102,7 +105,7 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict:
         await db.close()
 
 
-def _result(info: records.RolloutInfo, report, speed: float) -> dict:
+def _result(info: RolloutInfo, report, speed: float) -> dict:
     rolled_back = info.status is Status.ROLLED_BACK
     detect_ms = rollback_ms = safe_ms = None
     if rolled_back and report is not None:
@@ -119,7 +122,7 @@ def _result(info: records.RolloutInfo, report, speed: float) -> dict:
 
 async def _finished(db: Database, rollout_id: int):
     while True:
-        info = await records.get_rollout(db, rollout_id)
+        info = await get_rollout(db, rollout_id)
         if info.status in TERMINAL or info.status is Status.FAILED:
             return info
         await asyncio.sleep(0.2)

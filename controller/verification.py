@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from controller.analysis.bindings import release_bindings
 from controller.analysis.evaluator import Evaluator
+from controller.analysis.observation import Heartbeat, Observation
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import Verdict
 from controller.clock import Clock
 from controller.config.strategy import StrategyConfig
 from controller.metrics import ControllerMetrics
-from controller.observe.observation import Heartbeat, Observation
 
 log = logging.getLogger(__name__)
 

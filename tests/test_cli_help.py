@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from controller.cli.app import cli
 from controller.clock import SimulatedClock
 from controller.release_files import read_release
-from controller.rollout import records
+from controller.rollout.info import create_rollout
 from controller.rollout.pipeline import load_pipeline
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
@@ -89,7 +89,7 @@ def store(tmp_path_factory) -> tuple[str, int]:
             for version in ("1.0.0", "1.1.0"):
                 await add_release(db, clock, read_release(version, EXAMPLES / "demo" / "manifest.yaml",
                                                           EXAMPLES / "reference-bot" / "strategy.yaml"), actor="t")
-            return (await records.create_rollout(db, clock, version="1.1.0", pipeline=load_pipeline(),
+            return (await create_rollout(db, clock, version="1.1.0", pipeline=load_pipeline(),
                                                  actor="t")).id
         finally:
             await db.close()

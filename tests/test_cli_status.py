@@ -27,15 +27,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
+from controller import store
 from controller.analysis.verdict import Outcome, Verdict
 from controller.clock import SimulatedClock
 from controller.release_files import read_release
-from controller.rollout import decide, records, summary
+from controller.rollout import decide
 from controller.rollout.decide import State, Status
+from controller.rollout.info import RolloutInfo, create_rollout, get_rollout, save_decision, start_stage_run
 from controller.rollout.pipeline import Pipeline
 from controller.rollout.rollback import Rollback
 from controller.rollout.site import Site
+from controller.store import summary
+from controller.store.commands import submit_command
 from controller.store.database import Database, resolve_url
+from controller.store.deployments import record_placement
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
 from controller.store.verdicts import VerdictLog
@@ -58,22 +63,22 @@ def _verdict(policy: str, outcome: Outcome, at: float, value: float | None = Non
                    action)
 
 
-async def canary(db, *, releases=("1.0.0", "1.1.0")) -> tuple[records.RolloutInfo, SimulatedClock]:
+async def canary(db, *, releases=("1.0.0", "1.1.0")) -> tuple[RolloutInfo, SimulatedClock]:
     """1.0.0 live on sim/master; a rollout of 1.1.0 running stage C on sim/canary for 15 minutes,
     with verdicts, the owner's sign-off still missing and an operator's promote not answered."""
     clock = SimulatedClock(datetime.now(tz=UTC) - timedelta(seconds=STAGE_AGO + 5))
     for version in releases:
         await add_release(db, clock, read_release(version, EXAMPLES / "demo" / "manifest.yaml",
                                                   EXAMPLES / "reference-bot" / "strategy.yaml"), actor="tester")
-    await records.record_placement(db, clock, rollout_id=None, environment="sim", account="master",
+    await record_placement(db, clock, rollout_id=None, environment="sim", account="master",
                                    instance="sim-master", release=releases[0])
-    info = await records.create_rollout(db, clock, version=releases[1], pipeline=PIPELINE, actor="tester")
+    info = await create_rollout(db, clock, version=releases[1], pipeline=PIPELINE, actor="tester")
     clock.advance(5)
-    await records.record_placement(db, clock, rollout_id=info.id, environment="sim", account="canary",
+    await record_placement(db, clock, rollout_id=info.id, environment="sim", account="canary",
                                    instance="sim-canary", release=releases[1])
     started = clock.time()
-    run_id = await records.start_stage_run(db, clock, info, 0, started)
-    info = await records.save_decision(db, clock, info, State(Status.RUNNING, 0, started))
+    run_id = await start_stage_run(db, info, 0, started)
+    info = await save_decision(db, clock, info, State(Status.RUNNING, 0, started))
     log = VerdictLog(db, info.id, run_id)
     share, latency = "c-capital-share-within-cap", "c-queue-latency-p95"
     for offset, verdicts in [
@@ -92,7 +97,7 @@ async def canary(db, *, releases=("1.0.0", "1.1.0")) -> tuple[records.RolloutInf
         (330, [_verdict(share, Outcome.PASS, 0, 0.015, 0.02, condition="<= capital_cap")]),
     ]:
         await log.record([replace(v, at=started + offset) for v in verdicts])
-    await records.submit_command(db, clock, rollout_id=info.id, kind="promote", actor="bob", args={"force": False})
+    await submit_command(db, clock, rollout_id=info.id, kind="promote", actor="bob", args={"force": False})
     return info, clock
 
 
@@ -164,7 +169,7 @@ async def test_a_failed_rollback_shows_its_step_progress_and_how_to_resume(sqlit
     await rollback.plan(info, trigger="operator", reason="fills look wrong")
     outcome = await rollback.run(info)
     assert not outcome.ok and outcome.failed_step == "stop_release"
-    await records.save_decision(sqlite_db, clock, info, State(Status.FAILED, 0, info.state.stage_started,
+    await save_decision(sqlite_db, clock, info, State(Status.FAILED, 0, info.state.stage_started,
                                                        reason=f"rollback step failed: {outcome.error}"))
 
     text = canaryctl("status", "1.1.0", db=sqlite_url)
@@ -190,10 +195,10 @@ async def test_without_rollout_it_shows_the_rollouts_under_way_else_the_latest(s
     info, clock = await canary(sqlite_db)
     assert [r["id"] for r in _json(canaryctl("status", "--json", db=sqlite_url))["rollouts"]] == [info.id]
 
-    await records.save_decision(sqlite_db, clock, info, State(Status.ROLLED_BACK, 0, info.state.stage_started))
-    second = await records.create_rollout(sqlite_db, clock, version="1.0.0", pipeline=PIPELINE, actor="tester")
+    await save_decision(sqlite_db, clock, info, State(Status.ROLLED_BACK, 0, info.state.stage_started))
+    second = await create_rollout(sqlite_db, clock, version="1.0.0", pipeline=PIPELINE, actor="tester")
     assert [r["id"] for r in _json(canaryctl("status", "--json", db=sqlite_url))["rollouts"]] == [second.id]
-    await records.save_decision(sqlite_db, clock, second, State(Status.PROMOTED, 1))
+    await save_decision(sqlite_db, clock, second, State(Status.PROMOTED, 1))
     latest = _json(canaryctl("status", "--json", db=sqlite_url))["rollouts"]
     assert [(r["id"], r["state"]) for r in latest] == [(second.id, "promoted")]
 
@@ -218,7 +223,7 @@ def test_an_unmigrated_database_says_to_upgrade(sqlite_url):
 
 
 def test_the_summary_reads_the_statuses_decide_writes():
-    assert summary.TERMINAL == {s.value for s in decide.TERMINAL}
+    assert store.TERMINAL == {s.value for s in decide.TERMINAL}
     assert summary.JUDGED == {s.value for s in decide.JUDGED}
 
 
@@ -229,7 +234,7 @@ async def test_rollout_refs_resolve_as_records_get_rollout_does(sqlite_db, sqlit
     reader = open_reader(sqlite_url)
     try:
         for ref in (str(info.id), "1.1.0"):
-            assert summary.resolve(reader, ref) == (await records.get_rollout(sqlite_db, ref)).id
+            assert summary.resolve(reader, ref) == (await get_rollout(sqlite_db, ref)).id
     finally:
         reader.close()
 

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from controller.rollout import records
 from controller.rollout.decide import Status
+from controller.rollout.info import get_rollout
 from tests.daemon.harness import poll
 from tests.daemon.inprocess import BOT, CANARY_PIPELINE, daemon_on_sim
 
@@ -40,7 +40,7 @@ async def status_json(site, ref: str = "1.1.0") -> dict:
 
 async def test_status_follows_a_live_canary_through_an_operator_rollback(daemon):
     site, db = daemon, daemon.db
-    rollout = (await records.get_rollout(db, "1.1.0")).id
+    rollout = (await get_rollout(db, "1.1.0")).id
 
     async def judged():
         doc = await status_json(site)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from controller.analysis.observation import Heartbeat
 from controller.analysis.verdict import Outcome, Verdict
-from controller.observe.observation import Heartbeat
 
 
 class Verdicts:

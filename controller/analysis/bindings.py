@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from controller.analysis.evaluator import Bindings, Evaluator
+from controller.analysis.observation import Labels
 from controller.analysis.policy import Policy
 from controller.config.strategy import StrategyConfig
-from controller.observe.observation import Labels
 
 
 def release_bindings(config: StrategyConfig, *, capital_cap: float | None = None,

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller.analysis.condition import COMPARATORS, Condition, ConditionError
+from controller.analysis.observation import Heartbeat, Labels, Observation
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import SEVERITY_ORDER, Outcome, Verdict
 from controller.analysis.window import Window
-from controller.observe.observation import Heartbeat, Labels, Observation
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 COUNTING = {"sum", "count", "increase"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from controller.observe.observation import Labels
+from controller.analysis.observation import Labels
 
 
 class Outcome(enum.StrEnum):

@@ -47,12 +47,17 @@ def run_daemon(state_dir: Path | None, speed: float | None, seed: int) -> None:
     url = database_url()
     folder = state_dir or default_state_dir(url)
     clock = SimulatedClock(datetime.now(tz=UTC), speed=speed) if speed else RealClock()
+    simulators = None
+    if any(e.kind == "sim" for e in config.environments.values()):
+        from controller.sim.embed import EmbeddedSimulators
+
+        simulators = EmbeddedSimulators(clock, seed=seed, speed=speed)
 
     async def main() -> int:
         db = Database(url)
         try:
             await require_current(db)
-            return await Daemon(config, db, clock, DaemonOptions(state_dir=folder, speed=speed, seed=seed)).run()
+            return await Daemon(config, db, clock, DaemonOptions(state_dir=folder), simulators=simulators).run()
         finally:
             await db.close()
 

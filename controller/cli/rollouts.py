@@ -42,8 +42,8 @@ def start(version: str, pipeline_file: Path | None, actor: str | None, as_json: 
 
     Example: canaryctl rollout start 1.4.0 --pipeline pipelines/canary-only.yaml
     """
+    from controller.rollout.info import create_rollout
     from controller.rollout.pipeline import load_pipeline
-    from controller.rollout.records import create_rollout
 
     pipeline = load_pipeline(pipeline_file)  # validated before anything is written
 
@@ -68,7 +68,7 @@ def list_(active: bool, as_json: bool) -> None:
 
     Example: canaryctl rollout list --active
     """
-    from controller.rollout.records import list_rollouts
+    from controller.rollout.info import list_rollouts
 
     async def main():
         async with open_database() as db:
@@ -92,7 +92,7 @@ def show(rollout: str, as_json: bool) -> None:
 
     Example: canaryctl rollout show 1.4.0
     """
-    from controller.rollout.records import get_rollout
+    from controller.rollout.info import get_rollout
     from controller.rollout.rollback import load_plan
 
     async def main():
@@ -119,7 +119,8 @@ def show(rollout: str, as_json: bool) -> None:
 
 def _command(rollout: str, kind: str, *, actor: str | None, reason: str | None, args: dict, wait_seconds: float,
              as_json: bool) -> None:
-    from controller.rollout.records import await_ack, get_rollout, submit_command
+    from controller.rollout.info import get_rollout
+    from controller.store.commands import await_ack, submit_command
 
     async def main():
         async with open_database() as db:
@@ -244,7 +245,7 @@ def baseline(version: str, environment: str, account: str, actor: str | None, wa
 
     Example: canaryctl baseline 1.3.2 --environment live --account master
     """
-    from controller.rollout.records import await_ack, submit_command
+    from controller.store.commands import await_ack, submit_command
     from controller.store.releases import get_release
 
     async def main():

@@ -8,11 +8,11 @@ the last breach; the last rollback with its steps; and the operator's next move.
 
 It must start fast (under 300 ms on the default SQLite store: `bench/status.py`), so this module
 imports neither SQLAlchemy nor pydantic nor rich: the data comes through
-`controller.store.readonly` and `controller.rollout.summary`, and the screen is laid out and drawn
+`controller.store.readonly` and `controller.store.summary`, and the screen is laid out and drawn
 by `controller.cli.status_screen` (rich), imported only when there is a screen to draw.
 
 ``--json`` prints one object per refresh, ``{"version": 1, "now": ISO, "rollouts": [...]}``; each
-rollout is `controller.rollout.summary.Summary.to_json`: id, release, state, reason, pipeline,
+rollout is `controller.store.summary.Summary.to_json`: id, release, state, reason, pipeline,
 updated_at, baseline {release, live, environment, account}, stage {name, title, index, count,
 environment, account, duration_seconds, started_at, ends_at, remaining_seconds, deadline_at,
 finished_at, outcome}, capital_share {cap, measured, policy, at}, policies [{policy, group,
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from controller.rollout import summary
+from controller.store import summary
 
 if TYPE_CHECKING:
     from rich.text import Text

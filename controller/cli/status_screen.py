@@ -16,8 +16,8 @@ from rich.control import Control
 from rich.segment import ControlType
 from rich.text import Text
 
-from controller.rollout import summary
-from controller.rollout.summary import PolicyLine, Summary
+from controller.store import summary
+from controller.store.summary import PolicyLine, Summary
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 BAD = "bold red"

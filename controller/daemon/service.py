@@ -20,40 +20,42 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from controller.clock import Clock
 from controller.config.daemon import DaemonConfig
 from controller.daemon.admin import AdminServer
 from controller.daemon.notify import Notifier, watchdog_loop
-from controller.errors import CanaryError
+from controller.deploy.base import Deployer
+from controller.errors import CanaryError, ConfigError
 from controller.metrics import ControllerMetrics
-from controller.rollout import placing, records
+from controller.rollout import placing
 from controller.rollout.decide import TERMINAL
 from controller.rollout.engine import Cadence, PolicySet, RolloutReport, RolloutRunner
+from controller.rollout.info import get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
-from controller.sim.accounts import AccountSpec
+from controller.store.commands import ack_command, pending_commands
 from controller.store.database import Database
 
 log = logging.getLogger(__name__)
 
 
-SIM_ACCOUNTS = (AccountSpec("master", Decimal("98500"), master=True), AccountSpec("canary", Decimal("1500")))
-"""The embedded simulator's accounts: a canary holding 1.5 % of capital, inside the 2 % cap with
-room for the PnL of a good day (at exactly 2 % a profitable canary would breach its cap)."""
+class Simulators(Protocol):
+    """Opens the exchange of each `kind: sim` environment: the simulator, which production code does
+    not carry; `canaryctl run` and the demo inject it (`controller.sim.embed.EmbeddedSimulators`)."""
+
+    async def open(self, environment: str, deployer: Deployer) -> EnvironmentAccess: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
 class DaemonOptions:
     state_dir: Path
-    speed: float | None = None          # the simulator's accelerated clock (sim environments only)
-    seed: int = 7
     cadence: Cadence = field(default_factory=Cadence)
     admin: bool = True
     stop_timeout: float = 10.0
-    sim_options: dict[str, Any] = field(default_factory=dict)
     stop_releases_on_exit: bool = False
     """Stop every placed release when the daemon exits (the demo and tests); a service leaves
     them running, so that a restarted daemon adopts them."""
@@ -61,7 +63,11 @@ class DaemonOptions:
 
 class Daemon:
     def __init__(self, config: DaemonConfig, db: Database, clock: Clock, options: DaemonOptions, *,
-                 on_event: Callable[[int, str], None] | None = None) -> None:
+                 on_event: Callable[[int, str], None] | None = None, simulators: Simulators | None = None) -> None:
+        simulated = sorted(name for name, env in config.environments.items() if env.kind == "sim")
+        if simulated and simulators is None:
+            raise ConfigError("nothing here runs the simulator (`canaryctl run` and `canaryctl demo` embed it): "
+                              "expected testnet or live", field=f"environments.{simulated[0]}.kind")
         self.config = config
         self.db = db
         self.clock = clock
@@ -71,7 +77,7 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self.on_event = on_event
         self.site: Site | None = None
-        self.simulators: dict[str, Any] = {}
+        self.simulators = simulators
         self._deployers: dict[str, Any] = {}
         self.runners: dict[int, tuple[RolloutRunner, asyncio.Task]] = {}
         self.reports: dict[int, RolloutReport] = {}
@@ -131,8 +137,8 @@ class Daemon:
                 if self.options.stop_releases_on_exit:
                     await self._stop_releases()
                 await self.site.close()
-            for sim in self.simulators.values():
-                await sim.stop()
+            if self.simulators is not None:
+                await self.simulators.close()
             for signum in handlers:
                 loop.remove_signal_handler(signum)
         return 0
@@ -152,7 +158,7 @@ class Daemon:
                 del self.runners[rollout_id]
                 if not task.cancelled() and task.exception() is not None:
                     log.error("rollout_runner_crashed rollout=%d error=%r", rollout_id, task.exception())
-        active = await records.list_rollouts(self.db, active_only=True)
+        active = await list_rollouts(self.db, active_only=True)
         for info in active:
             if info.id not in self.runners:
                 report = self.reports.setdefault(info.id, RolloutReport(info.id, info.release))
@@ -187,17 +193,17 @@ class Daemon:
     # ------------------------------------------------------------ commands without a rollout
 
     async def _handle_global_commands(self) -> None:
-        for command in await records.pending_commands(self.db):
+        for command in await pending_commands(self.db):
             if command.rollout_id is not None:
                 if command.rollout_id not in self.runners:
-                    info = await records.get_rollout(self.db, command.rollout_id)
+                    info = await get_rollout(self.db, command.rollout_id)
                     if info.status in TERMINAL:  # no runner will ever read it: answer for the rollout
-                        await records.ack_command(self.db, self.clock, command.id, accepted=False,
+                        await ack_command(self.db, self.clock, command.id, accepted=False,
                                                   message=f"the rollout is {info.status.value}: nothing to "
                                                           f"{command.kind}", audit_kind=f"command.{command.kind}")
                 continue
             if command.kind != "place":
-                await records.ack_command(self.db, self.clock, command.id, accepted=False,
+                await ack_command(self.db, self.clock, command.id, accepted=False,
                                           message=f"unknown command {command.kind!r}", audit_kind="command.refused")
                 continue
             args = command.args
@@ -206,10 +212,10 @@ class Daemon:
                                                     account=args["account"], release=args["release"],
                                                     rollout_id=None, actor=command.actor)
             except Exception as exc:  # noqa: BLE001 - the operator sees why in the ack
-                await records.ack_command(self.db, self.clock, command.id, accepted=False,
+                await ack_command(self.db, self.clock, command.id, accepted=False,
                                           message=f"{type(exc).__name__}: {exc}", audit_kind="command.place")
                 continue
-            await records.ack_command(self.db, self.clock, command.id, accepted=True, audit_kind="command.place",
+            await ack_command(self.db, self.clock, command.id, accepted=True, audit_kind="command.place",
                                       message=f"{args['release']} runs on {args['environment']}/{args['account']} "
                                               f"(deployment {deployment.id})")
 
@@ -239,19 +245,14 @@ class Daemon:
         environments = {}
         for name, env in self.config.environments.items():
             deployer = self._deployer(env.deployer)
-            bot_env: dict[str, str] = {}
             if env.kind == "sim":
-                sim = await self._start_simulator(name)
-                endpoints = Endpoints(sim.rest_url, sim.ws_url, sim.sapi_url)
-                accounts = {a.name: AccountAccess(a.name, a.api_key, a.api_secret, a.master) for a in sim.accounts}
-                if self.options.speed:
-                    bot_env["CANARY_SIM_SPEED"] = f"{self.options.speed:g}"
-            else:
-                rest, ws, sapi = env.endpoints()
-                endpoints = Endpoints(_futures_base(rest), ws.rstrip("/") + "/", sapi.rstrip("/") if sapi else None)
-                accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master")
-                            for n, a in env.accounts.items()}
-            environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer, bot_env)
+                environments[name] = await self.simulators.open(name, deployer)
+                continue
+            rest, ws, sapi = env.endpoints()
+            endpoints = Endpoints(_futures_base(rest), ws.rstrip("/") + "/", sapi.rstrip("/") if sapi else None)
+            accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master")
+                        for n, a in env.accounts.items()}
+            environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer)
         return Site(self.clock, environments)
 
     def _deployer(self, config):
@@ -269,16 +270,6 @@ class Daemon:
 
                 self._deployers[key] = ProcessDeployer(self.options.state_dir, self.clock)
         return self._deployers[key]
-
-    async def _start_simulator(self, name: str):
-        from controller.sim import Simulator
-
-        sim = Simulator(clock=self.clock, seed=self.options.seed,
-                        **{"accounts": SIM_ACCOUNTS, **self.options.sim_options})
-        await sim.start("127.0.0.1", 0)
-        self.simulators[name] = sim
-        log.info("simulator_started environment=%s rest_url=%s", name, sim.rest_url)
-        return sim
 
 
 def _futures_base(rest_url: str) -> str:

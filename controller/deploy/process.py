@@ -39,7 +39,7 @@ from controller.deploy.base import (
     wait_ready,
     write_private,
 )
-from controller.observe.process import read_stat
+from controller.procfs import read_stat
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The run becomes a rollout of its release through a one-stage pipeline ("harness": the stage it
 ran, on the simulator), with one stage run, every verdict change, and an audit event carrying
 the result. It is written in one transaction already finished (promoted when the run met
-expectation, rolled back otherwise), not through `records.create_rollout`: a synthetic run
+expectation, rolled back otherwise), not through `rollout.info.create_rollout`: a synthetic run
 never holds an account, so it must neither wait for the live rollout under way (one at a time)
 nor ever look pending to a daemon that would try to place it.
 """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from controller.analysis.observation import Heartbeat, Observation, Sink
 from controller.clock import Clock
 from controller.errors import CanaryError
-from controller.observe.observation import Heartbeat, Observation, Sink
 from controller.observe.polling import poll
 from controller.store.audit import verify
 from controller.store.database import Database

@@ -32,6 +32,7 @@ import asyncio
 import logging
 from decimal import Decimal
 
+from controller.analysis.observation import Sink
 from controller.clock import Clock
 from controller.config.strategy import StrategyConfig
 from controller.exchange.client import ExchangeClient
@@ -41,7 +42,6 @@ from controller.exchange.parse import PayloadError
 from controller.exchange.stream import StreamSettings, UserStream
 from controller.exchange.weights import WeightBudget, weight_of
 from controller.observe.exchange_view import ExchangeView
-from controller.observe.observation import Sink
 
 log = logging.getLogger("controller.observe.exchange")
 

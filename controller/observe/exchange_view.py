@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from controller.analysis.observation import Heartbeat, Labels, Observation, Sink, labels_of
 from controller.config.strategy import StrategyConfig
 from controller.exchange.events import (
     AccountSnapshot,
@@ -35,7 +36,6 @@ from controller.exchange.events import (
     SymbolSettings,
 )
 from controller.exchange.stream import BoundedSet
-from controller.observe.observation import Heartbeat, Labels, Observation, Sink, labels_of
 
 log = logging.getLogger("controller.observe.exchange")
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from controller.clock import Clock
-from controller.observe.observation import Heartbeat, Sink
+from controller.analysis.observation import Heartbeat, Sink
 from controller.observe.tracebacks import MAX_LINE, ExceptionDetector, report
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ import logging
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.analysis.observation import Heartbeat, Labels, Observation, Sink, labels_of
 from controller.clock import Clock
-from controller.observe.observation import Heartbeat, Labels, Observation, Sink, labels_of
 from controller.observe.polling import poll
 
 log = logging.getLogger(__name__)

@@ -12,40 +12,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from controller.analysis.observation import Heartbeat, Observation, Sink
 from controller.clock import Clock
-from controller.observe.observation import Heartbeat, Observation, Sink
 from controller.observe.polling import poll
+from controller.procfs import ProcessStat, read_stat
 
 log = logging.getLogger(__name__)
-
-DEAD_STATES = frozenset({"Z", "X", "x"})  # zombie (exited, not yet reaped), dead
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessStat:
-    """What ``/proc/PID/stat`` says of a process."""
-
-    pid: int
-    state: str
-    start_ticks: int  # when it started, in clock ticks after boot: with the pid, its identity
-
-    @property
-    def alive(self) -> bool:
-        return self.state not in DEAD_STATES
-
-
-def read_stat(pid: int, proc: Path = Path("/proc")) -> ProcessStat | None:
-    """The process ``pid`` as /proc shows it, or None when there is no such process."""
-    try:
-        text = (proc / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses, so split after the last ')'.
-    fields = text[text.rindex(")") + 2:].split()
-    return ProcessStat(pid, fields[0], int(fields[19]))
 
 
 def pid_from_file(path: str | os.PathLike[str]) -> Callable[[], int | None]:

@@ -22,8 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from controller.analysis.observation import Heartbeat, Labels, Observation, Sink, labels_of
 from controller.clock import Clock
-from controller.observe.observation import Heartbeat, Labels, Observation, Sink, labels_of
 from controller.observe.polling import poll
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from controller.observe.observation import Observation, Sink, labels_of
+from controller.analysis.observation import Observation, Sink, labels_of
 
 log = logging.getLogger(__name__)
 

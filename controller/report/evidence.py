@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 from controller.canonical import sha256_hex
 from controller.deploy.process import OUTPUT_LOG, instance_folder
 from controller.errors import StoreError
-from controller.rollout import records
-from controller.rollout.records import CommandInfo, DeploymentInfo, RolloutInfo
+from controller.rollout.info import RolloutInfo, get_rollout
+from controller.store.commands import CommandInfo
 from controller.store.database import Database
+from controller.store.deployments import DeploymentInfo, rollout_deployments
 from controller.store.models import AuditEvent, ConfigSnapshot, OperatorCommand, RollbackStep, StageRun, VerdictChange
 from controller.store.releases import ReleaseInfo, get_release
 
@@ -157,8 +158,8 @@ class Evidence:
 
 async def gather(db: Database, ref: str, *, policies_dir: Path | None, state_dir: Path | None) -> Evidence:
     """Read the rollout named by ``ref`` (an id or a release version) and everything about it."""
-    info = await records.get_rollout(db, ref)
-    deployments = tuple(await records.rollout_deployments(db, info.id))
+    info = await get_rollout(db, ref)
+    deployments = tuple(await rollout_deployments(db, info.id))
     async with db.read() as session:
         runs = (await session.execute(select(StageRun).where(StageRun.rollout_id == info.id)
                                       .order_by(StageRun.id))).scalars().all()

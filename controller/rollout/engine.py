@@ -30,13 +30,16 @@ from controller.observe.journald import JournaldObserver
 from controller.observe.logfile import LogFileObserver
 from controller.observe.metrics import MetricsScraper
 from controller.observe.process import ProcessObserver
-from controller.rollout import placing, records
-from controller.rollout.decide import (TERMINAL, Ack, Audit, Decision, FinishStage, Notice, Place, Plan,
+from controller.rollout import placing
+from controller.rollout.decide import (TERMINAL, Ack, Audit, Command, Decision, FinishStage, Notice, Place, Plan,
                                        StartRollback, Status, asks_rollback, decide)
-from controller.rollout.records import RolloutInfo
+from controller.rollout.info import RolloutInfo, get_rollout, save_decision, start_stage_run
 from controller.rollout.rollback import Rollback
 from controller.rollout.site import Site
+from controller.store.commands import CommandInfo, pending_commands
 from controller.store.database import Database
+from controller.store.deployments import live_deployment
+from controller.store.rollouts import current_stage_run, finish_stage_run
 from controller.store.verdicts import VerdictLog
 from controller.verification import Verification
 
@@ -124,7 +127,7 @@ class RolloutRunner:
     # ------------------------------------------------------------ the loop
 
     async def run(self) -> RolloutInfo:
-        info = await records.get_rollout(self.db, self.id)
+        info = await get_rollout(self.db, self.id)
         self.report.release = info.release
         try:
             info = await self._resume(info)
@@ -152,7 +155,7 @@ class RolloutRunner:
         return info
 
     async def _turn(self, info: RolloutInfo) -> RolloutInfo:
-        commands = [c.as_command() for c in await records.pending_commands(self.db, [info.id]) if c.rollout_id == info.id]
+        commands = [_command(c) for c in await pending_commands(self.db, [info.id]) if c.rollout_id == info.id]
         verdicts, self._verdicts = self._verdicts, []
         notices, self._notices = self._notices, []
         if self._verdict_log is not None and verdicts:
@@ -165,7 +168,7 @@ class RolloutRunner:
         audits = [a for a in decision.actions if isinstance(a, Audit)]
         acks = [a for a in decision.actions if isinstance(a, Ack)]
         if decision.state != info.state or audits or acks:
-            info = await records.save_decision(self.db, self.clock, info, decision.state, audits=audits, acks=acks)
+            info = await save_decision(self.db, self.clock, info, decision.state, audits=audits, acks=acks)
             for ack in acks:
                 kind = kinds.get(ack.command_id, "?")
                 self.metrics.command_handled(kind, "accepted" if ack.accepted else "rejected")
@@ -184,7 +187,7 @@ class RolloutRunner:
             if isinstance(action, Place):
                 await self._place(info, action.stage)
             elif isinstance(action, FinishStage):
-                await records.finish_stage_run(self.db, self.clock, info.id, info.pipeline.stages[action.stage].name,
+                await finish_stage_run(self.db, self.clock, info.id, info.pipeline.stages[action.stage].name,
                                                action.outcome)
             elif isinstance(action, StartRollback):
                 await self._rollback(info, action)
@@ -222,7 +225,7 @@ class RolloutRunner:
             self._notices.append(Notice("place_failed", self.clock.time(), index, f"{type(exc).__name__}: {exc}"))
             return
         started = self.clock.time()
-        await records.start_stage_run(self.db, self.clock, info, index, started)
+        await start_stage_run(self.db, info, index, started)
         self._say(f"{info.release} placed on {stage.environment}/{stage.account} (deployment {deployment.id}); "
                   f"stage {stage.name} runs {stage.duration:.0f} s")
         self._notices.append(Notice("placed", started, index))
@@ -279,12 +282,12 @@ class RolloutRunner:
         stage = info.pipeline.stages[info.state.stage if stage_index is None else stage_index]
         policies = self.policies.stage(stage.policies)
         config = (await placing.release_config(self.db, info.release))[2]
-        run_id = await records.current_stage_run(self.db, info.id, stage.name)
+        run_id = await current_stage_run(self.db, info.id, stage.name)
         self._verdict_log = VerdictLog(self.db, info.id, run_id)
         await self._verdict_log.resume()
         baseline, baseline_sources = None, []
         if stage.baseline:
-            live = await records.live_deployment(self.db, stage.environment, stage.baseline)
+            live = await live_deployment(self.db, stage.environment, stage.baseline)
             if live is not None:
                 baseline = Verification(policies=policies, config=(await placing.release_config(self.db, live.release))[2],
                                         clock=self.clock,
@@ -353,3 +356,9 @@ class RolloutRunner:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _command(row: CommandInfo) -> Command:
+    """A stored operator command as `decide` reads it."""
+    return Command(row.id, row.kind, row.actor, row.reason, bool(row.args.get("force")), row.args.get("stage"),
+                   tuple(row.args.get("items", ())))

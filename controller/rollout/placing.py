@@ -13,10 +13,9 @@ import logging
 from controller.canonical import canonical_json
 from controller.config.strategy import StrategyConfig
 from controller.deploy.base import Running
-from controller.rollout import records
-from controller.rollout.records import DeploymentInfo
 from controller.rollout.site import Site, strategy_of
 from controller.store.database import Database
+from controller.store.deployments import DeploymentInfo, live_deployment, record_placement, record_stopped
 from controller.store.releases import ReleaseInfo, get_release, get_snapshot
 
 log = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
                 actor: str = "controller") -> tuple[DeploymentInfo, Running]:
     """Run ``release`` with its config snapshot on the account, after stopping anything else there."""
     info, config_text, config = await release_config(db, release)
-    live = await records.live_deployment(db, environment, account)
+    live = await live_deployment(db, environment, account)
     deployer = site.deployer(environment)
     instance = site.instance(environment, account)
     current = await deployer.status(instance)
@@ -42,7 +41,7 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
     running = await deployer.start(placement)
     if live is not None and live.release == release and live.rollout_id == rollout_id:
         return live, running  # recorded before a crash: nothing new to say
-    deployment = await records.record_placement(db, site.clock, rollout_id=rollout_id, environment=environment,
+    deployment = await record_placement(db, site.clock, rollout_id=rollout_id, environment=environment,
                                                 account=account, instance=instance, release=release,
                                                 actor=actor, previous_id=previous_id)
     return deployment, running
@@ -80,5 +79,5 @@ async def unplace(db: Database, site: Site, deployment: DeploymentInfo, *, reaso
     stopped = None
     if current is not None and current.release == deployment.release:
         stopped = await deployer.stop(deployment.instance, grace=grace)
-    await records.record_stopped(db, site.clock, deployment.id, reason=reason)
+    await record_stopped(db, site.clock, deployment.id, reason=reason)
     return stopped

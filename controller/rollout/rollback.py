@@ -36,11 +36,12 @@ from sqlalchemy import select
 
 from controller import failpoints
 from controller.canonical import canonical_json
-from controller.rollout import placing, records
-from controller.rollout.records import RolloutInfo
+from controller.rollout import placing
+from controller.rollout.info import RolloutInfo
 from controller.rollout.site import Site
 from controller.store import audit
 from controller.store.database import Database
+from controller.store.deployments import get_deployment, rollout_deployments
 from controller.store.models import RollbackStep
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Rollback:
         if existing:
             return existing
         steps: list[tuple[str, dict[str, Any]]] = []
-        for deployment in reversed(await records.rollout_deployments(self.db, info.id)):
+        for deployment in reversed(await rollout_deployments(self.db, info.id)):
             if deployment.stopped_at is not None and deployment.previous_id is None and not info.baseline:
                 continue
             steps.extend(await self._account_steps(info, deployment))
@@ -118,7 +119,7 @@ class Rollback:
         return await load_plan(self.db, info.id)
 
     async def _account_steps(self, info: RolloutInfo, deployment) -> list[tuple[str, dict[str, Any]]]:
-        previous = await records.get_deployment(self.db, deployment.previous_id) if deployment.previous_id else None
+        previous = await get_deployment(self.db, deployment.previous_id) if deployment.previous_id else None
         previous_release = previous.release if previous else info.baseline
         failing = (await placing.release_config(self.db, deployment.release))[2]
         restored = (await placing.release_config(self.db, previous_release))[2] if previous_release else None
@@ -211,7 +212,7 @@ class Rollback:
         return await self.site.client(detail["environment"], detail["account"], purpose="act")
 
     async def _stop_release(self, info: RolloutInfo, detail: dict) -> dict:
-        deployment = await records.get_deployment(self.db, detail["deployment"])
+        deployment = await get_deployment(self.db, detail["deployment"])
         stopped = await placing.unplace(self.db, self.site, deployment, reason=f"rollback of rollout {info.id}",
                                         grace=self.stop_grace)
         return {"stopped_pid": stopped.pid if stopped else None}

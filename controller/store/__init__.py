@@ -1,7 +1,7 @@
 """The controller's records: SQLAlchemy models, the audit chain, schema revisions.
 
-Two facts live here rather than in `database` and `schema`, so that readers which must start
-fast (`canaryctl status`, through `store.readonly`) know them without importing SQLAlchemy.
+A few facts live here rather than in `database`, `schema` and `rollouts`, so that readers which
+must start fast (`canaryctl status`, through `store.readonly`) know them without importing SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from pathlib import Path
 
 SCHEMA_REVISION = "0002"
 """The schema revision this code reads and writes; a test keeps it equal to the migrations' head."""
+
+TERMINAL = frozenset({"promoted", "rolled_back"})
+"""`rollouts.state` of a finished rollout: `decide.TERMINAL`'s values (a test keeps them equal)."""
 
 
 def default_db_path() -> Path:

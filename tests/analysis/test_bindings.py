@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from controller.analysis.bindings import release_bindings
 from controller.analysis.evaluator import Evaluator
+from controller.analysis.observation import Heartbeat, Observation, labels_of
 from controller.analysis.policy import PolicyFile
 from controller.analysis.verdict import Outcome
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model, load_model_text
-from controller.observe.observation import Heartbeat, Observation, labels_of
 from tests.conftest import EXAMPLES
 
 EXPOSURE = load_model_text(PolicyFile, """\

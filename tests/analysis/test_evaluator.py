@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from controller.analysis.evaluator import Evaluator
+from controller.analysis.observation import Heartbeat, Observation, labels_of
 from controller.analysis.policy import PolicyFile
 from controller.analysis.verdict import Outcome
 from controller.config.yamlfile import load_model_text
-from controller.observe.observation import Heartbeat, Observation, labels_of
 
 T0 = 1_800_000_000.0
 

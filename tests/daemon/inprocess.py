@@ -20,9 +20,10 @@ from controller.config.daemon import DaemonConfig
 from controller.daemon.service import Daemon, DaemonOptions
 from controller.demo import EXAMPLES, POLICIES
 from controller.release_files import read_release
-from controller.rollout import records
 from controller.rollout.decide import Status
 from controller.rollout.engine import Cadence
+from controller.sim.embed import EmbeddedSimulators
+from controller.rollout.info import RolloutInfo, get_rollout
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
@@ -49,6 +50,8 @@ class Running:
     task: asyncio.Task
     state: Path
     """The daemon's state folder (the process deployer's instances live under it)."""
+    simulators: EmbeddedSimulators
+    """The simulator behind the daemon's ``sim`` environment, as the CLI injects it."""
 
     def gone(self) -> str | None:
         """Why the daemon is no longer running, or None while it runs."""
@@ -56,10 +59,10 @@ class Running:
             return None
         return f"the daemon stopped: {'cancelled' if self.task.cancelled() else self.task.exception()!r}"
 
-    async def until(self, rollout_id: int, *states: Status, timeout: float = 60.0) -> records.RolloutInfo:
+    async def until(self, rollout_id: int, *states: Status, timeout: float = 60.0) -> RolloutInfo:
         """The rollout once it is in one of ``states``; fails at once if the daemon died."""
         async def reached():
-            info = await records.get_rollout(self.db, rollout_id)
+            info = await get_rollout(self.db, rollout_id)
             return info if info.status in states else None
         return await poll(reached, timeout=timeout, alive=self.gone,
                           what=f"rollout {rollout_id} to be {' or '.join(sorted(states))}")
@@ -82,11 +85,12 @@ async def daemon_on_sim(folder: Path, releases: Mapping[str, Path], *, speed: fl
         await add_release(db, clock, read_release(version, MANIFEST, strategy), actor="tester")
     config = DaemonConfig.model_validate({"environments": {"sim": {"kind": "sim"}}, "admin": {"port": 0},
                                           "policies_dir": str(POLICIES)})
-    options = DaemonOptions(state_dir=folder / "state", speed=speed, stop_releases_on_exit=True,
+    options = DaemonOptions(state_dir=folder / "state", stop_releases_on_exit=True,
                             **({"cadence": cadence} if cadence else {}))
-    daemon = Daemon(config, db, clock, options)
+    simulators = EmbeddedSimulators(clock, speed=speed)
+    daemon = Daemon(config, db, clock, options, simulators=simulators)
     task = asyncio.create_task(daemon.run(), name="test-daemon")
-    running = Running(url, db, clock, daemon, task, options.state_dir)
+    running = Running(url, db, clock, daemon, task, options.state_dir, simulators)
     try:
         await asyncio.wait_for(daemon.ready.wait(), 30)
         if baseline is not None:

@@ -14,6 +14,7 @@ from controller.config.yamlfile import load_model_text
 from controller.daemon.service import Daemon, DaemonOptions
 from controller.deploy import ProcessDeployer, SystemdDeployer
 from controller.errors import ConfigError
+from controller.sim.embed import EmbeddedSimulators
 from controller.store.database import Database, resolve_url
 from controller.store.schema import upgrade
 
@@ -39,8 +40,9 @@ async def test_the_daemon_runs_each_environments_releases_with_the_deployer_it_n
     config = load_model_text(DaemonConfig, text, "controller.yaml")
     db = Database(resolve_url(f"sqlite:///{tmp_path / 'canary.db'}"))
     await upgrade(db)
-    daemon = Daemon(config, db, SimulatedClock(datetime.now(tz=UTC), speed=10.0),
-                    DaemonOptions(state_dir=tmp_path / "state"))
+    clock = SimulatedClock(datetime.now(tz=UTC), speed=10.0)
+    daemon = Daemon(config, db, clock, DaemonOptions(state_dir=tmp_path / "state"),
+                    simulators=EmbeddedSimulators(clock))
     task = asyncio.create_task(daemon.run())
     try:
         await asyncio.wait_for(daemon.ready.wait(), 30)
@@ -67,3 +69,16 @@ def test_a_deployer_block_that_cannot_work_is_refused_with_its_line_and_field(bl
         load_model_text(DaemonConfig, text, "controller.yaml")
     assert refused.value.field == field, refused.value
     assert refused.value.line is not None and refused.value.line >= 4
+
+
+def test_a_sim_environment_with_nothing_to_run_the_simulator_is_refused_by_name(tmp_path):
+    """The daemon does not carry the simulator: only the CLI and the demo hand it one."""
+    from controller.demo import POLICIES
+
+    config = load_model_text(DaemonConfig, f"environments:\n  rehearsal:\n    kind: sim\npolicies_dir: {POLICIES}\n",
+                             "controller.yaml")
+    db = Database(resolve_url(f"sqlite:///{tmp_path / 'canary.db'}"))
+    with pytest.raises(ConfigError) as refused:
+        Daemon(config, db, SimulatedClock(datetime.now(tz=UTC), speed=10.0), DaemonOptions(state_dir=tmp_path))
+    assert refused.value.field == "environments.rehearsal.kind", refused.value
+    assert "simulator" in refused.value.message and "canaryctl run" in refused.value.message

@@ -22,12 +22,14 @@ from sqlalchemy import select
 
 from controller.exchange.client import Endpoints, ExchangeClient
 from controller.exchange.weights import WeightBudget
-from controller.rollout import records
 from controller.rollout.decide import Status
+from controller.rollout.info import create_rollout, get_rollout
 from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
 from controller.rollout.rollback import STEPS, load_plan
 from controller.store import audit
+from controller.store.commands import get_command, submit_command
 from controller.store.database import Database, resolve_url
+from controller.store.deployments import get_deployment
 from controller.store.models import AuditEvent, Deployment
 from controller.store.releases import get_release, get_snapshot
 from tests.daemon.harness import ACTOR, CLOCK, exchange_config, poll, prepare_database
@@ -62,16 +64,16 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
     db = Database(resolve_url(db_url))
     try:
         # The baseline on the master account, then the canary of 1.1.0 on the sub-account.
-        place = await records.submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
+        place = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
                                              args={"release": "1.0.0", "environment": "sim", "account": "master"})
 
         async def acked():
-            command = await records.get_command(db, place.id)
+            command = await get_command(db, place.id)
             return command if command.acked_at is not None else None
 
         placed = await poll(acked, timeout=30, what="the baseline placement", alive=_dead(daemon, first_log))
         assert placed.outcome == "accepted", placed.message
-        rollout = await records.create_rollout(db, CLOCK, version="1.1.0", pipeline=PIPELINE, actor=ACTOR)
+        rollout = await create_rollout(db, CLOCK, version="1.1.0", pipeline=PIPELINE, actor=ACTOR)
 
         # The sim's default sub-account holds 2000 of ~100k (just over the stage's 2 % cap), so the
         # capital-share policy usually rolls back as soon as the canary runs; if it has not, the
@@ -82,8 +84,8 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
             nonlocal asked
             if daemon.poll() is not None:
                 return True
-            if not asked and (await records.get_rollout(db, rollout.id)).status is Status.RUNNING:
-                await records.submit_command(db, CLOCK, rollout_id=rollout.id, kind="rollback", actor=ACTOR,
+            if not asked and (await get_rollout(db, rollout.id)).status is Status.RUNNING:
+                await submit_command(db, CLOCK, rollout_id=rollout.id, kind="rollback", actor=ACTOR,
                                              reason="crash test")
                 asked = True
             return False
@@ -94,14 +96,14 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
         assert [s.name for s in plan] == list(STEPS)  # one account: the canary
         killed_at = STEPS.index(step)
         assert [s.state for s in plan] == ["done"] * (killed_at + 1) + ["pending"] * (len(STEPS) - killed_at - 1)
-        assert (await records.get_rollout(db, rollout.id)).status is Status.ROLLING_BACK
+        assert (await get_rollout(db, rollout.id)).status is Status.ROLLING_BACK
         pid_at_kill = _placement_pid(state_dir)
 
         # Restart without the failpoint: the plan resumes after the killed step.
         second = processes.start_daemon(db_url=db_url, config=config, state_dir=state_dir, log=second_log)
 
         async def rolled_back():
-            info = await records.get_rollout(db, rollout.id)
+            info = await get_rollout(db, rollout.id)
             return info if info.status in (Status.ROLLED_BACK, Status.FAILED) else None
 
         final = await poll(rolled_back, timeout=45, what="the resumed rollback", alive=_dead(second, second_log))
@@ -126,7 +128,7 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
         # The previous release (the baseline 1.0.0) was started on the canary exactly once.
         live = [d for d in deployments if d.stopped_at is None]
         assert len(live) == 1 and live[0].rollout_id is None
-        assert (await records.get_deployment(db, live[0].id)).release == "1.0.0"
+        assert (await get_deployment(db, live[0].id)).release == "1.0.0"
         assert len(deployments) == 2  # 1.1.0 (stopped by the rollback) and 1.0.0
         running_pid = _placement_pid(state_dir)
         if killed_at >= STEPS.index("start_previous"):

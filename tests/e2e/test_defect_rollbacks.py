@@ -48,12 +48,14 @@ from controller.daemon.service import Daemon
 from controller.demo import CADENCE
 from controller.exchange.client import Endpoints, ExchangeClient
 from controller.exchange.weights import WeightBudget
-from controller.rollout import records
 from controller.rollout.decide import TERMINAL, Status
+from controller.rollout.info import RolloutInfo, create_rollout, get_rollout
 from controller.rollout.pipeline import Pipeline
 from controller.rollout.rollback import load_plan
 from controller.store import audit
+from controller.store.commands import await_ack, submit_command
 from controller.store.database import Database
+from controller.store.deployments import live_deployment
 from controller.store.models import VerdictChange
 from tests.daemon.inprocess import BOT, Running, daemon_on_sim
 
@@ -94,10 +96,10 @@ class Canary:
 
     async def start_rollout(self, duration: str) -> int:
         pipeline = load_model_text(Pipeline, PIPELINE.format(duration=duration), "pipeline")
-        return (await records.create_rollout(self.db, self.clock, version=CANDIDATE, pipeline=pipeline,
+        return (await create_rollout(self.db, self.clock, version=CANDIDATE, pipeline=pipeline,
                                              actor="tester")).id
 
-    async def until(self, rollout_id: int, states: Collection[Status], *, timeout: float) -> records.RolloutInfo:
+    async def until(self, rollout_id: int, states: Collection[Status], *, timeout: float) -> RolloutInfo:
         return await self.site.until(rollout_id, *states, timeout=timeout)
 
     async def audits(self, kind: str) -> list[audit.AuditRecord]:
@@ -116,7 +118,7 @@ class Canary:
 
     async def exchange_settings(self, account: str) -> dict[str, tuple[int, str]]:
         """Leverage and margin type per symbol, as the exchange tells a client of our own."""
-        sim = self.daemon.simulators["sim"]
+        sim = self.site.simulators.started["sim"]
         keys = sim.accounts[account]
         async with ExchangeClient(account=account, api_key=keys.api_key, api_secret=keys.api_secret,
                                   endpoints=Endpoints(sim.rest_url, sim.ws_url, sim.sapi_url), clock=self.clock,
@@ -182,7 +184,7 @@ async def test_a_defect_is_rolled_back_by_its_policy_and_the_previous_release_ru
         assert all(step.state == "done" for step in steps), steps
         releases = {step.name: step.detail["release"] for step in steps if "release" in step.detail}
         assert releases == {"stop_release": CANDIDATE, "start_previous": PREVIOUS, "verify_previous": PREVIOUS}
-        assert (await records.live_deployment(canary.db, "sim", "canary")).release == PREVIOUS
+        assert (await live_deployment(canary.db, "sim", "canary")).release == PREVIOUS
         assert await canary.running("canary") == PREVIOUS
         applied = await canary.exchange_settings("canary")
         previous = settings_of(HEALTHY)
@@ -223,11 +225,11 @@ async def test_slow_signals_spoil_the_gate_and_the_stage_ends_paused_for_a_perso
         assert moves == [("pending", "promoting"), ("promoting", "running"), ("running", "paused")]
         assert await canary.audits("rollback.planned") == []
 
-        command = await records.submit_command(canary.db, canary.clock, rollout_id=rollout_id, kind="promote",
+        command = await submit_command(canary.db, canary.clock, rollout_id=rollout_id, kind="promote",
                                                actor="tester")
-        refused = await records.await_ack(canary.db, command.id, timeout=10)
+        refused = await await_ack(canary.db, command.id, timeout=10)
         assert refused.outcome == "rejected" and f"{LATENCY} failed during the stage" in refused.message, refused
-        assert (await records.get_rollout(canary.db, rollout_id)).status is Status.PAUSED
+        assert (await get_rollout(canary.db, rollout_id)).status is Status.PAUSED
         assert await canary.running("canary") == CANDIDATE  # held: it runs on while a person decides
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from controller.rollout import records
 from controller.rollout.decide import Status
+from controller.rollout.info import get_rollout
 from controller.rollout.rollback import load_plan
 from controller.store import audit
+from controller.store.deployments import live_deployment
 from tests.daemon.harness import poll
 from tests.daemon.inprocess import BOT, CANARY_PIPELINE, daemon_on_sim
 
@@ -35,7 +36,7 @@ async def test_operators_pause_sign_off_force_promote_and_roll_back(running):
     db, daemon = site.db, site.daemon
     started = await site.ctl("rollout", "start", "1.1.0", "--pipeline", pipeline, "--json")
     assert started.code == 0, started
-    first = (await records.get_rollout(db, "1.1.0")).id
+    first = (await get_rollout(db, "1.1.0")).id
     await site.until(first, Status.RUNNING)
 
     async def exported() -> dict[str, float] | None:  # the canary's stream and weight, on /metrics
@@ -52,7 +53,7 @@ async def test_operators_pause_sign_off_force_promote_and_roll_back(running):
 
     paused = await site.ctl("pause", "1.1.0", "--reason", "maintenance window")
     assert paused.code == 0 and "pause accepted" in paused.out, paused
-    assert (await records.get_rollout(db, first)).status is Status.PAUSED
+    assert (await get_rollout(db, first)).status is Status.PAUSED
 
     refused = await site.ctl("promote", "1.1.0")
     assert refused.code == 1, refused
@@ -75,16 +76,16 @@ async def test_operators_pause_sign_off_force_promote_and_roll_back(running):
 
     # A second release on the canary account, rolled back by an operator: 1.1.0 comes back.
     await site.ctl("rollout", "start", "1.3.0", "--pipeline", pipeline)
-    second = (await records.get_rollout(db, "1.3.0")).id
+    second = (await get_rollout(db, "1.3.0")).id
     await site.until(second, Status.RUNNING)
     rolled = await site.ctl("rollback", "1.3.0", "--reason", "fills look wrong")
-    assert rolled.code == 0, (rolled, (await records.get_rollout(db, second)).state.reason)
+    assert rolled.code == 0, (rolled, (await get_rollout(db, second)).state.reason)
     await site.until(second, Status.ROLLED_BACK)
     steps = await load_plan(db, second)
     assert [s.name for s in steps] == ["stop_release", "cancel_orders", "positions", "restore_leverage",
                                        "start_previous", "verify_previous"]
     assert all(s.state == "done" and s.attempts == 1 for s in steps)
-    live = await records.live_deployment(db, "sim", "canary")
+    live = await live_deployment(db, "sim", "canary")
     assert live.release == "1.1.0"
     running_now = await daemon.site.deployer("sim").status(daemon.site.instance("sim", "canary"))
     assert running_now is not None and running_now.release == "1.1.0"
@@ -100,7 +101,7 @@ async def test_a_command_for_a_finished_rollout_is_refused_with_the_reason(runni
     site, pipeline = running
     db = site.db
     await site.ctl("rollout", "start", "1.1.0", "--pipeline", pipeline)
-    rollout_id = (await records.get_rollout(db, "1.1.0")).id
+    rollout_id = (await get_rollout(db, "1.1.0")).id
     await site.until(rollout_id, Status.RUNNING)
     assert (await site.ctl("rollback", "1.1.0", "--reason", "operator test")).code == 0
     await site.until(rollout_id, Status.ROLLED_BACK)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from controller.rollout.records import get_rollout
+from controller.rollout.info import get_rollout
 from controller.store.database import Database, resolve_url
 from tests.cli import Result, assert_refused, canaryctl
 from tests.conftest import REPO

@@ -15,7 +15,7 @@ import time
 from sqlalchemy import func, select
 
 from controller.analysis.policy import load_policy_file
-from controller.rollout.records import get_rollout
+from controller.rollout.info import get_rollout
 from controller.store.database import Database, resolve_url
 from controller.store.models import AuditEvent, StageRun, VerdictChange
 from tests.cli import canaryctl

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from controller.observe.observation import Heartbeat, Observation
+from controller.analysis.observation import Heartbeat, Observation
 
 
 class Recorder:

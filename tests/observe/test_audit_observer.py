@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from controller.analysis.observation import Heartbeat, Observation
 from controller.observe.audit import AuditObserver
-from controller.observe.observation import Heartbeat, Observation
 from controller.store import audit
 from controller.store.database import Database, resolve_url
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.observe.logfile import LogFileObserver
-from controller.observe.observation import Heartbeat
+from controller.analysis.observation import Heartbeat
 from tests.bot.test_cli import REPO, SPEED, STRATEGY, exchange_file, strategy_file
 from tests.observe.sample_tracebacks import caused, exceptions, grouped, plain, raised
 

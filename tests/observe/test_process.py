@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.observe.observation import Heartbeat
-from controller.observe.process import ProcessObserver, pid_from_file, read_stat
+from controller.analysis.observation import Heartbeat
+from controller.observe.process import ProcessObserver, pid_from_file
+from controller.procfs import read_stat
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 

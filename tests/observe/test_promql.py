@@ -13,7 +13,7 @@ import math
 import pytest
 from aiohttp import web
 
-from controller.observe.observation import Heartbeat
+from controller.analysis.observation import Heartbeat
 from controller.observe.promql import PromQLSource
 from tests.observe.conftest import app_answering, free_port
 

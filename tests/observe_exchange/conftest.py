@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
+from controller.analysis.observation import Heartbeat, Observation
 from controller.clock import SimulatedClock
 from controller.config.strategy import StrategyConfig
 from controller.exchange.client import Endpoints, ExchangeClient, RetryPolicy
 from controller.exchange.weights import WeightBudget
 from controller.observe.exchange import ExchangeObserver
-from controller.observe.observation import Heartbeat, Observation
 from controller.sim import Simulator
 from controller.sim.market import BOOK_DEPTH
 from tests.bot.conftest import CAPITAL, STRATEGY, strategy  # noqa: F401  (one test strategy for both suites)

@@ -15,8 +15,8 @@ from controller.config.yamlfile import load_model_text
 from controller.report.evidence import (AuditRow, Evidence, LogFile, PolicyDef, PolicyFile, ReleaseRow, StageRunRow,
                                         StepRow, VerdictRow)
 from controller.rollout.decide import State
+from controller.rollout.info import RolloutInfo
 from controller.rollout.pipeline import Pipeline
-from controller.rollout.records import RolloutInfo
 from controller.store.audit import event_hash
 from controller.store.releases import ReleaseInfo
 

@@ -27,10 +27,11 @@ from pathlib import Path
 import pytest
 
 from controller.config.yamlfile import load_model_text
-from controller.rollout import records
 from controller.rollout.decide import Status
+from controller.rollout.info import create_rollout
 from controller.rollout.pipeline import Pipeline
 from controller.rollout.rollback import STEPS
+from controller.store.commands import await_ack, submit_command
 from tests.cli import assert_refused, canaryctl
 from tests.daemon.inprocess import BOT, CANARY_PIPELINE, daemon_on_sim
 
@@ -59,8 +60,8 @@ class Run:
 
 
 async def _command(db, clock, rollout_id: int, kind: str, actor: str, **fields):
-    command = await records.submit_command(db, clock, rollout_id=rollout_id, kind=kind, actor=actor, **fields)
-    acked = await records.await_ack(db, command.id, timeout=30)
+    command = await submit_command(db, clock, rollout_id=rollout_id, kind=kind, actor=actor, **fields)
+    acked = await await_ack(db, command.id, timeout=30)
     assert acked.outcome == "accepted", acked
     return acked
 
@@ -69,14 +70,14 @@ async def _scenario(folder: Path) -> Run:
     pipeline = load_model_text(Pipeline, CANARY_PIPELINE, "pipeline")
     async with daemon_on_sim(folder, {v: BOT / f for v, f in RELEASES.items()}, speed=SPEED) as site:
         db, clock, state = site.db, site.clock, site.state
-        healthy = await records.create_rollout(db, clock, version="1.1.0", pipeline=pipeline, actor="tester")
+        healthy = await create_rollout(db, clock, version="1.1.0", pipeline=pipeline, actor="tester")
         await site.until(healthy.id, Status.RUNNING)
         await _command(db, clock, healthy.id, "signoff", "alice", args={"stage": "C", "items": []})
         await _command(db, clock, healthy.id, "promote", "bob", reason="owner accepts a short canary",
                        args={"force": True})
         await site.until(healthy.id, Status.PROMOTED)
 
-        defect = await records.create_rollout(db, clock, version="1.2.0", pipeline=pipeline, actor="tester")
+        defect = await create_rollout(db, clock, version="1.2.0", pipeline=pipeline, actor="tester")
         final = await site.until(defect.id, Status.ROLLED_BACK, Status.FAILED)
         assert final.status is Status.ROLLED_BACK, final.state.reason
 

@@ -5,6 +5,7 @@ the stage run, the verdict changes (value, threshold, condition), the deployment
 commands and the rollback steps. It is read with plain SQL through a `store.readonly.Reader`
 so that `canaryctl status` starts in a blink; the JSON documents (decision state, pipeline,
 verdict evidence) are read field by field here, and tests hold these readings to their writers.
+It lives in the store because it is queries; it knows the engine's documents only as JSON.
 
 Limits of the evidence: verdicts are stored when they change, not at every evaluation, so a
 policy's value is the one of its latest change and its trend runs over changes; time left is
@@ -19,11 +20,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from controller.errors import NotFoundError
+from controller.errors import NotFoundError, StoreError
+from controller.store import TERMINAL
 from controller.store.readonly import Reader, decimal, when
 
-TERMINAL = frozenset({"promoted", "rolled_back"})
-"""`decide.Status` values of a finished rollout (a test keeps them equal to `decide.TERMINAL`)."""
 JUDGED = frozenset({"running", "awaiting_signoff", "paused"})
 """`decide.Status` values in which the stage runs and its verdicts count (`decide.JUDGED`)."""
 OUTCOME_ORDER = {"fail": 0, "nodata": 1, "inconclusive": 2, "pass": 3}
@@ -206,7 +206,7 @@ def document(summaries: list[Summary], now: datetime) -> dict[str, Any]:
 # ---------------------------------------------------------------- which rollouts
 
 def resolve(reader: Reader, ref: str) -> int:
-    """A rollout id from an id or a release version (its latest rollout), as `records.get_rollout`."""
+    """A rollout id from an id or a release version (its latest rollout), as `store.rollouts.get_rollout`."""
     if ref.isdigit() and reader.rows("SELECT id FROM rollouts WHERE id = :id", id=int(ref)):
         return int(ref)
     found = reader.rows("SELECT r.id FROM rollouts r JOIN releases rel ON rel.id = r.release_id "
@@ -279,10 +279,8 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
 def _pipeline(text: str, rollout_id: int) -> dict[str, Any]:
     try:
         return json.loads(text)
-    except ValueError:  # stored before pipelines were canonical JSON: the model reads it (slower)
-        from controller.rollout.pipeline import pipeline_from_json
-
-        return pipeline_from_json(text, f"rollout {rollout_id}").model_dump(mode="json")
+    except ValueError:  # every rollout's pipeline is stored as canonical JSON: this row is damaged
+        raise StoreError(f"rollout {rollout_id}: its stored pipeline is not JSON (a damaged row)") from None
 
 
 def _stage_run(reader: Reader, rollout_id: int, stage: str) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
-"""What every source produces and the analysis consumes: timestamped observations and heartbeats.
+"""What the analysis consumes and every source produces: timestamped observations and heartbeats.
 
-Pure data: the analysis imports this module and nothing else from controller/observe/.
+Pure data owned by the analysis, so that the observers depend on it and not the other way round.
 """
 
 from __future__ import annotations

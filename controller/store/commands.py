@@ -1,0 +1,104 @@
+"""Operator commands in the store: rows the daemon picks up, so they are durable, audited and work from any host.
+
+A command is acknowledged by writing its row (accepted or rejected, with a message); the engine
+acknowledges the commands of a rollout in the transaction of the decision they caused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from controller.canonical import canonical_json
+from controller.clock import Clock
+from controller.errors import InputError, NotFoundError
+from controller.store import audit
+from controller.store.database import Database
+from controller.store.models import OperatorCommand
+
+
+@dataclass(frozen=True)
+class CommandInfo:
+    id: int
+    rollout_id: int | None
+    kind: str
+    actor: str
+    reason: str | None
+    args: dict[str, Any]
+    created_at: datetime
+    acked_at: datetime | None
+    outcome: str | None
+    message: str | None
+
+    @classmethod
+    def from_row(cls, row: OperatorCommand) -> CommandInfo:
+        return cls(row.id, row.rollout_id, row.kind, row.actor, row.reason, json.loads(row.args), row.created_at,
+                   row.acked_at, row.outcome, row.message)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "rollout": self.rollout_id, "kind": self.kind, "actor": self.actor,
+                "reason": self.reason, "args": self.args, "created_at": self.created_at.isoformat(),
+                "acked_at": self.acked_at.isoformat() if self.acked_at else None, "outcome": self.outcome,
+                "message": self.message}
+
+
+async def submit_command(db: Database, clock: Clock, *, rollout_id: int | None, kind: str, actor: str,
+                         reason: str | None = None, args: dict[str, Any] | None = None) -> CommandInfo:
+    if not actor.strip():
+        raise InputError("a command needs an actor (who gives it)")
+    async with db.write() as session:
+        row = OperatorCommand(rollout_id=rollout_id, kind=kind, actor=actor, reason=reason,
+                              args=canonical_json(args or {}), created_at=clock.now())
+        session.add(row)
+        await session.flush()
+        return CommandInfo.from_row(row)
+
+
+async def pending_commands(db: Database, rollout_ids: Sequence[int] | None = None) -> list[CommandInfo]:
+    """Commands not yet acknowledged, oldest first (for the given rollouts; None: all)."""
+    async with db.read() as session:
+        query = select(OperatorCommand).where(OperatorCommand.acked_at.is_(None)).order_by(OperatorCommand.id)
+        if rollout_ids is not None:
+            query = query.where(or_(OperatorCommand.rollout_id.in_(rollout_ids), OperatorCommand.rollout_id.is_(None)))
+        return [CommandInfo.from_row(r) for r in (await session.execute(query)).scalars()]
+
+
+async def get_command(db: Database, command_id: int) -> CommandInfo:
+    async with db.read() as session:
+        row = await session.get(OperatorCommand, command_id)
+        if row is None:
+            raise NotFoundError(f"no command {command_id}")
+        return CommandInfo.from_row(row)
+
+
+async def await_ack(db: Database, command_id: int, *, timeout: float, poll: float = 0.1) -> CommandInfo:
+    """The command once the daemon acknowledged it, or as it stands after ``timeout`` wall seconds.
+
+    The daemon acknowledges by writing the row; SQLite has no notifications, so this reads it
+    every ``poll`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        command = await get_command(db, command_id)
+        if command.acked_at is not None or time.monotonic() >= deadline:
+            return command
+        await asyncio.sleep(poll)
+
+
+async def ack_command(db: Database, clock: Clock, command_id: int, *, accepted: bool, message: str,
+                      audit_kind: str | None = None) -> None:
+    """Acknowledge a command handled outside a rollout's decision (e.g. placing a baseline)."""
+    async with db.write() as session:
+        row = await session.get(OperatorCommand, command_id)
+        row.acked_at, row.outcome, row.message = clock.now(), "accepted" if accepted else "rejected", message
+        if audit_kind:
+            await audit.append(session, clock, actor=row.actor, kind=audit_kind, subject=f"command:{row.id}",
+                               payload={"command": row.id, "accepted": accepted, "message": message,
+                                        "args": json.loads(row.args), "reason": row.reason})

@@ -1,0 +1,101 @@
+"""Deployments in the store: which release runs on which account, since when, and what it replaced.
+
+At most one deployment of an account is live (not stopped); placing a release closes the old
+live row in the same transaction, so the store never shows two bots on one account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from controller.clock import Clock
+from controller.store import audit
+from controller.store.database import Database
+from controller.store.models import Deployment, Release
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    id: int
+    rollout_id: int | None
+    environment: str
+    account: str
+    instance: str
+    release_id: int
+    release: str
+    config_sha256: str
+    previous_id: int | None
+    started_at: datetime
+    stopped_at: datetime | None
+
+
+async def live_row(session, environment: str, account: str) -> Deployment | None:
+    """The account's live deployment row, inside the caller's transaction."""
+    return (await session.execute(select(Deployment).where(
+        Deployment.environment == environment, Deployment.account == account,
+        Deployment.stopped_at.is_(None)))).scalar_one_or_none()
+
+
+async def _deployment_info(session, row: Deployment) -> DeploymentInfo:
+    release = await session.get(Release, row.release_id)
+    return DeploymentInfo(row.id, row.rollout_id, row.environment, row.account, row.instance, row.release_id,
+                          release.version, row.config_sha256, row.previous_id, row.started_at, row.stopped_at)
+
+
+async def live_deployment(db: Database, environment: str, account: str) -> DeploymentInfo | None:
+    async with db.read() as session:
+        row = await live_row(session, environment, account)
+        return await _deployment_info(session, row) if row else None
+
+
+async def get_deployment(db: Database, deployment_id: int) -> DeploymentInfo:
+    async with db.read() as session:
+        return await _deployment_info(session, await session.get(Deployment, deployment_id))
+
+
+async def rollout_deployments(db: Database, rollout_id: int) -> list[DeploymentInfo]:
+    """Every placement a rollout made, in order."""
+    async with db.read() as session:
+        rows = (await session.execute(select(Deployment).where(Deployment.rollout_id == rollout_id)
+                                      .order_by(Deployment.id))).scalars()
+        return [await _deployment_info(session, r) for r in rows]
+
+
+async def record_placement(db: Database, clock: Clock, *, rollout_id: int | None, environment: str, account: str,
+                           instance: str, release: str, actor: str = "controller",
+                           previous_id: int | None = None) -> DeploymentInfo:
+    """The release now runs on the account: the old live row (if any) is closed in the same transaction."""
+    async with db.write() as session:
+        rel = (await session.execute(select(Release).where(Release.version == release))).scalar_one()
+        old = await live_row(session, environment, account)
+        now = clock.now()
+        if old is not None:
+            old.stopped_at = now
+            await session.flush()
+        row = Deployment(rollout_id=rollout_id, environment=environment, account=account, instance=instance,
+                         release_id=rel.id, config_sha256=rel.config_sha256,
+                         previous_id=previous_id if previous_id is not None else (old.id if old else None),
+                         started_at=now)
+        session.add(row)
+        await session.flush()
+        await audit.append(session, clock, actor=actor, kind="deploy.placed", subject=f"account:{environment}/{account}",
+                           release=release, payload={"rollout": rollout_id, "deployment": row.id, "instance": instance,
+                                                     "config_sha256": rel.config_sha256,
+                                                     "replaced": old.id if old else None})
+        return await _deployment_info(session, row)
+
+
+async def record_stopped(db: Database, clock: Clock, deployment_id: int, *, actor: str = "controller",
+                         reason: str = "") -> None:
+    async with db.write() as session:
+        row = await session.get(Deployment, deployment_id)
+        if row.stopped_at is not None:
+            return
+        row.stopped_at = clock.now()
+        release = await session.get(Release, row.release_id)
+        await audit.append(session, clock, actor=actor, kind="deploy.stopped",
+                           subject=f"account:{row.environment}/{row.account}", release=release.version,
+                           payload={"deployment": row.id, "instance": row.instance, "reason": reason})

@@ -1,0 +1,171 @@
+"""Rollouts and their stage runs in the store: the daemon's memory across restarts.
+
+The store keeps a rollout's pipeline and decision state as the canonical JSON the engine hands
+it and gives them back as such; `controller.rollout.info` reads them into the engine's types.
+Every change the engine makes lands in one transaction with its audit events and the acks of
+the commands that caused it, so a crash leaves either all of a decision on record or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+
+from controller.canonical import canonical_json
+from controller.clock import Clock, to_datetime
+from controller.errors import ConflictError, NotFoundError
+from controller.store import TERMINAL, audit
+from controller.store.database import Database
+from controller.store.deployments import live_row
+from controller.store.models import OperatorCommand, Release, Rollout, StageRun
+
+
+class AuditEntry(Protocol):
+    """An audit event a decision carries (the engine's `decide.Audit`)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def payload(self) -> Mapping[str, Any]: ...
+
+
+class CommandAck(Protocol):
+    """A command a decision answers (the engine's `decide.Ack`)."""
+
+    @property
+    def command_id(self) -> int: ...
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def message(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """A rollout's row with its releases' versions; ``pipeline`` and ``decision`` are JSON text."""
+
+    id: int
+    release: str
+    release_id: int
+    baseline: str | None
+    state: str
+    pipeline: str
+    decision: str
+    created_at: datetime
+    updated_at: datetime
+
+
+async def _record(session, row: Rollout) -> RolloutRecord:
+    release = await session.get(Release, row.release_id)
+    baseline = await session.get(Release, row.baseline_release_id) if row.baseline_release_id else None
+    return RolloutRecord(row.id, release.version, row.release_id, baseline.version if baseline else None,
+                         row.state, row.pipeline, row.decision, row.created_at, row.updated_at)
+
+
+async def create_rollout(db: Database, clock: Clock, *, version: str, pipeline: Mapping[str, Any], state: str,
+                         decision: Mapping[str, Any], actor: str) -> RolloutRecord:
+    """A rollout of ``version`` through ``pipeline`` (a pipeline as JSON data), refused while another
+    rollout is under way. Its baseline is the release live where the pipeline keeps its baseline."""
+    async with db.write() as session:
+        release = (await session.execute(select(Release).where(Release.version == version))).scalar_one_or_none()
+        if release is None:
+            raise NotFoundError(f"no release {version!r}; record it first with `canaryctl release add`")
+        busy = (await session.execute(select(Rollout).where(Rollout.state.not_in(TERMINAL)))).scalars().first()
+        if busy is not None:
+            other = await session.get(Release, busy.release_id)
+            raise ConflictError(f"rollout {busy.id} of {other.version} is {busy.state}; one rollout at a time: "
+                                f"wait for it, or `canaryctl rollback {busy.id} --reason TEXT`")
+        stages = pipeline["stages"]
+        first = stages[0]
+        baseline_account = next((s["baseline"] for s in stages if s.get("baseline")), first["account"])
+        baseline = await live_row(session, first["environment"], baseline_account)
+        now = clock.now()
+        row = Rollout(release_id=release.id, baseline_release_id=baseline.release_id if baseline else None,
+                      pipeline=canonical_json(pipeline), state=state, stage=first["name"], created_at=now,
+                      updated_at=now, decision=canonical_json(decision))
+        session.add(row)
+        await session.flush()
+        await audit.append(session, clock, actor=actor, kind="rollout.created", subject=f"rollout:{row.id}",
+                           release=version, payload={"rollout": row.id, "pipeline": pipeline["name"],
+                                                     "stages": [s["name"] for s in stages]})
+        return await _record(session, row)
+
+
+async def get_rollout(db: Database, ref: str | int) -> RolloutRecord:
+    """A rollout by id, or a release version meaning that release's latest rollout."""
+    async with db.read() as session:
+        row = None
+        if isinstance(ref, int) or str(ref).isdigit():
+            row = await session.get(Rollout, int(ref))
+        if row is None:
+            row = (await session.execute(select(Rollout).join(Release, Rollout.release_id == Release.id)
+                                         .where(Release.version == str(ref)).order_by(Rollout.id.desc()))
+                   ).scalars().first()
+        if row is None:
+            raise NotFoundError(f"no rollout {ref!r} (give a rollout id or a release version; "
+                                "`canaryctl rollout list` shows them)")
+        return await _record(session, row)
+
+
+async def list_rollouts(db: Database, *, active_only: bool = False) -> list[RolloutRecord]:
+    async with db.read() as session:
+        query = select(Rollout).order_by(Rollout.id)
+        if active_only:
+            query = query.where(Rollout.state.not_in(TERMINAL))
+        return [await _record(session, row) for row in (await session.execute(query)).scalars()]
+
+
+async def save_decision(db: Database, clock: Clock, rollout_id: int, *, state: str, stage: str,
+                        decision: Mapping[str, Any], audits: Iterable[AuditEntry] = (),
+                        acks: Iterable[CommandAck] = ()) -> RolloutRecord:
+    """Store the new decision state with its audit events and command acks, all or nothing."""
+    async with db.write() as session:
+        row = await session.get(Rollout, rollout_id)
+        row.state = state
+        row.stage = stage
+        row.decision = canonical_json(decision)
+        row.updated_at = clock.now()
+        release = await session.get(Release, row.release_id)
+        for event in audits:
+            await audit.append(session, clock, actor=event.actor, kind=event.kind, subject=f"rollout:{rollout_id}",
+                               release=release.version, payload=dict(event.payload))
+        for ack in acks:
+            await session.execute(update(OperatorCommand).where(OperatorCommand.id == ack.command_id).values(
+                acked_at=clock.now(), outcome="accepted" if ack.accepted else "rejected", message=ack.message))
+        await session.flush()
+        return await _record(session, row)
+
+
+# ---------------------------------------------------------------- stage runs
+
+async def start_stage_run(db: Database, rollout_id: int, *, stage: str, environment: str, account: str,
+                          capital_cap: Decimal | None, started: float, duration: float) -> int:
+    async with db.write() as session:
+        row = StageRun(rollout_id=rollout_id, stage=stage, environment=environment, account=account,
+                       capital_cap=capital_cap, started_at=to_datetime(started),
+                       ends_at=to_datetime(started + duration))
+        session.add(row)
+        await session.flush()
+        return row.id
+
+
+async def current_stage_run(db: Database, rollout_id: int, stage: str) -> int | None:
+    async with db.read() as session:
+        return (await session.execute(select(StageRun.id).where(
+            StageRun.rollout_id == rollout_id, StageRun.stage == stage).order_by(StageRun.id.desc()))).scalars().first()
+
+
+async def finish_stage_run(db: Database, clock: Clock, rollout_id: int, stage: str, outcome: str) -> None:
+    async with db.write() as session:
+        row = (await session.execute(select(StageRun).where(
+            StageRun.rollout_id == rollout_id, StageRun.stage == stage, StageRun.finished_at.is_(None))
+            .order_by(StageRun.id.desc()))).scalars().first()
+        if row is not None:
+            row.finished_at, row.outcome = clock.now(), outcome
