@@ -9,6 +9,7 @@ complete once a whole interval passes without an entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -79,6 +80,7 @@ class JournaldObserver:
         reading: asyncio.Task | None = None
         tick = asyncio.create_task(self.clock.sleep(self.interval), name="journal-tick")
         quiet = True
+        ended = False
         try:
             while True:
                 reading = reading or asyncio.create_task(process.stdout.readline(), name="journal-read")
@@ -94,6 +96,7 @@ class JournaldObserver:
                     if line is None:
                         continue  # longer than MAX_LINE: dropped
                     if not line:
+                        ended = True
                         break  # end of output: journalctl has ended
                     quiet = False
                     self._entry(line)
@@ -101,7 +104,7 @@ class JournaldObserver:
             for task in (reading, tick):
                 if task is not None:
                     task.cancel()
-            await _stop(process)
+            await _stop(process, ended=ended)
             await asyncio.wait({stderr}, timeout=1.0)
             stderr.cancel()
         report(self.detector.settle(), self.source, self.sink, self.unit)
@@ -162,9 +165,17 @@ async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
             log.debug("journal_reader_stderr line=%s", text)
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """Terminate, wait a bounded time, then kill."""
+async def _stop(process: asyncio.subprocess.Process, *, ended: bool) -> None:
+    """Terminate, wait a bounded time, then kill.
+
+    A journalctl whose output has ``ended`` is exiting: it is waited for first. Signalling it
+    then would race the child watcher: `Popen.send_signal` polls, reaps the exited child itself,
+    and asyncio reports status 255 instead of journalctl's own.
+    """
     try:
+        if ended:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), timeout=2.0)
         if process.returncode is None:
             process.terminate()
         await asyncio.wait_for(process.wait(), timeout=2.0)

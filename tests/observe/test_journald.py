@@ -18,14 +18,18 @@ from tests.observe.sample_tracebacks import caused, exceptions, plain, raised
 
 JOURNALCTL = textwrap.dedent("""\
     # Prints journald entries as `journalctl -o json` does, one JSON object per line; then stays
-    # (like `-f`) or, with an exit status given, writes a complaint to stderr and exits with it.
-    import sys, time
+    # (like `-f`) or, with an exit status given, writes a complaint to stderr and exits with it,
+    # after lingering a while with its output closed if a third argument says how long.
+    import os, sys, time
     with open(sys.argv[1]) as entries:
         for line in entries:
             sys.stdout.write(line)
     sys.stdout.flush()
     if len(sys.argv) > 2:
         sys.stderr.write("Failed to open journal: the journal is gone\\n")
+        if len(sys.argv) > 3:
+            os.close(1)
+            time.sleep(float(sys.argv[3]))
         sys.exit(int(sys.argv[2]))
     time.sleep(60)
 """)
@@ -38,12 +42,14 @@ def entry(message, *, priority: int = 6, at: int = 0, pid: int = 4242) -> dict:
             "_PID": str(pid), "_SYSTEMD_UNIT": "canary-bot.service", "MESSAGE": message}
 
 
-def fake_journalctl(tmp_path: Path, entries: list[dict], exit_status: int | None = None) -> list[str]:
+def fake_journalctl(tmp_path: Path, entries: list[dict], exit_status: int | None = None,
+                    linger: float | None = None) -> list[str]:
     script = tmp_path / "journalctl.py"
     script.write_text(JOURNALCTL)
     data = tmp_path / f"entries-{len(list(tmp_path.glob('entries-*')))}.json"
     data.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    return [sys.executable, str(script), str(data), *([str(exit_status)] if exit_status is not None else [])]
+    return [sys.executable, str(script), str(data), *([str(exit_status)] if exit_status is not None else []),
+            *([str(linger)] if linger is not None else [])]
 
 
 async def test_journald_entries_give_tracebacks_and_error_records(tmp_path, clock, recorder):
@@ -111,6 +117,22 @@ async def test_a_journalctl_that_dies_is_a_failed_heartbeat_and_is_restarted_wit
                            "restarting in 1 s")
     assert second.error.endswith("restarting in 2 s") and third.error.endswith("restarting in 4 s")
     assert exceptions(recorder) == ["ValueError"] * 3  # each run read the journal it was given
+
+
+async def test_a_journalctl_that_closes_its_output_before_it_exits_is_reported_with_its_own_status(
+        tmp_path, clock, recorder):
+    # Signalling a journalctl that is on its way out reported -15 (our SIGTERM), or 255 when the
+    # signal's poll reaped the child before asyncio's watcher did: never its own status.
+    command = fake_journalctl(tmp_path, [entry("bot_started")], exit_status=3, linger=0.3)
+    observer = JournaldObserver("canary-bot.service", clock=clock, sink=recorder, command=command, backoff=1)
+    task = asyncio.create_task(observer.run(), name="test-journald")
+    try:
+        failed = await recorder.heartbeat(1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert failed.error == (f"{sys.executable} ended with status 3: Failed to open journal: the journal is gone; "
+                            "restarting in 1 s")
 
 
 async def test_a_journalctl_that_cannot_start_is_a_failed_heartbeat(tmp_path, clock, recorder):
