@@ -9,7 +9,6 @@ metrics and handed to ``on_verdicts`` (the rollout engine, a verdict log, a test
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from controller.analysis.bindings import release_bindings
@@ -19,9 +18,10 @@ from controller.analysis.policy import Policy
 from controller.analysis.verdict import Verdict
 from controller.clock import Clock
 from controller.config.strategy import StrategyConfig
+from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 VerdictHandler = Callable[[list[Verdict]], None]
 

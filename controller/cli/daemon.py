@@ -80,11 +80,11 @@ def demo(as_json: bool, speed: float, workdir: Path | None) -> None:
     Example: canaryctl demo --json | tail -1 | jq .rollouts
     """
     import asyncio
-    import logging
 
+    from controller import logs
     from controller.demo import DemoOptions, run_demo
 
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logs.configure("error")
     folder = workdir or Path(tempfile.mkdtemp(prefix="canary-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run_demo(DemoOptions(workdir=folder, speed=speed), lambda line: click.echo(line)))

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from controller.logs import redact_text
+from controller.logs import get_logger, redact_text
 from controller.metrics import ControllerMetrics
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Check = Callable[[], tuple[bool, str]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,7 +60,7 @@ class AdminServer:
             raise
         self._runner = runner
         bound = runner.addresses[0][1]
-        log.info("admin_server_started host=%s port=%d", host, bound)
+        log.info("admin_server_started", host=host, port=bound)
         return bound
 
     async def stop(self) -> None:
@@ -90,7 +89,7 @@ def _probe(name: str, check: Check) -> web.Response:
     try:
         ok, reason = check()
     except Exception as error:
-        log.exception("admin_check_failed check=%s", name)
+        log.exception("admin_check_failed", check=name)
         ok, reason = False, f"the {name} check raised {_describe(error)}"
     if ok:
         return web.json_response({"ok": True})
@@ -108,7 +107,7 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
         return web.json_response({"error": error.reason, "path": request.path}, status=error.status, headers=headers)
     except Exception as error:
-        log.exception("admin_request_failed path=%s", request.path)
+        log.exception("admin_request_failed", path=request.path)
         return web.json_response({"error": f"{request.path} failed: {_describe(error)}"}, status=500)
 
 

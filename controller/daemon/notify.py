@@ -10,13 +10,14 @@ never raised: telling systemd must never be what stops the daemon.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping
 
-log = logging.getLogger(__name__)
+from controller.logs import get_logger
+
+log = get_logger(__name__)
 
 
 class Notifier:
@@ -34,8 +35,8 @@ class Notifier:
         ``WATCHDOG_PID`` is unset or names this process (a child must not ping for its parent)."""
         address = environ.get("NOTIFY_SOCKET") or None
         if address is not None and not address.startswith(("/", "@")):
-            log.warning("sd_notify_unsupported_socket socket=%s reason=%s", address,
-                        "only a path or an @abstract socket is supported")
+            log.warning("sd_notify_unsupported_socket", socket=address,
+                        reason="only a path or an @abstract socket is supported")
             address = None
         return cls(address, watchdog_usec=_watchdog_usec(environ))
 
@@ -88,11 +89,11 @@ class Notifier:
             self._socket.sendto(message.encode(), target)
         except OSError as error:
             if not self._failing:  # once per run of failures, not once per ping
-                log.warning("sd_notify_failed socket=%s error=%s", self.address, error)
+                log.warning("sd_notify_failed", socket=self.address, error=str(error))
                 self._failing = True
             return False
         if self._failing:
-            log.info("sd_notify_recovered socket=%s", self.address)
+            log.info("sd_notify_recovered", socket=self.address)
             self._failing = False
         return True
 
@@ -130,6 +131,6 @@ async def watchdog_loop(notifier: Notifier, is_healthy: Callable[[], bool]) -> N
                 log.info("watchdog_resumed")
                 withheld = False
         elif not withheld:
-            log.warning("watchdog_withheld reason=%s", reason or "the daemon reports itself unhealthy")
+            log.warning("watchdog_withheld", reason=reason or "the daemon reports itself unhealthy")
             withheld = True
         await asyncio.sleep(interval)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from controller.daemon.admin import AdminServer
 from controller.daemon.notify import Notifier, watchdog_loop
 from controller.deploy.base import Deployer
 from controller.errors import CanaryError, ConfigError
+from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.rollout import placing
 from controller.rollout.decide import TERMINAL
@@ -38,7 +38,7 @@ from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
 from controller.store.commands import ack_command, pending_commands
 from controller.store.database import Database
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Simulators(Protocol):
@@ -97,10 +97,10 @@ class Daemon:
         try:
             self.policies.reload()
         except CanaryError as exc:
-            log.error("policy_reload_refused error=%s (the previous policies stay in force)", exc)
+            log.error("policy_reload_refused", error=str(exc), in_force="the previous policies")
             self.notifier.ready("policy reload refused; previous policies in force")
             return False
-        log.info("policies_reloaded folder=%s", self.policies.folder)
+        log.info("policies_reloaded", folder=str(self.policies.folder))
         self.notifier.ready("policies reloaded")
         return True
 
@@ -122,7 +122,7 @@ class Daemon:
                                            name="watchdog")
             self.notifier.ready(f"watching; admin on {self.config.admin.host}:{self.admin_port}")
             self.ready.set()
-            log.info("daemon_ready admin_port=%s", self.admin_port)
+            log.info("daemon_ready", admin_port=self.admin_port)
             await self._loop()
         finally:
             self.notifier.stopping("stopping: finishing the current step")
@@ -157,7 +157,7 @@ class Daemon:
             if task.done():
                 del self.runners[rollout_id]
                 if not task.cancelled() and task.exception() is not None:
-                    log.error("rollout_runner_crashed rollout=%d error=%r", rollout_id, task.exception())
+                    log.error("rollout_runner_crashed", rollout=rollout_id, error=repr(task.exception()))
         active = await list_rollouts(self.db, active_only=True)
         for info in active:
             if info.id not in self.runners:
@@ -185,7 +185,7 @@ class Daemon:
             return
         done, pending = await asyncio.wait(tasks, timeout=self.options.stop_timeout)
         for task in pending:
-            log.warning("rollout_runner_cut_short task=%s", task.get_name())
+            log.warning("rollout_runner_cut_short", task=task.get_name())
             task.cancel()
         if pending:
             await asyncio.wait(pending)

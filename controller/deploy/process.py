@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -39,9 +38,10 @@ from controller.deploy.base import (
     wait_ready,
     write_private,
 )
+from controller.logs import get_logger
 from controller.procfs import read_stat
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 EXIT_POLL = 0.05
 """Real seconds between two looks at /proc when the kernel cannot notify an exit (no pidfd)."""
@@ -84,7 +84,7 @@ class ProcessDeployer:
             running = await self.status(instance)
             if running is not None:
                 await self._terminate(running, grace)
-                log.info("deploy_stopped instance=%s release=%s pid=%s", instance, running.release, running.pid)
+                log.info("deploy_stopped", instance=instance, release=running.release, pid=running.pid)
             self._forget(instance)
             return running
 
@@ -132,15 +132,15 @@ class ProcessDeployer:
                   "log_offset": offset, "stopped": False}
         self._write_record(placement.instance, record)  # before waiting: a controller killed now finds it
         running = self._running(placement.instance, record)
-        log.info("deploy_starting instance=%s release=%s pid=%d metrics_url=%s", placement.instance,
-                 placement.release, process.pid, running.metrics_url)
+        log.info("deploy_starting", instance=placement.instance, release=placement.release, pid=process.pid,
+                 metrics_url=running.metrics_url)
         try:
             await self._wait_ready(running, record["start_ticks"], output, placement)
         except BaseException:
             await self._terminate(running, grace=1.0)
             self._forget(placement.instance)
             raise
-        log.info("deploy_started instance=%s release=%s pid=%d", placement.instance, placement.release, process.pid)
+        log.info("deploy_started", instance=placement.instance, release=placement.release, pid=process.pid)
         return running
 
     async def _wait_ready(self, running: Running, start_ticks: int, output: Path, placement: Placement) -> None:
@@ -177,7 +177,7 @@ class ProcessDeployer:
             if not _alive(pid, start_ticks):
                 break
             if signum == signal.SIGKILL and signals:
-                log.warning("deploy_kill instance=%s pid=%d grace=%g", running.instance, pid, grace)
+                log.warning("deploy_kill", instance=running.instance, pid=pid, grace=grace)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signum)  # its own session: the group is the bot and what it started
             if await wait_exit(pid, start_ticks, wait):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 import shlex
 import sys
@@ -41,8 +40,9 @@ from controller.deploy.base import (
     wait_ready,
     write_private,
 )
+from controller.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_ENV_DIR = Path("/var/lib/canary-controller/instances")
 """Where ``systemd/canary-strategy@.service`` looks for its files."""
@@ -98,11 +98,11 @@ class SystemdDeployer:
                         await self._systemctl("stop", unit)  # SIGTERM to the cgroup, then waits
                 except TimeoutError:
                     if grace > 0:
-                        log.warning("deploy_kill unit=%s grace=%g", unit, grace)
+                        log.warning("deploy_kill", unit=unit, grace=grace)
                     await self._systemctl("kill", "--signal=SIGKILL", unit)
                     async with asyncio.timeout(KILL_WAIT):
                         await self._systemctl("stop", unit)
-                log.info("deploy_stopped unit=%s release=%s pid=%s", unit, running.release, running.pid)
+                log.info("deploy_stopped", unit=unit, release=running.release, pid=running.pid)
             self._forget(instance)
             return running
 
@@ -147,7 +147,7 @@ class SystemdDeployer:
         write_private(config, placement.config_text)
         write_private(exchange, placement.exchange_json())
         write_private(self._file(instance, "env"), render_env_file(values, unit))
-        log.info("deploy_starting unit=%s release=%s metrics_url=%s", unit, running.release, running.metrics_url)
+        log.info("deploy_starting", unit=unit, release=running.release, metrics_url=running.metrics_url)
         try:
             try:
                 await self._systemctl("start", unit)
@@ -163,7 +163,7 @@ class SystemdDeployer:
             self._forget(instance)
             raise
         pid = int(state.get("MainPID") or 0) or None
-        log.info("deploy_started unit=%s release=%s pid=%s", unit, running.release, pid)
+        log.info("deploy_started", unit=unit, release=running.release, pid=pid)
         return replace(running, pid=pid)
 
     async def _gone(self, placement: Placement) -> str | None:

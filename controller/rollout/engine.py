@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from controller.analysis.policy import Policy, load_policy_file
 from controller.analysis.verdict import Verdict
 from controller.clock import Clock
+from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.observe.audit import AuditObserver
 from controller.observe.exchange import ExchangeObserver
@@ -43,7 +43,7 @@ from controller.store.rollouts import current_stage_run, finish_stage_run
 from controller.store.verdicts import VerdictLog
 from controller.verification import Verification
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ class RolloutRunner:
 
     def _say(self, text: str) -> None:
         self.report.timeline.append((time.monotonic(), text))
-        log.info("rollout_event rollout=%d %s", self.id, text)
+        log.info("rollout_event", rollout=self.id, text=text)
         self.on_event(text)
 
     # ------------------------------------------------------------ actions
@@ -221,7 +221,7 @@ class RolloutRunner:
             deployment, _ = await placing.place(self.db, self.site, environment=stage.environment,
                                                 account=stage.account, release=info.release, rollout_id=info.id)
         except Exception as exc:  # noqa: BLE001 - any failure to place is the placement failing
-            log.exception("placement_failed rollout=%d stage=%s", info.id, stage.name)
+            log.exception("placement_failed", rollout=info.id, stage=stage.name)
             self._notices.append(Notice("place_failed", self.clock.time(), index, f"{type(exc).__name__}: {exc}"))
             return
         started = self.clock.time()
@@ -256,7 +256,7 @@ class RolloutRunner:
             self._notices.append(Notice("rolled_back", self.clock.time()))
         else:
             self.metrics.rollback_failed(outcome.failed_step or "?")
-            log.error("rollback_failed rollout=%d step=%s error=%s", info.id, outcome.failed_step, outcome.error)
+            log.error("rollback_failed", rollout=info.id, step=outcome.failed_step, error=outcome.error)
             self._notices.append(Notice("rollback_failed", self.clock.time(), detail=f"{outcome.failed_step}: "
                                                                                       f"{outcome.error}"))
 
@@ -313,7 +313,7 @@ class RolloutRunner:
 
     def _verification_ended(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("verification_stopped rollout=%d error=%r", self.id, task.exception())
+            log.error("verification_stopped", rollout=self.id, error=repr(task.exception()))
 
     async def _sources(self, environment: str, account: str, release: str, verifier: Verification, capital_cap,
                        *, audit: bool = True) -> list:

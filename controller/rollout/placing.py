@@ -8,17 +8,17 @@ and the deployments row is written only when it says something new.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from controller.canonical import canonical_json
 from controller.config.strategy import StrategyConfig
 from controller.deploy.base import Running
+from controller.logs import get_logger
 from controller.rollout.site import Site, strategy_of
 from controller.store.database import Database
 from controller.store.deployments import DeploymentInfo, live_deployment, record_placement, record_stopped
 from controller.store.releases import ReleaseInfo, get_release, get_snapshot
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 async def place(db: Database, site: Site, *, environment: str, account: str, release: str,
@@ -32,7 +32,7 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
     current = await deployer.status(instance)
     if current is not None and (current.release, current.config_sha256) != (release, info.config_sha256):
         await deployer.stop(instance)
-        log.info("release_stopped instance=%s release=%s reason=replaced", instance, current.release)
+        log.info("release_stopped", instance=instance, release=current.release, reason="replaced")
     if current is None or (current.release, current.config_sha256) != (release, info.config_sha256):
         client = await site.client(environment, account, purpose="act")
         await apply_settings(client, {s: (c.leverage, c.margin_type) for s, c in config.symbols.items()})

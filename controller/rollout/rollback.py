@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from sqlalchemy import select
 
 from controller import failpoints
 from controller.canonical import canonical_json
+from controller.logs import get_logger
 from controller.rollout import placing
 from controller.rollout.info import RolloutInfo
 from controller.rollout.site import Site
@@ -44,7 +44,7 @@ from controller.store.database import Database
 from controller.store.deployments import get_deployment, rollout_deployments
 from controller.store.models import RollbackStep
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 STEPS = ("stop_release", "cancel_orders", "positions", "restore_leverage", "start_previous", "verify_previous")
 SAFE_AFTER = "restore_leverage"
@@ -175,8 +175,8 @@ class Rollback:
                 result = {**await action(info, step.detail), "wall_ms": round((time.monotonic() - began) * 1000, 1)}
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then reported with the step
                 error = f"{type(exc).__name__}: {exc}"
-                log.warning("rollback_step_failed rollout=%d step=%s account=%s attempt=%d error=%s",
-                            info.id, step.name, step.detail.get("account"), attempt, error)
+                log.warning("rollback_step_failed", rollout=info.id, step=step.name, account=step.detail.get("account"),
+                            attempt=attempt, error=error)
                 if attempt < self.attempts:
                     await self.clock.sleep(self.backoff * 2 ** (attempt - 1))
                 continue

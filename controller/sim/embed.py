@@ -7,7 +7,6 @@ gives back what the daemon reaches it by (addresses, the accounts' keys, the bot
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -15,11 +14,12 @@ from typing import Any
 from controller.clock import Clock
 from controller.deploy.base import Deployer
 from controller.exchange.client import Endpoints
+from controller.logs import get_logger
 from controller.rollout.site import AccountAccess, EnvironmentAccess
 from controller.sim.accounts import AccountSpec
 from controller.sim.server import Simulator
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SIM_ACCOUNTS = (AccountSpec("master", Decimal("98500"), master=True), AccountSpec("canary", Decimal("1500")))
 """The embedded simulator's accounts: a canary holding 1.5 % of capital, inside the 2 % cap with
@@ -43,7 +43,7 @@ class EmbeddedSimulators:
         sim = Simulator(clock=self.clock, seed=self.seed, **{"accounts": SIM_ACCOUNTS, **self.options})
         await sim.start("127.0.0.1", 0)
         self.started[environment] = sim
-        log.info("simulator_started environment=%s rest_url=%s", environment, sim.rest_url)
+        log.info("simulator_started", environment=environment, rest_url=sim.rest_url)
         accounts = {a.name: AccountAccess(a.name, a.api_key, a.api_secret, a.master) for a in sim.accounts}
         bot_env = {"CANARY_SIM_SPEED": f"{self.speed:g}"} if self.speed else {}
         return EnvironmentAccess(environment, Endpoints(sim.rest_url, sim.ws_url, sim.sapi_url), accounts, deployer,

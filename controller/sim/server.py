@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,6 +25,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from controller.clock import Clock, RealClock
+from controller.logs import get_logger
 from controller.sim import admin, codes
 from controller.sim.accounts import DEFAULT_ACCOUNTS, AccountBook, AccountSpec
 from controller.sim.auth import authenticate
@@ -36,7 +36,7 @@ from controller.sim.rest import Call, Endpoint, RestApi
 from controller.sim.userstream import UserStreams
 from controller.sim.weights import OrderCounter, WeightLimiter
 
-log = logging.getLogger("controller.sim")
+log = get_logger("controller.sim")
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Simulator:
         bound_host, bound_port = runner.addresses[0][:2]
         self._addresses = _addresses(host or bound_host, bound_port)
         self._ticker = asyncio.create_task(self._run_ticker(), name="sim-ticker")
-        log.info("sim_started rest_url=%s ws_url=%s", self._addresses.rest_url, self._addresses.ws_url)
+        log.info("sim_started", rest_url=self._addresses.rest_url, ws_url=self._addresses.ws_url)
         return self._addresses
 
     async def stop(self) -> None:
@@ -245,7 +245,7 @@ class Simulator:
             status, body = exc.status, exc.body()
             headers.update(exc.headers)
         except Exception:
-            log.exception("sim_request_failed method=%s path=%s", method, path)
+            log.exception("sim_request_failed", method=method, path=path)
             status, body = 500, {"code": -1000,
                                  "msg": "An unknown error occurred while processing the request."}
         headers.update(limiter.headers(ip, now))

@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from controller.daemon.notify import Notifier, watchdog_loop
+from controller.logs import fields_of
 
 
 @pytest.fixture
@@ -116,7 +117,9 @@ def test_a_socket_that_does_not_exist_is_logged_once_and_never_raises(tmp_path, 
         notifier.ready("up")
         notifier.watchdog()
         notifier.stopping()
-    assert [r.getMessage().split()[0] for r in caplog.records] == ["sd_notify_failed"]
+    (record,) = caplog.records
+    assert record.getMessage() == "sd_notify_failed"
+    assert fields_of(record)["socket"] == str(tmp_path / "gone.sock") and fields_of(record)["error"]
 
 
 async def test_the_watchdog_pings_while_healthy_and_withholds_pings_while_not(notify_socket):
@@ -169,4 +172,5 @@ async def test_a_health_check_that_raises_withholds_the_ping(notify_socket, capl
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     assert drain(sock) == []
-    assert "health check raised RuntimeError: store unreachable" in caplog.text
+    withheld = [fields_of(r)["reason"] for r in caplog.records if r.getMessage() == "watchdog_withheld"]
+    assert withheld == ["health check raised RuntimeError: store unreachable"]

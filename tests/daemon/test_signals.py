@@ -69,7 +69,7 @@ async def test_notify_reload_and_stop_with_real_signals(tmp_path, processes, not
 
     def logged(event: str):
         async def probe():
-            return [e for e in log_events(log) if e.get("event", "").startswith(event)]
+            return [e for e in log_events(log) if e.get("event") == event]
         return probe
 
     def dead():
@@ -93,7 +93,8 @@ async def test_notify_reload_and_stop_with_real_signals(tmp_path, processes, not
     assert got[-1]["RELOADING"] == "1" and int(got[-1]["MONOTONIC_USEC"]) > 0
     got = await notify.until("READY")
     assert got[-1]["STATUS"] == "policies reloaded"
-    await poll(logged("policies_reloaded"), timeout=5, what="policies_reloaded in the log", alive=dead)
+    (reloaded,) = await poll(logged("policies_reloaded"), timeout=5, what="policies_reloaded in the log", alive=dead)
+    assert reloaded["folder"] == str(policies)
 
     # An invalid policy file, then SIGHUP: refused, the old set stays, the daemon keeps running.
     (policies / "stage-c.yaml").write_text("policies:\n  - name: broken\n    metric: [not, a, metric]\n")
@@ -101,7 +102,9 @@ async def test_notify_reload_and_stop_with_real_signals(tmp_path, processes, not
     await notify.until("RELOADING")
     got = await notify.until("READY")
     assert "refused" in got[-1]["STATUS"]
-    await poll(logged("policy_reload_refused"), timeout=5, what="policy_reload_refused in the log", alive=dead)
+    (refused,) = await poll(logged("policy_reload_refused"), timeout=5, what="policy_reload_refused in the log",
+                            alive=dead)
+    assert "stage-c.yaml" in refused["error"] and refused["level"] == "error"
     assert len(await logged("policies_reloaded")()) == 1  # the refused reload did not say reloaded
     assert daemon.poll() is None
     assert any(m.get("WATCHDOG") == "1" for m in await notify.until("WATCHDOG", timeout=3))  # still turning
