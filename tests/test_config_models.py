@@ -226,11 +226,21 @@ def test_a_database_url_must_be_sqlite_or_postgresql():
 def test_relative_paths_count_from_the_config_files_directory(tmp_path):
     path = tmp_path / "etc" / "controller.yaml"
     path.parent.mkdir()
-    path.write_text(DAEMON)
+    path.write_text(DAEMON + "policies_dir: policies\n")
     config = load_daemon_config(path)
     assert config.policies_dir == path.parent / "policies"
     assert config.pipeline == path.parent / "pipelines" / "default.yaml"
     assert config.database.url == f"sqlite:///{path.parent}/state/canary.db"
+
+
+def test_the_policies_folder_defaults_to_the_shipped_policies_wherever_the_config_is(tmp_path):
+    path = tmp_path / "etc" / "controller.yaml"
+    path.parent.mkdir()
+    path.write_text(DAEMON)
+    config = load_daemon_config(path)
+    assert config.policies_dir == shipped.policies_dir()
+    assert sorted(p.name for p in config.policies_dir.glob("*.yaml")) == [
+        "stage-a.yaml", "stage-b.yaml", "stage-c.yaml", "stage-d.yaml"]
 
 
 def test_a_testnet_environment_needs_an_account():
