@@ -30,7 +30,7 @@ from controller.daemon.admin import AdminServer
 from controller.daemon.notify import Notifier, watchdog_loop
 from controller.errors import CanaryError
 from controller.metrics import ControllerMetrics
-from controller.rollout import placing, records
+from controller.rollout import placing, preflight, records
 from controller.rollout.decide import TERMINAL
 from controller.rollout.engine import Cadence, PolicySet, RolloutReport, RolloutRunner
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
@@ -106,6 +106,7 @@ class Daemon:
         admin = None
         watchdog = None
         try:
+            await preflight.check_daemon(self.db, self.policies.folder)  # refused: never READY, exit 2
             self.site = await self._open_site()
             if self.options.admin:
                 admin = AdminServer(metrics=self.metrics, status=lambda: self._status, ready=self._readiness,
