@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from controller import shipped
 from controller.clock import SimulatedClock
 from controller.config.daemon import DaemonConfig
 from controller.daemon.service import Daemon, DaemonOptions
@@ -30,9 +31,6 @@ from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-POLICIES = ROOT / "policies"
 DEMO_PIPELINE = DEFAULT_PIPELINE.with_name("demo.yaml")
 CADENCE = Cadence(evaluate=1.0, snapshot=20.0, scrape=5.0, logs=2.0, process=5.0, audit=300.0, command_poll=0.2)
 """Brisk enough for a five-minute stage; snapshots every 20 s keep the canary's and the baseline's
@@ -67,12 +65,11 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict:
         await upgrade(db)
         note(f"fresh database {db_file}; clock {options.speed:g}x real time")
         for version, config, role in RELEASES:
-            new = read_release(version, EXAMPLES / "demo" / "manifest.yaml", EXAMPLES / "reference-bot" / config,
-                               role)
+            new = read_release(version, shipped.demo_manifest(), shipped.reference_bot_file(config), role)
             await add_release(db, clock, new, actor=ACTOR)
             note(f"recorded release {version} ({role})")
         config = DaemonConfig.model_validate({"environments": {"sim": {"kind": "sim"}},
-                                              "admin": {"port": 0}, "policies_dir": str(POLICIES)})
+                                              "admin": {"port": 0}, "policies_dir": str(shipped.policies_dir())})
         daemon = Daemon(config, db, clock, DaemonOptions(state_dir=options.workdir / "state", cadence=CADENCE,
                                                          stop_releases_on_exit=True),
                         on_event=lambda rollout, text: note(f"rollout {rollout}: {text}"),

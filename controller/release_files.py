@@ -27,7 +27,7 @@ def read_release(version: str, manifest_file: Path, config_file: Path, notes: st
     check_version(version)
     manifest = load_model(ReleaseManifest, manifest_file)
     config = load_model(StrategyConfig, config_file)
-    artifact = manifest.artifact_path(manifest_file)
+    artifact = manifest.artifact_path(manifest_file)  # a package not installed is refused here
     try:
         digest = artifact_sha256(artifact)
     except FileNotFoundError:
@@ -37,6 +37,8 @@ def read_release(version: str, manifest_file: Path, config_file: Path, notes: st
                           "the artifact is not the one the manifest describes",
                           file=str(manifest_file), field="artifact.sha256")
     recorded = manifest.model_dump(mode="json")
-    recorded["artifact"] = {"path": str(artifact), "sha256": digest}
+    # A path is recorded absolute; a package by its name: the digest says which content it was.
+    source = {"package": manifest.artifact.package} if manifest.artifact.package else {"path": str(artifact)}
+    recorded["artifact"] = {**source, "sha256": digest}
     return NewRelease(version=version, manifest=recorded, artifact_sha256=digest,
                       config=config.model_dump(mode="json"), notes=notes)

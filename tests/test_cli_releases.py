@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,28 @@ def test_an_edited_snapshot_row_is_refused_when_read(ready_db):
     conn.close()
     result = canaryctl("config", "show", "1.0.0", db=ready_db)
     assert result.code == 1 and "does not match its content's hash" in result.err
+
+
+def test_a_release_whose_artifact_package_is_not_installed_is_refused_naming_file_and_field(ready_db, tmp_path):
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text("name: bot\ncommand: ['{python}', '-m', 'missing_bot']\nartifact:\n  package: missing_bot\n")
+    refused = canaryctl("release", "add", "4.0.0", "--manifest", str(manifest), "--config", CONFIG, db=ready_db)
+    assert_refused(refused, f"{manifest}: artifact.package: no Python package missing_bot is installed")
+    assert canaryctl("release", "list", "--json", db=ready_db).out == ""
+
+
+async def test_a_package_artifact_is_recorded_by_name_with_the_digest_of_its_folder(ready_db):
+    import controller
+    from controller.artifact import artifact_sha256
+    from controller.store.database import Database, resolve_url
+    from controller.store.releases import get_release
+
+    assert canaryctl("release", "add", "1.0.0", "--manifest", MANIFEST, "--config", CONFIG, db=ready_db).code == 0
+    db = Database(resolve_url(ready_db))
+    try:
+        recorded = await get_release(db, "1.0.0")
+    finally:
+        await db.close()
+    digest = artifact_sha256(Path(controller.__file__).resolve().parent)
+    assert recorded.manifest["artifact"] == {"package": "controller", "sha256": digest}
+    assert recorded.artifact_sha256 == digest

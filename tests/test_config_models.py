@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+import controller
 from controller.config import (
     DaemonConfig,
     ReleaseManifest,
@@ -15,6 +17,7 @@ from controller.config import (
     load_model,
     load_model_text,
 )
+from controller import shipped
 from controller.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -163,6 +166,53 @@ def test_an_artifact_digest_must_be_lowercase_hex():
     assert (error.line, error.field) == (7, "artifact.sha256")
 
 
+def packaged(name: str) -> str:
+    """The manifest with its artifact given as the installed package ``name``."""
+    return MANIFEST.replace("  path: ../build/bot\n", f"  package: {name}\n")
+
+
+def test_an_artifact_package_is_the_folder_it_is_installed_in_found_without_importing_it(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "fresh_release_bot"
+    package.mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    manifest = load_model_text(ReleaseManifest, packaged("fresh_release_bot"), "m.yaml")
+    assert manifest.artifact_path(tmp_path / "elsewhere" / "m.yaml") == package
+    assert not marker.exists() and "fresh_release_bot" not in sys.modules
+
+
+def test_the_shipped_manifests_name_the_controller_package():
+    for path in (shipped.demo_manifest(), shipped.reference_bot_file("manifest.yaml")):
+        manifest = load_model(ReleaseManifest, path)
+        assert manifest.artifact.package == "controller"
+        assert manifest.artifact_path(path) == Path(controller.__file__).resolve().parent
+
+
+@pytest.mark.parametrize("artifact, line, field, message", [
+    ("  path: bot\n  package: bot\n", 5, "artifact", "give exactly one of path (a file or folder) and package"),
+    ("  sha256: " + "ab" * 32 + "\n", 5, "artifact", "give exactly one of path (a file or folder) and package"),
+    ("  package: bots.reference\n", 6, "artifact.package", "expected the import name of a top-level package"),
+    ("  package: ../bot\n", 6, "artifact.package", "expected the import name of a top-level package"),
+], ids=["both", "neither", "dotted", "a-path"])
+def test_an_artifact_names_exactly_one_path_or_top_level_package(artifact, line, field, message):
+    text = MANIFEST.replace("artifact:\n  path: ../build/bot\n", "artifact:\n" + artifact)
+    error = refusal(ReleaseManifest, text)
+    assert (error.line, error.field) == (line, field) and message in error.message
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_such_release_package", "no Python package no_such_release_package is installed for"),
+    ("sys", "sys is a single module (built-in), not a package folder"),
+])
+def test_an_artifact_package_that_is_not_an_installed_package_folder_is_refused_naming_file_and_field(name, message):
+    manifest = load_model_text(ReleaseManifest, packaged(name), "m.yaml")
+    with pytest.raises(ConfigError) as refused:
+        manifest.artifact_path(Path("/releases/manifest.yaml"))
+    assert (refused.value.file, refused.value.field) == ("/releases/manifest.yaml", "artifact.package")
+    assert message in refused.value.message
+
+
 # --- daemon -----------------------------------------------------------------------------------
 
 
@@ -181,11 +231,21 @@ def test_a_database_url_must_be_sqlite_or_postgresql():
 def test_relative_paths_count_from_the_config_files_directory(tmp_path):
     path = tmp_path / "etc" / "controller.yaml"
     path.parent.mkdir()
-    path.write_text(DAEMON)
+    path.write_text(DAEMON + "policies_dir: policies\n")
     config = load_daemon_config(path)
     assert config.policies_dir == path.parent / "policies"
     assert config.pipeline == path.parent / "pipelines" / "default.yaml"
     assert config.database.url == f"sqlite:///{path.parent}/state/canary.db"
+
+
+def test_the_policies_folder_defaults_to_the_shipped_policies_wherever_the_config_is(tmp_path):
+    path = tmp_path / "etc" / "controller.yaml"
+    path.parent.mkdir()
+    path.write_text(DAEMON)
+    config = load_daemon_config(path)
+    assert config.policies_dir == shipped.policies_dir()
+    assert sorted(p.name for p in config.policies_dir.glob("*.yaml")) == [
+        "stage-a.yaml", "stage-b.yaml", "stage-c.yaml", "stage-d.yaml"]
 
 
 def test_a_testnet_environment_needs_an_account():

@@ -66,11 +66,12 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
     Exit status: 0 as expected (no unexpected breach, every fault caught by a policy expected
     to catch it, or ridden out), 1 not as expected or could not run, 2 bad input (nothing run).
     """
+    from controller import shipped
     from controller.cli.context import run
     from controller.cli.output import print_json
     from controller.config.strategy import StrategyConfig
     from controller.harness.faults import check_schedule, load_schedule
-    from controller.harness.plan import SHIPPED_POLICIES, file_strategy, release_name, stage_policies
+    from controller.harness.plan import file_strategy, release_name, stage_policies
     from controller.harness.release import limit_symbols
     from controller.harness.run import HarnessOptions, not_judged
     from controller.timespec import parse_duration
@@ -84,7 +85,7 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
     if version is not None and strategy_file is not None:
         raise click.UsageError("give --release VERSION or --strategy FILE, not both")
     config = _daemon_config()
-    staged = stage_policies(config.policies_dir if config else SHIPPED_POLICIES, stage)
+    staged = stage_policies(config.policies_dir if config else shipped.policies_dir(), stage)
     faults = load_schedule(spec) if spec is not None else []
 
     def plan(base: StrategyConfig) -> HarnessOptions:

@@ -128,14 +128,16 @@ def verify(file: Path, as_json: bool) -> int:
     return 0 if result.ok else 1
 
 
-def _policies_dir() -> Path | None:
+def _policies_dir() -> Path:
+    """The --config's policies_dir (itself the shipped policies unless set), else the shipped policies."""
     opts = settings()
     if opts.config_path is not None:
         from controller.config.daemon import load_daemon_config
 
         return load_daemon_config(opts.config_path).policies_dir
-    shipped = Path(__file__).resolve().parents[2] / "policies"
-    return shipped if shipped.is_dir() else None
+    from controller import shipped
+
+    return shipped.policies_dir()
 
 
 def _progress():

@@ -43,9 +43,10 @@ def start(version: str, pipeline_file: Path | None, actor: str | None, as_json: 
     Example: canaryctl rollout start 1.4.0 --pipeline pipelines/canary-only.yaml
     """
     from controller.rollout.info import create_rollout
-    from controller.rollout.pipeline import load_pipeline
+    from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
 
     pipeline = load_pipeline(pipeline_file)  # validated before anything is written
+    _check_pipeline(pipeline, str(pipeline_file or DEFAULT_PIPELINE))
 
     async def main():
         async with open_database() as db:
@@ -58,6 +59,27 @@ def start(version: str, pipeline_file: Path | None, actor: str | None, as_json: 
         click.echo(f"rollout {info.id} of {info.release} created (pipeline {info.pipeline.name}: "
                    f"{' -> '.join(s.name for s in info.pipeline.stages)}); baseline {info.baseline or 'none'}. "
                    f"The daemon starts it within a second: `canaryctl rollout show {info.id}`")
+
+
+def _check_pipeline(pipeline, source: str) -> None:
+    """Refuse a pipeline the daemon could not run: a policy file missing from the policies folder, an
+    environment the daemon's config does not define. Without a config, the policy files are checked
+    against the shipped policies and the environments cannot be."""
+    from controller import shipped
+    from controller.cli.context import settings
+    from controller.rollout import preflight
+
+    config_path = settings().config_path
+    if config_path is None:
+        preflight.check_pipeline(pipeline, shipped.policies_dir(), source=source)
+        click.echo("note: no daemon config (--config or $CANARY_CONFIG): the pipeline's policy files were checked "
+                   "against the shipped policies, its environments are unchecked", err=True)
+        return
+    from controller.config.daemon import load_daemon_config
+
+    config = load_daemon_config(config_path)
+    preflight.check_pipeline(pipeline, config.policies_dir, source=source, environments=config.environments,
+                             config_file=str(config_path))
 
 
 @rollout.command("list")

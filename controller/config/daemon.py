@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from controller import shipped
 from controller.config.secrets import SecretRef
 from controller.config.model import ConfigModel, Fraction, Int, error_at
 from controller.config.yamlfile import load_model
@@ -159,7 +160,8 @@ class DaemonConfig(ConfigModel):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     environments: dict[Name, EnvironmentConfig] = Field(min_length=1)
     admin: AdminConfig = Field(default_factory=AdminConfig)
-    policies_dir: Path = Path("policies")
+    policies_dir: Path = Field(default_factory=shipped.policies_dir)
+    """The policy files the pipelines name; default: the ones shipped with the package."""
     pipeline: Path | None = None
     log: LogConfig = Field(default_factory=LogConfig)
 

@@ -6,13 +6,16 @@ when it places the release, so one manifest works in the simulator, on testnet a
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from controller.config.model import ConfigModel, Int, error_at
+from controller.errors import ConfigError
 
 PLACEHOLDERS = ("python", "config", "metrics_port", "exchange_file")
 """What ``{...}`` may name in a command: the interpreter, the strategy file, the metrics port
@@ -20,6 +23,7 @@ and the file that tells the bot where the exchange (or the simulator) is."""
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
+_PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
@@ -33,10 +37,28 @@ class MetricsEndpoint(ConfigModel):
 
 
 class Artifact(ConfigModel):
-    """The release's code: a file or a directory, relative to the manifest's directory."""
+    """The release's code: ``path``, a file or a directory relative to the manifest's directory,
+    or ``package``, the folder of a Python package installed where the controller runs (the
+    ``{python}`` a command starts), so that a manifest installed as package data still finds it."""
 
-    path: str = Field(min_length=1)
+    path: str | None = Field(default=None, min_length=1)
+    package: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("package")
+    @classmethod
+    def _top_level_name(cls, name: str | None) -> str | None:
+        # A dotted name would be found by importing its parent packages: only top-level names.
+        if name is not None and not _PACKAGE_NAME.match(name):
+            raise ValueError("expected the import name of a top-level package, e.g. reference_bot")
+        return name
+
+    @model_validator(mode="after")
+    def _path_or_package(self) -> Artifact:
+        if (self.path is None) == (self.package is None):
+            raise error_at((), "give exactly one of path (a file or folder) and package (an installed "
+                               "Python package)")
+        return self
 
 
 class ReleaseManifest(ConfigModel):
@@ -69,5 +91,30 @@ class ReleaseManifest(ConfigModel):
         return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in self.command]
 
     def artifact_path(self, manifest_file: Path) -> Path:
-        """The artifact's absolute path; a relative path counts from the manifest's directory."""
+        """The artifact's absolute path; a relative path counts from the manifest's directory, a
+        package is looked up where this interpreter imports from (`ConfigError` if it is not there)."""
+        if self.artifact.package is not None:
+            return package_folder(self.artifact.package, manifest_file)
         return (Path(manifest_file).parent / self.artifact.path).resolve()
+
+
+def package_folder(name: str, manifest_file: Path) -> Path:
+    """The folder of the installed package ``name``, found without importing (running) it."""
+    def refused(message: str) -> ConfigError:
+        return ConfigError(message, file=str(manifest_file), field="artifact.package")
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:
+        raise refused(f"the package {name} cannot be looked up: {exc}") from None
+    if spec is None:
+        raise refused(f"no Python package {name} is installed for {sys.executable}: install the release's "
+                      "package, or give artifact.path instead")
+    folders = list(spec.submodule_search_locations or [])
+    if not folders:
+        raise refused(f"{name} is a single module ({spec.origin}), not a package folder: give artifact.path "
+                      "to its file instead")
+    if len(folders) > 1:
+        raise refused(f"{name} is a namespace package spread over {len(folders)} folders "
+                      f"({', '.join(folders)}): give artifact.path to the one that is the release")
+    return Path(folders[0]).resolve()

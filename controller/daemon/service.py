@@ -30,7 +30,7 @@ from controller.deploy.base import Deployer
 from controller.errors import CanaryError, ConfigError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
-from controller.rollout import placing
+from controller.rollout import placing, preflight
 from controller.rollout.decide import TERMINAL
 from controller.rollout.engine import Cadence, PolicySet, RolloutReport, RolloutRunner
 from controller.rollout.info import get_rollout, list_rollouts
@@ -112,6 +112,7 @@ class Daemon:
         admin = None
         watchdog = None
         try:
+            await preflight.check_daemon(self.db, self.policies.folder)  # refused: never READY, exit 2
             self.site = await self._open_site()
             if self.options.admin:
                 admin = AdminServer(metrics=self.metrics, status=lambda: self._status, ready=self._readiness,

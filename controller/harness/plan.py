@@ -13,8 +13,6 @@ from controller.harness.release import REFERENCE_STRATEGY, load_strategy
 from controller.store.database import Database
 from controller.store.releases import get_release, get_snapshot
 
-SHIPPED_POLICIES = Path(__file__).resolve().parents[2] / "policies"
-
 
 @dataclass(frozen=True)
 class StagePolicies:

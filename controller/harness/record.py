@@ -32,7 +32,6 @@ from controller.store.verdicts import VerdictLog
 
 ACTOR = "harness"
 ENVIRONMENT = "harness"  # the embedded simulator of a harness run, not an environment of the daemon
-PACKAGE = Path(__file__).resolve().parents[1]
 
 # The reference bot as a release: the package it runs from is its artifact.
 REFERENCE_MANIFEST = {
@@ -40,15 +39,16 @@ REFERENCE_MANIFEST = {
     "command": ["{python}", "-m", "controller.sim.bot", "--config", "{config}", "--metrics-port", "{metrics_port}",
                 "--exchange", "{exchange_file}"],
     "metrics": {"port": 0, "path": "/metrics"},
+    "artifact": {"package": "controller"},
 }
 
 
 def harness_release(strategy: StrategyConfig) -> NewRelease:
     """The reference bot trading ``strategy``, as a release whose version names its content."""
-    digest = artifact_sha256(PACKAGE)
-    manifest = ReleaseManifest.model_validate({**REFERENCE_MANIFEST, "artifact": {"path": str(PACKAGE)}})
+    manifest = ReleaseManifest.model_validate(REFERENCE_MANIFEST)
+    digest = artifact_sha256(manifest.artifact_path(Path("<harness release>")))
     recorded = manifest.model_dump(mode="json")
-    recorded["artifact"] = {"path": str(PACKAGE), "sha256": digest}
+    recorded["artifact"] = {**REFERENCE_MANIFEST["artifact"], "sha256": digest}
     config = strategy.model_dump(mode="json")
     version = "harness-" + sha256_hex(canonical_json({"config": config, "artifact": digest}))[:12]
     return NewRelease(version=version, manifest=recorded, artifact_sha256=digest, config=config,

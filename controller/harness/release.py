@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from controller import shipped
 from controller.clock import Clock
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model
@@ -22,7 +23,7 @@ from controller.sim.bot import Bot, BotSettings, MetricsServer
 
 log = logging.getLogger(__name__)
 
-REFERENCE_STRATEGY = Path(__file__).resolve().parents[2] / "examples" / "reference-bot" / "strategy.yaml"
+REFERENCE_STRATEGY = shipped.reference_bot_file("strategy.yaml")
 
 START_TIMEOUT = 60.0
 """Wall seconds a placed bot has to reach its first trading iteration."""

@@ -113,8 +113,11 @@ def _plots(doc, linked: bool) -> list[str]:
         out += [f"### {plot['title']}", ""]
         if plot["note"]:
             out += [plot["note"] + ".", ""]
+        if not plot["series"]:
             continue
-        if linked:
+        if plot["file"] is None:
+            pass  # values, but nothing drew them (no matplotlib): the note says so
+        elif linked:
             out += [f"![{plot['title']}]({plot['file']})", ""]
         else:
             out += [f"Drawn in the archive as `{plot['file']}` (`canaryctl report ROLLOUT --archive FILE`). "

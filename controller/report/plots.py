@@ -1,12 +1,14 @@
 """The report's figures: which policies' measured values each one draws, and the drawing (SVG).
 
 The values are those of the verdict history (the store keeps a value when a policy's verdict
-changes), plotted against the policy's threshold. matplotlib is imported only when a figure is
-drawn, so that the CLI starts light; its SVG output is made deterministic (fixed ids, no date).
+changes), plotted against the policy's threshold. matplotlib is an optional extra, imported only
+when a figure is drawn, so that the CLI starts light; without it a figure with data is not drawn
+and its note says how to get it. Its SVG output is made deterministic (fixed ids, no date).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 from collections.abc import Callable, Iterable
@@ -17,6 +19,8 @@ from controller.report.evidence import PolicyDef, VerdictRow
 
 QUANTILES = frozenset({"p50", "p90", "p95", "p99"})
 LEVERAGE_METRICS = frozenset({"strategy_leverage_applied", "strategy_leverage_configured", "leverage_applied"})
+INSTALL = "pip install 'canary-controller[plots]'"
+"""What gives the report its figures: matplotlib, through the package's ``plots`` extra."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +76,19 @@ def series(verdicts: Iterable[VerdictRow], policies: dict[str, PolicyDef], judge
             note = f"no policy of this rollout measures {figure.measures}: nothing to draw"
         elif not lines:
             note = f"no verdict of {', '.join(names)} carried a measured value (no data yet): nothing to draw"
+        elif not can_draw():
+            note = f"not drawn: plots need matplotlib ({INSTALL}); its values follow"
         out.append({"name": figure.name, "title": figure.title, "unit": figure.unit,
                     "x": "seconds since the rollout was created", "threshold_label": figure.threshold_label,
                     "until": round((until - start).total_seconds(), 3),
                     "policies": names, "series": [lines[k] for k in sorted(lines)],
-                    "file": f"plots/{figure.name}.svg" if lines else None, "note": note})
+                    "file": f"plots/{figure.name}.svg" if lines and note is None else None, "note": note})
     return out
+
+
+def can_draw() -> bool:
+    """Whether matplotlib is installed: looked up, not imported (importing it takes a second)."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _number(text: str | None) -> float | None:

@@ -11,18 +11,18 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from controller import shipped
 from controller.errors import StoreError
 from controller.store import SCHEMA_REVISION
 from controller.store.database import Database, display_url
 
 
 def migrations_dir() -> Path:
-    """The Alembic scripts: packaged as controller/_migrations, or migrations/ in a checkout."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "_migrations", package.parent / "migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise StoreError(f"the migrations folder is missing (looked in {package / '_migrations'} and {package.parent / 'migrations'})")
+    """The Alembic scripts, as the package ships them (see `controller.shipped`)."""
+    folder = shipped.migrations_dir()
+    if not (folder / "env.py").is_file():
+        raise StoreError(f"the migrations folder is missing or incomplete (no env.py in {folder})")
+    return folder
 
 
 def _alembic_config(connection):

@@ -18,7 +18,6 @@ from pathlib import Path
 from controller.clock import SimulatedClock
 from controller.config.daemon import DaemonConfig
 from controller.daemon.service import Daemon, DaemonOptions
-from controller.demo import EXAMPLES, POLICIES
 from controller.release_files import read_release
 from controller.rollout.decide import Status
 from controller.rollout.engine import Cadence
@@ -28,7 +27,7 @@ from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
 from tests.cli import canaryctl
-from tests.daemon.harness import poll
+from tests.daemon.harness import EXAMPLES, POLICIES, poll
 
 MANIFEST = EXAMPLES / "demo" / "manifest.yaml"  # the reference bot, trading every second of its clock
 BOT = EXAMPLES / "reference-bot"

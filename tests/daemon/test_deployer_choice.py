@@ -17,6 +17,7 @@ from controller.errors import ConfigError
 from controller.sim.embed import EmbeddedSimulators
 from controller.store.database import Database, resolve_url
 from controller.store.schema import upgrade
+from tests.daemon.harness import POLICIES
 
 CONFIG = """\
 environments:
@@ -34,8 +35,6 @@ policies_dir: {policies}
 
 
 async def test_the_daemon_runs_each_environments_releases_with_the_deployer_it_names(tmp_path):
-    from controller.demo import POLICIES
-
     text = CONFIG.format(env_dir=tmp_path / "units", policies=POLICIES)
     config = load_model_text(DaemonConfig, text, "controller.yaml")
     db = Database(resolve_url(f"sqlite:///{tmp_path / 'canary.db'}"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import tarfile
 import xml.etree.ElementTree as ET
 
-from controller.report import document, markdown, plots
+from controller.report import archive, document, markdown, plots
 from tests.report.builders import at, rolled_back, verdict
 
 
@@ -55,3 +57,24 @@ def test_values_are_placed_from_the_rollouts_creation(tmp_path):
     assert late.rollout.created_at == at(0)
     [line] = by_name(document.build(late, archived=False))["latency"]["series"]
     assert line["points"] == [[125.5, 0.2]]
+
+
+def test_without_matplotlib_the_report_keeps_the_values_and_says_how_to_get_the_plots(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as when it is not installed: not found, not importable
+    assert not plots.can_draw()
+    evidence = rolled_back(tmp_path)
+    latency = by_name(document.build(evidence, archived=True))["latency"]
+    assert latency["file"] is None and latency["series"][0]["points"] == [[6.0, 0.12], [10.0, 0.13], [14.0, 0.18]]
+    assert "plots need matplotlib (pip install 'canary-controller[plots]')" in latency["note"]
+
+    md = markdown.render(document.build(evidence, archived=True), plots_linked=True)
+    figure = md.split("### Latency quantiles over time")[1].split("###")[0]
+    assert "pip install 'canary-controller[plots]'" in figure and "| c-queue-latency-p95 | 3 |" in figure
+    assert "plots/latency.svg" not in md
+
+    target = tmp_path / "report.tar.gz"
+    archive.write(target, evidence)
+    with tarfile.open(target, "r:gz") as tar:
+        names = tar.getnames()
+    assert any(n.endswith("/report.md") for n in names) and not any("/plots/" in n for n in names)
+    assert archive.verify(target).ok
