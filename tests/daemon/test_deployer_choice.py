@@ -72,10 +72,7 @@ def test_a_deployer_block_that_cannot_work_is_refused_with_its_line_and_field(bl
 
 def test_a_sim_environment_with_nothing_to_run_the_simulator_is_refused_by_name(tmp_path):
     """The daemon does not carry the simulator: only the CLI and the demo hand it one."""
-    from controller.demo import POLICIES
-
-    config = load_model_text(DaemonConfig, f"environments:\n  rehearsal:\n    kind: sim\npolicies_dir: {POLICIES}\n",
-                             "controller.yaml")
+    config = load_model_text(DaemonConfig, "environments:\n  rehearsal:\n    kind: sim\n", "controller.yaml")
     db = Database(resolve_url(f"sqlite:///{tmp_path / 'canary.db'}"))
     with pytest.raises(ConfigError) as refused:
         Daemon(config, db, SimulatedClock(datetime.now(tz=UTC), speed=10.0), DaemonOptions(state_dir=tmp_path))
