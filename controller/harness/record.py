@@ -37,7 +37,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 # The reference bot as a release: the package it runs from is its artifact.
 REFERENCE_MANIFEST = {
     "name": "reference-bot",
-    "command": ["{python}", "-m", "controller.sim.bot", "--config", "{config}", "--metrics-port", "{metrics_port}",
+    "command": ["{python}", "-m", "reference_bot", "--config", "{config}", "--metrics-port", "{metrics_port}",
                 "--exchange", "{exchange_file}"],
     "metrics": {"port": 0, "path": "/metrics"},
 }

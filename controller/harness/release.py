@@ -18,7 +18,8 @@ from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model
 from controller.errors import InputError
 from controller.exchange.client import ExchangeClient
-from controller.sim.bot import Bot, BotSettings, MetricsServer
+from reference_bot import Bot, BotSettings, MetricsServer
+from reference_bot.config import strategy_from
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ def limit_symbols(strategy: StrategyConfig, count: int | None) -> StrategyConfig
 
 
 def with_defects(strategy: StrategyConfig, defects: dict[str, Any]) -> StrategyConfig:
-    return StrategyConfig.model_validate({**strategy.model_dump(mode="json"), "defects": defects})
+    """The strategy of a release carrying ``defects`` (in the release's own ``bot:`` section)."""
+    data = strategy.model_dump(mode="json")
+    return StrategyConfig.model_validate({**data, "bot": {**data["bot"], "defects": defects}})
 
 
 class Placement:
@@ -65,7 +68,7 @@ class Placement:
         self.config = config
         self.client = client
         self.label = label
-        self.bot = Bot(config=config, client=client, clock=clock, settings=settings)
+        self.bot = Bot(config=strategy_from(config.model_dump(mode="json")), client=client, clock=clock, settings=settings)
         self.server = MetricsServer(self.bot.metrics)
         self.port: int | None = None
         self.task: asyncio.Task | None = None

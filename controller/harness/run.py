@@ -38,7 +38,7 @@ from controller.harness.stepping import InFlight, SteppedClient, Stepper
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.metrics import MetricsScraper
 from controller.sim import Simulator
-from controller.sim.bot import BotSettings
+from reference_bot import BotSettings
 from controller.verification import Verification
 
 log = logging.getLogger(__name__)

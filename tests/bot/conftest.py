@@ -21,7 +21,8 @@ from controller.config.strategy import StrategyConfig
 from controller.exchange.client import Endpoints, ExchangeClient, RetryPolicy
 from controller.exchange.weights import WeightBudget
 from controller.sim import Simulator
-from controller.sim.bot import Bot, BotSettings
+from reference_bot import Bot, BotSettings, Strategy
+from reference_bot.config import strategy_from
 
 FAST_RETRY = RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.05, request_timeout=5)
 FAST = BotSettings(interval=0.1, order_ttl=0.5, reconcile_every=0.5, shutdown_timeout=3, stream_timeout=5, seed=3)
@@ -42,8 +43,13 @@ STRATEGY: dict[str, Any] = {
 
 
 def strategy(base: dict[str, Any] | None = None, **defects: Any) -> StrategyConfig:
-    """The test strategy (or ``base``) with the named defects switched on."""
-    return StrategyConfig.model_validate({**(base or STRATEGY), "defects": defects})
+    """The test strategy (or ``base``) with the named defects switched on, as the controller reads it."""
+    return StrategyConfig.model_validate({**(base or STRATEGY), "bot": {"defects": defects}})
+
+
+def bot_strategy(config: StrategyConfig) -> Strategy:
+    """The same release config as the bot reads it (its own schema)."""
+    return strategy_from(config.model_dump(mode="json"))
 
 
 @pytest.fixture
@@ -98,7 +104,7 @@ class RunningBot:
 
 @asynccontextmanager
 async def running(client, clock, config: StrategyConfig, settings: BotSettings = FAST):
-    bot = Bot(config=config, client=client, clock=clock, settings=settings)
+    bot = Bot(config=bot_strategy(config), client=client, clock=clock, settings=settings)
     task = asyncio.create_task(bot.run(), name="test-bot-run")
     run = RunningBot(bot, task)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from controller.exchange.events import OrderUpdate
-from controller.sim.bot.ledger import DEFECT, ENTRY, EXIT, Ledger, TrackedOrder
+from reference_bot.ledger import DEFECT, ENTRY, EXIT, Ledger, TrackedOrder
 from tests.bot.conftest import strategy
 
 D = Decimal

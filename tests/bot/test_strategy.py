@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from controller.exchange.events import SymbolFilters
-from controller.sim.bot.ledger import ENTRY, EXIT, TrackedOrder
-from controller.sim.bot.strategy import (
+from reference_bot.ledger import ENTRY, EXIT, TrackedOrder
+from reference_bot.strategy import (
     CancelOrders,
     Direction,
     Entry,

@@ -3,7 +3,7 @@ stage C on the simulator, meets the shipped policy that should catch it.
 
 The daemon runs in this process on the embedded simulator with ``policies/stage-c.yaml`` exactly
 as shipped. 1.0.0 is placed on the master account with ``canaryctl baseline``; the defective
-release 2.0.0 (``strategy.yaml`` plus one ``defects:`` entry) goes to the empty canary account.
+release 2.0.0 (``strategy.yaml`` plus one ``bot: defects:`` entry) goes to the empty canary account.
 The rollout's previous release is then the baseline's, so a rollback must leave 1.0.0 running
 on the canary account at 1.0.0's leverage. The clock runs at 10x; at 30x for the burst of
 rejected orders, whose policy wants its breach to last 10 minutes of clock.
@@ -69,7 +69,7 @@ stages:
 
 @dataclass(frozen=True)
 class Defect:
-    entry: str       # the strategy's ``defects:`` entry
+    entry: str       # the strategy's ``bot: defects:`` entry
     speed: float     # of the simulated clock
     timeout: float   # wall seconds from the rollout's start to its outcome
 
@@ -127,7 +127,7 @@ class Canary:
 @contextlib.asynccontextmanager
 async def canary_site(tmp_path: Path, defect: Defect) -> AsyncIterator[Canary]:
     defective = tmp_path / "strategy-defect.yaml"
-    defective.write_text(f"{HEALTHY.read_text()}\ndefects:\n{textwrap.indent(defect.entry, '  ')}\n")
+    defective.write_text(f"{HEALTHY.read_text()}\nbot:\n  defects:\n{textwrap.indent(defect.entry, '    ')}\n")
     async with daemon_on_sim(tmp_path, {PREVIOUS: HEALTHY, CANDIDATE: defective}, speed=defect.speed,
                              cadence=CADENCE, baseline=PREVIOUS) as site:
         yield Canary(site)

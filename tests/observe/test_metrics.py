@@ -14,7 +14,7 @@ from controller.exchange.client import Endpoints, ExchangeClient
 from controller.exchange.weights import WeightBudget
 from controller.observe.metrics import MetricsScraper
 from controller.sim import Simulator
-from controller.sim.bot import MetricsServer
+from reference_bot import MetricsServer
 from tests.bot.conftest import FAST_RETRY, observations, running, strategy
 from tests.bot.conftest import histogram_quantile as bot_histogram_quantile
 from tests.bot.test_cli import CHECKLIST

@@ -15,10 +15,11 @@ from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.metrics import MetricsScraper
-from controller.sim.bot import Bot
-from controller.sim.bot.metrics import MetricsServer
+from reference_bot import Bot
+from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
 from tests.conftest import REPO
+from tests.bot.conftest import bot_strategy
 from tests.observe_exchange.conftest import SNAPSHOT_EVERY, strategy
 from tests.observe_exchange.test_release_checks import FAST
 
@@ -52,7 +53,7 @@ async def run_release(connect, clock, config, expected: dict[str, Outcome], time
     bot_client, observer_client, master = await connect("canary"), await connect("canary"), await connect("master")
     verification = Verification(policies=SHIPPED, config=config, clock=clock, on_verdicts=on_verdicts,
                                 capital_cap=CANARY_CAP, tick=0.2)
-    bot = Bot(config=config, client=bot_client, clock=clock, settings=FAST)
+    bot = Bot(config=bot_strategy(config), client=bot_client, clock=clock, settings=FAST)
     server = MetricsServer(bot.metrics)
     port = await server.start("127.0.0.1", 0)
     bot_task = asyncio.create_task(bot.run(), name="test-bot")

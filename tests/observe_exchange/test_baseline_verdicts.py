@@ -11,9 +11,10 @@ import pytest
 from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
-from controller.sim.bot import Bot
+from reference_bot import Bot
 from controller.verification import Verification
 from tests.conftest import REPO
+from tests.bot.conftest import bot_strategy
 from tests.observe_exchange.conftest import SNAPSHOT_EVERY, strategy
 from tests.observe_exchange.test_release_checks import FAST
 
@@ -43,7 +44,7 @@ async def judge_against_baseline(connect, clock, canary_config, until):
                           baseline=baseline, tick=0.2)
     bots, tasks = [], []
     for account, config, verification in (("master", baseline_config, baseline), ("canary", canary_config, canary)):
-        bot = Bot(config=config, client=await connect(account), clock=clock, settings=FAST)
+        bot = Bot(config=bot_strategy(config), client=await connect(account), clock=clock, settings=FAST)
         bots.append(bot)
         tasks.append(asyncio.create_task(bot.run(), name=f"test-bot-{account}"))
         await bot.wait_for(lambda bot=bot: bot.iterations >= 1, timeout=10)
@@ -99,7 +100,7 @@ async def rank_against_baseline(connect, clock, canary_config, until, afterwards
     """Both releases' real /metrics scraped; the canary's latencies ranked against the baseline's.
     Once ``until`` holds, the bots stop (their /metrics stay up) and ``afterwards`` runs."""
     from controller.observe.metrics import MetricsScraper
-    from controller.sim.bot.metrics import MetricsServer
+    from reference_bot.metrics import MetricsServer
 
     latest, changed = {}, asyncio.Event()
 
@@ -114,7 +115,7 @@ async def rank_against_baseline(connect, clock, canary_config, until, afterwards
                           baseline=baseline, tick=0.2)
     bots, servers, tasks = [], [], []
     for account, config, verification in (("master", baseline_config, baseline), ("canary", canary_config, canary)):
-        bot = Bot(config=config, client=await connect(account), clock=clock, settings=FAST)
+        bot = Bot(config=bot_strategy(config), client=await connect(account), clock=clock, settings=FAST)
         server = MetricsServer(bot.metrics)
         port = await server.start("127.0.0.1", 0)
         bots.append(bot)

@@ -22,8 +22,8 @@ from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.metrics import MetricsScraper
-from controller.sim.bot import BotSettings
-from controller.sim.bot.metrics import MetricsServer
+from reference_bot import BotSettings
+from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
 from tests.bot.conftest import running
 from tests.conftest import REPO

@@ -22,9 +22,10 @@ import pytest
 from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
-from controller.sim.bot import Bot, BotSettings
+from reference_bot import Bot, BotSettings
 from controller.verification import Verification
 from tests.conftest import REPO
+from tests.bot.conftest import bot_strategy
 from tests.observe_exchange.conftest import strategy
 from tests.observe_exchange.stepping import Steps
 from tests.verdicts import Verdicts
@@ -62,7 +63,7 @@ async def against_baseline(connect, clock, canary_config):
     bots, tasks = [], []
     try:
         for account, config, verification in (("master", baseline_config, baseline), ("canary", canary_config, canary)):
-            bot = Bot(config=config, client=await connect(account), clock=clock, settings=TRADING)
+            bot = Bot(config=bot_strategy(config), client=await connect(account), clock=clock, settings=TRADING)
             bots.append(bot)
             tasks.append(asyncio.create_task(bot.run(), name=f"test-bot-{account}"))
             await bot.wait_for(lambda bot=bot: bot.iterations >= 1)

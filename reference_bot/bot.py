@@ -27,8 +27,6 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from controller.clock import Clock
-from controller.config.strategy import StrategyConfig
-from controller.errors import CanaryError
 from controller.exchange.client import ExchangeClient
 from controller.exchange.errors import ExchangeError, NotApplied, Rejected, Unauthorized
 from controller.exchange.events import (
@@ -42,26 +40,23 @@ from controller.exchange.events import (
     SymbolFilters,
 )
 from controller.exchange.stream import UserStream
-from controller.sim.bot import defects
-from controller.sim.bot.config import BotSettings
-from controller.sim.bot.ledger import TERMINAL, Ledger, TrackedOrder
-from controller.sim.bot.metrics import BotMetrics
-from controller.sim.bot.orders import OrderSender
-from controller.sim.bot.strategy import Command, Direction, Signal, SymbolView, decide, size_entry
+from reference_bot import defects
+from reference_bot.config import BotSettings, Strategy
+from reference_bot.errors import BotError
+from reference_bot.ledger import TERMINAL, Ledger, TrackedOrder
+from reference_bot.metrics import BotMetrics
+from reference_bot.orders import OrderSender
+from reference_bot.strategy import Command, Direction, Signal, SymbolView, decide, size_entry
 
-log = logging.getLogger("controller.sim.bot")
+log = logging.getLogger("reference_bot")
 
 ZERO = Decimal(0)
-
-
-class BotError(CanaryError):
-    """The bot cannot trade (the exchange refused a start-up step, no capital, unknown symbol)."""
 
 
 class Bot:
     """Trades ``config`` through ``client`` on ``clock``'s time, reporting to ``metrics``."""
 
-    def __init__(self, *, config: StrategyConfig, client: ExchangeClient, clock: Clock,
+    def __init__(self, *, config: Strategy, client: ExchangeClient, clock: Clock,
                  metrics: BotMetrics | None = None, settings: BotSettings | None = None) -> None:
         self.config = config
         self.client = client

@@ -18,11 +18,11 @@ from dataclasses import replace
 from controller.clock import Clock
 from controller.exchange.client import ExchangeClient
 from controller.exchange.errors import ExchangeError, Rejected
-from controller.sim.bot.ledger import DEFECT, Ledger, TrackedOrder
-from controller.sim.bot.metrics import BotMetrics
-from controller.sim.bot.strategy import CancelOrders, Command, PlaceOrder
+from reference_bot.ledger import DEFECT, Ledger, TrackedOrder
+from reference_bot.metrics import BotMetrics
+from reference_bot.strategy import CancelOrders, Command, PlaceOrder
 
-log = logging.getLogger("controller.sim.bot")
+log = logging.getLogger("reference_bot")
 
 QUEUE_SIZE = 1000
 CLIENT_ORDER_PREFIX = "bot-"

@@ -13,8 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 
-from controller.config.strategy import StrategyConfig
 from controller.exchange.events import OrderUpdate
+from reference_bot.config import Strategy
 
 ZERO = Decimal(0)
 
@@ -54,7 +54,7 @@ class TrackedOrder:
 class Ledger:
     """Orders by client id, positions and marks by symbol, margin by bucket."""
 
-    def __init__(self, config: StrategyConfig, *, remember_finished: int = 10_000) -> None:
+    def __init__(self, config: Strategy, *, remember_finished: int = 10_000) -> None:
         self.config = config
         self.capital = ZERO
         self.marks: dict[str, Decimal] = {}

@@ -6,7 +6,7 @@ FLAT between): persistent enough that a position builds up over several iteratio
 flips often enough that positions close and buckets unlock. The same seed gives the same
 directions, iteration by iteration, whatever the prices do. Mark prices set the limit price
 and the size: one entry order's notional is ``allocation x capital x leverage x
-order_fraction`` (`StrategyConfig.order_notional`), rounded down to the step size.
+order_fraction`` (`Strategy.order_notional`), rounded down to the step size.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
 
-from controller.config.strategy import StrategyConfig
 from controller.exchange.events import SymbolFilters
-from controller.sim.bot.ledger import ENTRY, EXIT, TrackedOrder
+from reference_bot.config import Strategy
+from reference_bot.ledger import ENTRY, EXIT, TrackedOrder
 
 PERSISTENCE = 0.95
 DEAD_BAND = 0.5
@@ -95,7 +95,7 @@ class Entry:
     margin: Decimal
 
 
-def size_entry(config: StrategyConfig, symbol: str, capital: Decimal, mark: Decimal, filters: SymbolFilters,
+def size_entry(config: Strategy, symbol: str, capital: Decimal, mark: Decimal, filters: SymbolFilters,
                *, factor: Decimal = Decimal(1)) -> Entry | None:
     """The entry order for ``symbol`` at ``mark``; None when it would be below the exchange's minimum.
 
