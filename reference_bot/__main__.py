@@ -20,23 +20,18 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 
-from controller.clock import Clock, RealClock, SimulatedClock
-from controller.exchange.client import ExchangeClient
-from controller.exchange.weights import WeightBudget
-from reference_bot.bot import Bot
 from reference_bot.access import ExchangeAccess
+from reference_bot.bot import Bot
+from reference_bot.clock import Clock, RealClock, ScaledClock
 from reference_bot.config import BotSettings, Strategy, load_strategy
 from reference_bot.errors import BotError
+from reference_bot.exchange import FuturesAccount
 from reference_bot.metrics import BotMetrics, MetricsServer
 
 log = logging.getLogger("reference_bot")
-
-WEIGHT_SHARE = 0.5
-"""The bot's share of the IP's request-weight limit: the controller and a baseline bot share the rest."""
-
 
 @dataclass(frozen=True)
 class Options:
@@ -113,14 +108,13 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve(options: Options, config: Strategy, access: ExchangeAccess) -> None:
     """Serve /metrics, connect, trade until a signal; close everything in reverse order."""
-    clock: Clock = SimulatedClock(datetime.now(tz=UTC), speed=options.speed) if options.speed else RealClock()
+    clock: Clock = ScaledClock(time.time(), options.speed) if options.speed else RealClock()
     metrics = BotMetrics(symbols=config.symbols, buckets=config.buckets)
     server = MetricsServer(metrics)
     port = await server.start(options.metrics_host, options.metrics_port)
     print(json.dumps({"metrics_port": port}), flush=True)
-    client = ExchangeClient(account=options.account, api_key=access.api_key, api_secret=access.api_secret,
-                            endpoints=access.endpoints, clock=clock, budget=WeightBudget(clock, share=WEIGHT_SHARE))
-    bot = Bot(config=config, client=client, clock=clock, metrics=metrics, settings=options.settings)
+    exchange = FuturesAccount(access, clock=clock, account=options.account)
+    bot = Bot(config=config, exchange=exchange, clock=clock, metrics=metrics, settings=options.settings)
     main_task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     signals = 0
@@ -141,7 +135,7 @@ async def serve(options: Options, config: Strategy, access: ExchangeAccess) -> N
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        await client.close()
+        await exchange.close()
         await server.stop()
 
 

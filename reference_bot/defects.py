@@ -32,9 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
-from controller.exchange.events import SymbolFilters
 from reference_bot.config import Defects, Strategy
 from reference_bot.ledger import DEFECT, EXIT
+from reference_bot.payloads import TradingRules
 from reference_bot.strategy import Command, PlaceOrder
 
 ONE = Decimal(1)
@@ -58,7 +58,7 @@ def signal_delay(defects: Defects) -> float:
     return float(defects.slow_signal_seconds or 0)
 
 
-def alter_exits(defects: Defects, commands: Sequence[Command], rules: SymbolFilters) -> list[Command]:
+def alter_exits(defects: Defects, commands: Sequence[Command], rules: TradingRules) -> list[Command]:
     """The closes among ``commands`` as a release with ``exits_never_sent`` or
     ``oversized_exits`` sends them: dropped, or that many times their size."""
     def is_exit(command: Command) -> bool:
@@ -79,7 +79,7 @@ def crash_if_due(defects: Defects, trading_since: float, now: float) -> None:
                                "(bot.defects.unhandled_exception_after_seconds)")
 
 
-def rejected_burst(config: Strategy, filters: Mapping[str, SymbolFilters],
+def rejected_burst(config: Strategy, filters: Mapping[str, TradingRules],
                    marks: Mapping[str, Decimal]) -> list[PlaceOrder]:
     """``rejected_orders_burst`` limit orders the exchange must refuse.
 

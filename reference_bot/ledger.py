@@ -13,8 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 
-from controller.exchange.events import OrderUpdate
 from reference_bot.config import Strategy
+from reference_bot.payloads import OrderEvent
 
 ZERO = Decimal(0)
 
@@ -89,7 +89,7 @@ class Ledger:
     def is_finished(self, client_order_id: str) -> bool:
         return client_order_id in self._finished
 
-    def on_order_update(self, update: OrderUpdate) -> tuple[TrackedOrder, str] | None:
+    def on_order_update(self, update: OrderEvent) -> tuple[TrackedOrder, str] | None:
         """Apply an ORDER_TRADE_UPDATE; returns (order, outcome) when it ends the order.
 
         Updates of orders that ended already (a duplicate, a late NEW after FILLED) and of

@@ -2,7 +2,8 @@
 
 Each bot has its own registry, so several bots in one test process never share a series.
 Ratios are fractions of the account's capital (0.5 is half); timestamps are seconds since the
-epoch on the bot's Clock (simulated time when the bot runs accelerated).
+epoch on the bot's Clock (simulated time when the bot runs accelerated); latencies are the bot's
+own work on its `Stopwatch` (wall time, however fast the clock runs).
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 from reference_bot.config import Defects
-from controller.exchange.events import SymbolFilters
 from reference_bot.defects import alter_exits
 from reference_bot.ledger import ENTRY, EXIT
+from reference_bot.payloads import TradingRules
 from reference_bot.strategy import CancelOrders, PlaceOrder
 
-BTC = SymbolFilters("BTCUSDT", tick_size=D("0.10"), step_size=D("0.001"), min_qty=D("0.001"), min_notional=D("100"))
+BTC = TradingRules("BTCUSDT", tick_size=D("0.10"), step_size=D("0.001"), min_qty=D("0.001"), min_notional=D("100"))
 CANCEL = CancelOrders(symbol="BTCUSDT", reason="closing")
 CLOSE = PlaceOrder(symbol="BTCUSDT", side="SELL", order_type="MARKET", quantity=D("0.017"), price=None,
                    reference_price=D("60000"), purpose=EXIT, reduce_only=True)

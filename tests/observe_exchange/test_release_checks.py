@@ -25,15 +25,15 @@ def volatility() -> float:
 
 
 @pytest.fixture
-async def bot_client(connect):
-    return await connect("canary")
+async def bot_client(bot_exchange):
+    return await bot_exchange("canary")
 
 
 @asynccontextmanager
 async def trading(client, clock, config: StrategyConfig):
     """The bot, started and past its start-up (margin type and leverage set) before yielding:
     the stage's observation starts once the release is up."""
-    bot = Bot(config=bot_strategy(config), client=client, clock=clock, settings=FAST)
+    bot = Bot(config=bot_strategy(config), exchange=client, clock=clock, settings=FAST)
     task = asyncio.create_task(bot.run(), name="test-bot-run")
     try:
         waiting = asyncio.create_task(bot.wait_for(lambda: bot.iterations >= 1, timeout=10), name="test-bot-up")
