@@ -191,18 +191,20 @@ async def test_a_defect_is_rolled_back_by_its_policy_and_the_previous_release_ru
 
 # ---------------------------------------------------------------- a defect only a hold policy catches
 
-SLOW_SIGNALS = Defect("slow_signal_seconds: 2", speed=10, timeout=60)
+SLOW_SIGNALS = Defect("slow_signal_seconds: 0.5", speed=10, timeout=60)
 LATENCY = "c-signal-latency-like-baseline"
 
 
 async def test_slow_signals_spoil_the_gate_and_the_stage_ends_paused_for_a_person(tmp_path):
-    """Signals two seconds slower than the baseline's are caught by c-signal-latency-like-baseline,
+    """Signals half a second slower than the baseline's are caught by c-signal-latency-like-baseline,
     whose answer is ``hold``: a person judges a release that trades slower. The release keeps
     running, the gate stays shut, and at the stage's end the rollout pauses naming the policy;
     a plain promote is refused. Nothing is promoted and nothing is rolled back.
 
     The policy fails some 6 minutes of clock into the stage (50 samples on each side, then
-    ``for: 5m``); the stage lasts 7, so that it fails a minute before the end. The clock runs at
+    ``for: 5m``); the stage lasts 7, so that it fails a minute before the end. The bot's delay is
+    wall time (as its latency is measured), so each slow iteration holds the bot half a second
+    of the wall, five of the clock: a longer one would leave too few samples. The clock runs at
     10x here: c-queue-latency-p95's absolute 0.5 s, on a clock 30 times faster than the wall,
     is 17 ms of real time, which two busy bots miss (a hold of the clock, not of the release).
     """
