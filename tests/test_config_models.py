@@ -282,74 +282,17 @@ def test_an_integer_field_refuses_booleans_and_quoted_numbers(value, shown):
     assert shown in str(error)
 
 
-# --- strategy defects (the reference bot's deliberate faults) ---------------------------------
+# --- the release's own section -----------------------------------------------------------------
 
 
-def with_defects(text: str) -> str:
-    """STRATEGY with a ``defects:`` section appended; its first defect line is line 15."""
-    return STRATEGY + "defects:\n" + text
+def test_the_releases_own_section_is_kept_as_written_and_never_read():
+    config = load_model_text(StrategyConfig, STRATEGY + "bot:\n  defects: {exits_never_sent: true}\n  any: [1, x]\n",
+                             "s.yaml")
+    assert config.bot == {"defects": {"exits_never_sent": True}, "any": [1, "x"]}
+    assert load_model_text(StrategyConfig, STRATEGY, "s.yaml").bot == {}
 
 
-def test_a_strategy_carries_no_defects_unless_it_names_them():
-    defects = load_model_text(StrategyConfig, STRATEGY, "s.yaml").defects
-    assert defects.model_dump() == {"wrong_leverage": None, "oversized_orders": None, "slow_signal_seconds": None,
-                                    "unhandled_exception_after_seconds": None, "rejected_orders_burst": None,
-                                    "oversized_exits": None, "exits_never_sent": False}
-
-
-def test_every_defect_can_be_switched_on_together():
-    defects = load_model_text(StrategyConfig, with_defects(
-        "  wrong_leverage: {symbol: BTCUSDT, leverage: 20}\n  oversized_orders: 3\n  slow_signal_seconds: 0.25\n"
-        "  unhandled_exception_after_seconds: 30\n  rejected_orders_burst: 5\n  oversized_exits: 2\n"
-        "  exits_never_sent: true\n"), "s.yaml").defects
-    assert (defects.wrong_leverage.symbol, defects.wrong_leverage.leverage) == ("BTCUSDT", 20)
-    assert defects.oversized_orders == Decimal("3") and defects.slow_signal_seconds == Decimal("0.25")
-    assert defects.unhandled_exception_after_seconds == Decimal("30") and defects.rejected_orders_burst == 5
-    assert defects.oversized_exits == Decimal("2") and defects.exits_never_sent is True
-
-
-def test_a_wrong_leverage_must_name_a_configured_symbol():
-    error = refusal(StrategyConfig, with_defects("  wrong_leverage: {symbol: XRPUSDT, leverage: 20}\n"))
-    assert (error.line, error.field) == (15, "defects.wrong_leverage.symbol")
-    assert "symbol XRPUSDT is not defined under symbols" in error.message
-
-
-def test_a_wrong_leverage_equal_to_the_configured_one_is_refused():
-    error = refusal(StrategyConfig, with_defects("  wrong_leverage: {symbol: ETHUSDT, leverage: 4}\n"))
-    assert (error.line, error.field) == (15, "defects.wrong_leverage.leverage")
-    assert "must differ" in error.message
-
-
-def test_a_wrong_leverage_must_be_one_the_exchange_could_apply():
-    error = refusal(StrategyConfig, with_defects("  wrong_leverage: {symbol: ETHUSDT, leverage: 200}\n"))
-    assert str(error) == "f.yaml:15: defects.wrong_leverage.leverage: expected an integer from 1 to 125, got 200"
-
-
-def test_oversized_orders_must_be_larger_than_their_bucket_size():
-    error = refusal(StrategyConfig, with_defects("  oversized_orders: 1\n"))
-    assert str(error) == ("f.yaml:15: defects.oversized_orders: expected a number greater than 1 and at most 100, "
-                          "got 1")
-
-
-def test_a_slow_signal_must_add_a_positive_delay():
-    error = refusal(StrategyConfig, with_defects("  slow_signal_seconds: 0\n"))
-    assert (error.line, error.field) == (15, "defects.slow_signal_seconds")
-    assert error.message.startswith("expected a number greater than 0")
-
-
-def test_an_unhandled_exception_cannot_come_before_the_start():
-    error = refusal(StrategyConfig, with_defects("  unhandled_exception_after_seconds: -1\n"))
-    assert str(error) == "f.yaml:15: defects.unhandled_exception_after_seconds: expected a number of at least 0, got -1"
-
-
-def test_a_rejected_orders_burst_is_a_whole_number_of_orders():
-    error = refusal(StrategyConfig, with_defects("  rejected_orders_burst: 0\n"))
-    assert str(error) == "f.yaml:15: defects.rejected_orders_burst: expected an integer from 1 to 200, got 0"
-    error = refusal(StrategyConfig, with_defects("  rejected_orders_burst: 2.5\n"))
-    assert error.message == "expected an integer, got 2.5"
-
-
-def test_an_unknown_defect_is_refused_with_the_known_ones():
-    error = refusal(StrategyConfig, with_defects("  crash: true\n"))
-    assert (error.line, error.field) == (15, "defects.crash")
-    assert "allowed: wrong_leverage, oversized_orders" in error.message
+def test_a_release_setting_outside_its_own_section_is_refused():
+    error = refusal(StrategyConfig, STRATEGY + "defects:\n  exits_never_sent: true\n")
+    assert (error.line, error.field) == (14, "defects")
+    assert "unknown field 'defects'" in error.message

@@ -46,10 +46,14 @@ def harness() -> None:
 @click.option("--stage", default="B", show_default=True, metavar="STAGE",
               help="The stage whose policies judge the run (a policy file's `stage:`).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the simulator's market.")
+@click.option("--entry-point", default="reference_bot.embedded:EmbeddedBot", show_default=True,
+              metavar="MODULE:CALLABLE", help="The release's bot, run in this process (its package must be "
+                                               "installed here).")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object (the result) as the last line.")
 @click.option("--no-record", is_flag=True, help="Do not store the run in the database.")
 def run_harness(duration: str, speed: float | None, symbols: int | None, spec: str | None, version: str | None,
-                strategy_file: Path | None, stage: str, seed: int, as_json: bool, no_record: bool) -> None:
+                strategy_file: Path | None, stage: str, seed: int, entry_point: str, as_json: bool,
+                no_record: bool) -> None:
     """Run a release through STAGE's policies on the simulator for DURATION of simulated time.
 
     Defects and simulator faults are injected on a schedule (--faults); when a policy catches
@@ -72,7 +76,7 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
     from controller.config.strategy import StrategyConfig
     from controller.harness.faults import check_schedule, load_schedule
     from controller.harness.plan import file_strategy, release_name, stage_policies
-    from controller.harness.release import limit_symbols
+    from controller.harness.release import limit_symbols, load_entry_point
     from controller.harness.run import HarnessOptions, not_judged
     from controller.timespec import parse_duration
 
@@ -87,6 +91,7 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
     config = _daemon_config()
     staged = stage_policies(config.policies_dir if config else shipped.policies_dir(), stage)
     faults = load_schedule(spec) if spec is not None else []
+    load_entry_point(entry_point)  # refused now, before anything runs
 
     def plan(base: StrategyConfig) -> HarnessOptions:
         """The run of ``base`` (``--symbols`` of it), with the schedule checked against it."""
@@ -95,7 +100,8 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
                        policies=[p for p in staged.policies if not_judged(p) is None], elsewhere=staged.elsewhere)
         return HarnessOptions(strategy=strategy, release=version or release_name(strategy_file, strategy),
                               stage=staged.stage, policies=staged.policies, faults=tuple(faults),
-                              other_policies=staged.others, duration=seconds, speed=speed, seed=seed)
+                              other_policies=staged.others, duration=seconds, speed=speed, seed=seed,
+                              entry_point=entry_point)
 
     # All that needs no database is checked before one is opened: a refusal writes nothing.
     options = None if version is not None else plan(file_strategy(strategy_file))

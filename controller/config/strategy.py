@@ -8,9 +8,9 @@ float.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from controller.config.model import ConfigModel, Fraction, Int, error_at
 
@@ -42,40 +42,15 @@ class SizingConfig(ConfigModel):
     max_open_orders_per_symbol: Int = Field(default=2, ge=1)
 
 
-class WrongLeverage(ConfigModel):
-    """Set ``leverage`` on the exchange for ``symbol`` instead of the configured one."""
-
-    symbol: Symbol
-    leverage: Int = Field(ge=1, le=125)
-
-
-class DefectsConfig(ConfigModel):
-    """Deliberate defects a release of the reference bot can carry, so that the canary has
-    something real to catch. All off by default; a production strategy leaves this out."""
-
-    wrong_leverage: WrongLeverage | None = None
-    """The bot sets this leverage on the exchange while reporting the configured one."""
-    oversized_orders: Annotated[Decimal, Field(gt=1, le=100)] | None = None
-    """Orders this many times the size their bucket gives them (the bucket check is not told)."""
-    slow_signal_seconds: Annotated[Decimal, Field(gt=0, le=60)] | None = None
-    """Added to every signal-to-order path."""
-    unhandled_exception_after_seconds: Annotated[Decimal, Field(ge=0)] | None = None
-    """The trading task raises an uncaught exception this long after trading starts."""
-    rejected_orders_burst: Annotated[Int, Field(ge=1, le=200)] | None = None
-    """This many orders that the exchange refuses, sent on the first trading iteration."""
-    oversized_exits: Annotated[Decimal, Field(gt=1, le=100)] | None = None
-    """Reduce-only closes this many times the position; the exchange expires what is left."""
-    exits_never_sent: StrictBool = False
-    """Positions are never closed: the close path drops its orders, so margin is never given back."""
-
-
 class StrategyConfig(ConfigModel):
     """A bot release's strategy file: every symbol belongs to exactly one bucket."""
 
     symbols: dict[Symbol, SymbolConfig] = Field(min_length=1)
     buckets: dict[BucketName, BucketConfig] = Field(min_length=1)
     sizing: SizingConfig
-    defects: DefectsConfig = DefectsConfig()
+    bot: dict[str, Any] = Field(default_factory=dict)
+    """The release's own settings, passed to it unread (the reference bot keeps its deliberate
+    defects here); the controller judges the release by the fields above, never by these."""
 
     @model_validator(mode="after")
     def _buckets_cover_symbols(self) -> StrategyConfig:
@@ -96,15 +71,6 @@ class StrategyConfig(ConfigModel):
         if unbucketed:
             raise error_at(("symbols", unbucketed[0]),
                            f"symbol {unbucketed[0]} is in no bucket; add it to one under buckets")
-        wrong = self.defects.wrong_leverage
-        if wrong is not None:
-            at = ("defects", "wrong_leverage")
-            if wrong.symbol not in self.symbols:
-                raise error_at(at + ("symbol",), f"symbol {wrong.symbol} is not defined under symbols; "
-                                                 "the wrong leverage must replace a configured one")
-            if wrong.leverage == self.symbols[wrong.symbol].leverage:
-                raise error_at(at + ("leverage",), f"leverage {wrong.leverage} is the configured leverage of "
-                                                   f"{wrong.symbol}; a wrong leverage must differ from it")
         return self
 
     def bucket_of(self, symbol: str) -> str:

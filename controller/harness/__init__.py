@@ -3,7 +3,7 @@ embedded simulator, on the accelerated clock, with faults on a schedule (`canary
 
     faults.py     the fault schedule's grammar, and which policy should catch each fault (pure)
     plan.py       the stage's policy file and the release's strategy, found and checked up front
-    release.py    the release as the harness places it: the reference bot in process, its /metrics
+    release.py    the release as the harness places it: its bot in process, through its entry point
     stepping.py   the stepped clock: jumps only at quiet moments, so 48 h take about a minute
     knobs.py      scheduled sim faults turned on and off through the simulator's fault knobs
     run.py        one run: placements, verification, injections, catches and rollbacks

@@ -10,8 +10,9 @@ holds a list of the same items (one per line, so an error names its line)::
 
     2h:defect=wrong_leverage:SOLUSDT=20, 10h:sim=ws_disconnect, 30h:sim=latency_ms=200:for=1h
 
-A ``defect`` places, at AT, a release of the bot carrying that defect of
-`controller.config.strategy.DefectsConfig` (the bot restarts with it, as a release would). A
+A ``defect`` places, at AT, a release of the reference bot carrying that defect in its strategy's
+``bot: defects:`` (the bot restarts with it, as a release would; the bot's own schema has the
+last word on it when it starts). A
 ``sim`` fault turns one of the simulator's knobs on the release's account, for ``for`` (until
 the end of the run if absent; ws_disconnect and listen_key_expired happen once).
 
@@ -25,21 +26,17 @@ Parsing is pure and refuses anything it cannot honour, naming the item and what 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from controller.analysis.policy import Policy
-from controller.config.strategy import DefectsConfig, StrategyConfig
+from controller.config.strategy import StrategyConfig
 from controller.errors import InputError
 from controller.timespec import parse_duration
 
-DEFECTS = tuple(DefectsConfig.model_fields)
-FLAG_DEFECTS = frozenset({"exits_never_sent"})  # switched on by naming them, no value
 
 # The simulator's knobs a schedule can turn, and the value each takes.
 INSTANT = frozenset({"ws_disconnect", "listen_key_expired"})
@@ -68,6 +65,20 @@ WATCHED: dict[str, frozenset[tuple[str, str]]] = {
     "rejected_orders_burst": frozenset({("bot", "strategy_orders_total")}),
     "oversized_exits": frozenset({("exchange", "order_outcomes")}),
     "exits_never_sent": frozenset({("bot", "strategy_bucket_unlocks_total")}),
+}
+
+DEFECTS = tuple(WATCHED)
+"""The reference bot's deliberate defects (`reference_bot.defects`), as a schedule names them."""
+FLAG_DEFECTS = frozenset({"exits_never_sent"})  # switched on by naming them, no value
+MAX_LEVERAGE = 125
+
+# The value each defect takes: (what it is, in words; whether a value is in range).
+DEFECT_VALUES: dict[str, tuple[str, Callable[[Decimal], bool]]] = {
+    "oversized_orders": ("a factor greater than 1 and at most 100", lambda v: 1 < v <= 100),
+    "slow_signal_seconds": ("seconds greater than 0 and at most 60", lambda v: 0 < v <= 60),
+    "unhandled_exception_after_seconds": ("seconds, at least 0", lambda v: v >= 0),
+    "rejected_orders_burst": ("a whole number from 1 to 200", lambda v: v == int(v) and 1 <= v <= 200),
+    "oversized_exits": ("a factor greater than 1 and at most 100", lambda v: 1 < v <= 100),
 }
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{5,20}$")
@@ -104,7 +115,7 @@ class Fault:
 
     @property
     def defects(self) -> dict[str, Any]:
-        """The ``defects:`` mapping of the release that carries this defect."""
+        """The ``bot: defects:`` mapping of the release that carries this defect."""
         return {self.name: self.value}
 
     def expected(self, policies: Iterable[Policy]) -> tuple[str, ...]:
@@ -206,22 +217,15 @@ def _defect(fault: Fault, has_value: str, raw: str, refuse) -> Fault:
         value = Decimal(raw)
     except InvalidOperation:
         raise refuse(f"{name}={raw}: expected a number, e.g. {name}={_example(name)}") from None
-    value = int(value) if name == "rejected_orders_burst" and value == value.to_integral_value() else value
-    _check_defect(fault, {name: value}, refuse)
-    return replace(fault, value=value)
+    meaning, in_range = DEFECT_VALUES[name]
+    if not value.is_finite() or not in_range(value):
+        raise refuse(f"{name}={raw}: expected {meaning}")
+    return replace(fault, value=int(value) if name == "rejected_orders_burst" else value)
 
 
 def _example(name: str) -> str:
     return {"oversized_orders": "3", "slow_signal_seconds": "0.5", "unhandled_exception_after_seconds": "600",
             "rejected_orders_burst": "20", "oversized_exits": "2"}.get(name, "1")
-
-
-def _check_defect(fault: Fault, defects: dict[str, Any], refuse) -> None:
-    try:
-        DefectsConfig.model_validate(defects)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise refuse(f"{fault.name}: {error['msg']}") from None
 
 
 def _sim(fault: Fault, has_value: str, raw: str, refuse) -> Fault:
@@ -281,9 +285,9 @@ def _options(fault: Fault, options: list[str], refuse) -> Fault:
                 raise refuse("wrong_leverage takes one SYMBOL=LEVERAGE")
             if not value.isdigit():
                 raise refuse(f"{key}={value}: expected a whole leverage, e.g. {key}=20")
-            wrong = {"symbol": key, "leverage": int(value)}
-            _check_defect(fault, {"wrong_leverage": wrong}, refuse)
-            fault = replace(fault, value=wrong)
+            if not 1 <= int(value) <= MAX_LEVERAGE:
+                raise refuse(f"wrong_leverage: {key}={value}: expected a leverage from 1 to {MAX_LEVERAGE}")
+            fault = replace(fault, value={"symbol": key, "leverage": int(value)})
         else:
             extra = ", SYMBOL=LEVERAGE" if fault.name == "wrong_leverage" else ""
             raise refuse(f"unknown option {key!r}; options: for=DURATION, expect=POLICY|none{extra}")
@@ -324,9 +328,11 @@ def check_schedule(faults: list[Fault], *, duration: float, strategy: StrategyCo
             where = f"it is a policy of stage {other}" if other else "no policy file has it"
             raise refuse(f"expect={fault.expect}: stage {stage} has no such policy ({where}); "
                          f"stage {stage} has: {', '.join(sorted(names))}")
-        if fault.kind == "defect":
-            try:
-                StrategyConfig.model_validate({**strategy.model_dump(mode="json"), "defects": fault.defects})
-            except ValidationError as exc:
-                error = exc.errors()[0]
-                raise refuse(f"{error['msg']} (the strategy trades {', '.join(strategy.symbols)})") from None
+        if fault.name == "wrong_leverage":
+            symbol, leverage = fault.value["symbol"], fault.value["leverage"]
+            if symbol not in strategy.symbols:
+                raise refuse(f"symbol {symbol} is not defined under symbols; the wrong leverage must replace a "
+                             f"configured one (the strategy trades {', '.join(strategy.symbols)})")
+            if leverage == strategy.symbols[symbol].leverage:
+                raise refuse(f"leverage {leverage} is the configured leverage of {symbol}; a wrong leverage must "
+                             "differ from it")

@@ -10,17 +10,18 @@ nor ever look pending to a daemon that would try to place it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
+from controller import shipped
 from controller.analysis.verdict import Verdict
 from controller.artifact import artifact_sha256
 from controller.canonical import canonical_json, sha256_hex
 from controller.clock import Clock, to_datetime
 from controller.config.manifest import ReleaseManifest
 from controller.config.strategy import StrategyConfig
+from controller.config.yamlfile import load_model
 from controller.harness.result import HarnessResult
 from controller.rollout.decide import State, Status
 from controller.rollout.pipeline import Pipeline
@@ -33,22 +34,14 @@ from controller.store.verdicts import VerdictLog
 ACTOR = "harness"
 ENVIRONMENT = "harness"  # the embedded simulator of a harness run, not an environment of the daemon
 
-# The reference bot as a release: the package it runs from is its artifact.
-REFERENCE_MANIFEST = {
-    "name": "reference-bot",
-    "command": ["{python}", "-m", "controller.sim.bot", "--config", "{config}", "--metrics-port", "{metrics_port}",
-                "--exchange", "{exchange_file}"],
-    "metrics": {"port": 0, "path": "/metrics"},
-    "artifact": {"package": "controller"},
-}
-
-
 def harness_release(strategy: StrategyConfig) -> NewRelease:
-    """The reference bot trading ``strategy``, as a release whose version names its content."""
-    manifest = ReleaseManifest.model_validate(REFERENCE_MANIFEST)
-    digest = artifact_sha256(manifest.artifact_path(Path("<harness release>")))
+    """The reference bot trading ``strategy``, as a release whose version names its content: the
+    shipped manifest (its artifact is the installed ``reference_bot`` package) and the strategy."""
+    manifest_file = shipped.reference_bot_file("manifest.yaml")
+    manifest = load_model(ReleaseManifest, manifest_file)
+    digest = artifact_sha256(manifest.artifact_path(manifest_file))
     recorded = manifest.model_dump(mode="json")
-    recorded["artifact"] = {**REFERENCE_MANIFEST["artifact"], "sha256": digest}
+    recorded["artifact"] = {**recorded["artifact"], "sha256": digest}
     config = strategy.model_dump(mode="json")
     version = "harness-" + sha256_hex(canonical_json({"config": config, "artifact": digest}))[:12]
     return NewRelease(version=version, manifest=recorded, artifact_sha256=digest, config=config,

@@ -1,5 +1,10 @@
-"""The release under test, as the harness places it: a strategy, and the reference bot trading it
-in this process on the simulator, with its own exchange client and /metrics.
+"""The release under test, as the harness places it: a strategy, and the release's bot trading it
+in this process on the simulator, with its own exchange connection and /metrics.
+
+The bot comes in through the release's in-process entry point, named at run time as
+``MODULE:CALLABLE`` (the way uvicorn names an app) and resolved with importlib: nothing here
+imports the bot, so the judge shares no code with the judged. The entry point is called with
+keyword arguments (`EntryPoint`) and returns an `EmbeddedRelease`.
 
 Placing a release with a defect, and rolling back to the healthy one, both stop the running
 bot and start a new one, as a new release's process would start: counters begin at zero, the
@@ -8,25 +13,66 @@ leverage is set again, and open orders left by the old one are canceled on start
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import importlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import aiohttp
 
 from controller import shipped
 from controller.clock import Clock
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model
 from controller.errors import InputError
-from controller.exchange.client import ExchangeClient
-from controller.sim.bot import Bot, BotSettings, MetricsServer
-
-log = logging.getLogger(__name__)
 
 REFERENCE_STRATEGY = shipped.reference_bot_file("strategy.yaml")
+REFERENCE_ENTRY_POINT = "reference_bot.embedded:EmbeddedBot"
 
-START_TIMEOUT = 60.0
-"""Wall seconds a placed bot has to reach its first trading iteration."""
+
+class EmbeddedRelease(Protocol):
+    """A release's bot running in the harness's process."""
+
+    crash: BaseException | None
+    """What ended the bot, once it has crashed (its /metrics are then gone, as a dead process's)."""
+
+    @property
+    def metrics_url(self) -> str: ...
+
+    async def start(self) -> None:
+        """Return once the bot has traded once, or has crashed trying (then `crash` is set)."""
+
+    async def stop(self) -> None:
+        """As SIGTERM would: the bot cancels its open orders and closes its /metrics; bounded."""
+
+
+class EntryPoint(Protocol):
+    def __call__(self, *, config: Mapping[str, Any], exchange: Mapping[str, str], clock: Clock,
+                 settings: Mapping[str, Any], label: str, account: str,
+                 trace_configs: Sequence[aiohttp.TraceConfig]) -> EmbeddedRelease:
+        """``config``: the strategy as its file holds it; ``exchange``: rest_url, ws_url, sapi_url,
+        api_key, api_secret; ``settings``: the bot's cadence (interval, reconcile_every, seed,
+        shutdown_timeout, stream_timeout); ``trace_configs``: to put on every HTTP session the
+        bot opens, so that the harness counts its requests in flight."""
+
+
+def load_entry_point(spec: str) -> EntryPoint:
+    """``MODULE:CALLABLE`` imported now; `InputError` (exit status 2) saying why if it cannot be."""
+    module_name, colon, name = spec.partition(":")
+    if not colon or not module_name or not name:
+        raise InputError(f"--entry-point {spec!r}: expected MODULE:CALLABLE, e.g. {REFERENCE_ENTRY_POINT}")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"--entry-point {spec}: cannot import {module_name} ({exc}); install the release's "
+                         "package in this environment") from None
+    for part in name.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise InputError(f"--entry-point {spec}: {module_name} has no {name}")
+    if not callable(target):
+        raise InputError(f"--entry-point {spec}: {name} is not callable")
+    return target
 
 
 def load_strategy(path: Path | None = None) -> StrategyConfig:
@@ -52,64 +98,6 @@ def limit_symbols(strategy: StrategyConfig, count: int | None) -> StrategyConfig
 
 
 def with_defects(strategy: StrategyConfig, defects: dict[str, Any]) -> StrategyConfig:
-    return StrategyConfig.model_validate({**strategy.model_dump(mode="json"), "defects": defects})
-
-
-class Placement:
-    """One release's bot running in this process: `start` it, `stop` it (as SIGTERM would).
-
-    A bot that crashes takes its /metrics down with it, as a dead process's port closes.
-    """
-
-    def __init__(self, *, config: StrategyConfig, client: ExchangeClient, clock: Clock, settings: BotSettings,
-                 label: str) -> None:
-        self.config = config
-        self.client = client
-        self.label = label
-        self.bot = Bot(config=config, client=client, clock=clock, settings=settings)
-        self.server = MetricsServer(self.bot.metrics)
-        self.port: int | None = None
-        self.task: asyncio.Task | None = None
-        self.crash: BaseException | None = None
-        self._metrics_down: asyncio.Task | None = None
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
-
-    async def start(self) -> None:
-        """Serve /metrics, start the bot, and return once it has traded once (its leverage set
-        and read back, so that its first scrape already shows what it applies), or has crashed
-        trying (`crash`)."""
-        self.port = await self.server.start("127.0.0.1", 0)
-        self.task = asyncio.create_task(self.bot.run(), name=f"harness-bot-{self.label}")
-        self.task.add_done_callback(self._ended)
-        waiting = asyncio.create_task(self.bot.wait_for(lambda: self.bot.iterations >= 1, timeout=START_TIMEOUT),
-                                      name=f"harness-bot-start-{self.label}")
-        done, _ = await asyncio.wait({waiting, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        if waiting in done:
-            waiting.result()  # TimeoutError: the bot never traded
-            return
-        waiting.cancel()
-        if self.crash is None:
-            raise RuntimeError(f"the bot of {self.label} stopped before it traded")
-
-    def _ended(self, task: asyncio.Task) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        self.crash = task.exception()
-        log.warning("harness_bot_crashed release=%s error=%r", self.label, self.crash)
-        self._metrics_down = asyncio.get_running_loop().create_task(self.server.stop(),
-                                                                    name=f"harness-metrics-down-{self.label}")
-
-    async def stop(self) -> None:
-        """Stop the bot (it cancels its open orders), then its /metrics; bounded."""
-        if self.task is not None and not self.task.done():
-            self.bot.stop()
-            await asyncio.wait({self.task}, timeout=self.bot.settings.shutdown_timeout * 4)
-            if not self.task.done():
-                self.task.cancel()
-                await asyncio.wait({self.task})
-        if self._metrics_down is not None:
-            await self._metrics_down
-        await self.server.stop()
+    """The strategy of a release carrying ``defects`` (in the release's own ``bot:`` section)."""
+    data = strategy.model_dump(mode="json")
+    return StrategyConfig.model_validate({**data, "bot": {**data["bot"], "defects": defects}})

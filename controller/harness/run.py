@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import Outcome, Verdict
@@ -32,13 +33,12 @@ from controller.exchange.client import Endpoints, ExchangeClient
 from controller.exchange.weights import WeightBudget
 from controller.harness import knobs
 from controller.harness.faults import Fault
-from controller.harness.release import Placement, with_defects
+from controller.harness.release import REFERENCE_ENTRY_POINT, EmbeddedRelease, load_entry_point, with_defects
 from controller.harness.result import Breach, FaultResult, HarnessResult
 from controller.harness.stepping import InFlight, SteppedClient, Stepper
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.metrics import MetricsScraper
 from controller.sim import Simulator
-from controller.sim.bot import BotSettings
 from controller.verification import Verification
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,10 @@ class Cadence:
     bot_reconcile: float = 50.0
     sim_tick: float = 30.0
 
-    def bot_settings(self, seed: int) -> BotSettings:
-        return BotSettings(interval=self.bot_interval, reconcile_every=self.bot_reconcile, seed=seed,
-                           shutdown_timeout=5.0, stream_timeout=10.0)
+    def bot_settings(self, seed: int) -> dict[str, Any]:
+        """The bot's cadence, as the release's entry point takes it."""
+        return {"interval": self.bot_interval, "reconcile_every": self.bot_reconcile, "seed": seed,
+                "shutdown_timeout": 5.0, "stream_timeout": 10.0}
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class HarnessOptions:
     speed: float | None = None      # None: stepped, as fast as possible
     seed: int = 7
     cadence: Cadence = Cadence()
+    entry_point: str = REFERENCE_ENTRY_POINT  # the release's bot, in process (MODULE:CALLABLE)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ class _Segment:
     """One placement of a release and its verification, until the next placement."""
 
     index: int
-    placement: Placement
+    placement: EmbeddedRelease
+    label: str
     started: float
     defect: FaultResult | None = None
     latest: dict[str, Verdict] = field(default_factory=dict)
@@ -130,6 +133,7 @@ class Harness:
     def __init__(self, options: HarnessOptions, *, on_progress: Callable[[Progress], None] | None = None,
                  progress_every: float = 2.0) -> None:
         self.options = options
+        self.entry_point = load_entry_point(options.entry_point)
         self.on_progress = on_progress
         self.progress_every = progress_every
         self.judged = [p for p in options.policies if not_judged(p) is None]
@@ -252,8 +256,8 @@ class Harness:
         if placement.crash is not None and defect is None:
             raise HarnessError(f"the release under test stopped before it traded: {placement.crash!r}")
         self.result.releases_placed += 1
-        segment = _Segment(index=self.result.releases_placed, placement=placement, started=self.clock.time(),
-                           defect=defect)
+        segment = _Segment(index=self.result.releases_placed, placement=placement, label=label,
+                           started=self.clock.time(), defect=defect)
         verification = Verification(policies=self.judged, config=config, clock=self.clock,
                                     on_verdicts=lambda verdicts: self._on_verdicts(segment, verdicts),
                                     tick=cadence.evaluate)
@@ -267,12 +271,17 @@ class Harness:
         log.info("harness_placed release=%s segment=%d at=%.0f", label, segment.index,
                  self.clock.time() - self.started_at)
 
-    async def _replace(self, config: StrategyConfig, label: str) -> Placement:
+    async def _replace(self, config: StrategyConfig, label: str) -> EmbeddedRelease:
         """The running release stopped, ``config``'s started: in simulated seconds, as processes."""
         if self._segment is not None:
             await self._end_segment(self._segment, f"{label} was placed")
-        placement = Placement(config=config, client=await self._client(share=0.5), clock=self.clock,
-                              settings=self.options.cadence.bot_settings(self.options.seed), label=label)
+        account = self.sim.accounts[ACCOUNT]
+        placement = self.entry_point(
+            config=config.model_dump(mode="json"), clock=self.clock, label=label, account=ACCOUNT,
+            exchange={"rest_url": self.sim.rest_url, "ws_url": self.sim.ws_url, "sapi_url": self.sim.sapi_url,
+                      "api_key": account.api_key, "api_secret": account.api_secret},
+            settings=self.options.cadence.bot_settings(self.options.seed),
+            trace_configs=[self.in_flight.trace_config()])
         await placement.start()
         return placement
 
@@ -285,7 +294,7 @@ class Harness:
         await segment.placement.stop()
         crash = segment.placement.crash
         if crash is not None and (segment.defect is None or segment.defect.fault.name != CRASH):
-            self.result.errors.append(f"the bot of {segment.placement.label} crashed: {crash!r}")
+            self.result.errors.append(f"the bot of {segment.label} crashed: {crash!r}")
         if self._segment is segment:
             self._segment = None
         for result in [r for r in self._open if r.fault.kind == "defect" and r is segment.defect]:

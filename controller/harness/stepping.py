@@ -16,6 +16,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import aiohttp
+
 from controller.clock import SimulatedClock
 from controller.exchange.client import ExchangeClient
 
@@ -34,24 +36,51 @@ class InFlight:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @contextmanager
-    def request(self) -> Iterator[None]:
+    def begin(self) -> None:
         self.count += 1
         self.started += 1
         self._idle.clear()
+
+    def end(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        self.begin()
         try:
             yield
         finally:
-            self.count -= 1
-            if not self.count:
-                self._idle.set()
+            self.end()
 
     async def idle(self) -> None:
         await self._idle.wait()
 
+    def trace_config(self) -> aiohttp.TraceConfig:
+        """Counts the requests of an aiohttp session (a release's bot, which has its own client):
+        python-binance stamps a request and starts it in one step, so the count covers it from
+        its stamp to its answer's headers."""
+        trace = aiohttp.TraceConfig()
+
+        async def started(session, context, params) -> None:
+            context.counted = True
+            self.begin()
+
+        async def ended(session, context, params) -> None:
+            if getattr(context, "counted", False):  # each request ends once: its end, or its exception
+                context.counted = False
+                self.end()
+
+        trace.on_request_start.append(started)
+        trace.on_request_end.append(ended)
+        trace.on_request_exception.append(ended)
+        return trace
+
 
 class SteppedClient(ExchangeClient):
-    """An `ExchangeClient` whose requests count in ``in_flight`` (its one send path is `_send`)."""
+    """The controller's `ExchangeClient`, its requests counted in ``in_flight`` (its one send path
+    is `_send`)."""
 
     def __init__(self, *, in_flight: InFlight, **kwargs) -> None:
         super().__init__(**kwargs)

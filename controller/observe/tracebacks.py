@@ -171,7 +171,7 @@ class ExceptionDetector:
 
 
 def short_name(name: str) -> str:
-    """``controller.sim.bot.defects.DeliberateDefect`` -> ``DeliberateDefect``."""
+    """``reference_bot.defects.DeliberateDefect`` -> ``DeliberateDefect``."""
     return name.rsplit(".", 1)[-1]
 
 

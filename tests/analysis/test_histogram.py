@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
 from controller.analysis.histogram import bucket_increase, histogram_quantile, quantile_bucket
-from controller.sim.bot.metrics import LATENCY_BUCKETS
+from reference_bot.metrics import LATENCY_BUCKETS
 
 INF = math.inf
 # testhistogram at 50m: one histogram whose lowest bound is positive, one whose lowest is negative.

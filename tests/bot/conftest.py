@@ -1,4 +1,4 @@
-"""The reference bot against a started simulator, through the real exchange layer.
+"""The reference bot against a started simulator, through its own exchange connection.
 
 In-process runs share one `SimulatedClock` (running at real speed) between the simulator and
 the bot, at ten times the bot's default cadence (iterations every 0.1 s, prices every 0.1 s),
@@ -18,12 +18,12 @@ import pytest
 
 from controller.clock import SimulatedClock
 from controller.config.strategy import StrategyConfig
-from controller.exchange.client import Endpoints, ExchangeClient, RetryPolicy
-from controller.exchange.weights import WeightBudget
 from controller.sim import Simulator
-from controller.sim.bot import Bot, BotSettings
+from reference_bot import Bot, BotSettings, Endpoints, ExchangeAccess, Strategy
+from reference_bot.config import strategy_from
+from reference_bot.exchange import FuturesAccount, Retries
 
-FAST_RETRY = RetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.05, request_timeout=5)
+FAST_RETRY = Retries(attempts=3, initial_pause=0.01, max_pause=0.05, request_timeout=5)
 FAST = BotSettings(interval=0.1, order_ttl=0.5, reconcile_every=0.5, shutdown_timeout=3, stream_timeout=5, seed=3)
 CAPITAL = Decimal(2000)  # the simulator's canary account
 
@@ -42,8 +42,13 @@ STRATEGY: dict[str, Any] = {
 
 
 def strategy(base: dict[str, Any] | None = None, **defects: Any) -> StrategyConfig:
-    """The test strategy (or ``base``) with the named defects switched on."""
-    return StrategyConfig.model_validate({**(base or STRATEGY), "defects": defects})
+    """The test strategy (or ``base``) with the named defects switched on, as the controller reads it."""
+    return StrategyConfig.model_validate({**(base or STRATEGY), "bot": {"defects": defects}})
+
+
+def bot_strategy(config: StrategyConfig) -> Strategy:
+    """The same release config as the bot reads it (its own schema)."""
+    return strategy_from(config.model_dump(mode="json"))
 
 
 @pytest.fixture
@@ -60,13 +65,26 @@ async def sim(clock):
 
 
 @pytest.fixture
-async def client(sim, clock):
-    account = sim.accounts["canary"]
-    exchange = ExchangeClient(account="canary", api_key=account.api_key, api_secret=account.api_secret,
-                              endpoints=Endpoints(sim.rest_url, sim.ws_url, sim.sapi_url), clock=clock,
-                              budget=WeightBudget(clock, share=1.0, limit=1_000_000), retry=FAST_RETRY)
-    yield exchange
-    await exchange.close()
+async def bot_exchange(sim, clock):
+    """Opens the bot's own connection to a simulator account (as a bot is given it); closed at teardown."""
+    opened: list[FuturesAccount] = []
+
+    async def open_exchange(account: str = "canary") -> FuturesAccount:
+        keys = sim.accounts[account]
+        access = ExchangeAccess(Endpoints(sim.rest_url, sim.ws_url, sim.sapi_url), api_key=keys.api_key,
+                                api_secret=keys.api_secret)
+        exchange = FuturesAccount(access, clock=clock, account=account, retries=FAST_RETRY)
+        opened.append(exchange)
+        return exchange
+
+    yield open_exchange
+    for exchange in opened:
+        await exchange.close()
+
+
+@pytest.fixture
+async def client(bot_exchange) -> FuturesAccount:
+    return await bot_exchange("canary")
 
 
 class RunningBot:
@@ -98,7 +116,7 @@ class RunningBot:
 
 @asynccontextmanager
 async def running(client, clock, config: StrategyConfig, settings: BotSettings = FAST):
-    bot = Bot(config=config, client=client, clock=clock, settings=settings)
+    bot = Bot(config=bot_strategy(config), exchange=client, clock=clock, settings=settings)
     task = asyncio.create_task(bot.run(), name="test-bot-run")
     run = RunningBot(bot, task)
     try:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from controller.sim.bot import DeliberateDefect
+from reference_bot import DeliberateDefect
 from tests.bot.conftest import CAPITAL, histogram_quantile, observations, running, strategy
 
 LATENCY = "strategy_signal_latency_seconds"

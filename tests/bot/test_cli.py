@@ -1,4 +1,4 @@
-"""``python -m controller.sim.bot`` as a real process against a simulator started by the test.
+"""``python -m reference_bot`` as a real process against a simulator started by the test.
 
 The simulator and the bot both run accelerated five times (``--speed 5``), so the bot keeps its
 default one-second cadence within the exchange's request-weight limits while the test lasts
@@ -81,7 +81,7 @@ class BotProcess:
     @classmethod
     async def start(cls, *args: str | Path) -> BotProcess:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controller.sim.bot", *map(str, args), cwd=REPO,
+            sys.executable, "-m", "reference_bot", *map(str, args), cwd=REPO,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         return cls(process)
 
@@ -144,7 +144,7 @@ async def test_the_bot_process_exports_the_checklist_metrics_and_stops_cleanly_o
 
 
 async def test_an_unhandled_exception_prints_its_traceback_and_exits_non_zero(tmp_path, sim):
-    config = strategy_file(tmp_path, STRATEGY + "defects:\n  unhandled_exception_after_seconds: 1\n")
+    config = strategy_file(tmp_path, STRATEGY + "bot:\n  defects:\n    unhandled_exception_after_seconds: 1\n")
     bot = await BotProcess.start("--config", config, "--exchange", exchange_file(tmp_path, sim), "--speed", SPEED)
     try:
         assert await bot.exit_status() == 1
@@ -201,7 +201,7 @@ async def test_the_bot_trades_against_canaryctl_sim_serve_and_its_defect_shows_i
                                         "sapi_url": first["sapi_url"], "api_key": canary["api_key"],
                                         "api_secret": canary["api_secret"]}))
         exchange.chmod(0o600)
-        config = strategy_file(tmp_path, STRATEGY + "defects:\n  wrong_leverage: {symbol: SOLUSDT, leverage: 7}\n")
+        config = strategy_file(tmp_path, STRATEGY + "bot:\n  defects:\n    wrong_leverage: {symbol: SOLUSDT, leverage: 7}\n")
         bot = await BotProcess.start("--config", config, "--exchange", exchange, "--account", "canary",
                                      "--speed", SPEED)
         port = await bot.metrics_port()

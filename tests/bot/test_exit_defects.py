@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from controller.config.strategy import DefectsConfig
-from controller.exchange.events import SymbolFilters
-from controller.sim.bot.defects import alter_exits
-from controller.sim.bot.ledger import ENTRY, EXIT
-from controller.sim.bot.strategy import CancelOrders, PlaceOrder
+from reference_bot.config import Defects
+from reference_bot.defects import alter_exits
+from reference_bot.ledger import ENTRY, EXIT
+from reference_bot.payloads import TradingRules
+from reference_bot.strategy import CancelOrders, PlaceOrder
 
-BTC = SymbolFilters("BTCUSDT", tick_size=D("0.10"), step_size=D("0.001"), min_qty=D("0.001"), min_notional=D("100"))
+BTC = TradingRules("BTCUSDT", tick_size=D("0.10"), step_size=D("0.001"), min_qty=D("0.001"), min_notional=D("100"))
 CANCEL = CancelOrders(symbol="BTCUSDT", reason="closing")
 CLOSE = PlaceOrder(symbol="BTCUSDT", side="SELL", order_type="MARKET", quantity=D("0.017"), price=None,
                    reference_price=D("60000"), purpose=EXIT, reduce_only=True)
@@ -19,14 +19,14 @@ ENTER = PlaceOrder(symbol="BTCUSDT", side="BUY", order_type="LIMIT", quantity=D(
 
 
 def test_a_release_without_exit_defects_sends_its_commands_as_decided():
-    assert alter_exits(DefectsConfig(), [CANCEL, CLOSE], BTC) == [CANCEL, CLOSE]
+    assert alter_exits(Defects(), [CANCEL, CLOSE], BTC) == [CANCEL, CLOSE]
 
 
 def test_oversized_exits_scale_only_the_close_rounded_down_to_the_step():
-    altered = alter_exits(DefectsConfig(oversized_exits=D("2.5")), [CANCEL, CLOSE, ENTER], BTC)
+    altered = alter_exits(Defects(oversized_exits=D("2.5")), [CANCEL, CLOSE, ENTER], BTC)
     assert altered[0] == CANCEL and altered[2] == ENTER
     assert altered[1].quantity == D("0.042") and altered[1].reduce_only and altered[1].purpose == EXIT
 
 
 def test_exits_never_sent_drop_the_close_and_keep_the_rest():
-    assert alter_exits(DefectsConfig(exits_never_sent=True), [CANCEL, CLOSE, ENTER], BTC) == [CANCEL, ENTER]
+    assert alter_exits(Defects(exits_never_sent=True), [CANCEL, CLOSE, ENTER], BTC) == [CANCEL, ENTER]

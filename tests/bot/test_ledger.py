@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from controller.exchange.events import OrderUpdate
-from controller.sim.bot.ledger import DEFECT, ENTRY, EXIT, Ledger, TrackedOrder
-from tests.bot.conftest import strategy
+from reference_bot.ledger import DEFECT, ENTRY, EXIT, Ledger, TrackedOrder
+from reference_bot.payloads import OrderEvent
+from tests.bot.conftest import bot_strategy, strategy
 
 D = Decimal
 
 
 def books() -> Ledger:
-    ledger = Ledger(strategy())
+    ledger = Ledger(bot_strategy(strategy()))
     ledger.capital = D(2000)
     ledger.marks["BTCUSDT"] = D(60000)
     return ledger
@@ -22,11 +22,9 @@ def tracked(client_id="bot-a-1", *, side="BUY", quantity="0.02", purpose=ENTRY) 
     return TrackedOrder(client_id, "BTCUSDT", side, D(quantity), D(60000), purpose, created_at=0.0)
 
 
-def update(status, filled="0", client_id="bot-a-1", side="BUY") -> OrderUpdate:
-    return OrderUpdate(account="canary", symbol="BTCUSDT", order_id=7, client_order_id=client_id, side=side,
-                       order_type="LIMIT", execution_type="TRADE" if filled != "0" else status, status=status,
-                       quantity=D("0.02"), price=D(60000), average_price=D(60000), filled_quantity=D(filled),
-                       reduce_only=False, ts_event=0.0, ts_init=0.0)
+def update(status, filled="0", client_id="bot-a-1") -> OrderEvent:
+    return OrderEvent(symbol="BTCUSDT", order_id=7, client_order_id=client_id, status=status,
+                      filled_quantity=D(filled))
 
 
 def test_an_order_counts_its_outcome_once_whatever_the_stream_repeats():

@@ -12,7 +12,7 @@ import contextlib
 from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.metrics import MetricsScraper
-from controller.sim.bot.metrics import MetricsServer
+from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
 from tests.bot.conftest import running, strategy
 from tests.conftest import REPO

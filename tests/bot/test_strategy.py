@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from controller.exchange.events import SymbolFilters
-from controller.sim.bot.ledger import ENTRY, EXIT, TrackedOrder
-from controller.sim.bot.strategy import (
+from reference_bot.ledger import ENTRY, EXIT, TrackedOrder
+from reference_bot.payloads import TradingRules
+from reference_bot.strategy import (
     CancelOrders,
     Direction,
     Entry,
@@ -16,10 +16,10 @@ from controller.sim.bot.strategy import (
     decide,
     size_entry,
 )
-from tests.bot.conftest import strategy
+from tests.bot.conftest import bot_strategy, strategy
 
 D = Decimal
-BTC = SymbolFilters("BTCUSDT", tick_size=D("0.10"), step_size=D("0.001"), min_qty=D("0.001"), min_notional=D("100"))
+BTC = TradingRules("BTCUSDT", tick_size=D("0.10"), step_size=D("0.001"), min_qty=D("0.001"), min_notional=D("100"))
 ENTRY_ORDER = Entry(quantity=D("0.02"), price=D("62000.0"), margin=D("250"))
 
 
@@ -45,18 +45,18 @@ def test_the_same_seed_gives_the_same_directions():
 
 
 def test_an_entry_is_the_buckets_order_notional_rounded_down_to_the_step():
-    config = strategy()  # majors: 0.5 of capital, leverage 5, order_fraction 0.25 -> 1250 USDT
+    config = bot_strategy(strategy())  # majors: 0.5 of capital, leverage 5, order_fraction 0.25 -> 1250 USDT
     entry = size_entry(config, "BTCUSDT", D(2000), D("61000.05"), BTC)
     assert entry == Entry(quantity=D("0.020"), price=D("61000.0"), margin=D("250"))
     assert entry.quantity * entry.price <= config.order_notional("BTCUSDT", D(2000))
 
 
 def test_an_entry_below_the_minimum_notional_is_not_sized():
-    assert size_entry(strategy(), "BTCUSDT", D(100), D("62000"), BTC) is None  # 62.5 USDT < 100
+    assert size_entry(bot_strategy(strategy()), "BTCUSDT", D(100), D("62000"), BTC) is None  # 62.5 USDT < 100
 
 
 def test_oversizing_scales_what_is_sent_but_not_the_margin_the_bucket_counts():
-    entry = size_entry(strategy(), "BTCUSDT", D(2000), D("62000"), BTC, factor=D(3))
+    entry = size_entry(bot_strategy(strategy()), "BTCUSDT", D(2000), D("62000"), BTC, factor=D(3))
     assert entry.quantity == D("0.060") and entry.margin == D("250")
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from controller.deploy import DeployError, Placement, ProcessDeployer
 from controller.procfs import read_stat
-from controller.sim.bot.__main__ import parse
+from reference_bot.__main__ import parse
 from tests.deploy.conftest import REPO, exchange_of, placement, stub_manifest
 
 INSTANCE = "sim-canary"

@@ -156,7 +156,7 @@ async def test_start_writes_the_units_files_owner_only_and_starts_it_once_its_me
     running = await deployer.start(chosen)
     assert fake.calls() == [["systemctl", *SHOW], ["systemctl", "start", UNIT], ["systemctl", *SHOW]]
     config, secret = env_dir / f"{INSTANCE}.config.json", env_dir / f"{INSTANCE}.exchange.json"
-    argv = ["/opt/canary/bin/python", "-m", "controller.sim.bot", "--config", str(config),
+    argv = ["/opt/canary/bin/python", "-m", "reference_bot", "--config", str(config),
             "--metrics-port", str(metrics_port), "--exchange", str(secret)]
     assert parse_env_file((env_dir / f"{INSTANCE}.env").read_text()) == {
         "CANARY_COMMAND": shlex.join(argv), "CANARY_RELEASE": "1.0.0", "CANARY_CONFIG_SHA256": chosen.config_sha256,

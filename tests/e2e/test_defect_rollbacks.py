@@ -3,7 +3,7 @@ stage C on the simulator, meets the shipped policy that should catch it.
 
 The daemon runs in this process on the embedded simulator with ``policies/stage-c.yaml`` exactly
 as shipped. 1.0.0 is placed on the master account with ``canaryctl baseline``; the defective
-release 2.0.0 (``strategy.yaml`` plus one ``defects:`` entry) goes to the empty canary account.
+release 2.0.0 (``strategy.yaml`` plus one ``bot: defects:`` entry) goes to the empty canary account.
 The rollout's previous release is then the baseline's, so a rollback must leave 1.0.0 running
 on the canary account at 1.0.0's leverage. The clock runs at 10x; at 30x for the burst of
 rejected orders, whose policy wants its breach to last 10 minutes of clock.
@@ -71,7 +71,7 @@ stages:
 
 @dataclass(frozen=True)
 class Defect:
-    entry: str       # the strategy's ``defects:`` entry
+    entry: str       # the strategy's ``bot: defects:`` entry
     speed: float     # of the simulated clock
     timeout: float   # wall seconds from the rollout's start to its outcome
 
@@ -129,7 +129,7 @@ class Canary:
 @contextlib.asynccontextmanager
 async def canary_site(tmp_path: Path, defect: Defect) -> AsyncIterator[Canary]:
     defective = tmp_path / "strategy-defect.yaml"
-    defective.write_text(f"{HEALTHY.read_text()}\ndefects:\n{textwrap.indent(defect.entry, '  ')}\n")
+    defective.write_text(f"{HEALTHY.read_text()}\nbot:\n  defects:\n{textwrap.indent(defect.entry, '    ')}\n")
     async with daemon_on_sim(tmp_path, {PREVIOUS: HEALTHY, CANDIDATE: defective}, speed=defect.speed,
                              cadence=CADENCE, baseline=PREVIOUS) as site:
         yield Canary(site)
@@ -193,18 +193,20 @@ async def test_a_defect_is_rolled_back_by_its_policy_and_the_previous_release_ru
 
 # ---------------------------------------------------------------- a defect only a hold policy catches
 
-SLOW_SIGNALS = Defect("slow_signal_seconds: 2", speed=10, timeout=60)
+SLOW_SIGNALS = Defect("slow_signal_seconds: 0.5", speed=10, timeout=60)
 LATENCY = "c-signal-latency-like-baseline"
 
 
 async def test_slow_signals_spoil_the_gate_and_the_stage_ends_paused_for_a_person(tmp_path):
-    """Signals two seconds slower than the baseline's are caught by c-signal-latency-like-baseline,
+    """Signals half a second slower than the baseline's are caught by c-signal-latency-like-baseline,
     whose answer is ``hold``: a person judges a release that trades slower. The release keeps
     running, the gate stays shut, and at the stage's end the rollout pauses naming the policy;
     a plain promote is refused. Nothing is promoted and nothing is rolled back.
 
     The policy fails some 6 minutes of clock into the stage (50 samples on each side, then
-    ``for: 5m``); the stage lasts 7, so that it fails a minute before the end. The clock runs at
+    ``for: 5m``); the stage lasts 7, so that it fails a minute before the end. The bot's delay is
+    wall time (as its latency is measured), so each slow iteration holds the bot half a second
+    of the wall, five of the clock: a longer one would leave too few samples. The clock runs at
     10x here: c-queue-latency-p95's absolute 0.5 s, on a clock 30 times faster than the wall,
     is 17 ms of real time, which two busy bots miss (a hold of the clock, not of the release).
     """

@@ -130,10 +130,10 @@ async def test_the_reference_bot_crashing_on_its_defect_is_exactly_one_unhandled
         tmp_path, sim, log_file, clock, recorder):
     observer = LogFileObserver(log_file, clock=clock, sink=recorder)
     await read(observer)
-    config = strategy_file(tmp_path, STRATEGY + "defects:\n  unhandled_exception_after_seconds: 1\n")
+    config = strategy_file(tmp_path, STRATEGY + "bot:\n  defects:\n    unhandled_exception_after_seconds: 1\n")
     with log_file.open("ab") as stderr:
         bot = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controller.sim.bot", "--config", str(config), "--exchange",
+            sys.executable, "-m", "reference_bot", "--config", str(config), "--exchange",
             str(exchange_file(tmp_path, sim)), "--speed", SPEED, cwd=REPO,
             stdout=asyncio.subprocess.DEVNULL, stderr=stderr)
         try:

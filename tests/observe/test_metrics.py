@@ -10,11 +10,10 @@ from aiohttp import web
 
 from controller.analysis.histogram import histogram_quantile
 from controller.clock import SimulatedClock
-from controller.exchange.client import Endpoints, ExchangeClient
-from controller.exchange.weights import WeightBudget
 from controller.observe.metrics import MetricsScraper
 from controller.sim import Simulator
-from controller.sim.bot import MetricsServer
+from reference_bot import Endpoints, ExchangeAccess, MetricsServer
+from reference_bot.exchange import FuturesAccount
 from tests.bot.conftest import FAST_RETRY, observations, running, strategy
 from tests.bot.conftest import histogram_quantile as bot_histogram_quantile
 from tests.bot.test_cli import CHECKLIST
@@ -33,10 +32,9 @@ async def exchange(bot_clock):
     simulator = Simulator(clock=bot_clock, seed=5, volatility=1.0, tick_seconds=0.1, weight_limit=1_000_000)
     await simulator.start("127.0.0.1", 0)
     account = simulator.accounts["canary"]
-    client = ExchangeClient(account="canary", api_key=account.api_key, api_secret=account.api_secret,
-                            endpoints=Endpoints(simulator.rest_url, simulator.ws_url, simulator.sapi_url),
-                            clock=bot_clock, budget=WeightBudget(bot_clock, share=1.0, limit=1_000_000),
-                            retry=FAST_RETRY)
+    access = ExchangeAccess(Endpoints(simulator.rest_url, simulator.ws_url, simulator.sapi_url),
+                            api_key=account.api_key, api_secret=account.api_secret)
+    client = FuturesAccount(access, clock=bot_clock, account="canary", retries=FAST_RETRY)
     yield client
     await client.close()
     await simulator.stop()

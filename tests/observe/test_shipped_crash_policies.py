@@ -29,10 +29,10 @@ async def test_a_crashing_release_fails_the_exception_and_process_policies(tmp_p
     log_file = tmp_path / "bot.log"
     log_file.write_text("")
     logs = LogFileObserver(log_file, clock=clock, sink=verification.sink)
-    config = strategy_file(tmp_path, STRATEGY + "defects:\n  unhandled_exception_after_seconds: 1\n")
+    config = strategy_file(tmp_path, STRATEGY + "bot:\n  defects:\n    unhandled_exception_after_seconds: 1\n")
     with log_file.open("ab") as output:
         bot = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "controller.sim.bot", "--config", str(config), "--exchange",
+            sys.executable, "-m", "reference_bot", "--config", str(config), "--exchange",
             str(exchange_file(tmp_path, sim)), "--speed", SPEED, cwd=REPO,
             stdout=asyncio.subprocess.DEVNULL, stderr=output)
         process = ProcessObserver(clock=clock, sink=verification.sink,

@@ -25,6 +25,7 @@ from controller.observe.exchange import ExchangeObserver
 from controller.sim import Simulator
 from controller.sim.market import BOOK_DEPTH
 from tests.bot.conftest import CAPITAL, STRATEGY, strategy  # noqa: F401  (one test strategy for both suites)
+from tests.bot.conftest import bot_exchange  # noqa: F401  (a fixture: the bot's own connection)
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_backoff=0.01, max_backoff=0.05, request_timeout=5)
 SNAPSHOT_EVERY = 0.2

@@ -15,10 +15,11 @@ from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.metrics import MetricsScraper
-from controller.sim.bot import Bot
-from controller.sim.bot.metrics import MetricsServer
+from reference_bot import Bot
+from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
 from tests.conftest import REPO
+from tests.bot.conftest import bot_strategy
 from tests.observe_exchange.conftest import SNAPSHOT_EVERY, strategy
 from tests.observe_exchange.test_release_checks import FAST
 
@@ -40,7 +41,7 @@ def volatility() -> float:
     return 1.0
 
 
-async def run_release(connect, clock, config, expected: dict[str, Outcome], timeout=40.0):
+async def run_release(connect, bot_exchange, clock, config, expected: dict[str, Outcome], timeout=40.0):
     """Trade ``config`` until every policy in ``expected`` has that outcome; returns the verdicts."""
     latest = {}
     changed = asyncio.Event()
@@ -49,10 +50,10 @@ async def run_release(connect, clock, config, expected: dict[str, Outcome], time
         latest.update({v.policy: v for v in verdicts})
         changed.set()
 
-    bot_client, observer_client, master = await connect("canary"), await connect("canary"), await connect("master")
+    bot_client, observer_client, master = await bot_exchange("canary"), await connect("canary"), await connect("master")
     verification = Verification(policies=SHIPPED, config=config, clock=clock, on_verdicts=on_verdicts,
                                 capital_cap=CANARY_CAP, tick=0.2)
-    bot = Bot(config=config, client=bot_client, clock=clock, settings=FAST)
+    bot = Bot(config=bot_strategy(config), exchange=bot_client, clock=clock, settings=FAST)
     server = MetricsServer(bot.metrics)
     port = await server.start("127.0.0.1", 0)
     bot_task = asyncio.create_task(bot.run(), name="test-bot")
@@ -83,14 +84,14 @@ async def run_release(connect, clock, config, expected: dict[str, Outcome], time
     return latest
 
 
-async def test_a_healthy_release_passes_every_policy_a_short_run_can_judge_in_every_stage(connect, clock):
+async def test_a_healthy_release_passes_every_policy_a_short_run_can_judge_in_every_stage(connect, bot_exchange, clock):
     expected = {p.name: Outcome.PASS for p in SHIPPED if judgeable(p)}
     assert {p.name[0] for p in SHIPPED if judgeable(p)} == {"a", "b", "c", "d"}
-    latest = await run_release(connect, clock, strategy(), expected)
+    latest = await run_release(connect, bot_exchange, clock, strategy(), expected)
     assert latest["c-capital-share-within-cap"].value == pytest.approx(0.02, rel=0.01)
 
 
-async def test_a_wrong_leverage_fails_the_leverage_policies_of_every_stage(connect, clock):
+async def test_a_wrong_leverage_fails_the_leverage_policies_of_every_stage(connect, bot_exchange, clock):
     leverage_checks = ("a-leverage-mismatch-zero", "a-exchange-leverage-matches-config",
                        "b-bot-applied-leverage-equals-config", "b-exchange-leverage-matches-config",
                        "c-exchange-leverage-matches-config", "c-leverage-mismatch-zero",
@@ -98,11 +99,11 @@ async def test_a_wrong_leverage_fails_the_leverage_policies_of_every_stage(conne
     expected = {name: Outcome.FAIL for name in leverage_checks}
     expected.update({"b-bot-configured-leverage-equals-config": Outcome.PASS,   # the bot reports its config
                      "c-margin-type-matches-config": Outcome.PASS})
-    latest = await run_release(connect, clock, strategy(wrong_leverage={"symbol": "SOLUSDT", "leverage": 9}), expected)
+    latest = await run_release(connect, bot_exchange, clock, strategy(wrong_leverage={"symbol": "SOLUSDT", "leverage": 9}), expected)
     assert all(latest[n].action == "rollback" for n in leverage_checks)
 
 
-async def test_oversized_orders_fail_the_sizing_policies_of_every_stage(connect, clock):
+async def test_oversized_orders_fail_the_sizing_policies_of_every_stage(connect, bot_exchange, clock):
     sizing = ("a-bucket-usage-within-allocation", "c-bucket-usage-within-allocation",
               "d-bucket-usage-within-allocation", "c-fills-sized-within-bucket", "d-fills-sized-within-bucket")
     expected = {name: Outcome.FAIL for name in sizing}
@@ -110,5 +111,5 @@ async def test_oversized_orders_fail_the_sizing_policies_of_every_stage(connect,
     config = strategy({"symbols": {"BTCUSDT": {"leverage": 5}, "ETHUSDT": {"leverage": 5}},
                        "buckets": {"majors": {"allocation": "0.5", "symbols": ["BTCUSDT", "ETHUSDT"]}},
                        "sizing": {"order_fraction": "0.5"}}, oversized_orders=3)
-    latest = await run_release(connect, clock, config, expected)
+    latest = await run_release(connect, bot_exchange, clock, config, expected)
     assert {name: latest[name].outcome for name in sizing} == {name: Outcome.FAIL for name in sizing}

@@ -11,9 +11,10 @@ import pytest
 from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
-from controller.sim.bot import Bot
+from reference_bot import Bot
 from controller.verification import Verification
 from tests.conftest import REPO
+from tests.bot.conftest import bot_strategy
 from tests.observe_exchange.conftest import SNAPSHOT_EVERY, strategy
 from tests.observe_exchange.test_release_checks import FAST
 
@@ -29,7 +30,7 @@ def volatility() -> float:
     return 1.0
 
 
-async def judge_against_baseline(connect, clock, canary_config, until):
+async def judge_against_baseline(connect, bot_exchange, clock, canary_config, until):
     baseline_config = strategy(MAJORS)
     latest, changed = {}, asyncio.Event()
 
@@ -43,7 +44,7 @@ async def judge_against_baseline(connect, clock, canary_config, until):
                           baseline=baseline, tick=0.2)
     bots, tasks = [], []
     for account, config, verification in (("master", baseline_config, baseline), ("canary", canary_config, canary)):
-        bot = Bot(config=config, client=await connect(account), clock=clock, settings=FAST)
+        bot = Bot(config=bot_strategy(config), exchange=await bot_exchange(account), clock=clock, settings=FAST)
         bots.append(bot)
         tasks.append(asyncio.create_task(bot.run(), name=f"test-bot-{account}"))
         await bot.wait_for(lambda bot=bot: bot.iterations >= 1, timeout=10)
@@ -64,15 +65,15 @@ async def judge_against_baseline(connect, clock, canary_config, until):
     return latest
 
 
-async def test_a_canary_trading_like_its_baseline_passes(connect, clock):
+async def test_a_canary_trading_like_its_baseline_passes(connect, bot_exchange, clock):
     latest = await judge_against_baseline(
-        connect, clock, strategy(MAJORS),
+        connect, bot_exchange, clock, strategy(MAJORS),
         lambda latest: EXPOSURE.name in latest and latest[EXPOSURE.name].outcome is Outcome.PASS)
     verdict = latest[EXPOSURE.name]
     assert verdict.samples >= EXPOSURE.min_samples and verdict.threshold >= 0.05
 
 
-async def test_a_canary_taking_three_times_its_baselines_exposure_is_held_for_a_person(connect, clock):
+async def test_a_canary_taking_three_times_its_baselines_exposure_is_held_for_a_person(connect, bot_exchange, clock):
     stepping = {"started": False}
 
     def breaching_long_enough(latest):
@@ -86,7 +87,7 @@ async def test_a_canary_taking_three_times_its_baselines_exposure_is_held_for_a_
             asyncio.get_running_loop().call_soon(clock.advance, 4.0)
         return verdict.outcome is Outcome.FAIL
 
-    latest = await judge_against_baseline(connect, clock, strategy(MAJORS, oversized_orders=3), breaching_long_enough)
+    latest = await judge_against_baseline(connect, bot_exchange, clock, strategy(MAJORS, oversized_orders=3), breaching_long_enough)
     verdict = latest[EXPOSURE.name]
     assert verdict.action == "hold" and verdict.value > verdict.threshold
 
@@ -95,11 +96,11 @@ LATENCY = next(p for f in load_policies([REPO / "policies"]).values() for p in f
                if p.name == "c-signal-latency-like-baseline")
 
 
-async def rank_against_baseline(connect, clock, canary_config, until, afterwards=None):
+async def rank_against_baseline(connect, bot_exchange, clock, canary_config, until, afterwards=None):
     """Both releases' real /metrics scraped; the canary's latencies ranked against the baseline's.
     Once ``until`` holds, the bots stop (their /metrics stay up) and ``afterwards`` runs."""
     from controller.observe.metrics import MetricsScraper
-    from controller.sim.bot.metrics import MetricsServer
+    from reference_bot.metrics import MetricsServer
 
     latest, changed = {}, asyncio.Event()
 
@@ -114,7 +115,7 @@ async def rank_against_baseline(connect, clock, canary_config, until, afterwards
                           baseline=baseline, tick=0.2)
     bots, servers, tasks = [], [], []
     for account, config, verification in (("master", baseline_config, baseline), ("canary", canary_config, canary)):
-        bot = Bot(config=config, client=await connect(account), clock=clock, settings=FAST)
+        bot = Bot(config=bot_strategy(config), exchange=await bot_exchange(account), clock=clock, settings=FAST)
         server = MetricsServer(bot.metrics)
         port = await server.start("127.0.0.1", 0)
         bots.append(bot)
@@ -159,7 +160,7 @@ def hurried(clock, done, step=0.1):
     return check
 
 
-async def test_a_canary_with_a_slower_signal_path_than_its_baseline_is_held_by_the_rank_test(connect, clock):
+async def test_a_canary_with_a_slower_signal_path_than_its_baseline_is_held_by_the_rank_test(connect, bot_exchange, clock):
     async def outlast_for(latest, changed, verification):
         # The distributions are frozen (the bots have stopped): move time past the policy's
         # `for` in steps shorter than the scrapes' staleness bound, each once scraped and judged.
@@ -171,15 +172,15 @@ async def test_a_canary_with_a_slower_signal_path_than_its_baseline_is_held_by_t
                 await changed.wait()
 
     latest = await rank_against_baseline(
-        connect, clock, strategy(MAJORS, slow_signal_seconds="0.3"),
+        connect, bot_exchange, clock, strategy(MAJORS, slow_signal_seconds="0.3"),
         hurried(clock, lambda latest: LATENCY.name in latest and latest[LATENCY.name].breaching_since is not None),
         afterwards=outlast_for)
     verdict = latest[LATENCY.name]
     assert verdict.action == "hold" and verdict.value >= 0.6 and verdict.samples >= 50
 
 
-async def test_a_canary_as_fast_as_its_baseline_passes_the_rank_test(connect, clock):
+async def test_a_canary_as_fast_as_its_baseline_passes_the_rank_test(connect, bot_exchange, clock):
     latest = await rank_against_baseline(
-        connect, clock, strategy(MAJORS),
+        connect, bot_exchange, clock, strategy(MAJORS),
         hurried(clock, lambda latest: LATENCY.name in latest and latest[LATENCY.name].outcome is Outcome.PASS))
     assert latest[LATENCY.name].samples >= 50

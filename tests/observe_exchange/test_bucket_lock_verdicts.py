@@ -20,8 +20,8 @@ import pytest
 from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.metrics import MetricsScraper
-from controller.sim.bot import BotSettings
-from controller.sim.bot.metrics import MetricsServer
+from reference_bot import BotSettings
+from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
 from tests.bot.conftest import running
 from tests.conftest import REPO
@@ -42,11 +42,11 @@ def volatility() -> float:
 
 
 @asynccontextmanager
-async def scraped(connect, clock, config):
+async def scraped(connect, bot_exchange, clock, config):
     """The bot trading ``config``, its /metrics scraped every 15 s into a verification of the policy."""
     judged = Verdicts()
     verification = Verification(policies=[LOCKS], config=config, clock=clock, on_verdicts=judged, tick=SCRAPE_EVERY)
-    async with running(await connect("canary"), clock, config, TRADING) as bot:
+    async with running(await bot_exchange("canary"), clock, config, TRADING) as bot:
         await bot.until(lambda: bot.bot.iterations >= 1)
         server = MetricsServer(bot.bot.metrics)
         port = await server.start("127.0.0.1", 0)
@@ -78,9 +78,9 @@ def unlocks(bot) -> dict[str, float]:
     return {name: bot.value("strategy_bucket_unlocks_total", bucket=name) for name in STRATEGY["buckets"]}
 
 
-async def test_a_healthy_release_gives_every_buckets_margin_back_within_six_hours(connect, clock, monkeypatch):
+async def test_a_healthy_release_gives_every_buckets_margin_back_within_six_hours(connect, bot_exchange, clock, monkeypatch):
     steps = Steps(clock, monkeypatch)
-    async with scraped(connect, clock, strategy()) as (bot, judged, verification):
+    async with scraped(connect, bot_exchange, clock, strategy()) as (bot, judged, verification):
         started, iterations = clock.time(), bot.bot.iterations
         seen = await scrape_until(steps, judged, Outcome.PASS, hours=5)
         now = clock.time()
@@ -96,10 +96,10 @@ async def test_a_healthy_release_gives_every_buckets_margin_back_within_six_hour
 
 
 async def test_a_release_that_never_closes_its_positions_is_held_when_no_bucket_is_released_for_hours(
-        connect, clock, monkeypatch):
+        connect, bot_exchange, clock, monkeypatch):
     steps = Steps(clock, monkeypatch)
     config = strategy(exits_never_sent=True)
-    async with scraped(connect, clock, config) as (bot, judged, verification):
+    async with scraped(connect, bot_exchange, clock, config) as (bot, judged, verification):
         first_scrape = clock.time()
         while not all(bot.bot.ledger.position(symbol) for symbol in config.symbols):  # every bucket's margin taken
             assert clock.time() - first_scrape < 3600, {s: bot.bot.ledger.position(s) for s in config.symbols}

@@ -22,8 +22,8 @@ from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.metrics import MetricsScraper
-from controller.sim.bot import BotSettings
-from controller.sim.bot.metrics import MetricsServer
+from reference_bot import BotSettings
+from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
 from tests.bot.conftest import running
 from tests.conftest import REPO
@@ -48,13 +48,13 @@ def volatility() -> float:
 
 
 @asynccontextmanager
-async def judged_both_ways(connect, clock, config):
+async def judged_both_ways(connect, bot_exchange, clock, config):
     """The bot trading ``config`` on the canary account; its /metrics scraped and the account
     observed on the exchange, both into one verification of the four policies."""
     judged = Verdicts()
     verification = Verification(policies=[SHIPPED[n] for n in (EXCHANGE, *BOT)], config=config, clock=clock,
                                 on_verdicts=judged, tick=0.05)
-    async with running(await connect("canary"), clock, config, TRADING) as bot:
+    async with running(await bot_exchange("canary"), clock, config, TRADING) as bot:
         await bot.until(lambda: bot.bot.iterations >= 1)
         server = MetricsServer(bot.bot.metrics)
         port = await server.start("127.0.0.1", 0)
@@ -82,9 +82,9 @@ def breaching(names, *, while_passing=()):
                            and outcome_is(Outcome.PASS, while_passing)(latest))
 
 
-async def test_a_healthy_release_passes_the_order_failure_rates_of_both_sides(connect, clock, monkeypatch):
+async def test_a_healthy_release_passes_the_order_failure_rates_of_both_sides(connect, bot_exchange, clock, monkeypatch):
     steps = Steps(clock, monkeypatch)
-    async with judged_both_ways(connect, clock, strategy()) as (bot, observer, judged, verification):
+    async with judged_both_ways(connect, bot_exchange, clock, strategy()) as (bot, observer, judged, verification):
         await steps.until(judged, outcome_is(Outcome.PASS, (EXCHANGE, *BOT)), step=TRADE_STEP, bound=900)
         ended = dict(observer.view.outcomes)
     for name in (EXCHANGE, *BOT):
@@ -94,10 +94,10 @@ async def test_a_healthy_release_passes_the_order_failure_rates_of_both_sides(co
 
 
 async def test_closes_the_exchange_expires_fail_its_order_failure_rate_and_not_the_bots(
-        connect, clock, monkeypatch):
+        connect, bot_exchange, clock, monkeypatch):
     steps = Steps(clock, monkeypatch)
     config = strategy(oversized_exits=2)  # every close twice the position: the exchange expires the rest
-    async with judged_both_ways(connect, clock, config) as (bot, observer, judged, verification):
+    async with judged_both_ways(connect, bot_exchange, clock, config) as (bot, observer, judged, verification):
         await steps.until(judged, breaching([EXCHANGE], while_passing=BOT), step=TRADE_STEP, bound=900)
         await steps.outlast_for(judged, [EXCHANGE], OUTLAST_STEP, bound=SHIPPED[EXCHANGE].for_ + 10 * OUTLAST_STEP,
                                 reads=[(verification, s) for s in SOURCES])
@@ -112,10 +112,10 @@ async def test_closes_the_exchange_expires_fail_its_order_failure_rate_and_not_t
 
 
 async def test_orders_the_exchange_refuses_fail_the_bots_order_failure_rates_and_not_the_exchanges(
-        connect, clock, monkeypatch):
+        connect, bot_exchange, clock, monkeypatch):
     steps = Steps(clock, monkeypatch)
     config = strategy(rejected_orders_burst=200)  # refused at the REST call: no order, no stream event
-    async with judged_both_ways(connect, clock, config) as (bot, observer, judged, verification):
+    async with judged_both_ways(connect, bot_exchange, clock, config) as (bot, observer, judged, verification):
         await steps.until(judged, breaching(BOT, while_passing=[EXCHANGE]), step=TRADE_STEP, bound=900)
         await steps.outlast_for(judged, BOT, OUTLAST_STEP, bound=SHIPPED[BOT[0]].for_ + 10 * OUTLAST_STEP,
                                 reads=[(verification, s) for s in SOURCES])

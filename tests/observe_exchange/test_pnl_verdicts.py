@@ -22,9 +22,10 @@ import pytest
 from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
-from controller.sim.bot import Bot, BotSettings
+from reference_bot import Bot, BotSettings
 from controller.verification import Verification
 from tests.conftest import REPO
+from tests.bot.conftest import bot_strategy
 from tests.observe_exchange.conftest import strategy
 from tests.observe_exchange.stepping import Steps
 from tests.verdicts import Verdicts
@@ -50,7 +51,7 @@ def volatility() -> float:
 
 
 @asynccontextmanager
-async def against_baseline(connect, clock, canary_config):
+async def against_baseline(connect, bot_exchange, clock, canary_config):
     """The baseline release on the master account and ``canary_config`` on the canary, each
     observed into its own verification; the canary's judged against the baseline's."""
     judged = Verdicts()
@@ -62,7 +63,7 @@ async def against_baseline(connect, clock, canary_config):
     bots, tasks = [], []
     try:
         for account, config, verification in (("master", baseline_config, baseline), ("canary", canary_config, canary)):
-            bot = Bot(config=config, client=await connect(account), clock=clock, settings=TRADING)
+            bot = Bot(config=bot_strategy(config), exchange=await bot_exchange(account), clock=clock, settings=TRADING)
             bots.append(bot)
             tasks.append(asyncio.create_task(bot.run(), name=f"test-bot-{account}"))
             await bot.wait_for(lambda bot=bot: bot.iterations >= 1)
@@ -106,9 +107,9 @@ async def trade_then_judge_hourly(steps, judged, canary, baseline, *, trade_unti
     return judged_hourly
 
 
-async def test_a_canary_trading_like_its_baseline_earns_like_it_all_along(connect, clock, monkeypatch):
+async def test_a_canary_trading_like_its_baseline_earns_like_it_all_along(connect, bot_exchange, clock, monkeypatch):
     steps = Steps(clock, monkeypatch)
-    async with against_baseline(connect, clock, strategy(MAJORS)) as (judged, canary, baseline):
+    async with against_baseline(connect, bot_exchange, clock, strategy(MAJORS)) as (judged, canary, baseline):
         hourly = await trade_then_judge_hourly(steps, judged, canary, baseline)  # trades as long as the defect may
     assert len(hourly) >= FOR / HOURLY_STEP
     assert all(v.outcome is Outcome.PASS and v.breaching_since is None for pair in hourly for v in pair), hourly
@@ -120,10 +121,10 @@ async def test_a_canary_trading_like_its_baseline_earns_like_it_all_along(connec
 
 
 async def test_a_canary_paying_more_than_its_baseline_to_trade_is_held_once_it_has_lagged_for_an_hour(
-        connect, clock, monkeypatch):
+        connect, bot_exchange, clock, monkeypatch):
     steps = Steps(clock, monkeypatch)
     config = strategy(MAJORS, oversized_orders=3)
-    async with against_baseline(connect, clock, config) as (judged, canary, baseline):
+    async with against_baseline(connect, bot_exchange, clock, config) as (judged, canary, baseline):
         await trade_then_judge_hourly(steps, judged, canary, baseline, trade_until=clearly_behind)
     for name in PNL:
         verdict = judged.latest[name]

@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 import pytest
 
 from controller.config.strategy import StrategyConfig
-from controller.sim.bot import Bot, BotSettings
+from reference_bot import Bot, BotSettings
+from tests.bot.conftest import bot_strategy
 from tests.observe_exchange.conftest import observing, strategy
 
 FAST = BotSettings(interval=0.1, order_ttl=0.5, reconcile_every=0.5, shutdown_timeout=3, stream_timeout=5, seed=3)
@@ -24,15 +25,15 @@ def volatility() -> float:
 
 
 @pytest.fixture
-async def bot_client(connect):
-    return await connect("canary")
+async def bot_client(bot_exchange):
+    return await bot_exchange("canary")
 
 
 @asynccontextmanager
 async def trading(client, clock, config: StrategyConfig):
     """The bot, started and past its start-up (margin type and leverage set) before yielding:
     the stage's observation starts once the release is up."""
-    bot = Bot(config=config, client=client, clock=clock, settings=FAST)
+    bot = Bot(config=bot_strategy(config), exchange=client, clock=clock, settings=FAST)
     task = asyncio.create_task(bot.run(), name="test-bot-run")
     try:
         waiting = asyncio.create_task(bot.wait_for(lambda: bot.iterations >= 1, timeout=10), name="test-bot-up")

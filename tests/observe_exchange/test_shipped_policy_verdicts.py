@@ -27,8 +27,8 @@ def volatility() -> float:
 
 
 @pytest.fixture
-async def bot_client(connect):
-    return await connect("canary")
+async def bot_client(bot_exchange):
+    return await bot_exchange("canary")
 
 
 async def judge(canary, bot_client, clock, config, stage, names, predicate):

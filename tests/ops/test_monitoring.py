@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.sim.bot.metrics import BotMetrics
+from reference_bot.metrics import BotMetrics
 from tests.controller_metrics import every_family_set
 from tests.ops.conftest import MONITORING_DIR, require_tool
 from tests.ops.promql import metric_names, variable_metric_names

@@ -1,6 +1,6 @@
 """The reference strategy bot: trades a strategy config on one account and exports ``strategy_*``.
 
-    bot = Bot(config=config, client=client, clock=clock, settings=BotSettings(interval=1.0))
+    bot = Bot(config=strategy, exchange=exchange, clock=clock, settings=BotSettings(interval=1.0))
     task = asyncio.create_task(bot.run())
     ...
     bot.stop()
@@ -15,8 +15,8 @@ shutdown step is bounded by ``settings.shutdown_timeout``.
 
 A crash (an exception no task handles, such as the deliberate defect) ends `run()` with that
 exception, and open orders stay as a crashed process would leave them: cleaning up after a
-bad release is the controller's rollback. The bot owns neither the exchange client nor the
-metrics server; whoever made them closes them.
+bad release is the controller's rollback. The bot owns neither its exchange connection nor
+the metrics server; whoever made them closes them.
 """
 
 from __future__ import annotations
@@ -26,55 +26,50 @@ import logging
 from collections.abc import Callable
 from decimal import Decimal
 
-from controller.clock import Clock
-from controller.config.strategy import StrategyConfig
-from controller.errors import CanaryError
-from controller.exchange.client import ExchangeClient
-from controller.exchange.errors import ExchangeError, NotApplied, Rejected, Unauthorized
-from controller.exchange.events import (
-    AccountUpdate,
-    ExchangeEvent,
-    LeverageChanged,
+from reference_bot import defects
+from reference_bot.clock import Clock, Stopwatch
+from reference_bot.config import BotSettings, Strategy
+from reference_bot.errors import BotError, ExchangeError, NotApplied, Rejected, Unauthorized
+from reference_bot.exchange import FuturesAccount
+from reference_bot.payloads import (
+    Event,
+    LeverageEvent,
     OpenOrder,
-    OrderUpdate,
+    OrderEvent,
     Position,
-    StreamStatus,
-    SymbolFilters,
+    PositionEvent,
+    StreamEvent,
+    TradingRules,
 )
-from controller.exchange.stream import UserStream
-from controller.sim.bot import defects
-from controller.sim.bot.config import BotSettings
-from controller.sim.bot.ledger import TERMINAL, Ledger, TrackedOrder
-from controller.sim.bot.metrics import BotMetrics
-from controller.sim.bot.orders import OrderSender
-from controller.sim.bot.strategy import Command, Direction, Signal, SymbolView, decide, size_entry
+from reference_bot.ledger import TERMINAL, Ledger, TrackedOrder
+from reference_bot.metrics import BotMetrics
+from reference_bot.orders import OrderSender
+from reference_bot.strategy import Command, Direction, Signal, SymbolView, decide, size_entry
+from reference_bot.stream import UserStream
 
-log = logging.getLogger("controller.sim.bot")
+log = logging.getLogger("reference_bot")
 
 ZERO = Decimal(0)
 
 
-class BotError(CanaryError):
-    """The bot cannot trade (the exchange refused a start-up step, no capital, unknown symbol)."""
-
-
 class Bot:
-    """Trades ``config`` through ``client`` on ``clock``'s time, reporting to ``metrics``."""
+    """Trades ``config`` through ``exchange`` on ``clock``'s time, reporting to ``metrics``."""
 
-    def __init__(self, *, config: StrategyConfig, client: ExchangeClient, clock: Clock,
+    def __init__(self, *, config: Strategy, exchange: FuturesAccount, clock: Clock,
                  metrics: BotMetrics | None = None, settings: BotSettings | None = None) -> None:
         self.config = config
-        self.client = client
+        self.exchange = exchange
         self.clock = clock
+        self.stopwatch = Stopwatch(clock)
         self.settings = settings or BotSettings()
         self.metrics = metrics or BotMetrics(symbols=config.symbols, buckets=config.buckets)
         self.ledger = Ledger(config)
         self.signal = Signal(self.settings.seed, config.symbols)
-        self.filters: dict[str, SymbolFilters] = {}
+        self.filters: dict[str, TradingRules] = {}
         self.applied: dict[str, int] = {}
         self.iterations = 0
-        self.orders = OrderSender(client=client, clock=clock, ledger=self.ledger, metrics=self.metrics,
-                                  on_change=self._publish)
+        self.orders = OrderSender(exchange=exchange, stopwatch=self.stopwatch, ledger=self.ledger,
+                                  metrics=self.metrics, on_change=self._publish)
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._stream_up = asyncio.Event()
@@ -85,7 +80,7 @@ class Bot:
     async def run(self) -> None:
         """Start, trade until `stop()`, shut down. Raises what crashed it, unwrapped."""
         await self._start()
-        stream = UserStream(self.client, tuple(self.config.symbols), self._on_event, since=self.clock.time())
+        stream = UserStream(self.exchange, self._on_event)
         try:
             async with asyncio.TaskGroup() as tasks:
                 listening = tasks.create_task(stream.run(), name="bot-user-stream")
@@ -121,12 +116,12 @@ class Bot:
                 await self._changed.wait()
 
     async def _start(self) -> None:
-        config, client = self.config, self.client
+        config, exchange = self.config, self.exchange
         step = "synchronising time with the exchange"
         try:
-            await client.sync_time()
+            await exchange.sync_time()
             step = "reading the exchange's trading rules"
-            rules = await client.symbol_filters()
+            rules = await exchange.trading_rules()
             unknown = [s for s in config.symbols if s not in rules]
             if unknown:
                 raise BotError(f"the exchange does not trade {', '.join(unknown)}; "
@@ -134,7 +129,7 @@ class Bot:
             self.filters = {s: rules[s] for s in config.symbols}
             for symbol, settings in config.symbols.items():
                 step = f"canceling {symbol} orders left by an earlier run"
-                await client.cancel_all_orders(symbol)
+                await exchange.cancel_all_orders(symbol)
                 step = f"setting {symbol} margin type to {settings.margin_type}"
                 await self._set_margin_type(symbol, settings.margin_type)
                 leverage = defects.leverage_to_set(config.defects, symbol, settings.leverage)
@@ -146,16 +141,16 @@ class Bot:
             step = "reading leverage, positions and capital back"
             await self._reconcile()
         except ExchangeError as exc:
-            raise BotError(f"cannot start on account {client.account}: {step}: {exc}") from None
+            raise BotError(f"cannot start on account {exchange.account}: {step}: {exc}") from None
         if self.ledger.capital <= 0:
-            raise BotError(f"account {client.account} has no capital (wallet balance {self.ledger.capital}); "
+            raise BotError(f"account {exchange.account} has no capital (wallet balance {self.ledger.capital}); "
                            "fund it or point the exchange file at another account")
-        log.info("bot_started account=%s symbols=%d capital=%s leverage=%s", client.account, len(config.symbols),
+        log.info("bot_started account=%s symbols=%d capital=%s leverage=%s", exchange.account, len(config.symbols),
                  self.ledger.capital, ",".join(f"{s}:{v}" for s, v in sorted(self.applied.items())))
 
     async def _set_margin_type(self, symbol: str, margin_type: str) -> None:
         try:
-            await self.client.set_margin_type(symbol, margin_type)
+            await self.exchange.set_margin_type(symbol, margin_type)
         except Rejected as exc:
             if isinstance(exc, Unauthorized):
                 raise
@@ -164,7 +159,7 @@ class Bot:
 
     async def _set_leverage(self, symbol: str, leverage: int) -> None:
         try:
-            await self.client.set_leverage(symbol, leverage)
+            await self.exchange.set_leverage(symbol, leverage)
         except NotApplied as exc:  # the read-back in _reconcile measures what really applies
             log.warning("leverage_not_applied symbol=%s leverage=%d error=%s", symbol, leverage, exc)
         else:
@@ -186,7 +181,7 @@ class Bot:
         symbols = list(self.config.symbols)
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout):
-                results = await asyncio.gather(*(self.client.cancel_all_orders(s) for s in symbols),
+                results = await asyncio.gather(*(self.exchange.cancel_all_orders(s) for s in symbols),
                                                return_exceptions=True)
         except TimeoutError:
             log.error("cancel_open_orders_timed_out after_seconds=%s", self.settings.shutdown_timeout)
@@ -223,28 +218,30 @@ class Bot:
 
     async def _iteration(self) -> None:
         try:
-            marks = await self.client.mark_prices()
+            marks = await self.exchange.mark_prices()
         except ExchangeError as exc:
             log.warning("mark_prices_unavailable error=%s", exc)
             return
         signal_at = self.clock.time()
+        signaled = self.stopwatch.start()
         for symbol in self.config.symbols:
             if symbol in marks:
                 self.ledger.marks[symbol] = marks[symbol]
         commands: list[Command] = []
         if not self._burst_sent:
             self._burst_sent = True
-            commands += [self.orders.register(c, signal_at)
+            commands += [self.orders.register(c, signal_at, None)
                          for c in defects.rejected_burst(self.config, self.filters, self.ledger.marks)]
         for symbol in self.config.symbols:
             direction = self.signal.next(symbol)  # every symbol, every iteration: the sequence stays seeded
             if symbol in marks:
                 # Registered at once: the next symbol of the same bucket sees this entry's margin.
-                commands += [self.orders.register(c, signal_at) for c in self._decide(symbol, direction, signal_at)]
+                commands += [self.orders.register(c, signal_at, signaled)
+                             for c in self._decide(symbol, direction, signal_at)]
         delay = defects.signal_delay(self.config.defects)
         try:
             if delay and commands:
-                await self.clock.sleep(delay)
+                await self.stopwatch.delay(delay)  # as much of the measured latency as it says
         finally:  # even when stopped meanwhile: the drain then drops them, and the books stay exact
             for command in commands:
                 self.orders.enqueue(command)
@@ -266,19 +263,18 @@ class Bot:
 
     # --- what the exchange says -------------------------------------------------------------------
 
-    def _on_event(self, event: ExchangeEvent) -> None:
+    def _on_event(self, event: Event) -> None:
         """The user-data stream's sink: order outcomes, positions, leverage changes."""
-        if isinstance(event, OrderUpdate):
+        if isinstance(event, OrderEvent):
             ended = self.ledger.on_order_update(event)
             if ended is not None:
                 self.orders.count(*ended)
-        elif isinstance(event, AccountUpdate):
-            for position in event.positions:
-                self.ledger.set_position(position.symbol, position.amount)
-        elif isinstance(event, LeverageChanged):
+        elif isinstance(event, PositionEvent):
+            self.ledger.set_position(event.symbol, event.amount)
+        elif isinstance(event, LeverageEvent):
             if event.symbol in self.config.symbols:
                 self._observe_leverage(event.symbol, event.leverage)
-        elif isinstance(event, StreamStatus):
+        elif isinstance(event, StreamEvent):
             if event.connected:
                 self._stream_up.set()
         self._publish()
@@ -293,17 +289,17 @@ class Bot:
 
     async def _reconcile(self) -> None:
         """Read the exchange's view: applied leverage, capital, positions, open orders."""
-        client, symbols = self.client, list(self.config.symbols)
+        exchange, symbols = self.exchange, list(self.config.symbols)
         started = self.clock.time()
         versions = {s: self.ledger.position_version(s) for s in symbols}
-        settings = {s.symbol: s.leverage for s in await client.symbol_settings() if s.symbol in self.config.symbols}
-        positions = {p.symbol: p for p in await client.positions() if p.symbol in self.config.symbols}
-        open_orders = {s: await client.open_orders(s) for s in symbols}
-        account = await client.account_snapshot()
-        for symbol, leverage in settings.items():
+        leverages = {s: v for s, v in (await exchange.leverages()).items() if s in self.config.symbols}
+        positions = {s: p for s, p in (await exchange.positions()).items() if s in self.config.symbols}
+        open_orders = {s: await exchange.open_orders(s) for s in symbols}
+        capital = await exchange.wallet_balance()
+        for symbol, leverage in leverages.items():
             self._observe_leverage(symbol, leverage)
-        if account.total_wallet_balance > 0:
-            self.ledger.capital = account.total_wallet_balance
+        if capital > 0:
+            self.ledger.capital = capital
         for symbol in symbols:
             position = positions.get(symbol)
             if position is not None and position.mark_price > 0:
@@ -319,13 +315,13 @@ class Bot:
 
     async def _resolve(self, order: TrackedOrder) -> None:
         """An order the exchange no longer lists as open, whose end the stream did not report."""
-        answer = await self.client.find_order(order.symbol, order.client_order_id)
+        status = await self.exchange.order_status(order.symbol, order.client_order_id)
         if self.ledger.is_finished(order.client_order_id):
             return  # the stream reported it meanwhile
-        if answer is None:
+        if status is None:
             self.orders.finish(order.client_order_id, "error", "the exchange does not know this acknowledged order")
             return
-        outcome = TERMINAL.get(answer.get("status", ""))
+        outcome = TERMINAL.get(status)
         if outcome is not None:
             self.orders.finish(order.client_order_id, outcome)
 

@@ -2,7 +2,8 @@
 
 Each bot has its own registry, so several bots in one test process never share a series.
 Ratios are fractions of the account's capital (0.5 is half); timestamps are seconds since the
-epoch on the bot's Clock (simulated time when the bot runs accelerated).
+epoch on the bot's Clock (simulated time when the bot runs accelerated); latencies are the bot's
+own work on its `Stopwatch` (wall time, however fast the clock runs).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from controller.errors import CanaryError
+from reference_bot.errors import BotError
 
 OUTCOMES = ("filled", "rejected", "expired", "canceled", "error")
 """How an order ended: filled; refused by the exchange; expired or canceled on the exchange;
@@ -107,7 +108,7 @@ class MetricsServer:
             await web.TCPSite(runner, host, port).start()
         except OSError as exc:
             await runner.cleanup()
-            raise CanaryError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; choose another "
+            raise BotError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; choose another "
                               "--metrics-port (0 picks a free one)") from None
         self._runner = runner
         self.port = runner.addresses[0][1]

@@ -3,7 +3,9 @@
 Commands go out one at a time, in the order they were decided, so a cancel always follows
 the entries it cancels. An order enters the books when it is decided (its margin counts from
 then on), and its end is counted once, by outcome: the exchange's refusal or a failed request
-here; filled, canceled or expired from the stream or a REST look-up (see `Bot`).
+here; filled, canceled or expired from the stream or a REST look-up (see `Bot`). The times
+the metrics show (signal to acknowledgement, wait in the queue) are the bot's own work, timed
+on its `Stopwatch`.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
-from controller.clock import Clock
-from controller.exchange.client import ExchangeClient
-from controller.exchange.errors import ExchangeError, Rejected
-from controller.sim.bot.ledger import DEFECT, Ledger, TrackedOrder
-from controller.sim.bot.metrics import BotMetrics
-from controller.sim.bot.strategy import CancelOrders, Command, PlaceOrder
+from reference_bot.clock import Mark, Stopwatch
+from reference_bot.errors import ExchangeError, Rejected
+from reference_bot.exchange import FuturesAccount
+from reference_bot.ledger import DEFECT, Ledger, TrackedOrder
+from reference_bot.metrics import BotMetrics
+from reference_bot.strategy import CancelOrders, Command, PlaceOrder
 
-log = logging.getLogger("controller.sim.bot")
+log = logging.getLogger("reference_bot")
 
 QUEUE_SIZE = 1000
 CLIENT_ORDER_PREFIX = "bot-"
@@ -31,10 +33,10 @@ CLIENT_ORDER_PREFIX = "bot-"
 class OrderSender:
     """Queues commands and sends them; `run` is the sending task, `drain` stops it taking more."""
 
-    def __init__(self, *, client: ExchangeClient, clock: Clock, ledger: Ledger, metrics: BotMetrics,
+    def __init__(self, *, exchange: FuturesAccount, stopwatch: Stopwatch, ledger: Ledger, metrics: BotMetrics,
                  on_change: Callable[[], None], size: int = QUEUE_SIZE) -> None:
-        self.client = client
-        self.clock = clock
+        self.exchange = exchange
+        self.stopwatch = stopwatch
         self.ledger = ledger
         self.metrics = metrics
         self._on_change = on_change
@@ -50,15 +52,16 @@ class OrderSender:
     def cancel_queued(self, symbol: str) -> bool:
         return symbol in self._cancels_queued
 
-    def register(self, command: Command, signal_at: float) -> Command:
+    def register(self, command: Command, signal_at: float, signaled: Mark | None) -> Command:
         """Give an order its client id and enter it in the books now, so that the next decision
-        (same bucket, same iteration) already counts its margin."""
+        (same bucket, same iteration) already counts its margin. ``signal_at``: the signal's time
+        on the bot's clock (the order's age); ``signaled``: where its latency is timed from."""
         if isinstance(command, CancelOrders):
             self._cancels_queued.add(command.symbol)
             return command
         client_order_id = f"{CLIENT_ORDER_PREFIX}{self._run_id}-{next(self._ids)}"
         command = replace(command, client_order_id=client_order_id,
-                          signal_at=None if command.purpose == DEFECT else signal_at)
+                          signaled=None if command.purpose == DEFECT else signaled)
         self.ledger.add(TrackedOrder(client_order_id, command.symbol, command.side, command.quantity,
                                      command.reference_price, command.purpose, signal_at))
         return command
@@ -68,7 +71,7 @@ class OrderSender:
             self._drop(command)
             return
         try:
-            self._queue.put_nowait(replace(command, queued_at=self.clock.time()))
+            self._queue.put_nowait(replace(command, queued=self.stopwatch.start()))
         except asyncio.QueueFull:
             log.error("order_queue_full size=%d symbol=%s", self._queue.maxsize, command.symbol)
             if isinstance(command, PlaceOrder):
@@ -84,7 +87,8 @@ class OrderSender:
                 self._drop(command)
                 continue
             self._idle.clear()
-            self.metrics.order_queue_latency.observe(max(0.0, self.clock.time() - command.queued_at))
+            if command.queued is not None:
+                self.metrics.order_queue_latency.observe(self.stopwatch.elapsed(command.queued))
             if isinstance(command, PlaceOrder):
                 await self._place(command)
             else:
@@ -130,7 +134,7 @@ class OrderSender:
 
     async def _place(self, command: PlaceOrder) -> None:
         try:
-            answer = await self.client.new_order(
+            order_id = await self.exchange.new_order(
                 symbol=command.symbol, side=command.side, order_type=command.order_type, quantity=command.quantity,
                 price=command.price, reduce_only=command.reduce_only, client_order_id=command.client_order_id)
         except Rejected as exc:
@@ -139,14 +143,14 @@ class OrderSender:
         except ExchangeError as exc:  # timeouts, rate limits, budget: the order's fate is unknown
             self.finish(command.client_order_id, "error", str(exc))
             return
-        if command.signal_at is not None:
-            self.metrics.signal_latency.observe(max(0.0, self.clock.time() - command.signal_at))
-        self.ledger.acknowledge(command.client_order_id, int(answer["orderId"]))
+        if command.signaled is not None:
+            self.metrics.signal_latency.observe(self.stopwatch.elapsed(command.signaled))
+        self.ledger.acknowledge(command.client_order_id, order_id)
         self._on_change()
 
     async def _cancel(self, command: CancelOrders) -> None:
         try:
-            await self.client.cancel_all_orders(command.symbol)
+            await self.exchange.cancel_all_orders(command.symbol)
         except ExchangeError as exc:  # the orders stay; the next iteration decides again
             log.warning("cancel_failed symbol=%s reason=%s error=%s", command.symbol, command.reason, exc)
         else:

@@ -1,4 +1,4 @@
-"""The deliberate defects a release of the reference bot can carry (``defects:`` in its strategy).
+"""The deliberate defects a release of the reference bot can carry (``bot: defects:`` in its strategy).
 
 Each one is a small, realistic bug that moves the metrics a canary watches:
 
@@ -32,10 +32,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
-from controller.config.strategy import DefectsConfig, StrategyConfig
-from controller.exchange.events import SymbolFilters
-from controller.sim.bot.ledger import DEFECT, EXIT
-from controller.sim.bot.strategy import Command, PlaceOrder
+from reference_bot.config import Defects, Strategy
+from reference_bot.ledger import DEFECT, EXIT
+from reference_bot.payloads import TradingRules
+from reference_bot.strategy import Command, PlaceOrder
 
 ONE = Decimal(1)
 HUGE_QUANTITY_STEPS = Decimal(10) ** 12  # above every symbol's maximum quantity
@@ -45,20 +45,20 @@ class DeliberateDefect(RuntimeError):
     """Raised on purpose by a release carrying ``unhandled_exception_after_seconds``."""
 
 
-def leverage_to_set(defects: DefectsConfig, symbol: str, configured: int) -> int:
+def leverage_to_set(defects: Defects, symbol: str, configured: int) -> int:
     wrong = defects.wrong_leverage
     return wrong.leverage if wrong is not None and wrong.symbol == symbol else configured
 
 
-def size_factor(defects: DefectsConfig) -> Decimal:
+def size_factor(defects: Defects) -> Decimal:
     return defects.oversized_orders or ONE
 
 
-def signal_delay(defects: DefectsConfig) -> float:
+def signal_delay(defects: Defects) -> float:
     return float(defects.slow_signal_seconds or 0)
 
 
-def alter_exits(defects: DefectsConfig, commands: Sequence[Command], rules: SymbolFilters) -> list[Command]:
+def alter_exits(defects: Defects, commands: Sequence[Command], rules: TradingRules) -> list[Command]:
     """The closes among ``commands`` as a release with ``exits_never_sent`` or
     ``oversized_exits`` sends them: dropped, or that many times their size."""
     def is_exit(command: Command) -> bool:
@@ -72,14 +72,14 @@ def alter_exits(defects: DefectsConfig, commands: Sequence[Command], rules: Symb
     return [replace(c, quantity=rules.round_quantity(c.quantity * factor)) if is_exit(c) else c for c in commands]
 
 
-def crash_if_due(defects: DefectsConfig, trading_since: float, now: float) -> None:
+def crash_if_due(defects: Defects, trading_since: float, now: float) -> None:
     after = defects.unhandled_exception_after_seconds
     if after is not None and now - trading_since >= float(after):
         raise DeliberateDefect(f"deliberate defect: unhandled exception in the trading task after {after} s "
-                               "(defects.unhandled_exception_after_seconds)")
+                               "(bot.defects.unhandled_exception_after_seconds)")
 
 
-def rejected_burst(config: StrategyConfig, filters: Mapping[str, SymbolFilters],
+def rejected_burst(config: Strategy, filters: Mapping[str, TradingRules],
                    marks: Mapping[str, Decimal]) -> list[PlaceOrder]:
     """``rejected_orders_burst`` limit orders the exchange must refuse.
 

@@ -13,8 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 
-from controller.config.strategy import StrategyConfig
-from controller.exchange.events import OrderUpdate
+from reference_bot.config import Strategy
+from reference_bot.payloads import OrderEvent
 
 ZERO = Decimal(0)
 
@@ -54,7 +54,7 @@ class TrackedOrder:
 class Ledger:
     """Orders by client id, positions and marks by symbol, margin by bucket."""
 
-    def __init__(self, config: StrategyConfig, *, remember_finished: int = 10_000) -> None:
+    def __init__(self, config: Strategy, *, remember_finished: int = 10_000) -> None:
         self.config = config
         self.capital = ZERO
         self.marks: dict[str, Decimal] = {}
@@ -89,7 +89,7 @@ class Ledger:
     def is_finished(self, client_order_id: str) -> bool:
         return client_order_id in self._finished
 
-    def on_order_update(self, update: OrderUpdate) -> tuple[TrackedOrder, str] | None:
+    def on_order_update(self, update: OrderEvent) -> tuple[TrackedOrder, str] | None:
         """Apply an ORDER_TRADE_UPDATE; returns (order, outcome) when it ends the order.
 
         Updates of orders that ended already (a duplicate, a late NEW after FILLED) and of

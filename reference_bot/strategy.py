@@ -6,7 +6,7 @@ FLAT between): persistent enough that a position builds up over several iteratio
 flips often enough that positions close and buckets unlock. The same seed gives the same
 directions, iteration by iteration, whatever the prices do. Mark prices set the limit price
 and the size: one entry order's notional is ``allocation x capital x leverage x
-order_fraction`` (`StrategyConfig.order_notional`), rounded down to the step size.
+order_fraction`` (`Strategy.order_notional`), rounded down to the step size.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
 
-from controller.config.strategy import StrategyConfig
-from controller.exchange.events import SymbolFilters
-from controller.sim.bot.ledger import ENTRY, EXIT, TrackedOrder
+from reference_bot.clock import Mark
+from reference_bot.config import Strategy
+from reference_bot.ledger import ENTRY, EXIT, TrackedOrder
+from reference_bot.payloads import TradingRules
 
 PERSISTENCE = 0.95
 DEAD_BAND = 0.5
@@ -67,8 +68,8 @@ class PlaceOrder:
     purpose: str                     # ledger.ENTRY, EXIT or DEFECT
     reduce_only: bool = False
     client_order_id: str = ""
-    signal_at: float | None = None   # when the signal behind it was read; None: not from a signal
-    queued_at: float = 0.0
+    signaled: Mark | None = None     # when the signal behind it was read; None: not from a signal
+    queued: Mark | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +78,7 @@ class CancelOrders:
 
     symbol: str
     reason: str
-    queued_at: float = 0.0
+    queued: Mark | None = None
 
 
 Command = PlaceOrder | CancelOrders
@@ -95,7 +96,7 @@ class Entry:
     margin: Decimal
 
 
-def size_entry(config: StrategyConfig, symbol: str, capital: Decimal, mark: Decimal, filters: SymbolFilters,
+def size_entry(config: Strategy, symbol: str, capital: Decimal, mark: Decimal, filters: TradingRules,
                *, factor: Decimal = Decimal(1)) -> Entry | None:
     """The entry order for ``symbol`` at ``mark``; None when it would be below the exchange's minimum.
 

@@ -1,6 +1,6 @@
-"""``python -m controller.sim.bot``: run the reference strategy bot until SIGTERM or SIGINT.
+"""``python -m reference_bot``: run the reference strategy bot until SIGTERM or SIGINT.
 
-    python -m controller.sim.bot --config strategy.yaml --exchange exchange.json --metrics-port 0
+    python -m reference_bot --config strategy.yaml --exchange exchange.json --metrics-port 0
 
 The first line of standard output is ``{"metrics_port": N}`` (the chosen port when 0 was
 asked), so a parent can find ``/metrics``; logs go to standard error, one line per event.
@@ -20,24 +20,18 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 
-from controller.clock import Clock, RealClock, SimulatedClock
-from controller.config.strategy import StrategyConfig
-from controller.config.yamlfile import load_model
-from controller.errors import CanaryError
-from controller.exchange.client import ExchangeClient
-from controller.exchange.weights import WeightBudget
-from controller.sim.bot.bot import Bot
-from controller.sim.bot.config import BotSettings, ExchangeAccess
-from controller.sim.bot.metrics import BotMetrics, MetricsServer
+from reference_bot.access import ExchangeAccess
+from reference_bot.bot import Bot
+from reference_bot.clock import Clock, RealClock, ScaledClock
+from reference_bot.config import BotSettings, Strategy, load_strategy
+from reference_bot.errors import BotError
+from reference_bot.exchange import FuturesAccount
+from reference_bot.metrics import BotMetrics, MetricsServer
 
-log = logging.getLogger("controller.sim.bot")
-
-WEIGHT_SHARE = 0.5
-"""The bot's share of the IP's request-weight limit: the controller and a baseline bot share the rest."""
-
+log = logging.getLogger("reference_bot")
 
 @dataclass(frozen=True)
 class Options:
@@ -67,7 +61,7 @@ def _port(text: str) -> int:
 
 
 def parse(argv: list[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m controller.sim.bot",
+    parser = argparse.ArgumentParser(prog="python -m reference_bot",
                                      description="Run the reference strategy bot until SIGTERM or SIGINT.")
     parser.add_argument("--config", type=Path, required=True, metavar="FILE",
                         help="the strategy YAML file (release config)")
@@ -97,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        config = load_model(StrategyConfig, options.config)
+        config = load_strategy(options.config)
         access = ExchangeAccess.load(options.exchange)
         asyncio.run(serve(options, config, access))
-    except CanaryError as exc:
+    except BotError as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
     except asyncio.CancelledError:  # a second signal: shutdown cut short
@@ -112,16 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def serve(options: Options, config: StrategyConfig, access: ExchangeAccess) -> None:
+async def serve(options: Options, config: Strategy, access: ExchangeAccess) -> None:
     """Serve /metrics, connect, trade until a signal; close everything in reverse order."""
-    clock: Clock = SimulatedClock(datetime.now(tz=UTC), speed=options.speed) if options.speed else RealClock()
+    clock: Clock = ScaledClock(time.time(), options.speed) if options.speed else RealClock()
     metrics = BotMetrics(symbols=config.symbols, buckets=config.buckets)
     server = MetricsServer(metrics)
     port = await server.start(options.metrics_host, options.metrics_port)
     print(json.dumps({"metrics_port": port}), flush=True)
-    client = ExchangeClient(account=options.account, api_key=access.api_key, api_secret=access.api_secret,
-                            endpoints=access.endpoints, clock=clock, budget=WeightBudget(clock, share=WEIGHT_SHARE))
-    bot = Bot(config=config, client=client, clock=clock, metrics=metrics, settings=options.settings)
+    exchange = FuturesAccount(access, clock=clock, account=options.account)
+    bot = Bot(config=config, exchange=exchange, clock=clock, metrics=metrics, settings=options.settings)
     main_task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     signals = 0
@@ -142,7 +135,7 @@ async def serve(options: Options, config: StrategyConfig, access: ExchangeAccess
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        await client.close()
+        await exchange.close()
         await server.stop()
 
 
