@@ -1,6 +1,6 @@
 """The import contracts of pyproject.toml ([tool.importlinter]) hold: dependencies point down,
-the analysis does no I/O, only the exchange layer imports python-binance, and only the CLI, the
-demo and the harness import the simulator."""
+the analysis does no I/O, only the exchange layer imports python-binance, only the CLI, the demo
+and the harness import the simulator, and the controller and the reference bot share no code."""
 
 from __future__ import annotations
 
