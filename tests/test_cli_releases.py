@@ -134,7 +134,7 @@ def test_a_release_whose_artifact_package_is_not_installed_is_refused_naming_fil
 
 
 async def test_a_package_artifact_is_recorded_by_name_with_the_digest_of_its_folder(ready_db):
-    import controller
+    import reference_bot
     from controller.artifact import artifact_sha256
     from controller.store.database import Database, resolve_url
     from controller.store.releases import get_release
@@ -145,6 +145,6 @@ async def test_a_package_artifact_is_recorded_by_name_with_the_digest_of_its_fol
         recorded = await get_release(db, "1.0.0")
     finally:
         await db.close()
-    digest = artifact_sha256(Path(controller.__file__).resolve().parent)
-    assert recorded.manifest["artifact"] == {"package": "controller", "sha256": digest}
+    digest = artifact_sha256(Path(reference_bot.__file__).resolve().parent)
+    assert recorded.manifest["artifact"] == {"package": "reference_bot", "sha256": digest}
     assert recorded.artifact_sha256 == digest

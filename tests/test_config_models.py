@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import controller
+import reference_bot
 from controller.config import (
     DaemonConfig,
     ReleaseManifest,
@@ -182,11 +182,11 @@ def test_an_artifact_package_is_the_folder_it_is_installed_in_found_without_impo
     assert not marker.exists() and "fresh_release_bot" not in sys.modules
 
 
-def test_the_shipped_manifests_name_the_controller_package():
+def test_the_shipped_manifests_name_the_reference_bot_package():
     for path in (shipped.demo_manifest(), shipped.reference_bot_file("manifest.yaml")):
         manifest = load_model(ReleaseManifest, path)
-        assert manifest.artifact.package == "controller"
-        assert manifest.artifact_path(path) == Path(controller.__file__).resolve().parent
+        assert manifest.artifact.package == "reference_bot"
+        assert manifest.artifact_path(path) == Path(reference_bot.__file__).resolve().parent
 
 
 @pytest.mark.parametrize("artifact, line, field, message", [

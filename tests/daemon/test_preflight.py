@@ -15,6 +15,7 @@ from controller.config.yamlfile import load_model_text
 from controller.daemon.service import Daemon, DaemonOptions
 from controller.errors import ConfigError
 from controller.rollout.info import create_rollout
+from controller.sim.embed import EmbeddedSimulators
 from controller.rollout.pipeline import Pipeline
 from controller.store.database import Database, resolve_url
 from tests.cli import assert_refused, canaryctl
@@ -48,8 +49,9 @@ async def test_a_policy_file_needed_by_a_rollout_under_way_keeps_the_daemon_from
         (policies / "stage-c.yaml").unlink()
         config = DaemonConfig.model_validate({"environments": {"sim": {"kind": "sim"}}, "admin": {"port": 0},
                                               "policies_dir": str(policies)})
-        daemon = Daemon(config, db, SimulatedClock(datetime.now(tz=UTC), speed=10.0),
-                        DaemonOptions(state_dir=tmp_path / "state"))
+        clock = SimulatedClock(datetime.now(tz=UTC), speed=10.0)
+        daemon = Daemon(config, db, clock, DaemonOptions(state_dir=tmp_path / "state"),
+                        simulators=EmbeddedSimulators(clock, speed=10.0))
         with pytest.raises(ConfigError) as refused:
             await asyncio.wait_for(daemon.run(), 60)  # a daemon that ran on would time out here
         assert not daemon.ready.is_set() and daemon.site is None  # nothing started, nothing placed
