@@ -1,4 +1,4 @@
-"""The one source of time: real, or simulated and accelerated.
+"""The one source of time: real, or simulated and accelerated, and the one backoff slept on it.
 
 Everything that waits or timestamps takes a `Clock` as an argument; nothing reads the wall
 clock directly. `SimulatedClock` runs `speed` times faster than real time (a 48 h stage in
@@ -13,7 +13,9 @@ import heapq
 import itertools
 import time
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential, wait_random_exponential
 
 
 class Clock(Protocol):
@@ -123,3 +125,47 @@ class SimulatedClock:
             self._timer.cancel()
         delay = max(0.0, (deadline - self.time()) / self._speed)
         self._timer = loop.call_later(delay, self._wake)
+
+
+class Backoff:
+    """Exponential backoff slept on a Clock: the one every retrying loop uses, so that a simulated
+    clock moves through it and a test needs no sleeps.
+
+    The waits are tenacity's: ``initial``, doubling up to ``maximum``; with ``jitter``, each wait is
+    drawn from the upper half of that ("equal jitter"), so clients that failed together do not
+    come back together. A call retried a few times takes `retrying`; a loop that runs forever (a
+    connection, an observer) counts its failures in a row with `next` or `sleep`, and `reset`s
+    after a success.
+    """
+
+    def __init__(self, clock: Clock, *, initial: float, maximum: float, jitter: bool = False) -> None:
+        if initial <= 0 or maximum < initial:
+            raise ValueError("a backoff starts at a positive number of seconds and its maximum is no less")
+        self.clock = clock
+        if jitter:
+            half = {"multiplier": initial / 2, "max": maximum / 2}
+            self.wait = wait_exponential(**half) + wait_random_exponential(**half)
+        else:
+            self.wait = wait_exponential(multiplier=initial, max=maximum)
+        self.failures = 0
+
+    def retrying(self, **options: Any) -> AsyncRetrying:
+        """tenacity's AsyncRetrying with these waits, slept on the Clock; ``options`` say what to retry."""
+        return AsyncRetrying(wait=self.wait, sleep=self.clock.sleep, **options)
+
+    def next(self) -> float:
+        """One more failure in a row: how long to wait before the next attempt."""
+        self.failures += 1
+        attempt = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # the waits read only the count
+        attempt.attempt_number = self.failures
+        return self.wait(attempt)
+
+    async def sleep(self, at_least: float = 0.0) -> float:
+        """Wait after one more failure in a row (at least ``at_least`` seconds); returns the wait."""
+        delay = max(at_least, self.next())
+        await self.clock.sleep(delay)
+        return delay
+
+    def reset(self) -> None:
+        """A success: the next failure waits ``initial`` again."""
+        self.failures = 0

@@ -1,4 +1,5 @@
-"""The simulated clock: time moves by advance() or at `speed` times real time; sleepers wake in order."""
+"""The simulated clock: time moves by advance() or at `speed` times real time; sleepers wake in order.
+The backoff slept on it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controller.clock import RealClock, SimulatedClock
+from controller.clock import Backoff, RealClock, SimulatedClock
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -71,3 +72,62 @@ def test_time_never_goes_backwards():
 async def test_the_real_clock_is_timezone_aware_utc():
     now = RealClock().now()
     assert now.tzinfo is UTC and abs(now.timestamp() - RealClock().time()) < 5
+
+
+def test_a_backoff_doubles_from_its_start_up_to_its_maximum_and_starts_again_after_a_reset():
+    backoff = Backoff(SimulatedClock(START), initial=1.0, maximum=10.0)
+    assert [backoff.next() for _ in range(6)] == [1, 2, 4, 8, 10, 10]
+    backoff.reset()
+    assert backoff.next() == 1
+
+
+def test_a_jittered_backoff_waits_in_the_upper_half_of_each_step():
+    for _ in range(50):
+        backoff = Backoff(SimulatedClock(START), initial=2.0, maximum=16.0, jitter=True)
+        for ceiling in (2, 4, 8, 16, 16):
+            assert ceiling / 2 <= backoff.next() <= ceiling
+
+
+async def test_a_backoff_sleeps_on_its_clock_and_never_less_than_asked():
+    clock = SimulatedClock(START)
+    backoff = Backoff(clock, initial=1.0, maximum=8.0)
+    sleeping = asyncio.create_task(backoff.sleep(at_least=5.0), name="test-backoff")
+    await asyncio.sleep(0)
+    clock.advance(4.9)
+    await asyncio.sleep(0)
+    assert not sleeping.done()
+    clock.advance(0.1)
+    assert await sleeping == 5.0
+
+
+async def test_retrying_waits_between_attempts_on_the_clock():
+    clock = SimulatedClock(START)
+    attempts: list[float] = []
+
+    async def flaky() -> str:
+        attempts.append(clock.time())
+        if len(attempts) < 3:
+            raise ConnectionError("refused")
+        return "answered"
+
+    async def call() -> str:
+        async for attempt in Backoff(clock, initial=1.0, maximum=8.0).retrying(reraise=True):
+            with attempt:
+                return await flaky()
+        raise AssertionError("unreachable")
+
+    task = asyncio.create_task(call(), name="test-retrying")
+    async with asyncio.timeout(5):
+        for _ in range(2):
+            while clock.pending_sleepers() == 0:  # the call is waiting out its backoff
+                await asyncio.sleep(0)
+            clock.advance(clock.next_deadline() - clock.time())
+    assert await task == "answered"
+    assert [round(t - attempts[0], 6) for t in attempts] == [0, 1, 3]
+
+
+def test_a_backoff_needs_a_positive_start_and_a_maximum_no_less():
+    with pytest.raises(ValueError):
+        Backoff(SimulatedClock(START), initial=0, maximum=1)
+    with pytest.raises(ValueError):
+        Backoff(SimulatedClock(START), initial=2, maximum=1)

@@ -11,7 +11,6 @@ Only this package imports python-binance.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,9 +18,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from controller.clock import Clock
+from controller.clock import Backoff, Clock
 from controller.exchange import parse
 from controller.exchange.errors import (
     ClockSkew,
@@ -43,8 +42,9 @@ from controller.exchange.events import (
     SymbolSettings,
 )
 from controller.exchange.weights import WeightBudget, weight_of
+from controller.logs import get_logger
 
-log = logging.getLogger("controller.exchange")
+log = get_logger(__name__)
 T = TypeVar("T")
 
 DUPLICATE_CLIENT_ORDER_ID = -4116
@@ -68,6 +68,10 @@ class RetryPolicy:
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
     request_timeout: float = 10.0
+
+    def backoff(self, clock: Clock) -> Backoff:
+        """The waits between attempts, jittered: clients that failed together do not retry together."""
+        return Backoff(clock, initial=self.initial_backoff, maximum=self.max_backoff, jitter=True)
 
 
 class RequestGate:
@@ -165,18 +169,17 @@ class ExchangeClient:
                     attempts: int | None = None, **params: Any) -> T:
         """Send with the retry policy: backoff for transient errors, one re-sync for clock skew."""
         resynced = False
+
+        def log_retry(state: RetryCallState) -> None:
+            log.warning("exchange_retry", account=self.account, call=what, attempt=state.attempt_number,
+                        error=str(state.outcome.exception()))
+
         while True:
+            retrying_transient = self.retry.backoff(self.clock).retrying(
+                retry=retry_if_exception_type(Retryable), stop=stop_after_attempt(attempts or self.retry.attempts),
+                before_sleep=log_retry, reraise=True)
             try:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(Retryable),
-                    wait=wait_exponential_jitter(multiplier=self.retry.initial_backoff, max=self.retry.max_backoff),
-                    stop=stop_after_attempt(attempts or self.retry.attempts),
-                    sleep=self.clock.sleep,
-                    before_sleep=lambda state: log.warning(
-                        "exchange_retry account=%s call=%r attempt=%d error=%s", self.account, what,
-                        state.attempt_number, state.outcome.exception()),
-                    reraise=True,
-                ):
+                async for attempt in retrying_transient:
                     with attempt:
                         return await self._send(what, method, path, fn, **params)
             except ClockSkew:
@@ -184,7 +187,7 @@ class ExchangeClient:
                     raise
                 resynced = True
                 skew = await self.sync_time()
-                log.warning("exchange_time_resync account=%s skew_ms=%.0f", self.account, skew)
+                log.warning("exchange_time_resync", account=self.account, skew_ms=round(skew))
         raise AssertionError("unreachable")
 
     # --- calls the rollback needs ----------------------------------------------------------------
@@ -236,6 +239,7 @@ class ExchangeClient:
         if reduce_only:
             params["reduceOnly"] = "true"
         what = f"{side} {quantity} {symbol} {order_type} ({client_order_id})"
+        backoff = self.retry.backoff(self.clock)
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 return await self._call(what, "POST", "/fapi/v1/order", self._client.futures_create_order,
@@ -246,9 +250,9 @@ class ExchangeClient:
                     return existing
                 if attempt == self.retry.attempts:
                     raise
-                log.warning("exchange_order_retry account=%s order=%r attempt=%d error=%s",
-                            self.account, what, attempt, exc)
-                await self.clock.sleep(min(self.retry.max_backoff, self.retry.initial_backoff * 2 ** (attempt - 1)))
+                log.warning("exchange_order_retry", account=self.account, order=what, attempt=attempt,
+                            error=str(exc))
+                await backoff.sleep()
             except Rejected as exc:
                 if exc.code != DUPLICATE_CLIENT_ORDER_ID:
                     raise

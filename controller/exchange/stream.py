@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import random
 from collections import OrderedDict
-from decimal import Decimal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import aiohttp
 
 from controller.canonical import sha256_hex
+from controller.clock import Backoff
 from controller.exchange.client import ExchangeClient
 from controller.exchange.errors import ExchangeError
 from controller.exchange.events import AccountUpdate, ExchangeEvent, Fill, LeverageChanged, StreamStatus
 from controller.exchange.parse import PayloadError, stream_events
+from controller.logs import get_logger
 
-log = logging.getLogger("controller.exchange.stream")
+log = get_logger(__name__)
 
 KEEPALIVE_EVERY = 30 * 60
 ROTATE_AFTER = 23 * 3600 + 30 * 60  # Binance cuts a connection at 24 h; leave before it does
@@ -105,10 +105,11 @@ class UserStream:
         self._last_trade_id: dict[str, int] = {}
         self._leverage: dict[str, int] = {}
         self._position: dict[str, Decimal] = {}  # as the stream last reported it
-        self._rng = random.Random()
 
     async def run(self) -> None:
-        failures = 0
+        # Jittered, so that the streams of many accounts cut at once do not come back at once.
+        backoff = Backoff(self.clock, initial=self.settings.backoff_initial, maximum=self.settings.backoff_max,
+                          jitter=True)
         async with aiohttp.ClientSession() as session:
             while True:
                 reason = "closed"
@@ -117,26 +118,23 @@ class UserStream:
                     reason = await self._connection(session)
                     # A connection the exchange ends at once (a bad key, a refusing proxy) must
                     # not become a reconnect storm: only one that lasted resets the backoff.
-                    lasted = self.clock.time() - opened >= self.settings.healthy_after
-                    failures = 0 if lasted else failures + 1
+                    failed = self.clock.time() - opened < self.settings.healthy_after
                 except (aiohttp.ClientError, ExchangeError, PayloadError, asyncio.TimeoutError, ConnectionError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
-                    failures += 1
+                    failed = True
                     self.stats.last_error = reason
                 finally:
                     if self.stats.connected:
                         self.stats.connected = False
                         self.stats.disconnects += 1
                         self._emit(StreamStatus(self.client.account, False, reason, self.clock.time(), self.clock.time()))
-                log.warning("user_stream_disconnected account=%s reason=%s", self.client.account, reason)
-                if failures:
-                    delay = self._backoff(failures)
-                    self.stats.reconnect_at = self.clock.time() + delay
-                    await self.clock.sleep(delay)
-
-    def _backoff(self, failures: int) -> float:
-        ceiling = min(self.settings.backoff_max, self.settings.backoff_initial * 2 ** (failures - 1))
-        return self._rng.uniform(ceiling / 2, ceiling)  # "equal jitter"
+                log.warning("user_stream_disconnected", account=self.client.account, reason=reason)
+                if not failed:
+                    backoff.reset()
+                    continue
+                delay = backoff.next()
+                self.stats.reconnect_at = self.clock.time() + delay
+                await self.clock.sleep(delay)
 
     async def _connection(self, session: aiohttp.ClientSession) -> str:
         """One connection's life; returns why it ended."""
@@ -150,7 +148,7 @@ class UserStream:
             self.stats.connected = True
             opened = self.clock.time()
             self._emit(StreamStatus(self.client.account, True, "connected", opened, opened))
-            log.info("user_stream_connected account=%s symbols=%d", self.client.account, len(self.symbols))
+            log.info("user_stream_connected", account=self.client.account, symbols=len(self.symbols))
             async with asyncio.TaskGroup() as tasks:
                 housekeeping = tasks.create_task(self._housekeeping(key, ws, opened), name=f"stream-housekeeping-{self.client.account}")
                 try:
@@ -178,7 +176,7 @@ class UserStream:
             while True:
                 now = self.clock.time()
                 if now >= rotate_at:
-                    log.info("user_stream_rotating account=%s", self.client.account)
+                    log.info("user_stream_rotating", account=self.client.account)
                     await ws.close(message=b"rotating before the 24 h limit")
                     return
                 if now >= next_keepalive:
@@ -190,7 +188,7 @@ class UserStream:
                 await self.clock.sleep(max(0.0, min(next_keepalive, next_reconcile, rotate_at) - self.clock.time()))
         except (ExchangeError, PayloadError, aiohttp.ClientError) as exc:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("user_stream_housekeeping_failed account=%s error=%s", self.client.account, exc)
+            log.warning("user_stream_housekeeping_failed", account=self.client.account, error=str(exc))
             await ws.close(message=b"housekeeping failed")
 
     # --- events -------------------------------------------------------------------------------------
@@ -211,7 +209,7 @@ class UserStream:
             events = stream_events(raw, self.client.account, self.clock.time())
         except (ValueError, PayloadError) as exc:
             self.stats.parse_failures += 1
-            log.error("user_stream_unparsable account=%s error=%s raw=%s", self.client.account, exc, text[:2000])
+            log.error("user_stream_unparsable", account=self.client.account, error=str(exc), raw=text[:2000])
             return None
         for event in events:
             self._accept(event)
@@ -234,7 +232,7 @@ class UserStream:
         try:
             self.sink(event)
         except Exception:  # a consumer's bug must not end the stream
-            log.exception("user_stream_sink_failed account=%s event=%s", self.client.account, type(event).__name__)
+            log.exception("user_stream_sink_failed", account=self.client.account, event=type(event).__name__)
 
     # --- reconciliation ------------------------------------------------------------------------------
 

@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
-import logging
-
-from controller.analysis.observation import Heartbeat, Observation, Sink
+from controller.analysis.observation import Observation, Sink
 from controller.clock import Clock
 from controller.errors import CanaryError
-from controller.observe.polling import poll
+from controller.logs import get_logger
+from controller.observe.source import PollingSource
 from controller.store.audit import verify
 from controller.store.database import Database
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
-class AuditObserver:
+class AuditObserver(PollingSource):
     """Verifies the chain every ``interval`` seconds: ``chain_ok`` 1 or 0, and a heartbeat."""
 
     def __init__(self, db: Database, *, clock: Clock, sink: Sink, interval: float = 300.0) -> None:
+        super().__init__(source="audit", target="the audit chain", clock=clock, sink=sink, interval=interval)
         self.db = db
-        self.clock = clock
-        self.sink = sink
-        self.interval = interval
 
-    async def check_once(self) -> bool | None:
+    async def read_once(self) -> bool | None:
+        """One verification. Returns whether the chain verifies (None: it could not be read)."""
         now = self.clock.time()
         try:
             report = await verify(self.db)
         except (CanaryError, OSError) as exc:
-            self.sink(Heartbeat("audit", now, ok=False, error=str(exc)))
+            self.fail(now, str(exc))
             return None
         if not report.ok:
-            log.error("audit_chain_broken first_bad_seq=%s reason=%s", report.first_bad_seq, report.reason)
-        self.sink(Observation("audit", "chain_ok", (), 1.0 if report.ok else 0.0, now))
-        self.sink(Heartbeat("audit", now))
+            log.error("audit_chain_broken", first_bad_seq=report.first_bad_seq, reason=report.reason)
+        self.sink(Observation(self.source, "chain_ok", (), 1.0 if report.ok else 0.0, now))
+        self.beat(now)
         return report.ok
-
-    async def run(self) -> None:
-        await poll(self.clock, self.interval, self.check_once)

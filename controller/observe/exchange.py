@@ -29,11 +29,10 @@ the answer for snapshots):
 from __future__ import annotations
 
 import asyncio
-import logging
 from decimal import Decimal
 
 from controller.analysis.observation import Sink
-from controller.clock import Clock
+from controller.clock import Backoff, Clock
 from controller.config.strategy import StrategyConfig
 from controller.exchange.client import ExchangeClient
 from controller.exchange.errors import BudgetExhausted, ExchangeError, RateLimited
@@ -41,17 +40,20 @@ from controller.exchange.events import ExchangeEvent, MarginCall, StreamStatus
 from controller.exchange.parse import PayloadError
 from controller.exchange.stream import StreamSettings, UserStream
 from controller.exchange.weights import WeightBudget, weight_of
-from controller.observe.exchange_view import ExchangeView
+from controller.logs import get_logger
+from controller.observe.exchange_view import SOURCE, ExchangeView
+from controller.observe.source import Source
 
-log = logging.getLogger("controller.observe.exchange")
+log = get_logger(__name__)
 
 # What one snapshot pass reads (all symbols in one call each: the cost does not grow with symbols).
 ACCOUNT_READS = (("GET", "/fapi/v2/account"), ("GET", "/fapi/v1/symbolConfig"), ("GET", "/fapi/v3/positionRisk"))
 MASTER_READS = (("GET", "/fapi/v2/account"), ("GET", "/sapi/v2/sub-account/futures/accountSummary"))
 
 
-class ExchangeObserver:
-    """Observations of one account from its user-data stream and low-rate REST snapshots.
+class ExchangeObserver(Source):
+    """Observations of one account from its user-data stream and low-rate REST snapshots, one
+    every ``snapshot_every`` Clock seconds (the source's interval).
 
     ``capital``: the ratios' denominator; by default the account's wallet balance when `run`
     starts. ``master``: a client of the master account, for ``capital_share``; without one,
@@ -63,14 +65,11 @@ class ExchangeObserver:
                  master: ExchangeClient | None = None, snapshot_every: float = 30.0,
                  capital: Decimal | None = None, stream_settings: StreamSettings | None = None,
                  heartbeat_every: float = 1.0) -> None:
-        if snapshot_every <= 0:
-            raise ValueError("snapshot_every must be a positive number of seconds")
+        super().__init__(source=SOURCE, target=account, clock=clock, sink=sink, interval=snapshot_every)
         self.account = account
         self.client = client
         self.config = config
-        self.clock = clock
         self.master = master
-        self.snapshot_every = snapshot_every
         self.stream_settings = stream_settings or StreamSettings()
         self.view = ExchangeView(config=config, sink=sink, capital=capital, heartbeat_every=heartbeat_every)
         self.passes = 0
@@ -95,35 +94,33 @@ class ExchangeObserver:
 
     @property
     def weight_per_minute(self) -> float:
-        return self.weight_per_pass * 60.0 / self.snapshot_every
+        return self.weight_per_pass * 60.0 / self.interval
 
     # --- life ---------------------------------------------------------------------------------------------
 
-    async def run(self, stream: UserStream | None = None) -> None:
-        """Read the account once (capital, leverage), then run the stream and the snapshot loop
-        until cancelled. ``stream``: one to run instead of ours; its sink must reach `on_event`."""
+    async def follow(self) -> None:
+        """Read the account once (capital, leverage), then run the stream and the snapshot loop."""
         started = self.clock.time()
         self.view.open(started)
         await self._first_snapshot()
-        log.info("exchange_observer_started account=%s capital=%s symbols=%d weight_per_minute=%.1f", self.account,
-                 self.view.capital, len(self.config.symbols), self.weight_per_minute)
-        stream = stream or UserStream(self.client, tuple(self.config.symbols), self.on_event,
-                                      settings=self.stream_settings, since=started)
+        log.info("exchange_observer_started", account=self.account, capital=str(self.view.capital),
+                 symbols=len(self.config.symbols), weight_per_minute=round(self.weight_per_minute, 1))
+        stream = UserStream(self.client, tuple(self.config.symbols), self.on_event, settings=self.stream_settings,
+                            since=started)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(stream.run(), name=f"exchange-observer-stream-{self.account}")
             tasks.create_task(self._snapshot_forever(), name=f"exchange-observer-snapshots-{self.account}")
 
     async def _first_snapshot(self) -> None:
         """Until it succeeds: ratios need the capital, and fills need the applied leverage."""
-        backoff = min(1.0, self.snapshot_every)
+        backoff = Backoff(self.clock, initial=min(1.0, self.interval), maximum=self.interval)
         while (delay := await self.snapshot(report=False)) is not None:
-            await self.clock.sleep(max(delay, backoff))
-            backoff = min(backoff * 2, self.snapshot_every)
+            await backoff.sleep(at_least=delay)
 
     async def _snapshot_forever(self) -> None:
         delay: float | None = None
         while True:
-            await self._pause(self.snapshot_every if delay is None else max(delay, self.snapshot_every))
+            await self._pause(self.interval if delay is None else max(delay, self.interval))
             delay = await self.snapshot()
 
     async def _pause(self, seconds: float) -> None:
@@ -157,7 +154,7 @@ class ExchangeObserver:
             error, delay = f"snapshot failed: {type(exc).__name__}: {exc}", 0.0
         if error is not None:
             self.failed_passes += 1
-            log.warning("exchange_snapshot_failed account=%s error=%s", self.account, error)
+            log.warning("exchange_snapshot_failed", account=self.account, error=error)
         self.view.snapshot_done(self.clock.time(), error, report=report)
         return delay
 

@@ -13,7 +13,6 @@ mark-price calls are needed between snapshots.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -36,8 +35,9 @@ from controller.exchange.events import (
     SymbolSettings,
 )
 from controller.exchange.stream import BoundedSet
+from controller.logs import get_logger
 
-log = logging.getLogger("controller.observe.exchange")
+log = get_logger(__name__)
 
 SOURCE = "exchange"
 OUTCOMES = {"FILLED": "filled", "CANCELED": "canceled", "EXPIRED": "expired", "EXPIRED_IN_MATCH": "expired",
@@ -227,7 +227,7 @@ class ExchangeView:
         for symbol, configured in self.config.symbols.items():
             current = found.get(symbol)
             if current is None:  # the exchange applies nothing for it: the config cannot be met
-                log.warning("exchange_symbol_unknown symbol=%s", symbol)
+                log.warning("exchange_symbol_unknown", symbol=symbol)
                 self._emit("leverage_mismatch", self._labels[symbol], 1, at)
                 continue
             self._emit("margin_type_mismatch", self._labels[symbol], current.margin_type != configured.margin_type, at)
@@ -316,7 +316,7 @@ class ExchangeView:
         self.stalled = reason
         self._emit("stream_connected", NO_LABELS, reason is None, at)
         if reason is not None:
-            log.warning("exchange_stream_silent reason=%s", reason)
+            log.warning("exchange_stream_silent", reason=reason)
         elif self.problem is None:
             self._beat(at)
 

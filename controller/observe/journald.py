@@ -11,19 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import Sequence
 from typing import Any
 
+from controller.analysis.observation import Sink
 from controller.clock import Clock
-from controller.analysis.observation import Heartbeat, Sink
+from controller.logs import get_logger
+from controller.observe.source import Source, SourceEnded
 from controller.observe.tracebacks import MAX_LINE, ExceptionDetector, report
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
-class JournaldObserver:
-    """Follows a systemd unit's journal through ``journalctl -o json -f``, restarting it with backoff.
+class JournaldObserver(Source):
+    """Follows a systemd unit's journal through ``journalctl -o json -f``; a journalctl that ends or
+    cannot start is a failed heartbeat, and is started again after a backoff (`Source.run`).
 
     ``command`` replaces the journalctl command line (as given, without cursor handling); by
     default a restarted journalctl resumes after the last entry read (``--after-cursor``), so
@@ -33,16 +35,10 @@ class JournaldObserver:
     def __init__(self, unit: str, *, clock: Clock, sink: Sink, command: Sequence[str] | None = None,
                  interval: float = 1.0, backoff: float = 1.0, max_backoff: float = 30.0,
                  source: str = "logs") -> None:
-        if interval <= 0 or backoff <= 0 or max_backoff < backoff:
-            raise ValueError("interval and backoff are positive numbers of seconds, max_backoff >= backoff")
+        super().__init__(source=source, target=unit, clock=clock, sink=sink, interval=interval, backoff=backoff,
+                         max_backoff=max_backoff)
         self.unit = unit
-        self.clock = clock
-        self.sink = sink
         self.command = tuple(command) if command is not None else None
-        self.interval = interval
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.source = source
         self.detector = ExceptionDetector()
         self.cursor: str | None = None
 
@@ -52,31 +48,17 @@ class JournaldObserver:
         since = ["--after-cursor", self.cursor] if self.cursor else ["-n", "0"]
         return ["journalctl", "-u", self.unit, "-o", "json", "-f", "-q", "--all", *since]
 
-    async def run(self) -> None:
-        """Follow until cancelled; a journalctl that ends or cannot start is a failed heartbeat, then a restart."""
-        delay = self.backoff
-        while True:
-            healthy, reason = await self._follow()
-            if healthy:  # it ran a while: this is a new failure, not the same one again
-                delay = self.backoff
-            error = f"{reason}; restarting in {delay:g} s"
-            log.warning("journal_reader_ended unit=%s error=%s", self.unit, error)
-            self.sink(Heartbeat(self.source, self.clock.time(), ok=False, error=error))
-            await self.clock.sleep(delay)
-            delay = min(delay * 2, self.max_backoff)
-
-    async def _follow(self) -> tuple[bool, str]:
-        """Run one journalctl until it ends: (whether it ran for a whole interval, why it ended)."""
+    async def follow(self) -> None:
+        """Run one journalctl until it ends; SourceEnded says why."""
         argv = self.argv()
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, limit=MAX_LINE)
         except OSError as exc:
-            return False, f"cannot start {argv[0]}: {exc.strerror or exc}"
+            raise SourceEnded(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
         errors: list[str] = []
         stderr = asyncio.create_task(_collect(process.stderr, errors), name="journal-stderr")
-        healthy = False
         reading: asyncio.Task | None = None
         tick = asyncio.create_task(self.clock.sleep(self.interval), name="journal-tick")
         quiet = True
@@ -88,8 +70,8 @@ class JournaldObserver:
                 if tick.done():  # journalctl is alive: the source is fresh
                     if quiet:
                         report(self.detector.settle(), self.source, self.sink, self.unit)
-                    self.sink(Heartbeat(self.source, self.clock.time()))
-                    healthy, quiet = True, True
+                    self.beat(self.clock.time())
+                    quiet = True
                     tick = asyncio.create_task(self.clock.sleep(self.interval), name="journal-tick")
                 if reading.done():
                     line, reading = _line_of(reading), None
@@ -109,13 +91,13 @@ class JournaldObserver:
             stderr.cancel()
         report(self.detector.settle(), self.source, self.sink, self.unit)
         detail = f": {errors[-1]}" if errors else ""
-        return healthy, f"{argv[0]} ended with status {process.returncode}{detail}"
+        raise SourceEnded(f"{argv[0]} ended with status {process.returncode}{detail}")
 
     def _entry(self, line: bytes) -> None:
         try:
             entry = json.loads(line)
         except ValueError:
-            log.debug("journal_line_not_json line=%r", line[:200])
+            log.debug("journal_line_not_json", line=repr(line[:200]))
             return
         if not isinstance(entry, dict):
             return
@@ -153,7 +135,7 @@ def _line_of(reading: asyncio.Task) -> bytes | None:
     try:
         return reading.result()
     except ValueError:  # the line overran the reader's limit; asyncio has discarded it
-        log.warning("journal_line_too_long limit=%d", MAX_LINE)
+        log.warning("journal_line_too_long", limit=MAX_LINE)
         return None
 
 
@@ -162,7 +144,7 @@ async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
         text = line.decode("utf-8", "replace").strip()
         if text:
             into[:] = [*into[-9:], text]
-            log.debug("journal_reader_stderr line=%s", text)
+            log.debug("journal_reader_stderr", line=text)
 
 
 async def _stop(process: asyncio.subprocess.Process, *, ended: bool) -> None:
@@ -186,4 +168,4 @@ async def _stop(process: asyncio.subprocess.Process, *, ended: bool) -> None:
         try:
             await asyncio.wait_for(process.wait(), timeout=2.0)
         except TimeoutError:
-            log.error("journal_reader_not_reaped pid=%s", process.pid)
+            log.error("journal_reader_not_reaped", pid=process.pid)

@@ -2,7 +2,7 @@
 
 The observer sends a Heartbeat after every read, including reads that found nothing: that is
 what makes "zero exceptions" a measurement rather than an absence of data. A traceback at the end
-of the file is complete once a whole poll finds nothing new (a crashed process writes nothing
+of the file is complete once a read finds nothing new (a crashed process writes nothing
 after its traceback).
 """
 
@@ -10,46 +10,44 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+from controller.analysis.observation import Sink
 from controller.clock import Clock
-from controller.analysis.observation import Heartbeat, Sink
+from controller.logs import get_logger
+from controller.observe.source import PollingSource
 from controller.observe.tracebacks import MAX_LINE, ExceptionDetector, report
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TAIL = 64  # bytes before the read position kept to notice a file truncated and written again
 
 
-class LogFileObserver:
-    """Follows the log file at ``path`` like ``tail -F``: from its end (or ``offset``), through
-    rotation (a new file at the path) and truncation (the file shrank, or the bytes before the
-    read position changed: truncated and written again between two reads)."""
+class LogFileObserver(PollingSource):
+    """Follows the log file at ``path`` like ``tail -F``, reading every ``interval`` Clock seconds:
+    from its end (or ``offset``), through rotation (a new file at the path) and truncation (the
+    file shrank, or the bytes before the read position changed: truncated and written again
+    between two reads)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Clock, sink: Sink, poll: float = 1.0,
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock, sink: Sink, interval: float = 1.0,
                  offset: int | None = None, source: str = "logs") -> None:
-        if poll <= 0:
-            raise ValueError("poll is a positive number of seconds")
+        super().__init__(source=source, target=str(path), clock=clock, sink=sink, interval=interval)
         self.path = Path(path)
-        self.clock = clock
-        self.sink = sink
-        self.poll = poll
-        self.source = source
         self.detector = ExceptionDetector()
         self._start = offset  # None: the end of the file found at the first read
         self._file: io.BufferedReader | None = None
         self._identity: tuple[int, int] | None = None
         self._partial = b""
         self._tail = b""  # the last bytes read, to notice a file truncated and written again past our position
-        self._failing = False
 
-    async def run(self) -> None:
+    @asynccontextmanager
+    async def holding(self) -> AsyncIterator[None]:
+        """The file stays open across the reads of a run, and is closed when it ends."""
         try:
-            while True:
-                await self.read_once()
-                await self.clock.sleep(self.poll)
+            yield
         finally:
             self.close()
 
@@ -65,14 +63,11 @@ class LogFileObserver:
             lines = await self._read_new(ts)
         except OSError as exc:
             self.close()
-            self._report_failure(ts, f"cannot read {self.path}: {exc.strerror or exc}")
+            self.fail(ts, f"cannot read {self.path}: {exc.strerror or exc}")
             return False
         if lines == 0 and self.detector.pending:  # a quiet pass: the traceback is complete
             report(self.detector.settle(), self.source, self.sink, str(self.path))
-        self.sink(Heartbeat(self.source, ts))
-        if self._failing:
-            self._failing = False
-            log.info("log_file_readable path=%s", self.path)
+        self.beat(ts)
         return True
 
     async def _read_new(self, ts: float) -> int:
@@ -89,11 +84,11 @@ class LogFileObserver:
             lines += await self._drain(ts) + self._feed_partial(ts)
             self.close()
             self._open(0)
-            log.info("log_file_rotated path=%s", self.path)
+            log.info("log_file_rotated", path=str(self.path))
         elif status.st_size < self._file.tell() or not self._same_tail():  # truncated (and maybe written again)
             self._file.seek(0)
             self._partial = self._tail = b""
-            log.info("log_file_truncated path=%s", self.path)
+            log.info("log_file_truncated", path=str(self.path))
         return lines + await self._drain(ts)
 
     def _same_tail(self) -> bool:
@@ -133,9 +128,3 @@ class LogFileObserver:
         raw, self._partial = self._partial, b""
         report(self.detector.feed(raw.decode("utf-8", "replace"), ts), self.source, self.sink, str(self.path))
         return 1
-
-    def _report_failure(self, ts: float, error: str) -> None:
-        if not self._failing:
-            self._failing = True
-            log.warning("log_file_unreadable path=%s error=%s", self.path, error)
-        self.sink(Heartbeat(self.source, ts, ok=False, error=error))

@@ -10,16 +10,15 @@ format) emits no Observation at all, only a failed Heartbeat: a half-read page i
 
 from __future__ import annotations
 
-import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.analysis.observation import Heartbeat, Labels, Observation, Sink, labels_of
+from controller.analysis.observation import Labels, Observation, Sink, labels_of
 from controller.clock import Clock
-from controller.observe.polling import poll
-
-log = logging.getLogger(__name__)
+from controller.observe.source import PollingSource
 
 ACCEPT = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"
 Sample = tuple[str, Labels, float]
@@ -27,45 +26,39 @@ Sample = tuple[str, Labels, float]
 MAX_BODY = 16 * 1024 * 1024  # a bot's page is kilobytes; anything this large is not a bot's page
 
 
-class MetricsScraper:
+class MetricsScraper(PollingSource):
     """Scrapes ``url`` every ``interval`` Clock seconds; each request is bounded by ``timeout`` seconds."""
 
     def __init__(self, url: str, *, clock: Clock, sink: Sink, interval: float = 15.0, timeout: float = 5.0,
                  source: str = "bot") -> None:
-        if interval <= 0 or timeout <= 0:
-            raise ValueError("interval and timeout are positive numbers of seconds")
+        super().__init__(source=source, target=url, clock=clock, sink=sink, interval=interval)
+        if timeout <= 0:
+            raise ValueError("timeout is a positive number of seconds")
         self.url = url
-        self.clock = clock
-        self.sink = sink
-        self.interval = interval
         self.timeout = timeout
-        self.source = source
         self._session: aiohttp.ClientSession | None = None
-        self._failing = False
 
-    async def run(self) -> None:
-        """Scrape until cancelled; failures are reported as heartbeats, never raised."""
+    @asynccontextmanager
+    async def holding(self) -> AsyncIterator[None]:
+        """One HTTP session for every scrape of a run."""
         async with aiohttp.ClientSession() as session:
             self._session = session
             try:
-                await poll(self.clock, self.interval, self.scrape_once)
+                yield
             finally:
                 self._session = None
 
-    async def scrape_once(self) -> bool:
+    async def read_once(self) -> bool:
         """One scrape: its Observations then a Heartbeat. Returns whether it succeeded."""
         ts = self.clock.time()
         try:
             samples = await self._fetch()
         except (aiohttp.ClientError, OSError, TimeoutError, ScrapeError) as exc:
-            self._report_failure(ts, _describe(exc, self.timeout))
+            self.fail(ts, _describe(exc, self.timeout))
             return False
         for name, labels, value in samples:
             self.sink(Observation(self.source, name, labels, value, ts))
-        self.sink(Heartbeat(self.source, ts))
-        if self._failing:
-            self._failing = False
-            log.info("metrics_scrape_recovered url=%s samples=%d", self.url, len(samples))
+        self.beat(ts)
         return True
 
     async def _fetch(self) -> list[Sample]:
@@ -85,14 +78,6 @@ class MetricsScraper:
                 if len(body) > MAX_BODY:
                     raise ScrapeError(f"the page is larger than {MAX_BODY} bytes")
         return parse(body.decode("utf-8", errors="replace"))
-
-    def _report_failure(self, ts: float, error: str) -> None:
-        if not self._failing:
-            self._failing = True
-            log.warning("metrics_scrape_failed url=%s error=%s", self.url, error)
-        else:
-            log.debug("metrics_scrape_failed url=%s error=%s", self.url, error)
-        self.sink(Heartbeat(self.source, ts, ok=False, error=error))
 
 
 class ScrapeError(Exception):

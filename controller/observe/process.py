@@ -14,12 +14,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.analysis.observation import Heartbeat, Observation, Sink
+from controller.analysis.observation import Observation, Sink
 from controller.clock import Clock
-from controller.observe.polling import poll
+from controller.logs import get_logger
+from controller.observe.source import PollingSource
 from controller.procfs import ProcessStat, read_stat
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def pid_from_file(path: str | os.PathLike[str]) -> Callable[[], int | None]:
@@ -36,52 +37,42 @@ def pid_from_file(path: str | os.PathLike[str]) -> Callable[[], int | None]:
     return read
 
 
-class ProcessObserver:
+class ProcessObserver(PollingSource):
     """Checks the bot's process every ``interval`` Clock seconds."""
 
     def __init__(self, *, clock: Clock, sink: Sink, pid_source: Callable[[], int | None], interval: float = 1.0,
                  source: str = "process", proc: str | os.PathLike[str] = "/proc") -> None:
-        if interval <= 0:
-            raise ValueError("interval is a positive number of seconds")
-        self.clock = clock
-        self.sink = sink
+        super().__init__(source=source, target="the bot's process", clock=clock, sink=sink, interval=interval)
         self.pid_source = pid_source
-        self.interval = interval
-        self.source = source
         self.proc = Path(proc)
         self.restarts = 0
         self._known: ProcessStat | None = None  # the last process seen
         self._up: bool | None = None
 
-    async def run(self) -> None:
-        await poll(self.clock, self.interval, self.check_once)
-
-    async def check_once(self) -> bool | None:
+    async def read_once(self) -> bool | None:
         """One check: ``up``, ``restarts``, a Heartbeat. Returns whether the process is up (None: could not tell)."""
         ts = self.clock.time()
         if not self.proc.is_dir():
-            self.sink(Heartbeat(self.source, ts, ok=False, error=f"no {self.proc}: process checks need Linux"))
+            self.fail(ts, f"no {self.proc}: process checks need Linux")
             return None
         try:
             pid = self.pid_source()
             stat = read_stat(pid, self.proc) if pid is not None else None
         except Exception as exc:  # noqa: BLE001 - a pid source that fails is a source that cannot be read
-            error = f"cannot tell the bot's pid or state: {type(exc).__name__}: {exc}"
-            log.warning("process_check_failed error=%s", error)
-            self.sink(Heartbeat(self.source, ts, ok=False, error=error))
+            self.fail(ts, f"cannot tell the bot's pid or state: {type(exc).__name__}: {exc}")
             return None
         if stat is not None and self._known is not None and \
                 (stat.pid, stat.start_ticks) != (self._known.pid, self._known.start_ticks):
             self.restarts += 1
-            log.warning("bot_process_restarted pid=%d previous_pid=%d restarts=%d", stat.pid, self._known.pid,
-                        self.restarts)
+            log.warning("bot_process_restarted", pid=stat.pid, previous_pid=self._known.pid,
+                        restarts=self.restarts)
         self._known = stat or self._known
         up = stat is not None and stat.alive
         if up != self._up:
-            log.log(logging.INFO if up else logging.WARNING, "bot_process_%s pid=%s state=%s",
-                    "up" if up else "down", pid, stat.state if stat else "absent")
+            log.log(logging.INFO if up else logging.WARNING, "bot_process_up" if up else "bot_process_down",
+                    pid=pid, state=stat.state if stat else "absent")
             self._up = up
         self.sink(Observation(self.source, "up", (), 1.0 if up else 0.0, ts))
         self.sink(Observation(self.source, "restarts", (), float(self.restarts), ts))
-        self.sink(Heartbeat(self.source, ts))
+        self.beat(ts)
         return up

@@ -16,17 +16,18 @@ it), while the answers of the other queries are still emitted.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 
-from controller.analysis.observation import Heartbeat, Labels, Observation, Sink, labels_of
+from controller.analysis.observation import Labels, Observation, Sink, labels_of
 from controller.clock import Clock
-from controller.observe.polling import poll
+from controller.logs import get_logger
+from controller.observe.source import PollingSource
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Sample = tuple[Labels, float, float]
 """One element of a query's answer: ``(labels, value, evaluation time)``."""
@@ -36,35 +37,34 @@ class QueryError(Exception):
     """A query was not answered with a usable result; the message is what an operator needs."""
 
 
-class PromQLSource:
+class PromQLSource(PollingSource):
     """Evaluates named PromQL expressions against ``base_url`` every ``interval`` Clock seconds."""
 
     def __init__(self, base_url: str, queries: Mapping[str, str], *, clock: Clock, sink: Sink,
                  interval: float = 30.0, timeout: float = 10.0, source: str = "bot") -> None:
         if not queries:
             raise ValueError("PromQLSource needs at least one query (name -> PromQL expression)")
-        if interval <= 0 or timeout <= 0:
-            raise ValueError("interval and timeout are positive numbers of seconds")
-        self.url = base_url.rstrip("/") + "/api/v1/query"
+        url = base_url.rstrip("/") + "/api/v1/query"
+        super().__init__(source=source, target=url, clock=clock, sink=sink, interval=interval)
+        if timeout <= 0:
+            raise ValueError("timeout is a positive number of seconds")
+        self.url = url
         self.queries = dict(queries)
-        self.clock = clock
-        self.sink = sink
-        self.interval = interval
         self.timeout = timeout
-        self.source = source
         self._session: aiohttp.ClientSession | None = None
-        self._failing: set[str] = set()
+        self._failing_queries: set[str] = set()
 
-    async def run(self) -> None:
-        """Query until cancelled; failures are reported as heartbeats, never raised."""
+    @asynccontextmanager
+    async def holding(self) -> AsyncIterator[None]:
+        """One HTTP session for every pass of a run."""
         async with aiohttp.ClientSession() as session:
             self._session = session
             try:
-                await poll(self.clock, self.interval, self.query_once)
+                yield
             finally:
                 self._session = None
 
-    async def query_once(self) -> bool:
+    async def read_once(self) -> bool:
         """Every query once, concurrently: their Observations, then one Heartbeat. Returns whether all succeeded."""
         ts = self.clock.time()
         if self._session is not None:
@@ -81,18 +81,21 @@ class PromQLSource:
             self._note_success(name)
             for labels, value, at in outcome:
                 self.sink(Observation(self.source, name, labels, value, at))
-        self.sink(Heartbeat(self.source, ts, ok=not errors, error="; ".join(errors) or None))
+        if errors:
+            self.fail(ts, "; ".join(errors))
+        else:
+            self.beat(ts)
         return not errors
 
     def _note_failure(self, name: str, error: str) -> None:
-        if name not in self._failing:
-            self._failing.add(name)
-            log.warning("promql_query_failed name=%s error=%s", name, error)
+        if name not in self._failing_queries:
+            self._failing_queries.add(name)
+            log.warning("promql_query_failed", name=name, error=error)
 
     def _note_success(self, name: str) -> None:
-        if name in self._failing:
-            self._failing.discard(name)
-            log.info("promql_query_recovered name=%s", name)
+        if name in self._failing_queries:
+            self._failing_queries.discard(name)
+            log.info("promql_query_recovered", name=name)
 
     async def _query_all(self, session: aiohttp.ClientSession, ts: float) -> dict[str, list[Sample] | QueryError]:
         async with asyncio.TaskGroup() as group:

@@ -24,13 +24,13 @@ observers (`controller.observe.logfile`, `controller.observe.journald`) call `se
 from __future__ import annotations
 
 import json
-import logging
 import re
 from dataclasses import dataclass
 
 from controller.analysis.observation import Observation, Sink, labels_of
+from controller.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 UNHANDLED_EXCEPTIONS = "unhandled_exceptions"
 ERROR_RECORDS = "error_records"
@@ -218,6 +218,5 @@ def report(findings: list[Finding], source: str, sink: Sink, where: str) -> None
     """Send each finding to ``sink`` as an observation of ``source``; log each exception, naming ``where``."""
     for finding in findings:
         if finding.metric == UNHANDLED_EXCEPTIONS:
-            log.warning("bot_exception_seen where=%s exception=%s message=%s", where, finding.exception,
-                        finding.message)
+            log.warning("bot_exception_seen", where=where, exception=finding.exception, message=finding.message)
         sink(finding.observation(source))

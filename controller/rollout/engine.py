@@ -331,7 +331,7 @@ class RolloutRunner:
                                           interval=self.cadence.scrape).run)
             if running.log_file is not None:
                 sources.append(LogFileObserver(running.log_file, clock=self.clock, sink=sink,
-                                               poll=self.cadence.logs).run)
+                                               interval=self.cadence.logs).run)
             elif running.journal_unit is not None:
                 sources.append(JournaldObserver(running.journal_unit, clock=self.clock, sink=sink,
                                                 interval=self.cadence.logs).run)

@@ -15,10 +15,10 @@ async def test_an_intact_chain_is_observed_as_1_and_an_edited_one_as_0(db, clock
     observer = AuditObserver(db, clock=clock, sink=seen.append)
     async with db.write() as session:
         await audit.append(session, clock, actor="alice", kind="test", subject="x")
-    assert await observer.check_once() is True
+    assert await observer.read_once() is True
     async with db.engine.begin() as conn:
         await conn.execute(text("UPDATE audit_events SET actor = 'mallory'"))
-    assert await observer.check_once() is False
+    assert await observer.read_once() is False
     values = [o.value for o in seen if isinstance(o, Observation)]
     assert values == [1.0, 0.0] and all(h.ok for h in seen if isinstance(h, Heartbeat))
 
@@ -27,7 +27,7 @@ async def test_an_unreadable_database_is_a_failed_heartbeat_and_no_observation(t
     missing = Database(resolve_url(f"sqlite:///{tmp_path / 'never-migrated.db'}"))
     seen = []
     try:
-        assert await AuditObserver(missing, clock=clock, sink=seen.append).check_once() is None
+        assert await AuditObserver(missing, clock=clock, sink=seen.append).read_once() is None
     finally:
         await missing.close()
     assert [type(s) for s in seen] == [Heartbeat] and not seen[0].ok
@@ -49,10 +49,10 @@ async def test_the_shipped_audit_policy_passes_an_intact_chain_and_holds_on_a_ta
     observer = AuditObserver(db, clock=clock, sink=verification.sink)
     async with db.write() as session:
         await audit.append(session, clock, actor="alice", kind="release.added", subject="release:1.0.0")
-    await observer.check_once()
+    await observer.read_once()
     assert latest[policy.name].outcome is Outcome.PASS
     async with db.engine.begin() as conn:
         await conn.execute(text("DELETE FROM audit_events"))
-    await observer.check_once()
+    await observer.read_once()
     verdict = latest[policy.name]
     assert verdict.outcome is Outcome.FAIL and verdict.action == "hold" and verdict.value == 0

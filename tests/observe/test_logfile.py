@@ -111,7 +111,7 @@ async def test_a_missing_file_is_a_failed_heartbeat_until_it_appears_and_is_then
 
 
 async def test_run_reads_every_poll_on_the_clock(log_file, clock, recorder):
-    task = asyncio.create_task(LogFileObserver(log_file, clock=clock, sink=recorder, poll=1.0).run(),
+    task = asyncio.create_task(LogFileObserver(log_file, clock=clock, sink=recorder, interval=1.0).run(),
                                name="test-log-file")
     try:
         await recorder.heartbeat(1)

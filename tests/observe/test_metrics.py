@@ -51,7 +51,7 @@ async def test_a_running_bot_s_checklist_metrics_arrive_as_observations_with_the
             await run.stop()  # the values stand still from here, so they can be compared
             scraper = MetricsScraper(f"http://127.0.0.1:{port}/metrics", clock=bot_clock, sink=recorder)
             before = bot_clock.time()
-            assert await scraper.scrape_once() is True
+            assert await scraper.read_once() is True
         finally:
             await server.stop()
 
@@ -71,7 +71,7 @@ async def test_a_running_bot_s_checklist_metrics_arrive_as_observations_with_the
 
 async def test_a_dead_endpoint_is_a_failed_heartbeat_and_no_observation(clock, recorder):
     scraper = MetricsScraper(f"http://127.0.0.1:{free_port()}/metrics", clock=clock, sink=recorder)
-    assert await scraper.scrape_once() is False
+    assert await scraper.read_once() is False
     [heartbeat] = recorder.items
     assert not heartbeat.ok and heartbeat.ts == clock.time()
     assert "connect" in heartbeat.error.lower()
@@ -82,7 +82,7 @@ async def test_an_http_error_is_a_failed_heartbeat_naming_the_status(serve, cloc
         return web.Response(status=503, text="# HELP x y\nx 1\n")
 
     url = await serve(app_answering(unavailable, "/metrics"))
-    assert await MetricsScraper(f"{url}/metrics", clock=clock, sink=recorder).scrape_once() is False
+    assert await MetricsScraper(f"{url}/metrics", clock=clock, sink=recorder).read_once() is False
     assert [(h.ok, h.error) for h in recorder.items] == [(False, "HTTP 503 Service Unavailable")]
 
 
@@ -92,7 +92,7 @@ async def test_a_page_that_is_not_the_exposition_format_gives_no_observation_at_
                             content_type="text/html")
 
     url = await serve(app_answering(html, "/metrics"))
-    assert await MetricsScraper(f"{url}/metrics", clock=clock, sink=recorder).scrape_once() is False
+    assert await MetricsScraper(f"{url}/metrics", clock=clock, sink=recorder).read_once() is False
     [heartbeat] = recorder.items
     assert not heartbeat.ok and heartbeat.error.startswith("not the Prometheus text format")
 
@@ -107,7 +107,7 @@ async def test_a_peer_that_does_not_answer_in_time_is_a_failed_heartbeat(serve, 
     url = await serve(app_answering(hang, "/metrics"))
     try:
         scraper = MetricsScraper(f"{url}/metrics", clock=clock, sink=recorder, timeout=0.2)
-        assert await scraper.scrape_once() is False
+        assert await scraper.read_once() is False
     finally:
         released.set()
     assert [(h.ok, h.error) for h in recorder.items] == [(False, "no answer within 0.2 s")]
@@ -123,7 +123,7 @@ async def test_a_page_sent_in_many_chunks_is_read_whole(serve, clock, recorder):
         return response
 
     url = await serve(app_answering(streamed, "/metrics"))
-    assert await MetricsScraper(f"{url}/metrics", clock=clock, sink=recorder).scrape_once() is True
+    assert await MetricsScraper(f"{url}/metrics", clock=clock, sink=recorder).read_once() is True
     assert len(recorder.observations("series")) == 10_000
 
 

@@ -57,14 +57,14 @@ def values(recorder, metric: str) -> list[float]:
 async def test_a_running_child_is_up_a_killed_one_is_down_and_its_successor_is_a_restart(children, clock, recorder):
     observer = ProcessObserver(clock=clock, sink=recorder, pid_source=children.pid)
     first = children.start()
-    assert await observer.check_once() is True
+    assert await observer.read_once() is True
     await children.kill_leaving_a_zombie(first)
     assert read_stat(first.pid).state == "Z"
-    assert await observer.check_once() is False  # a zombie is not up
+    assert await observer.read_once() is False  # a zombie is not up
     first.wait(timeout=10)
-    assert await observer.check_once() is False  # reaped: gone
+    assert await observer.read_once() is False  # reaped: gone
     children.start()
-    assert await observer.check_once() is True
+    assert await observer.read_once() is True
     assert values(recorder, "up") == [1, 0, 0, 1]
     assert values(recorder, "restarts") == [0, 0, 0, 1]
     assert all(h.ok for h in recorder.heartbeats) and len(recorder.heartbeats) == 4
@@ -74,9 +74,9 @@ async def test_a_running_child_is_up_a_killed_one_is_down_and_its_successor_is_a
 
 async def test_no_known_pid_is_down_and_no_restart(children, clock, recorder):
     observer = ProcessObserver(clock=clock, sink=recorder, pid_source=children.pid)
-    assert await observer.check_once() is False
+    assert await observer.read_once() is False
     children.start()
-    assert await observer.check_once() is True
+    assert await observer.read_once() is True
     assert values(recorder, "up") == [0, 1] and values(recorder, "restarts") == [0, 0]
 
 
@@ -84,14 +84,14 @@ async def test_a_pid_source_that_fails_is_a_failed_heartbeat_and_no_observation(
     def broken() -> int | None:
         raise ValueError("the pidfile holds 'abc'")
 
-    assert await ProcessObserver(clock=clock, sink=recorder, pid_source=broken).check_once() is None
+    assert await ProcessObserver(clock=clock, sink=recorder, pid_source=broken).read_once() is None
     error = "cannot tell the bot's pid or state: ValueError: the pidfile holds 'abc'"
     assert recorder.items == [Heartbeat("process", clock.time(), ok=False, error=error)]
 
 
 async def test_without_proc_the_source_cannot_be_read(tmp_path, clock, recorder):
     observer = ProcessObserver(clock=clock, sink=recorder, pid_source=lambda: 1, proc=tmp_path / "absent")
-    assert await observer.check_once() is None
+    assert await observer.read_once() is None
     assert [h.ok for h in recorder.items] == [False]
 
 
@@ -105,9 +105,9 @@ def write_stat(proc: Path, pid: int, comm: str, state: str, start_ticks: int) ->
 async def test_a_new_process_with_the_old_pid_is_still_a_restart(tmp_path, clock, recorder):
     write_stat(tmp_path, 4242, "python (bot) x", "S", 1000)
     observer = ProcessObserver(clock=clock, sink=recorder, pid_source=lambda: 4242, proc=tmp_path)
-    await observer.check_once()
+    await observer.read_once()
     write_stat(tmp_path, 4242, "python (bot) x", "R", 2000)  # same pid, started later
-    await observer.check_once()
+    await observer.read_once()
     assert values(recorder, "restarts") == [0, 1] and values(recorder, "up") == [1, 1]
 
 

@@ -63,7 +63,7 @@ async def test_an_instant_vector_becomes_observations_named_by_the_key_with_the_
         ({"__name__": APPLIED, "symbol": "BTCUSDT", "job": "bot"}, "5"),
         ({"__name__": APPLIED, "symbol": "SOLUSDT", "job": "bot"}, "3"), at=at)
     source = PromQLSource(base_url, {"leverage_applied": APPLIED}, clock=clock, sink=recorder)
-    assert await source.query_once() is True
+    assert await source.read_once() is True
     assert prometheus.asked == [(APPLIED, pytest.approx(clock.time(), abs=1e-3))]
     btc, sol, heartbeat = recorder.items
     assert (btc.source, btc.metric, btc.labels, btc.value) == (
@@ -75,21 +75,21 @@ async def test_an_instant_vector_becomes_observations_named_by_the_key_with_the_
 
 async def test_a_scalar_becomes_one_observation_without_labels(base_url, prometheus, clock, recorder):
     prometheus.answers["scalar(up)"] = lambda at: success("scalar", [at, "0.125"])
-    await PromQLSource(base_url, {"p95": "scalar(up)"}, clock=clock, sink=recorder).query_once()
+    await PromQLSource(base_url, {"p95": "scalar(up)"}, clock=clock, sink=recorder).read_once()
     [p95] = recorder.observations()
     assert (p95.metric, p95.labels, p95.value) == ("p95", (), 0.125)
 
 
 async def test_special_float_values_are_read_as_prometheus_writes_them(base_url, prometheus, clock, recorder):
     prometheus.answers[P95] = lambda at: vector(({}, "NaN"), ({"x": "1"}, "+Inf"), at=at)
-    await PromQLSource(base_url, {"p95": P95}, clock=clock, sink=recorder).query_once()
+    await PromQLSource(base_url, {"p95": P95}, clock=clock, sink=recorder).read_once()
     nan, inf = recorder.observations()
     assert math.isnan(nan.value) and inf.value == math.inf
 
 
 async def test_an_empty_vector_is_no_observation_and_the_source_still_answered(base_url, prometheus, clock, recorder):
     prometheus.answers[P95] = lambda at: vector(at=at)
-    assert await PromQLSource(base_url, {"p95": P95}, clock=clock, sink=recorder).query_once() is True
+    assert await PromQLSource(base_url, {"p95": P95}, clock=clock, sink=recorder).read_once() is True
     assert recorder.items == [Heartbeat("bot", clock.time())]
 
 
@@ -99,7 +99,7 @@ async def test_an_error_answer_fails_the_heartbeat_with_prometheus_words_and_kee
                                               "error": "1:11: parse error: unclosed left parenthesis"})
     prometheus.answers[APPLIED] = lambda at: vector(({"symbol": "BTCUSDT"}, "5"), at=at)
     source = PromQLSource(base_url, {"broken": "rate(x[5m]", "applied": APPLIED}, clock=clock, sink=recorder)
-    assert await source.query_once() is False
+    assert await source.read_once() is False
     applied, heartbeat = recorder.items
     assert applied.metric == "applied" and applied.value == 5
     assert not heartbeat.ok
@@ -117,7 +117,7 @@ async def test_an_error_answer_fails_the_heartbeat_with_prometheus_words_and_kee
 async def test_failures_are_a_failed_heartbeat_and_no_observation(base_url, prometheus, clock, recorder, answer,
                                                                    error):
     prometheus.answers[P95] = answer
-    assert await PromQLSource(base_url, {"p95": P95}, clock=clock, sink=recorder).query_once() is False
+    assert await PromQLSource(base_url, {"p95": P95}, clock=clock, sink=recorder).read_once() is False
     [heartbeat] = recorder.items
     assert not heartbeat.ok and heartbeat.error.startswith(error)
 
@@ -125,11 +125,11 @@ async def test_failures_are_a_failed_heartbeat_and_no_observation(base_url, prom
 async def test_a_server_that_is_not_prometheus_or_not_there_is_a_failed_heartbeat(clock, recorder, serve):
     other = await serve(web.Application())  # answers 404 to everything: not a Prometheus
     source = PromQLSource(other, {"p95": P95}, clock=clock, sink=recorder)
-    assert await source.query_once() is False
+    assert await source.read_once() is False
     assert recorder.heartbeats[0].error == "p95: HTTP 404 Not Found: not a Prometheus API response"
     recorder.clear()
     source = PromQLSource(f"http://127.0.0.1:{free_port()}", {"p95": P95}, clock=clock, sink=recorder)
-    assert await source.query_once() is False
+    assert await source.read_once() is False
     assert recorder.heartbeats[0].error.startswith("p95: unreachable: ")
 
 
@@ -143,7 +143,7 @@ async def test_a_server_that_does_not_answer_in_time_is_a_timeout(serve, clock, 
     url = await serve(app_answering(hang, "/api/v1/query"))
     try:
         source = PromQLSource(url, {"p95": P95}, clock=clock, sink=recorder, timeout=0.2)
-        assert await source.query_once() is False
+        assert await source.read_once() is False
     finally:
         released.set()
     assert recorder.heartbeats[0].error == "p95: timeout: no answer within 0.2 s"

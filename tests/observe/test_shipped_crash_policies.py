@@ -37,20 +37,20 @@ async def test_a_crashing_release_fails_the_exception_and_process_policies(tmp_p
             stdout=asyncio.subprocess.DEVNULL, stderr=output)
         process = ProcessObserver(clock=clock, sink=verification.sink,
                                   pid_source=lambda: bot.pid if bot.returncode is None else None)
-        assert await process.check_once() is not None
+        assert await process.read_once() is not None
         await read(logs)
         verification.evaluate()
         assert all(latest[n].outcome is Outcome.PASS for n in names)
         assert await asyncio.wait_for(bot.wait(), timeout=30) == 1
     await read(logs)
-    await process.check_once()
+    await process.read_once()
     verification.evaluate()
     for stage in "acd":
         crashed = latest[f"{stage}-no-unhandled-exceptions"]
         assert crashed.outcome is Outcome.FAIL and crashed.action == "rollback" and crashed.value == 1
     assert latest["c-bot-process-up"].breaching_since is not None
     clock.advance(SHIPPED["c-bot-process-up"].for_ + 1)
-    await process.check_once()
+    await process.read_once()
     await read(logs)
     verification.evaluate()
     for stage in "cd":
