@@ -77,7 +77,8 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
     from controller.harness.faults import check_schedule, load_schedule
     from controller.harness.plan import file_strategy, release_name, stage_policies
     from controller.harness.release import limit_symbols, load_entry_point
-    from controller.harness.run import HarnessOptions, not_judged
+    from controller.harness.run import HarnessOptions
+    from controller.harness.scoring import exit_status, not_judged
     from controller.timespec import parse_duration
 
     try:
@@ -111,7 +112,7 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
         print_json(result.to_json())
     else:
         click.echo("\n".join(result.summary()))
-    sys.exit(0 if result.ok else 1)
+    sys.exit(exit_status(result))
 
 
 async def _run(options, plan, version: str | None, policies_file: str, *, record: bool):

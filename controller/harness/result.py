@@ -1,9 +1,7 @@
 """What a harness run found: breaches, final verdicts, each fault's fate; as JSON and for people.
 
-A run meets expectation (``ok``) when it ran its whole duration, no breach went unexplained,
-the release's bot did not crash unless a defect made it, and every fault ended as expected: a
-fault that must be caught was caught by one of its expected policies, and a fault the release
-must ride out saw no breach while it was on.
+These are records: how they are filled in, and what makes a fault or a run ``ok``, are the
+rules of `controller.harness.scoring`. Until it has scored them, nothing is ok (fail closed).
 """
 
 from __future__ import annotations
@@ -36,24 +34,14 @@ class FaultResult:
 
     fault: Fault
     expected: tuple[str, ...]
+    must_be_caught: bool = True
     injected_at: float | None = None  # seconds into the run
     caught_by: str | None = None
     caught_outcome: str | None = None  # the catching verdict's outcome (fail, or nodata when the data stopped)
     detect_s: float | None = None
     breaches: list[str] = field(default_factory=list)  # unexpected breaches while it was on
     note: str = ""
-
-    @property
-    def must_be_caught(self) -> bool:
-        return bool(self.expected) or (self.fault.kind == "defect" and self.fault.expect != "none")
-
-    @property
-    def ok(self) -> bool:
-        if self.injected_at is None:
-            return False
-        if self.must_be_caught:
-            return self.caught_by is not None and self.caught_by in self.expected
-        return not self.breaches and self.caught_by is None
+    ok: bool = False  # it ended as expected (scored)
 
     def to_json(self) -> dict[str, Any]:
         return {"at": self.fault.at, "spec": self.fault.text, "expected": list(self.expected),
@@ -77,15 +65,11 @@ class HarnessResult:
     releases_placed: int = 0
     rollout: int | None = None
     record_note: str | None = None
+    ok: bool = False  # the run met expectation (scored)
 
     @property
     def unexpected_breaches(self) -> list[Breach]:
         return [b for b in self.breaches if b.fault is None]
-
-    @property
-    def ok(self) -> bool:
-        finished = self.simulated_s >= self.duration_s
-        return finished and not self.unexpected_breaches and not self.errors and all(f.ok for f in self.faults)
 
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "release": self.release, "duration_s": self.duration_s,

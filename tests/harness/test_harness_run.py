@@ -143,3 +143,13 @@ async def test_a_recorded_release_that_breaches_fails_the_run_which_is_recorded_
         await database.close()
     assert rollout.id == report["rollout"] and rollout.status.value == "rolled_back"
     assert "2 unexpected breach(es)" in rollout.state.reason
+
+
+def test_a_sim_fault_whose_span_runs_past_the_end_lets_the_run_end():
+    # ws_disconnect's aftermath (10 min) would end 5 min after the run: the run ends first.
+    result = harness("--duration", "1h", "--symbols", "2", "--faults", "55m:sim=ws_disconnect", timeout=60)
+    assert result.code == 0, (result.err[-2000:], result.out[-2000:])
+    report = last_json(result)
+    assert report["simulated_s"] == 3600 and report["breaches"] == []
+    (fault,) = report["faults"]
+    assert fault["caught_by"] is None and fault["ok"] is True
