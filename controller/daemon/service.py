@@ -32,7 +32,7 @@ from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.rollout import placing
 from controller.rollout.decide import TERMINAL
-from controller.rollout.engine import Cadence, PolicySet, RolloutReport, RolloutRunner
+from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
 from controller.rollout.info import get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
 from controller.store.commands import ack_command, pending_commands
@@ -53,7 +53,7 @@ class Simulators(Protocol):
 @dataclass
 class DaemonOptions:
     state_dir: Path
-    cadence: Cadence = field(default_factory=Cadence)
+    cadence: RunnerCadence = field(default_factory=RunnerCadence)
     admin: bool = True
     stop_timeout: float = 10.0
     stop_releases_on_exit: bool = False
