@@ -10,7 +10,8 @@ from aiohttp import web
 
 from controller.analysis.histogram import histogram_quantile
 from controller.clock import SimulatedClock
-from controller.exchange.client import Endpoints, ExchangeClient
+from controller.config.daemon import Endpoints
+from controller.exchange.client import ExchangeClient
 from controller.exchange.weights import WeightBudget
 from controller.observe.metrics import MetricsScraper
 from controller.sim import Simulator
