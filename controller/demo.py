@@ -21,7 +21,7 @@ from controller.config.daemon import DaemonConfig
 from controller.daemon.service import Daemon, DaemonOptions
 from controller.release_files import read_release
 from controller.rollout.decide import TERMINAL, Status
-from controller.rollout.engine import Cadence
+from controller.rollout.engine import RunnerCadence
 from controller.rollout.info import RolloutInfo, create_rollout, get_rollout
 from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
 from controller.sim.embed import EmbeddedSimulators
@@ -32,7 +32,7 @@ from controller.store.releases import add_release
 from controller.store.schema import upgrade
 
 DEMO_PIPELINE = DEFAULT_PIPELINE.with_name("demo.yaml")
-CADENCE = Cadence(evaluate=1.0, snapshot=20.0, scrape=5.0, logs=2.0, process=5.0, audit=300.0, command_poll=0.2)
+CADENCE = RunnerCadence(evaluate=1.0, snapshot=20.0, scrape=5.0, logs=2.0, process=5.0, audit=300.0, command_poll=0.2)
 """Brisk enough for a five-minute stage; snapshots every 20 s keep the canary's and the baseline's
 observers (60 weight a minute each) inside the controller's 240-a-minute budget."""
 ACTOR = "demo-operator"

@@ -30,6 +30,7 @@ import yaml
 from controller import store
 from controller.analysis.verdict import Outcome, Verdict
 from controller.clock import SimulatedClock
+from controller.errors import StoreError
 from controller.release_files import read_release
 from controller.rollout import decide
 from controller.rollout.decide import State, Status
@@ -238,6 +239,26 @@ async def test_rollout_refs_resolve_as_records_get_rollout_does(sqlite_db, sqlit
     finally:
         reader.close()
 
+
+
+@pytest.mark.parametrize(("column", "damage", "says"), [
+    ("pipeline", "{not json", "its stored pipeline is not JSON"),
+    ("decision", '{"stage": 5, "status": "running"}', "its decision state names stage 5 of a pipeline of 2 stages"),
+    ("state", "promoted", "its state column says 'promoted' and its decision state 'running'"),
+])
+async def test_a_damaged_rollout_row_is_refused_by_the_engine_and_by_status_alike(sqlite_db, sqlite_url, column,
+                                                                                  damage, says):
+    info, _ = await canary(sqlite_db)
+    conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    with conn:
+        conn.execute(f"UPDATE rollouts SET {column} = ? WHERE id = ?", (damage, info.id))
+    conn.close()
+    refusal = f"rollout {info.id}: {says} (a damaged row)"
+    with pytest.raises(StoreError) as caught:
+        await get_rollout(sqlite_db, info.id)
+    assert str(caught.value) == refusal
+    result = canaryctl("status", "--json", db=sqlite_url)
+    assert result.code == 1 and refusal in result.err and "Traceback" not in result.err
 
 # ---------------------------------------------------------------- --watch
 

@@ -11,6 +11,7 @@ import pytest
 import reference_bot
 from controller.config import (
     DaemonConfig,
+    Endpoints,
     ReleaseManifest,
     StrategyConfig,
     load_daemon_config,
@@ -256,10 +257,21 @@ def test_a_testnet_environment_needs_an_account():
 def test_exchange_environments_default_to_binances_futures_endpoints():
     testnet = load_model_text(DaemonConfig, TESTNET, "c.yaml").environments["testnet"]
     live = load_model_text(DaemonConfig, TESTNET.replace("kind: testnet", "kind: live"), "c.yaml").environments["testnet"]
-    assert testnet.endpoints() == ("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com", None)
-    assert live.endpoints() == ("https://fapi.binance.com", "wss://fstream.binance.com",
-                                "https://api.binance.com/sapi")
+    assert testnet.endpoints() == Endpoints("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com", None)
+    assert live.endpoints() == Endpoints("https://fapi.binance.com", "wss://fstream.binance.com",
+                                         "https://api.binance.com/sapi")
 
+
+
+def test_endpoints_take_python_binances_form_for_the_exchange_client():
+    live = Endpoints("https://fapi.binance.com/", "wss://fstream.binance.com", "https://api.binance.com/sapi/")
+    assert live.for_binance() == Endpoints("https://fapi.binance.com/fapi", "wss://fstream.binance.com/",
+                                           "https://api.binance.com/sapi")
+    proxied = Endpoints("http://proxy:8080/fapi/", "ws://proxy:8081/", None)
+    assert proxied.for_binance() == Endpoints("http://proxy:8080/fapi", "ws://proxy:8081/", None)
+    assert proxied.for_binance().for_binance() == proxied.for_binance()
+    with pytest.raises(ValueError, match="a REST and a websocket URL are needed"):
+        Endpoints(None, None).for_binance()
 
 def test_the_admin_api_is_refused_on_all_interfaces_unless_allowed():
     error = refusal(DaemonConfig, DAEMON + "admin:\n  host: 0.0.0.0\n")

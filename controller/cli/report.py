@@ -92,10 +92,10 @@ def render(rollout: str, fmt: str, archive_path: Path | None, force: bool, state
     from controller.report import archive
 
     written = archive.write(archive_path, ev, force=force, progress=progress)
-    summary = (f"wrote {written.path}: rollout {ev.rollout.id} ({ev.rollout.release}), {written.members} members, "
+    summary = (f"wrote {written.path}: rollout {ev.id} ({ev.release}), {written.members} members, "
                f"{written.bytes} bytes, sha256 {written.sha256}")
     if fmt == "json":
-        print_json({"archive": str(written.path), "rollout": ev.rollout.id, "release": ev.rollout.release,
+        print_json({"archive": str(written.path), "rollout": ev.id, "release": ev.release,
                     "members": written.members, "bytes": written.bytes, "sha256": written.sha256})
     else:
         click.echo(summary)

@@ -89,7 +89,7 @@ class Terminal:
 def _rollout(s: Summary) -> list[Text]:
     stage = s.stage
     lines = [Text.assemble((f"rollout {s.id}", "bold"), " · release ", (s.release, "bold"), " · ",
-                           (s.state, _STATE_STYLE.get(s.state)), f" · pipeline {s.pipeline}",
+                           (s.status, _STATE_STYLE.get(s.status)), f" · pipeline {s.pipeline_name}",
                            f" · last verdict {_ago(s.now, s.last_verdict_at)}" if s.last_verdict_at else "")]
 
     def row(label: str, *text: str | Text | tuple[str, str | None]) -> None:
@@ -98,7 +98,7 @@ def _rollout(s: Summary) -> list[Text]:
     if s.reason:
         row("reason", s.reason)
     if s.baseline_live:
-        row("baseline", f"{s.baseline} live on {stage.environment}/{stage.baseline_account}" if s.baseline
+        row("baseline", f"{s.live_baseline} live on {stage.environment}/{stage.baseline_account}" if s.live_baseline
             else f"nothing live on {stage.environment}/{stage.baseline_account}")
     else:
         row("baseline", f"{s.baseline or 'none'} (the release this rollout replaces; stage {stage.name} has no "
@@ -141,7 +141,7 @@ def _stage_text(s: Summary) -> Text:
         else:
             text.append(f" · stage time up ({_span(stage.duration)}); progress deadline "
                         f"{stage.deadline_at:%Y-%m-%d %H:%M:%S} UTC")
-    elif stage.started_at is None and s.state in ("pending", "promoting"):
+    elif stage.started_at is None and s.status in ("pending", "promoting"):
         text.append(f" · not placed yet ({_span(stage.duration)} once placed)")
     elif stage.finished_at is not None:
         text.append(f" · ended {stage.finished_at:%Y-%m-%d %H:%M:%S} UTC ({stage.outcome})")
@@ -182,7 +182,7 @@ def _policy_table(s: Summary) -> list[Text]:
     if not s.policies:
         return [Text("  no verdicts yet for this stage (verification starts once the release is placed)")]
     header = ["POLICY", "VERDICT", "VALUE", "THRESHOLD", "TREND", "GATE", "SINCE", ""]
-    judged = s.state in summary.JUDGED  # a finished stage has no gate to open
+    judged = s.status in summary.JUDGED  # a finished stage has no gate to open
     rows = []
     for p in s.policies:
         note = p.reason if p.verdict != "pass" else ""
@@ -238,14 +238,14 @@ def _rollback_lines(s: Summary) -> list[Text]:
 
 def _next_move(s: Summary) -> str | None:
     ref, stage = s.id, s.stage.name
-    if s.state == "failed":
+    if s.status == "failed":
         step = s.last_rollback.current.name if s.last_rollback and s.last_rollback.current else "the failed step"
         return f"canaryctl rollback {ref} --reason TEXT resumes the rollback at {step}"
-    if s.pending_signoffs and s.state in summary.JUDGED:
+    if s.pending_signoffs and s.status in summary.JUDGED:
         return f"canaryctl signoff {ref} {stage} --by NAME (pending: {', '.join(s.pending_signoffs)})"
-    if s.state == "paused":
+    if s.status == "paused":
         return f"canaryctl resume {ref}; or promote {ref} --force --reason TEXT; or rollback {ref} --reason TEXT"
-    if s.state == "awaiting_signoff":
+    if s.status == "awaiting_signoff":
         return f"canaryctl promote {ref}"
     return None
 

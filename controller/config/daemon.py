@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
@@ -26,12 +27,25 @@ _DATABASE_URL = re.compile(r"^(sqlite(\+\w+)?:///|postgresql(\+\w+)?://)")
 _SQLITE_FILE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!:memory:)([^/?].*)$")  # a relative file path
 
 
-class Endpoints(NamedTuple):
-    """Binance USD-M futures base URLs: REST and websocket streams, and the SAPI base."""
+@dataclass(frozen=True)
+class Endpoints:
+    """An environment's Binance USD-M futures base URLs: REST, websocket streams and the SAPI base
+    (sub-account endpoints). None: not known (the simulator's address is only known at run time;
+    the testnet has no SAPI). `controller.exchange.client` takes them in python-binance's form."""
 
-    rest: str | None
-    ws: str | None
-    sapi: str | None = None
+    rest_url: str | None
+    ws_url: str | None
+    sapi_url: str | None = None
+
+    def for_binance(self) -> Endpoints:
+        """The URLs in the form python-binance's attributes take them: REST on the host's ``/fapi``
+        (AsyncClient.FUTURES_URL; a URL already ending in /fapi is kept), websocket with a trailing
+        slash (FSTREAM_URL), SAPI without one (MARGIN_API_URL)."""
+        if self.rest_url is None or self.ws_url is None:
+            raise ValueError(f"{self}: a REST and a websocket URL are needed to reach the exchange")
+        rest = self.rest_url.rstrip("/")
+        return Endpoints(rest if rest.endswith("/fapi") else rest + "/fapi", self.ws_url.rstrip("/") + "/",
+                         self.sapi_url.rstrip("/") if self.sapi_url else None)
 
 
 # Binance's published USD-M futures endpoints; the simulator's address is only known at run time.
@@ -129,7 +143,8 @@ class EnvironmentConfig(ConfigModel):
         """The configured URLs, else Binance's for the kind (none for the embedded simulator; the
         testnet has no SAPI, so a capital cap there is watched from the sub-account alone)."""
         default = _BINANCE[self.kind]
-        return Endpoints(self.rest_url or default.rest, self.ws_url or default.ws, self.sapi_url or default.sapi)
+        return Endpoints(self.rest_url or default.rest_url, self.ws_url or default.ws_url,
+                         self.sapi_url or default.sapi_url)
 
 
 class AdminConfig(ConfigModel):

@@ -32,7 +32,7 @@ from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.rollout import placing, preflight
 from controller.rollout.decide import TERMINAL
-from controller.rollout.engine import Cadence, PolicySet, RolloutReport, RolloutRunner
+from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
 from controller.rollout.info import get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
 from controller.store.commands import ack_command, pending_commands
@@ -53,7 +53,7 @@ class Simulators(Protocol):
 @dataclass
 class DaemonOptions:
     state_dir: Path
-    cadence: Cadence = field(default_factory=Cadence)
+    cadence: RunnerCadence = field(default_factory=RunnerCadence)
     admin: bool = True
     stop_timeout: float = 10.0
     stop_releases_on_exit: bool = False
@@ -241,16 +241,13 @@ class Daemon:
     # ------------------------------------------------------------ the world
 
     async def _open_site(self) -> Site:
-        from controller.exchange.client import Endpoints
-
         environments = {}
         for name, env in self.config.environments.items():
             deployer = self._deployer(env.deployer)
             if env.kind == "sim":
                 environments[name] = await self.simulators.open(name, deployer)
                 continue
-            rest, ws, sapi = env.endpoints()
-            endpoints = Endpoints(_futures_base(rest), ws.rstrip("/") + "/", sapi.rstrip("/") if sapi else None)
+            endpoints = env.endpoints().for_binance()
             accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master")
                         for n, a in env.accounts.items()}
             environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer)
@@ -272,8 +269,3 @@ class Daemon:
                 self._deployers[key] = ProcessDeployer(self.options.state_dir, self.clock)
         return self._deployers[key]
 
-
-def _futures_base(rest_url: str) -> str:
-    """python-binance's FUTURES_URL: the host's ``/fapi`` (a URL already ending in /fapi is kept)."""
-    base = rest_url.rstrip("/")
-    return base if base.endswith("/fapi") else base + "/fapi"

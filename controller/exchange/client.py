@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from tenacity import RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from controller.clock import Backoff, Clock
+from controller.config.daemon import Endpoints
 from controller.exchange import parse
 from controller.exchange.errors import (
     ClockSkew,
@@ -51,15 +52,6 @@ DUPLICATE_CLIENT_ORDER_ID = -4116
 ORDER_DOES_NOT_EXIST = -2013
 NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
 CLIENT_ORDER_PREFIX = "cc-"  # orders the controller places (flattening) are recognisable
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Base URLs in the form python-binance's attributes take them."""
-
-    rest_url: str               # AsyncClient.FUTURES_URL, e.g. https://fapi.binance.com/fapi
-    ws_url: str                 # BinanceSocketManager.FSTREAM_URL, e.g. wss://fstream.binance.com/
-    sapi_url: str | None = None  # AsyncClient.MARGIN_API_URL (sub-account endpoints), e.g. https://api.binance.com/sapi
 
 
 @dataclass(frozen=True)

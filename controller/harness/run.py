@@ -28,9 +28,10 @@ from typing import Any
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import Verdict
 from controller.clock import SimulatedClock
+from controller.config.daemon import Endpoints
 from controller.config.strategy import StrategyConfig
 from controller.errors import CanaryError
-from controller.exchange.client import Endpoints, ExchangeClient
+from controller.exchange.client import ExchangeClient
 from controller.exchange.weights import WeightBudget
 from controller.harness import knobs
 from controller.harness.faults import Fault

@@ -216,7 +216,7 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class Verification:
+class ArchiveCheck:
     root: str | None
     members: int
     audit_events: int
@@ -227,7 +227,7 @@ class Verification:
         return not self.problems
 
 
-def verify(path: Path) -> Verification:
+def verify(path: Path) -> ArchiveCheck:
     """Check an archive: every member the manifest lists is there with its SHA-256, nothing else is,
     the audit excerpt's hash chain holds, and each config snapshot matches the hash in its name."""
     seen, kept, problems = _read(Path(path))
@@ -235,7 +235,7 @@ def verify(path: Path) -> Verification:
     if len(manifests) != 1:
         problems.append(Problem(MANIFEST, "missing: the archive has no manifest" if not manifests
                                 else f"there are {len(manifests)} manifests"))
-        return Verification(None, len(seen), 0, tuple(problems))
+        return ArchiveCheck(None, len(seen), 0, tuple(problems))
     root = manifests[0].split("/", 1)[0]
     listed, bad_lines = _manifest(kept.get(manifests[0], b""))
     problems += [Problem(MANIFEST, how) for how in bad_lines]
@@ -265,7 +265,7 @@ def verify(path: Path) -> Verification:
         if match and sha != match.group(1):
             problems.append(Problem(full[len(root) + 1:], "its content does not match the SHA-256 in its name "
                                                           "(the snapshot was edited)"))
-    return Verification(root, len(seen), events, tuple(problems))
+    return ArchiveCheck(root, len(seen), events, tuple(problems))
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, bytes], list[Problem]]:

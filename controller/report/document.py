@@ -60,17 +60,16 @@ def log_member(instance: str) -> str:
 def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
     """The whole report. ``archived``: it is being written into an archive (the checklist's
     "archived with run artifacts" line is then met)."""
-    info = ev.rollout
     policies = _policies(ev)
     breaches = _breaches(ev)
     rollback = _rollback(ev, breaches)
     signoffs = _signoffs(ev)
     stages = _stages(ev)
     baseline = next((r for r in ev.releases if "baseline" in r.roles), None)
-    promoted = next((a.ts for a in ev.audit if a.kind == "rollout.transition" and a.subject == f"rollout:{info.id}"
+    promoted = next((a.ts for a in ev.audit if a.kind == "rollout.transition" and a.subject == f"rollout:{ev.id}"
                      and a.data.get("to") == "promoted"), None)
     facts = checklist.Facts(
-        pipeline=info.pipeline.name,
+        pipeline=ev.pipeline.name,
         stages={s["name"]: checklist.StageFacts(s["name"], when(s["started_at"]), when(s["finished_at"]), s["outcome"],
                                                 s["ran_seconds"], s["duration_seconds"], s["account"],
                                                 s["capital_cap"]) for s in stages},
@@ -78,15 +77,15 @@ def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
                   for p in policies],
         signoffs={f"{s['stage']}/{s['item']}": (s["by"], when(s["at"])) for s in signoffs if s["by"]},
         required_signoffs=[f"{s['stage']}/{s['item']}" for s in signoffs],
-        release=info.release, status=info.status.value, promoted_at=when(promoted),
-        baseline=info.baseline, baseline_config=baseline.info.config_sha256[:12] if baseline else None,
+        release=ev.release, status=ev.status.value, promoted_at=when(promoted),
+        baseline=ev.baseline, baseline_config=baseline.info.config_sha256[:12] if baseline else None,
         rollback=_rollback_line(rollback), archived=archived)
     return {
         "format": FORMAT,
         "as_of": iso(ev.as_of),
-        "rollout": {"id": info.id, "release": info.release, "baseline": info.baseline, "status": info.status.value,
-                    "stage": info.stage.name, "pipeline": info.pipeline.name, "reason": info.state.reason,
-                    "created_at": iso(info.created_at), "updated_at": iso(info.updated_at)},
+        "rollout": {"id": ev.id, "release": ev.release, "baseline": ev.baseline, "status": ev.status.value,
+                    "stage": ev.stage.name, "pipeline": ev.pipeline.name, "reason": ev.state.reason,
+                    "created_at": iso(ev.created_at), "updated_at": iso(ev.updated_at)},
         "stages": stages,
         "releases": [{**r.info.to_json(), "created_at": iso(r.info.created_at), "roles": list(r.roles),
                       "config_file": config_member(r.info.config_sha256)} for r in ev.releases],
@@ -98,7 +97,7 @@ def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
                      for c in ev.commands],
         "timeline": [_event(a) for a in ev.audit],
         "policies": policies,
-        "plots": plots.series(ev.verdicts, ev.policies, (v.policy for v in ev.verdicts), start=info.created_at,
+        "plots": plots.series(ev.verdicts, ev.policies, (v.policy for v in ev.verdicts), start=ev.created_at,
                               until=ev.as_of),
         "evidence": _evidence(ev),
     }
@@ -108,7 +107,7 @@ def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
 
 def _stages(ev: Evidence) -> list[dict]:
     out = []
-    for stage in ev.rollout.pipeline.stages:
+    for stage in ev.pipeline.stages:
         runs = [r for r in ev.stage_runs if r.stage == stage.name]
         run = runs[-1] if runs else None
         ended = (run.finished_at or ev.as_of) if run else None
@@ -240,8 +239,8 @@ def _signoffs(ev: Evidence) -> list[dict]:
     """Every sign-off the pipeline asks for: who signed it (from the rollout's state) and when (the
     daemon's acknowledgement of that person's accepted signoff command)."""
     out = []
-    signed = ev.rollout.state.signoffs
-    for stage in ev.rollout.pipeline.stages:
+    signed = ev.state.signoffs
+    for stage in ev.pipeline.stages:
         for item in stage.signoffs:
             by = signed.get(f"{stage.name}/{item}")
             command = next((c for c in ev.commands if by and c.kind == "signoff" and c.actor == by

@@ -134,8 +134,9 @@ class LogFile:
 
 
 @dataclass(frozen=True)
-class Evidence:
-    rollout: RolloutInfo
+class Evidence(RolloutInfo):
+    """The rollout, read as the engine reads it, with everything the store keeps about it."""
+
     releases: tuple[ReleaseRow, ...]
     stage_runs: tuple[StageRunRow, ...]
     verdicts: tuple[VerdictRow, ...]
@@ -151,7 +152,7 @@ class Evidence:
     @property
     def as_of(self) -> datetime:
         """The newest instant the evidence speaks of (a report of the same evidence says the same)."""
-        times = [self.rollout.updated_at, *(a.ts for a in self.audit), *(v.at for v in self.verdicts),
+        times = [self.updated_at, *(a.ts for a in self.audit), *(v.at for v in self.verdicts),
                  *(s.finished_at for s in self.steps if s.finished_at)]
         return max(times)
 
@@ -173,8 +174,8 @@ async def gather(db: Database, ref: str, *, policies_dir: Path | None, state_dir
         audit_rows = await _audit_excerpt(session, info.id)
     steps = tuple(StepRow(r.position, r.name, r.state, r.attempts, r.started_at, r.finished_at, json.loads(r.detail),
                           r.error) for r in step_rows)
-    return Evidence(
-        rollout=info,
+    return Evidence.of(
+        info,
         releases=await _releases(db, info, steps, deployments),
         stage_runs=tuple(StageRunRow(r.stage, r.environment, r.account, None if r.capital_cap is None
                                      else str(r.capital_cap), r.started_at, r.ends_at, r.finished_at, r.outcome)

@@ -47,7 +47,7 @@ log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
-class Cadence:
+class RunnerCadence:
     """How often things happen, in Clock seconds (the sources) or wall seconds (the store)."""
 
     evaluate: float = 1.0
@@ -98,7 +98,7 @@ class PolicySet:
 
 class RolloutRunner:
     def __init__(self, *, rollout_id: int, db: Database, site: Site, policies: PolicySet, metrics: ControllerMetrics,
-                 cadence: Cadence, report: RolloutReport | None = None,
+                 cadence: RunnerCadence, report: RolloutReport | None = None,
                  on_event: Callable[[str], None] | None = None) -> None:
         self.id = rollout_id
         self.db = db

@@ -1,47 +1,42 @@
-"""A rollout as the engine sees it: its pipeline and decision state, read from the store's JSON.
+"""A rollout as the engine sees it: its pipeline and decision state as the engine's types.
 
-The store keeps both documents as JSON (`controller.store.rollouts`); these functions hand it
-the engine's types serialized and give back a `RolloutInfo`.
+The store keeps both documents as JSON and reads its row into a `RolloutRecord`
+(`controller.store.rollout_record`); a `RolloutInfo` is that record with the documents read
+into a `Pipeline` and a `State`, once, when first asked for.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from controller.clock import Clock
 from controller.rollout.decide import Ack, Audit, State, Status
-from controller.rollout.pipeline import Pipeline, pipeline_from_json
+from controller.rollout.pipeline import Pipeline, Stage, pipeline_from_document
 from controller.store import rollouts
 from controller.store.database import Database
+from controller.store.rollout_record import RolloutRecord
 
 
 @dataclass(frozen=True)
-class RolloutInfo:
-    id: int
-    release: str
-    release_id: int
-    baseline: str | None
-    pipeline: Pipeline
-    state: State
-    created_at: datetime
-    updated_at: datetime
+class RolloutInfo(RolloutRecord):
+    # Frozen, yet cached_property may fill it: it writes to the instance's __dict__, not through setattr.
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        return pipeline_from_document(self.pipeline_document, f"rollout {self.id}")
 
-    @classmethod
-    def from_record(cls, record: rollouts.RolloutRecord) -> RolloutInfo:
-        return cls(record.id, record.release, record.release_id, record.baseline,
-                   pipeline_from_json(record.pipeline, f"rollout {record.id}"),
-                   State.from_json(json.loads(record.decision)), record.created_at, record.updated_at)
+    @cached_property
+    def state(self) -> State:
+        return State.from_json(self.decision_document)
 
     @property
     def status(self) -> Status:
         return self.state.status
 
     @property
-    def stage(self):
+    def stage(self) -> Stage:
         return self.pipeline.stages[self.state.stage]
 
     def to_json(self) -> dict[str, Any]:
@@ -52,25 +47,24 @@ class RolloutInfo:
 
 async def create_rollout(db: Database, clock: Clock, *, version: str, pipeline: Pipeline, actor: str) -> RolloutInfo:
     """A pending rollout of ``version``; refused while another rollout is under way."""
-    return RolloutInfo.from_record(await rollouts.create_rollout(
-        db, clock, version=version, pipeline=pipeline.model_dump(mode="json"), state=Status.PENDING.value,
-        decision=State().to_json(), actor=actor))
+    return RolloutInfo.of(await rollouts.create_rollout(
+        db, clock, version=version, pipeline=pipeline.model_dump(mode="json"), decision=State().to_json(), actor=actor))
 
 
 async def get_rollout(db: Database, ref: str | int) -> RolloutInfo:
     """A rollout by id, or a release version meaning that release's latest rollout."""
-    return RolloutInfo.from_record(await rollouts.get_rollout(db, ref))
+    return RolloutInfo.of(await rollouts.get_rollout(db, ref))
 
 
 async def list_rollouts(db: Database, *, active_only: bool = False) -> list[RolloutInfo]:
-    return [RolloutInfo.from_record(r) for r in await rollouts.list_rollouts(db, active_only=active_only)]
+    return [RolloutInfo.of(r) for r in await rollouts.list_rollouts(db, active_only=active_only)]
 
 
 async def save_decision(db: Database, clock: Clock, info: RolloutInfo, state: State, *,
                         audits: Iterable[Audit] = (), acks: Iterable[Ack] = ()) -> RolloutInfo:
     """Store the new state with its audit events and command acks, all or nothing."""
-    return RolloutInfo.from_record(await rollouts.save_decision(
-        db, clock, info.id, state=state.status.value, stage=info.pipeline.stages[state.stage].name,
+    return RolloutInfo.of(await rollouts.save_decision(
+        db, clock, info.id, stage=info.pipeline.stages[state.stage].name,
         decision=state.to_json(), audits=audits, acks=acks))
 
 

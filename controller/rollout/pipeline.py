@@ -20,14 +20,17 @@ D of the checklist; stage E's nightly regression is a harness run, not a stage.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, ValidationError, model_validator
 
 from controller.analysis.policy import Duration
+from controller.canonical import canonical_json
 from controller.config.model import ConfigModel, Fraction, error_at
 from controller.config.yamlfile import load_model, load_model_text
+from controller.errors import ConfigError
 
 DEFAULT_PIPELINE = Path(__file__).parent / "pipelines" / "default.yaml"
 
@@ -89,14 +92,15 @@ def load_pipeline(path: Path | None = None) -> Pipeline:
     return load_model(Pipeline, path or DEFAULT_PIPELINE)
 
 
-def pipeline_from_json(text: str, source: str = "<rollout>") -> Pipeline:
-    """A pipeline as stored with its rollout (canonical JSON).
+def pipeline_from_document(document: Mapping[str, Any], source: str = "<rollout>") -> Pipeline:
+    """A pipeline as stored with its rollout: its canonical JSON, read by `controller.store.rollout_record`.
 
-    Read as JSON first: YAML 1.1 reads some canonical JSON differently (``1e-06`` is text to it,
-    U+0085 a line break, U+007F a refused character). What JSON refuses goes through the YAML
-    loader, whose error names the line and field.
+    A document the model refuses is written out again and read through the YAML loader, whose
+    error names the field; should that reading pass (YAML 1.1 reads some canonical JSON
+    differently: ``1e-06`` is text to it), the JSON reading's refusal stands.
     """
     try:
-        return Pipeline.model_validate_json(text)
-    except ValueError:
-        return load_model_text(Pipeline, text, source)
+        return Pipeline.model_validate(document)
+    except ValidationError as exc:
+        load_model_text(Pipeline, canonical_json(document), source)
+        raise ConfigError(f"not a pipeline: {exc.error_count()} field(s) refused", file=source) from None

@@ -66,7 +66,7 @@ class StepInfo:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RollbackOutcome:
     ok: bool
     failed_step: str | None = None
     error: str | None = None
@@ -141,7 +141,7 @@ class Rollback:
 
     # ------------------------------------------------------------ running it
 
-    async def run(self, info: RolloutInfo, *, stopping: Callable[[], bool] = lambda: False) -> Outcome | None:
+    async def run(self, info: RolloutInfo, *, stopping: Callable[[], bool] = lambda: False) -> RollbackOutcome | None:
         """Run every step not done yet, in order; failed steps are tried again (an operator's retry).
 
         Returns None when ``stopping()`` turned true between two steps: the daemon is shutting
@@ -158,11 +158,11 @@ class Rollback:
             try:
                 await self._run_step(info, step)
             except RollbackFailed as exc:
-                return Outcome(False, step.name, str(exc), safe_at)
+                return RollbackOutcome(False, step.name, str(exc), safe_at)
             if step.name == SAFE_AFTER:
                 safe_at = self.clock.time()
                 self.safe_wall = time.monotonic()
-        return Outcome(True, safe_at=safe_at, done_at=self.clock.time())
+        return RollbackOutcome(True, safe_at=safe_at, done_at=self.clock.time())
 
     async def _run_step(self, info: RolloutInfo, step: StepInfo) -> None:
         action = getattr(self, f"_{step.name}")

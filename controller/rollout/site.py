@@ -12,12 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controller.clock import Clock
+from controller.config.daemon import Endpoints
 from controller.config.manifest import ReleaseManifest
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model_text
 from controller.deploy.base import Deployer, Placement
 from controller.errors import ConfigError
-from controller.exchange.client import Endpoints, ExchangeClient, RetryPolicy
+from controller.exchange.client import ExchangeClient, RetryPolicy
 from controller.exchange.weights import WeightBudget
 
 

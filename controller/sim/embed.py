@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from controller.clock import Clock
+from controller.config.daemon import Endpoints
 from controller.deploy.base import Deployer
-from controller.exchange.client import Endpoints
 from controller.logs import get_logger
 from controller.rollout.site import AccountAccess, EnvironmentAccess
 from controller.sim.accounts import AccountSpec

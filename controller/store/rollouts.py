@@ -1,7 +1,8 @@
 """Rollouts and their stage runs in the store: the daemon's memory across restarts.
 
 The store keeps a rollout's pipeline and decision state as the canonical JSON the engine hands
-it and gives them back as such; `controller.rollout.info` reads them into the engine's types.
+it and gives them back as a `RolloutRecord` (`controller.store.rollout_record`, which reads the
+row for every view of a rollout); `controller.rollout.info` reads them into the engine's types.
 Every change the engine makes lands in one transaction with its audit events and the acks of
 the commands that caused it, so a crash leaves either all of a decision on record or none.
 """
@@ -9,12 +10,10 @@ the commands that caused it, so a crash leaves either all of a decision on recor
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from controller.canonical import canonical_json
 from controller.clock import Clock, to_datetime
@@ -23,6 +22,7 @@ from controller.store import TERMINAL, audit
 from controller.store.database import Database
 from controller.store.deployments import live_row
 from controller.store.models import OperatorCommand, Release, Rollout, StageRun
+from controller.store.rollout_record import SELECT_ROLLOUT, RolloutRecord
 
 
 class AuditEntry(Protocol):
@@ -47,29 +47,12 @@ class CommandAck(Protocol):
     def message(self) -> str: ...
 
 
-@dataclass(frozen=True)
-class RolloutRecord:
-    """A rollout's row with its releases' versions; ``pipeline`` and ``decision`` are JSON text."""
-
-    id: int
-    release: str
-    release_id: int
-    baseline: str | None
-    state: str
-    pipeline: str
-    decision: str
-    created_at: datetime
-    updated_at: datetime
+async def _record(session, rollout_id: int) -> RolloutRecord:
+    row = (await session.execute(text(f"{SELECT_ROLLOUT} WHERE r.id = :id"), {"id": rollout_id})).one()
+    return RolloutRecord.from_row(row._mapping)
 
 
-async def _record(session, row: Rollout) -> RolloutRecord:
-    release = await session.get(Release, row.release_id)
-    baseline = await session.get(Release, row.baseline_release_id) if row.baseline_release_id else None
-    return RolloutRecord(row.id, release.version, row.release_id, baseline.version if baseline else None,
-                         row.state, row.pipeline, row.decision, row.created_at, row.updated_at)
-
-
-async def create_rollout(db: Database, clock: Clock, *, version: str, pipeline: Mapping[str, Any], state: str,
+async def create_rollout(db: Database, clock: Clock, *, version: str, pipeline: Mapping[str, Any],
                          decision: Mapping[str, Any], actor: str) -> RolloutRecord:
     """A rollout of ``version`` through ``pipeline`` (a pipeline as JSON data), refused while another
     rollout is under way. Its baseline is the release live where the pipeline keeps its baseline."""
@@ -88,14 +71,14 @@ async def create_rollout(db: Database, clock: Clock, *, version: str, pipeline: 
         baseline = await live_row(session, first["environment"], baseline_account)
         now = clock.now()
         row = Rollout(release_id=release.id, baseline_release_id=baseline.release_id if baseline else None,
-                      pipeline=canonical_json(pipeline), state=state, stage=first["name"], created_at=now,
+                      pipeline=canonical_json(pipeline), state=decision["status"], stage=first["name"], created_at=now,
                       updated_at=now, decision=canonical_json(decision))
         session.add(row)
         await session.flush()
         await audit.append(session, clock, actor=actor, kind="rollout.created", subject=f"rollout:{row.id}",
                            release=version, payload={"rollout": row.id, "pipeline": pipeline["name"],
                                                      "stages": [s["name"] for s in stages]})
-        return await _record(session, row)
+        return await _record(session, row.id)
 
 
 async def get_rollout(db: Database, ref: str | int) -> RolloutRecord:
@@ -111,7 +94,7 @@ async def get_rollout(db: Database, ref: str | int) -> RolloutRecord:
         if row is None:
             raise NotFoundError(f"no rollout {ref!r} (give a rollout id or a release version; "
                                 "`canaryctl rollout list` shows them)")
-        return await _record(session, row)
+        return await _record(session, row.id)
 
 
 async def list_rollouts(db: Database, *, active_only: bool = False) -> list[RolloutRecord]:
@@ -119,16 +102,16 @@ async def list_rollouts(db: Database, *, active_only: bool = False) -> list[Roll
         query = select(Rollout).order_by(Rollout.id)
         if active_only:
             query = query.where(Rollout.state.not_in(TERMINAL))
-        return [await _record(session, row) for row in (await session.execute(query)).scalars()]
+        return [await _record(session, row.id) for row in (await session.execute(query)).scalars()]
 
 
-async def save_decision(db: Database, clock: Clock, rollout_id: int, *, state: str, stage: str,
+async def save_decision(db: Database, clock: Clock, rollout_id: int, *, stage: str,
                         decision: Mapping[str, Any], audits: Iterable[AuditEntry] = (),
                         acks: Iterable[CommandAck] = ()) -> RolloutRecord:
     """Store the new decision state with its audit events and command acks, all or nothing."""
     async with db.write() as session:
         row = await session.get(Rollout, rollout_id)
-        row.state = state
+        row.state = decision["status"]  # the column that queries filter on
         row.stage = stage
         row.decision = canonical_json(decision)
         row.updated_at = clock.now()
@@ -140,7 +123,7 @@ async def save_decision(db: Database, clock: Clock, rollout_id: int, *, state: s
             await session.execute(update(OperatorCommand).where(OperatorCommand.id == ack.command_id).values(
                 acked_at=clock.now(), outcome="accepted" if ack.accepted else "rejected", message=ack.message))
         await session.flush()
-        return await _record(session, row)
+        return await _record(session, row.id)
 
 
 # ---------------------------------------------------------------- stage runs

@@ -1,11 +1,12 @@
 """Is the canary healthy? One rollout's state gathered from the store in one consistent read.
 
-Everything comes from rows the daemon wrote: the rollout with its decision state and pipeline,
-the stage run, the verdict changes (value, threshold, condition), the deployments, unanswered
-commands and the rollback steps. It is read with plain SQL through a `store.readonly.Reader`
-so that `canaryctl status` starts in a blink; the JSON documents (decision state, pipeline,
-verdict evidence) are read field by field here, and tests hold these readings to their writers.
-It lives in the store because it is queries; it knows the engine's documents only as JSON.
+Everything comes from rows the daemon wrote: the rollout with its decision state and pipeline
+(a `RolloutRecord`, which a `Summary` is), the stage run, the verdict changes (value, threshold,
+condition), the deployments, unanswered commands and the rollback steps. It is read with plain
+SQL through a `store.readonly.Reader` so that `canaryctl status` starts in a blink; the JSON
+documents (decision state, pipeline, verdict evidence) are read field by field here, and tests
+hold these readings to their writers. It lives in the store because it is queries; it knows the
+engine's documents only as JSON.
 
 Limits of the evidence: verdicts are stored when they change, not at every evaluation, so a
 policy's value is the one of its latest change and its trend runs over changes; time left is
@@ -15,14 +16,16 @@ measured on this host's clock (a daemon on an accelerated simulated clock runs a
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from controller.errors import NotFoundError, StoreError
+from controller.errors import NotFoundError
 from controller.store import TERMINAL
 from controller.store.readonly import Reader, decimal, when
+from controller.store.rollout_record import SELECT_ROLLOUT, RolloutRecord
 
 JUDGED = frozenset({"running", "awaiting_signoff", "paused"})
 """`decide.Status` values in which the stage runs and its verdicts count (`decide.JUDGED`)."""
@@ -140,19 +143,15 @@ class CommandLine:
 
 
 @dataclass(frozen=True)
-class Summary:
-    id: int
-    release: str
-    state: str
-    reason: str | None
-    pipeline: str
-    updated_at: datetime
+class Summary(RolloutRecord):
+    """A rollout as `canaryctl status` shows it: its record, its stage now, and what the store says of it."""
+
     now: datetime
     stage: StageView
-    baseline: str | None
     baseline_live: bool
-    """True: ``baseline`` is the release live on the stage's baseline account; False: the
-    release this rollout replaced (the stage has no baseline account)."""
+    """True: the stage has a baseline account, ``live_baseline`` is the release live on it (None:
+    none); False: the release compared with is ``baseline``, the one this rollout replaced."""
+    live_baseline: str | None
     capital_share: PolicyLine | None
     policies: tuple[PolicyLine, ...]
     signed: dict[str, str]
@@ -165,7 +164,7 @@ class Summary:
     @property
     def remaining(self) -> float | None:
         """Seconds of the stage left, while it runs."""
-        if self.state not in JUDGED or self.stage.ends_at is None:
+        if self.status not in JUDGED or self.stage.ends_at is None:
             return None
         left = (self.stage.ends_at - self.now).total_seconds()
         return min(max(0.0, left), self.stage.duration)  # a daemon clock ahead of this host's: at most all of it
@@ -173,9 +172,10 @@ class Summary:
     def to_json(self) -> dict[str, Any]:
         stage = self.stage
         return {
-            "id": self.id, "release": self.release, "state": self.state, "reason": self.reason,
-            "pipeline": self.pipeline, "updated_at": self.updated_at.isoformat(),
-            "baseline": {"release": self.baseline, "live": self.baseline_live,
+            "id": self.id, "release": self.release, "state": self.status, "reason": self.reason,
+            "pipeline": self.pipeline_name, "updated_at": self.updated_at.isoformat(),
+            "baseline": {"release": self.live_baseline if self.baseline_live else self.baseline,
+                         "live": self.baseline_live,
                          "environment": stage.environment if self.baseline_live else None,
                          "account": stage.baseline_account if self.baseline_live else None},
             "stage": {"name": stage.name, "title": stage.title, "index": stage.index, "count": stage.count,
@@ -230,41 +230,33 @@ def current_ids(reader: Reader) -> list[int]:
 # ---------------------------------------------------------------- one rollout
 
 def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND_POINTS) -> Summary:
-    row = reader.rows(
-        "SELECT r.id, r.state, r.pipeline, r.decision, r.updated_at, rel.version AS release, "
-        "base.version AS replaced FROM rollouts r JOIN releases rel ON rel.id = r.release_id "
-        "LEFT JOIN releases base ON base.id = r.baseline_release_id WHERE r.id = :id", id=rollout_id)
+    row = reader.rows(f"{SELECT_ROLLOUT} WHERE r.id = :id", id=rollout_id)
     if not row:
         raise NotFoundError(f"no rollout {rollout_id}; `canaryctl rollout list` shows them")
-    row = row[0]
-    decision = json.loads(row["decision"])
-    pipeline = _pipeline(row["pipeline"], rollout_id)
-    index = int(decision.get("stage", 0))
-    spec = pipeline["stages"][index]
-    run = _stage_run(reader, rollout_id, spec["name"])
+    record = RolloutRecord.from_row(row[0])
+    decision, spec = record.decision_document, record.stage_document
+    run = _stage_run(reader, rollout_id, record.stage_name)
     started = decision.get("stage_started")
     stage = StageView(
-        name=spec["name"], title=spec.get("title"), index=index, count=len(pipeline["stages"]),
-        environment=spec["environment"], account=spec["account"], duration=float(spec["duration"]),
-        progress_deadline=float(spec.get("progress_deadline", 3600.0)), capital_cap=decimal(spec.get("capital_cap")),
-        baseline_account=spec.get("baseline"), signoffs=tuple(spec.get("signoffs", ())),
+        name=record.stage_name, title=spec.get("title"), index=record.stage_index,
+        count=len(record.pipeline_document["stages"]), environment=spec["environment"], account=spec["account"],
+        duration=float(spec["duration"]), progress_deadline=float(spec.get("progress_deadline", 3600.0)),
+        capital_cap=decimal(spec.get("capital_cap")), baseline_account=spec.get("baseline"),
+        signoffs=tuple(spec.get("signoffs", ())),
         started_at=_epoch(started) if started is not None else (when(run["started_at"]) if run else None),
         finished_at=when(run["finished_at"]) if run else None, outcome=run["outcome"] if run else None)
 
     policies = _policies(reader, rollout_id, run["id"], decision, now, trend) if run else []
     signed = dict(decision.get("signoffs", {}))
-    baseline, live = row["replaced"], False
+    live = None
     if stage.baseline_account:
-        live = True
         found = reader.rows("SELECT rel.version FROM deployments d JOIN releases rel ON rel.id = d.release_id "
                             "WHERE d.environment = :env AND d.account = :account AND d.stopped_at IS NULL",
                             env=stage.environment, account=stage.baseline_account)
-        baseline = found[0]["version"] if found else None
+        live = found[0]["version"] if found else None
     last = reader.rows("SELECT MAX(evaluated_at) AS at FROM verdicts WHERE rollout_id = :id", id=rollout_id)
-    return Summary(
-        id=rollout_id, release=row["release"], state=row["state"], reason=decision.get("reason"),
-        pipeline=pipeline["name"], updated_at=when(row["updated_at"]), now=now, stage=stage,
-        baseline=baseline, baseline_live=live,
+    return Summary.of(
+        record, now=now, stage=stage, baseline_live=bool(stage.baseline_account), live_baseline=live,
         capital_share=next((p for p in policies if "capital_cap" in p.condition), None),
         policies=tuple(policies), signed=signed,
         pending_signoffs=tuple(i for i in stage.signoffs if f"{stage.name}/{i}" not in signed),
@@ -276,13 +268,6 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         last_verdict_at=when(last[0]["at"]) if last else None)
 
 
-def _pipeline(text: str, rollout_id: int) -> dict[str, Any]:
-    try:
-        return json.loads(text)
-    except ValueError:  # every rollout's pipeline is stored as canonical JSON: this row is damaged
-        raise StoreError(f"rollout {rollout_id}: its stored pipeline is not JSON (a damaged row)") from None
-
-
 def _stage_run(reader: Reader, rollout_id: int, stage: str) -> dict[str, Any] | None:
     runs = reader.rows("SELECT id, started_at, finished_at, outcome FROM stage_runs "
                        "WHERE rollout_id = :id AND stage = :stage ORDER BY id DESC LIMIT 1", id=rollout_id, stage=stage)
@@ -292,7 +277,7 @@ def _stage_run(reader: Reader, rollout_id: int, stage: str) -> dict[str, Any] | 
 _VERDICT_COLUMNS = "id, policy, verdict, value, threshold, window_seconds, samples, evaluated_at, evidence"
 
 
-def _policies(reader: Reader, rollout_id: int, run_id: int, decision: dict, now: datetime,
+def _policies(reader: Reader, rollout_id: int, run_id: int, decision: Mapping[str, Any], now: datetime,
               points: int) -> list[PolicyLine]:
     rows = reader.rows(
         f"SELECT {_VERDICT_COLUMNS} FROM (SELECT {_VERDICT_COLUMNS}, ROW_NUMBER() OVER "

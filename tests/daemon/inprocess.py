@@ -20,7 +20,7 @@ from controller.config.daemon import DaemonConfig
 from controller.daemon.service import Daemon, DaemonOptions
 from controller.release_files import read_release
 from controller.rollout.decide import Status
-from controller.rollout.engine import Cadence
+from controller.rollout.engine import RunnerCadence
 from controller.sim.embed import EmbeddedSimulators
 from controller.rollout.info import RolloutInfo, get_rollout
 from controller.store.database import Database, resolve_url
@@ -73,7 +73,7 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def daemon_on_sim(folder: Path, releases: Mapping[str, Path], *, speed: float = 10.0,
-                        cadence: Cadence | None = None, baseline: str | None = "1.0.0") -> AsyncIterator[Running]:
+                        cadence: RunnerCadence | None = None, baseline: str | None = "1.0.0") -> AsyncIterator[Running]:
     """A fresh SQLite store in ``folder`` with ``releases`` (version -> strategy file) recorded, the
     daemon running on the simulator and ``baseline`` placed on the master account."""
     url = f"sqlite:///{folder / 'canary.db'}"

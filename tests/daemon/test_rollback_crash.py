@@ -20,7 +20,8 @@ import json
 import pytest
 from sqlalchemy import select
 
-from controller.exchange.client import Endpoints, ExchangeClient
+from controller.config.daemon import Endpoints
+from controller.exchange.client import ExchangeClient
 from controller.exchange.weights import WeightBudget
 from controller.rollout.decide import Status
 from controller.rollout.info import create_rollout, get_rollout

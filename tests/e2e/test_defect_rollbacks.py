@@ -42,11 +42,12 @@ import pytest
 from sqlalchemy import select
 
 from controller.clock import SimulatedClock
+from controller.config.daemon import Endpoints
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model, load_model_text
 from controller.daemon.service import Daemon
 from controller.demo import CADENCE
-from controller.exchange.client import Endpoints, ExchangeClient
+from controller.exchange.client import ExchangeClient
 from controller.exchange.weights import WeightBudget
 from controller.rollout.decide import TERMINAL, Status
 from controller.rollout.info import RolloutInfo, create_rollout, get_rollout

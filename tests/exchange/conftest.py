@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from controller.clock import SimulatedClock
-from controller.exchange.client import Endpoints, ExchangeClient, RequestGate, RetryPolicy
+from controller.config.daemon import Endpoints
+from controller.exchange.client import ExchangeClient, RequestGate, RetryPolicy
 from controller.exchange.events import ExchangeEvent
 from controller.exchange.weights import WeightBudget
 from controller.sim import Simulator

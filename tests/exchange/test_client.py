@@ -175,7 +175,8 @@ async def test_sub_account_balances_are_read_page_by_page(sim, connect):
     many = (AccountSpec("master", Decimal("90000"), master=True),
             *(AccountSpec(f"sub{i}", Decimal(100 + i)) for i in range(25)))
     async with Simulator(clock=sim.clock, seed=3, accounts=many) as big:
-        from controller.exchange.client import Endpoints, ExchangeClient
+        from controller.config.daemon import Endpoints
+        from controller.exchange.client import ExchangeClient
         from controller.exchange.weights import WeightBudget
 
         acct = big.accounts["master"]

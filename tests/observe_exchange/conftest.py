@@ -18,8 +18,9 @@ import pytest
 
 from controller.analysis.observation import Heartbeat, Observation
 from controller.clock import SimulatedClock
+from controller.config.daemon import Endpoints
 from controller.config.strategy import StrategyConfig
-from controller.exchange.client import Endpoints, ExchangeClient, RetryPolicy
+from controller.exchange.client import ExchangeClient, RetryPolicy
 from controller.exchange.weights import WeightBudget
 from controller.observe.exchange import ExchangeObserver
 from controller.sim import Simulator

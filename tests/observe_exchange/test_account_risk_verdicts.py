@@ -9,7 +9,8 @@ from decimal import Decimal
 
 from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
-from controller.exchange.client import Endpoints, ExchangeClient
+from controller.config.daemon import Endpoints
+from controller.exchange.client import ExchangeClient
 from controller.exchange.weights import WeightBudget
 from controller.observe.exchange import ExchangeObserver
 from controller.sim import AccountSpec, Simulator

@@ -76,14 +76,14 @@ def rolled_back(tmp_path: Path, **changes) -> Evidence:
     log.write_text("bot 2.0.0 starting\nleverage SOLUSDT set to 10\n")
     pipeline = load_model_text(Pipeline, PIPELINE, "pipeline")
     state = State.from_json({"status": "rolled_back", "stage": 0, "reason": "c-leverage-mismatch-zero failed: 2"})
-    info = RolloutInfo(3, "2.0.0", 2, "1.0.0", pipeline, state, at(0), at(40))
+    info = RolloutInfo(3, "2.0.0", 2, "1.0.0", pipeline.model_dump(mode="json"), state.to_json(), at(0), at(40))
     reason = "c-leverage-mismatch-zero failed: 2 is not == 0"
     steps = tuple(StepRow(n, name, "done", 1, at(20 + n), at(20.5 + n), {"account": "canary", "result": {"ok": n}},
                           None)
                   for n, name in enumerate(("stop_release", "cancel_orders", "positions", "restore_leverage",
                                             "start_previous", "verify_previous")))
-    evidence = Evidence(
-        rollout=info,
+    evidence = Evidence.of(
+        info,
         releases=(release("2.0.0", {"symbols": {"SOLUSDT": {"leverage": 3}}}, ("candidate",), 2),
                   release("1.0.0", {"symbols": {"SOLUSDT": {"leverage": 3}}, "v": 1}, ("baseline",), 1)),
         stage_runs=(StageRunRow("C", "sim", "canary", "0.02", at(5), at(3605), at(19), "rolled_back"),),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 from controller.report import document, markdown
 from controller.rollout.decide import State
@@ -11,8 +10,8 @@ from tests.report.builders import at, chain, rolled_back, verdict
 
 
 def test_a_rollout_just_started_renders_with_nothing_claimed(tmp_path):
-    pending = replace(rolled_back(tmp_path).rollout, state=State.from_json({"status": "pending", "stage": 0}))
-    fresh = rolled_back(tmp_path, rollout=pending, stage_runs=(), verdicts=(), steps=(),
+    pending = State.from_json({"status": "pending", "stage": 0}).to_json()
+    fresh = rolled_back(tmp_path, decision_document=pending, stage_runs=(), verdicts=(), steps=(),
                         audit=chain([(0, "tester", "rollout.created", {"rollout": 3, "stages": ["C"]})]))
     doc = document.build(fresh, archived=False)
     assert doc["rollback"] is None and doc["breaches"] == [] and doc["policies"] == []

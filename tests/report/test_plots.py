@@ -54,7 +54,7 @@ def test_a_figure_is_an_svg_with_its_series_and_the_same_bytes_every_time(tmp_pa
 
 def test_values_are_placed_from_the_rollouts_creation(tmp_path):
     late = rolled_back(tmp_path, verdicts=(verdict(1, "c-queue-latency-p95", "pass", 125.5, 0.2, "0.5"),))
-    assert late.rollout.created_at == at(0)
+    assert late.created_at == at(0)
     [line] = by_name(document.build(late, archived=False))["latency"]["series"]
     assert line["points"] == [[125.5, 0.2]]
 
