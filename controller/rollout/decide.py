@@ -5,7 +5,8 @@
 No I/O, no clock: the engine passes verdicts (from verification), inputs (operator commands
 and the executor's notices) and ``now`` (Clock seconds), then performs the actions. Within one
 call notices come first, then verdicts, then commands, then time: a breach that arrives with an
-operator's promote wins, because safety comes before progress.
+operator's promote wins, because safety comes before progress, and a rollback that follows a
+promote in the same call cancels the placement the promote asked for (it has not run yet).
 
 States::
 
@@ -221,7 +222,15 @@ class _Step:
 
     def rollback(self, trigger: str, reason: str, *, actor: str = "controller", policy: str | None = None,
                  verdict: Verdict | None = None) -> None:
-        if self.state.status in (Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED, Status.PROMOTING):
+        pending = [a for a in self.actions if isinstance(a, Place)]
+        if pending:
+            # A promote of this same batch asked for the placement, which has not run: cancel it, so
+            # the release never reaches the next stage's account and the rollback restores only what
+            # was placed. That stage never ran, so there is no stage run of it to close.
+            self.actions = [a for a in self.actions if not isinstance(a, Place)]
+            self.actions.append(Audit("rollout.placement_cancelled", actor, {
+                "stage": self.stages[pending[0].stage].name, "reason": reason}))
+        elif self.state.status in (Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED, Status.PROMOTING):
             self.actions.append(FinishStage(self.state.stage, "rolled_back"))
         self.move(Status.ROLLING_BACK, actor=actor, reason=reason, paused_from=None)
         self.actions.append(StartRollback(trigger, reason, policy, verdict))

@@ -6,8 +6,12 @@ transaction, then performs its actions: place the release for a stage, run the r
 close a stage run. A breach verdict wakes the runner at once: no polling on the hot path.
 
 Everything a runner knows is rebuilt from the store when it starts, so a daemon restarted in
-the middle of a placement places again (idempotent) and one restarted mid-rollback resumes the
-persisted plan.
+the middle of a placement places again (idempotent, in the same stage run) and one restarted
+mid-rollback resumes the persisted plan. A runner that starts decides the operator's pending
+commands before anything else: a ``rollback`` given while it was down is carried out instead of
+re-placing the release or starting its verification. Verification that cannot start (policies
+unreadable, the exchange unreachable) does not stop the runner: it says so, keeps reading
+commands, and tries again with backoff; a stage whose policies cannot be read is never placed.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller import failpoints
 from controller.analysis.policy import Policy, load_policy_file
 from controller.analysis.verdict import Verdict
-from controller.clock import Clock
+from controller.clock import Backoff, Clock
+from controller.errors import CanaryError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.observe.audit import AuditObserver
@@ -31,8 +37,8 @@ from controller.observe.logfile import LogFileObserver
 from controller.observe.metrics import MetricsScraper
 from controller.observe.process import ProcessObserver
 from controller.rollout import placing
-from controller.rollout.decide import (TERMINAL, Ack, Audit, Command, Decision, FinishStage, Notice, Place, Plan,
-                                       StartRollback, Status, asks_rollback, decide)
+from controller.rollout.decide import (JUDGED, TERMINAL, Ack, Audit, Command, Decision, FinishStage, Notice, Place,
+                                       Plan, StartRollback, Status, asks_rollback, decide)
 from controller.rollout.info import RolloutInfo, get_rollout, save_decision, start_stage_run
 from controller.rollout.rollback import Rollback
 from controller.rollout.site import Site
@@ -117,7 +123,18 @@ class RolloutRunner:
         self._verifier: Verification | None = None
         self._verdict_log: VerdictLog | None = None
         self._judging = False  # verdicts count: the verification of the placed stage runs
+        # Verification that failed to start is tried again at this Clock time, backing off.
+        self._verify_backoff = Backoff(self.clock, initial=1.0, maximum=60.0)
+        self._verify_retry_at: float | None = None
+        self.verification_error: str | None = None
+        """Why the verification of the placed stage could not start (None: it runs, or none is due)."""
+        self._unreadable: set[str] = set()  # stages whose policies could not be read (logged once)
         self.stopping = False
+
+    @property
+    def verifying(self) -> bool:
+        """The verification of the placed stage runs."""
+        return self._verification is not None and not self._verification.done()
 
     def stop(self) -> None:
         """Finish the action in hand, take no new one."""
@@ -132,6 +149,7 @@ class RolloutRunner:
         try:
             info = await self._resume(info)
             while info.status not in TERMINAL and not self.stopping:
+                await self._retry_verification(info)
                 info = await self._turn(info)
                 if info.status in TERMINAL or self.stopping:
                     break
@@ -144,18 +162,29 @@ class RolloutRunner:
             await self._stop_verification()
 
     async def _resume(self, info: RolloutInfo) -> RolloutInfo:
-        """Pick up where a previous daemon left off."""
+        """Pick up where a previous daemon left off: the operator's commands first, then the rest."""
         self._say(f"rollout {info.id} of {info.release}: {info.status.value} at stage {info.stage.name}")
+        # Decided before any side effect of the resume: a rollback (or a promote) given while no
+        # runner read commands replaces re-placing the stage or starting its verification.
+        commands = await self._commands(info)
+        decision = decide(info.state, [], commands, self.clock.time(), plan=self._plan(info))
+        acted = any(isinstance(a, (Place, StartRollback)) for a in decision.actions)
+        info = await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
+        if acted or self.stopping:
+            return info
         if info.status is Status.PROMOTING:
             return await self._execute(info, [Place(info.state.stage)])
         if info.status is Status.ROLLING_BACK:
             return await self._execute(info, [StartRollback("resume", info.state.reason or "resumed after restart")])
-        if info.status in (Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED):
-            await self._start_verification(info)
+        if info.status in JUDGED:
+            await self._verify(info)
         return info
 
+    async def _commands(self, info: RolloutInfo) -> list[Command]:
+        return [_command(c) for c in await pending_commands(self.db, [info.id]) if c.rollout_id == info.id]
+
     async def _turn(self, info: RolloutInfo) -> RolloutInfo:
-        commands = [_command(c) for c in await pending_commands(self.db, [info.id]) if c.rollout_id == info.id]
+        commands = await self._commands(info)
         verdicts, self._verdicts = self._verdicts, []
         notices, self._notices = self._notices, []
         if self._verdict_log is not None and verdicts:
@@ -196,8 +225,20 @@ class RolloutRunner:
         return info
 
     def _plan(self, info: RolloutInfo) -> Plan:
-        gates = {s.name: frozenset(p.name for p in self.policies.stage(s.policies) if p.gate)
-                 for s in info.pipeline.stages}
+        gates = {}
+        for stage in info.pipeline.stages:
+            try:
+                gates[stage.name] = frozenset(p.name for p in self.policies.stage(stage.policies) if p.gate)
+            except CanaryError as exc:
+                # Commands must still be decided (a rollback above all), so the plan is made without
+                # them; a gate of policies that cannot be read waits on one that never passes.
+                if stage.name not in self._unreadable:  # said once, not on every turn
+                    log.error("policies_unreadable", rollout=info.id, stage=stage.name, error=str(exc))
+                    self._unreadable.add(stage.name)
+                gates[stage.name] = frozenset({f"(policies {stage.policies} unreadable)"})
+        if self.verification_error is not None:
+            # Passes recorded before verification stopped speak for no time since: the gate stays shut.
+            gates[info.stage.name] = gates[info.stage.name] | {"(verification not running)"}
         return Plan(info.pipeline, gates)
 
     def _export(self, info: RolloutInfo) -> None:
@@ -218,18 +259,21 @@ class RolloutRunner:
         stage = info.pipeline.stages[index]
         await self._stop_verification()
         try:
+            self.policies.stage(stage.policies)  # a release nothing can verify is not placed
             deployment, _ = await placing.place(self.db, self.site, environment=stage.environment,
                                                 account=stage.account, release=info.release, rollout_id=info.id)
         except Exception as exc:  # noqa: BLE001 - any failure to place is the placement failing
             log.exception("placement_failed", rollout=info.id, stage=stage.name)
             self._notices.append(Notice("place_failed", self.clock.time(), index, f"{type(exc).__name__}: {exc}"))
             return
+        failpoints.hit("engine.place.after")
         started = self.clock.time()
-        await start_stage_run(self.db, info, index, started)
+        await start_stage_run(self.db, info, index, started)  # a placement resumed reuses its stage run
+        failpoints.hit("engine.stage_run.after")
         self._say(f"{info.release} placed on {stage.environment}/{stage.account} (deployment {deployment.id}); "
                   f"stage {stage.name} runs {stage.duration:.0f} s")
         self._notices.append(Notice("placed", started, index))
-        await self._start_verification(info, stage_index=index)
+        await self._verify(info, stage_index=index)
 
     async def _rollback(self, info: RolloutInfo, action: StartRollback) -> None:
         # Verification winds down beside the rollback rather than before it: the release is stopped
@@ -261,6 +305,36 @@ class RolloutRunner:
                                                                                       f"{outcome.error}"))
 
     # ------------------------------------------------------------ verification
+
+    async def _verify(self, info: RolloutInfo, *, stage_index: int | None = None) -> None:
+        """Start the stage's verification; when it cannot start, say why and try again later
+        (backing off) while the runner goes on deciding: an operator's rollback needs no verification."""
+        try:
+            await self._start_verification(info, stage_index=stage_index)
+        except Exception as exc:  # noqa: BLE001 - whatever stops it, the runner must keep reading commands
+            await self._stop_verification()
+            self._judging = False
+            delay = self._verify_backoff.next()
+            self._verify_retry_at = self.clock.time() + delay
+            self.verification_error = f"{type(exc).__name__}: {exc}"
+            log.error("verification_not_started", rollout=info.id, error=self.verification_error,
+                      failures=self._verify_backoff.failures, retry_in=delay)
+            self._say(f"verification cannot start ({self.verification_error}); trying again in {delay:.0f} s; "
+                      "the stage's gate stays shut meanwhile")
+            return
+        self._verify_backoff.reset()
+        self._verify_retry_at = None
+        self.verification_error = None
+
+    async def _retry_verification(self, info: RolloutInfo) -> None:
+        """Start again a verification that failed to start or stopped, once its backoff has passed."""
+        if info.status not in JUDGED or self.verifying:
+            return
+        if self._verify_retry_at is None:  # it ran and stopped: wait one backoff before the next start
+            self._verify_retry_at = self.clock.time() + self._verify_backoff.next()
+            self.verification_error = "verification stopped"
+        if self.clock.time() >= self._verify_retry_at:
+            await self._verify(info)
 
     def _on_verdicts(self, verdicts: list[Verdict]) -> None:
         if not self._judging:

@@ -130,11 +130,17 @@ async def save_decision(db: Database, clock: Clock, rollout_id: int, *, stage: s
 
 async def start_stage_run(db: Database, rollout_id: int, *, stage: str, environment: str, account: str,
                           capital_cap: Decimal | None, started: float, duration: float) -> int:
+    """The stage's run, starting at ``started``: one row per stage run, so a placement resumed after
+    a crash reuses the open row, its clock restarted (the release ran unwatched in between)."""
     async with db.write() as session:
-        row = StageRun(rollout_id=rollout_id, stage=stage, environment=environment, account=account,
-                       capital_cap=capital_cap, started_at=to_datetime(started),
-                       ends_at=to_datetime(started + duration))
-        session.add(row)
+        row = (await session.execute(select(StageRun).where(
+            StageRun.rollout_id == rollout_id, StageRun.stage == stage, StageRun.finished_at.is_(None))
+            .order_by(StageRun.id.desc()))).scalars().first()
+        if row is None:
+            row = StageRun(rollout_id=rollout_id, stage=stage, environment=environment, account=account,
+                           capital_cap=capital_cap)
+            session.add(row)
+        row.started_at, row.ends_at = to_datetime(started), to_datetime(started + duration)
         await session.flush()
         return row.id
 

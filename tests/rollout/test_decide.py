@@ -479,6 +479,28 @@ def test_a_rollback_command_rolls_back_in_the_operators_name():
     assert transition.actor == "bob" and transition.payload["reason"] == "PnL looks off"
 
 
+def test_a_rollback_after_a_promote_in_the_same_batch_cancels_the_placement():
+    # The promote opens the next stage, the rollback right behind it must not place it first:
+    # the release would go onto the next stage's account only to be rolled back from there.
+    state = at(Status.RUNNING, passing=passing(A))
+    decision = run(state, command("promote", 1), command("rollback", 2, reason="fills look wrong"), now=100.0)
+    assert decision.state.status is Status.ROLLING_BACK and decision.state.stage == C
+    assert of(decision, Place) == []
+    assert of(decision, StartRollback) == [StartRollback("operator", "fills look wrong")]
+    assert of(decision, FinishStage) == [FinishStage(A, "passed")]  # C never ran: no stage run to close
+    assert [(a.accepted, a.message) for a in of(decision, Ack)] == [(True, "stage A promoted"),
+                                                                     (True, "rolling back")]
+    assert audited(decision, "rollout.placement_cancelled").payload == {"stage": "C", "reason": "fills look wrong"}
+    assert transitions(decision) == [("running", "promoting"), ("promoting", "rolling_back")]
+
+
+def test_a_rollback_of_a_placement_from_an_earlier_batch_closes_its_stage_run():
+    decision = run(State(Status.PROMOTING, stage=C), command("rollback", reason="stop it"))
+    assert of(decision, Place) == []
+    assert of(decision, FinishStage) == [FinishStage(C, "rolled_back")]  # the placement may have run
+    assert not [a for a in of(decision, Audit) if a.kind == "rollout.placement_cancelled"]
+
+
 def test_a_rollback_while_rolling_back_is_refused():
     state = State(Status.ROLLING_BACK, reason="x")
     decision = run(state, command("rollback", reason="again"))

@@ -159,6 +159,10 @@ class World:
         return self.plan.pipeline.stages[stage].account
 
     def perform(self, decision: Decision) -> None:
+        kinds = {type(a) for a in decision.actions}
+        if {Place, StartRollback} <= kinds:
+            raise Conflict("Place and StartRollback in one decision: the release goes onto the stage's account "
+                           "only to be rolled back from there")
         for action in decision.actions:
             if isinstance(action, Place):
                 if self.rollback_started:
