@@ -78,6 +78,12 @@ class ControllerMetrics:
         self.operator_commands = Counter(
             "canary_operator_commands_total", "Operator commands the daemon handled, by kind and outcome.",
             ["kind", "outcome"], registry=r)
+        self.runner_crashes = Counter(
+            "canary_runner_crashes_total", "Rollout runners that stopped with an error; each is restarted after "
+            "an exponential backoff.", ["rollout"], registry=r)
+        self.store_errors = Counter(
+            "canary_store_errors_total", "Turns of the daemon's main loop that failed on the database; the loop "
+            "backs off and tries again.", registry=r)
         self.start_time = Gauge(
             "canary_daemon_start_time_seconds", "When the daemon started, in seconds since the epoch.",
             registry=r)
@@ -151,6 +157,16 @@ class ControllerMetrics:
 
     def command_handled(self, kind: str, outcome: str) -> None:
         self.operator_commands.labels(kind, outcome).inc()
+
+    def runner_started(self, rollout_id: int) -> None:
+        """A runner for the rollout exists: its crash series starts at 0, so that increase() sees the first crash."""
+        self.runner_crashes.labels(str(rollout_id))
+
+    def runner_crashed(self, rollout_id: int) -> None:
+        self.runner_crashes.labels(str(rollout_id)).inc()
+
+    def store_error(self) -> None:
+        self.store_errors.inc()
 
     def started(self, ts: float) -> None:
         """The daemon's start, in seconds since the epoch (wall time, so dashboards can show uptime)."""

@@ -22,5 +22,7 @@ def every_family_set() -> ControllerMetrics:
     metrics.set_weight_used("canary", 10)
     metrics.set_stream_connected("canary", True)
     metrics.command_handled("pause", "accepted")
+    metrics.runner_crashed(1)
+    metrics.store_error()
     metrics.started(1.0)
     return metrics

@@ -137,6 +137,17 @@ def test_operator_commands_count_by_kind_and_outcome():
         (("kind", "pause"), ("outcome", "done")): 2, (("kind", "promote"), ("outcome", "refused")): 1}
 
 
+def test_runner_crashes_count_per_rollout_from_zero_and_store_errors_count():
+    metrics = ControllerMetrics()
+    metrics.runner_started(4)
+    assert series(metrics, "canary_runner_crashes_total") == {(("rollout", "4"),): 0}
+    metrics.runner_crashed(4)
+    metrics.runner_crashed(4)
+    metrics.store_error()
+    assert series(metrics, "canary_runner_crashes_total") == {(("rollout", "4"),): 2}
+    assert series(metrics, "canary_store_errors_total") == {(): 1}
+
+
 def test_the_daemon_start_time_is_exported():
     metrics = ControllerMetrics()
     metrics.started(1_700_000_000.5)

@@ -1,8 +1,8 @@
 """The daemon's local admin HTTP server: Prometheus metrics, liveness, readiness and status.
 
     GET /metrics   the controller's canary_* metrics (Prometheus text exposition)
-    GET /healthz   liveness: 200 {"ok": true}, or 503 {"ok": false, "reason": ...}
-    GET /readyz    readiness (database, policies, sources): 200 or 503 likewise
+    GET /healthz   liveness: 200 {"ok": true, "reason": ...}, or 503 {"ok": false, "reason": ...}
+    GET /readyz    readiness (database, policies, runners): 200 or 503 likewise
     GET /status    the daemon's status() as JSON
 
 Every answer is JSON except /metrics, errors included (404, 405, 500): the CLI and probes parse
@@ -84,16 +84,14 @@ class AdminServer:
 
 
 def _probe(name: str, check: Check) -> web.Response:
-    """200 when ``check`` passes; 503 with its reason when it fails or raises (a broken check
-    must not pass a probe)."""
+    """200 when ``check`` passes, 503 when it fails or raises (a broken check must not pass a
+    probe); either way the body says why."""
     try:
         ok, reason = check()
     except Exception as error:
         log.exception("admin_check_failed", check=name)
         ok, reason = False, f"the {name} check raised {_describe(error)}"
-    if ok:
-        return web.json_response({"ok": True})
-    return web.json_response({"ok": False, "reason": reason}, status=503)
+    return web.json_response({"ok": bool(ok), "reason": reason}, status=200 if ok else 503)
 
 
 @web.middleware

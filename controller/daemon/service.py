@@ -1,14 +1,20 @@
 """`canaryctl run`: the daemon. One asyncio task tree; the database is its memory.
 
 - Every ``command_poll`` wall seconds it looks for rollouts that are not finished and starts a
-  `RolloutRunner` for each (one at a time: the store refuses a second active rollout), and
-  handles the commands that belong to no rollout (placing a baseline release).
+  `RolloutRunner` for each (one at a time: the store refuses a second active rollout), exports
+  their state metrics, and handles the commands that belong to no rollout (placing a baseline
+  release, in a task of its own, refused on an account an active rollout holds).
+- A runner that crashes is restarted after an exponential backoff (Clock seconds) and counted.
+  A turn that fails on the database is logged, counted and retried after a backoff: the loop
+  never dies of it, and runners in flight go on.
 - SIGTERM / SIGINT: runners finish the action in hand (a rollback step, a placement), take no
   new one, and the daemon exits 0 within ``stop_timeout`` seconds. A rollback interrupted
   between two steps resumes at the next start.
 - SIGHUP: the policy files are loaded again, validated first; an invalid file keeps the old set.
 - With ``NOTIFY_SOCKET`` set: READY, STATUS, WATCHDOG (only while the loop turns) and STOPPING.
-- The admin server (127.0.0.1 by default): /metrics, /healthz, /readyz, /status.
+- The admin server (127.0.0.1 by default): /metrics, /healthz (false when the loop has not turned
+  for ``liveness_limit`` wall seconds), /readyz (false while the store is unreachable, an active
+  rollout's policies do not load or its runner is not running), /status.
 """
 
 from __future__ import annotations
@@ -22,23 +28,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from controller.clock import Clock
+from controller.clock import Backoff, Clock
 from controller.config.daemon import DaemonConfig
 from controller.daemon.admin import AdminServer
 from controller.daemon.notify import Notifier, watchdog_loop
 from controller.deploy.base import Deployer
-from controller.errors import CanaryError, ConfigError
+from controller.errors import CanaryError, ConfigError, StoreError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.rollout import placing, preflight
 from controller.rollout.decide import TERMINAL
 from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
-from controller.rollout.info import get_rollout, list_rollouts
+from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
 from controller.store.commands import ack_command, pending_commands
 from controller.store.database import Database
 
 log = get_logger(__name__)
+
+RUNNER_BACKOFF_INITIAL = 1.0
+RUNNER_BACKOFF_MAX = 300.0
+"""Clock seconds before a crashed runner starts again: 1 s, doubling up to 5 minutes. A runner
+that ran at least the maximum before it crashed starts again from 1 s."""
+STORE_BACKOFF_MAX = 5.0
+"""Wall seconds at most between two turns that fail on the database; under the liveness limit,
+so that a loop waiting for its database is still alive."""
 
 
 class Simulators(Protocol):
@@ -59,6 +73,29 @@ class DaemonOptions:
     stop_releases_on_exit: bool = False
     """Stop every placed release when the daemon exits (the demo and tests); a service leaves
     them running, so that a restarted daemon adopts them."""
+    liveness_limit: float = 10.0
+    """Wall seconds without a turn of the main loop after which /healthz (and the watchdog) fail."""
+    placement_timeout: float = 300.0
+    """Wall seconds a baseline placement may take before it is cancelled and refused."""
+
+
+@dataclass
+class _Restarts:
+    """A rollout's runner crashes in a row and when (Clock time) its runner may start again."""
+
+    backoff: Backoff
+    started: float = 0.0
+    not_before: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """A baseline placement under way in its own task."""
+
+    environment: str
+    account: str
+    task: asyncio.Task
 
 
 class Daemon:
@@ -80,6 +117,12 @@ class Daemon:
         self.simulators = simulators
         self._deployers: dict[str, Any] = {}
         self.runners: dict[int, tuple[RolloutRunner, asyncio.Task]] = {}
+        self._restarts: dict[int, _Restarts] = {}
+        self._placements: dict[int, _Placement] = {}  # by command id
+        self._active: list[RolloutInfo] = []
+        self._waiting: dict[int, str] = {}  # rollout id -> why its runner does not start yet
+        self._store_error: str | None = None
+        self._policy_errors: list[str] = []
         self.reports: dict[int, RolloutReport] = {}
         self.admin_port: int | None = None
         self.ready = asyncio.Event()
@@ -128,6 +171,7 @@ class Daemon:
         finally:
             self.notifier.stopping("stopping: finishing the current step")
             await self._stop_runners()
+            await self._stop_placements()
             if watchdog is not None:
                 watchdog.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -145,32 +189,109 @@ class Daemon:
         return 0
 
     async def _loop(self) -> None:
+        # The database comes back in real time: its backoff is counted in wall seconds, like the
+        # loop's own cadence (the Backoff's clock is not slept on).
+        store_backoff = Backoff(self.clock, initial=self.options.cadence.command_poll, maximum=STORE_BACKOFF_MAX)
         while not self._stop.is_set():
             self._last_turn = time.monotonic()
-            await self._handle_global_commands()
-            await self._supervise()
+            pause = self.options.cadence.command_poll
+            try:
+                await self._handle_global_commands()
+                await self._supervise()
+            except StoreError as error:
+                pause = store_backoff.next()
+                self._store_error = str(error)
+                self.metrics.store_error()
+                log.error("store_unreachable", error=str(error), failures=store_backoff.failures,
+                          retry_in=round(pause, 3))
+            except Exception as error:  # noqa: BLE001 - the loop never dies: runners in flight go on
+                pause = store_backoff.next()
+                log.exception("main_loop_turn_failed", error=repr(error), retry_in=round(pause, 3))
+            else:
+                if self._store_error is not None:
+                    log.info("store_reachable_again", failures=store_backoff.failures)
+                self._store_error = None
+                store_backoff.reset()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.options.cadence.command_poll):
+                async with asyncio.timeout(pause):
                     await self._stop.wait()
 
     async def _supervise(self) -> None:
+        now = self.clock.time()
         for rollout_id, (_, task) in list(self.runners.items()):
             if task.done():
                 del self.runners[rollout_id]
                 if not task.cancelled() and task.exception() is not None:
-                    log.error("rollout_runner_crashed", rollout=rollout_id, error=repr(task.exception()))
+                    self._runner_crashed(rollout_id, task.exception(), now)
         active = await list_rollouts(self.db, active_only=True)
+        self._active = active
+        self._export(active)
+        self._policy_errors = self._unloadable_policies(active)
+        for gone in set(self._restarts) - {info.id for info in active}:
+            del self._restarts[gone]
+        self._waiting = {}
         for info in active:
-            if info.id not in self.runners:
-                report = self.reports.setdefault(info.id, RolloutReport(info.id, info.release))
-                runner = RolloutRunner(rollout_id=info.id, db=self.db, site=self.site, policies=self.policies,
-                                       metrics=self.metrics, cadence=self.options.cadence, report=report,
-                                       on_event=self._event_for(info.id))
-                self.runners[info.id] = (runner, asyncio.create_task(runner.run(), name=f"rollout-{info.id}"))
+            if info.id in self.runners:
+                continue
+            restarts = self._restarts.get(info.id)
+            if restarts is not None and now < restarts.not_before:
+                self._waiting[info.id] = (f"its runner crashed ({restarts.backoff.failures} in a row, last: "
+                                          f"{restarts.error}) and restarts in {restarts.not_before - now:.1f} s")
+                continue
+            if placing_on := self._placing_on(info):
+                self._waiting[info.id] = f"a baseline placement runs on {placing_on}"
+                continue
+            self._start_runner(info, now)
         self._status = {"rollouts": [i.to_json() for i in active],
-                        "runners": sorted(self.runners), "admin_port": self.admin_port}
+                        "runners": sorted(self.runners), "admin_port": self.admin_port,
+                        "baseline_placements": sorted(self._placements)}
         self.notifier.status(", ".join(f"rollout {i.id} {i.release}: {i.status.value} {i.stage.name}"
                                        for i in active) or "idle: no rollout under way")
+
+    def _start_runner(self, info: RolloutInfo, now: float) -> None:
+        report = self.reports.setdefault(info.id, RolloutReport(info.id, info.release))
+        runner = RolloutRunner(rollout_id=info.id, db=self.db, site=self.site, policies=self.policies,
+                               metrics=self.metrics, cadence=self.options.cadence, report=report,
+                               on_event=self._event_for(info.id))
+        self.runners[info.id] = (runner, asyncio.create_task(runner.run(), name=f"rollout-{info.id}"))
+        restarts = self._restarts.setdefault(info.id, _Restarts(Backoff(
+            self.clock, initial=RUNNER_BACKOFF_INITIAL, maximum=RUNNER_BACKOFF_MAX)))
+        restarts.started = now
+        self.metrics.runner_started(info.id)
+
+    def _runner_crashed(self, rollout_id: int, error: BaseException, now: float) -> None:
+        """Count the crash and hold the runner back for the next wait of its backoff."""
+        restarts = self._restarts[rollout_id]
+        if now - restarts.started >= RUNNER_BACKOFF_MAX:  # it ran well for a while: this is a new series
+            restarts.backoff.reset()
+        delay = restarts.backoff.next()
+        restarts.not_before = now + delay
+        restarts.error = f"{type(error).__name__}: {error}"
+        self.metrics.runner_crashed(rollout_id)
+        log.error("rollout_runner_crashed", rollout=rollout_id, error=repr(error),
+                  crashes_in_a_row=restarts.backoff.failures, restart_in=round(delay, 3))
+
+    def _export(self, active: list[RolloutInfo]) -> None:
+        """Every active rollout's state, stage and time left, as the store has them: after a restart
+        the series exist before any state changes, and the time left moves on every turn."""
+        now = self.clock.time()
+        for info in active:
+            self.metrics.set_rollout_state(info.id, info.release, info.status.value)
+            self.metrics.set_rollout_stage(info.id, info.release, info.stage.name)
+            if info.state.stage_started is not None:
+                self.metrics.set_stage_remaining(info.id, info.state.stage_started + info.stage.duration - now)
+
+    def _unloadable_policies(self, active: list[RolloutInfo]) -> list[str]:
+        """Why the policy files an active rollout needs cannot be used (none: every one loads)."""
+        errors = []
+        for info in active:
+            for stage in info.pipeline.stages:
+                try:
+                    self.policies.stage(stage.policies)
+                except Exception as error:  # noqa: BLE001 - any failure to load is a policy not loaded
+                    errors.append(f"rollout {info.id}: the policies of stage {stage.name} are not loaded "
+                                  f"({type(error).__name__}: {error})")
+        return errors
 
     def _event_for(self, rollout_id: int) -> Callable[[str], None]:
         def emit(text: str) -> None:
@@ -203,22 +324,69 @@ class Daemon:
                                                   message=f"the rollout is {info.status.value}: nothing to "
                                                           f"{command.kind}", audit_kind=f"command.{command.kind}")
                 continue
+            if command.id in self._placements:
+                continue  # under way in its own task
             if command.kind != "place":
                 await ack_command(self.db, self.clock, command.id, accepted=False,
                                           message=f"unknown command {command.kind!r}", audit_kind="command.refused")
                 continue
-            args = command.args
-            try:
+            environment, account = command.args["environment"], command.args["account"]
+            if any((p.environment, p.account) == (environment, account) for p in self._placements.values()):
+                continue  # one placement at a time on an account: this one waits for the one under way
+            holder = next((info for info in await list_rollouts(self.db, active_only=True)
+                           if (environment, account) in _accounts_of(info)), None)
+            if holder is not None:
+                await ack_command(self.db, self.clock, command.id, accepted=False, audit_kind="command.place",
+                                  message=f"rollout {holder.id} of {holder.release} ({holder.status.value}) holds "
+                                          f"{environment}/{account}: wait until it is finished, or roll it back "
+                                          f"(`canaryctl rollback {holder.id} --reason TEXT`)")
+                continue
+            # A bot that starts slowly must not hold back the loop (and with it the watchdog).
+            task = asyncio.create_task(self._place_baseline(command), name=f"baseline-{command.id}")
+            self._placements[command.id] = _Placement(environment, account, task)
+            task.add_done_callback(lambda _, command_id=command.id: self._placements.pop(command_id, None))
+
+    async def _place_baseline(self, command) -> None:
+        """Place a baseline release and acknowledge the command, within ``placement_timeout``."""
+        args = command.args
+        where = f"{args['environment']}/{args['account']}"
+        try:
+            async with asyncio.timeout(self.options.placement_timeout):
                 deployment, _ = await placing.place(self.db, self.site, environment=args["environment"],
                                                     account=args["account"], release=args["release"],
                                                     rollout_id=None, actor=command.actor)
-            except Exception as exc:  # noqa: BLE001 - the operator sees why in the ack
-                await ack_command(self.db, self.clock, command.id, accepted=False,
-                                          message=f"{type(exc).__name__}: {exc}", audit_kind="command.place")
-                continue
-            await ack_command(self.db, self.clock, command.id, accepted=True, audit_kind="command.place",
-                                      message=f"{args['release']} runs on {args['environment']}/{args['account']} "
-                                              f"(deployment {deployment.id})")
+        except TimeoutError:
+            accepted = False
+            message = (f"placing {args['release']} on {where} did not finish within "
+                       f"{self.options.placement_timeout:g} s and was cancelled: the account may run no release; "
+                       f"see `canaryctl status` and place it again")
+            log.error("baseline_placement_timed_out", command=command.id, account=where)
+        except Exception as exc:  # noqa: BLE001 - the operator sees why in the ack
+            accepted, message = False, f"{type(exc).__name__}: {exc}"
+        else:
+            accepted, message = True, f"{args['release']} runs on {where} (deployment {deployment.id})"
+        try:
+            await ack_command(self.db, self.clock, command.id, accepted=accepted, message=message,
+                              audit_kind="command.place")
+        except StoreError as error:  # unanswered, the command is read again and placed again (idempotent)
+            log.error("baseline_ack_failed", command=command.id, error=str(error))
+
+    def _placing_on(self, info: RolloutInfo) -> str | None:
+        """An account of the rollout that a baseline placement is placing on, or None."""
+        held = _accounts_of(info)
+        return next((f"{p.environment}/{p.account}" for p in self._placements.values()
+                     if (p.environment, p.account) in held), None)
+
+    async def _stop_placements(self) -> None:
+        tasks = [p.task for p in self._placements.values()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self.options.stop_timeout)
+        for task in pending:
+            log.warning("baseline_placement_cut_short", task=task.get_name())
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     async def _stop_releases(self) -> None:
         for name, env in self.site.environments.items():
@@ -230,13 +398,23 @@ class Daemon:
 
     def _liveness(self) -> tuple[bool, str]:
         lag = time.monotonic() - self._last_turn
-        limit = max(10.0, 20 * self.options.cadence.command_poll)
-        return (lag < limit, f"main loop last turned {lag:.1f} s ago")
+        limit = max(self.options.liveness_limit, 2 * self.options.cadence.command_poll)
+        return (lag < limit, f"main loop last turned {lag:.1f} s ago (limit {limit:g} s)")
 
     def _readiness(self) -> tuple[bool, str]:
         if not self.ready.is_set():
             return False, "starting"
-        return True, f"{len(self.runners)} rollout(s) under way"
+        problems = []
+        if self._store_error is not None:
+            problems.append(f"the store is unreachable: {self._store_error}")
+        problems.extend(self._policy_errors)
+        for info in self._active:
+            if info.id not in self.runners:
+                why = self._waiting.get(info.id, "it has not started yet")
+                problems.append(f"rollout {info.id}'s runner is not running: {why}")
+        if problems:
+            return False, "; ".join(problems)
+        return True, f"{len(self.runners)} rollout(s) under way, each with its runner; store and policies in order"
 
     # ------------------------------------------------------------ the world
 
@@ -269,3 +447,10 @@ class Daemon:
                 self._deployers[key] = ProcessDeployer(self.options.state_dir, self.clock)
         return self._deployers[key]
 
+
+
+def _accounts_of(info: RolloutInfo) -> set[tuple[str, str]]:
+    """(environment, account) of every account the rollout places its release on or compares it with."""
+    stages = info.pipeline.stages
+    return ({(s.environment, s.account) for s in stages}
+            | {(s.environment, s.baseline) for s in stages if s.baseline})

@@ -75,14 +75,16 @@ async def test_metrics_are_the_prometheus_exposition_of_the_canary_metrics(admin
     assert [(s.labels["rollout"], s.value) for s in running] == [("7", 1.0)]
 
 
-async def test_healthz_is_200_while_the_loop_turns_and_503_with_the_reason_when_not(admin, daemon):
-    assert await get(admin, "/healthz") == (200, {"ok": True})
+async def test_healthz_is_200_while_the_loop_turns_and_503_when_not_each_with_its_reason(admin, daemon):
+    daemon.healthy = (True, "main loop last turned 0.2 s ago")
+    assert await get(admin, "/healthz") == (200, {"ok": True, "reason": "main loop last turned 0.2 s ago"})
     daemon.healthy = (False, "main loop last turned 95 s ago")
     assert await get(admin, "/healthz") == (503, {"ok": False, "reason": "main loop last turned 95 s ago"})
 
 
-async def test_readyz_is_200_when_ready_and_503_with_the_reason_when_not(admin, daemon):
-    assert await get(admin, "/readyz") == (200, {"ok": True})
+async def test_readyz_is_200_when_ready_and_503_when_not_each_with_its_reason(admin, daemon):
+    daemon.ready = (True, "1 rollout(s) under way")
+    assert await get(admin, "/readyz") == (200, {"ok": True, "reason": "1 rollout(s) under way"})
     daemon.ready = (False, "exchange stream for account canary not connected")
     assert await get(admin, "/readyz") == (503, {"ok": False,
                                                  "reason": "exchange stream for account canary not connected"})
