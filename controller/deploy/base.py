@@ -43,6 +43,10 @@ class DeployError(CanaryError):
     """A release could not be placed or stopped; the message says which instance and why."""
 
 
+class CallTimeout(DeployError):
+    """A call the deployer made (systemctl, journalctl) did not end within its bound; it was killed."""
+
+
 @dataclass(frozen=True)
 class Placement:
     """One release to run on one instance, with everything the bot needs to start."""
@@ -125,6 +129,10 @@ class Deployer(Protocol):
 
     async def status(self, instance: str) -> Running | None:
         """What runs on the instance now (alive), else None."""
+
+    async def kill_strays(self, instance: str) -> list[int]:
+        """Kill every bot of the instance that the deployer's records do not name (a controller
+        killed between spawning a bot and recording it leaves one); the pids killed."""
 
 
 def check_instance(instance: str) -> None:

@@ -5,17 +5,25 @@ Each instance has a folder ``STATE_DIR/instances/INSTANCE/`` (mode 0700):
 - ``config.json``: the config snapshot the bot runs with;
 - ``exchange.json``: where the exchange is and the account's API key (0600; removed at stop);
 - ``output.log``: the bot's standard output and error, appended run after run;
-- ``placement.json``: what runs (release, config hash, pid and start time, metrics URL).
+- ``placement.json``: what runs (release, config hash, pid and start time, metrics URL);
+- ``bot.lock``: locked (flock) before the bot is spawned, and inherited by it, so it stays locked
+  exactly as long as a bot of this instance lives, recorded or not.
 
 The bot runs in a session of its own, so it outlives the controller (a crash, a restart) and
 a new controller finds it again through ``placement.json``: a pid counts as the bot only while
 its start time (from /proc) is the recorded one, since Linux reuses pids.
+
+``placement.json`` can only be written once the pid is known, after the spawn: a controller
+killed in between leaves a bot no record names. The lock closes that window: before it spawns,
+and when it stops an instance, the deployer kills every process holding the instance's lock
+that ``placement.json`` does not name, so that never two bots trade one account.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -23,6 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from controller import failpoints
 from controller.clock import Clock
 from controller.deploy.base import (
     READY_POLL,
@@ -48,6 +57,7 @@ EXIT_POLL = 0.05
 INHERITED_ENV = ("PATH", "HOME", "LANG", "PYTHONPATH")
 """All the bot inherits from the controller's environment: nothing of the controller's own secrets."""
 OUTPUT_LOG = "output.log"
+LOCK_FILE = "bot.lock"
 
 
 def instance_folder(state_dir: Path, instance: str) -> Path:
@@ -70,6 +80,7 @@ class ProcessDeployer:
     async def start(self, placement: Placement) -> Running:
         async with self._lock(placement.instance):
             current = await self.status(placement.instance)
+            await self._kill_strays(placement.instance, current)
             if current is not None:
                 if current.runs(placement):
                     return current
@@ -85,8 +96,14 @@ class ProcessDeployer:
             if running is not None:
                 await self._terminate(running, grace)
                 log.info("deploy_stopped", instance=instance, release=running.release, pid=running.pid)
+            await self._kill_strays(instance, None)
             self._forget(instance)
             return running
+
+    async def kill_strays(self, instance: str) -> list[int]:
+        """Kill every bot of the instance that ``placement.json`` does not name; their pids."""
+        async with self._lock(instance):
+            return await self._kill_strays(instance, await self.status(instance))
 
     async def status(self, instance: str) -> Running | None:
         check_instance(instance)
@@ -111,18 +128,22 @@ class ProcessDeployer:
                                        exchange_file=str(exchange))
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env.update(placement.environment())
+        lock_fd = self._take_lock(placement.instance)  # start() killed the strays: nobody holds it
         log_fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             offset = os.fstat(log_fd).st_size
             # Not asyncio's subprocess: its transport kills the child when it is closed or collected,
             # and the bot must outlive this controller. A new session: our signals are not its own.
+            # The bot inherits the locked descriptor: the lock is its own from now on, ours closes.
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, env=env,
-                                       cwd=folder, start_new_session=True)
+                                       cwd=folder, start_new_session=True, pass_fds=(lock_fd,))
         except OSError as exc:
             exchange.unlink(missing_ok=True)
             raise DeployError(f"instance {placement.instance}: cannot run {argv[0]}: {exc.strerror}") from None
         finally:
             os.close(log_fd)
+            os.close(lock_fd)
+        failpoints.hit("deploy.process.spawned")  # a controller dying here leaves a bot no record names
         self._children[process.pid] = process
         stat = read_stat(process.pid)
         record = {"instance": placement.instance, "release": placement.release,
@@ -163,6 +184,47 @@ class ProcessDeployer:
                              what=f"instance {running.instance}: release {running.release}")
         finally:
             exited.cancel()
+
+    # --- bots no record names --------------------------------------------------------------------------
+
+    def _take_lock(self, instance: str) -> int:
+        """The instance's lock file, opened and locked; a DeployError when a process holds it."""
+        fd = os.open(self._folder(instance) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holders = lock_holders(self._folder(instance) / LOCK_FILE)
+            raise DeployError(f"instance {instance}: pid {', '.join(map(str, holders)) or 'unknown'} still holds "
+                              f"{LOCK_FILE}: a bot of this instance runs that this controller did not start") from None
+        return fd
+
+    async def _kill_strays(self, instance: str, running: Running | None) -> list[int]:
+        """SIGKILL the process group of every holder of the instance's lock but ``running``'s bot.
+
+        A stray is a bot whose controller died before recording it: it trades an account that a
+        new bot is about to be given (or that a rollback is making safe), so it gets no grace.
+        """
+        path = self._folder(instance) / LOCK_FILE
+        if not path.exists() or not _locked(path):
+            return []
+        strays = [pid for pid in lock_holders(path) if running is None or pid != running.pid]
+        for pid in strays:
+            stat = read_stat(pid)
+            if stat is None:
+                continue
+            log.warning("deploy_stray_killed", instance=instance, pid=pid,
+                        reason="holds the instance's lock and no placement record names it")
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(pid) == pid:  # a session leader, as we start bots: it and what it started
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            if not await wait_exit(pid, stat.start_ticks, KILL_WAIT):
+                raise DeployError(f"instance {instance}: stray bot pid {pid} is still there "
+                                  f"{KILL_WAIT:g} s after SIGKILL")
+            self._reap(pid)
+        return strays
 
     # --- stop ------------------------------------------------------------------------------------------
 
@@ -225,6 +287,44 @@ class ProcessDeployer:
                        pid=record["pid"], metrics_url=record["metrics_url"],
                        log_file=self._folder(instance) / OUTPUT_LOG, journal_unit=None,
                        started_at=record["started_at"], log_offset=record["log_offset"])
+
+
+def _locked(path: Path) -> bool:
+    """Whether a process holds the flock of ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if this test took it
+    return False
+
+
+def lock_holders(path: Path, proc: Path = Path("/proc")) -> list[int]:
+    """The pids (other than this process) with a descriptor open on ``path``, found through /proc.
+
+    /proc/locks would name the process that took the lock, which is the controller that spawned
+    the bot (perhaps dead), not the bot holding it now: the open descriptors tell who holds it.
+    """
+    target = os.stat(path)
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            descriptors = list((entry / "fd").iterdir())
+        except OSError:  # gone, or another user's
+            continue
+        for descriptor in descriptors:
+            try:
+                opened = os.stat(descriptor)
+            except OSError:
+                continue
+            if (opened.st_dev, opened.st_ino) == (target.st_dev, target.st_ino):
+                found.append(int(entry.name))
+                break
+    return sorted(found)
 
 
 def _alive(pid: int, start_ticks: int) -> bool:

@@ -10,8 +10,11 @@ Before ``systemctl start canary-strategy@INSTANCE.service`` the deployer writes,
 - ``INSTANCE.exchange.json``: the exchange and the account's API key (removed at stop).
 
 systemd owns the process: it keeps it across controller restarts, kills its whole cgroup on
-stop, and its output goes to the journal (``Running.journal_unit``). Every call is an argv, no
-shell; a failing call is a DeployError quoting systemctl's own message.
+stop, and its output goes to the journal (``Running.journal_unit``). The unit is the record: the
+files are written before ``systemctl start``, so no bot ever runs that a restarted controller
+cannot find (`kill_strays` has nothing to do). Every call is an argv, no shell, bounded by
+``call_timeout`` seconds (a hung systemd must not hold up a rollback); a failing call is a
+DeployError quoting systemctl's own message, one past its bound a `CallTimeout`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from controller.clock import Clock
 from controller.deploy.base import (
     READY_POLL,
+    CallTimeout,
     KILL_WAIT,
     TAIL_LINES,
     DeployError,
@@ -60,7 +64,7 @@ class SystemdDeployer:
 
     def __init__(self, clock: Clock, *, env_dir: Path = DEFAULT_ENV_DIR, systemctl: str = "systemctl",
                  journalctl: str = "journalctl", unit_template: str = "canary-strategy@", user: bool = False,
-                 python: str = sys.executable, ready_timeout: float = 30.0) -> None:
+                 python: str = sys.executable, ready_timeout: float = 30.0, call_timeout: float = 30.0) -> None:
         self.clock = clock
         self.env_dir = Path(env_dir)
         self.systemctl = systemctl
@@ -69,6 +73,8 @@ class SystemdDeployer:
         self.user = user
         self.python = python
         self.ready_timeout = ready_timeout
+        self.call_timeout = call_timeout
+        """Real seconds any one systemctl or journalctl call may take before it is killed."""
         self._locks: dict[str, asyncio.Lock] = {}
 
     def unit(self, instance: str) -> str:
@@ -93,18 +99,21 @@ class SystemdDeployer:
             if running is not None:
                 try:
                     if grace <= 0:
-                        raise TimeoutError  # killed at once
-                    async with asyncio.timeout(grace):
-                        await self._systemctl("stop", unit)  # SIGTERM to the cgroup, then waits
-                except TimeoutError:
+                        raise CallTimeout("killed at once")
+                    await self._systemctl("stop", unit, timeout=grace)  # SIGTERM to the cgroup, then waits
+                except CallTimeout:
                     if grace > 0:
                         log.warning("deploy_kill", unit=unit, grace=grace)
                     await self._systemctl("kill", "--signal=SIGKILL", unit)
-                    async with asyncio.timeout(KILL_WAIT):
-                        await self._systemctl("stop", unit)
+                    await self._systemctl("stop", unit, timeout=KILL_WAIT)
                 log.info("deploy_stopped", unit=unit, release=running.release, pid=running.pid)
             self._forget(instance)
             return running
+
+    async def kill_strays(self, instance: str) -> list[int]:
+        """Nothing to do: systemd runs at most one process tree per unit, and the unit is the record."""
+        check_instance(instance)
+        return []
 
     async def status(self, instance: str) -> Running | None:
         unit = self.unit(instance)
@@ -157,9 +166,8 @@ class SystemdDeployer:
                              what=f"{unit}: release {running.release}")
             state = await self._show(unit)
         except BaseException:
-            with contextlib.suppress(DeployError, TimeoutError):
-                async with asyncio.timeout(KILL_WAIT):
-                    await self._systemctl("stop", unit)
+            with contextlib.suppress(DeployError):
+                await self._systemctl("stop", unit, timeout=KILL_WAIT)
             self._forget(instance)
             raise
         pid = int(state.get("MainPID") or 0) or None
@@ -191,11 +199,13 @@ class SystemdDeployer:
         out = await self._systemctl("show", "-p", ",".join(SHOW), unit)
         return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
 
-    async def _systemctl(self, *args: str) -> str:
-        return await self._run(self.systemctl, *(["--user"] if self.user else []), *args)
+    async def _systemctl(self, *args: str, timeout: float | None = None) -> str:
+        return await self._run(self.systemctl, *(["--user"] if self.user else []), *args, timeout=timeout)
 
-    async def _run(self, *argv: str) -> str:
-        """Run ``argv`` to its end; its standard output, or a DeployError quoting its standard error."""
+    async def _run(self, *argv: str, timeout: float | None = None) -> str:
+        """Run ``argv`` to its end, within ``timeout`` seconds (`call_timeout` by default); its standard
+        output, a DeployError quoting its standard error, or a CallTimeout once it has been killed."""
+        bound = self.call_timeout if timeout is None else timeout
         try:
             process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                            stdout=asyncio.subprocess.PIPE,
@@ -203,11 +213,14 @@ class SystemdDeployer:
         except OSError as exc:
             raise DeployError(f"cannot run {argv[0]}: {exc.strerror}") from None
         try:
-            out, err = await process.communicate()
-        except BaseException:  # cancelled (a bound expired): do not leave it behind
+            async with asyncio.timeout(bound):
+                out, err = await process.communicate()
+        except BaseException as exc:  # cancelled or past its bound: do not leave it behind
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+            if isinstance(exc, TimeoutError):
+                raise CallTimeout(f"{shlex.join(argv)} did not end within {bound:g} s: killed") from None
             raise
         if process.returncode != 0:
             message = err.decode("utf-8", "replace").strip() or "no message"

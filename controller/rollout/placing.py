@@ -23,8 +23,12 @@ log = get_logger(__name__)
 
 async def place(db: Database, site: Site, *, environment: str, account: str, release: str,
                 rollout_id: int | None, previous_id: int | None = None,
-                actor: str = "controller") -> tuple[DeploymentInfo, Running]:
-    """Run ``release`` with its config snapshot on the account, after stopping anything else there."""
+                actor: str = "controller", settings_restored: bool = False) -> tuple[DeploymentInfo, Running]:
+    """Run ``release`` with its config snapshot on the account, after stopping anything else there.
+
+    ``settings_restored``: the caller (a rollback) has just set and read back the release's
+    settings, so they are not applied again.
+    """
     info, config_text, config = await release_config(db, release)
     live = await live_deployment(db, environment, account)
     deployer = site.deployer(environment)
@@ -33,7 +37,8 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
     if current is not None and (current.release, current.config_sha256) != (release, info.config_sha256):
         await deployer.stop(instance)
         log.info("release_stopped", instance=instance, release=current.release, reason="replaced")
-    if current is None or (current.release, current.config_sha256) != (release, info.config_sha256):
+    if not settings_restored and (current is None
+                                  or (current.release, current.config_sha256) != (release, info.config_sha256)):
         client = await site.client(environment, account, purpose="act")
         await apply_settings(client, {s: (c.leverage, c.margin_type) for s, c in config.symbols.items()})
     placement = site.placement(environment, account, release=release, manifest=info.manifest,

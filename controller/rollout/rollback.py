@@ -5,20 +5,27 @@ For each account the rollout placed its release on (newest first):
     stop_release      stop the release (the deployer's stop is idempotent); by default it is
                       killed at once: a release being rolled back gets no graceful minute to
                       trade in, and what a graceful stop would tidy (orders, positions) the next
-                      steps do from the exchange's side
+                      steps do from the exchange's side. Any bot of the account that the
+                      deployer's records do not name (a stray) is killed too
     cancel_orders     cancel every open order of the account, symbols concurrently
     positions         keep them, or flatten with reduce-only market orders whose client ids are
                       fixed by the plan (an order the exchange already saw is never sent again)
     restore_leverage  set each symbol's leverage and margin type from the previous config
-                      snapshot, concurrently, and read them back
+                      snapshot, concurrently, and read them back. With positions kept, the
+                      exchange refuses a margin type change on a symbol with a position (-4048):
+                      the leverage is still restored, and the margin type left as it is is said
+                      in the step's result and in a ``rollback.margin_type_kept`` audit event
     start_previous    start the previous release with its snapshot (idempotent: a release that
-                      already runs with that config is not started again)
+                      already runs with that config is not started again), without applying its
+                      settings again: restore_leverage did, and read them back
     verify_previous   the previous release is up and the exchange's leverage matches its config
 
 The plan is written in one transaction with the intent; each step's row is updated before it
 runs (``running``, attempts + 1) and after (``done`` with what it did, or ``failed`` with the
-error). A daemon killed anywhere resumes at the first step not ``done``. A step that still
-fails after bounded retries stops the plan; the rollout goes to ``failed`` naming the step, and
+error). A daemon killed anywhere resumes at the first step not ``done``. Each attempt of a step
+is bounded by ``step_timeout`` seconds (every call inside it, to the exchange, systemctl or a
+process, has its own bound too), so a hung call is an error, never a rollback that waits forever.
+A step that still fails after bounded retries stops the plan; the rollout goes to ``failed`` naming the step, and
 an operator's ``rollback`` resumes it there.
 """
 
@@ -35,6 +42,7 @@ from sqlalchemy import select
 
 from controller import failpoints
 from controller.canonical import canonical_json
+from controller.exchange.errors import Rejected
 from controller.logs import get_logger
 from controller.rollout import placing
 from controller.rollout.info import RolloutInfo
@@ -49,6 +57,8 @@ log = get_logger(__name__)
 STEPS = ("stop_release", "cancel_orders", "positions", "restore_leverage", "start_previous", "verify_previous")
 SAFE_AFTER = "restore_leverage"
 """The account is safe once this step is done: release stopped, orders canceled, leverage restored."""
+MARGIN_TYPE_WITH_POSITION = -4048
+"""Binance refuses a margin type change on a symbol with a position open."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,10 @@ class RollbackFailed(Exception):
     pass
 
 
+class StepTimeout(Exception):
+    """An attempt of a step did not end within the rollback's ``step_timeout``."""
+
+
 async def load_plan(db: Database, rollout_id: int) -> list[StepInfo]:
     async with db.read() as session:
         rows = (await session.execute(select(RollbackStep).where(RollbackStep.rollout_id == rollout_id)
@@ -87,13 +101,15 @@ async def load_plan(db: Database, rollout_id: int) -> list[StepInfo]:
 
 class Rollback:
     def __init__(self, db: Database, site: Site, *, attempts: int = 3, backoff: float = 0.5,
-                 stop_grace: float = 0.0) -> None:
+                 stop_grace: float = 0.0, step_timeout: float = 120.0) -> None:
         self.db = db
         self.site = site
         self.clock = site.clock
         self.attempts = attempts
         self.backoff = backoff
         self.stop_grace = stop_grace
+        self.step_timeout = step_timeout
+        """Real seconds one attempt of a step may take: longer than a bot's start-up (30 s by default)."""
         self.safe_wall: float | None = None  # time.monotonic() when the account became safe
 
     # ------------------------------------------------------------ the plan
@@ -133,7 +149,7 @@ class Rollback:
             ("cancel_orders", {**where, "symbols": symbols}),
             ("positions", {**where, "symbols": symbols, "mode": stage.positions if stage else "keep",
                            "client_id_prefix": f"rb{info.id}d{deployment.id}"}),
-            ("restore_leverage", {**where, "settings": settings}),
+            ("restore_leverage", {**where, "settings": settings, "positions": stage.positions if stage else "keep"}),
             ("start_previous", {**where, "release": previous_release,
                                 "previous": previous.id if previous else None}),
             ("verify_previous", {**where, "release": previous_release, "settings": settings}),
@@ -172,7 +188,12 @@ class Rollback:
             await self._mark(info, step, "running", attempt=True)
             began = time.monotonic()
             try:
-                result = {**await action(info, step.detail), "wall_ms": round((time.monotonic() - began) * 1000, 1)}
+                try:
+                    async with asyncio.timeout(self.step_timeout):
+                        done = await action(info, step.detail)
+                except TimeoutError:
+                    raise StepTimeout(f"did not end within {self.step_timeout:g} s") from None
+                result = {**done, "wall_ms": round((time.monotonic() - began) * 1000, 1)}
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then reported with the step
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("rollback_step_failed", rollout=info.id, step=step.name, account=step.detail.get("account"),
@@ -215,7 +236,9 @@ class Rollback:
         deployment = await get_deployment(self.db, detail["deployment"])
         stopped = await placing.unplace(self.db, self.site, deployment, reason=f"rollback of rollout {info.id}",
                                         grace=self.stop_grace)
-        return {"stopped_pid": stopped.pid if stopped else None}
+        strays = await self.site.deployer(detail["environment"]).kill_strays(
+            self.site.instance(detail["environment"], detail["account"]))
+        return {"stopped_pid": stopped.pid if stopped else None, **({"strays_killed": strays} if strays else {})}
 
     async def _cancel_orders(self, info: RolloutInfo, detail: dict) -> dict:
         client = await self._client(detail)
@@ -236,15 +259,43 @@ class Rollback:
 
     async def _restore_leverage(self, info: RolloutInfo, detail: dict) -> dict:
         client = await self._client(detail)
-        await placing.apply_settings(client, {s: tuple(v) for s, v in detail["settings"].items()})
-        return {"restored": sorted(detail["settings"])}
+        # Plans written before the step knew the stage's positions mode are held to the strict rule.
+        positions_kept = detail.get("positions", "flatten") == "keep"
+        kept: dict[str, str] = {}
+
+        async def one(symbol: str, leverage: int, margin_type: str) -> None:
+            try:
+                await client.set_margin_type(symbol, margin_type)
+            except Rejected as exc:
+                if exc.code != MARGIN_TYPE_WITH_POSITION or not positions_kept:
+                    raise  # flattened positions leave nothing to block the change: a real failure
+                kept[symbol] = margin_type
+            await client.set_leverage(symbol, leverage)
+            await client.confirm_leverage(symbol, leverage)
+
+        await _gather(one(s, lev, mt) for s, (lev, mt) in sorted(detail["settings"].items()))
+        result: dict[str, Any] = {"restored": sorted(detail["settings"])}
+        if kept:
+            found = {s.symbol: s.margin_type for s in await client.symbol_settings()}
+            left = {s: {"is": found.get(s), "previous": kept[s]} for s in sorted(kept)}
+            result["margin_type_kept"] = left
+            result["message"] = ("leverage restored; margin type not restored while positions are open "
+                                 "(positions: keep): " + ", ".join(f"{s} is {v['is']}, the previous config "
+                                                                   f"says {v['previous']}" for s, v in left.items()))
+            log.warning("rollback_margin_type_kept", rollout=info.id, account=detail["account"], symbols=sorted(kept))
+            async with self.db.write() as session:
+                await audit.append(session, self.clock, actor="controller", kind="rollback.margin_type_kept",
+                                   subject=f"rollout:{info.id}", release=info.release,
+                                   payload={"environment": detail["environment"], "account": detail["account"],
+                                            "symbols": left, "reason": "positions open (-4048) and kept"})
+        return result
 
     async def _start_previous(self, info: RolloutInfo, detail: dict) -> dict:
         if not detail["release"]:
             return {"started": None, "note": "no previous release: the account stays empty"}
         _, running = await placing.place(self.db, self.site, environment=detail["environment"],
                                          account=detail["account"], release=detail["release"], rollout_id=None,
-                                         previous_id=detail["previous"])
+                                         previous_id=detail["previous"], settings_restored=True)
         return {"started": detail["release"], "pid": running.pid}
 
     async def _verify_previous(self, info: RolloutInfo, detail: dict) -> dict:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import yaml
 
 from controller.clock import RealClock
+from controller.procfs import read_stat
 from controller.release_files import read_release
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
@@ -140,12 +141,16 @@ class Processes:
     # ------------------------------------------------------------ stopping
 
     def bot_pids(self) -> list[int]:
+        """The bots the placement records name, and any other process running in an instance's
+        folder (a bot whose daemon died before recording it)."""
         pids = []
         for state_dir in self.state_dirs:
             for record in state_dir.glob("instances/*/placement.json"):
                 with contextlib.suppress(ValueError, OSError, KeyError):
                     pids.append(int(json.loads(record.read_text())["pid"]))
-        return pids
+            for folder in state_dir.glob("instances/*"):
+                pids.extend(bots_in(folder))
+        return sorted(set(pids))
 
     def close(self) -> None:
         daemons = [p for p in self.children if p.args[3:4] != ["sim"]]
@@ -159,6 +164,20 @@ class Processes:
             _end(process)
         for handle in self._logs:
             handle.close()
+
+
+def bots_in(folder: Path) -> list[int]:
+    """The live processes whose working directory is ``folder``: the bots the process deployer
+    started for that instance, as Linux tells it, whatever the deployer recorded."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = read_stat(int(entry.name))  # a zombie (killed, not yet reaped) trades no more
+            if Path(os.readlink(entry / "cwd")) == folder and stat is not None and stat.alive:
+                found.append(int(entry.name))
+    return sorted(found)
 
 
 def _end(process: subprocess.Popen, grace: float = 5.0) -> None:

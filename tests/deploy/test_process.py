@@ -4,8 +4,10 @@ that only serves /metrics where a test needs a bot that misbehaves."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -154,6 +156,57 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+async def _controller_killed_after_the_spawn(state: Path, chosen: Placement) -> None:
+    """Run CONTROLLER with the failpoint between spawn and record armed: it dies there."""
+    controller = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CONTROLLER, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        env={**os.environ, "CANARY_FAILPOINTS": "deploy.process.spawned"})
+    spec = {"state_dir": str(state), "manifest": chosen.manifest.model_dump(mode="json"),
+            "config_text": chosen.config_text, "config_sha256": chosen.config_sha256,
+            "exchange": chosen.exchange, "env": chosen.env}
+    controller.stdin.write(json.dumps(spec).encode())
+    controller.stdin.close()
+    assert await asyncio.wait_for(controller.wait(), timeout=30) == -9
+
+
+async def test_a_bot_spawned_by_a_controller_killed_before_recording_it_is_killed_before_another_starts(
+        tmp_path, sim, clock):
+    """Two bots must never trade one account: the stray no placement.json names holds the
+    instance's lock, and the next start (or stop) kills it."""
+    state = tmp_path / "state"
+    chosen = placement(exchange_of(sim))
+    await _controller_killed_after_the_spawn(state, chosen)
+    config = state / "instances" / INSTANCE / "config.json"
+    [stray] = processes_running(config)
+    assert not (state / "instances" / INSTANCE / "placement.json").exists()
+    successor = ProcessDeployer(state, clock)
+    try:
+        assert await successor.status(INSTANCE) is None
+        running = await successor.start(chosen)
+        assert processes_running(config) == [running.pid], "two bots on one account"
+        assert read_stat(stray) is None or not read_stat(stray).alive
+        await successor.stop(INSTANCE, grace=1.0)
+        assert processes_running(config) == []
+    finally:
+        await successor.stop(INSTANCE, grace=1.0)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stray, signal.SIGKILL)
+
+
+async def test_stop_kills_a_stray_even_when_no_record_names_a_bot(tmp_path, sim, clock):
+    state = tmp_path / "state"
+    await _controller_killed_after_the_spawn(state, placement(exchange_of(sim)))
+    config = state / "instances" / INSTANCE / "config.json"
+    [stray] = processes_running(config)
+    successor = ProcessDeployer(state, clock)
+    try:
+        assert await successor.stop(INSTANCE, grace=1.0) is None  # nothing recorded ran
+        assert processes_running(config) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stray, signal.SIGKILL)
 
 
 async def test_a_recorded_pid_now_held_by_another_process_is_not_the_bot(deployer, exchange):

@@ -4,6 +4,7 @@ The shipped template unit is checked by the real ``systemd-analyze verify`` in t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from controller.deploy import DeployError, SystemdDeployer
+from controller.deploy import CallTimeout, DeployError, SystemdDeployer
 from controller.deploy.systemd import DEFAULT_ENV_DIR, parse_env_file, render_env_file
 from controller.config.manifest import ReleaseManifest
 from tests.deploy.conftest import REPO, placement, reference_manifest
@@ -40,6 +41,8 @@ units = state["units"]
 if args[0] == "--user":
     args = args[1:]
 verb, unit = args[0], args[-1]
+if verb in state.get("hangs", []):
+    time.sleep(30)
 current = units.get(unit, {"ActiveState": "inactive", "SubState": "dead", "MainPID": "0"})
 if verb == "show":
     for key in args[2].split(","):
@@ -232,6 +235,22 @@ async def test_a_stop_without_grace_kills_the_unit_at_once(deployer, fake, excha
     assert fake.calls() == [["systemctl", *SHOW], ["systemctl", "kill", "--signal=SIGKILL", UNIT],
                             ["systemctl", "stop", UNIT]]
     assert await deployer.status(INSTANCE) is None
+
+
+async def test_a_systemctl_call_that_hangs_is_killed_at_its_bound_with_an_error_naming_it(
+        fake, env_dir, clock, exchange, metrics_port):
+    """A rollback's stop must not wait on a hung systemd: every call has a deadline."""
+    deployer = SystemdDeployer(clock, env_dir=env_dir, call_timeout=0.5)
+    await deployer.start(placed(exchange, metrics_port))
+    fake.set_unit(ignores_sigterm=True)
+    fake.update(hangs=["kill"])
+    began = time.monotonic()
+    with pytest.raises(DeployError, match=f"systemctl kill --signal=SIGKILL {UNIT} did not end within 0.5 s"):
+        await asyncio.wait_for(deployer.stop(INSTANCE, grace=0.5), 10)
+    assert time.monotonic() - began < 5
+    fake.update(hangs=["show"])
+    with pytest.raises(CallTimeout, match=f"systemctl show -p ActiveState,SubState,MainPID {UNIT} did not end"):
+        await asyncio.wait_for(deployer.status(INSTANCE), 10)
 
 
 async def test_a_bot_that_ends_during_start_up_fails_the_start_with_its_journal_secrets_hidden(
