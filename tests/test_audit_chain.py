@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from controller.store import audit
 from controller.store.audit import AuditFilter
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 
 async def _append(db, clock, n, **fields):

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from controller.store.schema import SCHEMA_REVISION
-from tests.cli import assert_refused, canaryctl
-from tests.conftest import EXAMPLES, REPO
+from tests.support.canaryctl import assert_refused, canaryctl
+from tests.support.checkout import EXAMPLES, REPO
 
 
 def test_help_lists_the_commands_without_importing_heavy_modules():

@@ -23,8 +23,8 @@ from controller.rollout.pipeline import load_pipeline
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
-from tests.cli import canaryctl
-from tests.conftest import EXAMPLES
+from tests.support.canaryctl import canaryctl
+from tests.support.checkout import EXAMPLES
 
 
 def _walk(command: click.Command, path: tuple[str, ...] = ()):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import assert_refused, canaryctl
-from tests.conftest import EXAMPLES
+from tests.support.canaryctl import assert_refused, canaryctl
+from tests.support.checkout import EXAMPLES
 
 MANIFEST = str(EXAMPLES / "reference-bot" / "manifest.yaml")
 CONFIG = str(EXAMPLES / "reference-bot" / "strategy.yaml")

@@ -45,8 +45,8 @@ from controller.store.deployments import record_placement
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
 from controller.store.verdicts import VerdictLog
-from tests.cli import assert_refused, canaryctl
-from tests.conftest import EXAMPLES, REPO
+from tests.support.canaryctl import assert_refused, canaryctl
+from tests.support.checkout import EXAMPLES, REPO
 
 PIPELINE = Pipeline.model_validate(yaml.safe_load("""
 name: ops

@@ -20,8 +20,8 @@ from controller.config import (
 )
 from controller import shipped
 from controller.errors import ConfigError
+from tests.support.checkout import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 STRATEGY = """\
 symbols:

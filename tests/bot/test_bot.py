@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from reference_bot import DeliberateDefect
-from tests.bot.conftest import CAPITAL, histogram_quantile, observations, running, strategy
+from tests.support.bot import CAPITAL, histogram_quantile, observations, running, strategy
 
 LATENCY = "strategy_signal_latency_seconds"
 

@@ -12,62 +12,21 @@ import asyncio
 import json
 import signal
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.clock import SimulatedClock
-from controller.sim import Simulator
-
-REPO = Path(__file__).resolve().parents[2]
-SPEED = "5"
-
-STRATEGY = """\
-symbols:
-  BTCUSDT: {leverage: 5}
-  ETHUSDT: {leverage: 5}
-  SOLUSDT: {leverage: 3, margin_type: ISOLATED}
-buckets:
-  majors: {allocation: 0.5, symbols: [BTCUSDT, ETHUSDT]}
-  alts: {allocation: 0.3, symbols: [SOLUSDT]}
-sizing:
-  order_fraction: 0.25
-"""
-
-CHECKLIST = (
-    "strategy_leverage_mismatch_total", "strategy_signal_latency_seconds_bucket",
-    "strategy_signal_latency_seconds_count",
-    "strategy_leverage_configured", "strategy_leverage_applied", "strategy_bucket_allocation_ratio",
-    "strategy_bucket_usage_ratio", "strategy_bucket_locks_total", "strategy_bucket_unlocks_total",
-    "strategy_margin_fraction", "strategy_margin_fraction_updated_timestamp_seconds", "strategy_order_queue_depth",
-    "strategy_order_queue_latency_seconds_bucket", "strategy_orders_total",
-)
+from tests.support.bot_process import CHECKLIST, SPEED, STRATEGY, exchange_file, strategy_file
+from tests.support.checkout import REPO
+from tests.support.simulator import sim_for_processes
 
 
 @pytest.fixture
 async def sim():
-    simulator = Simulator(clock=SimulatedClock(datetime.now(tz=UTC), speed=float(SPEED)), seed=9, volatility=1.0)
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
-
-
-def exchange_file(tmp_path: Path, sim: Simulator, *, mode: int = 0o600, secret: str | None = None) -> Path:
-    account = sim.accounts["canary"]
-    path = tmp_path / "exchange.json"
-    path.write_text(json.dumps({"rest_url": sim.rest_url, "ws_url": sim.ws_url, "sapi_url": sim.sapi_url,
-                                "api_key": account.api_key, "api_secret": secret or account.api_secret}))
-    path.chmod(mode)
-    return path
-
-
-def strategy_file(tmp_path: Path, text: str = STRATEGY) -> Path:
-    path = tmp_path / "strategy.yaml"
-    path.write_text(text)
-    return path
+    async with sim_for_processes() as simulator:
+        yield simulator
 
 
 class BotProcess:

@@ -7,7 +7,7 @@ import ast
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 
 def static_imports(folder: str) -> dict[str, set[str]]:

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from reference_bot.ledger import DEFECT, ENTRY, EXIT, Ledger, TrackedOrder
 from reference_bot.payloads import OrderEvent
-from tests.bot.conftest import bot_strategy, strategy
+from tests.support.bot import bot_strategy, strategy
 
 D = Decimal
 

@@ -14,9 +14,9 @@ from controller.analysis.verdict import Outcome
 from controller.observe.metrics import MetricsScraper
 from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
-from tests.bot.conftest import running, strategy
-from tests.conftest import REPO
-from tests.verdicts import Verdicts
+from tests.support.bot import running, strategy
+from tests.support.checkout import REPO
+from tests.support.verdicts import Verdicts
 
 SHIPPED = {p.name: p for f in load_policies([REPO / "policies"]).values() for p in f.policies}
 

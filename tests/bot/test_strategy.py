@@ -16,7 +16,7 @@ from reference_bot.strategy import (
     decide,
     size_entry,
 )
-from tests.bot.conftest import bot_strategy, strategy
+from tests.support.bot import bot_strategy, strategy
 
 D = Decimal
 BTC = TradingRules("BTCUSDT", tick_size=D("0.10"), step_size=D("0.001"), min_qty=D("0.001"), min_notional=D("100"))

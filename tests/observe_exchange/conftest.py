@@ -1,38 +1,29 @@
 """The exchange source against a started simulator, through the real exchange layer.
 
-The simulator and the observer share one `SimulatedClock` running at real speed (signatures
-stay valid); snapshots are taken every 0.2 s instead of 30 s, and the request-weight limits are
-raised to match. Prices stand still unless a test module overrides ``volatility``.
+The simulator and the observer share the simulator's clock, running at real speed (signatures
+stay valid); the simulator is set as for an in-process bot. Prices stand still unless a test
+module overrides ``volatility``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Callable
-from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
-from controller.analysis.observation import Heartbeat, Observation
 from controller.clock import SimulatedClock
-from controller.config.daemon import Endpoints
-from controller.config.strategy import StrategyConfig
-from controller.exchange.client import ExchangeClient, RetryPolicy
-from controller.exchange.weights import WeightBudget
-from controller.observe.exchange import ExchangeObserver
-from controller.sim import Simulator
+from controller.exchange.client import ExchangeClient
 from controller.sim.market import BOOK_DEPTH
-from tests.bot.conftest import CAPITAL, STRATEGY, strategy  # noqa: F401  (one test strategy for both suites)
-from tests.bot.conftest import bot_exchange  # noqa: F401  (a fixture: the bot's own connection)
+from tests.support.bot import IN_PROCESS_SIM
+from tests.support.clients import exchange_clients
+from tests.support.exchange_observer import FAST_RETRY
+from tests.support.simulator import make_sim
 
-FAST_RETRY = RetryPolicy(attempts=2, initial_backoff=0.01, max_backoff=0.05, request_timeout=5)
-SNAPSHOT_EVERY = 0.2
+
 @pytest.fixture
-def clock() -> SimulatedClock:
-    return SimulatedClock(speed=1.0)
+def clock(sim_clock) -> SimulatedClock:
+    """In these tests the clock is the simulator's."""
+    return sim_clock
 
 
 @pytest.fixture
@@ -47,112 +38,18 @@ def book_depth() -> Decimal:
 
 @pytest.fixture
 async def sim(clock, volatility, book_depth):
-    simulator = Simulator(clock=clock, seed=5, volatility=volatility, tick_seconds=0.1, weight_limit=1_000_000,
-                          book_depth=book_depth)
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    simulator.faults.clear()
-    await simulator.stop()
+    async with make_sim(clock=clock, volatility=volatility, book_depth=book_depth, **IN_PROCESS_SIM) as simulator:
+        yield simulator
+        simulator.faults.clear()  # no fault a test switched on outlives it
 
 
 @pytest.fixture
 async def connect(sim, clock):
     """Open an ExchangeClient for a simulator account; closed at teardown."""
-    opened: list[ExchangeClient] = []
-
-    async def open_client(account: str = "canary", *, budget: WeightBudget | None = None) -> ExchangeClient:
-        acct = sim.accounts[account]
-        client = ExchangeClient(account=account, api_key=acct.api_key, api_secret=acct.api_secret,
-                                endpoints=Endpoints(sim.rest_url, sim.ws_url, sim.sapi_url), clock=clock,
-                                budget=budget or WeightBudget(clock, share=1.0, limit=1_000_000), retry=FAST_RETRY)
-        opened.append(client)
-        await client.sync_time()
-        return client
-
-    yield open_client
-    for client in opened:
-        await client.close()
+    async with exchange_clients(sim, clock, retry=FAST_RETRY, weight_limit=1_000_000) as open_client:
+        yield open_client
 
 
 @pytest.fixture
 async def canary(connect) -> ExchangeClient:
     return await connect("canary")
-
-
-class Recorder:
-    """The observer's sink: everything it emitted, and a way to await what it will emit."""
-
-    def __init__(self) -> None:
-        self.items: list[Observation | Heartbeat] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, item: Observation | Heartbeat) -> None:
-        self.items.append(item)
-        self._changed.set()
-
-    def observations(self, metric: str, **labels: str) -> list[Observation]:
-        return [o for o in self.items if isinstance(o, Observation) and o.metric == metric
-                and all(o.label(k) == v for k, v in labels.items())]
-
-    def values(self, metric: str, **labels: str) -> list[float]:
-        return [o.value for o in self.observations(metric, **labels)]
-
-    def last(self, metric: str, **labels: str) -> float | None:
-        found = self.values(metric, **labels)
-        return found[-1] if found else None
-
-    def heartbeats(self, *, ok: bool | None = None) -> list[Heartbeat]:
-        return [h for h in self.items if isinstance(h, Heartbeat) and (ok is None or h.ok == ok)]
-
-    def mark(self) -> int:
-        """A position in the record: `since(mark)` is what came after it."""
-        return len(self.items)
-
-    def since(self, mark: int) -> Recorder:
-        later = Recorder()
-        later.items = self.items[mark:]
-        return later
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-
-class Observing:
-    """A running observer: its record, and its `run()` task (a failure there fails the wait)."""
-
-    def __init__(self, observer: ExchangeObserver, record: Recorder, task: asyncio.Task) -> None:
-        self.observer = observer
-        self.record = record
-        self.task = task
-
-    async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        waiting = asyncio.create_task(self.record.wait_for(predicate, timeout), name="test-wait-for-record")
-        done, _ = await asyncio.wait({waiting, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        if waiting not in done:
-            waiting.cancel()
-            self.task.result()
-            pytest.fail("the observer stopped before the condition held")
-        waiting.result()
-
-
-@asynccontextmanager
-async def observing(client: ExchangeClient, config: StrategyConfig, *, clock, master: ExchangeClient | None = None,
-                    capital: Decimal | None = None, connected: bool = True, **options: Any):
-    """Run an ExchangeObserver on ``client``; with ``connected``, wait for its stream first."""
-    record = Recorder()
-    observer = ExchangeObserver(account=client.account, client=client, config=config, clock=clock, sink=record,
-                                master=master, snapshot_every=options.pop("snapshot_every", SNAPSHOT_EVERY),
-                                capital=capital, **options)
-    task = asyncio.create_task(observer.run(), name="test-exchange-observer")
-    run = Observing(observer, record, task)
-    try:
-        if connected:
-            await run.until(lambda: 1.0 in record.values("stream_connected"))
-        yield run
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

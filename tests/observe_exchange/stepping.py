@@ -18,7 +18,7 @@ from controller.clock import SimulatedClock
 from controller.exchange.client import ExchangeClient
 from controller.harness.stepping import InFlight, Stepper
 from controller.verification import Verification
-from tests.verdicts import Verdicts
+from tests.support.verdicts import Verdicts
 
 
 class Steps(Stepper):

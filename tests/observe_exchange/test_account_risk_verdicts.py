@@ -15,9 +15,10 @@ from controller.exchange.weights import WeightBudget
 from controller.observe.exchange import ExchangeObserver
 from controller.sim import AccountSpec, Simulator
 from controller.verification import Verification
-from tests.conftest import REPO
-from tests.verdicts import Verdicts
-from tests.observe_exchange.conftest import FAST_RETRY, SNAPSHOT_EVERY, strategy
+from tests.support.bot import strategy
+from tests.support.checkout import REPO
+from tests.support.exchange_observer import FAST_RETRY, SNAPSHOT_EVERY
+from tests.support.verdicts import Verdicts
 
 SHIPPED = {p.name: p for f in load_policies([REPO / "policies"]).values() for p in f.policies}
 

@@ -18,10 +18,9 @@ from controller.observe.metrics import MetricsScraper
 from reference_bot import Bot
 from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
-from tests.conftest import REPO
-from tests.bot.conftest import bot_strategy
-from tests.observe_exchange.conftest import SNAPSHOT_EVERY, strategy
-from tests.observe_exchange.test_release_checks import FAST
+from tests.support.bot import FAST, bot_strategy, strategy
+from tests.support.checkout import REPO
+from tests.support.exchange_observer import SNAPSHOT_EVERY
 
 SHIPPED = [p for f in load_policies([REPO / "policies"]).values() for p in f.policies if p.source in ("bot", "exchange")]
 CANARY_CAP = 0.02

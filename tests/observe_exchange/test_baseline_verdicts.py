@@ -13,10 +13,9 @@ from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
 from reference_bot import Bot
 from controller.verification import Verification
-from tests.conftest import REPO
-from tests.bot.conftest import bot_strategy
-from tests.observe_exchange.conftest import SNAPSHOT_EVERY, strategy
-from tests.observe_exchange.test_release_checks import FAST
+from tests.support.bot import FAST, bot_strategy, strategy
+from tests.support.checkout import REPO
+from tests.support.exchange_observer import SNAPSHOT_EVERY
 
 EXPOSURE = next(p for f in load_policies([REPO / "policies"]).values() for p in f.policies
                 if p.name == "c-exposure-like-baseline")

@@ -23,11 +23,10 @@ from controller.observe.metrics import MetricsScraper
 from reference_bot import BotSettings
 from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
-from tests.bot.conftest import running
-from tests.conftest import REPO
-from tests.observe_exchange.conftest import STRATEGY, strategy
 from tests.observe_exchange.stepping import Steps
-from tests.verdicts import Verdicts
+from tests.support.bot import STRATEGY, running, strategy
+from tests.support.checkout import REPO
+from tests.support.verdicts import Verdicts
 
 LOCKS = next(p for f in load_policies([REPO / "policies"]).values() for p in f.policies
              if p.name == "b-bucket-locks-released")

@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 
 from controller.exchange.weights import WeightBudget
-from tests.observe_exchange.conftest import CAPITAL, STRATEGY, observing, strategy
+from tests.support.bot import CAPITAL, STRATEGY, strategy
+from tests.support.exchange_observer import observing
 
 
 def requests_to(sim, method: str, path: str) -> int:

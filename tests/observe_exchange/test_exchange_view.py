@@ -25,7 +25,8 @@ from controller.exchange.events import (
 )
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.exchange_view import ExchangeView
-from tests.observe_exchange.conftest import CAPITAL, Recorder, strategy
+from tests.support.bot import CAPITAL, strategy
+from tests.support.exchange_observer import Recorder
 
 T0 = 1_767_225_600.0
 D = Decimal

@@ -25,11 +25,10 @@ from controller.observe.metrics import MetricsScraper
 from reference_bot import BotSettings
 from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
-from tests.bot.conftest import running
-from tests.conftest import REPO
-from tests.observe_exchange.conftest import strategy
 from tests.observe_exchange.stepping import Steps
-from tests.verdicts import Verdicts
+from tests.support.bot import running, strategy
+from tests.support.checkout import REPO
+from tests.support.verdicts import Verdicts
 
 SHIPPED = {p.name: p for f in load_policies([REPO / "policies"]).values() for p in f.policies}
 EXCHANGE = "a-exchange-order-failure-rate"

@@ -24,11 +24,10 @@ from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
 from reference_bot import Bot, BotSettings
 from controller.verification import Verification
-from tests.conftest import REPO
-from tests.bot.conftest import bot_strategy
-from tests.observe_exchange.conftest import strategy
 from tests.observe_exchange.stepping import Steps
-from tests.verdicts import Verdicts
+from tests.support.bot import bot_strategy, strategy
+from tests.support.checkout import REPO
+from tests.support.verdicts import Verdicts
 
 SHIPPED = {p.name: p for f in load_policies([REPO / "policies"]).values() for p in f.policies}
 PNL = ("c-pnl-like-baseline", "d-pnl-like-baseline")

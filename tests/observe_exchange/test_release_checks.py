@@ -3,20 +3,10 @@ passes the exchange-side checks of stages C and D, and each defect shows where i
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import asynccontextmanager
-
 import pytest
 
-from controller.config.strategy import StrategyConfig
-from reference_bot import Bot, BotSettings
-from tests.bot.conftest import bot_strategy
-from tests.observe_exchange.conftest import observing, strategy
-
-FAST = BotSettings(interval=0.1, order_ttl=0.5, reconcile_every=0.5, shutdown_timeout=3, stream_timeout=5, seed=3)
-MAJORS_ONLY = {"symbols": {"BTCUSDT": {"leverage": 5}, "ETHUSDT": {"leverage": 5}},
-               "buckets": {"majors": {"allocation": "0.5", "symbols": ["BTCUSDT", "ETHUSDT"]}},
-               "sizing": {"order_fraction": "0.5"}}
+from tests.support.bot import MAJORS_ONLY, strategy, trading
+from tests.support.exchange_observer import observing
 
 
 @pytest.fixture
@@ -27,24 +17,6 @@ def volatility() -> float:
 @pytest.fixture
 async def bot_client(bot_exchange):
     return await bot_exchange("canary")
-
-
-@asynccontextmanager
-async def trading(client, clock, config: StrategyConfig):
-    """The bot, started and past its start-up (margin type and leverage set) before yielding:
-    the stage's observation starts once the release is up."""
-    bot = Bot(config=bot_strategy(config), exchange=client, clock=clock, settings=FAST)
-    task = asyncio.create_task(bot.run(), name="test-bot-run")
-    try:
-        waiting = asyncio.create_task(bot.wait_for(lambda: bot.iterations >= 1, timeout=10), name="test-bot-up")
-        await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-        waiting.result()
-        yield bot
-    finally:
-        bot.stop()
-        await asyncio.wait_for(task, timeout=10)
 
 
 async def test_a_healthy_release_shows_no_mismatch_no_oversized_fill_and_no_margin_call(canary, bot_client, clock):

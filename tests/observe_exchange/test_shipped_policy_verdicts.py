@@ -13,10 +13,10 @@ from controller.analysis.policy import load_policies
 from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
 from controller.verification import Verification
-from tests.conftest import REPO
-from tests.verdicts import Verdicts
-from tests.observe_exchange.conftest import SNAPSHOT_EVERY, strategy
-from tests.observe_exchange.test_release_checks import MAJORS_ONLY, trading
+from tests.support.bot import MAJORS_ONLY, strategy, trading
+from tests.support.checkout import REPO
+from tests.support.exchange_observer import SNAPSHOT_EVERY
+from tests.support.verdicts import Verdicts
 
 SHIPPED = {f.stage: f for f in load_policies([REPO / "policies"]).values()}
 

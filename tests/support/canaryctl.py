@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 
 @dataclass
