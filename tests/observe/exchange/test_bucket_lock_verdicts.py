@@ -23,7 +23,7 @@ from controller.observe.metrics import MetricsScraper
 from reference_bot import BotSettings
 from reference_bot.metrics import MetricsServer
 from controller.verification import Verification
-from tests.observe_exchange.stepping import Steps
+from tests.observe.exchange.stepping import Steps
 from tests.support.bot import STRATEGY, running, strategy
 from tests.support.checkout import REPO
 from tests.support.verdicts import Verdicts

@@ -24,7 +24,7 @@ from controller.analysis.verdict import Outcome
 from controller.observe.exchange import ExchangeObserver
 from reference_bot import Bot, BotSettings
 from controller.verification import Verification
-from tests.observe_exchange.stepping import Steps
+from tests.observe.exchange.stepping import Steps
 from tests.support.bot import bot_strategy, strategy
 from tests.support.checkout import REPO
 from tests.support.verdicts import Verdicts

@@ -137,7 +137,7 @@ async def test_concurrent_tasks_never_fork_or_skip_the_chain(db, clock):
 
 
 async def test_concurrent_processes_never_fork_or_skip_the_chain(db, db_url):
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.audit_appender", db_url, "25", f"proc{n}"], cwd=REPO)
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.store.audit_appender", db_url, "25", f"proc{n}"], cwd=REPO)
              for n in range(4)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
     report = await audit.verify(db)
