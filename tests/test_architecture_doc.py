@@ -4,11 +4,10 @@ checklist exactly as the report judges it."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from controller.report.checklist import LINES
+from tests.support.checkout import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "architecture.md"
 
 

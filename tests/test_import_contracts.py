@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 
 def test_the_import_contracts_hold():

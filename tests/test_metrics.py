@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.analysis.verdict import Outcome, Verdict
 from controller.metrics import EXPORTED_NAMES, ROLLBACK_TRIGGERS, ROLLOUT_STATES, ControllerMetrics
-from tests.controller_metrics import every_family_set
+from tests.support.controller_metrics import every_family_set
 
 
 def verdict(outcome, value, action=None):

@@ -9,7 +9,7 @@ from controller.analysis.policy import PolicyFile
 from controller.analysis.verdict import Outcome
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model, load_model_text
-from tests.conftest import EXAMPLES
+from tests.support.checkout import EXAMPLES
 
 EXPOSURE = load_model_text(PolicyFile, """\
 stage: C

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from controller.analysis.policy import PolicyFile, load_policies
 from controller.config.yamlfile import load_model_text
 from controller.errors import ConfigError
-from tests.cli import assert_refused, canaryctl
+from tests.support.canaryctl import assert_refused, canaryctl
 
 GOOD = """\
 stage: A

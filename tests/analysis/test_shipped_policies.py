@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controller.analysis.policy import load_policies
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 POLICIES = REPO / "policies"
 

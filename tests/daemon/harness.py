@@ -31,10 +31,8 @@ from controller.release_files import read_release
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
+from tests.support.checkout import EXAMPLES, POLICIES, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
-POLICIES = REPO / "policies"
 PYTHON = sys.executable
 ACTOR = "test-operator"
 CLOCK = RealClock()

@@ -26,8 +26,9 @@ from controller.rollout.info import RolloutInfo, get_rollout
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
-from tests.cli import canaryctl
-from tests.daemon.harness import EXAMPLES, POLICIES, poll
+from tests.daemon.harness import poll
+from tests.support.canaryctl import canaryctl
+from tests.support.checkout import EXAMPLES, POLICIES
 
 MANIFEST = EXAMPLES / "demo" / "manifest.yaml"  # the reference bot, trading every second of its clock
 BOT = EXAMPLES / "reference-bot"

@@ -17,7 +17,7 @@ from controller.errors import ConfigError
 from controller.sim.embed import EmbeddedSimulators
 from controller.store.database import Database, resolve_url
 from controller.store.schema import upgrade
-from tests.daemon.harness import POLICIES
+from tests.support.checkout import POLICIES
 
 CONFIG = """\
 environments:

@@ -18,8 +18,9 @@ from controller.rollout.info import create_rollout
 from controller.sim.embed import EmbeddedSimulators
 from controller.rollout.pipeline import Pipeline
 from controller.store.database import Database, resolve_url
-from tests.cli import assert_refused, canaryctl
-from tests.daemon.harness import POLICIES, prepare_database, sim_config
+from tests.daemon.harness import prepare_database, sim_config
+from tests.support.canaryctl import assert_refused, canaryctl
+from tests.support.checkout import POLICIES
 
 CANARY = """\
 name: canary-only

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from tests.daemon.harness import POLICIES, log_events, poll, prepare_database, sim_config
+from tests.daemon.harness import log_events, poll, prepare_database, sim_config
+from tests.support.checkout import POLICIES
 
 
 class NotifySocket:

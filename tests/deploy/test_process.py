@@ -19,7 +19,8 @@ import pytest
 from controller.deploy import DeployError, Placement, ProcessDeployer
 from controller.procfs import read_stat
 from reference_bot.__main__ import parse
-from tests.deploy.conftest import REPO, exchange_of, placement, stub_manifest
+from tests.support.checkout import REPO
+from tests.support.placements import exchange_of, placement, stub_manifest
 
 INSTANCE = "sim-canary"
 

@@ -20,7 +20,8 @@ from aiohttp import web
 from controller.deploy import CallTimeout, DeployError, SystemdDeployer
 from controller.deploy.systemd import DEFAULT_ENV_DIR, parse_env_file, render_env_file
 from controller.config.manifest import ReleaseManifest
-from tests.deploy.conftest import REPO, placement, reference_manifest
+from tests.support.checkout import REPO
+from tests.support.placements import placement, reference_manifest
 
 INSTANCE = "sim-canary"
 UNIT = f"canary-strategy@{INSTANCE}.service"

@@ -19,10 +19,10 @@ far longer than this module's budget:
   minute of wall time at 10x). At 30x a healthy bot's latency, in clock seconds, breaches stage
   A's absolute thresholds (p95 < 400 ms, ``rollback``) first: the run would judge the clock,
   not the release. Covered at the policy level by
-  tests/observe_exchange/test_order_failure_verdicts.py.
+  tests/observe/exchange/test_order_failure_verdicts.py.
 - ``exits_never_sent``: only stage B's ``b-bucket-locks-released`` catches it (``hold``, no
   verdict before 1000 scrapes: about 4 h of clock, over 20 minutes of wall time at 10x).
-  Covered at the policy level by tests/observe_exchange/test_bucket_lock_verdicts.py, which
+  Covered at the policy level by tests/observe/exchange/test_bucket_lock_verdicts.py, which
   moves the clock by hand (a daemon with bots in other processes cannot). In stage C the bot
   all but stops trading once its buckets are full (9 orders in 8 minutes), so the order and
   latency policies stay inconclusive and the gate never opens: the stage's progress deadline

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.cli import canaryctl
+from tests.support.canaryctl import canaryctl
 
 
 def test_the_demo_promotes_the_healthy_release_and_rolls_back_the_wrong_leverage(tmp_path):

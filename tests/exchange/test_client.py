@@ -9,7 +9,7 @@ import pytest
 from controller.clock import SimulatedClock
 from controller.exchange.errors import BudgetExhausted, NotApplied, RateLimited, Rejected, Retryable, Unauthorized
 from controller.exchange.weights import WeightBudget
-from tests.exchange.conftest import requests_to
+from tests.support.simulator import requests_to
 
 
 async def test_set_leverage_returns_the_applied_leverage_and_the_exchange_keeps_it(canary):

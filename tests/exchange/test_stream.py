@@ -11,7 +11,8 @@ import pytest
 from controller.exchange.events import Fill, LeverageChanged, OrderUpdate, StreamStatus
 from controller.exchange.stream import StreamSettings, UserStream
 from controller.logs import fields_of
-from tests.exchange.conftest import EventLog, requests_to
+from tests.support.event_log import EventLog
+from tests.support.simulator import requests_to
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 

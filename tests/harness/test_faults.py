@@ -10,7 +10,7 @@ import pytest
 from controller.analysis.policy import load_policies
 from controller.harness.faults import AFTERMATH, FaultSpecError, check_schedule, load_schedule, parse_schedule
 from controller.harness.release import limit_symbols, load_strategy
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 POLICIES = {f.stage: f.policies for f in load_policies([REPO / "policies"]).values()}
 ELSEWHERE = {p.name: stage for stage, policies in POLICIES.items() if stage != "B" for p in policies}

@@ -10,8 +10,8 @@ import pytest
 
 from controller.rollout.info import get_rollout
 from controller.store.database import Database, resolve_url
-from tests.cli import Result, assert_refused, canaryctl
-from tests.conftest import REPO
+from tests.support.canaryctl import Result, assert_refused, canaryctl
+from tests.support.checkout import REPO
 
 LEVERAGE = {"b-bot-applied-leverage-equals-config", "b-exchange-leverage-matches-config"}
 BOT_POLICIES = {"b-bot-applied-leverage-equals-config", "b-bot-configured-leverage-equals-config",

@@ -18,8 +18,8 @@ from controller.analysis.policy import load_policy_file
 from controller.rollout.info import get_rollout
 from controller.store.database import Database, resolve_url
 from controller.store.models import AuditEvent, StageRun, VerdictChange
-from tests.cli import canaryctl
-from tests.conftest import REPO
+from tests.support.canaryctl import canaryctl
+from tests.support.checkout import REPO
 
 STAGE_B = [p.name for p in load_policy_file(REPO / "policies" / "stage-b.yaml").policies]
 HOURS_48 = 48 * 3600

@@ -8,7 +8,7 @@ from controller.analysis.verdict import Outcome, Verdict
 from controller.harness.faults import parse_schedule
 from controller.harness.result import Breach
 from controller.harness.scoring import PlacementSpan, exit_status, score
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 POLICIES = {f.stage: tuple(f.policies) for f in load_policies([REPO / "policies"]).values()}
 OTHERS = tuple(p for stage, policies in POLICIES.items() if stage != "B" for p in policies)

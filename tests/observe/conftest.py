@@ -4,13 +4,13 @@ and real HTTP servers on ephemeral ports."""
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 from aiohttp import web
 
 from controller.analysis.observation import Heartbeat, Observation
+from tests.support.simulator import sim_for_processes
 
 
 class Recorder:
@@ -68,30 +68,8 @@ async def serve():
         await runner.cleanup()
 
 
-def app_answering(handler: Callable[[web.Request], Awaitable[web.StreamResponse]], path: str) -> web.Application:
-    app = web.Application()
-    app.router.add_get(path, handler)
-    return app
-
-
-def free_port() -> int:
-    """A port nothing listens on (it was free a moment ago): a dead endpoint."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 async def sim():
-    """A simulator for bots run as processes: accelerated as they are (tests.bot.test_cli.SPEED)."""
-    from datetime import UTC, datetime
-
-    from controller.clock import SimulatedClock
-    from controller.sim import Simulator
-    from tests.bot.test_cli import SPEED
-
-    simulator = Simulator(clock=SimulatedClock(datetime.now(tz=UTC), speed=float(SPEED)), seed=9, volatility=1.0)
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
-
+    """A simulator for bots run as processes."""
+    async with sim_for_processes() as simulator:
+        yield simulator

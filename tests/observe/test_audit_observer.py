@@ -39,7 +39,7 @@ async def test_the_shipped_audit_policy_passes_an_intact_chain_and_holds_on_a_ta
     from controller.config.strategy import StrategyConfig
     from controller.config.yamlfile import load_model
     from controller.verification import Verification
-    from tests.conftest import EXAMPLES, REPO
+    from tests.support.checkout import EXAMPLES, REPO
 
     policy = next(p for f in load_policies([REPO / "policies"]).values() for p in f.policies
                   if p.name == "a-audit-chain-verifies")

@@ -12,8 +12,9 @@ import pytest
 
 from controller.observe.logfile import LogFileObserver
 from controller.analysis.observation import Heartbeat
-from tests.bot.test_cli import REPO, SPEED, STRATEGY, exchange_file, strategy_file
 from tests.observe.sample_tracebacks import caused, exceptions, grouped, plain, raised
+from tests.support.bot_process import SPEED, STRATEGY, exchange_file, strategy_file
+from tests.support.checkout import REPO
 
 
 @pytest.fixture

@@ -11,33 +11,30 @@ from aiohttp import web
 from controller.analysis.histogram import histogram_quantile
 from controller.clock import SimulatedClock
 from controller.observe.metrics import MetricsScraper
-from controller.sim import Simulator
-from reference_bot import Endpoints, ExchangeAccess, MetricsServer
-from reference_bot.exchange import FuturesAccount
-from tests.bot.conftest import FAST_RETRY, observations, running, strategy
-from tests.bot.conftest import histogram_quantile as bot_histogram_quantile
-from tests.bot.test_cli import CHECKLIST
-from tests.observe.conftest import app_answering, free_port
+from reference_bot import MetricsServer
+from tests.support.bot import IN_PROCESS_SIM, observations, running, strategy
+from tests.support.bot import histogram_quantile as bot_histogram_quantile
+from tests.support.bot_process import CHECKLIST
+from tests.support.clients import bot_account
+from tests.support.clocks import make_clock
+from tests.support.http import app_answering, free_port
+from tests.support.simulator import make_sim
 
 LATENCY = "strategy_signal_latency_seconds"
 
 
 @pytest.fixture
 def bot_clock() -> SimulatedClock:
-    return SimulatedClock(speed=1.0)
+    return make_clock(speed=1.0)
 
 
 @pytest.fixture
 async def exchange(bot_clock):
-    simulator = Simulator(clock=bot_clock, seed=5, volatility=1.0, tick_seconds=0.1, weight_limit=1_000_000)
-    await simulator.start("127.0.0.1", 0)
-    account = simulator.accounts["canary"]
-    access = ExchangeAccess(Endpoints(simulator.rest_url, simulator.ws_url, simulator.sapi_url),
-                            api_key=account.api_key, api_secret=account.api_secret)
-    client = FuturesAccount(access, clock=bot_clock, account="canary", retries=FAST_RETRY)
-    yield client
-    await client.close()
-    await simulator.stop()
+    """The bot's connection to a simulator of its own, set as for an in-process bot."""
+    async with make_sim(clock=bot_clock, volatility=1.0, **IN_PROCESS_SIM) as simulator:
+        client = bot_account(simulator, bot_clock)
+        yield client
+        await client.close()
 
 
 async def test_a_running_bot_s_checklist_metrics_arrive_as_observations_with_their_labels(

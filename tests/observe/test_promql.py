@@ -15,7 +15,7 @@ from aiohttp import web
 
 from controller.analysis.observation import Heartbeat
 from controller.observe.promql import PromQLSource
-from tests.observe.conftest import app_answering, free_port
+from tests.support.http import app_answering, free_port
 
 P95 = 'histogram_quantile(0.95, sum by (le) (rate(strategy_signal_latency_seconds_bucket[5m])))'
 APPLIED = "strategy_leverage_applied"

@@ -14,8 +14,9 @@ from controller.config.yamlfile import load_model_text
 from controller.observe.logfile import LogFileObserver
 from controller.observe.process import ProcessObserver
 from controller.verification import Verification
-from tests.bot.test_cli import REPO, SPEED, STRATEGY, exchange_file, strategy_file
 from tests.observe.test_logfile import read
+from tests.support.bot_process import SPEED, STRATEGY, exchange_file, strategy_file
+from tests.support.checkout import REPO
 
 SHIPPED = {p.name: p for f in load_policies([REPO / "policies"]).values() for p in f.policies}
 

@@ -14,9 +14,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from reference_bot.metrics import BotMetrics
-from tests.controller_metrics import every_family_set
-from tests.ops.conftest import MONITORING_DIR, require_tool
 from tests.ops.promql import metric_names, variable_metric_names
+from tests.support.checkout import MONITORING_DIR
+from tests.support.controller_metrics import every_family_set
+from tests.support.tools import require_tool
 
 RULES = MONITORING_DIR / "alerts.yaml"
 RULE_TESTS = MONITORING_DIR / "alerts.test.yaml"

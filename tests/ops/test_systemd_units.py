@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from controller.cli.app import COMMANDS, cli
 from controller.daemon.service import DaemonOptions
 from controller.deploy.systemd import DEFAULT_ENV_DIR
-from tests.ops.conftest import SYSTEMD_DIR, require_tool
+from tests.support.checkout import SYSTEMD_DIR
+from tests.support.tools import require_tool
 
 UNITS = sorted(path.name for path in SYSTEMD_DIR.iterdir() if path.suffix in (".service", ".timer"))
 TEMPLATE_INSTANCE = "sim-canary"  # what the systemd deployer starts: canary-strategy@<environment>-<account>

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tomllib
 
 from controller import shipped
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 PACKAGED = ["policies", "examples/reference-bot", "examples/demo", "systemd", "monitoring", "migrations"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from controller.analysis.policy import load_policy_file
 from controller.report.checklist import LINES, Facts, PolicyFacts, StageFacts, fill, line_of
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 SHIPPED = sorted((REPO / "policies").glob("*.yaml"))
 C4 = "C: Ensure alerting (mismatch, bucket overuse, error spikes) is active and quiet"

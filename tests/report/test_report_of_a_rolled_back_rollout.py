@@ -32,8 +32,8 @@ from controller.rollout.info import create_rollout
 from controller.rollout.pipeline import Pipeline
 from controller.rollout.rollback import STEPS
 from controller.store.commands import await_ack, submit_command
-from tests.cli import assert_refused, canaryctl
 from tests.daemon.inprocess import BOT, CANARY_PIPELINE, daemon_on_sim
+from tests.support.canaryctl import assert_refused, canaryctl
 
 SPEED = 10.0
 RELEASES = {"1.0.0": "strategy.yaml", "1.1.0": "strategy-next.yaml", "1.2.0": "strategy-defect-leverage.yaml"}

@@ -13,7 +13,7 @@ from controller.analysis.policy import load_policy_file
 from controller.canonical import canonical_json
 from controller.errors import ConfigError
 from controller.rollout.pipeline import DEFAULT_PIPELINE, Pipeline, Stage, load_pipeline, pipeline_from_document
-from tests.conftest import REPO
+from tests.support.checkout import REPO
 
 POLICIES = REPO / "policies"
 

@@ -14,8 +14,8 @@ from controller.errors import ConfigError
 from controller.rollout import preflight
 from controller.config.yamlfile import load_model_text
 from controller.rollout.pipeline import DEFAULT_PIPELINE, Pipeline, load_pipeline
-from tests.cli import assert_refused, canaryctl
-from tests.conftest import EXAMPLES, REPO
+from tests.support.canaryctl import assert_refused, canaryctl
+from tests.support.checkout import EXAMPLES, REPO
 
 POLICIES = REPO / "policies"
 

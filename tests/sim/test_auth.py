@@ -5,25 +5,25 @@ from __future__ import annotations
 import pytest
 from binance.exceptions import BinanceAPIException
 
-from tests.sim.conftest import connect, sync_time
+from tests.support.clients import binance_client, sync_time
 
 
 async def test_wrong_secret_is_an_invalid_signature(sim):
-    async with connect(sim, "canary", api_secret="x" * 64) as client:
+    async with binance_client(sim, "canary", api_secret="x" * 64) as client:
         with pytest.raises(BinanceAPIException) as exc:
             await client.futures_account()
     assert (exc.value.code, exc.value.status_code) == (-1022, 400)
 
 
 async def test_unknown_key_is_rejected(sim):
-    async with connect(sim, "canary", api_key="A" * 64) as client:
+    async with binance_client(sim, "canary", api_key="A" * 64) as client:
         with pytest.raises(BinanceAPIException) as exc:
             await client.futures_account()
     assert (exc.value.code, exc.value.status_code) == (-2015, 401)
 
 
 async def test_malformed_key_is_a_format_error(sim):
-    async with connect(sim, "canary", api_key="not-a-key") as client:
+    async with binance_client(sim, "canary", api_key="not-a-key") as client:
         with pytest.raises(BinanceAPIException) as exc:
             await client.futures_stream_get_listen_key()
     assert (exc.value.code, exc.value.status_code) == (-2014, 401)
@@ -52,6 +52,6 @@ async def test_timestamp_ahead_of_the_server_is_refused(sim, canary):
 
 
 async def test_public_endpoints_need_no_key(sim):
-    async with connect(sim, "canary", api_key="A" * 64) as client:
+    async with binance_client(sim, "canary", api_key="A" * 64) as client:
         assert "serverTime" in await client.futures_time()
         assert (await client.futures_symbol_ticker(symbol="BTCUSDT"))["price"] == "62000.00"

@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 from binance.exceptions import BinanceAPIException
 
-from tests.sim.conftest import sync_time, user_stream
+from tests.support.clients import sync_time
+from tests.support.user_stream import user_stream
 
 D = Decimal
 

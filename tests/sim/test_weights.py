@@ -5,21 +5,19 @@ from __future__ import annotations
 import pytest
 from binance.exceptions import BinanceAPIException
 
-from controller.clock import SimulatedClock
-from controller.sim import Simulator
-from tests.sim.conftest import connect
+from tests.support.clients import binance_client
+from tests.support.clocks import make_clock
+from tests.support.simulator import make_sim
 
 
 @pytest.fixture
 async def small_sim():
-    simulator = Simulator(clock=SimulatedClock(speed=1.0), seed=3, volatility=0, weight_limit=12)
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
+    async with make_sim(clock=make_clock(speed=1.0), seed=3, volatility=0, weight_limit=12) as simulator:
+        yield simulator
 
 
 async def test_each_answer_carries_the_used_weight(sim, canary):
-    await canary.futures_exchange_info()                 # weight 1 (connect's time sync: 1)
+    await canary.futures_exchange_info()                 # weight 1 (binance_client's time sync: 1)
     first = int(canary.response.headers["X-MBX-USED-WEIGHT-1M"])
     await canary.futures_account()                       # weight 5
     second = int(canary.response.headers["X-MBX-USED-WEIGHT-1M"])
@@ -34,7 +32,7 @@ async def test_new_orders_carry_order_counts(sim, canary):
 
 
 async def test_over_the_limit_answers_429_with_retry_after(small_sim):
-    async with connect(small_sim) as client:                     # weight 1
+    async with binance_client(small_sim) as client:              # weight 1
         await client.futures_account()                           # 6
         await client.futures_account()                           # 11
         with pytest.raises(BinanceAPIException) as exc:
@@ -46,7 +44,7 @@ async def test_over_the_limit_answers_429_with_retry_after(small_sim):
 
 
 async def test_the_limit_resets_with_the_minute(small_sim):
-    async with connect(small_sim) as client:
+    async with binance_client(small_sim) as client:
         await client.futures_account()
         await client.futures_account()
         with pytest.raises(BinanceAPIException) as exc:
@@ -60,7 +58,7 @@ async def test_the_limit_resets_with_the_minute(small_sim):
 
 async def test_ignoring_retry_after_earns_a_418_ban(small_sim):
     statuses = []
-    async with connect(small_sim) as client:
+    async with binance_client(small_sim) as client:
         for _ in range(12 + small_sim.limiters["fapi"].ban_after):
             try:
                 await client.futures_time()
@@ -69,7 +67,7 @@ async def test_ignoring_retry_after_earns_a_418_ban(small_sim):
                 statuses.append(exc.status_code)
                 retry_after = exc.response.headers["Retry-After"]
 
-    assert statuses[:11] == [200] * 11                           # plus connect's sync: 12
+    assert statuses[:11] == [200] * 11                           # plus binance_client's sync: 12
     assert statuses[11:-1] == [429] * (len(statuses) - 12)
     assert statuses[-1] == 418
     assert retry_after == "120"

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.sim.conftest import user_stream
+from tests.support.user_stream import user_stream
 
 SDK = "binance_sdk_derivatives_trading_usds_futures"
 
