@@ -21,6 +21,7 @@ from controller.clock import SimulatedClock
 from controller.daemon.service import RUNNER_BACKOFF_INITIAL
 from controller.release_files import read_release
 from controller.rollout.decide import State, Status
+from controller.rollout.engine import RolloutRunner
 from controller.rollout.info import create_rollout, save_decision
 from controller.rollout.pipeline import pipeline_from_document
 from controller.store import database as store_database
@@ -77,10 +78,16 @@ def canary_pipeline(policies: str = "stage-c.yaml"):
     return pipeline_from_document(yaml.safe_load(CANARY_PIPELINE.replace("stage-c.yaml", policies)))
 
 
-async def test_a_crashing_runner_restarts_after_a_growing_backoff_and_readyz_says_why(tmp_path, caplog):
+async def test_a_crashing_runner_restarts_after_a_growing_backoff_and_readyz_says_why(tmp_path, caplog,
+                                                                                      monkeypatch):
+    # A runner with a bug that raises each time it starts: the runner itself survives a policy
+    # file gone after the rollout was created (it rolls back), so the bug is planted here.
+    async def bug(self, info):
+        raise RuntimeError("a bug in the runner")
+
+    monkeypatch.setattr(RolloutRunner, "_resume", bug)
     # The clock moves only when the test says: the backoff's waits are what the test advances.
     async with daemon_on_sim(tmp_path, RELEASES, speed=0, baseline=None) as running:
-        # A policy file gone after the rollout was created: its runner crashes on every turn.
         info = await create_rollout(running.db, running.clock, version="1.1.0",
                                     pipeline=canary_pipeline("gone.yaml"), actor="tester")
 
