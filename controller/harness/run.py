@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,12 +38,13 @@ from controller.harness.release import REFERENCE_ENTRY_POINT, EmbeddedRelease, l
 from controller.harness.result import HarnessResult
 from controller.harness.scoring import Scoring
 from controller.harness.stepping import InFlight, SteppedClient, Stepper
+from controller.logs import get_logger
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.metrics import MetricsScraper
 from controller.sim import Simulator
 from controller.verification import Verification
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ACCOUNT = "canary"
 PLACING_STEP = 0.25  # seconds: a release starts in simulated seconds, as a process does
@@ -242,7 +242,7 @@ class Harness:
         segment.task = asyncio.create_task(verification.run([observer.run, scraper.run]),
                                            name=f"harness-verification-{segment.index}")
         self._segment = segment
-        log.info("harness_placed release=%s segment=%d at=%.0f", label, self.result.releases_placed, self._now())
+        log.info("harness_placed", release=label, segment=self.result.releases_placed, at=round(self._now()))
 
     async def _replace(self, config: StrategyConfig, label: str) -> EmbeddedRelease:
         """The running release stopped, ``config``'s started: in simulated seconds, as processes."""
@@ -278,7 +278,7 @@ class Harness:
         else:
             knobs.turn_on(self.sim.faults, fault, ACCOUNT)
             self._on.append(index)
-        log.info("harness_fault_injected fault=%s at=%.0f", fault.text, result.injected_at)
+        log.info("harness_fault_injected", fault=fault.text, at=round(result.injected_at))
 
     def _turn_off(self, index: int) -> None:
         knobs.turn_off(self.sim.faults, self.options.faults[index], ACCOUNT)
@@ -291,7 +291,7 @@ class Harness:
         reason, self._rollback = self._rollback, None
         for index in [i for i in self._on if self.result.faults[i].caught_by is not None]:
             self._turn_off(index)
-        log.info("harness_rollback reason=%s", reason)
+        log.info("harness_rollback", reason=reason)
         await self._place(self.options.strategy, self.options.release)
 
     # ------------------------------------------------------------ verdicts
@@ -307,8 +307,8 @@ class Harness:
                 self._rollback = f"{verdict.policy} caught {caught.fault.text}"
                 self._wake.set()
             elif len(self.result.breaches) > breaches:
-                log.warning("harness_unexpected_breach policy=%s group=%s at=%.0f reason=%s", verdict.policy,
-                            dict(verdict.group), verdict.at - self.started_at, verdict.reason)
+                log.warning("harness_unexpected_breach", policy=verdict.policy, group=dict(verdict.group),
+                            at=round(verdict.at - self.started_at), reason=verdict.reason)
 
     # ------------------------------------------------------------ progress
 
