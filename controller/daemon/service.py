@@ -302,12 +302,15 @@ class Daemon:
     async def _stop_runners(self) -> None:
         for runner, _ in self.runners.values():
             runner.stop()
-        tasks = [task for _, task in self.runners.values()]
+        await self._drain([task for _, task in self.runners.values()], "rollout_runner_cut_short")
+
+    async def _drain(self, tasks: list[asyncio.Task], cut_short: str) -> None:
+        """Wait for ``tasks`` up to the stop timeout, then cancel what is left (logged as ``cut_short``)."""
         if not tasks:
             return
-        done, pending = await asyncio.wait(tasks, timeout=self.options.stop_timeout)
+        _, pending = await asyncio.wait(tasks, timeout=self.options.stop_timeout)
         for task in pending:
-            log.warning("rollout_runner_cut_short", task=task.get_name())
+            log.warning(cut_short, task=task.get_name())
             task.cancel()
         if pending:
             await asyncio.wait(pending)
@@ -378,15 +381,7 @@ class Daemon:
                      if (p.environment, p.account) in held), None)
 
     async def _stop_placements(self) -> None:
-        tasks = [p.task for p in self._placements.values()]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=self.options.stop_timeout)
-        for task in pending:
-            log.warning("baseline_placement_cut_short", task=task.get_name())
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        await self._drain([p.task for p in self._placements.values()], "baseline_placement_cut_short")
 
     async def _stop_releases(self) -> None:
         for name, env in self.site.environments.items():

@@ -21,23 +21,8 @@ from controller.config import (
 from controller import shipped
 from controller.errors import ConfigError
 from tests.support.checkout import EXAMPLES
+from tests.support.strategies import STRATEGY
 
-
-STRATEGY = """\
-symbols:
-  BTCUSDT: {leverage: 5}
-  ETHUSDT: {leverage: 4}
-  SOLUSDT: {leverage: 3}
-buckets:
-  majors:
-    allocation: 0.6
-    symbols: [BTCUSDT, ETHUSDT]
-  alts:
-    allocation: 0.3
-    symbols: [SOLUSDT]
-sizing:
-  order_fraction: 0.25
-"""
 
 MANIFEST = """\
 name: reference-bot

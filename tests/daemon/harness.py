@@ -164,6 +164,31 @@ class Processes:
             handle.close()
 
 
+def daemon_died(process: subprocess.Popen, log: Path) -> Callable[[], str | None]:
+    """For `poll`'s ``alive``: why the daemon process is gone (its exit and its log's end), or None."""
+    def reason() -> str | None:
+        code = process.poll()
+        if code is None:
+            return None
+        return f"the daemon exited {code}; its log ends:\n" + log.read_text(errors="replace")[-3000:]
+    return reason
+
+
+async def place_baseline(db: Database, alive: Callable[[], str | None], *, release: str = "1.0.0",
+                         account: str = "master", timeout: float = 30):
+    """An operator's ``place`` of ``release`` on sim/``account``, answered (the command, acknowledged)."""
+    from controller.store.commands import get_command, submit_command
+
+    place = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
+                                 args={"release": release, "environment": "sim", "account": account})
+
+    async def acked():
+        command = await get_command(db, place.id)
+        return command if command.acked_at is not None else None
+
+    return await poll(acked, timeout=timeout, what="the baseline placement", alive=alive)
+
+
 def bots_in(folder: Path) -> list[int]:
     """The live processes whose working directory is ``folder``: the bots the process deployer
     started for that instance, as Linux tells it, whatever the deployer recorded."""

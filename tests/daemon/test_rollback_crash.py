@@ -28,12 +28,12 @@ from controller.rollout.info import create_rollout, get_rollout
 from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
 from controller.rollout.rollback import STEPS, load_plan
 from controller.store import audit
-from controller.store.commands import get_command, submit_command
+from controller.store.commands import submit_command
 from controller.store.database import Database, resolve_url
 from controller.store.deployments import get_deployment
 from controller.store.models import AuditEvent, Deployment
 from controller.store.releases import get_release, get_snapshot
-from tests.daemon.harness import ACTOR, CLOCK, exchange_config, poll, prepare_database
+from tests.daemon.harness import ACTOR, CLOCK, daemon_died, exchange_config, place_baseline, poll, prepare_database
 
 PIPELINE = load_pipeline(DEFAULT_PIPELINE.with_name("demo.yaml"))
 CANARY_PLACEMENT = "instances/sim-canary/placement.json"
@@ -43,14 +43,6 @@ def _placement_pid(state_dir) -> int | None:
     path = state_dir / CANARY_PLACEMENT
     return json.loads(path.read_text())["pid"] if path.exists() else None
 
-
-def _dead(process, log):
-    def reason():
-        code = process.poll()
-        if code is None:
-            return None
-        return f"the daemon exited {code}; its log ends:\n" + log.read_text(errors="replace")[-3000:]
-    return reason
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -65,14 +57,7 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
     db = Database(resolve_url(db_url))
     try:
         # The baseline on the master account, then the canary of 1.1.0 on the sub-account.
-        place = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
-                                             args={"release": "1.0.0", "environment": "sim", "account": "master"})
-
-        async def acked():
-            command = await get_command(db, place.id)
-            return command if command.acked_at is not None else None
-
-        placed = await poll(acked, timeout=30, what="the baseline placement", alive=_dead(daemon, first_log))
+        placed = await place_baseline(db, daemon_died(daemon, first_log))
         assert placed.outcome == "accepted", placed.message
         rollout = await create_rollout(db, CLOCK, version="1.1.0", pipeline=PIPELINE, actor=ACTOR)
 
@@ -107,7 +92,7 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
             info = await get_rollout(db, rollout.id)
             return info if info.status in (Status.ROLLED_BACK, Status.FAILED) else None
 
-        final = await poll(rolled_back, timeout=45, what="the resumed rollback", alive=_dead(second, second_log))
+        final = await poll(rolled_back, timeout=45, what="the resumed rollback", alive=daemon_died(second, second_log))
         assert final.status is Status.ROLLED_BACK, final.state
 
         # Store: every step done, once; the killed step and those before it ran in the first life only.

@@ -18,18 +18,11 @@ from controller.store.commands import get_command, submit_command
 from controller.store.database import Database, resolve_url
 from controller.store.deployments import live_deployment
 from controller.store.models import StageRun
-from tests.daemon.harness import ACTOR, CLOCK, exchange_config, log_events, poll, prepare_database
+from tests.daemon.harness import (ACTOR, CLOCK, daemon_died, exchange_config, log_events, place_baseline, poll,
+                                  prepare_database)
 
 PIPELINE = load_pipeline(DEFAULT_PIPELINE.with_name("demo.yaml"))
 
-
-def _dead(process, log):
-    def reason():
-        code = process.poll()
-        if code is None:
-            return None
-        return f"the daemon exited {code}; its log ends:\n" + log.read_text(errors="replace")[-3000:]
-    return reason
 
 
 async def _killed_while_placing(failpoint, tmp_path, processes):
@@ -41,14 +34,7 @@ async def _killed_while_placing(failpoint, tmp_path, processes):
     daemon = processes.start_daemon(db_url=db_url, config=config, state_dir=tmp_path / "state", log=first_log,
                                     failpoints=failpoint)
     db = Database(resolve_url(db_url))
-    place = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
-                                 args={"release": "1.0.0", "environment": "sim", "account": "master"})
-
-    async def acked():
-        command = await get_command(db, place.id)
-        return command if command.acked_at is not None else None
-
-    placed = await poll(acked, timeout=30, what="the baseline placement", alive=_dead(daemon, first_log))
+    placed = await place_baseline(db, daemon_died(daemon, first_log))
     assert placed.outcome == "accepted", placed.message
     rollout = await create_rollout(db, CLOCK, version="1.1.0", pipeline=PIPELINE, actor=ACTOR)
 
@@ -80,7 +66,7 @@ async def test_a_rollback_given_while_the_daemon_was_down_is_decided_before_the_
             info = await get_rollout(db, rollout.id)
             return info if info.status in (Status.ROLLED_BACK, Status.FAILED) else None
 
-        final = await poll(finished, timeout=45, what="the operator's rollback", alive=_dead(second, second_log))
+        final = await poll(finished, timeout=45, what="the operator's rollback", alive=daemon_died(second, second_log))
         assert final.status is Status.ROLLED_BACK, final.state
         answer = await get_command(db, command.id)
         assert (answer.outcome, answer.message) == ("accepted", "rolling back")
@@ -104,7 +90,7 @@ async def test_a_placement_resumed_after_a_crash_reuses_its_stage_run(tmp_path, 
             info = await get_rollout(db, rollout.id)
             return info if info.status is not Status.PROMOTING else None
 
-        await poll(placed, timeout=45, what="the resumed placement", alive=_dead(second, second_log))
+        await poll(placed, timeout=45, what="the resumed placement", alive=daemon_died(second, second_log))
         (run,) = await _stage_runs(db, rollout.id)
         assert run.id == first.id and run.stage == "C"
         assert run.started_at > first.started_at  # the stage's clock restarts with the resumed placement

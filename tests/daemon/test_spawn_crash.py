@@ -21,19 +21,11 @@ from controller.exchange.weights import WeightBudget
 from controller.procfs import read_stat
 from controller.store.commands import get_command, submit_command
 from controller.store.database import Database, resolve_url
-from tests.daemon.harness import ACTOR, CLOCK, bots_in, exchange_config, poll, prepare_database
+from tests.daemon.harness import ACTOR, CLOCK, bots_in, daemon_died, exchange_config, poll, prepare_database
 
 ACCOUNT = "master"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")  # examples/reference-bot/strategy.yaml
 
-
-def _dead(process, log):
-    def reason():
-        code = process.poll()
-        if code is None:
-            return None
-        return f"the daemon exited {code}; its log ends:\n" + log.read_text(errors="replace")[-3000:]
-    return reason
 
 
 async def test_a_bot_spawned_by_a_daemon_killed_before_recording_it_is_killed_and_one_bot_trades(
@@ -70,7 +62,7 @@ async def test_a_bot_spawned_by_a_daemon_killed_before_recording_it_is_killed_an
             command = await get_command(db, place.id)
             return command if command.acked_at is not None else None
 
-        placed = await poll(acked, timeout=40, what="the placement after the restart", alive=_dead(second, second_log))
+        placed = await poll(acked, timeout=40, what="the placement after the restart", alive=daemon_died(second, second_log))
         assert placed.outcome == "accepted", placed.message
 
         # Linux: exactly one bot in the instance's folder, the one placement.json names; the stray is gone.
@@ -93,7 +85,7 @@ async def test_a_bot_spawned_by_a_daemon_killed_before_recording_it_is_killed_an
             return runs if count >= 6 else None
 
         runs = await poll(runs_trading, timeout=40, every=0.5, what="six orders after the placement",
-                          alive=_dead(second, second_log))
+                          alive=daemon_died(second, second_log))
         assert len(runs) == 1, f"orders from {len(runs)} bots after the placement: {sorted(runs)}"
         assert bots_in(folder) == [record["pid"]]
     finally:

@@ -10,25 +10,10 @@ from decimal import Decimal
 import pytest
 
 from reference_bot import BotSettings, ConfigError, ExchangeAccess, load_strategy
+from tests.support.strategies import STRATEGY
 
 GOOD = {"rest_url": "http://127.0.0.1:1/fapi", "ws_url": "ws://127.0.0.1:1/", "sapi_url": "http://127.0.0.1:1/sapi",
         "api_key": "k" * 64, "api_secret": "s" * 64}
-
-STRATEGY = """\
-symbols:
-  BTCUSDT: {leverage: 5}
-  ETHUSDT: {leverage: 4}
-  SOLUSDT: {leverage: 3}
-buckets:
-  majors:
-    allocation: 0.6
-    symbols: [BTCUSDT, ETHUSDT]
-  alts:
-    allocation: 0.3
-    symbols: [SOLUSDT]
-sizing:
-  order_fraction: 0.25
-"""
 
 
 def write(tmp_path, data, mode=0o600):
