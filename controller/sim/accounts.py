@@ -16,8 +16,7 @@ from decimal import Decimal
 
 from controller.sim.market import Market, SymbolSpec
 
-D = Decimal
-ZERO = D(0)
+ZERO = Decimal(0)
 DEFAULT_LEVERAGE = 20  # Binance's default initial leverage for a symbol never configured
 
 
@@ -32,8 +31,8 @@ class AccountSpec:
 
 
 DEFAULT_ACCOUNTS = (
-    AccountSpec("master", D("98000"), master=True),
-    AccountSpec("canary", D("2000")),
+    AccountSpec("master", Decimal("98000"), master=True),
+    AccountSpec("canary", Decimal("2000")),
 )
 
 
@@ -106,7 +105,7 @@ class Totals:
     @property
     def margin_ratio(self) -> Decimal:
         if self.margin_balance <= 0:
-            return D("Infinity") if self.maint_margin > 0 else ZERO
+            return Decimal("Infinity") if self.maint_margin > 0 else ZERO
         return self.maint_margin / self.margin_balance
 
 
@@ -151,7 +150,7 @@ class Account:
         unrealized = pos.amount * (mark - pos.entry_price) if pos.amount else ZERO
         # Guessed: break-even assumes a taker fee paid on entry and again on exit.
         side = 1 if pos.amount > 0 else -1
-        break_even = pos.entry_price * (1 + side * D("0.001")) if pos.amount else ZERO
+        break_even = pos.entry_price * (1 + side * Decimal("0.001")) if pos.amount else ZERO
         return PositionRisk(
             symbol=spec.symbol, amount=pos.amount, entry_price=pos.entry_price,
             break_even=break_even, mark=mark, unrealized=unrealized, notional=notional,
@@ -206,7 +205,7 @@ def _with_liquidation(r: PositionRisk, spec: SymbolSpec, cross_wallet: Decimal,
     """Binance's one-way liquidation price:
     LP = (WB - TMM1 + UPNL1 + cumB - side*size*EP) / (size*MMR - side*size)."""
     size = abs(r.amount)
-    side = D(1) if r.amount > 0 else D(-1)
+    side = Decimal(1) if r.amount > 0 else Decimal(-1)
     bracket = spec.bracket_for(abs(r.notional))
     if r.isolated:
         wb, tmm, upnl = r.isolated_wallet, ZERO, ZERO

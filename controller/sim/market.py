@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
-D = Decimal
 
 
 @dataclass(frozen=True)
@@ -35,12 +34,12 @@ class Bracket:
 def brackets_from(tiers: list[tuple[int, int, str]]) -> tuple[Bracket, ...]:
     """Build brackets from (cap, leverage, mmr) rows; floors and `cum` follow as Binance derives them."""
     out: list[Bracket] = []
-    floor, cum, prev_mmr = D(0), D(0), D(0)
+    floor, cum, prev_mmr = Decimal(0), Decimal(0), Decimal(0)
     for number, (cap, leverage, mmr) in enumerate(tiers, start=1):
-        rate = D(mmr)
+        rate = Decimal(mmr)
         cum = cum + floor * (rate - prev_mmr)
-        out.append(Bracket(number, leverage, floor, D(cap), rate, cum))
-        floor, prev_mmr = D(cap), rate
+        out.append(Bracket(number, leverage, floor, Decimal(cap), rate, cum))
+        floor, prev_mmr = Decimal(cap), rate
     return tuple(out)
 
 
@@ -82,8 +81,8 @@ class SymbolSpec:
     brackets: tuple[Bracket, ...]
     volatility: float       # annualised, for the random walk
     onboard_ms: int = 1569398400000
-    min_price: Decimal = D("0")
-    max_price: Decimal = D("0")
+    min_price: Decimal = Decimal("0")
+    max_price: Decimal = Decimal("0")
 
     quote: str = "USDT"
 
@@ -112,13 +111,13 @@ class SymbolSpec:
     def max_notional(self, leverage: int) -> Decimal:
         """The largest position notional allowed at `leverage` (the last tier that still allows it)."""
         allowed = [b.cap for b in self.brackets if b.leverage >= leverage]
-        return allowed[-1] if allowed else D(0)
+        return allowed[-1] if allowed else Decimal(0)
 
     def round_price(self, price: Decimal) -> Decimal:
-        return (price / self.tick).quantize(D(1), ROUND_HALF_UP) * self.tick
+        return (price / self.tick).quantize(Decimal(1), ROUND_HALF_UP) * self.tick
 
     def round_qty_down(self, qty: Decimal) -> Decimal:
-        return (qty / self.step).quantize(D(1), ROUND_DOWN) * self.step
+        return (qty / self.step).quantize(Decimal(1), ROUND_DOWN) * self.step
 
 
 def _decimals(d: Decimal) -> int:
@@ -128,11 +127,11 @@ def _decimals(d: Decimal) -> int:
 
 def _spec(symbol: str, price: str, tick: str, step: str, max_qty: str, market_max: str,
           min_notional: str, brackets: tuple[Bracket, ...], vol: float) -> SymbolSpec:
-    p, t = D(price), D(tick)
+    p, t = Decimal(price), Decimal(tick)
     return SymbolSpec(
-        symbol=symbol, base=symbol.removesuffix("USDT"), price=p, tick=t, step=D(step),
-        min_qty=D(step), max_qty=D(max_qty), market_max_qty=D(market_max),
-        min_notional=D(min_notional), brackets=brackets, volatility=vol,
+        symbol=symbol, base=symbol.removesuffix("USDT"), price=p, tick=t, step=Decimal(step),
+        min_qty=Decimal(step), max_qty=Decimal(max_qty), market_max_qty=Decimal(market_max),
+        min_notional=Decimal(min_notional), brackets=brackets, volatility=vol,
         min_price=t * 10, max_price=(p * 100).quantize(t),
     )
 
@@ -162,7 +161,7 @@ SYMBOLS: tuple[SymbolSpec, ...] = (
 )
 
 _SECONDS_PER_YEAR = 365 * 24 * 3600
-BOOK_DEPTH = D("200000")  # quote value resting at each synthetic book level
+BOOK_DEPTH = Decimal("200000")  # quote value resting at each synthetic book level
 
 
 @dataclass
@@ -180,7 +179,7 @@ class PriceReplay:
         with path.open(newline="") as fh:
             for row in csv.DictReader(fh):
                 rows.setdefault(row["symbol"].strip(), []).append(
-                    (float(row["timestamp"]) / 1000.0, D(row["price"].strip())))
+                    (float(row["timestamp"]) / 1000.0, Decimal(row["price"].strip())))
         series = {}
         for symbol, points in rows.items():
             points.sort(key=lambda p: p[0])
@@ -242,7 +241,7 @@ class Market:
                 continue
             sigma = spec.volatility * self.volatility * math.sqrt(dt / _SECONDS_PER_YEAR)
             self._log_prices[symbol] += self._rng.gauss(-0.5 * sigma * sigma, sigma)
-            price = spec.round_price(D(repr(math.exp(self._log_prices[symbol]))))
+            price = spec.round_price(Decimal(repr(math.exp(self._log_prices[symbol]))))
             self._prices[symbol] = max(price, spec.tick)
 
     def level_qty(self, symbol: str) -> Decimal:
