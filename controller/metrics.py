@@ -84,6 +84,12 @@ class ControllerMetrics:
         self.store_errors = Counter(
             "canary_store_errors_total", "Turns of the daemon's main loop that failed on the database; the loop "
             "backs off and tries again.", registry=r)
+        self.source_up = Gauge(
+            "canary_source_up", "1 while the source's last read succeeded, 0 while it fails or restarts.",
+            ["account", "source"], registry=r)
+        self.source_restarts = Counter(
+            "canary_source_restarts_total", "Sources of a verification that stopped (failed or ended) and were "
+            "restarted after a backoff.", ["account", "source"], registry=r)
         self.start_time = Gauge(
             "canary_daemon_start_time_seconds", "When the daemon started, in seconds since the epoch.",
             registry=r)
@@ -164,6 +170,12 @@ class ControllerMetrics:
 
     def runner_crashed(self, rollout_id: int) -> None:
         self.runner_crashes.labels(str(rollout_id)).inc()
+
+    def set_source_up(self, account: str | None, source: str, up: bool) -> None:
+        self.source_up.labels(account or "", source).set(1 if up else 0)
+
+    def source_restarted(self, account: str | None, source: str) -> None:
+        self.source_restarts.labels(account or "", source).inc()
 
     def store_error(self) -> None:
         self.store_errors.inc()

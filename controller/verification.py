@@ -4,6 +4,12 @@ The imperative shell around the pure `Evaluator`: every source (exchange, bot me
 process, audit) pushes observations and heartbeats into `sink`; instant policies are judged on
 the observation that touches them, every policy on a steady tick. Verdicts are exported as
 metrics and handed to ``on_verdicts`` (the rollout engine, a verdict log, a test).
+
+Every source runs supervised: one that raises or ends is restarted after an exponential backoff
+on the Clock, the others go on, and until it reads again its policies are ``nodata`` (a failed
+heartbeat), never their last pass. ``canary_source_up`` and ``canary_source_restarts_total`` say
+so. The evaluation tick is not supervised here: should it fail, the verification ends and its
+runner, whose gate stays shut while no verification runs, starts it again.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from controller.analysis.evaluator import Evaluator
 from controller.analysis.observation import Heartbeat, Observation
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import Verdict
-from controller.clock import Clock
+from controller.clock import Backoff, Clock
 from controller.config.strategy import StrategyConfig
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
@@ -24,6 +30,9 @@ from controller.metrics import ControllerMetrics
 log = get_logger(__name__)
 
 VerdictHandler = Callable[[list[Verdict]], None]
+SourceRun = Callable[[], Awaitable[None]]
+RESTART_BACKOFF = (1.0, 60.0)
+"""Clock seconds before a failed source's first restart, doubling up to the second figure."""
 
 
 class Verification:
@@ -44,8 +53,12 @@ class Verification:
 
     def sink(self, item: Observation | Heartbeat) -> None:
         """What every source calls: synchronous, so an exchange event is judged without a hop."""
-        if isinstance(item, Heartbeat) and item.ok:
-            self.last_read[item.source] = max(item.ts, self.last_read.get(item.source, item.ts))
+        if isinstance(item, Heartbeat):
+            self.metrics.set_source_up(self.account, item.source, item.ok)
+            if item.ok:
+                self.last_read[item.source] = max(item.ts, self.last_read.get(item.source, item.ts))
+            elif item.restarting:
+                self.metrics.source_restarted(self.account, item.source)
         elif isinstance(item, Observation):
             self.last_observed = item.ts
             if item.metric == "stream_connected" and self.account is not None:
@@ -69,14 +82,40 @@ class Verification:
         except Exception:  # a consumer's bug must not stop verification
             log.exception("verdict_handler_failed")
 
-    async def run(self, sources: Iterable[Callable[[], Awaitable[None]]]) -> None:
-        """Run every source's ``run`` and the evaluation tick until cancelled."""
+    async def run(self, sources: Iterable[SourceRun]) -> None:
+        """Run every source's ``run``, each supervised, and the evaluation tick until cancelled."""
         async with asyncio.TaskGroup() as tasks:
             for index, source in enumerate(sources):
-                tasks.create_task(source(), name=f"verification-source-{index}")
+                name = source_name(source, index)
+                tasks.create_task(self._supervised(name, source), name=f"verification-source-{name}")
             tasks.create_task(self._ticking(), name="verification-tick")
+
+    async def _supervised(self, name: str, source: SourceRun) -> None:
+        """Run ``source`` until cancelled: whatever ends it is a failed heartbeat, then a restart
+        after a backoff that starts afresh once a run has lasted as long as the longest wait."""
+        backoff = Backoff(self.clock, initial=RESTART_BACKOFF[0], maximum=RESTART_BACKOFF[1])
+        while True:
+            started = self.clock.time()
+            try:
+                await source()
+                reason = "ended"
+            except Exception as exc:  # noqa: BLE001 - a source's bug must not end the others
+                log.exception("verification_source_crashed", account=self.account, source=name)
+                reason = f"{type(exc).__name__}: {exc}"
+            if self.clock.time() - started >= RESTART_BACKOFF[1]:
+                backoff.reset()
+            delay = backoff.next()
+            self.sink(Heartbeat(name, self.clock.time(), ok=False, error=f"{reason}; restarting in {delay:g} s",
+                                restarting=True))
+            await self.clock.sleep(delay)
 
     async def _ticking(self) -> None:
         while True:
             self.evaluate()
             await self.clock.sleep(self.tick)
+
+
+def source_name(source: SourceRun, index: int) -> str:
+    """The name a source's observations carry (a `Source`'s bound ``run`` has it), else its position."""
+    owner = getattr(source, "__self__", source)
+    return str(getattr(owner, "source", None) or getattr(source, "__name__", None) or f"source-{index}")

@@ -109,10 +109,18 @@ class Evaluator:
 
     def heartbeat(self, beat: Heartbeat, now: float | None = None) -> list[Verdict]:
         """Record a source's health; a successful read re-judges the source's instant policies,
-        whose verdicts may have waited for it (sources report data, then their heartbeat)."""
+        whose verdicts may have waited for it (sources report data, then their heartbeat).
+
+        A failed read leaves the source fresh until ``stale_after`` (a lost scrape is not a lost
+        stage); a source that stopped and restarts has no data at all until it reads again, and
+        every policy it feeds is judged at once, so none keeps passing on what it said before."""
         if not beat.ok:
             self._errors[beat.source] = beat.error or "unknown error"
-            return []
+            if not beat.restarting:
+                return []
+            self._fresh.pop(beat.source, None)
+            at = beat.ts if now is None else now
+            return [self._judge(state, at) for state in self._states if state.policy.source == beat.source]
         self._fresh[beat.source] = max(self._fresh.get(beat.source, -math.inf), beat.ts)
         self._errors.pop(beat.source, None)
         at = beat.ts if now is None else now
@@ -212,7 +220,8 @@ class Evaluator:
         last = self._fresh.get(policy.source)
         if last is None:
             error = self._errors.get(policy.source)
-            return f"no data from the {policy.source} source yet" + (f" ({error})" if error else "")
+            return (f"no data from the {policy.source} source since it stopped ({error})" if error
+                    else f"no data from the {policy.source} source yet")
         age = now - last
         if age > policy.on_nodata.stale_after:
             error = self._errors.get(policy.source)

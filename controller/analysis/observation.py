@@ -46,6 +46,8 @@ class Heartbeat:
     ts: float
     ok: bool = True
     error: str | None = None
+    restarting: bool = False
+    """The source stopped (it failed or ended) and starts again after a backoff."""
 
 
 Sink = Callable[[Observation | Heartbeat], None]

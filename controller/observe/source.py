@@ -60,7 +60,7 @@ class Source:
             if self.clock.time() - started >= self.interval:  # it ran a while: a new failure, not the same one
                 self.restart_backoff.reset()
             delay = self.restart_backoff.next()
-            self.fail(self.clock.time(), f"{reason}; restarting in {delay:g} s")
+            self.fail(self.clock.time(), f"{reason}; restarting in {delay:g} s", restarting=True)
             await self.clock.sleep(delay)
 
     async def follow(self) -> None:
@@ -74,9 +74,10 @@ class Source:
             self.failing = False
             log.info("source_recovered", source=self.source, target=self.target)
 
-    def fail(self, ts: float, error: str) -> None:
-        """A failed read at ``ts``: nodata downstream. Logged as a warning once per run of failures."""
-        self.sink(Heartbeat(self.source, ts, ok=False, error=error))
+    def fail(self, ts: float, error: str, *, restarting: bool = False) -> None:
+        """A failed read at ``ts``: nodata downstream. Logged as a warning once per run of failures.
+        ``restarting``: the whole source stopped and follows again after a backoff."""
+        self.sink(Heartbeat(self.source, ts, ok=False, error=error, restarting=restarting))
         level = logging.DEBUG if self.failing else logging.WARNING
         self.failing = True
         log.log(level, "source_failed", source=self.source, target=self.target, error=error)

@@ -306,3 +306,17 @@ def test_a_rank_test_without_a_baseline_has_no_data():
     scrape(ev, T0, [("0.1", 0), ("+Inf", 0)])
     scrape(ev, T0 + 60, [("0.1", 80), ("+Inf", 0)])
     assert ev.evaluate(T0 + 60)[0].outcome is Outcome.NODATA
+
+
+def test_a_source_that_restarts_has_no_data_until_it_reads_again():
+    ev = Evaluator(MISMATCH)
+    ev.heartbeat(Heartbeat("bot", T0))
+    (passing,) = ev.observe(obs("strategy_leverage_mismatch_total", 0, T0))
+    assert passing.outcome is Outcome.PASS
+    failed_read = ev.heartbeat(Heartbeat("bot", T0 + 1, ok=False, error="scrape refused"))
+    assert failed_read == []  # a lost read: fresh until stale_after
+    (stopped,) = ev.heartbeat(Heartbeat("bot", T0 + 2, ok=False, error="parser bug", restarting=True))
+    assert stopped.outcome is Outcome.NODATA
+    assert "parser bug" in stopped.reason
+    (back,) = ev.heartbeat(Heartbeat("bot", T0 + 3))
+    assert back.outcome is Outcome.PASS

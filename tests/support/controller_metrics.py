@@ -24,5 +24,7 @@ def every_family_set() -> ControllerMetrics:
     metrics.command_handled("pause", "accepted")
     metrics.runner_crashed(1)
     metrics.store_error()
+    metrics.set_source_up("canary", "exchange", True)
+    metrics.source_restarted("canary", "bot")
     metrics.started(1.0)
     return metrics
