@@ -7,6 +7,8 @@
 - A runner that crashes is restarted after an exponential backoff (Clock seconds) and counted.
   A turn that fails on the database is logged, counted and retried after a backoff: the loop
   never dies of it, and runners in flight go on.
+- Before READY, every bot that no record owns (a daemon died between spawning and recording it)
+  is killed, and audited (`controller.daemon.orphans`).
 - SIGTERM / SIGINT: runners finish the action in hand (a rollback step, a placement), take no
   new one, and the daemon exits 0 within ``stop_timeout`` seconds. A rollback interrupted
   between two steps resumes at the next start.
@@ -32,6 +34,7 @@ from controller.clock import Backoff, Clock
 from controller.config.daemon import DaemonConfig
 from controller.daemon.admin import AdminServer
 from controller.daemon.notify import Notifier, watchdog_loop
+from controller.daemon.orphans import sweep_orphans
 from controller.deploy.base import Deployer
 from controller.errors import CanaryError, ConfigError, StoreError
 from controller.logs import get_logger
@@ -157,6 +160,7 @@ class Daemon:
         try:
             await preflight.check_daemon(self.db, self.policies.folder)  # refused: never READY, exit 2
             self.site = await self._open_site()
+            await sweep_orphans(self.db, self.site)
             if self.options.admin:
                 admin = AdminServer(metrics=self.metrics, status=lambda: self._status, ready=self._readiness,
                                     healthy=self._liveness)
