@@ -20,13 +20,16 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from binance import AsyncClient
 
 from controller.clock import Clock
 from controller.config.strategy import StrategyConfig
+from controller.deploy.base import DeployError
 from controller.config.yamlfile import load_model, load_model_text
 from controller.release_files import read_release
 from controller.rollout.decide import TERMINAL, Status
+from controller.rollout import placing
 from controller.rollout.info import create_rollout
 from controller.rollout.pipeline import Pipeline
 from controller.rollout.rollback import load_plan
@@ -244,3 +247,28 @@ async def test_with_no_previous_release_the_rollback_leaves_the_account_empty_fl
         [empty] = [e async for e in audit.query(site.db, audit.AuditFilter(kind="rollback.account_left_empty"))]
         assert empty.payload["account"] == "canary" and empty.subject == f"rollout:{rollout.id}"
         assert (await audit.verify(site.db)).ok
+
+
+async def test_a_placement_run_again_goes_on_from_its_intent_and_keeps_the_settings_read_first(tmp_path):
+    """A retry (or a resume after a crash) of a placement whose start failed writes no second
+    intent, and keeps the settings read before the first attempt changed them."""
+    wider = wider_strategy(tmp_path)
+    async with daemon_on_sim(tmp_path, {"1.0.0": BOT / "strategy.yaml"}) as site:
+        placed = await site.ctl("baseline", "1.0.0", "--account", "canary")
+        assert placed.code == 0, placed
+        await add_release(site.db, site.clock, read_release("2.0.0", unstartable_manifest(tmp_path), wider),
+                          actor="tester")
+        previous = await live_deployment(site.db, "sim", "canary")
+        for _ in range(2):
+            with pytest.raises(DeployError, match="ended during start-up"):
+                await placing.place(site.db, site.daemon.site, environment="sim", account="canary",
+                                    release="2.0.0", rollout_id=None)
+        intents = [e async for e in audit.query(site.db, audit.AuditFilter(kind="deploy.intent"))
+                   if e.release == "2.0.0"]
+        assert len(intents) == 1
+        live = await live_deployment(site.db, "sim", "canary")
+        assert (live.id, live.state, live.previous_id) == (intents[0].payload["deployment"], "starting", previous.id)
+        assert live.settings_before["symbols"]["SOLUSDT"] == [3, "ISOLATED"]  # 1.0.0's, read before 2.0.0's 5
+        assert live.settings_before["symbols"][ADDED] == [20, "CROSSED"]  # never configured: the default
+        assert (live.settings_before["position_mode"], live.settings_before["multi_assets"]) == ("one-way", False)
+        assert bots_in(instance_folder(site)) == []
