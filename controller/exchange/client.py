@@ -354,3 +354,15 @@ class ExchangeClient:
             if len(batch) < page_size:
                 break
         return balances
+
+    async def account_modes(self) -> dict[str, bool]:
+        """GET /fapi/v1/accountConfig: the position mode (``dualSidePosition``: hedge) and the
+        multi-assets margin mode, as the exchange applies them; an answer without them is an error."""
+        raw = await self._call("read account modes", "GET", "/fapi/v1/accountConfig",
+                               self._client.futures_account_config)
+        modes = {name: raw.get(name) if isinstance(raw, dict) else None
+                 for name in ("dualSidePosition", "multiAssetsMargin")}
+        missing = [name for name, value in modes.items() if not isinstance(value, bool)]
+        if missing:
+            raise ExchangeError(f"the account config answer has no boolean {', '.join(missing)}")
+        return modes

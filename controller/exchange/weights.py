@@ -28,6 +28,7 @@ WEIGHTS: dict[tuple[str, str], int] = {
     ("GET", "/fapi/v2/positionRisk"): 5,
     ("GET", "/fapi/v3/positionRisk"): 5,
     ("GET", "/fapi/v2/account"): 5,
+    ("GET", "/fapi/v1/accountConfig"): 5,
     ("GET", "/fapi/v3/account"): 5,
     ("GET", "/fapi/v1/openOrders"): 40,  # all symbols; 1 with a symbol (see `weight_of`)
     ("GET", "/fapi/v1/order"): 1,

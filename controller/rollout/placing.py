@@ -1,13 +1,19 @@
 """Putting a release on an account and taking it off: the deployer and the deployments table in step.
 
-Both are idempotent, so a step that ran before a crash can run again: starting a release that
-already runs with the same config starts nothing, stopping what is not running stops nothing,
-and the deployments row is written only when it says something new.
+Intent before action: a placement first writes the account's deployment row, "starting", naming
+the deployment it replaces and the exchange settings the account had (`read_settings`), and only
+then stops the old release, applies the new settings and starts the new one; the row says
+"running" once it started. Whatever fails after the intent, a rollback finds the account in its
+plan and knows what to put back. Both operations are idempotent, so a step that ran before a
+crash can run again: a placement finds its own intent and goes on from it (keeping the settings
+read before anything changed), starting a release that already runs with the same config starts
+nothing, and stopping what is not running stops nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from controller.canonical import canonical_json
 from controller.config.strategy import StrategyConfig
@@ -15,7 +21,13 @@ from controller.deploy.base import Running
 from controller.logs import get_logger
 from controller.rollout.site import Site, strategy_of
 from controller.store.database import Database
-from controller.store.deployments import DeploymentInfo, live_deployment, record_placement, record_stopped
+from controller.store.deployments import (
+    DeploymentInfo,
+    live_deployment,
+    record_intent,
+    record_running,
+    record_stopped,
+)
 from controller.store.releases import ReleaseInfo, get_release, get_snapshot
 
 log = get_logger(__name__)
@@ -27,12 +39,22 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
     """Run ``release`` with its config snapshot on the account, after stopping anything else there.
 
     ``settings_restored``: the caller (a rollback) has just set and read back the release's
-    settings, so they are not applied again.
+    settings, so they are neither applied again nor read for a snapshot.
     """
     info, config_text, config = await release_config(db, release)
     live = await live_deployment(db, environment, account)
     deployer = site.deployer(environment)
     instance = site.instance(environment, account)
+    if live is not None and live.release == release and live.rollout_id == rollout_id:
+        intent = live  # written before a crash or a failed start: go on from it
+    else:
+        settings_before = None if settings_restored else await _settings_before(db, site, environment, account,
+                                                                                config, live)
+        if live is not None and live.state == "starting" and previous_id is None:
+            previous_id = live.previous_id  # a placement that never started replaced nothing that ran
+        intent = await record_intent(db, site.clock, rollout_id=rollout_id, environment=environment,
+                                     account=account, instance=instance, release=release,
+                                     settings_before=settings_before, actor=actor, previous_id=previous_id)
     current = await deployer.status(instance)
     if current is not None and (current.release, current.config_sha256) != (release, info.config_sha256):
         await deployer.stop(instance)
@@ -44,12 +66,41 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
     placement = site.placement(environment, account, release=release, manifest=info.manifest,
                                config_text=config_text, config_sha256=info.config_sha256)
     running = await deployer.start(placement)
-    if live is not None and live.release == release and live.rollout_id == rollout_id:
-        return live, running  # recorded before a crash: nothing new to say
-    deployment = await record_placement(db, site.clock, rollout_id=rollout_id, environment=environment,
-                                                account=account, instance=instance, release=release,
-                                                actor=actor, previous_id=previous_id)
-    return deployment, running
+    return await record_running(db, site.clock, intent.id, actor=actor), running
+
+
+async def _settings_before(db: Database, site: Site, environment: str, account: str, config: StrategyConfig,
+                           live: DeploymentInfo | None) -> dict[str, Any]:
+    """What the account holds for every symbol the live release or the new one names.
+
+    A live row that never started (a placement that failed) already read what the account had
+    before it changed anything: that reading wins over today's for the symbols it covers.
+    """
+    symbols = set(config.symbols)
+    if live is not None:
+        symbols |= set((await release_config(db, live.release))[2].symbols)
+    earlier = live.settings_before if live is not None and live.state == "starting" else None
+    if earlier:
+        symbols |= set(earlier["symbols"])
+    client = await site.client(environment, account, purpose="act")
+    now = await read_settings(client, symbols)
+    if earlier:
+        now = {**now, **earlier, "symbols": {**now["symbols"], **earlier["symbols"]}}
+    return now
+
+
+async def read_settings(client, symbols) -> dict[str, Any]:
+    """The account's exchange settings, as a rollback restores them: leverage and margin type of
+    each of ``symbols``, the position mode and the multi-assets mode. A symbol the exchange does
+    not answer for is an error: a snapshot with a hole would restore less than it should."""
+    found, modes = await asyncio.gather(client.symbol_settings(), client.account_modes())
+    settings = {s.symbol: [s.leverage, s.margin_type] for s in found}
+    missing = sorted(set(symbols) - set(settings))
+    if missing:
+        raise RuntimeError(f"the exchange gave no leverage or margin type for {', '.join(missing)}")
+    return {"symbols": {s: settings[s] for s in sorted(symbols)},
+            "position_mode": "hedge" if modes["dualSidePosition"] else "one-way",
+            "multi_assets": modes["multiAssetsMargin"]}
 
 
 async def release_config(db: Database, release: str) -> tuple[ReleaseInfo, str, StrategyConfig]:

@@ -1,24 +1,37 @@
 """Rollback: a persisted plan of idempotent steps that puts every account back as it was.
 
-For each account the rollout placed its release on (newest first):
+For each account the rollout placed its release on (newest first). Placement writes the account's
+deployment row before it changes anything (`placing.place`), so an account whose placement failed
+half-way is in the plan too; the row holds the settings the account had before (its snapshot).
 
     stop_release      stop the release (the deployer's stop is idempotent); by default it is
                       killed at once: a release being rolled back gets no graceful minute to
                       trade in, and what a graceful stop would tidy (orders, positions) the next
                       steps do from the exchange's side. Any bot of the account that the
                       deployer's records do not name (a stray) is killed too
-    cancel_orders     cancel every open order of the account, symbols concurrently
+    cancel_orders     cancel every open order of the account, symbols concurrently, on every
+                      symbol either release or the snapshot names
     positions         keep them, or flatten with reduce-only market orders whose client ids are
-                      fixed by the plan (an order the exchange already saw is never sent again)
-    restore_leverage  set each symbol's leverage and margin type from the previous config
-                      snapshot, concurrently, and read them back. With positions kept, the
+                      fixed by the plan (an order the exchange already saw is never sent again).
+                      With no previous release they are flattened whatever the stage says: no
+                      bot is left to manage them
+    restore_leverage  set each symbol's leverage and margin type back, concurrently, and read them
+                      back: the snapshot taken at placement for the union of symbols (a symbol the
+                      new release added goes back to what the account had), with the previous
+                      release's config for the symbols it trades. The position and multi-assets
+                      modes are checked against the snapshot (the controller cannot set them: one
+                      that changed fails the step, naming it). With positions kept, the
                       exchange refuses a margin type change on a symbol with a position (-4048):
                       the leverage is still restored, and the margin type left as it is is said
                       in the step's result and in a ``rollback.margin_type_kept`` audit event
     start_previous    start the previous release with its snapshot (idempotent: a release that
                       already runs with that config is not started again), without applying its
-                      settings again: restore_leverage did, and read them back
-    verify_previous   the previous release is up and the exchange's leverage matches its config
+                      settings again: restore_leverage did, and read them back. With no previous
+                      release the account is left empty, said in the step's result and in a
+                      ``rollback.account_left_empty`` audit event
+    verify_previous   the previous release is up and the exchange's leverage (and margin type,
+                      unless positions are kept) matches what was restored; with no previous
+                      release, no bot runs and no order or position is left on the account
 
 The plan is written in one transaction with the intent; each step's row is updated before it
 runs (``running``, attempts + 1) and after (``done`` with what it did, or ``failed`` with the
@@ -139,20 +152,31 @@ class Rollback:
         previous_release = previous.release if previous else info.baseline
         failing = (await placing.release_config(self.db, deployment.release))[2]
         restored = (await placing.release_config(self.db, previous_release))[2] if previous_release else None
-        symbols = sorted(set(failing.symbols) | set(restored.symbols if restored else ()))
-        settings = {s: [c.leverage, c.margin_type] for s, c in restored.symbols.items()} if restored else {}
+        before = deployment.settings_before or {}
+        # What the account had before the placement, for every symbol either config names; the
+        # release started again gets its own config's settings for its symbols (the same values
+        # when it ran on this account before; its bot needs them when it comes from the baseline).
+        settings = {s: list(v) for s, v in before.get("symbols", {}).items()}
+        if restored:
+            settings.update({s: [c.leverage, c.margin_type] for s, c in restored.symbols.items()})
+        symbols = sorted(set(failing.symbols) | set(restored.symbols if restored else ()) | set(settings))
         stage = next((s for s in info.pipeline.stages if s.account == deployment.account
                       and s.environment == deployment.environment), None)
+        # With no release to start again, no bot is left to manage positions: they are flattened.
+        positions = (stage.positions if stage else "keep") if previous_release else "flatten"
+        modes = {k: before[k] for k in ("position_mode", "multi_assets") if k in before}
         where = {"environment": deployment.environment, "account": deployment.account}
         return [
             ("stop_release", {**where, "deployment": deployment.id, "release": deployment.release}),
             ("cancel_orders", {**where, "symbols": symbols}),
-            ("positions", {**where, "symbols": symbols, "mode": stage.positions if stage else "keep",
+            ("positions", {**where, "symbols": symbols, "mode": positions,
                            "client_id_prefix": f"rb{info.id}d{deployment.id}"}),
-            ("restore_leverage", {**where, "settings": settings, "positions": stage.positions if stage else "keep"}),
+            ("restore_leverage", {**where, "settings": settings, "positions": positions,
+                                  **({"modes": modes} if modes else {})}),
             ("start_previous", {**where, "release": previous_release,
                                 "previous": previous.id if previous else None}),
-            ("verify_previous", {**where, "release": previous_release, "settings": settings}),
+            ("verify_previous", {**where, "release": previous_release, "settings": settings, "positions": positions,
+                                 "symbols": symbols}),
         ]
 
     # ------------------------------------------------------------ running it
@@ -275,6 +299,8 @@ class Rollback:
 
         await _gather(one(s, lev, mt) for s, (lev, mt) in sorted(detail["settings"].items()))
         result: dict[str, Any] = {"restored": sorted(detail["settings"])}
+        if detail.get("modes"):
+            result["modes"] = await self._check_modes(client, detail["modes"])
         if kept:
             found = {s.symbol: s.margin_type for s in await client.symbol_settings()}
             left = {s: {"is": found.get(s), "previous": kept[s]} for s in sorted(kept)}
@@ -290,9 +316,30 @@ class Rollback:
                                             "symbols": left, "reason": "positions open (-4048) and kept"})
         return result
 
+    async def _check_modes(self, client, modes: dict[str, Any]) -> dict[str, Any]:
+        """The position and multi-assets modes are as the snapshot says. The controller never
+        changes them and cannot set them back: one that differs fails the step, naming it."""
+        found = await client.account_modes()
+        now = {"position_mode": "hedge" if found["dualSidePosition"] else "one-way",
+               "multi_assets": found["multiAssetsMargin"]}
+        wrong = {k: (now[k], v) for k, v in sorted(modes.items()) if now.get(k) != v}
+        if wrong:
+            raise RuntimeError("the account's modes changed since the placement and are not restored by the "
+                               "controller: " + ", ".join(f"{k} is {a}, it was {b}" for k, (a, b) in wrong.items())
+                               + "; set them back by hand")
+        return now
+
     async def _start_previous(self, info: RolloutInfo, detail: dict) -> dict:
         if not detail["release"]:
-            return {"started": None, "note": "no previous release: the account stays empty"}
+            note = "no previous release: the account is left empty"
+            log.warning("rollback_account_left_empty", rollout=info.id, account=detail["account"])
+            async with self.db.write() as session:
+                await audit.append(session, self.clock, actor="controller", kind="rollback.account_left_empty",
+                                   subject=f"rollout:{info.id}", release=info.release,
+                                   payload={"environment": detail["environment"], "account": detail["account"],
+                                            "message": f"{note}: no bot runs, orders canceled, positions "
+                                                       "flattened, settings as they were before the placement"})
+            return {"started": None, "note": note}
         _, running = await placing.place(self.db, self.site, environment=detail["environment"],
                                          account=detail["account"], release=detail["release"], rollout_id=None,
                                          previous_id=detail["previous"], settings_restored=True)
@@ -300,17 +347,30 @@ class Rollback:
 
     async def _verify_previous(self, info: RolloutInfo, detail: dict) -> dict:
         client = await self._client(detail)
-        applied = {s.symbol: s.leverage for s in await client.symbol_settings()}
-        wrong = {s: (applied.get(s), lev) for s, (lev, _) in detail["settings"].items() if applied.get(s) != lev}
+        applied = {s.symbol: (s.leverage, s.margin_type) for s in await client.symbol_settings()}
+        # A margin type left as it was while positions are kept is said by restore_leverage already.
+        margin_types = detail.get("positions", "keep") != "keep"
+        wrong = {s: (applied.get(s), (lev, mt)) for s, (lev, mt) in detail["settings"].items()
+                 if applied.get(s, (None, None))[0] != lev or (margin_types and applied[s][1] != mt)}
         if wrong:
-            raise RuntimeError("leverage differs from the previous config: " +
+            raise RuntimeError("settings differ from what the rollback restored: " +
                                ", ".join(f"{s} is {a}, expected {e}" for s, (a, e) in sorted(wrong.items())))
+        running = await self.site.deployer(detail["environment"]).status(
+            self.site.instance(detail["environment"], detail["account"]))
         if detail["release"]:
-            running = await self.site.deployer(detail["environment"]).status(
-                self.site.instance(detail["environment"], detail["account"]))
             if running is None or running.release != detail["release"]:
                 raise RuntimeError(f"{detail['release']} is not running on {detail['account']}")
-        return {"verified": True}
+            return {"verified": True}
+        # Left empty: no bot, and nothing of the account's left trading on the exchange.
+        symbols = detail.get("symbols", [])
+        held = [p.symbol for p in await client.positions() if p.amount != 0 and p.symbol in symbols]
+        orders = [o.symbol for found in await _gather(client.open_orders(s) for s in symbols) for o in found]
+        problems = ([f"{running.release} runs"] if running is not None else []) + \
+                   ([f"positions open on {', '.join(sorted(set(held)))}"] if held else []) + \
+                   ([f"orders open on {', '.join(sorted(set(orders)))}"] if orders else [])
+        if problems:
+            raise RuntimeError(f"{detail['account']} is not empty: {'; '.join(problems)}")
+        return {"verified": True, "empty": True}
 
 
 async def _gather(awaitables) -> list:

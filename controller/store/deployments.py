@@ -1,16 +1,21 @@
 """Deployments in the store: which release runs on which account, since when, and what it replaced.
 
-At most one deployment of an account is live (not stopped); placing a release closes the old
-live row in the same transaction, so the store never shows two bots on one account.
+At most one deployment of an account is live (not stopped). A placement first writes its intent,
+a row in state "starting" with the account's exchange settings as they were, and closes the old
+live row in the same transaction, so the store never shows two bots on one account; the row says
+"running" once the release started.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
+from controller.canonical import canonical_json
 from controller.clock import Clock
 from controller.store import audit
 from controller.store.database import Database
@@ -30,6 +35,10 @@ class DeploymentInfo:
     previous_id: int | None
     started_at: datetime
     stopped_at: datetime | None
+    state: str
+    """"starting" (the intent: the release has not started yet) or "running"."""
+    settings_before: dict[str, Any] | None
+    """The account's exchange settings read before the placement (`placing.read_settings`), or None."""
 
 
 async def live_row(session, environment: str, account: str) -> Deployment | None:
@@ -42,7 +51,8 @@ async def live_row(session, environment: str, account: str) -> Deployment | None
 async def _deployment_info(session, row: Deployment) -> DeploymentInfo:
     release = await session.get(Release, row.release_id)
     return DeploymentInfo(row.id, row.rollout_id, row.environment, row.account, row.instance, row.release_id,
-                          release.version, row.config_sha256, row.previous_id, row.started_at, row.stopped_at)
+                          release.version, row.config_sha256, row.previous_id, row.started_at, row.stopped_at,
+                          row.state, json.loads(row.settings_before) if row.settings_before else None)
 
 
 async def live_deployment(db: Database, environment: str, account: str) -> DeploymentInfo | None:
@@ -64,10 +74,12 @@ async def rollout_deployments(db: Database, rollout_id: int) -> list[DeploymentI
         return [await _deployment_info(session, r) for r in rows]
 
 
-async def record_placement(db: Database, clock: Clock, *, rollout_id: int | None, environment: str, account: str,
-                           instance: str, release: str, actor: str = "controller",
-                           previous_id: int | None = None) -> DeploymentInfo:
-    """The release now runs on the account: the old live row (if any) is closed in the same transaction."""
+async def record_intent(db: Database, clock: Clock, *, rollout_id: int | None, environment: str, account: str,
+                        instance: str, release: str, settings_before: dict[str, Any] | None,
+                        actor: str = "controller", previous_id: int | None = None) -> DeploymentInfo:
+    """The release is about to be placed on the account: its row, "starting", written before anything
+    on the account is stopped or changed. The old live row (if any) is closed in the same transaction:
+    its release is stopped next, and this row holds the account from now on."""
     async with db.write() as session:
         rel = (await session.execute(select(Release).where(Release.version == release))).scalar_one()
         old = await live_row(session, environment, account)
@@ -78,14 +90,40 @@ async def record_placement(db: Database, clock: Clock, *, rollout_id: int | None
         row = Deployment(rollout_id=rollout_id, environment=environment, account=account, instance=instance,
                          release_id=rel.id, config_sha256=rel.config_sha256,
                          previous_id=previous_id if previous_id is not None else (old.id if old else None),
-                         started_at=now)
+                         started_at=now, state="starting",
+                         settings_before=canonical_json(settings_before) if settings_before is not None else None)
         session.add(row)
         await session.flush()
-        await audit.append(session, clock, actor=actor, kind="deploy.placed", subject=f"account:{environment}/{account}",
+        await audit.append(session, clock, actor=actor, kind="deploy.intent", subject=f"account:{environment}/{account}",
                            release=release, payload={"rollout": rollout_id, "deployment": row.id, "instance": instance,
-                                                     "config_sha256": rel.config_sha256,
-                                                     "replaced": old.id if old else None})
+                                                     "config_sha256": rel.config_sha256, "previous": row.previous_id,
+                                                     "replaced": old.id if old else None,
+                                                     "settings_before": settings_before})
         return await _deployment_info(session, row)
+
+
+async def record_running(db: Database, clock: Clock, deployment_id: int, *, actor: str = "controller") -> DeploymentInfo:
+    """The deployment's release started: its intent becomes the running deployment (said once)."""
+    async with db.write() as session:
+        row = await session.get(Deployment, deployment_id)
+        if row.state != "running":
+            row.state = "running"
+            release = await session.get(Release, row.release_id)
+            await audit.append(session, clock, actor=actor, kind="deploy.placed",
+                               subject=f"account:{row.environment}/{row.account}", release=release.version,
+                               payload={"rollout": row.rollout_id, "deployment": row.id, "instance": row.instance,
+                                        "config_sha256": row.config_sha256, "previous": row.previous_id})
+        return await _deployment_info(session, row)
+
+
+async def record_placement(db: Database, clock: Clock, *, rollout_id: int | None, environment: str, account: str,
+                           instance: str, release: str, actor: str = "controller",
+                           previous_id: int | None = None) -> DeploymentInfo:
+    """A placement made elsewhere, recorded at once: its intent (no settings read) and its start."""
+    intent = await record_intent(db, clock, rollout_id=rollout_id, environment=environment, account=account,
+                                 instance=instance, release=release, settings_before=None, actor=actor,
+                                 previous_id=previous_id)
+    return await record_running(db, clock, intent.id, actor=actor)
 
 
 async def record_stopped(db: Database, clock: Clock, deployment_id: int, *, actor: str = "controller",

@@ -185,7 +185,11 @@ class RollbackStep(Base):
 
 
 class Deployment(Base):
-    """A release placed on an account: live until stopped. At most one live row per account."""
+    """A release placed on an account: live until stopped. At most one live row per account.
+
+    The row is written before the placement stops or changes anything (``state`` "starting"),
+    with the account's exchange settings as they were; it says "running" once the release started.
+    """
 
     __tablename__ = "deployments"
     __table_args__ = (
@@ -204,6 +208,13 @@ class Deployment(Base):
     """What ran on the account before (the rollback target), if anything."""
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), server_default="running")
+    """"starting": the intent, written before anything on the account changed; "running": the
+    release started. A row left "starting" is a placement that did not finish."""
+    settings_before: Mapped[str | None] = mapped_column(Text)
+    """Canonical JSON of the account's exchange settings read just before the placement: leverage
+    and margin type of every symbol the old or the new config names, position and multi-assets
+    modes. What a rollback of this deployment restores; NULL for rows older than the snapshot."""
 
 
 class Fill(Base):
