@@ -34,18 +34,20 @@ class ControllerMetrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        # ``group``: the group a policy judged per symbol or bucket speaks of (``symbol=BTCUSDT``),
+        # empty for a policy judged as a whole; each group's outcome is its own series.
         self.policy_verdict = Gauge(
-            "canary_policy_verdict", "1 for the policy's current outcome, 0 for the others.",
-            ["policy", "outcome"], registry=r)
+            "canary_policy_verdict", "1 for the policy group's current outcome, 0 for the others.",
+            ["policy", "group", "outcome"], registry=r)
         self.policy_value = Gauge(
-            "canary_policy_value", "The value the policy last measured (NaN when it had none).",
-            ["policy"], registry=r)
+            "canary_policy_value", "The value the policy group last measured (NaN when it had none).",
+            ["policy", "group"], registry=r)
         self.policy_threshold = Gauge(
-            "canary_policy_threshold", "The threshold the policy's condition last compared against.",
-            ["policy"], registry=r)
+            "canary_policy_threshold", "The threshold the policy group's condition last compared against.",
+            ["policy", "group"], registry=r)
         self.policy_breaches = Counter(
-            "canary_policy_breaches_total", "Confirmed policy failures (a failure counts once until it clears).",
-            ["policy", "action"], registry=r)
+            "canary_policy_breaches_total", "Confirmed policy failures, once per transition of a group into fail.",
+            ["policy", "group", "action"], registry=r)
         self.observation_age = Gauge(
             "canary_observation_age_seconds", "Age of the newest successful read of each source.",
             ["source"], registry=r)
@@ -95,22 +97,23 @@ class ControllerMetrics:
             registry=r)
         for trigger in ROLLBACK_TRIGGERS:  # every series exists from the start, so rate() sees the first one
             self.rollbacks.labels(trigger)
-        self._failing: set[str] = set()
+        self._failing: set[tuple[str, str]] = set()  # (policy, group) now failing
         self._rollout_release: dict[str, str] = {}
         self._rollout_stage: dict[str, tuple[str, str]] = {}
 
     def record_verdicts(self, verdicts: Iterable[Verdict]) -> None:
         for verdict in verdicts:
+            where = (verdict.policy, verdict.group_key)
             for outcome in Outcome:
-                self.policy_verdict.labels(verdict.policy, outcome.value).set(1 if outcome is verdict.outcome else 0)
-            self.policy_value.labels(verdict.policy).set(float("nan") if verdict.value is None else verdict.value)
+                self.policy_verdict.labels(*where, outcome.value).set(1 if outcome is verdict.outcome else 0)
+            self.policy_value.labels(*where).set(float("nan") if verdict.value is None else verdict.value)
             if verdict.threshold is not None:
-                self.policy_threshold.labels(verdict.policy).set(verdict.threshold)
-            if verdict.outcome is Outcome.FAIL and verdict.policy not in self._failing:
-                self._failing.add(verdict.policy)
-                self.policy_breaches.labels(verdict.policy, verdict.action or "none").inc()
+                self.policy_threshold.labels(*where).set(verdict.threshold)
+            if verdict.outcome is Outcome.FAIL and where not in self._failing:
+                self._failing.add(where)
+                self.policy_breaches.labels(*where, verdict.action or "none").inc()
             elif verdict.outcome is not Outcome.FAIL:
-                self._failing.discard(verdict.policy)
+                self._failing.discard(where)
 
     def set_rollout_state(self, rollout_id: int, release: str, state: str) -> None:
         """Export ``state`` as the rollout's only state at 1; a rollout's earlier release label is dropped."""

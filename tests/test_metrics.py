@@ -29,15 +29,15 @@ def test_the_current_outcome_value_and_breaches_are_exported():
     metrics.record_verdicts([verdict(Outcome.PASS, 0.0)])
     metrics.record_verdicts([verdict(Outcome.FAIL, 2.0, "rollback")] * 3)
     got = samples(metrics)
-    assert got[("canary_policy_verdict", (("outcome", "fail"), ("policy", "a-mismatch")))] == 1
-    assert got[("canary_policy_verdict", (("outcome", "pass"), ("policy", "a-mismatch")))] == 0
-    assert got[("canary_policy_value", (("policy", "a-mismatch"),))] == 2.0
-    assert got[("canary_policy_breaches_total", (("action", "rollback"), ("policy", "a-mismatch")))] == 1
+    assert got[("canary_policy_verdict", (("group", ""), ("outcome", "fail"), ("policy", "a-mismatch")))] == 1
+    assert got[("canary_policy_verdict", (("group", ""), ("outcome", "pass"), ("policy", "a-mismatch")))] == 0
+    assert got[("canary_policy_value", (("group", ""), ("policy", "a-mismatch")))] == 2.0
+    assert got[("canary_policy_breaches_total", (("action", "rollback"), ("group", ""), ("policy", "a-mismatch")))] == 1
     metrics.record_verdicts([verdict(Outcome.NODATA, None, "hold"), verdict(Outcome.FAIL, 3.0, "rollback")])
     got = samples(metrics)
-    assert got[("canary_policy_breaches_total", (("action", "rollback"), ("policy", "a-mismatch")))] == 2
+    assert got[("canary_policy_breaches_total", (("action", "rollback"), ("group", ""), ("policy", "a-mismatch")))] == 2
     metrics.record_verdicts([verdict(Outcome.NODATA, None, "hold")])
-    assert math.isnan(samples(metrics)[("canary_policy_value", (("policy", "a-mismatch"),))])
+    assert math.isnan(samples(metrics)[("canary_policy_value", (("group", ""), ("policy", "a-mismatch")))])
 
 
 def series(metrics, name, **labels):
@@ -162,3 +162,21 @@ def test_exported_names_are_the_sample_names_the_exposition_carries():
     assert {name for name in EXPORTED_NAMES if not name.endswith("_created")} <= exposed
     assert {"canary_rollbacks_total", "canary_rollback_duration_seconds_bucket",
             "canary_rollback_duration_seconds_sum", "canary_rollback_duration_seconds_count"} <= EXPORTED_NAMES
+
+
+def test_verdicts_are_exported_per_group_and_a_breach_counts_once_per_group_transition():
+    metrics = ControllerMetrics()
+    btc, eth = (("symbol", "BTCUSDT"),), (("symbol", "ETHUSDT"),)
+
+    def judged(outcome, group, action=None):
+        return Verdict(policy="c-leverage", outcome=outcome, at=0.0, value=1.0, threshold=0.0, condition="== 0",
+                       window=60.0, samples=1, group=group, action=action)
+
+    # One continuous breach on BTC while ETH keeps passing: the verdicts alternate between groups.
+    for _ in range(50):
+        metrics.record_verdicts([judged(Outcome.FAIL, btc, "rollback"), judged(Outcome.PASS, eth)])
+    value = metrics.registry.get_sample_value
+    assert value("canary_policy_breaches_total", {"policy": "c-leverage", "group": "symbol=BTCUSDT",
+                                                  "action": "rollback"}) == 1
+    assert value("canary_policy_verdict", {"policy": "c-leverage", "group": "symbol=BTCUSDT", "outcome": "fail"}) == 1
+    assert value("canary_policy_verdict", {"policy": "c-leverage", "group": "symbol=ETHUSDT", "outcome": "pass"}) == 1

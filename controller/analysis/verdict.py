@@ -44,11 +44,23 @@ class Verdict:
 
     @property
     def key(self) -> tuple:
-        """What makes a verdict a change worth storing (not every new value is)."""
-        return (self.outcome, self.group, self.action)
+        """What makes a verdict a change worth storing (not every new value is): a pass that turns
+        pending (its condition false, its ``for`` not yet run out) is one."""
+        return (self.outcome, self.group, self.action, self.breaching_since is not None)
+
+    @property
+    def group_key(self) -> str:
+        """The group in one line, ``symbol=BTCUSDT`` (empty for a policy judged as a whole): how a
+        group is stored and labelled, each group's outcome being tracked on its own."""
+        return group_text(self.group)
 
     def to_json(self) -> dict:
         return {"policy": self.policy, "outcome": self.outcome.value, "at": self.at, "value": self.value,
                 "threshold": self.threshold, "condition": self.condition, "window": self.window,
                 "samples": self.samples, "group": dict(self.group), "reason": self.reason,
                 "action": self.action, "breaching_since": self.breaching_since, "evidence": self.evidence}
+
+
+def group_text(group: Labels) -> str:
+    """``((k, v), ...)`` as ``k=v,k2=v2`` (labels are sorted already): a column's and a label's value."""
+    return ",".join(f"{name}={value}" for name, value in group)

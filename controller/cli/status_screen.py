@@ -21,7 +21,7 @@ from controller.store.summary import PolicyLine, Summary
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 BAD = "bold red"
-_VERDICT_STYLE = {"pass": "green", "fail": BAD, "nodata": "yellow", "inconclusive": "magenta"}
+_VERDICT_STYLE = {"pass": "green", "pending": "yellow", "fail": BAD, "nodata": "yellow", "inconclusive": "magenta"}
 _STATE_STYLE = {"running": "green", "promoted": "green", "pending": "cyan", "promoting": "cyan",
                 "awaiting_signoff": "yellow", "paused": "yellow", "rolling_back": BAD, "rolled_back": "red",
                 "failed": BAD}
@@ -185,14 +185,14 @@ def _policy_table(s: Summary) -> list[Text]:
     judged = s.status in summary.JUDGED  # a finished stage has no gate to open
     rows = []
     for p in s.policies:
-        note = p.reason if p.verdict != "pass" else ""
+        note = p.reason if p.shown != "pass" else ""
         if p.verdict != "pass" and p.action:
             note = f"{note} → {p.action}" if note else f"→ {p.action}"
-        rows.append([p.policy + _group(p.group), p.verdict, _num(p.value), _threshold(p), _trend(p.trend),
+        rows.append([p.policy + _group(p.group), p.shown, _num(p.value), _threshold(p), _trend(p.trend),
                      _gate(p, s.now) if judged else "", _ago(s.now, p.at), note])
     keep = [i for i in range(len(header)) if i != 5 or any(r[5] for r in rows)]
     widths = {i: max(len(r[i]) for r in [header, *rows]) for i in keep}
-    styles = {1: lambda p: _VERDICT_STYLE.get(p.verdict), 5: lambda p: _GATE_STYLE.get(p.gate or ""),
+    styles = {1: lambda p: _VERDICT_STYLE.get(p.shown), 5: lambda p: _GATE_STYLE.get(p.gate or ""),
               7: lambda p: "dim"}
     lines = [_row([Text(header[i].ljust(widths[i]), "dim") for i in keep])]
     for p, r in zip(s.policies, rows, strict=True):

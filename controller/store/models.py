@@ -129,7 +129,7 @@ class StageRun(Base):
 
 
 class VerdictChange(Base):
-    """A policy's verdict when it changed (not every evaluation), with its evidence."""
+    """A policy group's verdict when it changed (not every evaluation), with its evidence."""
 
     __tablename__ = "verdicts"
 
@@ -137,6 +137,9 @@ class VerdictChange(Base):
     rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
     stage_run_id: Mapped[int | None] = mapped_column(ForeignKey("stage_runs.id"))
     policy: Mapped[str] = mapped_column(String(128))
+    group_key: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    """The group judged (``symbol=BTCUSDT``; empty for a policy judged as a whole): a row is
+    stored when this group's outcome changes."""
     verdict: Mapped[str] = mapped_column(String(16))
     value: Mapped[float | None] = mapped_column(Float)
     threshold: Mapped[str | None] = mapped_column(String(128))

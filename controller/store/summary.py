@@ -64,7 +64,9 @@ class StageView:
 
 @dataclass(frozen=True)
 class PolicyLine:
-    """A policy's latest stored verdict, with the values of its recent changes (oldest first)."""
+    """A policy's latest stored verdict, with the values of its recent changes (oldest first).
+
+    A policy judged per group (symbol, bucket) shows its worst group's latest verdict."""
 
     policy: str
     group: dict[str, str]
@@ -82,9 +84,17 @@ class PolicyLine:
     """For the stage's gate: ``clean`` (passing, long enough), ``passing`` (clean at ``clean_at``),
     ``spoiled`` (failed during the stage); None when it does not gate the stage or does not pass."""
     clean_at: datetime | None = None
+    pending: bool = False
+    """A pass whose condition is false, its ``for`` not yet run out: a breach in the making."""
+
+    @property
+    def shown(self) -> str:
+        """The verdict as a person reads it: ``pending`` rather than a pass about to fail."""
+        return "pending" if self.pending and self.verdict == "pass" else self.verdict
 
     def to_json(self) -> dict[str, Any]:
-        return {"policy": self.policy, "group": self.group, "verdict": self.verdict, "value": self.value,
+        return {"policy": self.policy, "group": self.group, "verdict": self.verdict, "pending": self.pending,
+                "value": self.value,
                 "threshold": self.threshold, "condition": self.condition, "action": self.action,
                 "reason": self.reason, "at": self.at.isoformat(), "samples": self.samples,
                 "window_seconds": self.window, "trend": list(self.trend), "gate": self.gate,
@@ -274,18 +284,25 @@ def _stage_run(reader: Reader, rollout_id: int, stage: str) -> dict[str, Any] | 
     return runs[0] if runs else None
 
 
-_VERDICT_COLUMNS = "id, policy, verdict, value, threshold, window_seconds, samples, evaluated_at, evidence"
+_VERDICT_COLUMNS = "id, policy, group_key, verdict, value, threshold, window_seconds, samples, evaluated_at, evidence"
 
 
 def _policies(reader: Reader, rollout_id: int, run_id: int, decision: Mapping[str, Any], now: datetime,
               points: int) -> list[PolicyLine]:
     rows = reader.rows(
         f"SELECT {_VERDICT_COLUMNS} FROM (SELECT {_VERDICT_COLUMNS}, ROW_NUMBER() OVER "
-        "(PARTITION BY policy ORDER BY id DESC) AS newest FROM verdicts WHERE rollout_id = :id AND stage_run_id = :run"
-        ") AS recent WHERE newest <= :points ORDER BY policy, id", id=rollout_id, run=run_id, points=points)
-    by_policy: dict[str, list[dict[str, Any]]] = {}
+        "(PARTITION BY policy, group_key ORDER BY id DESC) AS newest FROM verdicts "
+        "WHERE rollout_id = :id AND stage_run_id = :run) AS recent WHERE newest <= :points ORDER BY policy, id",
+        id=rollout_id, run=run_id, points=points)
+    by_group: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        by_policy.setdefault(row["policy"], []).append(row)
+        by_group.setdefault((row["policy"], row["group_key"]), []).append(row)
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for (policy, _), history in by_group.items():  # the worst group speaks; of equals, the newest
+        current = by_policy.get(policy)
+        if current is None or ((OUTCOME_ORDER.get(history[-1]["verdict"], 9), -history[-1]["id"])
+                               < (OUTCOME_ORDER.get(current[-1]["verdict"], 9), -current[-1]["id"])):
+            by_policy[policy] = history
     passing = decision.get("passing", {})
     if isinstance(passing, list):  # decision rows written before clean runs were timed: clean already
         passing = dict.fromkeys(passing)
@@ -309,7 +326,8 @@ def _line(row: dict[str, Any], trend: tuple[float, ...] = ()) -> PolicyLine:
                       verdict=row["verdict"], value=row["value"], threshold=row["threshold"],
                       condition=evidence.get("condition", ""), action=evidence.get("action"),
                       reason=evidence.get("reason", ""), at=when(row["evaluated_at"]), samples=row["samples"] or 0,
-                      window=row["window_seconds"], trend=trend)
+                      window=row["window_seconds"], trend=trend,
+                      pending=evidence.get("breaching_since") is not None)
 
 
 def _last_breach(reader: Reader, rollout_id: int) -> PolicyLine | None:

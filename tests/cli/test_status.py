@@ -43,6 +43,7 @@ from controller.store.commands import submit_command
 from controller.store.database import Database, resolve_url
 from controller.store.deployments import record_placement
 from controller.store.releases import add_release
+from controller.store.rollouts import current_stage_run
 from controller.store.schema import upgrade
 from controller.store.verdicts import VerdictLog
 from tests.support.canaryctl import assert_refused, canaryctl
@@ -136,6 +137,29 @@ async def test_status_shows_the_stage_time_left_verdicts_and_what_is_pending(db,
     assert "promote (command" in out and "by bob" in out and "is `canaryctl run` up?" in out
     assert f"canaryctl signoff {info.id} C --by NAME" in out
     assert "\x1b[" not in out  # not a terminal: no colour
+
+
+async def test_a_policy_shows_its_worst_group_and_a_breach_in_the_making_as_pending(sqlite_db, sqlite_url):
+    info, clock = await canary(sqlite_db)
+    run_id = await current_stage_run(sqlite_db, info.id, "C")
+    log = VerdictLog(sqlite_db, info.id, run_id)
+    await log.resume()
+    at = clock.time()
+    leverage, process = "c-exchange-leverage-matches-config", "c-bot-process-up"
+    await log.record([_verdict(leverage, Outcome.FAIL, at, 3.0, 0.0, condition="== 0", action="rollback",
+                               group=(("symbol", "SOLUSDT"),), reason="3 is not == 0")])
+    await log.record([_verdict(leverage, Outcome.PASS, at + 1, 0.0, 0.0, condition="== 0",
+                               group=(("symbol", "BTCUSDT"),)),  # newer, but another group: SOL still fails
+                      replace(_verdict(process, Outcome.PASS, at + 1, 0.0, 1.0, condition="== 1",
+                                       reason="breaching for 20 s of 60 s"), breaching_since=at - 19)])
+
+    result = canaryctl("status", str(info.id), "--json", db=sqlite_url)
+    lines = {p["policy"]: p for p in _json(result)["rollouts"][0]["policies"]}
+    assert (lines[leverage]["verdict"], lines[leverage]["group"]) == ("fail", {"symbol": "SOLUSDT"})
+    assert (lines[process]["verdict"], lines[process]["pending"]) == ("pass", True)
+    screen = canaryctl("status", str(info.id), db=sqlite_url).out
+    assert re.search(r"c-bot-process-up\s+pending\s+0\s+== 1", screen), screen
+    assert re.search(r"c-exchange-leverage-matches-config \[symbol=SOLUSDT\]\s+fail", screen), screen
 
 
 async def test_status_json_carries_the_same_facts_in_a_versioned_document(db, db_url):

@@ -51,7 +51,7 @@ async def test_upgrading_from_0002_keeps_the_deployments_as_running_without_a_sn
         await _insert_deployment(database, stopped=True)
         await _insert_deployment(database, stopped=False)
 
-        assert await upgrade(database) == ("0002", "0003")
+        assert await upgrade(database, "0003") == ("0002", "0003")
         async with database.connect() as conn:
             rows = (await conn.execute(text("SELECT stopped_at IS NULL, state, settings_before FROM deployments "
                                             "ORDER BY id"))).all()
@@ -66,7 +66,7 @@ async def test_upgrading_from_0002_keeps_the_deployments_as_running_without_a_sn
         with pytest.raises(IntegrityError):  # the table rebuilt without the columns keeps its partial index
             await _insert_deployment(database, stopped=False)
         await _insert_deployment(database, stopped=True)
-        await upgrade(database)
+        await upgrade(database, "0003")
         assert await current_revision(database) == "0003"
     finally:
         await database.close()

@@ -72,3 +72,33 @@ async def test_an_unreachable_database_is_a_store_error_without_its_password(pos
         assert "no_such_db" in str(info.value)
     finally:
         await database.close()
+
+
+async def test_verdicts_stored_before_groups_had_a_column_take_their_group_from_their_evidence(db_url):
+    from sqlalchemy import text
+
+    database = Database(resolve_url(db_url))
+    try:
+        await upgrade(database, "0003")
+        async with database.connect() as conn:
+            await conn.execute(text(
+                "INSERT INTO config_snapshots (sha256, content, created_at) VALUES (:c, '{}', CURRENT_TIMESTAMP)"),
+                {"c": "c" * 64})
+            await conn.execute(text(
+                "INSERT INTO releases (version, manifest, manifest_sha256, artifact_sha256, config_sha256, created_by,"
+                " created_at) VALUES ('1.0.0', '{}', :m, :a, :c, 't', CURRENT_TIMESTAMP)"),
+                {"m": "m" * 64, "a": "a" * 64, "c": "c" * 64})
+            await conn.execute(text(
+                "INSERT INTO rollouts (release_id, pipeline, state, stage, created_at, updated_at)"
+                " VALUES (1, '{}', 'running', 'C', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            for evidence in ('{"group": [["symbol", "BTCUSDT"]]}', '{"group": []}'):
+                await conn.execute(text(
+                    "INSERT INTO verdicts (rollout_id, policy, verdict, samples, evaluated_at, evidence)"
+                    " VALUES (1, 'p', 'pass', 1, CURRENT_TIMESTAMP, :e)"), {"e": evidence})
+            await conn.commit()
+        await upgrade(database)
+        async with database.connect() as conn:
+            keys = (await conn.execute(text("SELECT group_key FROM verdicts ORDER BY id"))).scalars().all()
+        assert keys == ["symbol=BTCUSDT", ""]
+    finally:
+        await database.close()

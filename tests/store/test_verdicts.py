@@ -58,3 +58,19 @@ async def test_after_a_restart_an_unchanged_verdict_is_not_stored_again(db, cloc
     assert await restarted.record([verdict(Outcome.FAIL, T0 + 5, 1.0, action="rollback")]) == []
     assert len(await restarted.record([verdict(Outcome.PASS, T0 + 6, 0.0)])) == 1
     assert len(await stored(db)) == 2
+
+
+async def test_each_group_of_a_policy_is_stored_when_its_own_outcome_changes(db, clock):
+    """20 symbols judged one after another: one row per group and change, not one per alternation."""
+    log = VerdictLog(db, await a_rollout(db, clock))
+    symbols = [f"S{n:02d}USDT" for n in range(20)]
+    for second in range(30):
+        await log.record([verdict(Outcome.PASS, T0 + second, 0.0, group=(("symbol", s),)) for s in symbols])
+    await log.record([verdict(Outcome.FAIL, T0 + 31, 1.0, action="rollback", group=(("symbol", "S07USDT"),))])
+    rows = await stored(db)
+    assert len(rows) == 21
+    assert [(r.group_key, r.verdict) for r in rows[-1:]] == [("symbol=S07USDT", "fail")]
+    restarted = VerdictLog(db, rows[0].rollout_id)
+    await restarted.resume()
+    assert await restarted.record([verdict(Outcome.PASS, T0 + 40, 0.0, group=(("symbol", s),))
+                                   for s in symbols if s != "S07USDT"]) == []
