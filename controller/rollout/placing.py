@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from controller import failpoints
 from controller.canonical import canonical_json
 from controller.config.strategy import StrategyConfig
 from controller.deploy.base import Running
@@ -55,17 +56,21 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
         intent = await record_intent(db, site.clock, rollout_id=rollout_id, environment=environment,
                                      account=account, instance=instance, release=release,
                                      settings_before=settings_before, actor=actor, previous_id=previous_id)
+    failpoints.hit("placement.intent.after")
     current = await deployer.status(instance)
     if current is not None and (current.release, current.config_sha256) != (release, info.config_sha256):
         await deployer.stop(instance)
         log.info("release_stopped", instance=instance, release=current.release, reason="replaced")
+        failpoints.hit("placement.stopped.after")
     if not settings_restored and (current is None
                                   or (current.release, current.config_sha256) != (release, info.config_sha256)):
         client = await site.client(environment, account, purpose="act")
         await apply_settings(client, {s: (c.leverage, c.margin_type) for s, c in config.symbols.items()})
+        failpoints.hit("placement.settings.after")
     placement = site.placement(environment, account, release=release, manifest=info.manifest,
                                config_text=config_text, config_sha256=info.config_sha256)
     running = await deployer.start(placement)
+    failpoints.hit("placement.started.after")
     return await record_running(db, site.clock, intent.id, actor=actor), running
 
 
