@@ -111,6 +111,10 @@ class RollbackFailed(Exception):
         self.position = step.position
 
 
+class _Interrupted(Exception):
+    """A rate-limit wait was cut short: the daemon shuts down."""
+
+
 class StepTimeout(Exception):
     """An attempt of a step did not end within the rollback's ``step_timeout``."""
 
@@ -226,9 +230,11 @@ class Rollback:
                 if stopping():
                     return _Run(interrupted=True)
                 try:
-                    await self._run_step(info, step, deadline=deadline)
+                    await self._run_step(info, step, deadline=deadline, stopping=stopping)
                 except RollbackFailed as failure:
                     return _Run(failure=failure)
+                except _Interrupted:
+                    return _Run(interrupted=True)
             return _Run()
 
         # Every account finishes what it can even if another's store write raised; then that error is raised.
@@ -238,18 +244,20 @@ class Rollback:
                 raise result
         return results
 
-    async def _run_step(self, info: RolloutInfo, step: StepInfo, *, deadline: float) -> None:
+    async def _run_step(self, info: RolloutInfo, step: StepInfo, *, deadline: float,
+                        stopping: Callable[[], bool] = lambda: False) -> None:
         """Try the step up to ``attempts`` times; a rate limit (the exchange's, or the controller's
-        weight budget) makes it wait the time it names and try again without spending an attempt,
-        until the rollback's deadline."""
+        weight budget) makes it wait the time it names and try again without spending an attempt.
+        The deadline is checked before each try and cuts each wait short; a try under way is
+        bounded by ``step_timeout``. A shutdown (``stopping()``) cuts a rate-limit wait short too:
+        the step stays ``running`` and the next start tries it again."""
         action = getattr(self, f"_{step.name}")
         failpoints.hit(f"rollback.{step.name}.before")
         error = None
         attempt = 0
         counted = True  # the next try spends an attempt (a try after a rate-limit wait does not)
         while attempt < self.attempts or not counted:
-            left = deadline - self.clock.time()
-            if left <= 0:
+            if self.clock.time() >= deadline:
                 error = self._deadline_passed(error)
                 break
             if counted:
@@ -258,12 +266,9 @@ class Rollback:
             began = time.monotonic()
             try:
                 try:
-                    async with asyncio.timeout(min(self.step_timeout, left)):
+                    async with asyncio.timeout(self.step_timeout):
                         done = await action(info, step.detail)
                 except TimeoutError:
-                    if left < self.step_timeout:
-                        error = self._deadline_passed(error)
-                        break
                     raise StepTimeout(f"did not end within {self.step_timeout:g} s") from None
                 result = {**done, "wall_ms": round((time.monotonic() - began) * 1000, 1)}
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then reported with the step
@@ -273,7 +278,8 @@ class Rollback:
                     counted = False
                     wait = min(max(retry_after, MIN_RATE_LIMIT_WAIT), max(0.0, deadline - self.clock.time()))
                     await self._rate_limited(info, step, error, wait, attempt)
-                    await self.clock.sleep(wait)
+                    if not await self._wait(wait, stopping):
+                        raise _Interrupted from None
                     continue
                 counted = True
                 log.warning("rollback_step_failed", rollout=info.id, step=step.name, account=step.detail.get("account"),
@@ -286,6 +292,15 @@ class Rollback:
             return
         await self._mark(info, step, "failed", error=error)
         raise RollbackFailed(step, error)
+
+    async def _wait(self, seconds: float, stopping: Callable[[], bool]) -> bool:
+        """Sleep ``seconds`` on the clock, a second at a time; False as soon as ``stopping()`` is true."""
+        end = self.clock.time() + seconds
+        while (left := end - self.clock.time()) > 0:
+            if stopping():
+                return False
+            await self.clock.sleep(min(left, 1.0))
+        return True
 
     def _deadline_passed(self, error: str | None) -> str:
         return (f"deadline passed: the rollback did not end within {self.deadline:g} s of its start"
