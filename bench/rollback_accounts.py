@@ -1,6 +1,8 @@
 """How long a rollback takes to make 1, 3 and 10 accounts safe, with 20 ms of exchange latency.
 
-One embedded simulator (clock 10x) holds the accounts; on each, the previous release 1.0.0 of
+Each account is the canary account of an exchange environment of its own, an embedded simulator
+(clock 10x): one simulator holding 10 accounts would see 10 bots' requests from one IP, and ban
+it (418) before any rollback. On each account the previous release 1.0.0 of
 the reference bot runs, then 1.1.0 of one rollout (real bot processes, a real SQLite store), and
 a `Rollback` of that rollout runs. Time to safe is wall time from the rollback's start until
 every account has passed phase 1 (release stopped, orders canceled, positions flattened,
@@ -17,7 +19,6 @@ import asyncio
 import tempfile
 import time
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 from controller.clock import SimulatedClock
@@ -30,7 +31,6 @@ from controller.rollout.info import create_rollout, get_rollout
 from controller.rollout.pipeline import Pipeline
 from controller.rollout.rollback import Rollback
 from controller.rollout.site import Site
-from controller.sim.accounts import AccountSpec
 from controller.sim.embed import EmbeddedSimulators
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
@@ -43,7 +43,7 @@ LATENCY = 0.020  # clock seconds added to every exchange answer
 
 async def one_run(accounts: int, folder: Path) -> tuple[float, float]:
     """Wall seconds to safe and to done for a rollback of ``accounts`` accounts."""
-    names = [f"acct{n:02d}" for n in range(1, accounts + 1)]
+    names = [f"env{n:02d}" for n in range(1, accounts + 1)]
     db = Database(resolve_url(f"sqlite:///{folder / 'canary.db'}"))
     clock = SimulatedClock(datetime.now(tz=UTC), speed=SPEED)
     await upgrade(db)
@@ -51,21 +51,22 @@ async def one_run(accounts: int, folder: Path) -> tuple[float, float]:
     for version, strategy in {"1.0.0": "strategy.yaml", "1.1.0": "strategy-next.yaml"}.items():
         await add_release(db, clock, read_release(version, manifest, EXAMPLES / "reference-bot" / strategy),
                           actor="bench")
-    specs = [AccountSpec("master", Decimal("98500"), master=True)] + [AccountSpec(n, Decimal("1500")) for n in names]
-    simulators = EmbeddedSimulators(clock, speed=SPEED, options={"accounts": specs})
+    simulators = EmbeddedSimulators(clock, speed=SPEED)
     deployer = ProcessDeployer(folder / "state", clock)
-    site = Site(clock, {"sim": await simulators.open("sim", deployer)})
+    site = Site(clock, {name: await simulators.open(name, deployer) for name in names})
     try:
-        stages = "\n".join(f"  - {{name: S{n}, environment: sim, account: {name}, duration: 1h, "
+        stages = "\n".join(f"  - {{name: S{n}, environment: {name}, account: canary, duration: 1h, "
                            f"policies: stage-c.yaml, positions: flatten}}" for n, name in enumerate(names))
         pipeline = load_model_text(Pipeline, f"name: bench\nstages:\n{stages}\n", "pipeline")
         for name in names:
-            await placing.place(db, site, environment="sim", account=name, release="1.0.0", rollout_id=None)
+            await placing.place(db, site, environment=name, account="canary", release="1.0.0", rollout_id=None)
         rollout = await create_rollout(db, clock, version="1.1.0", pipeline=pipeline, actor="bench")
         for name in names:
-            await placing.place(db, site, environment="sim", account=name, release="1.1.0", rollout_id=rollout.id)
+            await placing.place(db, site, environment=name, account="canary", release="1.1.0",
+                                rollout_id=rollout.id)
         info = await get_rollout(db, rollout.id)
-        simulators.started["sim"].faults.add_latency(LATENCY)
+        for simulator in simulators.started.values():
+            simulator.faults.add_latency(LATENCY)
         rollback = Rollback(db, site)
         await rollback.plan(info, trigger="operator", reason="bench")
         began = time.monotonic()
@@ -76,7 +77,7 @@ async def one_run(accounts: int, folder: Path) -> tuple[float, float]:
         return rollback.safe_wall - began, done - began
     finally:
         for name in names:
-            await deployer.stop(site.instance("sim", name), grace=0)
+            await deployer.stop(site.instance(name, "canary"), grace=0)
         await site.close()
         await simulators.close()
         await db.close()
