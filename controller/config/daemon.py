@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, field_validator, model_validator
 
 from controller import shipped
 from controller.config.secrets import SecretRef
 from controller.config.model import ConfigModel, Fraction, Int, error_at
 from controller.config.yamlfile import load_model
+from controller.timespec import parse_duration
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
@@ -169,6 +170,30 @@ class LogConfig(ConfigModel):
     format: Literal["json", "console"] = "console"
 
 
+def _seconds(value: object) -> object:
+    """A duration as seconds: a number, or text such as ``90s``, ``10m``."""
+    if isinstance(value, str):
+        return parse_duration(value)
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+
+
+class RollbackConfig(ConfigModel):
+    """How long a rollback may take, and how often a failing step is tried."""
+
+    deadline: Seconds = 600.0
+    """Clock seconds from the rollback's start (or resume) after which a step still failing or
+    waiting on a rate limit is ``failed``: rate limits are waited out, never counted as failures."""
+    step_timeout: Seconds = 120.0
+    """Seconds one attempt of a step may take: longer than a bot's start-up (30 s by default)."""
+    attempts: Int = Field(default=3, ge=1, le=20)
+    """Tries of a step that fails (a rate-limit wait does not spend one)."""
+    backoff: float = Field(default=0.5, ge=0, le=60)
+    """Seconds before the second try, doubling for each further one."""
+
+
 class DaemonConfig(ConfigModel):
     """The daemon's configuration file (``controller.yaml``)."""
 
@@ -179,6 +204,7 @@ class DaemonConfig(ConfigModel):
     """The policy files the pipelines name; default: the ones shipped with the package."""
     pipeline: Path | None = None
     log: LogConfig = Field(default_factory=LogConfig)
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
 
     def anchored(self, base_dir: Path) -> DaemonConfig:
         """This config with relative paths made absolute against ``base_dir``."""

@@ -256,7 +256,7 @@ class Daemon:
         report = self.reports.setdefault(info.id, RolloutReport(info.id, info.release))
         runner = RolloutRunner(rollout_id=info.id, db=self.db, site=self.site, policies=self.policies,
                                metrics=self.metrics, cadence=self.options.cadence, report=report,
-                               on_event=self._event_for(info.id))
+                               on_event=self._event_for(info.id), rollback=self.config.rollback)
         self.runners[info.id] = (runner, asyncio.create_task(runner.run(), name=f"rollout-{info.id}"))
         restarts = self._restarts.setdefault(info.id, _Restarts(Backoff(
             self.clock, initial=RUNNER_BACKOFF_INITIAL, maximum=RUNNER_BACKOFF_MAX)))

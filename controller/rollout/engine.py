@@ -27,6 +27,7 @@ from controller import failpoints
 from controller.analysis.policy import Policy, load_policy_file
 from controller.analysis.verdict import Verdict
 from controller.clock import Backoff, Clock
+from controller.config.daemon import RollbackConfig
 from controller.errors import CanaryError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
@@ -105,7 +106,7 @@ class PolicySet:
 class RolloutRunner:
     def __init__(self, *, rollout_id: int, db: Database, site: Site, policies: PolicySet, metrics: ControllerMetrics,
                  cadence: RunnerCadence, report: RolloutReport | None = None,
-                 on_event: Callable[[str], None] | None = None) -> None:
+                 on_event: Callable[[str], None] | None = None, rollback: RollbackConfig | None = None) -> None:
         self.id = rollout_id
         self.db = db
         self.site = site
@@ -113,7 +114,7 @@ class RolloutRunner:
         self.policies = policies
         self.metrics = metrics
         self.cadence = cadence
-        self.rollback = Rollback(db, site)
+        self.rollback = Rollback(db, site, **(rollback or RollbackConfig()).model_dump())
         self.report = report or RolloutReport(rollout_id, "")
         self.on_event = on_event or (lambda text: None)
         self._verdicts: list[Verdict] = []

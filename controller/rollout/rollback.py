@@ -33,13 +33,26 @@ half-way is in the plan too; the row holds the settings the account had before (
                       unless positions are kept) matches what was restored; with no previous
                       release, no bot runs and no order or position is left on the account
 
+The plan runs in two phases. Phase 1, *make safe* (the first four steps), runs on every account
+at once, each account's steps in order; the rollback is safe (``safe_at``) when every account has
+passed it. Phase 2, *restore service* (the last two), then runs on every account whose phase 1
+passed, again all at once. A step that fails stops only its own account: the others go on, and
+the outcome names every account and step that failed. An account whose phase 1 failed is not
+restored (its previous release is not started on an account that is not safe).
+
 The plan is written in one transaction with the intent; each step's row is updated before it
 runs (``running``, attempts + 1) and after (``done`` with what it did, or ``failed`` with the
-error). A daemon killed anywhere resumes at the first step not ``done``. Each attempt of a step
-is bounded by ``step_timeout`` seconds (every call inside it, to the exchange, systemctl or a
-process, has its own bound too), so a hung call is an error, never a rollback that waits forever.
-A step that still fails after bounded retries stops the plan; the rollout goes to ``failed`` naming the step, and
-an operator's ``rollback`` resumes it there.
+error), each write a transaction of its own (the store's write lock orders the accounts' writes,
+and their audit events stay one chain). A daemon killed anywhere resumes each account at its
+first step not ``done``. Each attempt of a step is bounded by ``step_timeout`` seconds (every
+call inside it, to the exchange, systemctl or a process, has its own bound too), so a hung call
+is an error, never a rollback that waits forever. A rate limit (the exchange's 429/418, or the
+controller's own weight budget) is not a failure: the step waits the time the limit names and
+tries again without spending an attempt (a ``rollback.step.rate_limited`` audit event says so).
+The whole rollback has a ``deadline`` (clock seconds from its start or resume): past it, a step
+still failing or waiting is ``failed``, saying the deadline passed. A step that still fails
+after bounded retries is ``failed``; the rollout goes to ``failed`` naming it, and an
+operator's ``rollback`` resumes every account there.
 """
 
 from __future__ import annotations
@@ -55,7 +68,8 @@ from sqlalchemy import select
 
 from controller import failpoints
 from controller.canonical import canonical_json
-from controller.exchange.errors import Rejected
+from controller.config.daemon import RollbackConfig
+from controller.exchange.errors import BudgetExhausted, Rejected, RateLimited
 from controller.logs import get_logger
 from controller.rollout import placing
 from controller.rollout.info import RolloutInfo
@@ -68,8 +82,12 @@ from controller.store.models import RollbackStep
 log = get_logger(__name__)
 
 STEPS = ("stop_release", "cancel_orders", "positions", "restore_leverage", "start_previous", "verify_previous")
-SAFE_AFTER = "restore_leverage"
-"""The account is safe once this step is done: release stopped, orders canceled, leverage restored."""
+RESTORE_SERVICE = ("start_previous", "verify_previous")
+"""Phase 2's steps; every other step makes the account safe (phase 1): release stopped, orders
+canceled, positions handled, leverage restored."""
+MIN_RATE_LIMIT_WAIT = 1.0
+"""Clock seconds a rate-limited step waits at least, whatever Retry-After says."""
+_DEFAULTS = RollbackConfig()
 MARGIN_TYPE_WITH_POSITION = -4048
 """Binance refuses a margin type change on a symbol with a position open."""
 
@@ -98,7 +116,16 @@ class RollbackOutcome:
 
 
 class RollbackFailed(Exception):
-    pass
+    """A step failed for good: its attempts spent, or the rollback's deadline passed."""
+
+    def __init__(self, step: StepInfo, error: str | None) -> None:
+        super().__init__(f"{step.name} on {step.detail.get('environment')}/{step.detail.get('account')}: {error}")
+        self.step = step.name
+        self.position = step.position
+
+
+class _Interrupted(Exception):
+    """A rate-limit wait was cut short: the daemon shuts down."""
 
 
 class StepTimeout(Exception):
@@ -113,8 +140,10 @@ async def load_plan(db: Database, rollout_id: int) -> list[StepInfo]:
 
 
 class Rollback:
-    def __init__(self, db: Database, site: Site, *, attempts: int = 3, backoff: float = 0.5,
-                 stop_grace: float = 0.0, step_timeout: float = 120.0) -> None:
+    def __init__(self, db: Database, site: Site, *, attempts: int = _DEFAULTS.attempts,
+                 backoff: float = _DEFAULTS.backoff, stop_grace: float = 0.0,
+                 step_timeout: float = _DEFAULTS.step_timeout, deadline: float = _DEFAULTS.deadline) -> None:
+        """The settings are the daemon config's ``rollback:`` ones (`RollbackConfig`)."""
         self.db = db
         self.site = site
         self.clock = site.clock
@@ -123,7 +152,9 @@ class Rollback:
         self.stop_grace = stop_grace
         self.step_timeout = step_timeout
         """Real seconds one attempt of a step may take: longer than a bot's start-up (30 s by default)."""
-        self.safe_wall: float | None = None  # time.monotonic() when the account became safe
+        self.deadline = deadline
+        """Clock seconds from the start (or resume) of `run` after which a step is ``failed``."""
+        self.safe_wall: float | None = None  # time.monotonic() when every account became safe
 
     # ------------------------------------------------------------ the plan
 
@@ -182,34 +213,80 @@ class Rollback:
     # ------------------------------------------------------------ running it
 
     async def run(self, info: RolloutInfo, *, stopping: Callable[[], bool] = lambda: False) -> RollbackOutcome | None:
-        """Run every step not done yet, in order; failed steps are tried again (an operator's retry).
+        """Run every step not done yet, in two phases; failed steps are tried again (an operator's retry).
 
-        Returns None when ``stopping()`` turned true between two steps: the daemon is shutting
-        down, and the next one resumes the plan at the step that is next.
+        Phase 1 makes every account safe, all accounts at once; phase 2 then restores service on
+        each account whose phase 1 passed, all at once too. Returns None when ``stopping()``
+        turned true between two steps: the daemon is shutting down, and the next one resumes the
+        plan at the steps that are next.
         """
+        accounts = _accounts(await load_plan(self.db, info.id))
+        deadline = self.clock.time() + self.deadline
+        already_safe = all(s.state == "done" for account in accounts for s in account.make_safe)
+        safe_runs = await self._run_accounts(info, [a.make_safe for a in accounts], deadline, stopping)
+        if any(run.interrupted for run in safe_runs):
+            return None
         safe_at = None
-        for step in await load_plan(self.db, info.id):
-            if step.state != "done" and stopping():
-                return None
-            if step.state == "done":
-                if step.name == SAFE_AFTER:
-                    safe_at = safe_at or self.clock.time()
-                continue
-            try:
-                await self._run_step(info, step)
-            except RollbackFailed as exc:
-                return RollbackOutcome(False, step.name, str(exc), safe_at)
-            if step.name == SAFE_AFTER:
-                safe_at = self.clock.time()
+        if all(run.failure is None for run in safe_runs):
+            safe_at = self.clock.time()
+            if not already_safe:
                 self.safe_wall = time.monotonic()
+                log.info("rollback_safe", rollout=info.id, accounts=[a.name for a in accounts])
+        # An account whose phase 1 failed is not safe: its previous release is not started there.
+        safe = [a for a, run in zip(accounts, safe_runs, strict=True) if run.failure is None]
+        restore_runs = await self._run_accounts(info, [a.restore_service for a in safe], deadline, stopping)
+        if any(run.interrupted for run in restore_runs):
+            return None
+        failures = sorted((run.failure for run in (*safe_runs, *restore_runs) if run.failure is not None),
+                          key=lambda failure: failure.position)
+        if failures:
+            return RollbackOutcome(False, failures[0].step, "; ".join(str(f) for f in failures), safe_at)
         return RollbackOutcome(True, safe_at=safe_at, done_at=self.clock.time())
 
-    async def _run_step(self, info: RolloutInfo, step: StepInfo) -> None:
+    async def _run_accounts(self, info: RolloutInfo, work: list[list[StepInfo]], deadline: float,
+                            stopping: Callable[[], bool]) -> list[_Run]:
+        """Each account's steps in order, the accounts concurrently: one account's failure stops
+        only that account."""
+        async def one(steps: list[StepInfo]) -> _Run:
+            for step in steps:
+                if step.state == "done":
+                    continue
+                if stopping():
+                    return _Run(interrupted=True)
+                try:
+                    await self._run_step(info, step, deadline=deadline, stopping=stopping)
+                except RollbackFailed as failure:
+                    return _Run(failure=failure)
+                except _Interrupted:
+                    return _Run(interrupted=True)
+            return _Run()
+
+        # Every account finishes what it can even if another's store write raised; then that error is raised.
+        results = await asyncio.gather(*(one(steps) for steps in work), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    async def _run_step(self, info: RolloutInfo, step: StepInfo, *, deadline: float,
+                        stopping: Callable[[], bool] = lambda: False) -> None:
+        """Try the step up to ``attempts`` times; a rate limit (the exchange's, or the controller's
+        weight budget) makes it wait the time it names and try again without spending an attempt.
+        The deadline is checked before each try and cuts each wait short; a try under way is
+        bounded by ``step_timeout``. A shutdown (``stopping()``) cuts a rate-limit wait short too:
+        the step stays ``running`` and the next start tries it again."""
         action = getattr(self, f"_{step.name}")
         failpoints.hit(f"rollback.{step.name}.before")
         error = None
-        for attempt in range(1, self.attempts + 1):
-            await self._mark(info, step, "running", attempt=True)
+        attempt = 0
+        counted = True  # the next try spends an attempt (a try after a rate-limit wait does not)
+        while attempt < self.attempts or not counted:
+            if self.clock.time() >= deadline:
+                error = self._deadline_passed(error)
+                break
+            if counted:
+                attempt += 1
+                await self._mark(info, step, "running", attempt=True)
             began = time.monotonic()
             try:
                 try:
@@ -220,6 +297,15 @@ class Rollback:
                 result = {**done, "wall_ms": round((time.monotonic() - began) * 1000, 1)}
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then reported with the step
                 error = f"{type(exc).__name__}: {exc}"
+                retry_after = _retry_after(exc)
+                if retry_after is not None:
+                    counted = False
+                    wait = min(max(retry_after, MIN_RATE_LIMIT_WAIT), max(0.0, deadline - self.clock.time()))
+                    await self._rate_limited(info, step, error, wait, attempt)
+                    if not await self._wait(wait, stopping):
+                        raise _Interrupted from None
+                    continue
+                counted = True
                 log.warning("rollback_step_failed", rollout=info.id, step=step.name, account=step.detail.get("account"),
                             attempt=attempt, error=error)
                 if attempt < self.attempts:
@@ -229,7 +315,32 @@ class Rollback:
             failpoints.hit(f"rollback.{step.name}.after")
             return
         await self._mark(info, step, "failed", error=error)
-        raise RollbackFailed(f"{step.name} on {step.detail.get('account')}: {error}")
+        raise RollbackFailed(step, error)
+
+    async def _wait(self, seconds: float, stopping: Callable[[], bool]) -> bool:
+        """Sleep ``seconds`` on the clock, a second at a time; False as soon as ``stopping()`` is true."""
+        end = self.clock.time() + seconds
+        while (left := end - self.clock.time()) > 0:
+            if stopping():
+                return False
+            await self.clock.sleep(min(left, 1.0))
+        return True
+
+    def _deadline_passed(self, error: str | None) -> str:
+        return (f"deadline passed: the rollback did not end within {self.deadline:g} s of its start"
+                + (f" (last error: {error})" if error else ""))
+
+    async def _rate_limited(self, info: RolloutInfo, step: StepInfo, error: str, wait: float, attempt: int) -> None:
+        """Say that the step waits for a rate limit: in the log and the audit trail, where an
+        operator reading a slow rollback finds why."""
+        log.warning("rollback_step_rate_limited", rollout=info.id, step=step.name, account=step.detail.get("account"),
+                    wait=round(wait, 1), error=error)
+        async with self.db.write() as session:
+            await audit.append(session, self.clock, actor="controller", kind="rollback.step.rate_limited",
+                               subject=f"rollout:{info.id}", release=info.release,
+                               payload={"position": step.position, "step": step.name,
+                                        "account": step.detail.get("account"), "attempts": attempt, "wait": round(wait, 1),
+                                        "error": error})
 
     async def _mark(self, info: RolloutInfo, step: StepInfo, state: str, *, attempt: bool = False,
                     result: dict | None = None, error: str | None = None) -> None:
@@ -371,6 +482,52 @@ class Rollback:
         if problems:
             raise RuntimeError(f"{detail['account']} is not empty: {'; '.join(problems)}")
         return {"verified": True, "empty": True}
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How one account's steps of a phase ended: all done, failed at a step, or interrupted
+    between two steps (the daemon shuts down)."""
+
+    failure: RollbackFailed | None = None
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class _Account:
+    """One account's steps of the plan, split into the two phases."""
+
+    name: str  # environment/account
+    make_safe: list[StepInfo]
+    restore_service: list[StepInfo]
+
+
+def _accounts(plan: list[StepInfo]) -> list[_Account]:
+    """The plan's steps by account, in plan order. An account the plan undoes more than one
+    deployment of (a rollout that placed it twice) keeps its steps in plan order, all in phase 1:
+    restoring service between two undone deployments must happen in that order."""
+    steps: dict[str, list[StepInfo]] = {}
+    for step in plan:
+        steps.setdefault(f"{step.detail.get('environment')}/{step.detail.get('account')}", []).append(step)
+    accounts = []
+    for name, own in steps.items():
+        if sum(s.name == "stop_release" for s in own) > 1:
+            accounts.append(_Account(name, own, []))
+        else:
+            accounts.append(_Account(name, [s for s in own if s.name not in RESTORE_SERVICE],
+                                     [s for s in own if s.name in RESTORE_SERVICE]))
+    return accounts
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The seconds a rate limit asks to wait, when ``exc`` is one (or a group of only rate limits,
+    or caused by one); None for any other failure."""
+    if isinstance(exc, (RateLimited, BudgetExhausted)):
+        return exc.retry_after
+    if isinstance(exc, BaseExceptionGroup):
+        waits = [_retry_after(e) for e in exc.exceptions]
+        return None if None in waits else max(waits)
+    return _retry_after(exc.__cause__) if exc.__cause__ is not None else None
 
 
 async def _gather(awaitables) -> list:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from controller.clock import SimulatedClock
 from controller.config.daemon import DaemonConfig
@@ -75,10 +76,10 @@ class Running:
 @contextlib.asynccontextmanager
 async def daemon_on_sim(folder: Path, releases: Mapping[str, Path], *, speed: float = 10.0,
                         cadence: RunnerCadence | None = None, baseline: str | None = "1.0.0",
-                        policies: Path = POLICIES) -> AsyncIterator[Running]:
+                        policies: Path = POLICIES, settings: Mapping[str, Any] | None = None) -> AsyncIterator[Running]:
     """A fresh SQLite store in ``folder`` with ``releases`` (version -> strategy file) recorded, the
-    daemon running on the simulator with the policies folder ``policies`` and ``baseline`` placed on
-    the master account."""
+    daemon running on the simulator with the policies folder ``policies`` (and the daemon config's
+    other ``settings``) and ``baseline`` placed on the master account."""
     url = f"sqlite:///{folder / 'canary.db'}"
     db = Database(resolve_url(url))
     clock = SimulatedClock(datetime.now(tz=UTC), speed=speed)
@@ -86,7 +87,7 @@ async def daemon_on_sim(folder: Path, releases: Mapping[str, Path], *, speed: fl
     for version, strategy in releases.items():
         await add_release(db, clock, read_release(version, MANIFEST, strategy), actor="tester")
     config = DaemonConfig.model_validate({"environments": {"sim": {"kind": "sim"}}, "admin": {"port": 0},
-                                          "policies_dir": str(policies)})
+                                          "policies_dir": str(policies), **(settings or {})})
     options = DaemonOptions(state_dir=folder / "state", stop_releases_on_exit=True,
                             **({"cadence": cadence} if cadence else {}))
     simulators = EmbeddedSimulators(clock, speed=speed)
