@@ -176,6 +176,7 @@ class Rollback:
                                subject=f"rollout:{info.id}", release=info.release,
                                payload={"trigger": trigger, "reason": reason, "policy": policy,
                                         "steps": [f"{n} {d['account']}" for n, d in steps]})
+        failpoints.hit("rollback.planned.after")  # the plan written, no step begun
         return await load_plan(self.db, info.id)
 
     async def _account_steps(self, info: RolloutInfo, deployment) -> list[tuple[str, dict[str, Any]]]:

@@ -45,8 +45,9 @@ def _placement_pid(state_dir) -> int | None:
 
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", ("planned", *STEPS))
 async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step, tmp_path, processes):
+    """``planned``: killed once the plan is written, before its first step."""
     sim = processes.start_sim(seed=11)
     db_url = await prepare_database(tmp_path / "canary.db")
     config = exchange_config(tmp_path, sim)
@@ -80,7 +81,7 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
         assert daemon.returncode == -9, first_log.read_text(errors="replace")[-3000:]
         plan = await load_plan(db, rollout.id)
         assert [s.name for s in plan] == list(STEPS)  # one account: the canary
-        killed_at = STEPS.index(step)
+        killed_at = STEPS.index(step) if step in STEPS else -1
         assert [s.state for s in plan] == ["done"] * (killed_at + 1) + ["pending"] * (len(STEPS) - killed_at - 1)
         assert (await get_rollout(db, rollout.id)).status is Status.ROLLING_BACK
         pid_at_kill = _placement_pid(state_dir)
