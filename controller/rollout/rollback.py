@@ -60,7 +60,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,9 @@ from sqlalchemy import select
 
 from controller import failpoints
 from controller.canonical import canonical_json
+from controller.clock import SimulatedClock
 from controller.config.daemon import RollbackConfig
+from controller.errors import StoreError
 from controller.exchange.errors import BudgetExhausted, Rejected, RateLimited
 from controller.logs import get_logger
 from controller.rollout import placing
@@ -76,7 +78,7 @@ from controller.rollout.info import RolloutInfo
 from controller.rollout.site import Site
 from controller.store import audit
 from controller.store.database import Database
-from controller.store.deployments import get_deployment, rollout_deployments
+from controller.store.deployments import get_deployment, mark_stopped, rollout_deployments
 from controller.store.models import RollbackStep
 
 log = get_logger(__name__)
@@ -86,6 +88,8 @@ RESTORE_SERVICE = ("start_previous", "verify_previous")
 """Phase 2's steps; every other step makes the account safe (phase 1): release stopped, orders
 canceled, positions handled, leverage restored."""
 MIN_RATE_LIMIT_WAIT = 1.0
+STORE_RETRY = 1.0
+"""Clock seconds between two tries of the store while it cannot be written."""
 """Clock seconds a rate-limited step waits at least, whatever Retry-After says."""
 _DEFAULTS = RollbackConfig()
 MARGIN_TYPE_WITH_POSITION = -4048
@@ -155,6 +159,10 @@ class Rollback:
         self.deadline = deadline
         """Clock seconds from the start (or resume) of `run` after which a step is ``failed``."""
         self.safe_wall: float | None = None  # time.monotonic() when every account became safe
+        self._deferred: list[Callable[[Any], Awaitable[None]]] = []  # writes waiting for the store, in order
+        self._writing = asyncio.Lock()
+        self.store_error: str | None = None
+        """Why the store cannot be written now (None: it can); the rollback goes on meanwhile."""
 
     # ------------------------------------------------------------ the plan
 
@@ -238,6 +246,7 @@ class Rollback:
         restore_runs = await self._run_accounts(info, [a.restore_service for a in safe], deadline, stopping)
         if any(run.interrupted for run in restore_runs):
             return None
+        await self._written(deadline, stopping)  # the steps are in the store before the outcome is
         failures = sorted((run.failure for run in (*safe_runs, *restore_runs) if run.failure is not None),
                           key=lambda failure: failure.position)
         if failures:
@@ -298,6 +307,15 @@ class Rollback:
                 result = {**done, "wall_ms": round((time.monotonic() - began) * 1000, 1)}
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then reported with the step
                 error = f"{type(exc).__name__}: {exc}"
+                if _store_error(exc):
+                    # Only a placement needs the store inside a step (its intent first): it waits for
+                    # the store, under the deadline, without spending an attempt.
+                    counted = False
+                    log.warning("rollback_step_waits_for_store", rollout=info.id, step=step.name,
+                                account=step.detail.get("account"), error=error)
+                    if not await self._wait(min(STORE_RETRY, max(0.0, deadline - self.clock.time())), stopping):
+                        raise _Interrupted from None
+                    continue
                 retry_after = _retry_after(exc)
                 if retry_after is not None:
                     counted = False
@@ -336,26 +354,66 @@ class Rollback:
         operator reading a slow rollback finds why."""
         log.warning("rollback_step_rate_limited", rollout=info.id, step=step.name, account=step.detail.get("account"),
                     wait=round(wait, 1), error=error)
-        async with self.db.write() as session:
-            await audit.append(session, self.clock, actor="controller", kind="rollback.step.rate_limited",
-                               subject=f"rollout:{info.id}", release=info.release,
-                               payload={"position": step.position, "step": step.name,
-                                        "account": step.detail.get("account"), "attempts": attempt, "wait": round(wait, 1),
-                                        "error": error})
+        await self._audit(info, "rollback.step.rate_limited", {
+            "position": step.position, "step": step.name, "account": step.detail.get("account"), "attempts": attempt,
+            "wait": round(wait, 1), "error": error})
+
+    # ------------------------------------------------------------ the store, which may be away
+
+    async def _write(self, write: Callable[[Any], Awaitable[None]]) -> None:
+        """Run ``write(session)`` in a write transaction, after every write that waits. While the
+        store cannot be written the write waits too, in order, and the rollback goes on: making
+        the account safe needs the exchange and the deployer, not the store. Each write keeps the
+        time it was made, so the rows and the audit trail say when things happened."""
+        async with self._writing:
+            self._deferred.append(write)
+            await self._flush()
+
+    async def _flush(self) -> bool:
+        """Write what waits, oldest first; False (and the rest kept) at the first store error."""
+        while self._deferred:
+            try:
+                async with self.db.write() as session:
+                    await self._deferred[0](session)
+            except StoreError as exc:
+                if self.store_error is None:
+                    log.error("rollback_store_unreachable", waiting_writes=len(self._deferred), error=str(exc))
+                self.store_error = str(exc)
+                return False
+            self._deferred.pop(0)
+        if self.store_error is not None:
+            log.info("rollback_store_reachable_again")
+            self.store_error = None
+        return True
+
+    async def _written(self, deadline: float, stopping: Callable[[], bool]) -> None:
+        """Wait, retrying every second of the clock, until every waiting write is in the store; the
+        rollout's outcome is only recorded after its steps. Past the deadline it raises StoreError
+        (the runner then starts again, and the plan resumes: every step is idempotent)."""
+        while True:
+            async with self._writing:
+                if await self._flush():
+                    return
+            if self.clock.time() >= deadline or stopping():
+                raise StoreError(f"{len(self._deferred)} rollback write(s) still wait for the store: "
+                                 f"{self.store_error}")
+            await self.clock.sleep(STORE_RETRY)
 
     async def _mark(self, info: RolloutInfo, step: StepInfo, state: str, *, attempt: bool = False,
                     result: dict | None = None, error: str | None = None) -> None:
-        async with self.db.write() as session:
+        at = SimulatedClock(self.clock.now())  # the time of the mark, whenever the store takes it
+
+        async def write(session) -> None:
             row = (await session.execute(select(RollbackStep).where(
                 RollbackStep.rollout_id == info.id, RollbackStep.position == step.position))).scalar_one()
             row.state = state
             if attempt:
                 row.attempts += 1
-                row.started_at = row.started_at or self.clock.now()
+                row.started_at = row.started_at or at.now()
             if state in ("done", "failed"):
-                row.finished_at = self.clock.now()
+                row.finished_at = at.now()
                 row.error = error
-                await audit.append(session, self.clock, actor="controller", kind=f"rollback.step.{state}",
+                await audit.append(session, at, actor="controller", kind=f"rollback.step.{state}",
                                    subject=f"rollout:{info.id}", release=info.release,
                                    payload={"position": step.position, "step": step.name,
                                             "account": step.detail.get("account"), "attempts": row.attempts,
@@ -363,15 +421,37 @@ class Rollback:
             if result is not None:
                 row.detail = canonical_json({**step.detail, "result": result})
 
+        await self._write(write)
+
+    async def _audit(self, info: RolloutInfo, kind: str, payload: dict[str, Any]) -> None:
+        """An audit event of the rollback, written in its turn with the steps' marks."""
+        at = SimulatedClock(self.clock.now())
+
+        async def write(session) -> None:
+            await audit.append(session, at, actor="controller", kind=kind, subject=f"rollout:{info.id}",
+                               release=info.release, payload=payload)
+
+        await self._write(write)
+
     # ------------------------------------------------------------ the steps (each idempotent)
 
     async def _client(self, detail):
         return await self.site.client(detail["environment"], detail["account"], purpose="act")
 
     async def _stop_release(self, info: RolloutInfo, detail: dict) -> dict:
-        deployment = await get_deployment(self.db, detail["deployment"])
-        stopped = await placing.unplace(self.db, self.site, deployment, reason=f"rollback of rollout {info.id}",
-                                        grace=self.stop_grace)
+        # From the plan's own detail, not the store: the account is made safe even while the store is away.
+        deployer = self.site.deployer(detail["environment"])
+        instance = self.site.instance(detail["environment"], detail["account"])
+        current = await deployer.status(instance)
+        stopped = None
+        if current is not None and current.release == detail["release"]:
+            stopped = await deployer.stop(instance, grace=self.stop_grace)
+        at = SimulatedClock(self.clock.now())
+
+        async def closed(session) -> None:
+            await mark_stopped(session, at, detail["deployment"], reason=f"rollback of rollout {info.id}")
+
+        await self._write(closed)
         strays = await self.site.deployer(detail["environment"]).kill_strays(
             self.site.instance(detail["environment"], detail["account"]))
         return {"stopped_pid": stopped.pid if stopped else None, **({"strays_killed": strays} if strays else {})}
@@ -421,11 +501,9 @@ class Rollback:
                                  "(positions: keep): " + ", ".join(f"{s} is {v['is']}, the previous config "
                                                                    f"says {v['previous']}" for s, v in left.items()))
             log.warning("rollback_margin_type_kept", rollout=info.id, account=detail["account"], symbols=sorted(kept))
-            async with self.db.write() as session:
-                await audit.append(session, self.clock, actor="controller", kind="rollback.margin_type_kept",
-                                   subject=f"rollout:{info.id}", release=info.release,
-                                   payload={"environment": detail["environment"], "account": detail["account"],
-                                            "symbols": left, "reason": "positions open (-4048) and kept"})
+            await self._audit(info, "rollback.margin_type_kept", {
+                "environment": detail["environment"], "account": detail["account"], "symbols": left,
+                "reason": "positions open (-4048) and kept"})
         return result
 
     async def _check_modes(self, client, modes: dict[str, Any]) -> dict[str, Any]:
@@ -445,12 +523,10 @@ class Rollback:
         if not detail["release"]:
             note = "no previous release: the account is left empty"
             log.warning("rollback_account_left_empty", rollout=info.id, account=detail["account"])
-            async with self.db.write() as session:
-                await audit.append(session, self.clock, actor="controller", kind="rollback.account_left_empty",
-                                   subject=f"rollout:{info.id}", release=info.release,
-                                   payload={"environment": detail["environment"], "account": detail["account"],
-                                            "message": f"{note}: no bot runs, orders canceled, positions "
-                                                       "flattened, settings as they were before the placement"})
+            await self._audit(info, "rollback.account_left_empty", {
+                "environment": detail["environment"], "account": detail["account"],
+                "message": f"{note}: no bot runs, orders canceled, positions flattened, settings as they were "
+                           "before the placement"})
             return {"started": None, "note": note}
         _, running = await placing.place(self.db, self.site, environment=detail["environment"],
                                          account=detail["account"], release=detail["release"], rollout_id=None,
@@ -529,6 +605,17 @@ def _retry_after(exc: BaseException) -> float | None:
         waits = [_retry_after(e) for e in exc.exceptions]
         return None if None in waits else max(waits)
     return _retry_after(exc.__cause__) if exc.__cause__ is not None else None
+
+
+def _store_error(exc: BaseException | None) -> bool:
+    """The store could not be used (``exc``, or what caused it, or all of a group)."""
+    if exc is None:
+        return False
+    if isinstance(exc, StoreError):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_store_error(e) for e in exc.exceptions)
+    return _store_error(exc.__cause__)
 
 
 async def _gather(awaitables) -> list:

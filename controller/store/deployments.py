@@ -129,11 +129,17 @@ async def record_placement(db: Database, clock: Clock, *, rollout_id: int | None
 async def record_stopped(db: Database, clock: Clock, deployment_id: int, *, actor: str = "controller",
                          reason: str = "") -> None:
     async with db.write() as session:
-        row = await session.get(Deployment, deployment_id)
-        if row.stopped_at is not None:
-            return
-        row.stopped_at = clock.now()
-        release = await session.get(Release, row.release_id)
-        await audit.append(session, clock, actor=actor, kind="deploy.stopped",
-                           subject=f"account:{row.environment}/{row.account}", release=release.version,
-                           payload={"deployment": row.id, "instance": row.instance, "reason": reason})
+        await mark_stopped(session, clock, deployment_id, actor=actor, reason=reason)
+
+
+async def mark_stopped(session, clock: Clock, deployment_id: int, *, actor: str = "controller",
+                       reason: str = "") -> None:
+    """`record_stopped` inside the caller's write transaction (a no-op for a row already stopped)."""
+    row = await session.get(Deployment, deployment_id)
+    if row.stopped_at is not None:
+        return
+    row.stopped_at = clock.now()
+    release = await session.get(Release, row.release_id)
+    await audit.append(session, clock, actor=actor, kind="deploy.stopped",
+                       subject=f"account:{row.environment}/{row.account}", release=release.version,
+                       payload={"deployment": row.id, "instance": row.instance, "reason": reason})
