@@ -20,7 +20,7 @@ symbols cost 1510, within the 1560 reserved, in one minute, whatever observing s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from controller.clock import Clock
 from controller.exchange.errors import BudgetExhausted
@@ -76,8 +76,9 @@ class WeightBudget:
     """One host's request-weight spending per calendar minute, shared by every client of that host,
     and the exchange's view of the IP's total.
 
-    ``share`` of the IP's limit in all, of which ``act_reserve`` only `ACT` calls may spend. A
-    budget without a reserve (a one-shot client's) lets any call spend the whole share.
+    ``share`` of the IP's limit in all, of which ``act_reserve`` only `ACT` calls may spend:
+    `OBSERVE` calls may spend the rest, and acting whatever observing has left. A budget without
+    a reserve (a one-shot client's) lets any call spend the whole share.
     """
 
     clock: Clock
@@ -85,7 +86,7 @@ class WeightBudget:
     limit: int = IP_LIMIT_PER_MINUTE
     act_reserve: float = 0.0
     _minute: int = -1
-    _spent: int = 0
+    _spent: dict[str, int] = field(default_factory=dict)  # this minute's, by purpose
     exchange_used: int = 0  # last X-MBX-USED-WEIGHT-1M seen (all clients of this IP)
     total_spent: int = 0
 
@@ -99,30 +100,44 @@ class WeightBudget:
         """The whole share: what `ACT` calls may spend a minute."""
         return _whole(self.limit * self.share)
 
+    @property
+    def reserved(self) -> int:
+        """The weight a minute that only `ACT` calls may spend."""
+        return _whole(self.limit * self.act_reserve)
+
     def cap(self, purpose: str) -> int:
-        """What calls of ``purpose`` may spend a minute, counting every purpose's spending."""
+        """What calls of ``purpose`` may spend a minute."""
         if purpose == ACT:
             return self.budget
         if purpose == OBSERVE:
-            return self.budget - _whole(self.limit * self.act_reserve)
+            return self.budget - self.reserved
         raise ValueError(f"unknown purpose {purpose!r}: expected one of {', '.join(PURPOSES)}")
 
     @property
     def spent_this_minute(self) -> int:
+        """Every purpose's spending this minute."""
         self._roll()
-        return self._spent
+        return sum(self._spent.values())
+
+    def counted(self, purpose: str) -> int:
+        """This minute's spending that counts against ``purpose``'s cap: for acting, everything;
+        for observing, its own, or acting's beyond the reserve when that is more (acting that
+        spent its reserve spends what observing has not)."""
+        total = self.spent_this_minute
+        if purpose == ACT:
+            return total
+        return max(self._spent.get(OBSERVE, 0), total - self.reserved)
 
     def reserve(self, weight: int, *, what: str, purpose: str = ACT) -> None:
         """Account for a call about to be sent, or refuse it if it would break ``purpose``'s cap."""
-        self._roll()
-        cap = self.cap(purpose)
-        if self._spent + weight > cap:
+        cap, counted = self.cap(purpose), self.counted(purpose)
+        if counted + weight > cap:
             retry_after = 60 - (self.clock.time() % 60)
-            kept = ", the rest is kept for acting" if cap < self.budget else ""
+            kept = f"; {self.reserved} more are kept for acting" if purpose != ACT and self.reserved else ""
             raise BudgetExhausted(f"{what} (weight {weight}) would exceed the controller's request-weight budget "
-                                  f"for {purpose} calls ({self._spent}/{cap} used this minute{kept})",
+                                  f"for {purpose} calls ({counted}/{cap} used this minute{kept})",
                                   retry_after=retry_after)
-        self._spent += weight
+        self._spent[purpose] = self._spent.get(purpose, 0) + weight
         self.total_spent += weight
 
     def for_purpose(self, purpose: str) -> PurposeBudget:
@@ -137,7 +152,7 @@ class WeightBudget:
     def _roll(self) -> None:
         minute = int(self.clock.time() // 60)
         if minute != self._minute:
-            self._minute, self._spent = minute, 0
+            self._minute, self._spent = minute, {}
 
 
 @dataclass(frozen=True)
@@ -153,7 +168,8 @@ class PurposeBudget:
 
     @property
     def spent_this_minute(self) -> int:
-        return self.shared.spent_this_minute
+        """What counts against this purpose's cap: ``budget - spent_this_minute`` is what it may still spend."""
+        return self.shared.counted(self.purpose)
 
     @property
     def exchange_used(self) -> int:
