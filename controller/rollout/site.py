@@ -64,6 +64,9 @@ class Site:
         self._gates: dict[str, RequestGate] = {}  # by exchange host
         self._budgets: dict[str, WeightBudget] = {}  # by exchange host
         self._lock = asyncio.Lock()
+        for name, env in self.environments.items():  # each host's gauge exists (at 0) before its first ban
+            if env.endpoints.rest_url:
+                self.gate(self.host(name))
 
     def environment(self, name: str) -> EnvironmentAccess:
         try:

@@ -139,9 +139,9 @@ async def test_observing_at_its_cap_leaves_acting_the_weight_a_rollback_of_ten_a
 async def test_the_gate_exports_the_ban_left_and_counts_refused_requests(clock, tmp_path):
     metrics = ControllerMetrics()
     async with make_sim(clock=clock) as sim, site_on(sim, clock, tmp_path, metrics=metrics) as site:
-        client = await site.client("sim", "canary")
         host = sim.rest_url.split("/")[2]
         assert metrics.registry.get_sample_value("canary_exchange_blocked_seconds", {"host": host}) == 0
+        client = await site.client("sim", "canary")
         sim.faults.rate_limit_storm(30)
         with pytest.raises(RateLimited):
             await client.positions()
