@@ -8,7 +8,7 @@ rules and dashboards can be checked against it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -74,6 +74,13 @@ class ControllerMetrics:
         self.weight_used = Gauge(
             "canary_exchange_weight_used", "Request weight the account used in Binance's current minute "
             "(X-MBX-USED-WEIGHT-1M).", ["account"], registry=r)
+        self.exchange_blocked = Gauge(
+            "canary_exchange_blocked_seconds", "Seconds before any request may leave for the exchange host again "
+            "(the Retry-After of its last 429, or its 418 ban); 0 when requests may leave.", ["host"], registry=r)
+        self.exchange_refused = Counter(
+            "canary_exchange_requests_refused_total", "Requests the controller held back without sending: during a "
+            "429's back-off (rate_limited), a 418 ban (banned), or over its weight budget (budget).",
+            ["reason"], registry=r)
         self.stream_connected = Gauge(
             "canary_stream_connected", "1 while the account's user-data stream is connected.",
             ["account"], registry=r)
@@ -160,6 +167,13 @@ class ControllerMetrics:
 
     def set_weight_used(self, account: str, weight: float) -> None:
         self.weight_used.labels(account).set(weight)
+
+    def watch_exchange_gate(self, host: str, seconds_left: Callable[[], float]) -> None:
+        """Export the host's gate: ``seconds_left`` is read at each scrape, so the gauge counts down."""
+        self.exchange_blocked.labels(host).set_function(seconds_left)
+
+    def exchange_request_refused(self, reason: str) -> None:
+        self.exchange_refused.labels(reason).inc()
 
     def set_stream_connected(self, account: str, connected: bool) -> None:
         self.stream_connected.labels(account).set(1 if connected else 0)

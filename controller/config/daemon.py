@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -194,6 +195,23 @@ class RollbackConfig(ConfigModel):
     """Seconds before the second try, doubling for each further one."""
 
 
+class RequestWeightConfig(ConfigModel):
+    """The controller's share of each exchange host's request weight a minute (2400 on USD-M
+    futures), and the part of it that only acting (rollback, placement) may spend: observing
+    may spend ``share - act_reserve``. The defaults let a rollback of 10 accounts of 10 symbols
+    (1510) fit in one minute; `controller.exchange.weights` shows the arithmetic."""
+
+    share: Fraction = Decimal("0.75")
+    act_reserve: Fraction = Decimal("0.65")
+
+    @model_validator(mode="after")
+    def _observing_keeps_some(self) -> RequestWeightConfig:
+        if self.act_reserve >= self.share:
+            raise error_at(("act_reserve",), f"expected less than share ({self.share}): observing may spend "
+                                             f"share - act_reserve, which must leave it some weight")
+        return self
+
+
 class DaemonConfig(ConfigModel):
     """The daemon's configuration file (``controller.yaml``)."""
 
@@ -205,6 +223,7 @@ class DaemonConfig(ConfigModel):
     pipeline: Path | None = None
     log: LogConfig = Field(default_factory=LogConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    request_weight: RequestWeightConfig = Field(default_factory=RequestWeightConfig)
 
     def anchored(self, base_dir: Path) -> DaemonConfig:
         """This config with relative paths made absolute against ``base_dir``."""

@@ -428,7 +428,9 @@ class Daemon:
             accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master")
                         for n, a in env.accounts.items()}
             environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer)
-        return Site(self.clock, environments)
+        weight = self.config.request_weight
+        return Site(self.clock, environments, weight_share=float(weight.share), act_reserve=float(weight.act_reserve),
+                    metrics=self.metrics)
 
     def _deployer(self, config):
         """One deployer per kind and settings: environments that share one share its locks."""

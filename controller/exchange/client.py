@@ -2,10 +2,11 @@
 
 Every call goes through `_call`, which owns the policy for each kind of failure:
 transient errors are retried with exponential backoff and jitter (tenacity); -1021 re-syncs
-the server-time offset and retries once; 429/418 block every request on this host until
-Retry-After has passed (no request is sent before); business refusals surface at once as
-`Rejected`. Each call's request weight is charged to the controller's budget before sending.
-Only this package imports python-binance.
+the server-time offset and retries once; 429/418 block every request through the client's
+`RequestGate` until Retry-After has passed (no request is sent before; the Site gives every
+client of a host the same gate); business refusals surface at once as `Rejected`. Each call's
+request weight is charged to the host's budget before sending. Only this package imports
+python-binance.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from controller.clock import Backoff, Clock
 from controller.config.daemon import Endpoints
 from controller.exchange import parse
 from controller.exchange.errors import (
+    BudgetExhausted,
     ClockSkew,
     ExchangeError,
     NotApplied,
@@ -42,7 +44,7 @@ from controller.exchange.events import (
     SymbolFilters,
     SymbolSettings,
 )
-from controller.exchange.weights import WeightBudget, weight_of
+from controller.exchange.weights import PurposeBudget, WeightBudget, weight_of
 from controller.logs import get_logger
 
 log = get_logger(__name__)
@@ -67,27 +69,46 @@ class RetryPolicy:
 
 
 class RequestGate:
-    """Host-wide: after a 429/418 no request is sent by any client until Retry-After passes."""
+    """One exchange host's door: after a 429/418 that any client of the host saw, no request is
+    sent by any of them, a client opened later included, until Retry-After (for a 418, the ban)
+    has passed. ``on_refused`` is told why each request was held back ("rate_limited" during a
+    429's back-off, "banned" during a 418, "budget" when the weight budget refused it)."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, *, on_refused: Callable[[str], None] | None = None) -> None:
         self.clock = clock
         self.blocked_until = 0.0
+        self.banned = False  # whether the block in force came from a 418
+        self.on_refused = on_refused
 
-    def block(self, retry_after: float) -> None:
-        self.blocked_until = max(self.blocked_until, self.clock.time() + retry_after)
+    def block(self, retry_after: float, *, banned: bool = False) -> None:
+        until = self.clock.time() + retry_after
+        if until > self.blocked_until:
+            self.blocked_until, self.banned = until, banned
+
+    def seconds_left(self) -> float:
+        """How long no request may leave; 0 when the door is open."""
+        return max(0.0, self.blocked_until - self.clock.time())
 
     def check(self, what: str) -> None:
-        remaining = self.blocked_until - self.clock.time()
+        remaining = self.seconds_left()
         if remaining > 0:
-            raise RateLimited(f"{what} not sent: the exchange asked us to back off for {remaining:.1f} s more",
-                              retry_after=remaining)
+            why = "the exchange banned this IP" if self.banned else "the exchange asked us to back off"
+            self.refused("banned" if self.banned else "rate_limited")
+            raise RateLimited(f"{what} not sent: {why} for {remaining:.1f} s more", retry_after=remaining)
+
+    def refused(self, reason: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(reason)
 
 
 class ExchangeClient:
     """The calls rollback and verification need, for one account."""
 
     def __init__(self, *, account: str, api_key: str, api_secret: str, endpoints: Endpoints, clock: Clock,
-                 budget: WeightBudget, gate: RequestGate | None = None, retry: RetryPolicy | None = None) -> None:
+                 budget: WeightBudget | PurposeBudget, gate: RequestGate | None = None,
+                 retry: RetryPolicy | None = None) -> None:
+        """``budget`` and ``gate``: the host's, shared with its other clients (a Site's); a client
+        made alone gets a gate of its own."""
         from binance import AsyncClient
 
         self.account = account
@@ -136,7 +157,11 @@ class ExchangeClient:
     async def _send(self, what: str, method: str, path: str, fn: Callable[..., Awaitable[T]], **params: Any) -> T:
         """One attempt: gate, budget, stamp, send, classify."""
         self.gate.check(what)
-        self.budget.reserve(weight_of(method, path, params), what=what)
+        try:
+            self.budget.reserve(weight_of(method, path, params), what=what)
+        except BudgetExhausted:
+            self.gate.refused("budget")
+            raise
         self._stamp()
         try:
             async with asyncio.timeout(self.retry.request_timeout):
@@ -147,7 +172,7 @@ class ExchangeClient:
             if mapped is None:
                 raise
             if isinstance(mapped, RateLimited):
-                self.gate.block(mapped.retry_after)
+                self.gate.block(mapped.retry_after, banned=mapped.status == 418)
             raise mapped from None
         self._observe_weight()
         return result

@@ -1,20 +1,37 @@
 """Request weight: what each call costs, and the controller's own share of the IP's minute limit.
 
 Binance counts request weight per IP per calendar minute (2400 on USD-M futures) and reports
-the IP's total in ``X-MBX-USED-WEIGHT-1M``. The bot and anything else on the host share that
-limit, so the controller keeps its own spending under a budget (default 10 %) and refuses,
-without sending, a call that would exceed it.
+the IP's total in ``X-MBX-USED-WEIGHT-1M``. The bots and anything else on the host share that
+limit, so the controller keeps its own spending under one budget per exchange host (the daemon
+has one outbound IP), shared by all its clients, and refuses, without sending, a call that would
+exceed it. Part of that budget is reserved for acting (rollback, placement): observing can never
+spend it, so however much the controller watches, a rollback finds the weight it needs.
+
+The defaults, as shares of the IP's 2400 a minute: 75 % in all (1800), of which 65 % (1560) only
+``act`` calls may spend; ``observe`` calls may spend the other 10 % (240: a snapshot pass costs
+15, twice a minute per account). A rollback of one account of 10 symbols costs at most 151:
+the act client's time sync 1; cancel_orders 20 (allOpenOrders 1 and openOrders with a symbol 1,
+per symbol); positions 50 (positionRisk with a symbol 5 per symbol; market orders weigh 0, a
+look-up after an ambiguous failure 1); restore_leverage 75 (marginType 1, leverage 1 and the
+symbolConfig read-back 5 per symbol, and one symbolConfig 5 when a margin type is kept);
+verify_previous 5 (symbolConfig); start_previous applies nothing again. So 10 accounts x 10
+symbols cost 1510, within the 1560 reserved, in one minute, whatever observing spent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from controller.clock import Clock
 from controller.exchange.errors import BudgetExhausted
 
 IP_LIMIT_PER_MINUTE = 2400
-DEFAULT_SHARE = 0.10
+DEFAULT_SHARE = 0.75
+"""The controller's whole share of the IP's weight a minute (see the module's arithmetic)."""
+DEFAULT_ACT_RESERVE = 0.65
+"""Of that share, what only acting may spend: observing may spend ``DEFAULT_SHARE - DEFAULT_ACT_RESERVE``."""
+OBSERVE, ACT = "observe", "act"
+PURPOSES = (OBSERVE, ACT)
 
 # Weights from Binance's USD-M futures REST documentation. Order placement and cancellation
 # count against the order-rate limits, not IP weight, except where a weight is stated.
@@ -57,34 +74,77 @@ def weight_of(method: str, path: str, params: dict | None = None) -> int:
 
 @dataclass
 class WeightBudget:
-    """The controller's spending per calendar minute, and the exchange's view of the IP's total."""
+    """One host's request-weight spending per calendar minute, shared by every client of that host,
+    and the exchange's view of the IP's total.
+
+    ``share`` of the IP's limit in all, of which ``act_reserve`` only `ACT` calls may spend:
+    `OBSERVE` calls may spend the rest, and acting whatever observing has left. A budget without
+    a reserve (a one-shot client's) lets any call spend the whole share.
+    """
 
     clock: Clock
     share: float = DEFAULT_SHARE
     limit: int = IP_LIMIT_PER_MINUTE
+    act_reserve: float = 0.0
     _minute: int = -1
-    _spent: int = 0
+    _spent: dict[str, int] = field(default_factory=dict)  # this minute's, by purpose
     exchange_used: int = 0  # last X-MBX-USED-WEIGHT-1M seen (all clients of this IP)
     total_spent: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.act_reserve <= self.share <= 1:
+            raise ValueError(f"a weight budget needs 0 <= act_reserve <= share <= 1, got act_reserve "
+                             f"{self.act_reserve} and share {self.share}")
+
     @property
     def budget(self) -> int:
-        return int(self.limit * self.share)
+        """The whole share: what `ACT` calls may spend a minute."""
+        return _whole(self.limit * self.share)
+
+    @property
+    def reserved(self) -> int:
+        """The weight a minute that only `ACT` calls may spend."""
+        return _whole(self.limit * self.act_reserve)
+
+    def cap(self, purpose: str) -> int:
+        """What calls of ``purpose`` may spend a minute."""
+        if purpose == ACT:
+            return self.budget
+        if purpose == OBSERVE:
+            return self.budget - self.reserved
+        raise ValueError(f"unknown purpose {purpose!r}: expected one of {', '.join(PURPOSES)}")
 
     @property
     def spent_this_minute(self) -> int:
+        """Every purpose's spending this minute."""
         self._roll()
-        return self._spent
+        return sum(self._spent.values())
 
-    def reserve(self, weight: int, *, what: str) -> None:
-        """Account for a call about to be sent, or refuse it if it would break the budget."""
-        self._roll()
-        if self._spent + weight > self.budget:
+    def counted(self, purpose: str) -> int:
+        """This minute's spending that counts against ``purpose``'s cap: for acting, everything;
+        for observing, its own, or acting's beyond the reserve when that is more (acting that
+        spent its reserve spends what observing has not)."""
+        total = self.spent_this_minute
+        if purpose == ACT:
+            return total
+        return max(self._spent.get(OBSERVE, 0), total - self.reserved)
+
+    def reserve(self, weight: int, *, what: str, purpose: str = ACT) -> None:
+        """Account for a call about to be sent, or refuse it if it would break ``purpose``'s cap."""
+        cap, counted = self.cap(purpose), self.counted(purpose)
+        if counted + weight > cap:
             retry_after = 60 - (self.clock.time() % 60)
+            kept = f"; {self.reserved} more are kept for acting" if purpose != ACT and self.reserved else ""
             raise BudgetExhausted(f"{what} (weight {weight}) would exceed the controller's request-weight budget "
-                                  f"({self._spent}/{self.budget} used this minute)", retry_after=retry_after)
-        self._spent += weight
+                                  f"for {purpose} calls ({counted}/{cap} used this minute{kept})",
+                                  retry_after=retry_after)
+        self._spent[purpose] = self._spent.get(purpose, 0) + weight
         self.total_spent += weight
+
+    def for_purpose(self, purpose: str) -> PurposeBudget:
+        """This budget as a client of ``purpose`` spends it."""
+        self.cap(purpose)  # an unknown purpose is refused here, not at the first call
+        return PurposeBudget(self, purpose)
 
     def observe(self, used_weight_header: str | None) -> None:
         if used_weight_header and used_weight_header.isdigit():
@@ -93,4 +153,40 @@ class WeightBudget:
     def _roll(self) -> None:
         minute = int(self.clock.time() // 60)
         if minute != self._minute:
-            self._minute, self._spent = minute, 0
+            self._minute, self._spent = minute, {}
+
+
+@dataclass(frozen=True)
+class PurposeBudget:
+    """A host's `WeightBudget` as one purpose's client sees it: its cap, out of the shared spending."""
+
+    shared: WeightBudget
+    purpose: str
+
+    @property
+    def budget(self) -> int:
+        return self.shared.cap(self.purpose)
+
+    @property
+    def spent_this_minute(self) -> int:
+        """What counts against this purpose's cap: ``budget - spent_this_minute`` is what it may still spend."""
+        return self.shared.counted(self.purpose)
+
+    @property
+    def exchange_used(self) -> int:
+        return self.shared.exchange_used
+
+    @property
+    def total_spent(self) -> int:
+        return self.shared.total_spent
+
+    def reserve(self, weight: int, *, what: str) -> None:
+        self.shared.reserve(weight, what=what, purpose=self.purpose)
+
+    def observe(self, used_weight_header: str | None) -> None:
+        self.shared.observe(used_weight_header)
+
+
+def _whole(weight: float) -> int:
+    """Whole weight units of a share of the limit (2400 x 0.65 is 1560, not 1560.0000000000002 nor 1559)."""
+    return int(round(weight, 6))

@@ -1,8 +1,11 @@
 """Where releases run: each environment's exchange address, its accounts' keys and its deployer.
 
 The engine and the rollback reach the world only through a `Site`: it opens (and keeps) one
-exchange client per account, names the deployer instance of an account, and builds the
-`Placement` that puts a release with its config snapshot on an account. Keys stay inside.
+exchange client per account and purpose, names the deployer instance of an account, and builds
+the `Placement` that puts a release with its config snapshot on an account. Keys stay inside.
+Every client of one exchange host (all accounts, both purposes, the user streams' listenKey
+calls) shares that host's request gate and weight budget: Binance limits and bans an IP, and
+the daemon has one.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from controller.clock import Clock
 from controller.config.daemon import Endpoints
@@ -18,8 +22,9 @@ from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model_text
 from controller.deploy.base import Deployer, Placement
 from controller.errors import ConfigError
-from controller.exchange.client import ExchangeClient, RetryPolicy
-from controller.exchange.weights import WeightBudget
+from controller.exchange.client import ExchangeClient, RequestGate, RetryPolicy
+from controller.exchange.weights import DEFAULT_ACT_RESERVE, DEFAULT_SHARE, WeightBudget
+from controller.metrics import ControllerMetrics
 
 
 @dataclass(frozen=True)
@@ -41,15 +46,27 @@ class EnvironmentAccess:
 
 
 class Site:
+    """``weight_share`` of each host's request weight a minute for the controller, of which
+    ``act_reserve`` only acting may spend (see `controller.exchange.weights`); ``metrics``, when
+    given, shows each host's gate (``canary_exchange_blocked_seconds``) and counts the requests
+    it refused."""
+
     def __init__(self, clock: Clock, environments: Mapping[str, EnvironmentAccess], *,
-                 weight_share: float = 0.1, retry: RetryPolicy | None = None) -> None:
+                 weight_share: float = DEFAULT_SHARE, act_reserve: float = DEFAULT_ACT_RESERVE,
+                 retry: RetryPolicy | None = None, metrics: ControllerMetrics | None = None) -> None:
         self.clock = clock
         self.environments = dict(environments)
         self.weight_share = weight_share
+        self.act_reserve = act_reserve
         self.retry = retry
+        self.metrics = metrics
         self._clients: dict[tuple[str, str, str], ExchangeClient] = {}
-        self._budgets: dict[tuple[str, str], WeightBudget] = {}
+        self._gates: dict[str, RequestGate] = {}  # by exchange host
+        self._budgets: dict[str, WeightBudget] = {}  # by exchange host
         self._lock = asyncio.Lock()
+        for name, env in self.environments.items():  # each host's gauge exists (at 0) before its first ban
+            if env.endpoints.rest_url:
+                self.gate(self.host(name))
 
     def environment(self, name: str) -> EnvironmentAccess:
         try:
@@ -79,21 +96,47 @@ class Site:
     async def client(self, environment: str, account: str, *, purpose: str = "observe") -> ExchangeClient:
         """The account's client for a purpose, opened (and its clock offset synced) once.
 
-        ``observe`` and ``act`` draw on separate request-weight budgets, so that watching many
-        symbols can never starve a rollback of the weight it needs to cancel and restore.
+        Every client of the environment's exchange host shares one request gate (a 429/418 holds
+        back all of them, a client opened during the ban included: its time sync is not sent)
+        and one weight budget, in which ``observe`` calls can never spend what is kept for
+        ``act`` (rollback, placement).
         """
         async with self._lock:
             key = (environment, account, purpose)
             if key not in self._clients:
                 env, access = self.environment(environment), self.account(environment, account)
-                budget = self._budgets.setdefault((environment, purpose),
-                                                  WeightBudget(self.clock, share=self.weight_share))
+                host = self.host(environment)
                 options = {"retry": self.retry} if self.retry else {}
                 client = ExchangeClient(account=account, api_key=access.api_key, api_secret=access.api_secret,
-                                        endpoints=env.endpoints, clock=self.clock, budget=budget, **options)
-                await client.sync_time()
+                                        endpoints=env.endpoints, clock=self.clock,
+                                        budget=self._budget(host).for_purpose(purpose), gate=self.gate(host),
+                                        **options)
+                try:
+                    await client.sync_time()
+                except BaseException:
+                    await client.close()
+                    raise
                 self._clients[key] = client
             return self._clients[key]
+
+    def host(self, environment: str) -> str:
+        """The environment's exchange host (with its port): what Binance limits and bans by."""
+        return urlsplit(self.environment(environment).endpoints.rest_url).netloc
+
+    def gate(self, host: str) -> RequestGate:
+        """The host's one request gate, made on first use (and then shown in the metrics)."""
+        if host not in self._gates:
+            metrics = self.metrics
+            gate = RequestGate(self.clock, on_refused=metrics.exchange_request_refused if metrics else None)
+            if metrics is not None:
+                metrics.watch_exchange_gate(host, gate.seconds_left)
+            self._gates[host] = gate
+        return self._gates[host]
+
+    def _budget(self, host: str) -> WeightBudget:
+        if host not in self._budgets:
+            self._budgets[host] = WeightBudget(self.clock, share=self.weight_share, act_reserve=self.act_reserve)
+        return self._budgets[host]
 
     def placement(self, environment: str, account: str, *, release: str, manifest: Mapping,
                   config_text: str, config_sha256: str) -> Placement:

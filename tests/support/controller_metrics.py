@@ -21,6 +21,8 @@ def every_family_set() -> ControllerMetrics:
     metrics.observe_detection(0.01)
     metrics.set_weight_used("canary", 10)
     metrics.set_stream_connected("canary", True)
+    metrics.watch_exchange_gate("fapi.binance.com", lambda: 0.0)
+    metrics.exchange_request_refused("rate_limited")
     metrics.command_handled("pause", "accepted")
     metrics.runner_crashed(1)
     metrics.store_error()
