@@ -37,7 +37,7 @@ from controller.errors import CanaryError, ConfigError, StoreError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.rollout import placing, preflight
-from controller.rollout.decide import TERMINAL
+from controller.rollout.decide import JUDGED, TERMINAL, expiry
 from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
 from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
@@ -332,6 +332,12 @@ class Daemon:
             if command.kind != "place":
                 await ack_command(self.db, self.clock, command.id, accepted=False,
                                           message=f"unknown command {command.kind!r}", audit_kind="command.refused")
+                continue
+            too_old = expiry(command.kind, command.created_at.timestamp(), command.args.get("expires_in"),
+                             self.clock.time())
+            if too_old is not None:  # a baseline given long ago may no longer be what the account needs
+                await ack_command(self.db, self.clock, command.id, accepted=False, message=too_old[0],
+                                  audit_kind="command.place")
                 continue
             environment, account = command.args["environment"], command.args["account"]
             if any((p.environment, p.account) == (environment, account) for p in self._placements.values()):

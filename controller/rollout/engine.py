@@ -200,7 +200,8 @@ class RolloutRunner:
             info = await save_decision(self.db, self.clock, info, decision.state, audits=audits, acks=acks)
             for ack in acks:
                 kind = kinds.get(ack.command_id, "?")
-                self.metrics.command_handled(kind, "accepted" if ack.accepted else "rejected")
+                self.metrics.command_handled(kind, "accepted" if ack.accepted else
+                                             "expired" if ack.expired else "rejected")
                 self._say(f"command {ack.command_id} ({kind}) {'accepted' if ack.accepted else 'refused'}: "
                           f"{ack.message}")
             self._export(info)
@@ -433,6 +434,7 @@ class RolloutRunner:
 
 
 def _command(row: CommandInfo) -> Command:
-    """A stored operator command as `decide` reads it."""
+    """A stored operator command as `decide` reads it; its age is judged on the Clock that wrote ``created_at``."""
     return Command(row.id, row.kind, row.actor, row.reason, bool(row.args.get("force")), row.args.get("stage"),
-                   tuple(row.args.get("items", ())))
+                   tuple(row.args.get("items", ())), created=row.created_at.timestamp(),
+                   expires_in=row.args.get("expires_in"))
