@@ -14,7 +14,8 @@
 - With ``NOTIFY_SOCKET`` set: READY, STATUS, WATCHDOG (only while the loop turns) and STOPPING.
 - The admin server (127.0.0.1 by default): /metrics, /healthz (false when the loop has not turned
   for ``liveness_limit`` wall seconds), /readyz (false while the store is unreachable, an active
-  rollout's policies do not load or its runner is not running), /status.
+  rollout's policies do not load, its runner is not running, or, in a judged state, its
+  verification is not running), /status.
 """
 
 from __future__ import annotations
@@ -413,6 +414,8 @@ class Daemon:
             if info.id not in self.runners:
                 why = self._waiting.get(info.id, "it has not started yet")
                 problems.append(f"rollout {info.id}'s runner is not running: {why}")
+            elif info.status in JUDGED and (down := self.runners[info.id][0].verification_down()) is not None:
+                problems.append(f"rollout {info.id}'s verification is not running: {down}")
         if problems:
             return False, "; ".join(problems)
         return True, f"{len(self.runners)} rollout(s) under way, each with its runner; store and policies in order"

@@ -136,6 +136,13 @@ class RolloutRunner:
         """The verification of the placed stage runs."""
         return self._verification is not None and not self._verification.done()
 
+    def verification_down(self) -> str | None:
+        """Why a verification the rollout needs is not running (None: all run); read by /readyz, and
+        meaningful while the rollout is in a judged state."""
+        if not self.verifying:
+            return self.verification_error or "it has not started yet"
+        return None
+
     def stop(self) -> None:
         """Finish the action in hand, take no new one."""
         self.stopping = True
