@@ -29,8 +29,11 @@ async def test_readyz_is_false_while_a_running_rollouts_verification_is_not_runn
         info = await create_rollout(running.db, running.clock, version="1.1.0",
                                     pipeline=pipeline_from_document(yaml.safe_load(CANARY_PIPELINE)), actor="tester")
         await running.until(info.id, Status.RUNNING)
-        status, body = await probe(running, "/readyz")
-        assert status == 503, body
+
+        async def not_ready() -> dict | None:  # the daemon reads the rollouts' states once a turn
+            status, body = await probe(running, "/readyz")
+            return body if status == 503 else None
+        body = await poll(not_ready, timeout=10, alive=running.gone, what="/readyz to answer 503")
         assert body["ok"] is False
         assert (f"rollout {info.id}'s verification is not running: RuntimeError: the exchange refuses the observer"
                 in body["reason"]), body
