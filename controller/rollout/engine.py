@@ -285,6 +285,11 @@ class RolloutRunner:
         if self.verification_error is not None:
             # Passes recorded before verification stopped speak for no time since: the gate stays shut.
             gates[info.stage.name] = gates[info.stage.name] | {"(verification not running)"}
+        unwatched = sorted(f"{e}/{a}" for e, a in self._watch_due
+                           if (e, a) not in self._watches or self._watches[(e, a)].task.done())
+        if unwatched:
+            # An account left behind that nothing watches: the rollout does not move on meanwhile.
+            gates[info.stage.name] = gates[info.stage.name] | {f"(watch of {', '.join(unwatched)} not running)"}
         return Plan(info.pipeline, gates)
 
     def _export(self, info: RolloutInfo) -> None:
