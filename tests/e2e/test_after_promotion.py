@@ -99,3 +99,24 @@ async def test_a_stopped_first_account_runs_no_bot_once_the_next_stage_is_placed
                      if r.payload["instance"] == instance]
         assert "after_promotion: stop" in stopped.payload["reason"], stopped.payload
         assert (await get_rollout(running.db, info.id)).status is Status.RUNNING
+
+
+async def test_a_runner_started_again_watches_the_first_account_again(tmp_path):
+    async with daemon_on_sim(tmp_path, RELEASES) as running:
+        info, _ = await promoted_to_d(running, "watch")
+        first, _ = running.daemon.runners[info.id]
+        first.stop()  # the runner ends; the daemon starts another, which resumes from the store
+
+        async def resumed():
+            again = running.daemon.runners.get(info.id)
+            return again[0] if again is not None and again[0] is not first and again[0].verifying else None
+        runner = await poll(resumed, timeout=30, alive=running.gone, what="a new runner verifying stage D")
+
+        async def watching() -> bool:
+            return runner.verification_down() is None
+        await poll(watching, timeout=30, alive=running.gone, what="the canary account watched again")
+        async with binance_client(running.simulators.started["sim"], "canary") as canary:
+            await canary.futures_change_leverage(symbol="BTCUSDT", leverage=9)
+        final = await running.until(info.id, *TERMINAL, Status.FAILED, timeout=60)
+        assert final.status is Status.ROLLED_BACK, final.state
+        assert "on sim/canary (watched since stage C was promoted)" in final.state.reason, final.state.reason
