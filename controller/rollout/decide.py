@@ -6,7 +6,9 @@ No I/O, no clock: the engine passes verdicts (from verification), inputs (operat
 and the executor's notices) and ``now`` (Clock seconds), then performs the actions. Within one
 call notices come first, then verdicts, then commands, then time: a breach that arrives with an
 operator's promote wins, because safety comes before progress, and a rollback that follows a
-promote in the same call cancels the placement the promote asked for (it has not run yet).
+promote in the same call cancels the placement the promote asked for (it has not run yet). A
+command that moves the release forward and is read after its expiry is refused as expired
+(`expiry`), never applied late; ``rollback`` and ``pause`` never expire.
 
 States::
 
