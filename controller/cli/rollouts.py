@@ -1,7 +1,9 @@
 """canaryctl rollout / promote / rollback / pause / resume / signoff / baseline.
 
 Commands are rows the daemon picks up within a second; the CLI waits for the daemon's
-acknowledgement and prints its answer. Exit status: 0 accepted, 1 refused by the daemon (the
+acknowledgement and prints its answer. Those that move a release forward (promote, resume,
+signoff, baseline) carry an expiry (``--expires-in``, 10 minutes by default): the daemon refuses
+one it reads later as expired. rollback and pause never expire. Exit status: 0 accepted, 1 refused by the daemon (the
 message says why and what to do), 2 bad input, 3 no acknowledgement in time (the command stays
 queued: the daemon acts on it when it comes back).
 """
@@ -21,6 +23,27 @@ _WAIT = click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), def
                      help="Seconds to wait for the daemon's acknowledgement (0: do not wait).")
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
 _ACTOR = click.option("--actor", help="Who gives the command (default: $CANARY_ACTOR, else the login name).")
+MAX_EXPIRY = 86400.0
+"""The longest a command that moves a release forward may wait for the daemon: a day."""
+
+
+def _expires_in(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """``--expires-in``: a duration, more than 0, at most `MAX_EXPIRY` (a bad one exits 2 saying so)."""
+    from controller.timespec import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    if not 0 < seconds <= MAX_EXPIRY:
+        raise click.BadParameter(f"{value!r} is {seconds:g} s; expected more than 0 and at most 24h")
+    return seconds
+
+
+_EXPIRES = click.option("--expires-in", "expires_in", default="10m", show_default=True, callback=_expires_in,
+                        metavar="DURATION",
+                        help="How long the command stays valid (e.g. 90s, 30m, at most 24h): one the daemon reads "
+                             "later is refused as expired, never applied late.")
 
 
 @click.group()
@@ -181,18 +204,20 @@ def _report(command, what: str, wait_seconds: float, as_json: bool) -> None:
 @click.option("--stage", metavar="NAME", help="The stage to promote; refused if the rollout is at another one "
                                               "(default: the stage it is at now).")
 @_ACTOR
+@_EXPIRES
 @_WAIT
 @_JSON
 def promote(rollout: str, force: bool, reason: str | None, stage: str | None, actor: str | None,
-            wait_seconds: float, as_json: bool) -> None:
+            expires_in: float, wait_seconds: float, as_json: bool) -> None:
     """Promote ROLLOUT to its next stage once its gate is open (or by force, with a reason).
 
     Example: canaryctl promote 1.4.0 --force --reason "latency policy mis-tuned, see INC-231"
     """
     if force and not (reason or "").strip():
         raise click.UsageError("--force needs --reason TEXT: a forced promote is audited with its reason")
-    _command(rollout, "promote", actor=actor, reason=reason, args={"force": force, "stage": stage},
-             wait_seconds=wait_seconds, as_json=as_json)
+    _command(rollout, "promote", actor=actor, reason=reason,
+             args={"force": force, "stage": stage, "expires_in": expires_in}, wait_seconds=wait_seconds,
+             as_json=as_json)
 
 
 @click.command("rollback")
@@ -228,14 +253,16 @@ def pause(rollout: str, reason: str | None, actor: str | None, wait_seconds: flo
 @click.command("resume")
 @_ROLLOUT
 @_ACTOR
+@_EXPIRES
 @_WAIT
 @_JSON
-def resume(rollout: str, actor: str | None, wait_seconds: float, as_json: bool) -> None:
+def resume(rollout: str, actor: str | None, expires_in: float, wait_seconds: float, as_json: bool) -> None:
     """Resume a paused ROLLOUT.
 
     Example: canaryctl resume 1.4.0
     """
-    _command(rollout, "resume", actor=actor, reason=None, args={}, wait_seconds=wait_seconds, as_json=as_json)
+    _command(rollout, "resume", actor=actor, reason=None, args={"expires_in": expires_in}, wait_seconds=wait_seconds,
+             as_json=as_json)
 
 
 @click.command("signoff")
@@ -243,15 +270,18 @@ def resume(rollout: str, actor: str | None, wait_seconds: float, as_json: bool) 
 @click.argument("stage")
 @click.option("--by", "by", required=True, help="Who signs (recorded and audited).")
 @click.option("--item", "items", multiple=True, help="The sign-off item (default: every item of the stage).")
+@_EXPIRES
 @_WAIT
 @_JSON
-def signoff(rollout: str, stage: str, by: str, items: tuple[str, ...], wait_seconds: float, as_json: bool) -> None:
+def signoff(rollout: str, stage: str, by: str, items: tuple[str, ...], expires_in: float, wait_seconds: float,
+            as_json: bool) -> None:
     """Sign off STAGE of ROLLOUT (e.g. the owner's review of the canary).
 
     Example: canaryctl signoff 1.4.0 C --by alice --item owner-review
     """
-    _command(rollout, "signoff", actor=by, reason=None, args={"stage": stage, "items": list(items)},
-             wait_seconds=wait_seconds, as_json=as_json)
+    _command(rollout, "signoff", actor=by, reason=None,
+             args={"stage": stage, "items": list(items), "expires_in": expires_in}, wait_seconds=wait_seconds,
+             as_json=as_json)
 
 
 @click.command("baseline")
@@ -259,10 +289,11 @@ def signoff(rollout: str, stage: str, by: str, items: tuple[str, ...], wait_seco
 @click.option("--environment", default="sim", show_default=True, help="Environment of the daemon's config.")
 @click.option("--account", default="master", show_default=True, help="Account to run it on.")
 @_ACTOR
+@_EXPIRES
 @_WAIT
 @_JSON
-def baseline(version: str, environment: str, account: str, actor: str | None, wait_seconds: float,
-             as_json: bool) -> None:
+def baseline(version: str, environment: str, account: str, actor: str | None, expires_in: float,
+             wait_seconds: float, as_json: bool) -> None:
     """Place release VERSION on an account as the running (baseline) release, outside any rollout.
 
     Example: canaryctl baseline 1.3.2 --environment live --account master
@@ -274,7 +305,8 @@ def baseline(version: str, environment: str, account: str, actor: str | None, wa
         async with open_database() as db:
             await get_release(db, version)
             command = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=operator_name(actor),
-                                           args={"release": version, "environment": environment, "account": account})
+                                           args={"release": version, "environment": environment, "account": account,
+                                                 "expires_in": expires_in})
             return await await_ack(db, command.id, timeout=wait_seconds)
 
     _report(run(main), "baseline", wait_seconds, as_json)

@@ -16,7 +16,8 @@
 - With ``NOTIFY_SOCKET`` set: READY, STATUS, WATCHDOG (only while the loop turns) and STOPPING.
 - The admin server (127.0.0.1 by default): /metrics, /healthz (false when the loop has not turned
   for ``liveness_limit`` wall seconds), /readyz (false while the store is unreachable, an active
-  rollout's policies do not load or its runner is not running), /status.
+  rollout's policies do not load, its runner is not running, or, in a judged state, its
+  verification is not running), /status.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from controller.errors import CanaryError, ConfigError, StoreError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.rollout import placing, preflight
-from controller.rollout.decide import TERMINAL
+from controller.rollout.decide import JUDGED, TERMINAL, expiry
 from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
 from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
@@ -337,6 +338,12 @@ class Daemon:
                 await ack_command(self.db, self.clock, command.id, accepted=False,
                                           message=f"unknown command {command.kind!r}", audit_kind="command.refused")
                 continue
+            too_old = expiry(command.kind, command.created_at.timestamp(), command.args.get("expires_in"),
+                             self.clock.time())
+            if too_old is not None:  # a baseline given long ago may no longer be what the account needs
+                await ack_command(self.db, self.clock, command.id, accepted=False, message=too_old[0],
+                                  audit_kind="command.place")
+                continue
             environment, account = command.args["environment"], command.args["account"]
             if any((p.environment, p.account) == (environment, account) for p in self._placements.values()):
                 continue  # one placement at a time on an account: this one waits for the one under way
@@ -411,6 +418,8 @@ class Daemon:
             if info.id not in self.runners:
                 why = self._waiting.get(info.id, "it has not started yet")
                 problems.append(f"rollout {info.id}'s runner is not running: {why}")
+            elif info.status in JUDGED and (down := self.runners[info.id][0].verification_down()) is not None:
+                problems.append(f"rollout {info.id}'s verification is not running: {down}")
         if problems:
             return False, "; ".join(problems)
         return True, f"{len(self.runners)} rollout(s) under way, each with its runner; store and policies in order"

@@ -6,7 +6,9 @@ No I/O, no clock: the engine passes verdicts (from verification), inputs (operat
 and the executor's notices) and ``now`` (Clock seconds), then performs the actions. Within one
 call notices come first, then verdicts, then commands, then time: a breach that arrives with an
 operator's promote wins, because safety comes before progress, and a rollback that follows a
-promote in the same call cancels the placement the promote asked for (it has not run yet).
+promote in the same call cancels the placement the promote asked for (it has not run yet). A
+command that moves the release forward and is read after its expiry is refused as expired
+(`expiry`), never applied late; ``rollback`` and ``pause`` never expire.
 
 States::
 
@@ -29,8 +31,10 @@ passes rolls back at the stage's progress deadline.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from controller.analysis.verdict import Outcome, Verdict
@@ -53,6 +57,12 @@ TERMINAL = frozenset({Status.PROMOTED, Status.ROLLED_BACK})
 JUDGED = frozenset({Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED})
 """States in which the stage's verdicts count (while promoting, the stage is not placed yet)."""
 COMMAND_KINDS = ("promote", "rollback", "pause", "resume", "signoff")
+EXPIRING_KINDS = frozenset({"promote", "resume", "signoff", "place"})
+"""Commands that move a release forward (``place`` is `canaryctl baseline`): applied late, they would
+act on a rollout that has moved on since they were given. ``rollback`` and ``pause`` never expire:
+late safety is still safety."""
+DEFAULT_EXPIRY = 600.0
+"""Seconds a forward command stays valid when it names no expiry of its own."""
 
 
 def asks_rollback(verdict: Verdict) -> bool:
@@ -73,6 +83,33 @@ class Command:
     force: bool = False
     stage: str | None = None
     items: tuple[str, ...] = ()
+    created: float | None = None
+    """When it was given (Clock seconds, the clock of its row's ``created_at``); None: not known, as in
+    a command built by hand, which is then never expired."""
+    expires_in: Any = None
+    """Its ``expires_in`` argument as stored (seconds; None: `DEFAULT_EXPIRY`); checked, not trusted."""
+
+
+def expiry(kind: str, created: float | None, expires_in: Any, now: float) -> tuple[str, float | None] | None:
+    """Why a command may not be applied at ``now`` because of its age, and when it expired; None: it may.
+
+    Pure, so that the daemon's commands outside a rollout (a baseline) expire by the same rule. An
+    expiry that is not a positive number of seconds is refused rather than guessed (fail closed).
+    """
+    if kind not in EXPIRING_KINDS or created is None:
+        return None
+    valid = DEFAULT_EXPIRY if expires_in is None else expires_in
+    if isinstance(valid, bool) or not isinstance(valid, (int, float)) or not math.isfinite(valid) or valid <= 0:
+        return f"its expiry {expires_in!r} is not a positive number of seconds: not applied", None
+    deadline = created + valid
+    if now < deadline:
+        return None
+    return (f"expired at {_instant(deadline)} (given at {_instant(created)}, valid {valid:g} s): not applied; "
+            f"give the {kind} again if it still holds"), deadline
+
+
+def _instant(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -126,6 +163,8 @@ class Ack:
     command_id: int
     accepted: bool
     message: str
+    expired: bool = False
+    """Refused because it was read after its expiry."""
 
 
 @dataclass(frozen=True)
@@ -284,11 +323,12 @@ class _Step:
                   passing={}, spoiled={}, paused_from=None)
         self.actions.append(Place(self.state.stage))
 
-    def ack(self, command: Command, accepted: bool, message: str) -> None:
-        self.actions.append(Ack(command.id, accepted, message))
+    def ack(self, command: Command, accepted: bool, message: str, *, expired_at: float | None = None) -> None:
+        self.actions.append(Ack(command.id, accepted, message, expired=expired_at is not None))
         self.actions.append(Audit(f"command.{command.kind}", command.actor, {
             "command": command.id, "accepted": accepted, "message": message, "reason": command.reason,
             **({"force": True} if command.force else {}),
+            **({"expired_at": expired_at} if expired_at is not None else {}),
             **({"stage": command.stage, "items": list(command.items)} if command.kind == "signoff" else {})}))
 
     # -- inputs
@@ -329,8 +369,11 @@ class _Step:
 
     def command(self, command: Command) -> None:
         status = self.state.status
+        too_old = expiry(command.kind, command.created, command.expires_in, self.now)
         if command.kind not in COMMAND_KINDS:
             self.ack(command, False, f"unknown command {command.kind!r}")
+        elif too_old is not None:
+            self.ack(command, False, too_old[0], expired_at=too_old[1])
         elif status in TERMINAL:
             self.ack(command, False, f"the rollout is {status.value}: nothing to {command.kind}")
         elif command.kind == "rollback":

@@ -12,6 +12,12 @@ commands before anything else: a ``rollback`` given while it was down is carried
 re-placing the release or starting its verification. Verification that cannot start (policies
 unreadable, the exchange unreachable) does not stop the runner: it says so, keeps reading
 commands, and tries again with backoff; a stage whose policies cannot be read is never placed.
+
+No account runs the release unwatched: once the next stage is placed, each account an earlier stage
+left behind is either still verified with that stage's policies (``after_promotion: watch``; the
+stage's running verification simply goes on, and a breach there asks for the rollback like any
+other) or has its release stopped (``stop``, audited). A watch that cannot start, or a release that
+cannot be stopped (then it is watched meanwhile), is tried again with backoff and shown by /readyz.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller import failpoints
@@ -41,6 +47,7 @@ from controller.rollout import placing
 from controller.rollout.decide import (JUDGED, TERMINAL, Ack, Audit, Command, Decision, FinishStage, Notice, Place,
                                        Plan, StartRollback, Status, asks_rollback, decide)
 from controller.rollout.info import RolloutInfo, get_rollout, save_decision, start_stage_run
+from controller.rollout.pipeline import Stage
 from controller.rollout.rollback import Rollback
 from controller.rollout.site import Site
 from controller.store.commands import CommandInfo, pending_commands
@@ -80,6 +87,22 @@ class RolloutReport:
     safe_wall: float | None = None
     done_wall: float | None = None
     timeline: list[tuple[float, str]] = field(default_factory=list)
+
+
+Account = tuple[str, str]
+"""(environment, account)."""
+
+
+@dataclass
+class _Watch:
+    """The verification of an account an earlier stage left behind, with that stage's policies."""
+
+    stage: str
+    task: asyncio.Task
+    verifier: Verification
+    log: VerdictLog
+    pending: list[Verdict] = field(default_factory=list)
+    """Verdicts not yet handed to decide (only its breaches are) nor stored."""
 
 
 class PolicySet:
@@ -130,12 +153,30 @@ class RolloutRunner:
         self.verification_error: str | None = None
         """Why the verification of the placed stage could not start (None: it runs, or none is due)."""
         self._unreadable: set[str] = set()  # stages whose policies could not be read (logged once)
+        self._verifying_stage: int | None = None  # the stage index the running verification judges
+        self._watches: dict[Account, _Watch] = {}
+        self._watch_due: dict[Account, str] = {}  # accounts to watch, with the stage that left them behind
+        self._left_errors: dict[Account, str] = {}  # why an account left behind is not as the pipeline says
+        self._left_backoff = Backoff(self.clock, initial=1.0, maximum=60.0)
+        self._left_retry_at: float | None = None
         self.stopping = False
 
     @property
     def verifying(self) -> bool:
         """The verification of the placed stage runs."""
         return self._verification is not None and not self._verification.done()
+
+    def verification_down(self) -> str | None:
+        """Why a verification the rollout needs is not running (None: all run): the placed stage's, or
+        a watch of an account left behind; read by /readyz, meaningful in a judged state."""
+        problems = [] if self.verifying else [self.verification_error or "it has not started yet"]
+        for (environment, account), stage in sorted(self._watch_due.items()):
+            watch = self._watches.get((environment, account))
+            if watch is None or watch.task.done():
+                why = self._left_errors.get((environment, account),
+                                            "it has not started yet" if watch is None else "it stopped")
+                problems.append(f"the watch of {environment}/{account} (left by stage {stage}): {why}")
+        return "; ".join(problems) or None
 
     def stop(self) -> None:
         """Finish the action in hand, take no new one."""
@@ -151,6 +192,7 @@ class RolloutRunner:
             info = await self._resume(info)
             while info.status not in TERMINAL and not self.stopping:
                 await self._retry_verification(info)
+                await self._retry_left_behind(info)
                 info = await self._turn(info)
                 if info.status in TERMINAL or self.stopping:
                     break
@@ -161,6 +203,7 @@ class RolloutRunner:
             return info
         finally:
             await self._stop_verification()
+            await self._stop_watches()
 
     async def _resume(self, info: RolloutInfo) -> RolloutInfo:
         """Pick up where a previous daemon left off: the operator's commands first, then the rest."""
@@ -179,6 +222,7 @@ class RolloutRunner:
             return await self._execute(info, [StartRollback("resume", info.state.reason or "resumed after restart")])
         if info.status in JUDGED:
             await self._verify(info)
+            await self._after_promotion(info, info.state.stage)
         return info
 
     async def _commands(self, info: RolloutInfo) -> list[Command]:
@@ -190,6 +234,7 @@ class RolloutRunner:
         notices, self._notices = self._notices, []
         if self._verdict_log is not None and verdicts:
             await self._verdict_log.record(verdicts)
+        verdicts += await self._watched_breaches()
         plan = self._plan(info)
         decision = decide(info.state, verdicts, [*notices, *commands], self.clock.time(), plan=plan)
         return await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
@@ -201,7 +246,8 @@ class RolloutRunner:
             info = await save_decision(self.db, self.clock, info, decision.state, audits=audits, acks=acks)
             for ack in acks:
                 kind = kinds.get(ack.command_id, "?")
-                self.metrics.command_handled(kind, "accepted" if ack.accepted else "rejected")
+                self.metrics.command_handled(kind, "accepted" if ack.accepted else
+                                             "expired" if ack.expired else "rejected")
                 self._say(f"command {ack.command_id} ({kind}) {'accepted' if ack.accepted else 'refused'}: "
                           f"{ack.message}")
             self._export(info)
@@ -240,6 +286,11 @@ class RolloutRunner:
         if self.verification_error is not None:
             # Passes recorded before verification stopped speak for no time since: the gate stays shut.
             gates[info.stage.name] = gates[info.stage.name] | {"(verification not running)"}
+        unwatched = sorted(f"{e}/{a}" for e, a in self._watch_due
+                           if (e, a) not in self._watches or self._watches[(e, a)].task.done())
+        if unwatched:
+            # An account left behind that nothing watches: the rollout does not move on meanwhile.
+            gates[info.stage.name] = gates[info.stage.name] | {f"(watch of {', '.join(unwatched)} not running)"}
         return Plan(info.pipeline, gates)
 
     def _export(self, info: RolloutInfo) -> None:
@@ -258,7 +309,7 @@ class RolloutRunner:
 
     async def _place(self, info: RolloutInfo, index: int) -> None:
         stage = info.pipeline.stages[index]
-        await self._stop_verification()
+        await self._hand_over(info, index)
         try:
             self.policies.stage(stage.policies)  # a release nothing can verify is not placed
             deployment, _ = await placing.place(self.db, self.site, environment=stage.environment,
@@ -274,13 +325,15 @@ class RolloutRunner:
         self._say(f"{info.release} placed on {stage.environment}/{stage.account} (deployment {deployment.id}); "
                   f"stage {stage.name} runs {stage.duration:.0f} s")
         self._notices.append(Notice("placed", started, index))
+        await self._after_promotion(info, index)
         await self._verify(info, stage_index=index)
 
     async def _rollback(self, info: RolloutInfo, action: StartRollback) -> None:
         # Verification winds down beside the rollback rather than before it: the release is stopped
         # sooner, and what it would still say about a release being stopped is not kept.
         self._judging = False
-        winding_down = asyncio.create_task(self._stop_verification(), name=f"unverify-{info.id}")
+        self._watch_due, self._left_errors = {}, {}  # what is left behind is the rollback's now
+        winding_down = asyncio.gather(self._stop_verification(), self._stop_watches())
         if action.trigger != "resume":
             self.metrics.rollback_started(action.trigger)
         started_wall = time.monotonic()
@@ -341,12 +394,16 @@ class RolloutRunner:
         if not self._judging:
             return
         self._verdicts.extend(verdicts)
+        self._note_breach(verdicts, self._verifier)
+
+    def _note_breach(self, verdicts: list[Verdict], verifier: Verification | None) -> None:
+        """Measure the first breach for the report and wake the runner: a breach is acted on at once."""
         breach = next((v for v in verdicts if asks_rollback(v)), None)
         if breach is not None and self.report.breach_at is None:
             self.report.breach_at = breach.at
             self.report.breach_wall = time.monotonic()
             self.report.policy = breach.policy
-            trigger = self._verifier.last_observed if self._verifier else None
+            trigger = verifier.last_observed if verifier else None
             if trigger is not None and breach.outcome.value == "fail":
                 self.report.detect_seconds = max(0.0, breach.at - trigger)
                 self.metrics.observe_detection(self.report.detect_seconds)
@@ -354,12 +411,24 @@ class RolloutRunner:
 
     async def _start_verification(self, info: RolloutInfo, *, stage_index: int | None = None) -> None:
         await self._stop_verification()
-        stage = info.pipeline.stages[info.state.stage if stage_index is None else stage_index]
+        index = info.state.stage if stage_index is None else stage_index
+        verifier, self._verdict_log, verify = await self._build_verification(info, index, self._on_verdicts)
+        self._verifier = verifier
+        self._verifying_stage = index
+        self._judging = True
+        self._verification = asyncio.create_task(verify(), name=f"verify-rollout-{info.id}")
+        self._verification.add_done_callback(self._verification_ended)
+
+    async def _build_verification(self, info: RolloutInfo, index: int, on_verdicts, *, audit: bool = True
+                                  ) -> tuple[Verification, VerdictLog, Callable[[], Awaitable[None]]]:
+        """Stage ``index``'s verification of its account (with its baseline's, if any), its verdict log,
+        and the coroutine function that runs it."""
+        stage = info.pipeline.stages[index]
         policies = self.policies.stage(stage.policies)
         config = (await placing.release_config(self.db, info.release))[2]
         run_id = await current_stage_run(self.db, info.id, stage.name)
-        self._verdict_log = VerdictLog(self.db, info.id, run_id)
-        await self._verdict_log.resume()
+        verdict_log = VerdictLog(self.db, info.id, run_id)
+        await verdict_log.resume()
         baseline, baseline_sources = None, []
         if stage.baseline:
             live = await live_deployment(self.db, stage.environment, stage.baseline)
@@ -369,11 +438,12 @@ class RolloutRunner:
                                         on_verdicts=lambda v: None, tick=self.cadence.evaluate)
                 baseline_sources = await self._sources(stage.environment, stage.baseline, live.release, baseline,
                                                        stage.capital_cap, audit=False)
-        verifier = Verification(policies=policies, config=config, clock=self.clock, on_verdicts=self._on_verdicts,
+        verifier = Verification(policies=policies, config=config, clock=self.clock, on_verdicts=on_verdicts,
                                 capital_cap=float(stage.capital_cap) if stage.capital_cap else None,
                                 baseline=baseline, metrics=self.metrics, tick=self.cadence.evaluate,
                                 account=stage.account)
-        sources = await self._sources(stage.environment, stage.account, info.release, verifier, stage.capital_cap)
+        sources = await self._sources(stage.environment, stage.account, info.release, verifier, stage.capital_cap,
+                                      audit=audit)
 
         async def verify() -> None:
             async with asyncio.TaskGroup() as group:
@@ -381,10 +451,7 @@ class RolloutRunner:
                     group.create_task(baseline.run(baseline_sources), name=f"baseline-{info.id}")
                 group.create_task(verifier.run(sources), name=f"verification-{info.id}")
 
-        self._verifier = verifier
-        self._judging = True
-        self._verification = asyncio.create_task(verify(), name=f"verify-rollout-{info.id}")
-        self._verification.add_done_callback(self._verification_ended)
+        return verifier, verdict_log, verify
 
     def _verification_ended(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -427,13 +494,136 @@ class RolloutRunner:
     async def _stop_verification(self) -> None:
         task, self._verification = self._verification, None
         self._verifier = None
+        self._verifying_stage = None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
 
+    # ------------------------------------------------------------ accounts left behind
+
+    async def _hand_over(self, info: RolloutInfo, index: int) -> None:
+        """Before stage ``index`` is placed: the verification of the stage that ran goes on as the watch
+        of its account when the pipeline says so (no gap, no warm-up), else it stops; so do watches of
+        accounts stage ``index`` places the release on again (its own verification will cover them)."""
+        left = info.pipeline.left_behind(index)
+        for key in [k for k, watch in self._watches.items() if getattr(left.get(k), "name", None) != watch.stage]:
+            await self._stop_watches(key)
+        ran = self._verifying_stage
+        if ran is not None and self.verifying and self._verifier is not None and self._verdict_log is not None:
+            stage = info.pipeline.stages[ran]
+            key = (stage.environment, stage.account)
+            if left.get(key) == stage and stage.after_promotion == "watch" and key not in self._watches:
+                watch = _Watch(stage.name, self._verification, self._verifier, self._verdict_log)
+                self._verification, self._verifier, self._verifying_stage = None, None, None
+                watch.verifier.on_verdicts = self._on_watched(key)
+                self._watches[key] = watch
+                self._say(f"{key[0]}/{key[1]} stays under stage {stage.name}'s verification after its promotion")
+                return
+        await self._stop_verification()
+
+    async def _after_promotion(self, info: RolloutInfo, index: int) -> None:
+        """With stage ``index`` placed: stop or watch each account earlier stages left behind, as each
+        one's ``after_promotion`` says. Idempotent: a resumed runner calls it again."""
+        left = info.pipeline.left_behind(index)
+        due: dict[Account, Stage] = {}
+        for key, stage in left.items():
+            if stage.after_promotion == "stop":
+                try:
+                    await self._stop_left_behind(info, key, stage)
+                    self._left_errors.pop(key, None)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - fail closed: an account not stopped is watched
+                    self._left_errors[key] = (f"its release could not be stopped ({type(exc).__name__}: {exc}); "
+                                              "it is watched meanwhile")
+                    log.error("left_behind_not_stopped", rollout=info.id, account=f"{key[0]}/{key[1]}",
+                              error=str(exc))
+            due[key] = stage
+        self._watch_due = {key: stage.name for key, stage in due.items()}
+        for key in [k for k in self._watches if k not in due]:
+            await self._stop_watches(key)
+        for key, stage in due.items():
+            watch = self._watches.get(key)
+            if watch is None or watch.task.done():
+                await self._start_watch(info, key, stage)
+
+    async def _stop_left_behind(self, info: RolloutInfo, key: Account, stage: Stage) -> None:
+        live = await live_deployment(self.db, *key)
+        if live is None or live.rollout_id != info.id:
+            return  # stopped already (or another release runs there, which this rollout does not own)
+        reason = (f"stage {stage.name} was promoted: its release is stopped on {key[0]}/{key[1]} "
+                  "(after_promotion: stop)")
+        await placing.unplace(self.db, self.site, live, reason=reason)
+        log.info("left_behind_stopped", rollout=info.id, account=f"{key[0]}/{key[1]}", release=live.release)
+        self._say(f"{live.release} stopped on {key[0]}/{key[1]}: stage {stage.name} was promoted "
+                  "(after_promotion: stop)")
+
+    async def _start_watch(self, info: RolloutInfo, key: Account, stage: Stage) -> None:
+        await self._stop_watches(key)
+        try:
+            verifier, verdict_log, verify = await self._build_verification(
+                info, info.pipeline.index(stage.name), self._on_watched(key), audit=False)
+        except Exception as exc:  # noqa: BLE001 - said by /readyz and tried again with backoff
+            self._left_errors[key] = f"{type(exc).__name__}: {exc}"
+            log.error("watch_not_started", rollout=info.id, account=f"{key[0]}/{key[1]}", error=str(exc))
+            return
+        task = asyncio.create_task(verify(), name=f"watch-{info.id}-{key[0]}-{key[1]}")
+        task.add_done_callback(self._verification_ended)
+        self._watches[key] = _Watch(stage.name, task, verifier, verdict_log)
+        if not self._left_errors.get(key, "").startswith("its release could not be stopped"):
+            self._left_errors.pop(key, None)
+        self._say(f"{key[0]}/{key[1]} is watched with stage {stage.name}'s policies")
+
+    def _on_watched(self, key: Account) -> Callable[[list[Verdict]], None]:
+        def handle(verdicts: list[Verdict]) -> None:
+            watch = self._watches.get(key)
+            if watch is not None:
+                watch.pending.extend(verdicts)
+                self._note_breach(verdicts, watch.verifier)
+        return handle
+
+    async def _watched_breaches(self) -> list[Verdict]:
+        """Store what the watches said since the last turn; their breaches, naming the account, for decide
+        (only breaches: the gate is the placed stage's business)."""
+        breaches = []
+        for (environment, account), watch in self._watches.items():
+            seen, watch.pending = watch.pending, []
+            if seen:
+                await watch.log.record(seen)
+            breaches += [replace(v, reason=f"on {environment}/{account} (watched since stage {watch.stage} was "
+                                           f"promoted): {v.reason}".rstrip(": "))
+                         for v in seen if asks_rollback(v)]
+        return breaches
+
+    async def _retry_left_behind(self, info: RolloutInfo) -> None:
+        """Try again, backing off, what `_after_promotion` could not do: a watch, a stop."""
+        broken = bool(self._left_errors) or any(
+            key not in self._watches or self._watches[key].task.done() for key in self._watch_due)
+        if info.status not in JUDGED or not broken:
+            if not broken:
+                self._left_backoff.reset()
+                self._left_retry_at = None
+            return
+        now = self.clock.time()
+        if self._left_retry_at is None:
+            self._left_retry_at = now + self._left_backoff.next()
+        elif now >= self._left_retry_at:
+            self._left_retry_at = None
+            await self._after_promotion(info, info.state.stage)
+
+    async def _stop_watches(self, *keys: Account) -> None:
+        """Stop the watches of ``keys`` (none given: every watch)."""
+        for key in keys or list(self._watches):
+            watch = self._watches.pop(key, None)
+            if watch is not None:
+                watch.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watch.task
+
+
 def _command(row: CommandInfo) -> Command:
-    """A stored operator command as `decide` reads it."""
+    """A stored operator command as `decide` reads it; its age is judged on the Clock that wrote ``created_at``."""
     return Command(row.id, row.kind, row.actor, row.reason, bool(row.args.get("force")), row.args.get("stage"),
-                   tuple(row.args.get("items", ())))
+                   tuple(row.args.get("items", ())), created=row.created_at.timestamp(),
+                   expires_in=row.args.get("expires_in"))

@@ -13,6 +13,13 @@
         positions: flatten           # on rollback: keep | flatten (reduce-only orders)
         signoffs: [owner-review]     # what a person must sign before the gate opens
         progress_deadline: 1h        # after the stage's end, a gate that never passed rolls back
+        after_promotion: watch       # once the next stage is placed: watch | stop (below)
+
+``after_promotion`` says what becomes of the stage's account once the rollout moves on, so that no
+account runs the release unwatched. ``watch`` (the default): the stage's verification goes on, with
+its policies, until the rollout ends or a later stage places the release on the same account (its
+own verification then covers it); a breach there rolls the rollout back like any other. ``stop``:
+the release is stopped on that account when the next stage is placed, and the account left empty.
 
 The default pipeline ships in ``controller/rollout/pipelines/default.yaml`` and maps stages A to
 D of the checklist; stage E's nightly regression is a harness run, not a stage.
@@ -53,6 +60,8 @@ class Stage(ConfigModel):
     progress_deadline: Duration = 3600.0
     auto_promote: bool = True
     """False: the gate opening waits for an operator's ``promote``."""
+    after_promotion: Literal["watch", "stop"] = "watch"
+    """What becomes of the stage's account once the next stage is placed (see the module's docstring)."""
 
     @model_validator(mode="after")
     def _baseline_elsewhere(self) -> Stage:
@@ -85,6 +94,17 @@ class Pipeline(ConfigModel):
 
     def index(self, name: str) -> int:
         return [s.name for s in self.stages].index(name)
+
+    def left_behind(self, index: int) -> dict[tuple[str, str], Stage]:
+        """The accounts (environment, account) that stages before ``index`` placed the release on and
+        stage ``index`` does not, each with the last stage that placed it there: its ``after_promotion``
+        says what becomes of the account."""
+        left: dict[tuple[str, str], Stage] = {}
+        for stage in self.stages[:index]:
+            left[(stage.environment, stage.account)] = stage
+        current = self.stages[index]
+        left.pop((current.environment, current.account), None)
+        return left
 
 
 def load_pipeline(path: Path | None = None) -> Pipeline:

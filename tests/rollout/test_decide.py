@@ -579,3 +579,54 @@ def test_a_sign_off_counts_only_for_the_stage_that_runs(state, message):
     decision = run(state, command("signoff", stage="D"))
     assert decision.state.signoffs == {}
     assert ack(decision) == Ack(1, False, message)
+
+
+# ---------------------------------------------------------------- commands that expire
+
+@pytest.mark.parametrize("kind, fields", [
+    ("promote", {"force": True, "reason": "owner accepts"}),
+    ("resume", {}),
+    ("signoff", {"stage": "A"}),
+])
+def test_a_command_that_moves_the_release_forward_is_refused_once_it_expired(kind, fields):
+    # Given at 0 with the default 10 minutes, read at 601: whatever it would have done is not done.
+    state = at(Status.PAUSED, passing=passing(A), paused_from=Status.RUNNING)
+    decision = run(state, command(kind, created=0.0, **fields), now=601.0)
+    assert decision.state == state
+    assert of(decision, Place) == []
+    refused = ack(decision)
+    assert not refused.accepted and refused.expired
+    assert refused.message == ("expired at 1970-01-01T00:10:00Z (given at 1970-01-01T00:00:00Z, valid 600 s): "
+                               f"not applied; give the {kind} again if it still holds")
+    assert audited(decision, f"command.{kind}").payload["expired_at"] == 600.0
+
+
+def test_a_command_within_its_own_expiry_is_applied():
+    state = at(Status.RUNNING, passing=passing(A))
+    decision = run(state, command("promote", created=50.0, expires_in=60.0), now=100.0)
+    assert ack(decision) == Ack(1, True, "stage A promoted")
+    assert of(decision, Place) == [Place(C)]
+
+
+def test_a_command_past_its_own_shorter_expiry_is_refused():
+    decision = run(at(Status.RUNNING), command("promote", force=True, reason="owner accepts", created=30.0,
+                                               expires_in=60.0), now=95.0)
+    assert ack(decision).expired and of(decision, Place) == []
+
+
+@pytest.mark.parametrize("expires_in", [0, -5, "10m", float("nan"), True])
+def test_a_command_whose_expiry_cannot_be_read_is_refused(expires_in):
+    decision = run(at(Status.RUNNING), command("promote", force=True, reason="owner accepts", created=89.0,
+                                               expires_in=expires_in), now=90.0)
+    refused = ack(decision)
+    assert not refused.accepted and refused.message.startswith("its expiry ")
+    assert of(decision, Place) == []
+
+
+@pytest.mark.parametrize("kind, fields, status", [
+    ("rollback", {"reason": "late safety is still safety"}, Status.ROLLING_BACK),
+    ("pause", {}, Status.PAUSED),
+])
+def test_rollback_and_pause_never_expire(kind, fields, status):
+    decision = run(at(Status.RUNNING), command(kind, created=0.0, expires_in=1.0, **fields), now=86_400.0)
+    assert ack(decision).accepted and decision.state.status is status

@@ -72,6 +72,11 @@ def test_the_default_canary_stage_holds_at_most_two_percent_beside_a_baseline():
     assert canary.positions == "flatten"
 
 
+def test_the_default_pipeline_says_what_happens_to_each_account_after_its_stage():
+    # Stages A and B share the master account; the canary's account is watched through stage D.
+    assert [s.after_promotion for s in load_pipeline().stages] == ["watch", "stop", "watch", "watch"]
+
+
 def test_the_default_full_deployment_waits_for_an_operator_and_the_standup():
     full = load_pipeline().stage("D")
     assert full.auto_promote is False
@@ -84,6 +89,7 @@ def test_a_good_file_gives_durations_in_seconds_and_defaults(tmp_path):
     assert (first.duration, canary.duration) == (3600.0, 86400.0)
     assert first.progress_deadline == 3600.0 and first.auto_promote is True and first.positions == "keep"
     assert first.signoffs == [] and first.capital_cap is None and first.baseline is None
+    assert first.after_promotion == "watch"  # never unwatched unless the file says stop
     assert pipeline.index("C") == 1 and pipeline.stage("C") is canary
 
 
@@ -114,9 +120,11 @@ def test_a_good_file_gives_durations_in_seconds_and_defaults(tmp_path):
      "pipeline.yaml:15: stages[1].signoffs[0]: expected text matching"),
     ("  - name: A\n", "  - name: A\n    positions: sell\n",
      "pipeline.yaml:4: stages[0].positions: expected 'keep' or 'flatten', got 'sell'"),
+    ("  - name: A\n", "  - name: A\n    after_promotion: forget\n",
+     "pipeline.yaml:4: stages[0].after_promotion: expected 'watch' or 'stop', got 'forget'"),
 ], ids=["unknown-key", "baseline-is-account", "duplicate-signoff", "bad-duration", "zero-duration",
         "negative-cap", "cap-above-one", "duplicate-stage", "absolute-policies-path", "missing-account",
-        "bad-signoff-item", "bad-positions"])
+        "bad-signoff-item", "bad-positions", "bad-after-promotion"])
 def test_a_bad_pipeline_is_refused_at_its_file_line_and_field(tmp_path, old, new, expected):
     assert old in GOOD
     assert refusal(tmp_path, GOOD.replace(old, new, 1)).startswith(expected)
@@ -169,7 +177,7 @@ def stages(draw, name: str) -> Stage:
         positions=draw(st.sampled_from(["keep", "flatten"])),
         signoffs=draw(st.lists(items, max_size=3, unique=True)),
         progress_deadline=draw(st.floats(min_value=0, max_value=1e9, allow_nan=False)),
-        auto_promote=draw(st.booleans()))
+        auto_promote=draw(st.booleans()), after_promotion=draw(st.sampled_from(["watch", "stop"])))
 
 
 @st.composite
@@ -182,3 +190,11 @@ def pipelines(draw) -> Pipeline:
 @given(pipelines())
 def test_any_valid_pipeline_round_trips_through_canonical_json_unchanged(pipeline):
     assert pipeline_from_document(stored(pipeline)) == pipeline
+
+
+def test_the_accounts_left_behind_are_those_earlier_stages_placed_on_and_the_stage_does_not():
+    pipeline = load_pipeline()
+    assert pipeline.left_behind(0) == {}
+    assert pipeline.left_behind(1) == {}  # A and B share the master account
+    assert pipeline.left_behind(2) == {("sim", "master"): pipeline.stage("B")}
+    assert pipeline.left_behind(3) == {("sim", "master"): pipeline.stage("B"), ("live", "canary"): pipeline.stage("C")}
