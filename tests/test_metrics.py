@@ -162,3 +162,12 @@ def test_exported_names_are_the_sample_names_the_exposition_carries():
     assert {name for name in EXPORTED_NAMES if not name.endswith("_created")} <= exposed
     assert {"canary_rollbacks_total", "canary_rollback_duration_seconds_bucket",
             "canary_rollback_duration_seconds_sum", "canary_rollback_duration_seconds_count"} <= EXPORTED_NAMES
+
+
+def test_rejected_observations_count_by_reason_from_zero():
+    metrics = ControllerMetrics()
+    assert series(metrics, "canary_observations_rejected_total") == {(("reason", "nan"),): 0, (("reason", "inf"),): 0}
+    metrics.observations_were_rejected({"nan": 2, "inf": 1})
+    metrics.observations_were_rejected({"nan": 1})
+    metrics.observations_were_rejected({})
+    assert series(metrics, "canary_observations_rejected_total") == {(("reason", "nan"),): 3, (("reason", "inf"),): 1}

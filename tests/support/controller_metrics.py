@@ -25,4 +25,5 @@ def every_family_set() -> ControllerMetrics:
     metrics.runner_crashed(1)
     metrics.store_error()
     metrics.started(1.0)
+    metrics.observations_were_rejected({"nan": 1})
     return metrics
