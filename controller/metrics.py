@@ -8,7 +8,7 @@ rules and dashboards can be checked against it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -20,6 +20,9 @@ ROLLOUT_STATES = ("pending", "running", "awaiting_signoff", "promoting", "promot
 
 ROLLBACK_TRIGGERS = ("policy", "operator", "deadline", "placement")
 """What starts a rollback: a failed policy, a stage's deadline, an operator's command, a failed placement."""
+
+REJECTION_REASONS = ("nan", "inf")
+"""Why the analysis refuses a sample: ``canary_observations_rejected_total`` has each from the start."""
 
 # A rollback restores the previous release's unit and config: well under a second on the
 # simulator, up to a couple of minutes when a flatten waits on the exchange.
@@ -104,6 +107,11 @@ class ControllerMetrics:
             registry=r)
         for trigger in ROLLBACK_TRIGGERS:  # every series exists from the start, so rate() sees the first one
             self.rollbacks.labels(trigger)
+        self.observations_rejected = Counter(
+            "canary_observations_rejected_total", "Samples the analysis refused (NaN or an infinity), by reason; "
+            "each leaves its group without data until a finite sample arrives.", ["reason"], registry=r)
+        for reason in REJECTION_REASONS:
+            self.observations_rejected.labels(reason)
         self._failing: set[tuple[str, str]] = set()  # (policy, group) now failing
         self._rollout_release: dict[str, str] = {}
         self._rollout_stage: dict[str, tuple[str, str]] = {}
@@ -200,6 +208,12 @@ class ControllerMetrics:
     def started(self, ts: float) -> None:
         """The daemon's start, in seconds since the epoch (wall time, so dashboards can show uptime)."""
         self.start_time.set(ts)
+
+    def observations_were_rejected(self, counts: Mapping[str, int]) -> None:
+        """Add what an evaluator refused since it was last asked (`Evaluator.take_rejections`)."""
+        for reason, count in counts.items():
+            if count:
+                self.observations_rejected.labels(reason).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

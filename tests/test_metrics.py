@@ -180,3 +180,12 @@ def test_verdicts_are_exported_per_group_and_a_breach_counts_once_per_group_tran
                                                   "action": "rollback"}) == 1
     assert value("canary_policy_verdict", {"policy": "c-leverage", "group": "symbol=BTCUSDT", "outcome": "fail"}) == 1
     assert value("canary_policy_verdict", {"policy": "c-leverage", "group": "symbol=ETHUSDT", "outcome": "pass"}) == 1
+
+
+def test_rejected_observations_count_by_reason_from_zero():
+    metrics = ControllerMetrics()
+    assert series(metrics, "canary_observations_rejected_total") == {(("reason", "nan"),): 0, (("reason", "inf"),): 0}
+    metrics.observations_were_rejected({"nan": 2, "inf": 1})
+    metrics.observations_were_rejected({"nan": 1})
+    metrics.observations_were_rejected({})
+    assert series(metrics, "canary_observations_rejected_total") == {(("reason", "nan"),): 3, (("reason", "inf"),): 1}

@@ -9,6 +9,11 @@
 ``< 0.150``, ``== 0``, ``<= allocation * 1.02``. Names are bound when the condition is
 evaluated (a bucket's allocation, the configured leverage, a baseline's value). Nothing from
 a file is ever evaluated as Python.
+
+A threshold is a finite number or an error, never NaN or an infinity (against which every
+comparison is false, or ``!=`` always true): every part without names is evaluated when the
+condition is parsed, so ``< 1/0`` or ``!= 1e308*10-1e308*10`` is refused when its file is
+loaded; a part with names is checked when it is bound, and fails as a `ConditionError`.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ def parse(text: str, allowed_names: frozenset[str] | None = None) -> Condition:
     expr = parser.expr()
     parser.end()
     condition = Condition(text.strip(), comparator, expr)
+    _fold_constants(expr)
     if allowed_names is not None:
         unknown = sorted(condition.names - allowed_names)
         if unknown:
@@ -184,17 +190,49 @@ def _names(expr: Expr) -> frozenset[str]:
     return frozenset()
 
 
+def _fold_constants(expr: Expr) -> None:
+    """Evaluate every part of ``expr`` that has no names: a division by zero or a number that is
+    not finite is refused now, not when the daemon first judges the policy."""
+    if isinstance(expr, Neg):
+        _fold_constants(expr.operand)
+    elif isinstance(expr, Binary):
+        if not _names(expr):
+            _evaluate(expr, {})
+            return
+        _fold_constants(expr.left)
+        _fold_constants(expr.right)
+
+
 def _evaluate(expr: Expr, bindings: Mapping[str, float]) -> float:
     if isinstance(expr, Num):
         return expr.value
     if isinstance(expr, Name):
         try:
-            return float(bindings[expr.name])
+            value = float(bindings[expr.name])
         except KeyError:
             raise ConditionError(f"no value for {expr.name!r}") from None
+        if not math.isfinite(value):
+            raise ConditionError(f"{expr.name!r} is not a finite number ({value})")
+        return value
     if isinstance(expr, Neg):
         return -_evaluate(expr.operand, bindings)
     right = _evaluate(expr.right, bindings)
     if expr.op == "/" and right == 0:
         raise ConditionError("division by zero in the threshold")
-    return _BINARY[expr.op](_evaluate(expr.left, bindings), right)
+    result = _BINARY[expr.op](_evaluate(expr.left, bindings), right)
+    if not math.isfinite(result):
+        raise ConditionError(f"the threshold {_render(expr)} is not a finite number")
+    return result
+
+
+def _render(expr: Expr) -> str:
+    """``expr`` written back as text, for messages."""
+    if isinstance(expr, Num):
+        return f"{expr.value:g}"
+    if isinstance(expr, Name):
+        return expr.name
+    if isinstance(expr, Neg):
+        return f"-{_render(expr.operand)}"
+    left, right = (f"({_render(side)})" if isinstance(side, Binary) else _render(side)
+                   for side in (expr.left, expr.right))
+    return f"{left}{expr.op}{right}"

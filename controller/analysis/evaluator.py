@@ -11,6 +11,20 @@ How missing data is told apart from a pass: a source is fresh while its last suc
 ``nodata`` whatever its old values say. A fresh source with no sample gives 0 for counting
 aggregates (sum, count, increase: nothing happened) and ``nodata`` for the others; fewer
 samples than ``min_samples`` give ``inconclusive``.
+
+Fail closed, in bounded memory:
+
+- a NaN or an infinity never enters a window (one NaN in a max queue hides a breach): it is
+  counted (`take_rejections`, for the shell to export) and its group is ``nodata`` until that
+  series sends a finite sample again;
+- an error while judging a policy (a threshold bound to a bad value, an overflow) is that
+  policy's ``inconclusive`` verdict with the reason; the other policies are judged as ever;
+- a series whose window has been empty for longer than its span (an instant policy: than its
+  ``stale_after``) is evicted on the tick, and a group with no series left with it, so a label
+  value that vanished stops holding its policy at ``nodata``;
+- a policy keeps at most `MAX_SERIES_PER_POLICY` series; past that, new ones are refused and
+  the policy cannot pass (``inconclusive``, saying so) until the refused samples would have
+  left its window. Per-label-set lookups are cached, the caches bounded too.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller.analysis.condition import COMPARATORS, Condition, ConditionError
 from controller.analysis.observation import Heartbeat, Labels, Observation
@@ -28,6 +42,12 @@ from controller.analysis.window import Window
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 COUNTING = {"sum", "count", "increase"}
+
+MAX_SERIES_PER_POLICY = 1000
+"""Series (label sets, and series whose newest sample was rejected) one policy keeps at most.
+A bot that exports a new label value per order would otherwise grow the evaluator without end;
+20 symbols times a histogram's buckets is well below it."""
+_LABEL_CACHE_LIMIT = 4 * MAX_SERIES_PER_POLICY  # label sets remembered per policy before the caches start over
 
 # Values a threshold may use for one group: allocation/leverage of its bucket/symbol, the
 # stage's capital cap, the baseline release's value. Supplied by whoever runs the evaluator.
@@ -41,6 +61,8 @@ def no_bindings(_policy: Policy, _group: Labels, _now: float) -> Mapping[str, fl
 @dataclass
 class _Group:
     series: dict[Labels, Window] = field(default_factory=dict)
+    # Series whose newest sample was NaN or an infinity: how it was written, and when.
+    rejected: dict[Labels, tuple[str, float]] = field(default_factory=dict)
     breaching_since: float | None = None
 
 
@@ -58,33 +80,100 @@ class _PolicyState:
         # Per label set, computed once: whether the policy reads it, and which group it is in.
         self._accepted: dict[Labels, bool] = {}
         self._groups_of: dict[Labels, Labels] = {}
-        self.constant_threshold = self.condition.threshold() if not self.condition.names else None
+        try:
+            self.constant_threshold = self.condition.threshold() if not self.condition.names else None
+        except ConditionError:  # judged inconclusive, with the reason, whenever it is judged
+            self.constant_threshold = None
+        self.series_count = 0  # windows and rejected series over all groups, against the cap
+        self.refused_at: float | None = None  # the newest sample refused for the cap
+        # How long a series' newest sample may be older than ``now`` before the series goes: its
+        # window, then as long again (an instant policy: its stale_after) showing its absence.
+        grace = policy.on_nodata.stale_after if policy.instant else policy.window
+        self.evict_after = policy.window + grace
 
     def accepts(self, obs: Observation) -> bool:
         if not self.policy.labels:
             return True
         known = self._accepted.get(obs.labels)
         if known is None:
+            if len(self._accepted) >= _LABEL_CACHE_LIMIT:
+                self._accepted.clear()
             known = self._accepted[obs.labels] = _matches(self.policy.labels, obs.labels)
         return known
 
     def group_of(self, obs: Observation) -> Labels:
+        if not self.policy.per:
+            return ()
         group = self._groups_of.get(obs.labels)
         if group is None:
+            if len(self._groups_of) >= _LABEL_CACHE_LIMIT:
+                self._groups_of.clear()
             group = self._groups_of[obs.labels] = tuple((name, obs.label(name) or "") for name in self.policy.per)
         return group
 
-    def add(self, obs: Observation) -> Labels:
+    def _room_for(self, group: _Group | None, known: bool, ts: float) -> bool:
+        """Whether a sample may go in: into a series the group has, or a new one under the cap."""
+        if group is not None and known:
+            return True
+        if self.series_count < MAX_SERIES_PER_POLICY:
+            self.series_count += 1
+            return True
+        self.refused_at = ts if self.refused_at is None else max(self.refused_at, ts)
+        return False
+
+    def add(self, obs: Observation) -> Labels | None:
+        """Put a finite sample in its window; None when the series cap refused it."""
         group_key = self.group_of(obs)
         group = self.groups.get(group_key)
+        series_key = () if self.pooled else obs.labels
+        if not self._room_for(group, group is not None and series_key in group.series, obs.ts):
+            return None
         if group is None:
             group = self.groups[group_key] = _Group()
-        series_key = () if self.pooled else obs.labels
         window = group.series.get(series_key)
         if window is None:
             window = group.series[series_key] = Window(self.policy.window)
         window.add(obs.ts, obs.value)
+        if group.rejected.pop(obs.labels, None) is not None:
+            self.series_count -= 1
         return group_key
+
+    def reject(self, obs: Observation, written: str) -> Labels | None:
+        """Mark the sample's series as having no finite value now; None when the cap refused it."""
+        group_key = self.group_of(obs)
+        group = self.groups.get(group_key)
+        if not self._room_for(group, group is not None and obs.labels in group.rejected, obs.ts):
+            return None
+        if group is None:
+            group = self.groups[group_key] = _Group()
+        group.rejected[obs.labels] = (written, obs.ts)
+        return group_key
+
+    def evict(self, now: float) -> None:
+        """Forget series whose window has long been empty, then groups left with none."""
+        edge = now - self.evict_after
+        before = self.series_count
+        for group_key, group in list(self.groups.items()):
+            for series_key in [k for k, w in group.series.items() if w.latest < edge]:
+                del group.series[series_key]
+                self.series_count -= 1
+            for series_key in [k for k, (_, ts) in group.rejected.items() if ts < edge]:
+                del group.rejected[series_key]
+                self.series_count -= 1
+            if not group.series and not group.rejected:
+                del self.groups[group_key]
+        if self.series_count < before:  # the label sets of what went are likely gone for good too
+            self._accepted.clear()
+            self._groups_of.clear()
+        if self.refused_at is not None and now - self.refused_at > self.policy.window:
+            self.refused_at = None
+
+    def over_cap(self, now: float) -> str | None:
+        """Why the policy cannot pass now: samples refused for the cap are (or would be) in its window."""
+        if self.refused_at is None or now - self.refused_at > self.policy.window:
+            return None
+        return (f"more than {MAX_SERIES_PER_POLICY} series (label sets) for this policy: new ones are refused, "
+                f"so it cannot be judged on all of its data (a label with a value per order or per request?)")
 
 
 class Evaluator:
@@ -100,6 +189,7 @@ class Evaluator:
             self._by_metric[(state.policy.source, state.metric)].append(state)
         self._fresh: dict[str, float] = {}
         self._errors: dict[str, str] = {}
+        self._rejected: dict[str, int] = {}  # non-finite samples by reason ("nan", "inf"), not yet taken
 
     @property
     def policies(self) -> list[Policy]:
@@ -130,13 +220,40 @@ class Evaluator:
     def observe(self, obs: Observation, now: float | None = None) -> list[Verdict]:
         """Record ``obs``; returns fresh verdicts of the instant policies it touched."""
         verdicts = []
+        finite = math.isfinite(obs.value) and math.isfinite(obs.ts)
+        read = False
         for state in self._by_metric.get((obs.source, obs.metric), ()):
             if not state.accepts(obs):
                 continue
-            group_key = state.add(obs)
-            if state.policy.instant:
-                verdicts.append(self._judge_group(state, group_key, obs.ts if now is None else now))
+            read = True
+            refusing = state.refused_at is not None
+            if not finite:
+                if not math.isfinite(obs.ts):
+                    continue  # a sample that is nowhere in time cannot even mark its series
+                group_key = state.reject(obs, _written(obs.value))
+            else:
+                group_key = state.add(obs)
+            if not state.policy.instant:
+                continue
+            at = obs.ts if now is None else now
+            if group_key is not None:
+                verdicts.append(self._judged(state, group_key, at))
+            elif not refusing:  # the first refusal: the policy can no longer pass (said once, not per sample)
+                verdicts.append(self._judge(state, at))
+        if read and not finite:
+            reason = "nan" if math.isnan(obs.value) or math.isnan(obs.ts) else "inf"
+            self._rejected[reason] = self._rejected.get(reason, 0) + 1
         return verdicts
+
+    def take_rejections(self) -> dict[str, int]:
+        """Non-finite samples refused since the last call, by reason (``nan``, ``inf``): what the
+        shell adds to ``canary_observations_rejected_total``. Counted once per sample a policy reads."""
+        taken, self._rejected = self._rejected, {}
+        return taken
+
+    def series_count(self, policy_name: str | None = None) -> int:
+        """Series the evaluator holds (for one policy, or all): bounded by the cap and eviction."""
+        return sum(s.series_count for s in self._states if policy_name in (None, s.policy.name))
 
     def feed(self, item: Observation | Heartbeat, now: float | None = None) -> list[Verdict]:
         if isinstance(item, Heartbeat):
@@ -146,7 +263,9 @@ class Evaluator:
     # --- judgement --------------------------------------------------------------------------------
 
     def evaluate(self, now: float) -> list[Verdict]:
-        """Every policy's verdict at ``now``: the worst of its groups."""
+        """Every policy's verdict at ``now``: the worst of its groups (long-empty series evicted first)."""
+        for state in self._states:
+            state.evict(now)
         return [self._judge(state, now) for state in self._states]
 
     def value(self, policy_name: str, group: Labels, now: float) -> float | None:
@@ -173,8 +292,20 @@ class Evaluator:
 
     def _judge(self, state: _PolicyState, now: float) -> Verdict:
         keys = list(state.groups) or [()]
-        verdicts = [self._judge_group(state, key, now) for key in keys]
+        verdicts = [self._judged(state, key, now) for key in keys]
         return max(verdicts, key=lambda v: SEVERITY_ORDER[v.outcome])
+
+    def _judged(self, state: _PolicyState, group_key: Labels, now: float) -> Verdict:
+        """One group's verdict; an error while judging, or a policy over its series cap, is never a pass."""
+        policy = state.policy
+        try:
+            verdict = self._judge_group(state, group_key, now)
+        except Exception as exc:  # the evaluator must keep judging the other policies, whatever this one hits
+            return Verdict(policy=policy.name, outcome=Outcome.INCONCLUSIVE, at=now, value=None, threshold=None,
+                           condition=policy.condition, window=policy.window, samples=0, group=group_key,
+                           reason=f"cannot be judged: {type(exc).__name__}: {exc}")
+        cap = state.over_cap(now) if verdict.outcome is Outcome.PASS else None
+        return replace(verdict, outcome=Outcome.INCONCLUSIVE, reason=cap) if cap else verdict
 
     def _judge_group(self, state: _PolicyState, group_key: Labels, now: float) -> Verdict:
         policy = state.policy
@@ -185,7 +316,19 @@ class Evaluator:
             group.breaching_since = None
             return Verdict(outcome=Outcome.NODATA, value=None, threshold=None, samples=0, reason=stale,
                            action=_nodata_action(policy), **base)
+        if group.rejected:
+            group.breaching_since = None
+            labels, (written, ts) = next(iter(group.rejected.items()))
+            series = "{" + ", ".join(f'{k}="{v}"' for k, v in labels) + "}"
+            return Verdict(outcome=Outcome.NODATA, value=None, threshold=None, samples=0,
+                           reason=f"the newest sample of {state.metric}{series} (at {ts:g}) is {written}, not a "
+                                  f"number to judge: no data until a finite one arrives",
+                           action=_nodata_action(policy), **base)
         value, samples = self._measure(state, group, now)
+        if value is not None and not math.isfinite(value):
+            group.breaching_since = None
+            return Verdict(outcome=Outcome.INCONCLUSIVE, value=None, threshold=None, samples=samples,
+                           reason=f"the {policy.aggregate} over the window is {value}, not a finite number", **base)
         if value is None:
             group.breaching_since = None
             return Verdict(outcome=Outcome.NODATA, value=None, threshold=None, samples=samples,
@@ -254,9 +397,9 @@ class Evaluator:
             return sum(w.increase() or 0.0 for w in windows), samples
         if aggregate == "age":
             return max(now - w.last()[1] for w in windows), samples
+        if aggregate == "rate":  # a counter's increase per second over the window, as PromQL's rate()
+            return sum(w.increase() or 0.0 for w in windows) / policy.window, samples
         values = [_PER_SERIES[aggregate](w) for w in windows]
-        if aggregate == "rate":
-            return sum(values) / policy.window, samples
         return float(_COMBINE[aggregate](values)), samples
 
 
@@ -298,7 +441,7 @@ def _histogram_samples(series: Mapping[Labels, Window], limit: int = 5000) -> li
 
 _PER_SERIES: dict[str, Callable[[Window], float]] = {
     "last": lambda w: w.last()[1], "min": Window.min, "max": Window.max, "sum": Window.sum,
-    "count": Window.count, "mean": Window.mean, "rate": Window.sum,
+    "count": Window.count, "mean": Window.mean,
 }
 _COMBINE: dict[str, Callable[[list[float]], float]] = {
     "min": min, "max": max, "sum": sum, "count": sum, "last": max, "mean": lambda vs: sum(vs) / len(vs),
@@ -308,6 +451,11 @@ _COMBINE: dict[str, Callable[[list[float]], float]] = {
 def _matches(wanted: Mapping[str, str | list[str]], labels: Labels) -> bool:
     have = dict(labels)
     return all((have.get(k) in v) if isinstance(v, list) else have.get(k) == v for k, v in wanted.items())
+
+
+def _written(value: float) -> str:
+    """A non-finite value as the exposition format writes it."""
+    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
 def _nodata_action(policy: Policy) -> str | None:

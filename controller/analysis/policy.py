@@ -21,16 +21,21 @@ A file holds the policies of one stage:
         severity: critical
 
 Loading goes through `controller.config.yamlfile`, so every refusal names the file, the line,
-the field and what was expected.
+the field and what was expected; `load_policy_file` adds the policy's name. What could not be
+judged is refused at load, by `canaryctl policy check` and the daemon alike: a constant
+threshold that divides by zero or is not finite, a duration that is not finite or longer than
+`MAX_DURATION`, an aggregate that does not suit what the source's metric is (`METRIC_KINDS`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
+import yaml
 from pydantic import BeforeValidator, Field, StringConstraints, field_validator, model_validator
 
 from controller.analysis.condition import Condition, ConditionError
@@ -44,17 +49,38 @@ Source = Literal["bot", "exchange", "logs", "process", "audit"]
 Aggregate = Literal["last", "min", "max", "mean", "sum", "count", "increase", "rate",
                     "p50", "p90", "p95", "p99", "ratio", "age", "mann_whitney"]
 
-# What each non-bot source observes (controller/observe/ produces exactly these names).
-SOURCE_METRICS: dict[str, frozenset[str]] = {
-    "exchange": frozenset({
-        "leverage_applied", "leverage_mismatch", "margin_type_mismatch", "fill_leverage_mismatch",
-        "fill_notional_ratio", "exposure_ratio", "exposure_total_ratio", "margin_ratio", "margin_calls",
-        "order_outcomes", "capital_share", "pnl_ratio", "stream_connected",
-    }),
-    "logs": frozenset({"unhandled_exceptions", "error_records"}),
-    "process": frozenset({"up", "restarts"}),
-    "audit": frozenset({"chain_ok"}),
+MetricKind = Literal["gauge", "counter", "event"]
+# What each non-bot source observes (controller/observe/ produces exactly these names), and what
+# each is: a gauge (a state read now and then), a counter (a running total) or an event (one
+# sample per thing that happened, of its own value). The bot's metrics are the bot's to name.
+METRIC_KINDS: dict[str, dict[str, MetricKind]] = {
+    "exchange": {
+        "leverage_applied": "gauge", "leverage_mismatch": "gauge", "margin_type_mismatch": "gauge",
+        "fill_leverage_mismatch": "event", "fill_notional_ratio": "event", "exposure_ratio": "gauge",
+        "exposure_total_ratio": "gauge", "margin_ratio": "gauge", "margin_calls": "event",
+        "order_outcomes": "counter", "capital_share": "gauge", "pnl_ratio": "gauge", "stream_connected": "gauge",
+    },
+    "logs": {"unhandled_exceptions": "event", "error_records": "event"},
+    "process": {"up": "gauge", "restarts": "counter"},
+    "audit": {"chain_ok": "gauge"},
 }
+SOURCE_METRICS: dict[str, frozenset[str]] = {source: frozenset(kinds) for source, kinds in METRIC_KINDS.items()}
+# The aggregates that mean something for each kind (increase and rate of a gauge, or the sum of a
+# counter's running totals, are numbers that judge nothing), and why the others do not.
+SUITED: dict[MetricKind, frozenset[str]] = {
+    "gauge": frozenset({"last", "min", "max", "mean", "count", "p50", "p90", "p95", "p99", "mann_whitney"}),
+    "event": frozenset({"last", "min", "max", "mean", "sum", "count", "p50", "p90", "p95", "p99", "mann_whitney"}),
+    "counter": frozenset({"last", "min", "max", "count", "increase", "rate", "ratio"}),
+}
+_WHY_UNSUITED = {
+    "increase": "needs a counter", "rate": "needs a counter", "ratio": "needs a counter",
+    "sum": "adds up events", "age": "needs a timestamp", "mean": "averages values, not a running total",
+    "p50": "needs values, not a running total", "p90": "needs values, not a running total",
+    "p95": "needs values, not a running total", "p99": "needs values, not a running total",
+    "mann_whitney": "needs values, not a running total",
+}
+MAX_DURATION = 30 * 86400.0
+"""The longest window, ``for`` and ``stale_after``: a stage's evidence, not a lifetime's."""
 # Names a threshold may use; the evaluator binds them from the release's config snapshot,
 # the stage and the baseline release.
 THRESHOLD_NAMES = frozenset({"allocation", "leverage", "capital_cap", "baseline"})
@@ -65,10 +91,18 @@ def _duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 90s, 15m, 48h")
     if isinstance(value, int | float | Decimal):
-        return float(value)
+        return _bounded(float(value))
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 90s, 15m, 48h")
-    return parse_duration(value)
+    return _bounded(parse_duration(value))
+
+
+def _bounded(seconds: float) -> float:
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration such as 90s, 15m, 48h, got {seconds}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most 30 days ({MAX_DURATION:.0f} s), got {seconds:g} s")
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
@@ -121,6 +155,12 @@ class Policy(ConfigModel):
                                         f"(it has: {', '.join(sorted(known))})")
         if known is None and not _METRIC.match(self.metric):
             raise error_at(("metric",), f"{self.metric!r} is not a Prometheus metric name")
+        kind = METRIC_KINDS.get(self.source, {}).get(self.metric)
+        if kind is not None and self.aggregate not in SUITED[kind]:
+            article = "an" if kind == "event" else "a"
+            raise error_at(("aggregate",), f"{self.aggregate} {_WHY_UNSUITED[self.aggregate]}; the {self.source} "
+                                           f"source's {self.metric} is {article} {kind} (aggregates that suit it: "
+                                           f"{', '.join(sorted(SUITED[kind]))})")
         if self.aggregate == "ratio" and not self.numerator:
             raise error_at(("numerator",), "aggregate: ratio needs a numerator (the labels of the series "
                                            "counted over all), e.g. {outcome: [rejected, error]}")
@@ -155,7 +195,35 @@ class PolicyFile(ConfigModel):
 
 
 def load_policy_file(path: Path) -> PolicyFile:
-    return load_model(PolicyFile, path)
+    """The file's policies, validated in full; a refusal names the file, line, field and policy."""
+    try:
+        return load_model(PolicyFile, path)
+    except ConfigError as exc:
+        raise _naming_the_policy(exc, path) from None
+
+
+_POLICY_FIELD = re.compile(r"(?:^|: )policies\[(\d+)\]")
+
+
+def _naming_the_policy(error: ConfigError, path: Path) -> ConfigError:
+    """``error`` with, on each of its lines, the name of the policy that line's field is in."""
+    if _POLICY_FIELD.match(error.field or "") is None:
+        return error
+    try:  # the file parsed before it was refused, so this only fails if it changed since
+        entries = yaml.safe_load(path.read_text(encoding="utf-8"))["policies"]
+        names = [entry.get("name") if isinstance(entry, dict) else None for entry in entries]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, LookupError, TypeError):
+        return error
+
+    def named(line: str, field: str) -> str:
+        found = _POLICY_FIELD.search(field)
+        index = int(found.group(1)) if found else -1
+        name = names[index] if 0 <= index < len(names) else None
+        return f"{line} (policy {name!r})" if isinstance(name, str) else line
+
+    first, *rest = error.message.split("\n")
+    message = "\n".join([named(first, error.field or ""), *(named(line, line) for line in rest)])
+    return ConfigError(message, file=error.file, line=error.line, field=error.field)
 
 
 def load_policies(paths: list[Path]) -> dict[str, PolicyFile]:

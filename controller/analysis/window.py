@@ -67,12 +67,17 @@ class Window:
         self._highs: deque[tuple[float, float]] = deque()
         self._lows: deque[tuple[float, float]] = deque()
         self._panes: deque[_Pane] = deque()
+        self.latest = -math.inf  # the newest sample's time, kept after it expires: how long the window has been empty
 
     @property
     def exact(self) -> bool:
         return self._exact is not None
 
     def add(self, t: float, value: float) -> None:
+        if not (math.isfinite(value) and math.isfinite(t)):
+            # NaN compares false with everything: in the max/min queues it would hide a breach.
+            raise ValueError(f"a window holds finite samples only, got {value} at {t}")
+        self.latest = max(self.latest, t)
         if self._exact is not None:
             if self._exact and t < self._exact[-1][0]:
                 self._insert_sorted(t, value)

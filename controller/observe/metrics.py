@@ -6,6 +6,8 @@ Clock's time at the scrape, as Prometheus stamps a scrape with its start. Counte
 as the running totals the bot exposes; windows and rates are the analysis' business. A scrape
 that fails for any reason (refused, timed out, HTTP error, a body that is not the exposition
 format) emits no Observation at all, only a failed Heartbeat: a half-read page is never data.
+A ``NaN`` or ``+Inf`` value is passed on as read: the evaluator refuses it from every source
+alike, counts it and leaves its group without data (skipping it here would hide that).
 """
 
 from __future__ import annotations

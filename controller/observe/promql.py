@@ -6,7 +6,8 @@ Every ``interval`` Clock seconds all of them are evaluated at the Clock's time
 (``GET /api/v1/query?query=...&time=...``); each element of an instant vector becomes an
 Observation named by its key, with the element's labels minus ``__name__`` and the evaluation
 time as its ts; a scalar becomes one Observation without labels. An empty vector yields no
-Observation (the analysis sees no data for that name, never a pass).
+Observation (the analysis sees no data for that name, never a pass). ``NaN`` and ``±Inf`` answers
+are passed on as read, for the evaluator to refuse and count.
 
 One Heartbeat per pass: ok only if every query was answered. A pass in which some query failed
 is a failed heartbeat naming each failure (``name: errorType: error``, as Prometheus reports

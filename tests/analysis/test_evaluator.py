@@ -320,3 +320,177 @@ def test_a_source_that_restarts_has_no_data_until_it_reads_again():
     assert "parser bug" in stopped.reason
     (back,) = ev.heartbeat(Heartbeat("bot", T0 + 3))
     assert back.outcome is Outcome.PASS
+
+
+# --- fail closed: an error while judging, a non-finite sample, a flood of label values ---------------
+
+JUDGED_APART = policies("""\
+  - name: usage-a
+    checklist: "A: usage within allocation"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    per: [bucket]
+    aggregate: max
+    window: 5m
+    condition: "<= allocation * 2"
+    on_breach: rollback
+  - name: usage-b
+    checklist: "A: usage bounded"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    aggregate: max
+    window: 5m
+    condition: "< 0.9"
+    on_breach: rollback
+  - name: usage-c
+    checklist: "A: usage within allocation"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    aggregate: max
+    window: 5m
+    condition: "!= allocation * 10"
+    on_breach: rollback
+""")
+
+
+@pytest.mark.parametrize("bound, reason", [
+    (ZeroDivisionError("float division by zero"), "ZeroDivisionError: float division by zero"),
+    ({"allocation": float("nan")}, "'allocation' is not a finite number"),
+    ({"allocation": 1e308}, "is not a finite number"),
+])
+def test_an_error_while_judging_is_an_inconclusive_verdict_and_the_other_policies_are_still_judged(bound, reason):
+    def bindings(policy, group, now):
+        if isinstance(bound, Exception):
+            raise bound
+        return bound
+
+    ev = Evaluator(JUDGED_APART, bindings=bindings)
+    ev.heartbeat(Heartbeat("bot", T0))
+    instant = ev.observe(obs("strategy_bucket_usage_ratio", 0.3, T0, bucket="majors"))
+    assert [v.outcome for v in instant] == [Outcome.INCONCLUSIVE, Outcome.PASS, Outcome.INCONCLUSIVE]
+    by_name = {v.policy: v for v in ev.evaluate(T0 + 1)}
+    assert by_name["usage-b"].outcome is Outcome.PASS
+    for name in ("usage-a", "usage-c"):
+        assert by_name[name].outcome is Outcome.INCONCLUSIVE and reason in by_name[name].reason
+
+
+USAGE = policies("""\
+  - name: usage-limit
+    checklist: "A: usage within allocation"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    aggregate: max
+    window: 5m
+    condition: "<= 0.255"
+    on_breach: rollback
+    on_nodata: {action: hold, stale_after: 2m}
+""")
+
+
+@pytest.mark.parametrize("bad, reason", [(float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "inf")])
+def test_a_non_finite_sample_never_enters_a_window_it_is_counted_and_its_group_has_no_data(bad, reason):
+    ev = Evaluator(USAGE)
+    outcomes = []
+    for offset, value in ((0, 0.10), (15, bad), (30, 0.50)):
+        ev.heartbeat(Heartbeat("bot", T0 + offset))
+        outcomes += [v.outcome for v in ev.observe(obs("strategy_bucket_usage_ratio", value, T0 + offset))]
+        outcomes += [v.outcome for v in ev.evaluate(T0 + offset + 1)]
+    # usage 0.10, then a non-finite sample (nodata until a finite one arrives), then 0.50: a breach
+    assert outcomes == [Outcome.PASS, Outcome.PASS, Outcome.NODATA, Outcome.NODATA, Outcome.FAIL, Outcome.FAIL]
+    assert ev.take_rejections() == {reason: 1}
+    assert ev.take_rejections() == {}           # each rejection is handed to the shell once
+
+
+def test_a_non_finite_sample_of_one_group_leaves_the_other_groups_judged():
+    ev = Evaluator(BUCKETS, bindings=lambda policy, group, now: {"allocation": 0.5})
+    ev.heartbeat(Heartbeat("bot", T0))
+    ev.observe(obs("strategy_bucket_usage_ratio", 0.2, T0, bucket="majors"))
+    (nodata,) = ev.observe(obs("strategy_bucket_usage_ratio", float("nan"), T0, bucket="alts"))
+    assert nodata.outcome is Outcome.NODATA and "NaN" in nodata.reason and nodata.action == "hold"
+    (breach,) = ev.observe(obs("strategy_bucket_usage_ratio", 0.9, T0 + 1, bucket="majors"))
+    assert breach.outcome is Outcome.FAIL                            # a breach elsewhere still speaks
+    assert ev.evaluate(T0 + 2)[0].outcome is Outcome.FAIL
+
+
+def test_a_group_whose_label_value_vanished_is_evicted_and_no_longer_holds_the_policy():
+    ev = Evaluator(BUCKETS, bindings=lambda policy, group, now: {"allocation": 0.5})
+    for t in range(0, 900, 15):
+        ev.heartbeat(Heartbeat("bot", T0 + t))
+        ev.observe(obs("strategy_bucket_usage_ratio", 0.2, T0 + t, bucket="majors"))
+        if t < 60:
+            ev.observe(obs("strategy_bucket_usage_ratio", 0.2, T0 + t, bucket="retired"))
+    # 'retired' last reported at T0+45: its 5 m window is empty from T0+345 and shows nodata for its
+    # stale_after (2 m, an instant policy); then it is forgotten and the groups that still report speak.
+    assert ev.evaluate(T0 + 460)[0].outcome is Outcome.NODATA
+    assert ev.evaluate(T0 + 470)[0].outcome is Outcome.PASS
+    assert ev.series_count("bucket-usage") == 1
+
+
+FLOOD = policies("""\
+  - name: orders-per-client-id
+    checklist: "A: order sizes bounded"
+    source: bot
+    metric: strategy_order_notional
+    aggregate: max
+    per: [client_id]
+    window: 1m
+    condition: "< 1000"
+    on_breach: rollback
+""")
+
+
+def flood(ev, start, count, prefix):
+    """A bot that exports a new label value per order: one series each, never seen again."""
+    ev.heartbeat(Heartbeat("bot", start))
+    for n in range(count):
+        ev.observe(obs("strategy_order_notional", 10.0, start + n * 0.01, client_id=f"{prefix}-{n}"))
+
+
+def test_a_label_cardinality_flood_is_capped_inconclusive_and_freed_after_the_window():
+    import tracemalloc
+
+    from controller.analysis.evaluator import MAX_SERIES_PER_POLICY
+
+    ev = Evaluator(FLOOD)
+    tracemalloc.start()
+    try:
+        flood(ev, T0, 5 * MAX_SERIES_PER_POLICY, "a")
+        assert ev.series_count("orders-per-client-id") == MAX_SERIES_PER_POLICY
+        capped = ev.evaluate(T0 + 50)[0]
+        assert capped.outcome is Outcome.INCONCLUSIVE and f"more than {MAX_SERIES_PER_POLICY} series" in capped.reason
+        ev.heartbeat(Heartbeat("bot", T0 + 300))
+        after = ev.evaluate(T0 + 300)[0]                # evicted: no data, and nothing refused any more
+        assert after.outcome is Outcome.NODATA and after.reason == "no samples in the window"
+        assert ev.series_count("orders-per-client-id") == 0
+        settled = None
+        for round_ in range(3):
+            start = T0 + 1000 * (round_ + 1)
+            flood(ev, start, 5 * MAX_SERIES_PER_POLICY, f"r{round_}")
+            ev.heartbeat(Heartbeat("bot", start + 300))
+            ev.evaluate(start + 300)
+            assert ev.series_count("orders-per-client-id") == 0
+            if settled is None:
+                settled = tracemalloc.get_traced_memory()[0]
+        # flat: further floods, each evicted, leave no more than the second one did (generous bound)
+        assert tracemalloc.get_traced_memory()[0] < settled + 256 * 1024
+    finally:
+        tracemalloc.stop()
+
+
+def test_rate_is_a_counters_increase_per_second_over_the_window():
+    (restarts,) = policies("""\
+  - name: restart-rate
+    checklist: "C: the bot does not crash-loop"
+    source: process
+    metric: restarts
+    aggregate: rate
+    window: 10m
+    condition: "< 0.005"
+    on_breach: rollback
+""")
+    ev = Evaluator([restarts])
+    ev.heartbeat(Heartbeat("process", T0 + 300))
+    for t, total in ((0, 7), (100, 8), (200, 0), (300, 2)):      # a reset at 200: the counter restarted
+        ev.observe(obs("restarts", total, T0 + t, source="process"))
+    verdict = ev.evaluate(T0 + 300)[0]
+    assert verdict.value == pytest.approx(3 / 600) and verdict.outcome is Outcome.FAIL

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.analysis.policy import PolicyFile, load_policies
+from controller.analysis.policy import PolicyFile, load_policies, load_policy_file
 from controller.config.yamlfile import load_model_text
 from controller.errors import ConfigError
 from tests.support.canaryctl import assert_refused, canaryctl
@@ -119,3 +119,48 @@ def test_arbitrary_text_is_refused_cleanly(text):
         load_model_text(PolicyFile, text, "fuzz.yaml")
     except ConfigError as exc:
         assert str(exc).startswith("fuzz.yaml")
+
+
+@pytest.mark.parametrize("change, where", [
+    # A constant threshold is evaluated at load: what it cannot be is refused there, not in the daemon.
+    (('condition: "< 0.400"', 'condition: "< 1/0"'), "policies[0].condition: division by zero in the threshold"),
+    (('condition: "< 0.400"', 'condition: "!= 1e308*10-1e308*10"'), "policies[0].condition: the threshold "
+     "1e+308*10 is not a finite number"),
+    (('condition: "< 0.400"', 'condition: "<= allocation * (2/0)"'), "policies[0].condition: division by zero"),
+    # Durations are finite, bounded, and positive where 0 would mean nothing.
+    (("for: 5m", "for: .inf"), "policies[0].for: expected a finite duration"),
+    (("stale_after: 2m}\n  - name: order", "stale_after: .inf}\n  - name: order"),
+     "policies[0].on_nodata.stale_after: expected a finite duration"),
+    (("window: 1h\n    condition", "window: 1.0e+308\n    condition"), "policies[0].window: expected a duration "
+     "of at most 30 days"),
+    (("window: 1h\n    condition", "window: 31d\n    condition"), "policies[0].window: expected a duration "
+     "of at most 30 days"),
+    (("window: 1h\n    condition", "window: .nan\n    condition"), "policies[0].window: expected a finite duration"),
+    (("window: 1h\n    condition", "window: 0s\n    condition"), "policies[0].window:"),
+    # An aggregate must suit what the source's metric is (events, gauges, counters).
+    (("source: bot\n    metric: strategy_signal_latency_seconds\n    aggregate: p95",
+      "source: exchange\n    metric: fill_notional_ratio\n    aggregate: increase"),
+     "policies[0].aggregate: increase needs a counter; the exchange source's fill_notional_ratio is an event"),
+    (("source: bot\n    metric: strategy_signal_latency_seconds\n    aggregate: p95",
+      "source: exchange\n    metric: margin_ratio\n    aggregate: rate"),
+     "policies[0].aggregate: rate needs a counter; the exchange source's margin_ratio is a gauge"),
+    (("source: bot\n    metric: strategy_signal_latency_seconds\n    aggregate: p95",
+      "source: process\n    metric: restarts\n    aggregate: sum"),
+     "policies[0].aggregate: sum adds up events; the process source's restarts is a counter"),
+])
+def test_what_cannot_be_judged_is_refused_at_load_naming_the_policy(change, where, tmp_path):
+    old, new = change
+    assert old in GOOD
+    path = tmp_path / "stage-a.yaml"
+    path.write_text(GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_policy_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:") and where in message
+    assert "(policy 'signal-latency-p95')" in message.splitlines()[0]
+
+
+def test_aggregates_that_suit_their_source_load():
+    text = GOOD.replace("source: bot\n    metric: strategy_signal_latency_seconds\n    aggregate: p95",
+                        "source: process\n    metric: restarts\n    aggregate: increase", 1)
+    assert load_model_text(PolicyFile, text, "stage-a.yaml").policies[0].aggregate == "increase"

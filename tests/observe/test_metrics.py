@@ -146,3 +146,42 @@ async def test_run_scrapes_every_interval_and_carries_on_after_a_failure(serve, 
     assert (up.metric, up.value, up.ts) == ("up", 1.0, second.ts)
     assert ratio.metric == "ratio" and math.isnan(ratio.value)
     assert task.cancelled()
+
+
+async def test_a_non_finite_value_on_the_bot_s_page_reaches_the_evaluator_which_rejects_and_counts_it(
+        serve, clock):
+    from controller.analysis.evaluator import Evaluator
+    from controller.analysis.policy import PolicyFile
+    from controller.analysis.verdict import Outcome
+    from controller.config.yamlfile import load_model_text
+
+    (usage,) = load_model_text(PolicyFile, """\
+stage: A
+policies:
+  - name: usage-limit
+    checklist: "A: usage within allocation"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    per: [bucket]
+    aggregate: max
+    window: 5m
+    condition: "<= 0.255"
+    on_breach: rollback
+""", "stage-a.yaml").policies
+    pages = iter(['strategy_bucket_usage_ratio{bucket="majors"} 0.10\n',
+                  'strategy_bucket_usage_ratio{bucket="majors"} NaN\n',
+                  'strategy_bucket_usage_ratio{bucket="majors"} +Inf\n'])
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=next(pages))
+
+    url = await serve(app_answering(page, "/metrics"))
+    evaluator = Evaluator([usage])
+    scraper = MetricsScraper(f"{url}/metrics", clock=clock, sink=evaluator.feed)
+    outcomes = []
+    for _ in range(3):
+        assert await scraper.read_once() is True
+        outcomes.append(evaluator.evaluate(clock.time())[0].outcome)
+        clock.advance(15)
+    assert outcomes == [Outcome.PASS, Outcome.NODATA, Outcome.NODATA]
+    assert evaluator.take_rejections() == {"nan": 1, "inf": 1}
