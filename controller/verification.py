@@ -3,7 +3,9 @@
 The imperative shell around the pure `Evaluator`: every source (exchange, bot metrics, logs,
 process, audit) pushes observations and heartbeats into `sink`; instant policies are judged on
 the observation that touches them, every policy on a steady tick. Verdicts are exported as
-metrics and handed to ``on_verdicts`` (the rollout engine, a verdict log, a test).
+metrics and handed to ``on_verdicts`` (the rollout engine, a verdict log, a test). Samples the
+evaluator refused (NaN, infinities) are counted on each tick, and a policy over its series cap is
+logged once.
 
 Every source runs supervised: one that raises or ends is restarted after an exponential backoff
 on the Clock, the others go on, and until it reads again its policies are ``nodata`` (a failed
@@ -18,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
 from controller.analysis.bindings import release_bindings
-from controller.analysis.evaluator import Evaluator
+from controller.analysis.evaluator import MAX_SERIES_PER_POLICY, Evaluator
 from controller.analysis.observation import Heartbeat, Observation
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import Verdict
@@ -31,6 +33,8 @@ log = get_logger(__name__)
 
 VerdictHandler = Callable[[list[Verdict]], None]
 SourceRun = Callable[[], Awaitable[None]]
+SERIES_CAPPED = f"more than {MAX_SERIES_PER_POLICY} series"
+"""How the evaluator's reason starts for a policy over its series cap."""
 RESTART_BACKOFF = (1.0, 60.0)
 """Clock seconds before a failed source's first restart, doubling up to the second figure."""
 
@@ -50,6 +54,7 @@ class Verification:
             config, capital_cap=capital_cap, baseline=baseline_evaluator))
         self.last_read: dict[str, float] = {}  # per source: the newest successful read
         self.last_observed: float | None = None  # the newest observation's event time: detection latency
+        self._capped: set[str] = set()  # policies over their series cap, logged once
 
     def sink(self, item: Observation | Heartbeat) -> None:
         """What every source calls: synchronous, so an exchange event is judged without a hop."""
@@ -72,6 +77,11 @@ class Verification:
         for source, ts in self.last_read.items():
             self.metrics.observation_age.labels(source).set(max(0.0, now - ts))
         verdicts = self.evaluator.evaluate(now)
+        self.metrics.observations_were_rejected(self.evaluator.take_rejections())
+        for verdict in verdicts:
+            if verdict.reason.startswith(SERIES_CAPPED) and verdict.policy not in self._capped:
+                self._capped.add(verdict.policy)  # said once per policy: the flood goes on for a while
+                log.warning("policy_series_capped", account=self.account, policy=verdict.policy, reason=verdict.reason)
         self._deliver(verdicts)
         return verdicts
 

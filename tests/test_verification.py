@@ -10,6 +10,7 @@ from controller.analysis.policy import PolicyFile
 from controller.analysis.verdict import Outcome, Verdict
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model_text
+from controller.logs import fields_of
 from controller.metrics import ControllerMetrics
 from controller.verification import Verification
 from tests.support.clocks import make_clock
@@ -28,6 +29,21 @@ policies:
     on_breach: rollback
     on_nodata: {action: hold, stale_after: 1h}
 """, "test.yaml").policies
+
+
+POLICIES_TEXT_PER_SYMBOL = """\
+stage: A
+policies:
+  - name: mismatch-per-symbol
+    checklist: "A: mismatch stays 0"
+    source: bot
+    metric: strategy_leverage_mismatch_total
+    per: [symbol]
+    aggregate: max
+    window: 1h
+    condition: "== 0"
+    on_breach: rollback
+"""
 
 
 def sample(metrics: ControllerMetrics, name: str, **labels: str) -> float | None:
@@ -86,3 +102,26 @@ async def test_a_crashing_source_is_restarted_with_backoff_and_the_others_go_on(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_refused_samples_are_counted_and_a_policy_over_its_series_cap_is_logged_once(caplog):
+    from controller.analysis.evaluator import MAX_SERIES_PER_POLICY
+
+    clock = make_clock()
+    metrics = ControllerMetrics()
+    verdicts: list[Verdict] = []
+    per_symbol = load_model_text(PolicyFile, POLICIES_TEXT_PER_SYMBOL, "test.yaml").policies
+    verification = Verification(policies=per_symbol, config=load_model_text(StrategyConfig, STRATEGY, "s.yaml"),
+                                clock=clock, on_verdicts=verdicts.extend, metrics=metrics, account="canary")
+    verification.sink(Heartbeat("bot", clock.time()))
+    verification.sink(Observation("bot", "strategy_leverage_mismatch_total", (("symbol", "A"),), float("nan"),
+                                  clock.time()))
+    verification.sink(Observation("bot", "strategy_leverage_mismatch_total", (("symbol", "A"),), 0.0, clock.time()))
+    for n in range(MAX_SERIES_PER_POLICY + 5):  # a label value per order: a cardinality flood
+        verification.sink(Observation("bot", "strategy_leverage_mismatch_total", (("symbol", f"S{n}"),), 0.0,
+                                      clock.time()))
+    verification.evaluate()
+    verification.evaluate()
+    assert sample(metrics, "canary_observations_rejected_total", reason="nan") == 1
+    capped = [r for r in caplog.records if r.getMessage() == "policy_series_capped"]
+    assert len(capped) == 1 and fields_of(capped[0])["policy"] == "mismatch-per-symbol"
