@@ -44,9 +44,10 @@ class Verdict:
 
     @property
     def key(self) -> tuple:
-        """What makes a verdict a change worth storing (not every new value is): a pass that turns
-        pending (its condition false, its ``for`` not yet run out) is one."""
-        return (self.outcome, self.group, self.action, self.breaching_since is not None)
+        """What makes a verdict a change worth storing (not every new value is). A pass turning
+        pending and back (its condition false, its ``for`` not yet run out) is not: a policy near its
+        threshold does that every few scrapes, and the stored rows would be that noise."""
+        return (self.outcome, self.group, self.action)
 
     @property
     def group_key(self) -> str:

@@ -85,7 +85,8 @@ class PolicyLine:
     ``spoiled`` (failed during the stage); None when it does not gate the stage or does not pass."""
     clean_at: datetime | None = None
     pending: bool = False
-    """A pass whose condition is false, its ``for`` not yet run out: a breach in the making."""
+    """A pass whose condition was false, its ``for`` not yet run out, when it was stored: a breach in
+    the making. (A pass that turns pending later is not stored again: see `Verdict.key`.)"""
 
     @property
     def shown(self) -> str:

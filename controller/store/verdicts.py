@@ -37,8 +37,7 @@ class VerdictLog:
             for row in rows:
                 evidence = json.loads(row.evidence)
                 self._last[(row.policy, row.group_key)] = (
-                    Outcome(row.verdict), tuple(map(tuple, evidence.get("group", []))), evidence.get("action"),
-                    evidence.get("breaching_since") is not None)
+                    Outcome(row.verdict), tuple(map(tuple, evidence.get("group", []))), evidence.get("action"))
 
     def changes(self, verdicts: Iterable[Verdict]) -> list[Verdict]:
         changed = []

@@ -145,20 +145,21 @@ async def test_a_policy_shows_its_worst_group_and_a_breach_in_the_making_as_pend
     log = VerdictLog(sqlite_db, info.id, run_id)
     await log.resume()
     at = clock.time()
-    leverage, process = "c-exchange-leverage-matches-config", "c-bot-process-up"
+    leverage, latency = "c-exchange-leverage-matches-config", "c-queue-latency-p95"
     await log.record([_verdict(leverage, Outcome.FAIL, at, 3.0, 0.0, condition="== 0", action="rollback",
                                group=(("symbol", "SOLUSDT"),), reason="3 is not == 0")])
     await log.record([_verdict(leverage, Outcome.PASS, at + 1, 0.0, 0.0, condition="== 0",
                                group=(("symbol", "BTCUSDT"),)),  # newer, but another group: SOL still fails
-                      replace(_verdict(process, Outcome.PASS, at + 1, 0.0, 1.0, condition="== 1",
+                      # it failed before: now a pass, its condition still false, its `for` not run out
+                      replace(_verdict(latency, Outcome.PASS, at + 1, 0.58, 0.5, condition="< 0.500",
                                        reason="breaching for 20 s of 60 s"), breaching_since=at - 19)])
 
     result = canaryctl("status", str(info.id), "--json", db=sqlite_url)
     lines = {p["policy"]: p for p in _json(result)["rollouts"][0]["policies"]}
     assert (lines[leverage]["verdict"], lines[leverage]["group"]) == ("fail", {"symbol": "SOLUSDT"})
-    assert (lines[process]["verdict"], lines[process]["pending"]) == ("pass", True)
+    assert (lines[latency]["verdict"], lines[latency]["pending"]) == ("pass", True)
     screen = canaryctl("status", str(info.id), db=sqlite_url).out
-    assert re.search(r"c-bot-process-up\s+pending\s+0\s+== 1", screen), screen
+    assert re.search(r"c-queue-latency-p95\s+pending\s+0\.58\s+< 0\.5", screen), screen
     assert re.search(r"c-exchange-leverage-matches-config \[symbol=SOLUSDT\]\s+fail", screen), screen
 
 

@@ -26,10 +26,13 @@ from typing import Any, TypeVar
 import yaml
 
 from controller.clock import RealClock
+from controller.config.daemon import Endpoints
+from controller.exchange.client import ExchangeClient
+from controller.exchange.weights import WeightBudget
 from controller.procfs import read_stat
 from controller.release_files import read_release
 from controller.store.database import Database, resolve_url
-from controller.store.releases import add_release
+from controller.store.releases import add_release, get_release, get_snapshot
 from controller.store.schema import upgrade
 from tests.support.checkout import EXAMPLES, POLICIES, REPO
 
@@ -86,6 +89,20 @@ class SimInfo:
     def base(self) -> str:
         """http://127.0.0.1:PORT (rest_url without /fapi)."""
         return self.info["rest_url"].rstrip("/").removesuffix("/fapi")
+
+    def client(self, account: str) -> ExchangeClient:
+        """The controller's exchange client for one of the simulator's accounts (time not yet synced;
+        ``async with`` closes it)."""
+        keys = self.info["accounts"][account]
+        return ExchangeClient(account=account, api_key=keys["api_key"], api_secret=keys["api_secret"],
+                              endpoints=Endpoints(self.info["rest_url"], self.info["ws_url"], self.info["sapi_url"]),
+                              clock=CLOCK, budget=WeightBudget(CLOCK))
+
+
+async def config_leverage(db: Database, version: str) -> dict[str, int]:
+    """The leverage per symbol that the config snapshot of release ``version`` names."""
+    release = await get_release(db, version)
+    return {s: c["leverage"] for s, c in (await get_snapshot(db, release.config_sha256)).config["symbols"].items()}
 
 
 class Processes:

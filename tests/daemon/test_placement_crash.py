@@ -17,17 +17,13 @@ import json
 import pytest
 from sqlalchemy import select
 
-from controller.config.daemon import Endpoints
-from controller.exchange.client import ExchangeClient
-from controller.exchange.weights import WeightBudget
 from controller.rollout.decide import Status
 from controller.rollout.info import create_rollout, get_rollout
 from controller.rollout.pipeline import Pipeline
 from controller.store.database import Database, resolve_url
 from controller.store.models import AuditEvent, Deployment, StageRun
-from controller.store.releases import get_release, get_snapshot
-from tests.daemon.harness import (ACTOR, CLOCK, bots_in, daemon_died, exchange_config, place_baseline, poll,
-                                  prepare_database)
+from tests.daemon.harness import (ACTOR, CLOCK, bots_in, config_leverage, daemon_died, exchange_config,
+                                  place_baseline, poll, prepare_database)
 
 PIPELINE = Pipeline.model_validate({"name": "crash", "stages": [
     {"name": "C", "environment": "sim", "account": "canary", "duration": "1h", "policies": "stage-a.yaml"}]})
@@ -95,17 +91,10 @@ async def test_daemon_killed_during_a_placement_places_the_release_once(failpoin
         assert sum(json.loads(e.payload).get("rollout") == rollout.id for e in intents) == 1
 
         # The exchange: the new config's leverage on every symbol it names.
-        release = await get_release(db, "1.1.0")
-        expected = {s: c["leverage"] for s, c in (await get_snapshot(db, release.config_sha256)).config["symbols"].items()}
-        keys = sim.info["accounts"]["canary"]
-        client = ExchangeClient(account="canary", api_key=keys["api_key"], api_secret=keys["api_secret"],
-                                endpoints=Endpoints(sim.info["rest_url"], sim.info["ws_url"], sim.info["sapi_url"]),
-                                clock=CLOCK, budget=WeightBudget(CLOCK))
-        try:
+        expected = await config_leverage(db, "1.1.0")
+        async with sim.client("canary") as client:
             await client.sync_time()
             applied = {s.symbol: s.leverage for s in await client.symbol_settings()}
-            assert {s: applied.get(s) for s in expected} == expected
-        finally:
-            await client.close()
+        assert {s: applied.get(s) for s in expected} == expected
     finally:
         await db.close()

@@ -20,9 +20,6 @@ import json
 import pytest
 from sqlalchemy import select
 
-from controller.config.daemon import Endpoints
-from controller.exchange.client import ExchangeClient
-from controller.exchange.weights import WeightBudget
 from controller.rollout.decide import Status
 from controller.rollout.info import create_rollout, get_rollout
 from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
@@ -32,8 +29,8 @@ from controller.store.commands import submit_command
 from controller.store.database import Database, resolve_url
 from controller.store.deployments import get_deployment
 from controller.store.models import AuditEvent, Deployment
-from controller.store.releases import get_release, get_snapshot
-from tests.daemon.harness import ACTOR, CLOCK, daemon_died, exchange_config, place_baseline, poll, prepare_database
+from tests.daemon.harness import (ACTOR, CLOCK, config_leverage, daemon_died, exchange_config, place_baseline, poll,
+                                  prepare_database)
 
 PIPELINE = load_pipeline(DEFAULT_PIPELINE.with_name("demo.yaml"))
 CANARY_PLACEMENT = "instances/sim-canary/placement.json"
@@ -124,14 +121,8 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
         assert start.detail["result"]["pid"] == running_pid
 
         # Exchange: nothing open, no flatten order sent twice, leverage as the previous config says.
-        baseline = await get_release(db, "1.0.0")
-        snapshot = await get_snapshot(db, baseline.config_sha256)
-        expected = {s: c["leverage"] for s, c in snapshot.config["symbols"].items()}
-        keys = sim.info["accounts"]["canary"]
-        client = ExchangeClient(account="canary", api_key=keys["api_key"], api_secret=keys["api_secret"],
-                                endpoints=Endpoints(sim.info["rest_url"], sim.info["ws_url"], sim.info["sapi_url"]),
-                                clock=CLOCK, budget=WeightBudget(CLOCK))
-        try:
+        expected = await config_leverage(db, "1.0.0")
+        async with sim.client("canary") as client:
             await client.sync_time()
             applied = {s.symbol: s.leverage for s in await client.symbol_settings()}
             assert {s: applied.get(s) for s in expected} == expected
@@ -142,7 +133,5 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
                 assert len(ids) == len(set(ids))
                 flatten = [o for o in orders if o["clientOrderId"].startswith(prefix)]
                 assert len(flatten) <= 1, flatten
-        finally:
-            await client.close()
     finally:
         await db.close()

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import json
 
-from controller.config.daemon import Endpoints
-from controller.exchange.client import ExchangeClient
-from controller.exchange.weights import WeightBudget
 from controller.procfs import read_stat
 from controller.store.commands import get_command, submit_command
 from controller.store.database import Database, resolve_url
@@ -39,10 +36,7 @@ async def test_a_bot_spawned_by_a_daemon_killed_before_recording_it_is_killed_an
     daemon = processes.start_daemon(db_url=db_url, config=config, state_dir=state_dir, log=first_log,
                                     failpoints="deploy.process.spawned")
     db = Database(resolve_url(db_url))
-    keys = sim.info["accounts"][ACCOUNT]
-    client = ExchangeClient(account=ACCOUNT, api_key=keys["api_key"], api_secret=keys["api_secret"],
-                            endpoints=Endpoints(sim.info["rest_url"], sim.info["ws_url"], sim.info["sapi_url"]),
-                            clock=CLOCK, budget=WeightBudget(CLOCK))
+    client = sim.client(ACCOUNT)
     try:
         place = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
                                      args={"release": "1.0.0", "environment": "sim", "account": ACCOUNT})

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.analysis.policy import load_policy_file
+from controller.analysis.policy import MAX_DURATION, load_policy_file
 from controller.canonical import canonical_json
 from controller.errors import ConfigError
 from controller.rollout.pipeline import DEFAULT_PIPELINE, Pipeline, Stage, load_pipeline, pipeline_from_document
@@ -170,13 +170,13 @@ def stages(draw, name: str) -> Stage:
     account = draw(accounts)
     return Stage(
         name=name, title=draw(st.none() | st.text(max_size=20)), environment=draw(names), account=account,
-        duration=draw(st.floats(min_value=1e-6, max_value=1e17, allow_nan=False, allow_infinity=False)),
+        duration=draw(st.floats(min_value=1e-6, max_value=MAX_DURATION, allow_nan=False, allow_infinity=False)),
         policies=draw(names) + ".yaml",
         capital_cap=draw(st.none() | st.decimals(min_value=Decimal("0.000001"), max_value=1, places=6)),
         baseline=draw(st.none() | accounts.filter(lambda a: a != account)),
         positions=draw(st.sampled_from(["keep", "flatten"])),
         signoffs=draw(st.lists(items, max_size=3, unique=True)),
-        progress_deadline=draw(st.floats(min_value=0, max_value=1e9, allow_nan=False)),
+        progress_deadline=draw(st.floats(min_value=0, max_value=MAX_DURATION, allow_nan=False)),
         auto_promote=draw(st.booleans()), after_promotion=draw(st.sampled_from(["watch", "stop"])))
 
 
