@@ -69,6 +69,7 @@ METRIC_KINDS: dict[str, dict[str, MetricKind]] = {
         "fill_leverage_mismatch": "event", "fill_notional_ratio": "event", "exposure_ratio": "gauge",
         "exposure_total_ratio": "gauge", "margin_ratio": "gauge", "margin_calls": "event",
         "order_outcomes": "counter", "capital_share": "gauge", "pnl_ratio": "gauge", "stream_connected": "gauge",
+        "equity_share": "gauge",
     },
     "logs": {"unhandled_exceptions": "event", "error_records": "event"},
     "process": {"up": "gauge", "restarts": "counter"},
