@@ -19,6 +19,16 @@ A file holds the policies of one stage:
         on_breach: rollback         # rollback | hold | alert
         on_nodata: {action: hold, stale_after: 2m}
         severity: critical
+        failure_limit: {failures: 3, evaluations: 10}   # act on the 3rd failure of the last 10
+        consecutive_error_limit: 5  # 5 nodata evaluations in a row: the rollout pauses for a person
+        inconclusive_limit: 5       # 5 inconclusive evaluations in a row: the rollout pauses
+        dry_run: false              # true: judged, stored and shown, "would have ...", never acted on
+
+An evaluation is one verdict of the policy as the rollout's decision receives it (each tick, and
+each observation an instant policy is judged on); verdicts of one instant count once, the worst.
+The limits are those of Argo Rollouts' AnalysisTemplate, counted the way a person reads them:
+``failures: N`` acts on the N-th failure (Argo's ``failureLimit: N-1``); without a
+``failure_limit`` the first failure acts, as ``{failures: 1, evaluations: 1}`` would.
 
 Loading goes through `controller.config.yamlfile`, so every refusal names the file, the line,
 the field and what was expected; `load_policy_file` adds the policy's name. What could not be
@@ -59,6 +69,7 @@ METRIC_KINDS: dict[str, dict[str, MetricKind]] = {
         "fill_leverage_mismatch": "event", "fill_notional_ratio": "event", "exposure_ratio": "gauge",
         "exposure_total_ratio": "gauge", "margin_ratio": "gauge", "margin_calls": "event",
         "order_outcomes": "counter", "capital_share": "gauge", "pnl_ratio": "gauge", "stream_connected": "gauge",
+        "equity_share": "gauge",
     },
     "logs": {"unhandled_exceptions": "event", "error_records": "event"},
     "process": {"up": "gauge", "restarts": "counter"},
@@ -79,6 +90,8 @@ _WHY_UNSUITED = {
     "p95": "needs values, not a running total", "p99": "needs values, not a running total",
     "mann_whitney": "needs values, not a running total",
 }
+MAX_LIMIT = 10_000
+"""The largest count a limit may name: the decision state keeps that many evaluations per policy."""
 MAX_DURATION = 30 * 86400.0
 """The longest window, ``for`` and ``stale_after``: a stage's evidence, not a lifetime's."""
 # Names a threshold may use; the evaluator binds them from the release's config snapshot,
@@ -116,6 +129,23 @@ class OnNodata(ConfigModel):
     stale_after: Duration = Field(default=120.0, gt=0)
 
 
+Limit = Annotated[Int, Field(ge=1, le=MAX_LIMIT)]
+
+
+class FailureLimit(ConfigModel):
+    """Act on a breach only once the policy has failed ``failures`` times within its last ``evaluations``."""
+
+    failures: Limit
+    evaluations: Limit
+
+    @model_validator(mode="after")
+    def _fits(self) -> FailureLimit:
+        if self.evaluations < self.failures:
+            raise error_at(("evaluations",), f"{self.failures} failures cannot happen within {self.evaluations} "
+                                             "evaluations: evaluations must be at least failures")
+        return self
+
+
 class Policy(ConfigModel):
     name: PolicyName
     checklist: str = Field(min_length=3)
@@ -137,6 +167,14 @@ class Policy(ConfigModel):
     severity: Literal["critical", "warning", "info"] = "critical"
     gate: bool = True
     """Whether the stage's gate needs this policy passing over the whole stage."""
+    failure_limit: FailureLimit | None = None
+    """Failures tolerated before the breach is acted on (None: the first failure acts)."""
+    consecutive_error_limit: Limit | None = None
+    """Nodata evaluations in a row after which the rollout pauses for a person (None: never)."""
+    inconclusive_limit: Limit | None = None
+    """Inconclusive evaluations in a row after which the rollout pauses for a person (None: never)."""
+    dry_run: bool = False
+    """Judged, stored, shown and reported as what it would have done, never acted on (nor gating)."""
 
     @field_validator("condition")
     @classmethod
@@ -168,7 +206,31 @@ class Policy(ConfigModel):
             raise error_at(("numerator",), "a numerator only goes with aggregate: ratio")
         if self.for_ > self.window:
             raise error_at(("for",), "a breach cannot need to last longer than the window")
+        if self.consecutive_error_limit is not None and self.on_nodata.action == "rollback":
+            raise error_at(("consecutive_error_limit",), "on_nodata: rollback rolls back on the first nodata "
+                                                         "evaluation, so a limit on them would never be reached; "
+                                                         "use on_nodata: hold with the limit, or drop the limit")
         return self
+
+    @property
+    def limited(self) -> bool:
+        """Whether the rollout's decision counts this policy's evaluations (a limit, or a dry run)."""
+        return (self.failure_limit is not None or self.consecutive_error_limit is not None
+                or self.inconclusive_limit is not None or self.dry_run)
+
+    def describe_limits(self) -> str:
+        """The limits in one line, as `canaryctl policy check` shows them (empty: none)."""
+        parts = []
+        if self.failure_limit is not None:
+            parts.append(f"acts on {self.failure_limit.failures} failures within {self.failure_limit.evaluations} "
+                         "evaluations")
+        if self.consecutive_error_limit is not None:
+            parts.append(f"pauses after {self.consecutive_error_limit} nodata in a row")
+        if self.inconclusive_limit is not None:
+            parts.append(f"pauses after {self.inconclusive_limit} inconclusive in a row")
+        if self.dry_run:
+            parts.append("dry run (never acted on)")
+        return "; ".join(parts)
 
     @property
     def parsed_condition(self) -> Condition:

@@ -29,8 +29,11 @@ def check(paths: tuple[Path, ...], as_json: bool) -> None:
 
     for path, loaded in load_policies(list(paths)).items():
         if as_json:
-            print_json({"file": path, "stage": loaded.stage, "policies": [p.name for p in loaded.policies]})
+            print_json({"file": path, "stage": loaded.stage, "policies": [p.name for p in loaded.policies],
+                        "limits": {p.name: p.describe_limits() for p in loaded.policies if p.limited}})
         else:
             actions = sorted({p.on_breach for p in loaded.policies})
             click.echo(f"{path}: stage {loaded.stage}, {len(loaded.policies)} policies ok "
                        f"(on breach: {', '.join(actions)})")
+            for limited in (p for p in loaded.policies if p.limited):
+                click.echo(f"  {limited.name}: {limited.describe_limits()}")

@@ -119,6 +119,9 @@ def _rollout(s: Summary) -> list[Text]:
             f" {_num(b.value)} vs {_threshold(b)} at {b.at:%Y-%m-%d %H:%M:%S} UTC"
             + (f" ({_ago(s.now, b.at)})" if b.at <= s.now else "") + (f": {b.reason}" if b.reason else "")
             + (f" → {b.action}" if b.action else ""))
+    for dry in s.dry_run:  # judged and never acted on: said as what it would have done
+        row("dry run", (dry.policy, "bold"), f" would have {dry.would}", f" ({dry.count}x, last "
+            f"{dry.last:%Y-%m-%d %H:%M:%S} UTC): {dry.reason}; not acted on (dry_run: true)")
     if s.last_rollback:
         lines.extend(_rollback_lines(s))
     hint = _next_move(s)

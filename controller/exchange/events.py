@@ -78,6 +78,8 @@ class Balance:
     asset: str
     wallet_balance: Decimal
     cross_wallet_balance: Decimal
+    change: Decimal | None = None
+    """``bc``: the wallet's change except PnL and commission (a transfer's amount); None: not sent."""
 
 
 @dataclass(frozen=True, slots=True)

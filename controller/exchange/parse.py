@@ -92,7 +92,8 @@ def _order_trade_update(raw, account, ts_init) -> list[ExchangeEvent]:
 
 def _account_update(raw, account, ts_init) -> list[ExchangeEvent]:
     a = _get(raw, "a")
-    balances = tuple(Balance(_get(b, "a"), _dec(_get(b, "wb")), _dec(_get(b, "cw"))) for b in _get(a, "B"))
+    balances = tuple(Balance(_get(b, "a"), _dec(_get(b, "wb")), _dec(_get(b, "cw")),
+                             _dec(b["bc"]) if "bc" in b else None) for b in _get(a, "B"))
     positions = tuple(PositionChange(_get(p, "s"), _dec(_get(p, "pa")), _dec(_get(p, "ep")), _dec(_get(p, "up")),
                                      str(_get(p, "mt")).upper(), _dec(_get(p, "iw"))) for p in _get(a, "P"))
     return [AccountUpdate(account, _get(a, "m"), balances, positions, _ms(_get(raw, "E")), ts_init)]

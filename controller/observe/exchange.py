@@ -20,8 +20,10 @@ the answer for snapshots):
 - ``margin_ratio``: per snapshot and margin call; ``margin_calls``: 1 per MARGIN_CALL.
 - ``order_outcomes{outcome}``: running totals of orders ended filled, canceled, expired or
   rejected, one count per order.
-- ``capital_share``: per snapshot, only with a master client (the firm's total is only visible
-  to the master key); without one it is never emitted.
+- ``capital_share`` (the capital moved into the account: its wallet at the first snapshot plus
+  transfers since) and ``equity_share`` (its wallet plus unrealized PnL), each over the firm's
+  total: per snapshot, only with a master client (the firm's total is only visible to the
+  master key); without one they are never emitted.
 - ``pnl_ratio``: per snapshot, (wallet + unrealized PnL - starting capital) / starting capital.
 - ``stream_connected``: 1/0 when the stream connects, drops, or is found silent.
 """

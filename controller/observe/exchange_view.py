@@ -45,6 +45,12 @@ OUTCOMES = {"FILLED": "filled", "CANCELED": "canceled", "EXPIRED": "expired", "E
 """Binance statuses that end an order, and the ``outcome`` label each is counted under."""
 ZERO = Decimal(0)
 NO_LABELS: Labels = ()
+TRANSFER_REASONS = frozenset({"DEPOSIT", "WITHDRAW", "WITHDRAW_REJECT", "ADMIN_DEPOSIT", "ADMIN_WITHDRAW",
+                              "ASSET_TRANSFER"})
+"""ACCOUNT_UPDATE reasons that move capital into or out of the futures wallet, its ``bc`` the amount
+(Binance's list; not MARGIN_TRANSFER, which moves margin between a position and the wallet)."""
+DOLLARS = frozenset({"USDT", "USDC", "FDUSD", "BUSD"})
+"""Assets whose transfers count as capital one for one; any other makes the capital moved in unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,11 @@ class ExchangeView:
         self.heartbeat_every = heartbeat_every
         self.stats = ViewStats()
         self.capital: Decimal | None = None
+        # The capital moved into the account: its wallet at the first snapshot plus the transfers
+        # in less the transfers out since (None until that snapshot, or once a transfer is unreadable).
+        self.funded: Decimal | None = None
+        self.funding_unknown: str | None = None
+        self._unrealized = ZERO  # the account's unrealized PnL at the newest snapshot
         self._labels = {s: labels_of(symbol=s) for s in config.symbols}
         self._fill_labels = {s: labels_of(symbol=s, bucket=config.bucket_of(s)) for s in config.symbols}
         self._outcome_labels = {o: labels_of(outcome=o) for o in sorted(set(OUTCOMES.values()))}
@@ -181,6 +192,8 @@ class ExchangeView:
                    fill.ts_event)
 
     def _on_account_update(self, update: AccountUpdate) -> None:
+        if update.reason in TRANSFER_REASONS:
+            self._on_transfer(update)
         for position in update.positions:
             self._position_event_at[position.symbol] = update.ts_init
             self._unreported.pop(position.symbol, None)
@@ -191,6 +204,19 @@ class ExchangeView:
             for position in update.positions:
                 self._emit_exposure(position.symbol, update.ts_event)
             self._emit_total_exposure(update.ts_event)
+
+    def _on_transfer(self, update: AccountUpdate) -> None:
+        """Capital moved in or out: the balance change each balance states, counted into `funded`."""
+        if self.funded is None:
+            return  # before the first snapshot (whose wallet balance holds it), or unknown already
+        for balance in update.balances:
+            if balance.change is None or balance.asset not in DOLLARS:
+                self.funding_unknown = (f"a {update.reason} of {balance.asset} "
+                                        f"{'without its amount' if balance.change is None else 'not in dollars'}")
+                self.funded = None  # fail closed: capital_share stops, its policy goes nodata
+                log.warning("exchange_capital_moved_unknown", reason=self.funding_unknown)
+                return
+            self.funded += balance.change
 
     def _on_leverage(self, event: LeverageChanged) -> None:
         if event.symbol not in self.config.symbols:
@@ -255,16 +281,24 @@ class ExchangeView:
         """GET /fapi/v2/account: margin ratio, and PnL against the starting capital."""
         if self.capital is None:
             self.set_capital(account.total_wallet_balance)
+        if self.funded is None and self.funding_unknown is None:
+            self.funded = account.total_wallet_balance  # what the account was given when the watch began
+        self._unrealized = account.total_unrealized_pnl
         self._emit("margin_ratio", NO_LABELS, account.margin_ratio, at)
         pnl = account.total_wallet_balance + account.total_unrealized_pnl - self.capital
         self._emit("pnl_ratio", NO_LABELS, pnl / self.capital, at)
 
     def on_balances(self, own_wallet: Decimal, master: AccountSnapshot, subs: Iterable[SubAccountBalance], *,
                     at: float) -> None:
-        """This account's wallet over the master's plus every sub-account's (the firm's capital)."""
+        """Over the firm's capital (the master's wallet plus every sub-account's): the capital moved
+        into this account (``capital_share``, what the cap judges: a profit is not capital given), and
+        its equity, wallet plus unrealized PnL (``equity_share``, judged against the cap plus headroom)."""
         total = master.total_wallet_balance + sum((s.wallet_balance for s in subs), ZERO)
-        if total > 0:
-            self._emit("capital_share", NO_LABELS, own_wallet / total, at)
+        if total <= 0:
+            return
+        if self.funded is not None:
+            self._emit("capital_share", NO_LABELS, self.funded / total, at)
+        self._emit("equity_share", NO_LABELS, (own_wallet + self._unrealized) / total, at)
 
     def snapshot_done(self, at: float, error: str | None, *, report: bool = True) -> None:
         """End of a snapshot pass: a heartbeat, ok only if the pass and the stream are both healthy.

@@ -26,6 +26,14 @@ interrupts the run. A gate policy
 that failed (without asking for a rollback) leaves the gate shut: at the stage's end the rollout
 pauses and asks a person (``promote --force --reason`` or ``rollback``). A gate that never
 passes rolls back at the stage's progress deadline.
+
+A policy may carry limits (`Limits`, from its file): its verdicts are then counted as evaluations,
+the recent ones kept in the state so that a restarted daemon keeps counting. With a failure limit
+its breach is acted on only at the N-th failure within its last M evaluations (a failure below the
+limit still interrupts the gate's clean run); ``consecutive_errors`` nodata or ``inconclusive``
+inconclusive evaluations in a row pause the rollout for a person, audited with the reason (a
+resume starts the count again); a dry-run policy is judged and counted, and what it would have
+done is recorded (`State.dry_run`, a ``policy.dry_run_breach`` audit event) but never done.
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.analysis.verdict import Outcome, Verdict
+from controller.analysis.policy import Policy
+from controller.analysis.verdict import SEVERITY_ORDER, Outcome, Verdict
 from controller.rollout.pipeline import Pipeline
 
 
@@ -123,12 +132,43 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How decide counts one policy's evaluations before it acts on them (see `Policy`)."""
+
+    failures: int = 1
+    evaluations: int = 1
+    """Act on a failure only once ``failures`` of the last ``evaluations`` failed."""
+    consecutive_errors: int | None = None
+    """Nodata evaluations in a row that pause the rollout (None: never)."""
+    inconclusive: int | None = None
+    """Inconclusive evaluations in a row that pause the rollout (None: never)."""
+    dry_run: bool = False
+    """Record what the policy would have done; never do it."""
+
+    @classmethod
+    def of(cls, policy: Policy) -> Limits | None:
+        """A policy's limits; None for a policy with none (its first failure acts, as it always did)."""
+        if not policy.limited:
+            return None
+        failure = policy.failure_limit
+        return cls(failure.failures if failure else 1, failure.evaluations if failure else 1,
+                   policy.consecutive_error_limit, policy.inconclusive_limit, policy.dry_run)
+
+    @property
+    def kept(self) -> int:
+        """How many recent evaluations the state must keep to apply every limit."""
+        return max(self.evaluations, self.consecutive_errors or 1, self.inconclusive or 1)
+
+
+@dataclass(frozen=True)
 class Plan:
     """What decide needs to know of the rollout besides its state: the stages and their gates."""
 
     pipeline: Pipeline
     gates: Mapping[str, frozenset[str]]
     """Per stage name: the policies whose passing opens the gate."""
+    limits: Mapping[str, Limits] = field(default_factory=dict)
+    """Per policy name (of every stage): its limits; a policy not named has none."""
 
 
 # ---------------------------------------------------------------- actions
@@ -192,18 +232,68 @@ class State:
     """``STAGE/item`` -> who signed it."""
     paused_from: Status | None = None
     reason: str | None = None
+    evaluations: Mapping[str, Evaluations] = field(default_factory=dict)
+    """Policies with limits: their recent evaluations."""
+    dry_run: Mapping[str, DryRun] = field(default_factory=dict)
+    """Dry-run policies that would have acted: what they would have done."""
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status.value, "stage": self.stage, "stage_started": self.stage_started,
                 "passing": dict(sorted(self.passing.items())), "spoiled": dict(sorted(self.spoiled.items())),
                 "signoffs": dict(sorted(self.signoffs.items())),
-                "paused_from": self.paused_from.value if self.paused_from else None, "reason": self.reason}
+                "paused_from": self.paused_from.value if self.paused_from else None, "reason": self.reason,
+                "evaluations": {k: {"at": v.at, "recent": v.recent} for k, v in sorted(self.evaluations.items())},
+                "dry_run": {k: v.to_json() for k, v in sorted(self.dry_run.items())}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> State:
         return cls(Status(data["status"]), int(data["stage"]), data.get("stage_started"),
                    _passing(data.get("passing", {})), dict(data.get("spoiled", {})), dict(data.get("signoffs", {})),
-                   Status(data["paused_from"]) if data.get("paused_from") else None, data.get("reason"))
+                   Status(data["paused_from"]) if data.get("paused_from") else None, data.get("reason"),
+                   {k: Evaluations(float(v["at"]), str(v["recent"])) for k, v in data.get("evaluations", {}).items()},
+                   {k: DryRun.from_json(v) for k, v in data.get("dry_run", {}).items()})
+
+
+LETTERS = {Outcome.PASS: "P", Outcome.FAIL: "F", Outcome.NODATA: "N", Outcome.INCONCLUSIVE: "I"}
+"""An evaluation's outcome as the state keeps it: one letter each, the newest last."""
+_SEVERITY = {LETTERS[outcome]: rank for outcome, rank in SEVERITY_ORDER.items()}
+
+
+@dataclass(frozen=True)
+class Evaluations:
+    """A policy's recent evaluations: when the newest was, and their outcomes as letters (`LETTERS`)."""
+
+    at: float
+    recent: str
+
+    def failures(self, within: int) -> int:
+        return self.recent[-within:].count("F")
+
+    def run_of(self, letter: str) -> int:
+        """How many of the newest evaluations in a row are ``letter``."""
+        return len(self.recent) - len(self.recent.rstrip(letter))
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a dry-run policy would have done, and how often (each time from a verdict that would not)."""
+
+    would: str
+    reason: str
+    first: float
+    last: float
+    count: int = 1
+    active: bool = True
+    """Its newest evaluation would still act (a new breach is counted only after one that would not)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"would": self.would, "reason": self.reason, "first": self.first, "last": self.last,
+                "count": self.count, "active": self.active}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DryRun:
+        return cls(str(data["would"]), str(data.get("reason", "")), float(data["first"]), float(data["last"]),
+                   int(data.get("count", 1)), bool(data.get("active", False)))
 
 
 def _passing(data: Any) -> dict[str, float]:
@@ -344,14 +434,56 @@ class _Step:
         elif notice.kind == "rollback_failed" and status is Status.ROLLING_BACK:
             self.move(Status.FAILED, reason=f"rollback step failed: {notice.detail}")
 
+    def count(self, verdict: Verdict, limits: Limits) -> Evaluations:
+        """Record ``verdict`` as an evaluation of its policy (one at the same instant as the newest
+        counts with it, the worse of the two) and return the policy's recent evaluations."""
+        seen = self.state.evaluations.get(verdict.policy)
+        letter = LETTERS[verdict.outcome]
+        if seen is not None and seen.at == verdict.at and seen.recent:
+            newest = seen.recent[-1]
+            recent = seen.recent[:-1] + (letter if _SEVERITY[letter] > _SEVERITY[newest] else newest)
+        else:
+            recent = (seen.recent if seen is not None else "") + letter
+        counted = Evaluations(verdict.at, recent[-limits.kept:])
+        if counted != seen:
+            self.state = replace(self.state, evaluations={**self.state.evaluations, verdict.policy: counted})
+        return counted
+
+    @staticmethod
+    def pause_limit(counted: Evaluations, limits: Limits) -> str | None:
+        """Why the policy's recent evaluations pause the rollout (None: they do not)."""
+        if limits.consecutive_errors is not None and counted.run_of("N") >= limits.consecutive_errors:
+            return f"{counted.run_of('N')} evaluations in a row without data (consecutive_error_limit " \
+                   f"{limits.consecutive_errors})"
+        if limits.inconclusive is not None and counted.run_of("I") >= limits.inconclusive:
+            return f"{counted.run_of('I')} inconclusive evaluations in a row (inconclusive_limit {limits.inconclusive})"
+        return None
+
     def verdict(self, verdict: Verdict) -> None:
         if self.state.status not in JUDGED:
             return  # an earlier verdict of this batch already started a rollback
-        if asks_rollback(verdict):
+        limits = self.plan.limits.get(verdict.policy)
+        counted = self.count(verdict, limits) if limits is not None else None
+        # A failure acts at once without a failure limit; with one, only at its N-th within the last M.
+        acts = (counted is None or verdict.outcome is not Outcome.FAIL
+                or counted.recent[-1] == "F" and counted.failures(limits.evaluations) >= limits.failures)
+        paused_by = self.pause_limit(counted, limits) if counted is not None else None
+        if limits is not None and limits.dry_run:
+            self.dry(verdict, acts, paused_by)
+            return
+        if asks_rollback(verdict) and acts:
             what = "failed" if verdict.outcome is Outcome.FAIL else "has no data"
+            if verdict.outcome is Outcome.FAIL and limits is not None and limits.failures > 1:
+                what += f" {limits.failures} times within {limits.evaluations} evaluations"
             self.rollback("policy", f"{verdict.policy} {what}: {verdict.reason}".rstrip(": "),
                           policy=verdict.policy, verdict=verdict)
             return
+        if paused_by is not None and self.state.status is not Status.PAUSED:
+            reason = f"{verdict.policy}: {paused_by}: a person decides (resume, promote --force or rollback)"
+            self.actions.append(Audit("policy.limit_reached", "controller", {
+                "stage": self.stage.name, "policy": verdict.policy, "outcome": verdict.outcome.value,
+                "limit": paused_by, "reason": verdict.reason}))
+            self.move(Status.PAUSED, reason=reason, paused_from=self.state.status)
         if verdict.policy not in self.gate_policies():
             return
         passing = dict(self.state.passing)
@@ -361,11 +493,38 @@ class _Step:
         else:
             passing.pop(verdict.policy, None)
         self.state = replace(self.state, passing=passing)
-        if verdict.outcome is Outcome.FAIL and verdict.policy not in self.state.spoiled:
+        if verdict.outcome is Outcome.FAIL and acts and verdict.policy not in self.state.spoiled:
             self.state = replace(self.state, spoiled={**self.state.spoiled, verdict.policy: verdict.at})
             self.actions.append(Audit("gate.spoiled", "controller", {
                 "stage": self.stage.name, "policy": verdict.policy, "value": verdict.value,
                 "threshold": verdict.threshold, "reason": verdict.reason}))
+
+    def dry(self, verdict: Verdict, acts: bool, paused_by: str | None) -> None:
+        """A dry-run policy's verdict: what it would have done is recorded, once per breach, and nothing is done."""
+        would = None
+        if asks_rollback(verdict) and acts:
+            would = "rolled back"
+        elif verdict.outcome is Outcome.FAIL and acts and verdict.action == "hold":
+            would = "held the stage's gate"
+        elif verdict.outcome is Outcome.FAIL and acts and verdict.action == "alert":
+            would = "alerted"
+        elif paused_by is not None:
+            would = f"paused the rollout ({paused_by})"
+        seen = self.state.dry_run.get(verdict.policy)
+        if would is None:
+            if seen is not None and seen.active:
+                self.state = replace(self.state, dry_run={**self.state.dry_run,
+                                                          verdict.policy: replace(seen, active=False)})
+            return
+        if seen is not None and seen.active:
+            return  # the same breach goes on: counted once
+        reason = verdict.reason or verdict.outcome.value
+        record = (DryRun(would, reason, verdict.at, verdict.at) if seen is None else
+                  replace(seen, would=would, reason=reason, last=verdict.at, count=seen.count + 1, active=True))
+        self.state = replace(self.state, dry_run={**self.state.dry_run, verdict.policy: record})
+        self.actions.append(Audit("policy.dry_run_breach", "controller", {
+            "stage": self.stage.name, "policy": verdict.policy, "would_have": would, "outcome": verdict.outcome.value,
+            "value": verdict.value, "threshold": verdict.threshold, "reason": reason}))
 
     def command(self, command: Command) -> None:
         status = self.state.status
@@ -398,7 +557,12 @@ class _Step:
                 self.ack(command, False, "the gate failed (" + "; ".join(self.gate_blockers()) +
                          "): promote --force --reason, or rollback")
             else:
-                self.move(self.state.paused_from or Status.RUNNING, actor=command.actor, paused_from=None)
+                # A person looked: the limits that paused the rollout count afresh from here.
+                evaluations = {name: (replace(seen, recent="") if name in self.plan.limits
+                                      and self.pause_limit(seen, self.plan.limits[name]) else seen)
+                               for name, seen in self.state.evaluations.items()}
+                self.move(self.state.paused_from or Status.RUNNING, actor=command.actor, paused_from=None,
+                          evaluations=evaluations)
                 self.ack(command, True, f"resumed ({self.state.status.value})")
 
     def _rollback_command(self, command: Command) -> None:

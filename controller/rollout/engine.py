@@ -44,8 +44,8 @@ from controller.observe.logfile import LogFileObserver
 from controller.observe.metrics import MetricsScraper
 from controller.observe.process import ProcessObserver
 from controller.rollout import placing
-from controller.rollout.decide import (JUDGED, TERMINAL, Ack, Audit, Command, Decision, FinishStage, Notice, Place,
-                                       Plan, StartRollback, Status, asks_rollback, decide)
+from controller.rollout.decide import (JUDGED, TERMINAL, Ack, Audit, Command, Decision, FinishStage, Limits, Notice,
+                                       Place, Plan, StartRollback, Status, asks_rollback, decide)
 from controller.rollout.info import RolloutInfo, get_rollout, save_decision, start_stage_run
 from controller.rollout.pipeline import Stage
 from controller.rollout.rollback import Rollback
@@ -159,6 +159,7 @@ class RolloutRunner:
         self._left_errors: dict[Account, str] = {}  # why an account left behind is not as the pipeline says
         self._left_backoff = Backoff(self.clock, initial=1.0, maximum=60.0)
         self._left_retry_at: float | None = None
+        self._limits: dict[str, Limits] = {}  # the plan's, kept for what happens between two turns
         self.stopping = False
 
     @property
@@ -272,10 +273,13 @@ class RolloutRunner:
         return info
 
     def _plan(self, info: RolloutInfo) -> Plan:
-        gates = {}
+        gates, limits = {}, {}
         for stage in info.pipeline.stages:
             try:
-                gates[stage.name] = frozenset(p.name for p in self.policies.stage(stage.policies) if p.gate)
+                policies = self.policies.stage(stage.policies)
+                # A dry-run policy opens and shuts no gate: it is judged and shown, never acted on.
+                gates[stage.name] = frozenset(p.name for p in policies if p.gate and not p.dry_run)
+                limits.update((p.name, Limits.of(p)) for p in policies if p.limited)
             except CanaryError as exc:
                 # Commands must still be decided (a rollback above all), so the plan is made without
                 # them; a gate of policies that cannot be read waits on one that never passes.
@@ -291,7 +295,8 @@ class RolloutRunner:
         if unwatched:
             # An account left behind that nothing watches: the rollout does not move on meanwhile.
             gates[info.stage.name] = gates[info.stage.name] | {f"(watch of {', '.join(unwatched)} not running)"}
-        return Plan(info.pipeline, gates)
+        self._limits = limits
+        return Plan(info.pipeline, gates, limits)
 
     def _export(self, info: RolloutInfo) -> None:
         self.metrics.set_rollout_state(info.id, info.release, info.status.value)
@@ -398,7 +403,7 @@ class RolloutRunner:
 
     def _note_breach(self, verdicts: list[Verdict], verifier: Verification | None) -> None:
         """Measure the first breach for the report and wake the runner: a breach is acted on at once."""
-        breach = next((v for v in verdicts if asks_rollback(v)), None)
+        breach = next((v for v in verdicts if asks_rollback(v) and not self._dry_run(v)), None)
         if breach is not None and self.report.breach_at is None:
             self.report.breach_at = breach.at
             self.report.breach_wall = time.monotonic()
@@ -408,6 +413,10 @@ class RolloutRunner:
                 self.report.detect_seconds = max(0.0, breach.at - trigger)
                 self.metrics.observe_detection(self.report.detect_seconds)
             self._wake.set()
+
+    def _dry_run(self, verdict: Verdict) -> bool:
+        limits = self._limits.get(verdict.policy)
+        return limits is not None and limits.dry_run
 
     async def _start_verification(self, info: RolloutInfo, *, stage_index: int | None = None) -> None:
         await self._stop_verification()
@@ -585,7 +594,8 @@ class RolloutRunner:
 
     async def _watched_breaches(self) -> list[Verdict]:
         """Store what the watches said since the last turn; their breaches, naming the account, for decide
-        (only breaches: the gate is the placed stage's business)."""
+        (only breaches, and every verdict of a policy whose evaluations decide counts: the gate is the
+        placed stage's business)."""
         breaches = []
         for (environment, account), watch in self._watches.items():
             seen, watch.pending = watch.pending, []
@@ -593,7 +603,7 @@ class RolloutRunner:
                 await watch.log.record(seen)
             breaches += [replace(v, reason=f"on {environment}/{account} (watched since stage {watch.stage} was "
                                            f"promoted): {v.reason}".rstrip(": "))
-                         for v in seen if asks_rollback(v)]
+                         for v in seen if asks_rollback(v) or v.policy in self._limits]
         return breaches
 
     async def _retry_left_behind(self, info: RolloutInfo) -> None:

@@ -31,9 +31,11 @@ class AccountSpec:
 
 
 DEFAULT_ACCOUNTS = (
-    AccountSpec("master", Decimal("98000"), master=True),
-    AccountSpec("canary", Decimal("2000")),
+    AccountSpec("master", Decimal("98200"), master=True),
+    AccountSpec("canary", Decimal("1800")),
 )
+"""A canary funded with 1.8 % of the firm's capital: below a 2 % cap, so that what it earns (which
+the cap does not judge: it judges the capital moved in) is not mistaken for capital given to it."""
 
 
 @dataclass

@@ -31,7 +31,7 @@ COMMISSION_QUANTUM = Decimal("0.00000001")
 class Income:
     tran_id: int
     symbol: str
-    type: str        # REALIZED_PNL | COMMISSION
+    type: str        # REALIZED_PNL | COMMISSION | TRANSFER
     amount: Decimal
     trade_id: int
     time_ms: int
@@ -132,6 +132,17 @@ class Ledger:
         account.open_sell[symbol] = sum((o.remaining * o.price for o in open_orders if o.side == "SELL"), ZERO)
 
     # -- what the account is told --------------------------------------------------------------
+
+    def transfer(self, source: Account, target: Account, amount: Decimal) -> list[BalanceChanged]:
+        """Move ``amount`` USDT from one futures wallet to another (a master's sub-account transfer):
+        an income row ``TRANSFER`` on each side, and an ACCOUNT_UPDATE ``WITHDRAW`` / ``DEPOSIT`` whose
+        balance change is the amount (Binance's reasons for money leaving and entering the wallet)."""
+        source.wallet -= amount
+        target.wallet += amount
+        now = self.now_ms()
+        self.income[source.name].append(Income(next(self._tran_ids), "", "TRANSFER", -amount, 0, now))
+        self.income[target.name].append(Income(next(self._tran_ids), "", "TRANSFER", amount, 0, now))
+        return [self.balance_event(source, "WITHDRAW", [], -amount), self.balance_event(target, "DEPOSIT", [], amount)]
 
     def balance_event(self, account: Account, reason: str, symbols: list[str], change: Decimal) -> BalanceChanged:
         totals = account.totals(self.market)

@@ -116,6 +116,8 @@ class RestApi:
                      "sapi"),
             Endpoint("GET", "/sapi/v2/sub-account/futures/account", self.subaccount_detail, S, _w(1),
                      "sapi"),
+            Endpoint("POST", "/sapi/v1/sub-account/futures/internalTransfer", self.internal_transfer, S, _w(1),
+                     "sapi"),
             Endpoint("GET", "/api/v3/ping", lambda c: {}, N, _w(1), "api"),
             Endpoint("GET", "/api/v3/time", self.server_time, N, _w(1), "api"),
         ]
@@ -364,6 +366,26 @@ class RestApi:
             if account.email == email:
                 return {"futureAccountResp": wire.subaccount_detail(account, self.market)}
         raise codes.bad_value("email")
+
+    def internal_transfer(self, call: Call) -> dict:
+        """A master moves USDT between the USD-M futures wallets of its accounts (itself or a sub-account)."""
+        self._master(call)
+        self._usdm(call)
+        if _required(call.params, "asset").upper() != "USDT":
+            raise codes.unsupported("The simulator's wallets hold USDT only.")
+        amount = _decimal(call.params, "amount")
+        if amount is None:
+            raise codes.mandatory("amount")
+        if amount <= 0:
+            raise codes.bad_value("amount")
+        emails = {a.email: a for a in self.book}
+        source, target = (emails.get(_required(call.params, name)) for name in ("fromEmail", "toEmail"))
+        if source is None or target is None or source is target:
+            raise codes.bad_value("fromEmail" if source is None else "toEmail")
+        if source.totals(self.market).available < amount:
+            raise codes.insufficient_margin()
+        self.publish(self.engine.ledger.transfer(source, target, amount))
+        return {"success": True, "txnId": str(self.engine.ledger.income[target.name][-1].tran_id)}
 
     def _usdm(self, call: Call) -> None:
         futures_type = _required(call.params, "futuresType")

@@ -154,6 +154,22 @@ class CommandLine:
 
 
 @dataclass(frozen=True)
+class DryRunLine:
+    """A dry-run policy that would have acted: what it would have done, since when, how often."""
+
+    policy: str
+    would: str
+    reason: str
+    first: datetime
+    last: datetime
+    count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy": self.policy, "would_have": self.would, "reason": self.reason,
+                "first": self.first.isoformat(), "last": self.last.isoformat(), "count": self.count}
+
+
+@dataclass(frozen=True)
 class Summary(RolloutRecord):
     """A rollout as `canaryctl status` shows it: its record, its stage now, and what the store says of it."""
 
@@ -171,6 +187,8 @@ class Summary(RolloutRecord):
     last_breach: PolicyLine | None
     last_rollback: RollbackView | None
     last_verdict_at: datetime | None = None
+    dry_run: tuple[DryRunLine, ...] = ()
+    """Dry-run policies that would have acted (never acted on), from the decision state."""
 
     @property
     def remaining(self) -> float | None:
@@ -206,6 +224,7 @@ class Summary(RolloutRecord):
             "last_breach": self.last_breach.to_json() if self.last_breach else None,
             "last_rollback": self.last_rollback.to_json() if self.last_rollback else None,
             "last_verdict_at": _iso(self.last_verdict_at),
+            "dry_run": [d.to_json() for d in self.dry_run],
         }
 
 
@@ -276,7 +295,15 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
             "ORDER BY id", id=rollout_id)),
         last_breach=_last_breach(reader, rollout_id),
         last_rollback=_rollback(reader, rollout_id),
-        last_verdict_at=when(last[0]["at"]) if last else None)
+        last_verdict_at=when(last[0]["at"]) if last else None,
+        dry_run=_dry_run(decision))
+
+
+def _dry_run(decision: Mapping[str, Any]) -> tuple[DryRunLine, ...]:
+    """The decision state's ``dry_run`` (rollout.decide.DryRun.to_json), policy by policy."""
+    return tuple(DryRunLine(name, str(d["would"]), str(d.get("reason", "")), _epoch(float(d["first"])),
+                            _epoch(float(d["last"])), int(d.get("count", 1)))
+                 for name, d in sorted(decision.get("dry_run", {}).items()))
 
 
 def _stage_run(reader: Reader, rollout_id: int, stage: str) -> dict[str, Any] | None:

@@ -164,3 +164,50 @@ def test_aggregates_that_suit_their_source_load():
     text = GOOD.replace("source: bot\n    metric: strategy_signal_latency_seconds\n    aggregate: p95",
                         "source: process\n    metric: restarts\n    aggregate: increase", 1)
     assert load_model_text(PolicyFile, text, "stage-a.yaml").policies[0].aggregate == "increase"
+
+
+LIMITED = GOOD.replace("    on_nodata: {action: hold, stale_after: 2m}\n", """\
+    on_nodata: {action: hold, stale_after: 2m}
+    failure_limit: {failures: 3, evaluations: 10}
+    consecutive_error_limit: 5
+    inconclusive_limit: 4
+    dry_run: true
+""", 1)
+
+
+def test_failure_limits_and_dry_run_load_and_default_to_acting_on_the_first_failure():
+    limited, plain = load_model_text(PolicyFile, LIMITED, "stage-a.yaml").policies
+    assert (limited.failure_limit.failures, limited.failure_limit.evaluations) == (3, 10)
+    assert (limited.consecutive_error_limit, limited.inconclusive_limit, limited.dry_run) == (5, 4, True)
+    assert limited.limited and not plain.limited
+    assert plain.failure_limit is None and plain.consecutive_error_limit is None and not plain.dry_run
+
+
+@pytest.mark.parametrize("old, new, where", [
+    ("failures: 3, evaluations: 10", "failures: 3, evaluations: 2",
+     "stage-a.yaml:14: policies[0].failure_limit.evaluations: 3 failures cannot happen within 2 evaluations"),
+    ("failures: 3,", "failures: 0,", "policies[0].failure_limit.failures: expected an integer from 1 to 10000, got 0"),
+    ("failures: 3,", "failures: 2.5,", "policies[0].failure_limit.failures"),
+    ("failures: 3,", "failures: yes,", "policies[0].failure_limit.failures"),
+    ("{failures: 3, evaluations: 10}", "3", "policies[0].failure_limit"),
+    ("consecutive_error_limit: 5", "consecutive_error_limit: -1",
+     "policies[0].consecutive_error_limit: expected an integer from 1 to 10000, got -1"),
+    ("inconclusive_limit: 4", "inconclusive_limit: 100000",
+     "policies[0].inconclusive_limit: expected an integer from 1 to 10000, got 100000"),
+    ("dry_run: true", "dry_run: maybe", "policies[0].dry_run"),
+    ("{action: hold, stale_after: 2m}", "{action: rollback, stale_after: 2m}",
+     "policies[0].consecutive_error_limit: on_nodata: rollback rolls back on the first nodata evaluation"),
+])
+def test_bad_limits_are_refused_where_they_are(old, new, where):
+    assert old in LIMITED
+    assert where in refusal(LIMITED.replace(old, new, 1))
+
+
+def test_policy_check_shows_each_policys_limits(tmp_path):
+    path = tmp_path / "stage-a.yaml"
+    path.write_text(LIMITED)
+    shown = canaryctl("policy", "check", str(path))
+    assert shown.code == 0
+    assert ("signal-latency-p95: acts on 3 failures within 10 evaluations; pauses after 5 nodata in a row; "
+            "pauses after 4 inconclusive in a row; dry run (never acted on)") in shown.out
+    assert "order-failure-rate" not in shown.out  # a policy without limits acts on its first failure, unsaid

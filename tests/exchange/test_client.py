@@ -141,11 +141,11 @@ async def test_a_wrong_secret_is_unauthorized(connect):
 async def test_reads_return_typed_snapshots(connect):
     master = await connect("master")
     account = await master.account_snapshot()
-    assert account.total_wallet_balance == Decimal("98000") and account.margin_ratio == 0
+    assert account.total_wallet_balance == Decimal("98200") and account.margin_ratio == 0
     brackets = await master.leverage_brackets("BTCUSDT")
     assert brackets[0].symbol == "BTCUSDT" and brackets[0].initial_leverage >= 20
     subs = await master.sub_account_balances()
-    assert [s.wallet_balance for s in subs] == [Decimal("2000")]
+    assert [s.wallet_balance for s in subs] == [Decimal("1800")]
 
 
 async def test_market_data_for_sizing_comes_typed(canary):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from controller.analysis.verdict import Outcome, Verdict
@@ -11,6 +13,7 @@ from controller.rollout.decide import (
     Command,
     Decision,
     FinishStage,
+    Limits,
     Notice,
     Place,
     Plan,
@@ -630,3 +633,152 @@ def test_a_command_whose_expiry_cannot_be_read_is_refused(expires_in):
 def test_rollback_and_pause_never_expire(kind, fields, status):
     decision = run(at(Status.RUNNING), command(kind, created=0.0, expires_in=1.0, **fields), now=86_400.0)
     assert ack(decision).accepted and decision.state.status is status
+
+
+# ---------------------------------------------------------------- failure limits and dry runs
+
+def limited(**limits: Limits) -> Plan:
+    return Plan(PIPELINE, PLAN.gates, limits=limits)
+
+
+def feed(state: State, plan: Plan, outcomes: str, policy: str = "a-errors", *, start: float = 10.0,
+         action: str = "rollback") -> tuple[State, list[Decision]]:
+    """Give decide one verdict of ``policy`` per letter (P, F, N, I), one second apart, each in its own call."""
+    letters = {"P": PASS, "F": FAIL, "N": NODATA, "I": INCONCLUSIVE}
+    decisions = []
+    for index, letter in enumerate(outcomes):
+        when = start + index
+        outcome = letters[letter]
+        one = verdict(policy, outcome, when, action=action if outcome is FAIL else None,
+                      reason="3 is not == 0" if outcome is FAIL else letter)
+        decision = decide(state, [one], [], when, plan=plan)
+        decisions.append(decision)
+        state = decision.state
+    return state, decisions
+
+
+def test_without_a_failure_limit_the_first_failure_rolls_back_as_before():
+    state, decisions = feed(at(Status.RUNNING), limited(), "PPF")
+    assert state.status is Status.ROLLING_BACK and of(decisions[-1], StartRollback)
+    assert state.evaluations == {}  # a policy without limits is not counted
+
+
+def test_a_failure_limit_rolls_back_only_at_the_nth_failure_within_m_evaluations():
+    plan = limited(**{"a-errors": Limits(failures=3, evaluations=5)})
+    state, decisions = feed(at(Status.RUNNING), plan, "FPF")
+    assert state.status is Status.RUNNING
+    assert not any(of(d, StartRollback) for d in decisions)
+    assert "a-errors" not in state.passing  # a failure below the limit still interrupts the clean run
+    state, (last,) = feed(state, plan, "F", start=20.0)
+    (start,) = of(last, StartRollback)
+    assert state.status is Status.ROLLING_BACK and start.policy == "a-errors"
+    assert start.reason == "a-errors failed 3 times within 5 evaluations: 3 is not == 0"
+
+
+def test_failures_that_fall_out_of_the_last_m_evaluations_no_longer_count():
+    plan = limited(**{"a-errors": Limits(failures=2, evaluations=3)})
+    state, _ = feed(at(Status.RUNNING), plan, "FPPFPPF")
+    assert state.status is Status.RUNNING
+    assert state.evaluations["a-errors"].recent == "PPF"
+
+
+def test_verdicts_of_one_instant_are_one_evaluation_the_worst():
+    plan = limited(**{"a-errors": Limits(failures=2, evaluations=5)})
+    groups = [verdict("a-errors", FAIL, 10.0, action="rollback"), verdict("a-errors", PASS, 10.0),
+              verdict("a-errors", FAIL, 10.0, action="rollback")]
+    decision = decide(at(Status.RUNNING), groups, [], 10.0, plan=plan)
+    assert decision.state.status is Status.RUNNING
+    assert decision.state.evaluations["a-errors"].recent == "F"
+
+
+def test_a_gate_policy_on_hold_spoils_the_gate_only_at_its_failure_limit():
+    plan = limited(**{"a-latency": Limits(failures=2, evaluations=10)})
+    state, _ = feed(at(Status.RUNNING), plan, "PF", policy="a-latency", action="hold")
+    assert state.spoiled == {}
+    state, decisions = feed(state, plan, "F", policy="a-latency", action="hold", start=20.0)
+    assert state.spoiled == {"a-latency": 20.0} and audited(decisions[-1], "gate.spoiled")
+
+
+def test_the_counts_survive_a_restart_through_the_stored_state():
+    plan = limited(**{"a-errors": Limits(failures=2, evaluations=4)})
+    state, _ = feed(at(Status.RUNNING), plan, "PF")
+    restored = State.from_json(json.loads(json.dumps(state.to_json())))
+    assert restored == state
+    state, _ = feed(restored, plan, "F", start=20.0)
+    assert state.status is Status.ROLLING_BACK
+
+
+def test_rows_written_before_limits_existed_still_load():
+    row = at(Status.RUNNING).to_json()
+    del row["evaluations"], row["dry_run"]
+    assert State.from_json(row) == at(Status.RUNNING)
+
+
+@pytest.mark.parametrize("letter, field, limit", [("N", "consecutive_errors", "consecutive_error_limit 3"),
+                                                   ("I", "inconclusive", "inconclusive_limit 3")])
+def test_a_consecutive_limit_pauses_the_rollout_for_a_person(letter, field, limit):
+    plan = limited(**{"a-latency": Limits(**{field: 3})})
+    state, decisions = feed(at(Status.RUNNING), plan, letter * 2 + "P" + letter * 2, policy="a-latency")
+    assert state.status is Status.RUNNING  # a pass in between starts the run again
+    state, (paused,) = feed(state, plan, letter, policy="a-latency", start=20.0)
+    assert state.status is Status.PAUSED and state.paused_from is Status.RUNNING
+    assert limit in state.reason and state.reason.startswith("a-latency: 3 ")
+    assert audited(paused, "policy.limit_reached").payload["limit"] in state.reason
+    assert transitions(paused) == [("running", "paused")]
+    assert "a-latency" not in state.passing  # never a pass
+    state, more = feed(state, plan, letter * 3, policy="a-latency", start=30.0)
+    assert state.status is Status.PAUSED and not any(transitions(d) for d in more)
+
+
+def test_a_resume_after_a_limit_pause_counts_the_limit_afresh():
+    plan = limited(**{"a-latency": Limits(inconclusive=2)})
+    state, _ = feed(at(Status.RUNNING), plan, "II", policy="a-latency")
+    assert state.status is Status.PAUSED
+    resumed = decide(state, [], [command("resume")], 15.0, plan=plan)
+    assert ack(resumed).accepted and resumed.state.status is Status.RUNNING
+    state, _ = feed(resumed.state, plan, "I", policy="a-latency", start=20.0)
+    assert state.status is Status.RUNNING
+    state, _ = feed(state, plan, "I", policy="a-latency", start=21.0)
+    assert state.status is Status.PAUSED
+
+
+def test_a_limit_pause_while_awaiting_signoff_resumes_there():
+    plan = limited(**{"a-latency": Limits(consecutive_errors=1)})
+    state, _ = feed(at(Status.AWAITING_SIGNOFF), plan, "N", policy="a-latency")
+    assert state.status is Status.PAUSED and state.paused_from is Status.AWAITING_SIGNOFF
+
+
+def test_a_dry_run_breach_is_recorded_and_never_acted_on():
+    plan = limited(**{"a-errors": Limits(dry_run=True)})
+    state, decisions = feed(at(Status.RUNNING, passing=passing(A)), plan, "PFFF")
+    assert state.status is Status.RUNNING
+    assert not any(of(d, StartRollback) for d in decisions)
+    record = state.dry_run["a-errors"]
+    assert (record.would, record.count, record.first, record.active) == ("rolled back", 1, 11.0, True)
+    (event,) = [a for d in decisions for a in of(d, Audit) if a.kind == "policy.dry_run_breach"]
+    assert event.payload["would_have"] == "rolled back" and event.payload["reason"] == "3 is not == 0"
+    state, _ = feed(state, plan, "PF", start=20.0)
+    assert state.dry_run["a-errors"].count == 2 and state.dry_run["a-errors"].last == 21.0
+    assert State.from_json(json.loads(json.dumps(state.to_json()))) == state
+
+
+def test_a_dry_run_policy_with_a_failure_limit_says_when_it_would_have_acted():
+    plan = limited(**{"a-errors": Limits(failures=2, evaluations=3, dry_run=True)})
+    state, _ = feed(at(Status.RUNNING), plan, "FP")
+    assert state.dry_run == {}
+    state, _ = feed(state, plan, "F", start=20.0)
+    assert state.dry_run["a-errors"].would == "rolled back" and state.status is Status.RUNNING
+
+
+def test_a_dry_run_policy_would_have_paused_and_does_not():
+    plan = limited(**{"a-latency": Limits(consecutive_errors=2, dry_run=True)})
+    state, _ = feed(at(Status.RUNNING), plan, "NNN", policy="a-latency")
+    assert state.status is Status.RUNNING
+    assert state.dry_run["a-latency"].would.startswith("paused the rollout (2 evaluations in a row without data")
+
+
+def test_a_dry_run_gate_policy_failing_neither_spoils_nor_interrupts_the_gate():
+    plan = limited(**{"a-latency": Limits(dry_run=True)})
+    state, _ = feed(at(Status.RUNNING, passing=passing(A)), plan, "F", policy="a-latency", action="hold")
+    assert state.spoiled == {} and state.passing == passing(A)
+    assert state.dry_run["a-latency"].would == "held the stage's gate"

@@ -112,7 +112,7 @@ async def test_closing_a_position_realises_pnl_into_the_wallet(sim, canary):
     realized = D(trades[1]["realizedPnl"])
     fees = sum(D(t["commission"]) for t in trades)
     assert realized == D("0.500") * (D("3099.99") - D("3000.01"))
-    assert D(account["totalWalletBalance"]) == D("2000") + realized - fees
+    assert D(account["totalWalletBalance"]) == D("1800") + realized - fees
     assert position["positionAmt"] == "0.000"
 
 

@@ -93,7 +93,7 @@ async def test_user_stream_events_match_binances_models(sim, canary):
         assert_matches_model(await stream.next_of("ACCOUNT_CONFIG_UPDATE"), "websocket_streams",
                              "account_config_update", {"ac": ("account_config_update_ac", False)})
         price = Decimal((await canary.futures_mark_price(symbol="BTCUSDT"))["markPrice"])
-        quantity = (2000 * 18 / price).quantize(Decimal("0.001"))  # 18x the canary's 2000 USDT
+        quantity = (1800 * 18 / price).quantize(Decimal("0.001"))  # 18x the canary's 1800 USDT
         await canary.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=str(quantity))
         assert_matches_model(await stream.next_of("ORDER_TRADE_UPDATE"), "websocket_streams", "order_trade_update",
                              {"o": ("order_trade_update_o", False)})

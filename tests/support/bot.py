@@ -22,7 +22,7 @@ from reference_bot import Bot, BotSettings, Strategy
 from reference_bot.config import strategy_from
 
 FAST = BotSettings(interval=0.1, order_ttl=0.5, reconcile_every=0.5, shutdown_timeout=3, stream_timeout=5, seed=3)
-CAPITAL = Decimal(2000)  # the simulator's canary account
+CAPITAL = Decimal(1800)  # the simulator's canary account
 IN_PROCESS_SIM: dict[str, Any] = {"seed": 5, "tick_seconds": 0.1, "weight_limit": 1_000_000}
 """The simulator's settings for an in-process bot (prices every 0.1 s, weight limits raised)."""
 

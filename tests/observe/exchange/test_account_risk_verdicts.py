@@ -70,7 +70,7 @@ async def test_a_price_crash_on_a_leveraged_position_fails_the_margin_policies(s
     async with verified(canary, master, clock, config, names) as judged:
         await judged.until_outcomes({n: Outcome.PASS for n in names})
         price = (await canary.mark_prices("BTCUSDT"))["BTCUSDT"]
-        quantity = (Decimal(2000) * 18 / price).quantize(Decimal("0.001"))   # 18x the canary's capital
+        quantity = (Decimal(1800) * 18 / price).quantize(Decimal("0.001"))   # 18x the canary's capital
         await canary.new_order(symbol="BTCUSDT", side="BUY", order_type="MARKET", quantity=quantity)
         sim.set_price("BTCUSDT", (price * Decimal("0.945")).quantize(Decimal("0.1")))  # -5.5 %: 99 % of margin gone
         await judged.until_outcomes({n: Outcome.FAIL for n in names})

@@ -60,7 +60,7 @@ async def test_a_price_crash_on_a_leveraged_position_shows_margin_calls_and_the_
     await canary.set_leverage("BTCUSDT", 20)
     async with observing(canary, config, clock=clock) as run:
         record = run.record
-        await market(canary, "BUY", "0.6")  # 37 200 USDT on 2 000: nearly all of the margin
+        await market(canary, "BUY", "0.54")  # 33 480 USDT on 1 800: nearly all of the margin
         await run.until(lambda: (record.last("exposure_ratio", symbol="BTCUSDT") or 0) > 18)
         assert record.last("margin_ratio") < 0.3 and not record.values("margin_calls")
         crashed = clock.time()
@@ -71,11 +71,12 @@ async def test_a_price_crash_on_a_leveraged_position_shows_margin_calls_and_the_
     assert record.last("margin_ratio") > 0.8
 
 
-async def test_the_canary_holds_two_percent_of_the_firms_capital(sim, connect, canary, clock):
+async def test_the_canary_holds_one_point_eight_percent_of_the_firms_capital(sim, connect, canary, clock):
     master = await connect("master")
     async with observing(canary, strategy(), clock=clock, master=master) as run:
         await run.until(lambda: bool(run.record.values("capital_share")))
-    assert run.record.last("capital_share") == pytest.approx(0.02)
+    assert run.record.last("capital_share") == pytest.approx(0.018)
+    assert run.record.last("equity_share") == pytest.approx(0.018)
 
 
 @pytest.mark.parametrize("book_depth", [Decimal(1000)])  # thin book: one market order, several trades

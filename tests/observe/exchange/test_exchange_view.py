@@ -21,15 +21,17 @@ from controller.exchange.events import (
     Position,
     PositionChange,
     StreamStatus,
+    SubAccountBalance,
     SymbolSettings,
 )
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.exchange_view import ExchangeView
-from tests.support.bot import CAPITAL, strategy
+from tests.support.bot import strategy
 from tests.support.exchange_observer import Recorder
 
 T0 = 1_767_225_600.0
 D = Decimal
+CAPITAL = D(2000)  # the account's capital in these tests (no simulator here)
 LIMIT = D("0.5") * CAPITAL * 5  # majors: allocation x capital x leverage = 5 000 USDT
 
 
@@ -184,3 +186,45 @@ def test_a_position_change_no_account_update_reported_marks_the_stream_silent(vi
     assert record.last("stream_connected") == 0 and "silent" in record.heartbeats()[-1].error
     view.on_event(position("BTCUSDT", "0.1", "62000", "0", ts=T0 + 4))  # the backlog arrives
     assert record.last("stream_connected") == 1 and record.heartbeats()[-1].ok
+
+
+def snapshot(wallet: str, upnl: str = "0") -> AccountSnapshot:
+    return AccountSnapshot("canary", D(wallet), D(wallet) + D(upnl), D(0), D(wallet), D(upnl), T0)
+
+
+def balances(view: ExchangeView, wallet: str, upnl: str = "0", *, firm_without: str = "98000") -> None:
+    """A snapshot pass with the master's key: the firm is the master's wallet plus the canary's."""
+    view.on_account(snapshot(wallet, upnl), at=T0)
+    view.on_balances(D(wallet), snapshot(firm_without), [SubAccountBalance("canary@x", D(wallet), D(wallet))], at=T0)
+
+
+def transfer(reason: str, change: str | None, asset: str = "USDT", wallet: str = "2000") -> AccountUpdate:
+    return AccountUpdate("canary", reason, (Balance(asset, D(wallet), D(wallet), None if change is None else D(change)),),
+                         (), T0, T0)
+
+
+def test_the_capital_share_is_what_was_moved_in_and_the_equity_share_what_it_is_worth(view, record):
+    balances(view, "2000")
+    assert record.last("capital_share") == pytest.approx(0.02) and record.last("equity_share") == pytest.approx(0.02)
+    balances(view, "2300", upnl="100")  # it earned 300 and holds 100 more unrealized: not capital given to it
+    assert record.last("capital_share") == pytest.approx(2000 / 100_300)
+    assert record.last("equity_share") == pytest.approx(2400 / 100_300)
+
+
+def test_transfers_in_and_out_move_the_capital_share(view, record):
+    balances(view, "2000")
+    view.on_event(transfer("DEPOSIT", "500", wallet="2500"))
+    view.on_event(transfer("ORDER", "0", wallet="2510"))  # a trade's balance change is not capital moved
+    view.on_event(transfer("WITHDRAW", "-100", wallet="2410"))
+    balances(view, "2410")
+    assert record.last("capital_share") == pytest.approx(2400 / 100_410)
+
+
+@pytest.mark.parametrize("update", [transfer("DEPOSIT", None), transfer("DEPOSIT", "0.1", asset="BTC")])
+def test_a_transfer_whose_amount_cannot_be_counted_stops_the_capital_share(view, record, update):
+    balances(view, "2000")
+    view.on_event(update)
+    mark = record.mark()
+    balances(view, "2000")
+    assert not record.since(mark).values("capital_share")  # fail closed: its policy goes nodata
+    assert record.since(mark).values("equity_share") and view.funding_unknown.startswith("a DEPOSIT of ")

@@ -1,8 +1,8 @@
 """The shipped ``c-`` and ``d-pnl-like-baseline`` end to end: the canary's PnL over its capital
 against the baseline release's, on the same market at the same time.
 
-The previous release trades the master account (98 000 USDT), the canary its sub-account
-(2 000), both observed on the exchange (``pnl_ratio``: wallet plus unrealised PnL less the
+The previous release trades the master account (98 200 USDT), the canary its sub-account
+(1 800), both observed on the exchange (``pnl_ratio``: wallet plus unrealised PnL less the
 starting capital, over that capital). Prices stand still, so a release's PnL is what its
 trading costs (fees, the spread). The policies are used as shipped (30 snapshots before a
 verdict, a breach must last an hour), and both runs follow one schedule, which `Steps` moves
