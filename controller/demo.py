@@ -18,13 +18,12 @@ from pathlib import Path
 from controller import shipped
 from controller.clock import SimulatedClock
 from controller.config.daemon import DaemonConfig
-from controller.daemon.service import Daemon, DaemonOptions
+from controller.daemon.service import Daemon, DaemonOptions, Simulators
 from controller.release_files import read_release
 from controller.rollout.decide import TERMINAL, Status
 from controller.rollout.engine import RunnerCadence
 from controller.rollout.info import RolloutInfo, create_rollout, get_rollout
 from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
-from controller.sim.embed import EmbeddedSimulators
 from controller.store import audit
 from controller.store.commands import await_ack, submit_command
 from controller.store.database import Database, resolve_url
@@ -51,7 +50,8 @@ class DemoOptions:
     timeout: float = 120.0  # wall seconds per rollout
 
 
-async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict:
+async def run_demo(options: DemoOptions, say: Callable[[str], None],
+                   simulators: Callable[[SimulatedClock], Simulators]) -> dict:
     started = time.monotonic()
     db_file = options.workdir / "canary.db"
     url = resolve_url(f"sqlite:///{db_file}")
@@ -73,7 +73,7 @@ async def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict:
         daemon = Daemon(config, db, clock, DaemonOptions(state_dir=options.workdir / "state", cadence=CADENCE,
                                                          stop_releases_on_exit=True),
                         on_event=lambda rollout, text: note(f"rollout {rollout}: {text}"),
-                        simulators=EmbeddedSimulators(clock, speed=options.speed))
+                        simulators=simulators(clock))
         daemon_task = asyncio.create_task(daemon.run(), name="demo-daemon")
         try:
             await _wait(daemon.ready.wait(), daemon_task, 30)

@@ -83,11 +83,13 @@ def demo(as_json: bool, speed: float, workdir: Path | None) -> None:
 
     from controller import logs
     from controller.demo import DemoOptions, run_demo
+    from controller.sim.embed import EmbeddedSimulators
 
     logs.configure("error")
     folder = workdir or Path(tempfile.mkdtemp(prefix="canary-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
-    result = asyncio.run(run_demo(DemoOptions(workdir=folder, speed=speed), lambda line: click.echo(line)))
+    result = asyncio.run(run_demo(DemoOptions(workdir=folder, speed=speed), lambda line: click.echo(line),
+                                  simulators=lambda clock: EmbeddedSimulators(clock, speed=speed)))
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -124,7 +124,9 @@ async def _run(options, plan, version: str | None, policies_file: str, *, record
     async with _maybe_database(record or version is not None, open_database) as db:
         if options is None:
             options = plan(await recorded_strategy(db, version))
-        harness = Harness(options, on_progress=_progress)
+        from controller.sim import Simulator
+
+        harness = Harness(options, simulator=Simulator, on_progress=_progress)
         result = await harness.run()
         if record:
             new = None if version is not None else harness_release(options.strategy)

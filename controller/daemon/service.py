@@ -61,7 +61,7 @@ so that a loop waiting for its database is still alive."""
 
 class Simulators(Protocol):
     """Opens the exchange of each `kind: sim` environment: the simulator, which production code does
-    not carry; `canaryctl run` and the demo inject it (`controller.sim.embed.EmbeddedSimulators`)."""
+    not carry; `canaryctl run` and `canaryctl demo` inject it (`controller.sim.embed.EmbeddedSimulators`)."""
 
     async def open(self, environment: str, deployer: Deployer) -> EnvironmentAccess: ...
 

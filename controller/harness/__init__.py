@@ -5,7 +5,6 @@ embedded simulator, on the accelerated clock, with faults on a schedule (`canary
     plan.py       the stage's policy file and the release's strategy, found and checked up front
     release.py    the release as the harness places it: its bot in process, through its entry point
     stepping.py   the stepped clock: jumps only at quiet moments, so 48 h take about a minute
-    knobs.py      scheduled sim faults turned on and off through the simulator's fault knobs
     run.py        one run: placements, verification, injections and rollbacks
     scoring.py    what catches which fault, what is the release failing, the outcome (pure)
     result.py     what the run found, as JSON and for people

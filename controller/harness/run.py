@@ -32,7 +32,6 @@ from controller.config.strategy import StrategyConfig
 from controller.errors import CanaryError
 from controller.exchange.client import ExchangeClient
 from controller.exchange.weights import WeightBudget
-from controller.harness import knobs
 from controller.harness.faults import Fault
 from controller.harness.release import REFERENCE_ENTRY_POINT, EmbeddedRelease, load_entry_point, with_defects
 from controller.harness.result import HarnessResult
@@ -41,7 +40,6 @@ from controller.harness.stepping import InFlight, SteppedClient, Stepper
 from controller.logs import get_logger
 from controller.observe.exchange import ExchangeObserver
 from controller.observe.metrics import MetricsScraper
-from controller.sim import Simulator
 from controller.verification import Verification
 
 log = get_logger(__name__)
@@ -113,9 +111,12 @@ class _Segment:
 
 
 class Harness:
-    def __init__(self, options: HarnessOptions, *, on_progress: Callable[[Progress], None] | None = None,
-                 progress_every: float = 2.0) -> None:
+    def __init__(self, options: HarnessOptions, *, simulator: Callable[..., Any],
+                 on_progress: Callable[[Progress], None] | None = None, progress_every: float = 2.0) -> None:
+        """``simulator``: makes the exchange the run trades on, ``simulator(clock=, seed=, tick_seconds=)``
+        (`controller.sim.Simulator`, which production code does not carry: the CLI hands it in)."""
         self.options = options
+        self.new_simulator = simulator
         self.entry_point = load_entry_point(options.entry_point)
         self.on_progress = on_progress
         self.progress_every = progress_every
@@ -145,7 +146,7 @@ class Harness:
         stepped = options.speed is None
         # The simulated run is the `duration` that ends as it starts: its records sit in the past.
         self.clock = SimulatedClock(time.time() - options.duration, speed=0.0 if stepped else options.speed)
-        self.sim = Simulator(clock=self.clock, seed=options.seed, tick_seconds=options.cadence.sim_tick)
+        self.sim = self.new_simulator(clock=self.clock, seed=options.seed, tick_seconds=options.cadence.sim_tick)
         self.in_flight = InFlight()
         self.started_at = self.scoring.start = self.clock.time()
         end = self.started_at + options.duration
@@ -276,12 +277,13 @@ class Harness:
             config = with_defects(self.options.strategy, fault.defects)
             await self._place(config, f"{self.options.release} + {fault.name}", defect=index)
         else:
-            knobs.turn_on(self.sim.faults, fault, ACCOUNT)
+            self.sim.faults.switch_on(fault.name, fault.value, ACCOUNT)
             self._on.append(index)
         log.info("harness_fault_injected", fault=fault.text, at=round(result.injected_at))
 
     def _turn_off(self, index: int) -> None:
-        knobs.turn_off(self.sim.faults, self.options.faults[index], ACCOUNT)
+        fault = self.options.faults[index]
+        self.sim.faults.switch_off(fault.name, fault.value, ACCOUNT)
         self._on.remove(index)
         self.scoring.knob_off(index)
 

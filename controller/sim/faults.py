@@ -114,6 +114,46 @@ class Faults:
 
     # -- what the server asks ------------------------------------------------------------------
 
+    # --- named switches: what a harness schedule turns on and off (`controller.harness.faults`)
+
+    def switch_on(self, name: str, value: float, account: str) -> None:
+        """Turn on the knob a schedule names (``latency_ms``, ``ws_stall``, ...) on ``account``."""
+        if name == "ws_disconnect":
+            self.drop_stream(account)
+        elif name == "listen_key_expired":
+            self.expire_listen_key(account)
+        elif name == "ws_stall":
+            self.stall_stream(account, True)
+        elif name == "latency_ms":
+            self.add_latency(value / 1000.0)
+        elif name == "error_rate":
+            self.fail(None, rate=value)
+        elif name == "rate_limit_storm":
+            self.rate_limit_storm(value)
+        elif name == "duplicate_events":
+            self.duplicate_events(account, int(value))
+        elif name == "reorder_events":
+            self.reorder_events(account, True)
+        elif name == "ignore_leverage":
+            self.ignore_leverage(account, None, True)
+        else:
+            raise ValueError(f"no knob for sim fault {name!r}")
+
+    def switch_off(self, name: str, value: float, account: str) -> None:
+        """Undo `switch_on` (instant faults and the storm, which ends by itself, leave nothing on)."""
+        if name == "ws_stall":
+            self.stall_stream(account, False)
+        elif name == "latency_ms":
+            self.latency.pop(None, None)
+        elif name == "error_rate":
+            self.errors = [rule for rule in self.errors if not (rule.endpoint is None and rule.rate == value)]
+        elif name == "duplicate_events":
+            self.duplicate_events(account, 0)
+        elif name == "reorder_events":
+            self.reorder_events(account, False)
+        elif name == "ignore_leverage":
+            self.ignore_leverage(account, None, False)
+
     def latency_for(self, method: str, path: str) -> float:
         return max(self.latency.get(f"{method} {path}", 0.0), self.latency.get(path, 0.0),
                    self.latency.get(None, 0.0))
