@@ -51,7 +51,7 @@ from pydantic import BeforeValidator, Field, StringConstraints, field_validator,
 from controller.analysis.condition import Condition, ConditionError
 from controller.analysis.condition import parse as parse_condition
 from controller.config.model import ConfigModel, Int, error_at
-from controller.config.yamlfile import load_model
+from controller.config.yamlfile import load_model, read_text
 from controller.errors import ConfigError
 from controller.timespec import parse_duration
 
@@ -272,9 +272,9 @@ def _naming_the_policy(error: ConfigError, path: Path) -> ConfigError:
     if _POLICY_FIELD.match(error.field or "") is None:
         return error
     try:  # the file parsed before it was refused, so this only fails if it changed since
-        entries = yaml.safe_load(path.read_text(encoding="utf-8"))["policies"]
+        entries = yaml.safe_load(read_text(path))["policies"]  # bounded: the file passed the loader's limits
         names = [entry.get("name") if isinstance(entry, dict) else None for entry in entries]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, LookupError, TypeError):
+    except (ConfigError, yaml.YAMLError, LookupError, TypeError, RecursionError):
         return error
 
     def named(line: str, field: str) -> str:

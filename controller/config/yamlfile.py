@@ -4,10 +4,17 @@ PyYAML and pydantic each know half of what an operator needs: YAML knows where a
 in the file, pydantic knows what is wrong with it. This module joins the two: it composes the
 node tree once, records the line of every key and list item, then turns each pydantic error
 into a one-line ``ConfigError`` at the deepest line it can find.
+
+Every input is bounded before it can cost memory or time: only regular files are read (a FIFO or
+a device would block or never end), at most `MAX_BYTES`; nodes nest at most `MAX_DEPTH` deep;
+and the document, aliases expanded, holds at most `MAX_NODES` nodes (a "billion laughs" of
+aliases is refused at its line before anything is built from it).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import typing
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -23,23 +30,49 @@ from controller.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_BYTES = 1024 * 1024
+"""The largest YAML document read (config, strategy, manifest, pipeline, policy files are kilobytes)."""
+MAX_DEPTH = 64
+"""How deep mappings and lists may nest."""
+MAX_NODES = 100_000
+"""How many nodes a document may hold once its aliases are expanded."""
+
+
 def load_model(model_cls: type[M], path: Path) -> M:
     """Read ``path`` as YAML and validate it as ``model_cls``; any refusal is a `ConfigError`."""
+    return load_model_text(model_cls, read_text(path), str(path))
+
+
+def read_text(path: Path) -> str:
+    """A regular file's UTF-8 text, refused (`ConfigError`) when it is anything else or too large."""
+    where = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if not stat.S_ISREG(os.stat(path).st_mode):  # stat opens nothing: a FIFO cannot block here
+            raise ConfigError("not a regular file (a FIFO, device or directory): expected a YAML file", file=where)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the two looks
+                raise ConfigError("not a regular file: expected a YAML file", file=where)
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                data = handle.read(MAX_BYTES + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
-        raise ConfigError("file not found", file=str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, expected a YAML file", file=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text (byte {exc.start})", file=str(path)) from None
+        raise ConfigError("file not found", file=where) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-    return load_model_text(model_cls, text, str(path))
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=where) from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(f"larger than {MAX_BYTES // 1024} KiB: not a file this tool reads", file=where)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", file=where) from None
 
 
 def load_model_text(model_cls: type[M], text: str, source_name: str = "<input>") -> M:
     """Validate YAML ``text`` as ``model_cls``; ``source_name`` stands for the file in errors."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"larger than {MAX_BYTES // 1024} KiB: not a document this tool reads", file=source_name)
     data, lines = _parse(text, source_name)
     try:
         return model_cls.model_validate(data)
@@ -51,8 +84,27 @@ def load_model_text(model_cls: type[M], text: str, source_name: str = "<input>")
 # --- YAML -------------------------------------------------------------------------------------
 
 
+class _TooDeep(Exception):
+    def __init__(self, mark) -> None:
+        self.mark = mark
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads YAML floats as exact Decimals: ``0.4`` is ``Decimal('0.4')``."""
+    """SafeLoader that reads YAML floats as exact Decimals (``0.4`` is ``Decimal('0.4')``) and
+    refuses to compose nodes nested deeper than `MAX_DEPTH` (PyYAML's composer recurses)."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
@@ -81,8 +133,10 @@ def _parse(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
             raise ConfigError(f"expected a mapping of settings at the top level, got {_node_kind(root)}",
                               file=source, line=root.start_mark.line + 1)
         lines: dict[Loc, int] = {(): root.start_mark.line + 1}
-        _index(loader, root, (), lines, frozenset(), source)
+        _index(loader, root, (), lines, frozenset(), source, [0])
         return loader.construct_document(root), lines
+    except _TooDeep as exc:
+        raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", file=source, line=exc.mark.line + 1) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         # The message only: PyYAML's own rendering quotes the offending line, which may hold a secret.
@@ -97,9 +151,13 @@ def _parse(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
 
 
 def _index(loader: yaml.SafeLoader, node: yaml.Node, path: Loc, lines: dict[Loc, int],
-           active: frozenset[int], source: str) -> None:
+           active: frozenset[int], source: str, visited: list[int]) -> None:
     if id(node) in active:  # a recursive alias (`&a [*a]`): nothing more to find
         return
+    visited[0] += 1  # every node as the constructed document will hold it, aliases expanded
+    if visited[0] > MAX_NODES:
+        raise ConfigError(f"the document's aliases expand past {MAX_NODES} nodes", file=source,
+                          line=node.start_mark.line + 1)
     active = active | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
@@ -113,11 +171,11 @@ def _index(loader: yaml.SafeLoader, node: yaml.Node, path: Loc, lines: dict[Loc,
                 raise ConfigError(f"duplicate key {key!r} (first defined on line {seen[key]})",
                                   file=source, line=line, field=dotted(path + (_key(key),)))
             seen[key] = lines[path + (_key(key),)] = line
-            _index(loader, value_node, path + (_key(key),), lines, active, source)
+            _index(loader, value_node, path + (_key(key),), lines, active, source, visited)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             lines[path + (index,)] = item.start_mark.line + 1
-            _index(loader, item, path + (index,), lines, active, source)
+            _index(loader, item, path + (index,), lines, active, source, visited)
 
 
 def _key(key: Any) -> str:

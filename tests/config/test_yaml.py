@@ -177,3 +177,44 @@ def test_a_control_character_is_invalid_yaml_not_a_crash():
 
     with pytest.raises(ConfigError, match=r"^s\.yaml: invalid YAML: unacceptable character #x001f"):
         load_model_text(StrategyConfig, "symbols:\x1f", "s.yaml")
+
+
+# --- bounded input: a file is read only if it is a regular file of bounded size, whose aliases and
+# nesting stay within budgets; each refusal is one ConfigError at FILE:LINE, in bounded time.
+
+def alias_bomb(levels: int, fan_out: int = 9) -> str:
+    """The "billion laughs": each level a list of ``fan_out`` aliases of the one before."""
+    lines = ['a0: &a0 ["lol"]']
+    for level in range(1, levels + 1):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * fan_out)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_that_expand_past_the_node_budget_are_refused_at_their_line(tmp_path):
+    error = refusal(tmp_path, "symbols: {}\n" + alias_bomb(6))  # 9**6 = 531,441 nodes once expanded
+    assert "aliases expand past" in str(error)
+    assert error.file == str(tmp_path / "strategy.yaml") and error.line is not None
+
+
+def test_nesting_deeper_than_the_limit_is_refused_without_a_recursion_error(tmp_path):
+    error = refusal(tmp_path, "symbols: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert "nested deeper than" in str(error)
+    error = refusal(tmp_path, "".join(f"{'  ' * n}k{n}:\n" for n in range(300)) + "  " * 300 + "x: 1\n")
+    assert "nested deeper than" in str(error)
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path):
+    from controller.config.yamlfile import MAX_BYTES
+
+    error = refusal(tmp_path, "symbols: {}\n#" + "x" * MAX_BYTES + "\n")
+    assert f"larger than {MAX_BYTES // 1024} KiB" in str(error)
+
+
+def test_only_regular_files_are_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            load_model(StrategyConfig, path)
