@@ -15,7 +15,10 @@ import sys
 from typing import Any, TextIO
 
 _SECRET_FIELD = re.compile(r"(secret|password|passwd|signature|api_key|apikey|token|listen_?key)", re.I)
-_SECRET_IN_TEXT = re.compile(r"(?i)\b(signature|api_?secret|password|token|listenKey|X-MBX-APIKEY)(['\"]?\s*[=:]\s*['\"]?)[^&\s'\",}]+")
+_SECRET_IN_TEXT = re.compile(r"(?i)\b(signature|api_?secret|api_?key|secret|password|passwd|token|listenKey|X-MBX-APIKEY)"
+                             r"(['\"]?\s*[=:]\s*['\"]?)[^&\s'\",}]+")
+_URL_USERINFO = re.compile(r"(://[^/\s:@]+:)[^@/\s]+@")
+"""``scheme://user:PASSWORD@host``: the password of a URL's userinfo."""
 REDACTED = "***"
 _FIELDS = "canary_fields"
 """The LogRecord attribute that carries an event's fields (a name no LogRecord attribute clashes with)."""
@@ -53,6 +56,7 @@ def _lift_fields(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict
 
 
 def redact_text(text: str) -> str:
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
     return _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 

@@ -21,9 +21,14 @@ def parse_duration(text: str) -> float:
 def parse_instant(text: str, now: datetime) -> datetime:
     """An ISO 8601 time (UTC when no offset is given) or a duration meaning that long ago."""
     try:
-        return now - timedelta(seconds=parse_duration(text))
+        seconds = parse_duration(text)
     except ValueError:
         pass
+    else:
+        try:
+            return now - timedelta(seconds=seconds)
+        except OverflowError:
+            raise ValueError(f"{text!r} ago is before any date this tool handles") from None
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

@@ -75,3 +75,15 @@ def test_fields_of_a_record_are_readable_without_structlog(caplog):
         logs.get_logger("controller.test").info("daemon_ready", admin_port=9310)
     (record,) = caplog.records
     assert record.getMessage() == "daemon_ready" and logs.fields_of(record) == {"admin_port": 9310}
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("POST /fapi/v1/order?api_key=K3yK3yK3y&symbol=BTCUSDT", "K3yK3yK3y"),
+    ("config says apiKey: K3yK3yK3y", "K3yK3yK3y"),
+    ("secret=S3cr3tS3cr3t in the body", "S3cr3tS3cr3t"),
+    ("connecting to postgresql://canary:Pa55w0rd@db.internal/canary", "Pa55w0rd"),
+    ("postgresql://canary@db/canary?password=Pa55w0rd&sslmode=require", "Pa55w0rd"),
+])
+def test_secrets_the_redaction_missed_before_are_redacted(text, secret):
+    redacted = logs.redact_text(text)
+    assert secret not in redacted and logs.REDACTED in redacted

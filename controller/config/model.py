@@ -19,8 +19,10 @@ class ConfigModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-Fraction = Annotated[Decimal, Field(gt=0, le=1)]
-"""A share of a whole, in (0, 1]: allocations, order sizes, capital caps."""
+MIN_FRACTION = Decimal("1e-9")
+Fraction = Annotated[Decimal, Field(ge=MIN_FRACTION, le=1)]
+"""A share of a whole, in [1e-9, 1]: allocations, order sizes, capital caps. Anything smaller is a
+typo, not a share (``1.0e-999999999999999999`` would otherwise be recorded as a positive one)."""
 
 
 def error_at(path: Loc, message: str) -> PydanticCustomError:

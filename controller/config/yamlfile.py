@@ -112,8 +112,9 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decima
     try:
         return Decimal(text)
     except InvalidOperation:
-        # `.inf`, `.nan` and base-60 `1:30.5`: only PyYAML knows these spellings.
-        return Decimal(repr(yaml.SafeLoader.construct_yaml_float(loader, node)))
+        pass
+    # `.inf`, `.nan` and base-60 `1:30.5`: only PyYAML knows these spellings.
+    return Decimal(repr(yaml.SafeLoader.construct_yaml_float(loader, node)))
 
 
 _Loader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)

@@ -7,6 +7,8 @@ read-modify-write sequences such as appending to the audit chain never interleav
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -47,8 +49,9 @@ def resolve_url(url: str | None, password: str | None = None) -> URL:
 
 
 def display_url(url: URL) -> str:
-    """The URL as it may be printed or logged: never with its password."""
-    return url.render_as_string(hide_password=True)
+    """The URL as it may be printed or logged: never with its password, in the userinfo or the query."""
+    hidden = {key: "***" for key in url.query if key.lower() in ("password", "passwd", "sslpassword")}
+    return (url.update_query_dict(hidden) if hidden else url).render_as_string(hide_password=True)
 
 
 def create_engine(url: URL) -> AsyncEngine:
@@ -56,6 +59,9 @@ def create_engine(url: URL) -> AsyncEngine:
         database = url.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # Created for its owner alone (SQLite gives its -wal and -shm files the same mode): the
+            # store holds the audit trail and who did what.
+            os.close(os.open(database, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
         return engine

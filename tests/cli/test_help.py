@@ -127,3 +127,10 @@ def test_reading_commands_accept_an_id_or_a_version(store, path, ref):
     assert result.code == 0, result
     shown = json.loads(result.out)
     assert (shown["rollouts"][0] if "rollouts" in shown else shown)["id"] == rollout_id
+
+
+def test_a_since_beyond_any_date_is_refused_with_a_clear_message(tmp_path):
+    from tests.support.canaryctl import assert_refused
+
+    result = canaryctl("audit", "query", "--since", "99999999999d", db=f"sqlite:///{tmp_path / 'c.db'}")
+    assert_refused(result, "--since")

@@ -97,7 +97,7 @@ def test_an_out_of_range_value_states_the_whole_range(tmp_path):
 def test_an_out_of_range_fraction_states_its_open_bound(tmp_path):
     error = refusal(tmp_path, STRATEGY.replace("order_fraction: 0.1", "order_fraction: 0"))
     assert (error.line, error.field) == (12, "sizing.order_fraction")
-    assert error.message == "expected a number greater than 0 and at most 1, got 0"
+    assert error.message == "expected a number from 1E-9 to 1, got 0"
 
 
 def test_an_unknown_field_lists_the_allowed_ones(tmp_path):
@@ -135,7 +135,7 @@ def test_every_error_is_reported_first_in_file_order_then_one_line_each(tmp_path
     path = tmp_path / "strategy.yaml"
     assert lines == [
         f"{path}:3: symbols.BTCUSDT.leverage: expected an integer from 1 to 125, got 0",
-        f"{path}:12: sizing.order_fraction: expected a number greater than 0 and at most 1, got 2",
+        f"{path}:12: sizing.order_fraction: expected a number from 1E-9 to 1, got 2",
     ]
 
 
@@ -218,3 +218,8 @@ def test_only_regular_files_are_read(tmp_path):
     for path in (fifo, Path("/dev/zero")):
         with pytest.raises(ConfigError, match="not a regular file"):
             load_model(StrategyConfig, path)
+
+
+def test_a_number_too_small_to_mean_anything_is_refused_not_recorded(tmp_path):
+    error = refusal(tmp_path, STRATEGY.replace("allocation: 0.4", "allocation: 1.0e-999999999999999999"))
+    assert error.line == 9 and "buckets.majors.allocation" in str(error) and "1E-9" in str(error)

@@ -102,3 +102,19 @@ async def test_verdicts_stored_before_groups_had_a_column_take_their_group_from_
         assert keys == ["symbol=BTCUSDT", ""]
     finally:
         await database.close()
+
+
+async def test_a_new_sqlite_file_is_readable_by_its_owner_only(tmp_path):
+    database = Database(resolve_url(f"sqlite:///{tmp_path / 'canary.db'}"))
+    try:
+        await upgrade(database)
+    finally:
+        await database.close()
+    assert (tmp_path / "canary.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_password_in_the_query_of_a_database_url_is_never_displayed():
+    from controller.store.database import display_url
+
+    shown = display_url(resolve_url("postgresql://canary@db.internal/canary?password=Pa55w0rd&sslmode=require"))
+    assert "Pa55w0rd" not in shown and "sslmode=require" in shown
