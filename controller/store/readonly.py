@@ -69,7 +69,7 @@ class SqliteReader:
         self.path = path
         try:
             self._conn = _connect(path)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             if not path.exists():
                 raise StoreError(f"there is no database at {path}; create it with `canaryctl db upgrade`, "
                                  "or name the right one with --db") from None
@@ -88,7 +88,7 @@ class SqliteReader:
     def _revision(self) -> str | None:
         try:
             row = self._conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             if "no such table" in str(exc):
                 raise StoreError(f"the database sqlite:///{self.path} has no schema yet; run `canaryctl db upgrade` "
                                  "first") from None
@@ -98,7 +98,7 @@ class SqliteReader:
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         try:
             return [dict(row) for row in self._conn.execute(sql, params)]
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise StoreError(f"the database sqlite:///{self.path} cannot be read: {exc}") from None
 
     @contextmanager

@@ -33,3 +33,12 @@ def test_a_device_or_a_fifo_given_as_a_config_file_is_refused_at_once(tmp_path):
     for path in (Path("/dev/zero"), fifo):
         result = canaryctl("--config", str(path), "db", "upgrade", db=f"sqlite:///{tmp_path / 'x.db'}", timeout=30)
         assert_refused(result, str(path), "not a regular file")
+
+
+@pytest.mark.parametrize("command", [["status"], ["db", "upgrade"], ["audit", "verify"]])
+def test_a_file_that_is_not_a_database_is_named_without_a_traceback(tmp_path, command):
+    damaged = tmp_path / "canary.db"
+    damaged.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 20)
+    result = canaryctl(*command, db=f"sqlite:///{damaged}", timeout=30)
+    assert result.code != 0 and "Traceback" not in result.err + result.out, result
+    assert "file is not a database" in result.err and str(damaged) in result.err, result.err
