@@ -155,12 +155,18 @@ class AdminConfig(ConfigModel):
     host: str = "127.0.0.1"
     port: Int = Field(default=9310, ge=0, le=65535)
     allow_remote: bool = False
+    token: SecretRef | None = None
+    """A bearer token every request must carry (``Authorization: Bearer ...``); required with
+    ``allow_remote``, since beyond this host anyone could read the status and the metrics."""
 
     @model_validator(mode="after")
     def _local_unless_allowed(self) -> AdminConfig:
         if not self.allow_remote and not _is_loopback(self.host):
             raise error_at(("host",), f"{self.host} exposes the admin API beyond this host: "
                                       "use 127.0.0.1, or set admin.allow_remote: true")
+        if self.allow_remote and self.token is None:
+            raise error_at(("token",), "admin.allow_remote needs a bearer token: set admin.token to a secret "
+                                       "reference (file:/run/credentials/... or env:NAME)")
         return self
 
 

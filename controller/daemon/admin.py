@@ -13,6 +13,7 @@ them, and a traceback page helps no one. It binds 127.0.0.1 unless the config al
 from __future__ import annotations
 
 import functools
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,7 +37,10 @@ class AdminServer:
     """Serves the routes above on an aiohttp runner the daemon starts and stops; the loop stays the daemon's."""
 
     def __init__(self, *, metrics: ControllerMetrics, status: Callable[[], dict[str, Any]],
-                 ready: Check, healthy: Check) -> None:
+                 ready: Check, healthy: Check, token: str | None = None) -> None:
+        """``token``: every request must carry ``Authorization: Bearer TOKEN`` (None: none is asked,
+        for an API on loopback only)."""
+        self._expected = f"Bearer {token}".encode() if token else None
         self._metrics = metrics
         self._status = status
         self._ready = ready
@@ -47,7 +51,7 @@ class AdminServer:
         """Listen on ``host``:``port`` (0 picks a free port) and return the port bound."""
         if self._runner is not None:
             raise RuntimeError("the admin server is already started; call stop() before starting it again")
-        app = web.Application(middlewares=[_json_errors])
+        app = web.Application(middlewares=[_json_errors, self._authorized])
         app.add_routes([web.get("/metrics", self._get_metrics), web.get("/healthz", self._get_healthz),
                         web.get("/readyz", self._get_readyz), web.get("/status", self._get_status)])
         # No access log: Prometheus scrapes and probes would fill the journal with noise.
@@ -69,6 +73,16 @@ class AdminServer:
         if runner is not None:
             await runner.cleanup()
             log.info("admin_server_stopped")
+
+    @web.middleware
+    async def _authorized(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """401 unless the request carries the token (compared in constant time)."""
+        if self._expected is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, self._expected):
+                return web.json_response({"ok": False, "reason": "a bearer token is needed"}, status=401,
+                                         headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -163,8 +163,9 @@ class Daemon:
             self.site = await self._open_site()
             await sweep_orphans(self.db, self.site)
             if self.options.admin:
+                token = self.config.admin.token.resolve() if self.config.admin.token else None
                 admin = AdminServer(metrics=self.metrics, status=lambda: self._status, ready=self._readiness,
-                                    healthy=self._liveness)
+                                    healthy=self._liveness, token=token)
                 self.admin_port = await admin.start(self.config.admin.host, self.config.admin.port)
             self.metrics.started(time.time())
             watchdog = asyncio.create_task(watchdog_loop(self.notifier, lambda: self._liveness()[0]),

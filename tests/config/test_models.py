@@ -261,8 +261,11 @@ def test_endpoints_take_python_binances_form_for_the_exchange_client():
 def test_the_admin_api_is_refused_on_all_interfaces_unless_allowed():
     error = refusal(DaemonConfig, DAEMON + "admin:\n  host: 0.0.0.0\n")
     assert (error.line, error.field) == (8, "admin.host")
-    allowed = load_model_text(DaemonConfig, DAEMON + "admin:\n  host: 0.0.0.0\n  allow_remote: true\n", "c.yaml")
-    assert allowed.admin.host == "0.0.0.0"
+    error = refusal(DaemonConfig, DAEMON + "admin:\n  host: 0.0.0.0\n  allow_remote: true\n")
+    assert (error.line, error.field) == (7, "admin.token") and "a bearer token" in str(error)
+    allowed = load_model_text(DaemonConfig, DAEMON + "admin:\n  host: 0.0.0.0\n  allow_remote: true\n"
+                              "  token: env:CANARY_ADMIN_TOKEN\n", "c.yaml")
+    assert allowed.admin.host == "0.0.0.0" and allowed.admin.token.target == "CANARY_ADMIN_TOKEN"
 
 
 def test_acting_keeps_a_reserve_of_the_request_weight_and_observing_keeps_some():

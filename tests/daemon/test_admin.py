@@ -141,3 +141,21 @@ async def test_start_twice_is_refused_and_stop_frees_the_port(metrics, daemon):
     await server.stop()  # a second stop is a no-op
     with socket.socket() as sock:  # nothing listens any more: the port can be bound again
         sock.bind(("127.0.0.1", port))
+
+
+async def test_with_a_token_every_route_wants_it_as_a_bearer(daemon):
+    server = AdminServer(metrics=ControllerMetrics(), status=lambda: daemon.status, ready=lambda: daemon.ready,
+                         healthy=lambda: daemon.healthy, token="s3cret-t0ken-0123456789")
+    port = await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for route in ("/metrics", "/healthz", "/readyz", "/status"):
+                url = f"http://127.0.0.1:{port}{route}"
+                for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-t0ken-0123456789"}):
+                    async with session.get(url, headers=headers) as response:
+                        assert response.status == 401, (route, headers)
+                        assert "s3cret" not in await response.text()
+                async with session.get(url, headers={"Authorization": "Bearer s3cret-t0ken-0123456789"}) as response:
+                    assert response.status == 200, route
+    finally:
+        await server.stop()
