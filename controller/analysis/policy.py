@@ -59,6 +59,8 @@ METRIC_KINDS: dict[str, dict[str, MetricKind]] = {
         "fill_leverage_mismatch": "event", "fill_notional_ratio": "event", "exposure_ratio": "gauge",
         "exposure_total_ratio": "gauge", "margin_ratio": "gauge", "margin_calls": "event",
         "order_outcomes": "counter", "capital_share": "gauge", "pnl_ratio": "gauge", "stream_connected": "gauge",
+        "foreign_activity": "event", "liquidations": "event", "isolated_margin_ratio": "gauge",
+        "account_mode_mismatch": "gauge",
     },
     "logs": {"unhandled_exceptions": "event", "error_records": "event"},
     "process": {"up": "gauge", "restarts": "counter"},
