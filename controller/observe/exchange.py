@@ -25,7 +25,8 @@ the answer for snapshots):
 - ``pnl_ratio``: per snapshot, (wallet + unrealized PnL - starting capital) / starting capital.
 - ``stream_connected``: 1/0 when the stream connects, drops, or is found silent.
 - ``foreign_activity{symbol}``: 1 per order update, fill, position change or leverage change on a
-  symbol the config does not name, and per snapshot that finds a position on one.
+  symbol the config does not name, and per snapshot that finds such a position moved (one the
+  account held when the observer started, a predecessor's kept at the placement, is not counted).
 - ``liquidations{symbol,kind}``: 1 per order the exchange sent to close a position itself, kind
   ``liquidation`` (client id ``autoclose-...``, type LIQUIDATION) or ``adl`` (``adl_autoclose``),
   on cross or isolated margin alike.

@@ -94,6 +94,8 @@ class ExchangeView:
         self._mode_labels = {m: labels_of(mode=m) for m in MODES}
         self.modes = modes  # what the account's modes must stay; None: the first reading sets it
         self._liquidated = BoundedSet(remember_orders)
+        self._foreign_amounts: dict[str, Decimal] = {}  # positions outside the config, as last seen
+        self._positions_read = False
         self._limits: dict[str, Decimal] = {}
         self._applied: dict[str, int] = {}
         self._leverage_event_at: dict[str, float] = {}
@@ -205,7 +207,7 @@ class ExchangeView:
     def _on_account_update(self, update: AccountUpdate) -> None:
         for position in update.positions:
             if position.symbol not in self.config.symbols:
-                self._foreign(position.symbol, update.ts_event)
+                self._foreign_position(position.symbol, position.amount, update.ts_event)
             self._position_event_at[position.symbol] = update.ts_init
             self._unreported.pop(position.symbol, None)
             self._notional[position.symbol] = abs(position.amount * position.entry_price + position.unrealized_pnl)
@@ -278,9 +280,14 @@ class ExchangeView:
                 self._emit_exposure(symbol, at)
         if self.capital is not None:
             self._emit_total_exposure(at)
-        for symbol, position in listed.items():
-            if position.amount and symbol not in self.config.symbols:
-                self._foreign(symbol, at)
+        for symbol in (set(listed) | set(self._foreign_amounts)) - set(self.config.symbols):
+            position = listed.get(symbol)
+            amount = position.amount if position is not None else ZERO
+            if self._positions_read:
+                self._foreign_position(symbol, amount, at)
+            else:  # held when the view started (a predecessor's, kept at the placement): not this release's
+                self._foreign_amounts[symbol] = amount
+        self._positions_read = True
         self._emit_isolated_margin(listed, at)
         self._check_stall({s: p.amount for s, p in listed.items() if p.amount}, requested_at, at)
 
@@ -321,6 +328,13 @@ class ExchangeView:
             self._fail(at, problem)
 
     # --- internals -----------------------------------------------------------------------------------
+
+    def _foreign_position(self, symbol: str, amount: Decimal, ts: float) -> None:
+        """A position outside the config counts when it moves."""
+        known = self._foreign_amounts.get(symbol, ZERO)
+        self._foreign_amounts[symbol] = amount
+        if amount != known:
+            self._foreign(symbol, ts)
 
     def _foreign(self, symbol: str, ts: float) -> None:
         """An order, fill, position or leverage change on a symbol the config does not name."""
