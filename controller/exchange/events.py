@@ -173,6 +173,7 @@ class Position:
     liquidation_price: Decimal
     isolated_margin: Decimal
     maintenance_margin: Decimal
+    update_time: float = 0.0  # seconds since the epoch: when the position last changed (0: not said)
 
 
 @dataclass(frozen=True, slots=True)

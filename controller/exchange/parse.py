@@ -149,7 +149,7 @@ def positions(raw: Any) -> list[Position]:
     return _each(raw, lambda p: Position(
         _get(p, "symbol"), _dec(_get(p, "positionAmt")), _dec(_get(p, "entryPrice")), _dec(_get(p, "markPrice")),
         _dec(_get(p, "unRealizedProfit")), _dec(_get(p, "notional")), _dec(_get(p, "liquidationPrice")),
-        _dec(p.get("isolatedMargin", "0")), _dec(p.get("maintMargin", "0"))))
+        _dec(p.get("isolatedMargin", "0")), _dec(p.get("maintMargin", "0")), _ms(p.get("updateTime", 0))))
 
 
 def symbol_settings(raw: Any) -> list[SymbolSettings]:

@@ -25,8 +25,8 @@ the answer for snapshots):
 - ``pnl_ratio``: per snapshot, (wallet + unrealized PnL - starting capital) / starting capital.
 - ``stream_connected``: 1/0 when the stream connects, drops, or is found silent.
 - ``foreign_activity{symbol}``: 1 per order update, fill, position change or leverage change on a
-  symbol the config does not name, and per snapshot that finds such a position moved (one the
-  account held when the observer started, a predecessor's kept at the placement, is not counted).
+  symbol the config does not name, and per snapshot that finds such a position moved (or, at the
+  first, one that changed since ``placed_at``: a predecessor's kept at the placement is not counted).
 - ``liquidations{symbol,kind}``: 1 per order the exchange sent to close a position itself, kind
   ``liquidation`` (client id ``autoclose-...``, type LIQUIDATION) or ``adl`` (``adl_autoclose``),
   on cross or isolated margin alike.
@@ -65,6 +65,15 @@ ACCOUNT_READS = (("GET", "/fapi/v2/account"), ("GET", "/fapi/v1/symbolConfig"), 
 MASTER_READS = (("GET", "/fapi/v2/account"), ("GET", "/sapi/v2/sub-account/futures/accountSummary"))
 
 
+def placed_modes(settings_before: dict | None) -> AccountModes | None:
+    """The account modes a placement read before it changed anything (its ``settings_before``:
+    the controller never changes them, so they are what the release must leave), or None."""
+    before = settings_before or {}
+    if before.get("position_mode") not in ("one-way", "hedge") or not isinstance(before.get("multi_assets"), bool):
+        return None
+    return AccountModes(hedge=before["position_mode"] == "hedge", multi_assets=before["multi_assets"])
+
+
 class ExchangeObserver(Source):
     """Observations of one account from its user-data stream and low-rate REST snapshots, one
     every ``snapshot_every`` Clock seconds (the source's interval).
@@ -74,12 +83,15 @@ class ExchangeObserver(Source):
     ``capital_share`` is never emitted (a sub-account's key cannot see the firm's total), and a
     policy on it stays ``nodata``. ``modes``: the position and multi-assets modes the account had
     when the release was placed (the config has no such fields); by default the first reading.
+    ``placed_at``: when the placement began; a position outside the config found by the first
+    snapshot counts as the release's unless it last changed before then (without it, it counts).
     """
 
     def __init__(self, *, account: str, client: ExchangeClient, config: StrategyConfig, clock: Clock, sink: Sink,
                  master: ExchangeClient | None = None, snapshot_every: float = 30.0,
                  capital: Decimal | None = None, stream_settings: StreamSettings | None = None,
-                 heartbeat_every: float = 1.0, modes: AccountModes | None = None) -> None:
+                 heartbeat_every: float = 1.0, modes: AccountModes | None = None,
+                 placed_at: float | None = None) -> None:
         super().__init__(source=SOURCE, target=account, clock=clock, sink=sink, interval=snapshot_every)
         self.account = account
         self.client = client
@@ -87,7 +99,7 @@ class ExchangeObserver(Source):
         self.master = master
         self.stream_settings = stream_settings or StreamSettings()
         self.view = ExchangeView(config=config, sink=sink, capital=capital, heartbeat_every=heartbeat_every,
-                                 modes=modes)
+                                 modes=modes, placed_at=placed_at)
         self.passes = 0
         self.failed_passes = 0
         self._wake = asyncio.Event()  # set by events that call for a fresh snapshot (no loop needed)

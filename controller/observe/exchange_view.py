@@ -82,7 +82,7 @@ class ExchangeView:
 
     def __init__(self, *, config: StrategyConfig, sink: Sink, capital: Decimal | None = None,
                  heartbeat_every: float = 1.0, remember_orders: int = 10_000,
-                 modes: AccountModes | None = None) -> None:
+                 modes: AccountModes | None = None, placed_at: float | None = None) -> None:
         self.config = config
         self.sink = sink
         self.heartbeat_every = heartbeat_every
@@ -96,6 +96,7 @@ class ExchangeView:
         self._liquidated = BoundedSet(remember_orders)
         self._foreign_amounts: dict[str, Decimal] = {}  # positions outside the config, as last seen
         self._positions_read = False
+        self.placed_at = placed_at  # when the release's placement began (a position older is not its doing)
         self._limits: dict[str, Decimal] = {}
         self._applied: dict[str, int] = {}
         self._leverage_event_at: dict[str, float] = {}
@@ -285,8 +286,13 @@ class ExchangeView:
             amount = position.amount if position is not None else ZERO
             if self._positions_read:
                 self._foreign_position(symbol, amount, at)
-            else:  # held when the view started (a predecessor's, kept at the placement): not this release's
-                self._foreign_amounts[symbol] = amount
+                continue
+            # The first reading: the release may have traded before the view started. A position
+            # that last changed before the placement began (a predecessor's, kept) is not its doing;
+            # without the placement's time, any position outside the config is counted.
+            self._foreign_amounts[symbol] = amount
+            if amount and (self.placed_at is None or position.update_time >= self.placed_at):
+                self._foreign(symbol, at)
         self._positions_read = True
         self._emit_isolated_margin(listed, at)
         self._check_stall({s: p.amount for s, p in listed.items() if p.amount}, requested_at, at)

@@ -135,6 +135,19 @@ async def test_a_release_reporting_fills_the_exchange_refused_is_rolled_back(tmp
     assert breach_at - running_at < 30 + PROMPT + 10
 
 
+async def test_a_release_changing_the_accounts_margin_mode_before_it_is_watched_is_rolled_back(tmp_path):
+    """Judged against the modes the placement read, not the first reading of the verification,
+    which starts after the release: the controller cannot set them back, so the rollback stops
+    there and says so."""
+    async with rogue_site(tmp_path, "modes") as site:
+        rollout_id = await start_rollout(site)
+        await site.until(rollout_id, *(TERMINAL | {Status.FAILED, Status.ROLLING_BACK, Status.PAUSED}), timeout=60)
+        [breach] = [e async for e in audit.query(site.db, audit.AuditFilter(kind="rollout.transition"))
+                    if e.payload["to"] == "rolling_back"]
+        assert breach.payload["reason"].startswith("c-account-modes-unchanged failed:"), breach.payload
+        assert simulator(site).accounts["canary"].multi_assets
+
+
 async def site_poll(site: Running, predicate, what: str) -> None:
     await poll(predicate, timeout=30, alive=site.gone, what=what)
 

@@ -10,6 +10,8 @@ Misdeeds:
 - ``liquidated``: opens a long on its config's first isolated symbol and waits (the test moves the
   simulator's price through its liquidation price).
 - ``lying``: sends an order the exchange refuses every clock second, and reports each as filled.
+- ``modes``: switches the account to multi-assets margin as it starts (before the controller's
+  verification has read the account).
 
 Whatever it does, its page says: every configured leverage applied, no mismatch, a modest bucket
 usage, no failed order, and as many filled orders as it claims.
@@ -114,6 +116,8 @@ async def misbehave(misdeed: str, client: SimClockClient, page: Page) -> None:
                 pass
             page.filled += 1  # ... reported as filled all the same
             await asyncio.sleep(1 / client.speed)
+    elif misdeed == "modes":
+        await client.futures_change_multi_assets_mode(multiAssetsMargin=True)
     else:
         raise SystemExit(f"unknown misdeed {misdeed!r}")
 
@@ -141,5 +145,5 @@ if __name__ == "__main__":
     parser.add_argument("--config", required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--exchange", required=True)
-    parser.add_argument("--misdeed", choices=("foreign", "liquidated", "lying"), required=True)
+    parser.add_argument("--misdeed", choices=("foreign", "liquidated", "lying", "modes"), required=True)
     asyncio.run(main(parser.parse_args()))

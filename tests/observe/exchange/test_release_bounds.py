@@ -37,8 +37,8 @@ def update(symbol: str, order_id: int, status: str, *, client_id: str | None = N
                        D("1"), D("0.1"), D(0), D(0), False, ts, ts, time_in_force)
 
 
-def held(symbol: str, amount: str) -> Position:
-    return Position(symbol, D(amount), D("0.1"), D("0.1"), D(0), D(amount) * D("0.1"), D(0), D(0), D(0))
+def held(symbol: str, amount: str, *, updated: float = T0) -> Position:
+    return Position(symbol, D(amount), D("0.1"), D("0.1"), D(0), D(amount) * D("0.1"), D(0), D(0), D(0), updated)
 
 
 def test_every_kind_of_activity_on_a_symbol_outside_the_config_is_observed(view, record):
@@ -46,21 +46,29 @@ def test_every_kind_of_activity_on_a_symbol_outside_the_config_is_observed(view,
     view.on_event(LeverageChanged("canary", FOREIGN, 20, T0, T0))
     view.on_event(AccountUpdate("canary", "ORDER", (Balance("USDT", CAPITAL, CAPITAL),),
                                 (PositionChange(FOREIGN, D("100"), D("0.1"), D(0), "CROSSED", D(0)),), T0, T0))
-    view.on_positions([held(FOREIGN, "150")], requested_at=T0, at=T0 + 1)  # the first reading: moved since?
-    view.on_positions([held(FOREIGN, "150")], requested_at=T0 + 30, at=T0 + 31)
-    assert record.values("foreign_activity", symbol=FOREIGN) == [1.0, 1.0, 1.0]
-    view.on_positions([held(FOREIGN, "160")], requested_at=T0 + 60, at=T0 + 61)
+    # The first reading counts a position outside the config: nothing says it predates the release.
+    view.on_positions([held(FOREIGN, "150")], requested_at=T0, at=T0 + 1)
+    view.on_positions([held(FOREIGN, "150")], requested_at=T0 + 30, at=T0 + 31)  # unchanged: nothing new
     assert record.values("foreign_activity", symbol=FOREIGN) == [1.0, 1.0, 1.0, 1.0]
+    view.on_positions([held(FOREIGN, "160")], requested_at=T0 + 60, at=T0 + 61)
+    assert record.values("foreign_activity", symbol=FOREIGN) == [1.0] * 5
     assert record.values("foreign_activity", symbol="BTCUSDT") == []
     view.on_event(update("BTCUSDT", 2, "NEW"))
-    assert len(record.values("foreign_activity")) == 4  # a configured symbol is no foreign activity
+    assert len(record.values("foreign_activity")) == 5  # a configured symbol is no foreign activity
 
 
-def test_a_position_outside_the_config_held_before_the_release_started_is_not_its_doing(view, record):
-    view.on_positions([held(FOREIGN, "100")], requested_at=T0, at=T0 + 1)  # a predecessor's, kept
-    view.on_positions([held(FOREIGN, "100")], requested_at=T0 + 30, at=T0 + 31)
+def test_a_position_outside_the_config_older_than_the_placement_is_not_the_releases_doing(record):
+    view = ExchangeView(config=strategy(), sink=record, capital=CAPITAL, placed_at=T0)
+    view.on_positions([held(FOREIGN, "100", updated=T0 - 600)], requested_at=T0 + 5, at=T0 + 6)  # a predecessor's
+    view.on_positions([held(FOREIGN, "100", updated=T0 - 600)], requested_at=T0 + 30, at=T0 + 31)
     assert record.values("foreign_activity") == []
     view.on_positions([], requested_at=T0 + 60, at=T0 + 61)  # closed: someone traded it
+    assert record.values("foreign_activity", symbol=FOREIGN) == [1.0]
+
+
+def test_a_position_outside_the_config_opened_before_the_view_started_is_the_releases(record):
+    view = ExchangeView(config=strategy(), sink=record, capital=CAPITAL, placed_at=T0)
+    view.on_positions([held(FOREIGN, "100", updated=T0 + 2)], requested_at=T0 + 5, at=T0 + 6)  # the bot was first
     assert record.values("foreign_activity", symbol=FOREIGN) == [1.0]
 
 
