@@ -5,7 +5,8 @@ process, audit) pushes observations and heartbeats into `sink`; instant policies
 the observation that touches them, every policy on a steady tick. Verdicts are exported as
 metrics and handed to ``on_verdicts`` (the rollout engine, a verdict log, a test). Samples the
 evaluator refused (NaN, infinities) are counted on each tick, and a policy over its series cap is
-logged once.
+logged once. What the bot reports is also checked against the exchange's record (`Witness`),
+and the comparison is fed to the evaluator as observations like any other.
 
 Every source runs supervised: one that raises or ends is restarted after an exponential backoff
 on the Clock, the others go on, and until it reads again its policies are ``nodata`` (a failed
@@ -24,6 +25,7 @@ from controller.analysis.evaluator import MAX_SERIES_PER_POLICY, Evaluator
 from controller.analysis.observation import Heartbeat, Observation
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import Verdict
+from controller.analysis.witness import Witness
 from controller.clock import Backoff, Clock
 from controller.config.strategy import StrategyConfig
 from controller.logs import get_logger
@@ -52,6 +54,7 @@ class Verification:
         baseline_evaluator = baseline.evaluator if baseline else None
         self.evaluator = Evaluator(policies, baseline=baseline_evaluator, bindings=release_bindings(
             config, capital_cap=capital_cap, baseline=baseline_evaluator))
+        self.witness = Witness(config)
         self.last_read: dict[str, float] = {}  # per source: the newest successful read
         self.last_observed: float | None = None  # the newest observation's event time: detection latency
         self._capped: set[str] = set()  # policies over their series cap, logged once
@@ -68,7 +71,11 @@ class Verification:
             self.last_observed = item.ts
             if item.metric == "stream_connected" and self.account is not None:
                 self.metrics.set_stream_connected(self.account, bool(item.value))
-        verdicts = self.evaluator.feed(item, now=self.clock.time())
+        now = self.clock.time()
+        verdicts = self.evaluator.feed(item, now=now)
+        if isinstance(item, Observation):
+            for derived in self.witness.observe(item):
+                verdicts = [*verdicts, *self.evaluator.feed(derived, now=now)]
         if verdicts:
             self._deliver(verdicts)
 

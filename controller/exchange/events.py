@@ -42,6 +42,17 @@ class OrderUpdate:
     reduce_only: bool
     ts_event: float
     ts_init: float
+    time_in_force: str = "GTC"
+
+    @property
+    def liquidation(self) -> str | None:
+        """``liquidation`` or ``adl`` when the exchange itself closes the position (Binance names
+        those orders by their client id: ``autoclose-...``, ``adl_autoclose``), else None."""
+        if self.client_order_id.startswith("adl_autoclose"):
+            return "adl"
+        if self.client_order_id.startswith("autoclose-") or self.order_type == "LIQUIDATION":
+            return "liquidation"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,16 @@ class Fill:
     @property
     def notional(self) -> Decimal:
         return self.quote_quantity
+
+
+@dataclass(frozen=True, slots=True)
+class MultiAssetsChanged:
+    """ACCOUNT_CONFIG_UPDATE ``ai``: the account's multi-assets margin mode is now ``multi_assets``."""
+
+    account: str
+    multi_assets: bool
+    ts_event: float
+    ts_init: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +158,7 @@ class StreamStatus:
     ts_init: float
 
 
-ExchangeEvent = LeverageChanged | OrderUpdate | Fill | AccountUpdate | MarginCall | StreamStatus
+ExchangeEvent = LeverageChanged | MultiAssetsChanged | OrderUpdate | Fill | AccountUpdate | MarginCall | StreamStatus
 
 
 # --- snapshots (REST) ---------------------------------------------------------------------------
@@ -154,6 +175,7 @@ class Position:
     liquidation_price: Decimal
     isolated_margin: Decimal
     maintenance_margin: Decimal
+    update_time: float = 0.0  # seconds since the epoch: when the position last changed (0: not said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +203,14 @@ class AccountSnapshot:
         if self.total_margin_balance <= 0:
             return Decimal("1") if self.total_maintenance_margin > 0 else Decimal("0")
         return self.total_maintenance_margin / self.total_margin_balance
+
+
+@dataclass(frozen=True, slots=True)
+class AccountModes:
+    """GET /fapi/v1/accountConfig: the account-wide modes a release must not change."""
+
+    hedge: bool          # dualSidePosition: hedge mode (true) or one-way (false)
+    multi_assets: bool   # multiAssetsMargin
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from controller.exchange.events import (
     LeverageChanged,
     MarginCall,
     MarginCallPosition,
+    MultiAssetsChanged,
     OpenOrder,
     OrderUpdate,
     Position,
@@ -71,6 +72,10 @@ def stream_events(raw: Mapping[str, Any], account: str, ts_init: float) -> list[
         raise PayloadError(f"{kind}: {exc}") from None
 
 
+FILL_EXECUTIONS = ("TRADE", "CALCULATED")
+"""Execution types that carry a trade: an ordinary one, and a liquidation's ("CALCULATED")."""
+
+
 def _order_trade_update(raw, account, ts_init) -> list[ExchangeEvent]:
     o = _get(raw, "o")
     ts_event = _ms(_get(raw, "E"))
@@ -78,9 +83,10 @@ def _order_trade_update(raw, account, ts_init) -> list[ExchangeEvent]:
         account=account, symbol=_get(o, "s"), order_id=int(_get(o, "i")), client_order_id=_get(o, "c"),
         side=_get(o, "S"), order_type=_get(o, "o"), execution_type=_get(o, "x"), status=_get(o, "X"),
         quantity=_dec(_get(o, "q")), price=_dec(_get(o, "p")), average_price=_dec(_get(o, "ap")),
-        filled_quantity=_dec(_get(o, "z")), reduce_only=bool(_get(o, "R")), ts_event=ts_event, ts_init=ts_init)
+        filled_quantity=_dec(_get(o, "z")), reduce_only=bool(_get(o, "R")), ts_event=ts_event, ts_init=ts_init,
+        time_in_force=str(o.get("f") or "GTC"))
     events: list[ExchangeEvent] = [update]
-    if update.execution_type == "TRADE":
+    if update.execution_type in FILL_EXECUTIONS:
         qty, price = _dec(_get(o, "l")), _dec(_get(o, "L"))
         events.append(Fill(
             account=account, symbol=update.symbol, trade_id=int(_get(o, "t")), order_id=update.order_id,
@@ -101,8 +107,14 @@ def _account_update(raw, account, ts_init) -> list[ExchangeEvent]:
 
 def _account_config_update(raw, account, ts_init) -> list[ExchangeEvent]:
     ac = raw.get("ac")
-    if ac is None:  # "ai": multi-assets mode changed; no leverage in it
-        return []
+    if ac is None:
+        ai = raw.get("ai")
+        if ai is None:
+            return []
+        multi_assets = _get(ai, "j")  # "ai": the multi-assets mode changed
+        if not isinstance(multi_assets, bool):
+            raise PayloadError(f"multi-assets mode must be a boolean, got {multi_assets!r}")
+        return [MultiAssetsChanged(account, multi_assets, _ms(_get(raw, "E")), ts_init)]
     leverage = _get(ac, "l")
     if not isinstance(leverage, int) or isinstance(leverage, bool):
         raise PayloadError(f"leverage must be an integer, got {leverage!r}")
@@ -138,7 +150,7 @@ def positions(raw: Any) -> list[Position]:
     return _each(raw, lambda p: Position(
         _get(p, "symbol"), _dec(_get(p, "positionAmt")), _dec(_get(p, "entryPrice")), _dec(_get(p, "markPrice")),
         _dec(_get(p, "unRealizedProfit")), _dec(_get(p, "notional")), _dec(_get(p, "liquidationPrice")),
-        _dec(p.get("isolatedMargin", "0")), _dec(p.get("maintMargin", "0"))))
+        _dec(p.get("isolatedMargin", "0")), _dec(p.get("maintMargin", "0")), _ms(p.get("updateTime", 0))))
 
 
 def symbol_settings(raw: Any) -> list[SymbolSettings]:

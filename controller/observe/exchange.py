@@ -26,6 +26,19 @@ the answer for snapshots):
   master key); without one they are never emitted.
 - ``pnl_ratio``: per snapshot, (wallet + unrealized PnL - starting capital) / starting capital.
 - ``stream_connected``: 1/0 when the stream connects, drops, or is found silent.
+- ``foreign_activity{symbol}``: 1 per order update, fill, position change or leverage change on a
+  symbol the config does not name, and per snapshot that finds such a position moved (or, at the
+  first, one that changed since ``placed_at``: a predecessor's kept at the placement is not counted).
+- ``liquidations{symbol,kind}``: 1 per order the exchange sent to close a position itself, kind
+  ``liquidation`` (client id ``autoclose-...``, type LIQUIDATION) or ``adl`` (``adl_autoclose``),
+  on cross or isolated margin alike.
+- ``isolated_margin_ratio{symbol}``: per snapshot, each isolated position's maintenance margin over
+  its isolated margin (``margin_ratio`` is the cross account's only).
+- ``account_mode_mismatch{mode}``: per snapshot (and multi-assets changes on the stream), 1 when
+  the position mode or the multi-assets mode differs from the placement's (``modes``), or from the
+  first reading when none was given.
+- ``order_outcomes{outcome="unfilled"}``: orders their own time in force (IOC, FOK, GTX) expired
+  unfilled; ``expired`` counts only the other expiries.
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ from controller.clock import Backoff, Clock
 from controller.config.strategy import StrategyConfig
 from controller.exchange.client import ExchangeClient
 from controller.exchange.errors import BudgetExhausted, ExchangeError, RateLimited
-from controller.exchange.events import ExchangeEvent, MarginCall, StreamStatus
+from controller.exchange.events import AccountModes, ExchangeEvent, MarginCall, StreamStatus
 from controller.exchange.parse import PayloadError
 from controller.exchange.stream import StreamSettings, UserStream
 from controller.exchange.weights import WeightBudget, weight_of
@@ -49,8 +62,18 @@ from controller.observe.source import Source
 log = get_logger(__name__)
 
 # What one snapshot pass reads (all symbols in one call each: the cost does not grow with symbols).
-ACCOUNT_READS = (("GET", "/fapi/v2/account"), ("GET", "/fapi/v1/symbolConfig"), ("GET", "/fapi/v3/positionRisk"))
+ACCOUNT_READS = (("GET", "/fapi/v2/account"), ("GET", "/fapi/v1/symbolConfig"), ("GET", "/fapi/v3/positionRisk"),
+                 ("GET", "/fapi/v1/accountConfig"))
 MASTER_READS = (("GET", "/fapi/v2/account"), ("GET", "/sapi/v2/sub-account/futures/accountSummary"))
+
+
+def placed_modes(settings_before: dict | None) -> AccountModes | None:
+    """The account modes a placement read before it changed anything (its ``settings_before``:
+    the controller never changes them, so they are what the release must leave), or None."""
+    before = settings_before or {}
+    if before.get("position_mode") not in ("one-way", "hedge") or not isinstance(before.get("multi_assets"), bool):
+        return None
+    return AccountModes(hedge=before["position_mode"] == "hedge", multi_assets=before["multi_assets"])
 
 
 class ExchangeObserver(Source):
@@ -60,20 +83,25 @@ class ExchangeObserver(Source):
     ``capital``: the ratios' denominator; by default the account's wallet balance when `run`
     starts. ``master``: a client of the master account, for ``capital_share``; without one,
     ``capital_share`` is never emitted (a sub-account's key cannot see the firm's total), and a
-    policy on it stays ``nodata``.
+    policy on it stays ``nodata``. ``modes``: the position and multi-assets modes the account had
+    when the release was placed (the config has no such fields); by default the first reading.
+    ``placed_at``: when the placement began; a position outside the config found by the first
+    snapshot counts as the release's unless it last changed before then (without it, it counts).
     """
 
     def __init__(self, *, account: str, client: ExchangeClient, config: StrategyConfig, clock: Clock, sink: Sink,
                  master: ExchangeClient | None = None, snapshot_every: float = 30.0,
                  capital: Decimal | None = None, stream_settings: StreamSettings | None = None,
-                 heartbeat_every: float = 1.0) -> None:
+                 heartbeat_every: float = 1.0, modes: AccountModes | None = None,
+                 placed_at: float | None = None) -> None:
         super().__init__(source=SOURCE, target=account, clock=clock, sink=sink, interval=snapshot_every)
         self.account = account
         self.client = client
         self.config = config
         self.master = master
         self.stream_settings = stream_settings or StreamSettings()
-        self.view = ExchangeView(config=config, sink=sink, capital=capital, heartbeat_every=heartbeat_every)
+        self.view = ExchangeView(config=config, sink=sink, capital=capital, heartbeat_every=heartbeat_every,
+                                 modes=modes, placed_at=placed_at)
         self.passes = 0
         self.failed_passes = 0
         self._wake = asyncio.Event()  # set by events that call for a fresh snapshot (no loop needed)
@@ -170,7 +198,12 @@ class ExchangeObserver(Source):
         requested = self.clock.time()
         view.on_settings(await client.symbol_settings(), requested_at=requested, at=self.clock.time())
         requested = self.clock.time()
-        view.on_positions(await client.positions(), requested_at=requested, at=self.clock.time())
+        positions, positions_at = await client.positions(), self.clock.time()
+        modes = await client.account_modes()
+        view.on_modes(AccountModes(hedge=modes["dualSidePosition"], multi_assets=modes["multiAssetsMargin"]),
+                      at=self.clock.time())
+        # Positions judged last: what their stall check finds, the pass reports at once.
+        view.on_positions(positions, requested_at=requested, at=positions_at)
         if self.master is not None:
             master = await self.master.account_snapshot()
             subs = await self.master.sub_account_balances()

@@ -22,12 +22,14 @@ from decimal import Decimal
 from controller.analysis.observation import Heartbeat, Labels, Observation, Sink, labels_of
 from controller.config.strategy import StrategyConfig
 from controller.exchange.events import (
+    AccountModes,
     AccountSnapshot,
     AccountUpdate,
     ExchangeEvent,
     Fill,
     LeverageChanged,
     MarginCall,
+    MultiAssetsChanged,
     OrderUpdate,
     Position,
     StreamStatus,
@@ -43,6 +45,12 @@ SOURCE = "exchange"
 OUTCOMES = {"FILLED": "filled", "CANCELED": "canceled", "EXPIRED": "expired", "EXPIRED_IN_MATCH": "expired",
             "REJECTED": "rejected"}
 """Binance statuses that end an order, and the ``outcome`` label each is counted under."""
+UNFILLED = "unfilled"
+"""The outcome of an order its own time in force ended unfilled (`ENDS_UNFILLED`): what healthy
+IOC, FOK and post-only orders do, so it is counted apart from ``expired``, which is a failure."""
+ENDS_UNFILLED = frozenset({"IOC", "FOK", "GTX"})
+MODES = ("position_mode", "multi_assets")
+"""The ``mode`` label of ``account_mode_mismatch``: one-way/hedge, and multi-assets margin."""
 ZERO = Decimal(0)
 NO_LABELS: Labels = ()
 TRANSFER_REASONS = frozenset({"DEPOSIT", "WITHDRAW", "WITHDRAW_REJECT", "ADMIN_DEPOSIT", "ADMIN_WITHDRAW",
@@ -71,7 +79,7 @@ class _Order:
 class ViewStats:
     events: int = 0
     unsized_fills: int = 0     # fills whose order the stream never showed (found over REST after a gap)
-    foreign_events: int = 0    # leverage changes and fills of symbols outside the release's config
+    foreign_events: int = 0    # orders, fills, positions and leverage changes of symbols outside the config
     stale_snapshot_values: int = 0  # snapshot values dropped because the stream had newer ones
 
 
@@ -79,7 +87,8 @@ class ExchangeView:
     """Turns one account's events and snapshots into the exchange source's observations."""
 
     def __init__(self, *, config: StrategyConfig, sink: Sink, capital: Decimal | None = None,
-                 heartbeat_every: float = 1.0, remember_orders: int = 10_000) -> None:
+                 heartbeat_every: float = 1.0, remember_orders: int = 10_000,
+                 modes: AccountModes | None = None, placed_at: float | None = None) -> None:
         self.config = config
         self.sink = sink
         self.heartbeat_every = heartbeat_every
@@ -92,7 +101,13 @@ class ExchangeView:
         self._unrealized = ZERO  # the account's unrealized PnL at the newest snapshot
         self._labels = {s: labels_of(symbol=s) for s in config.symbols}
         self._fill_labels = {s: labels_of(symbol=s, bucket=config.bucket_of(s)) for s in config.symbols}
-        self._outcome_labels = {o: labels_of(outcome=o) for o in sorted(set(OUTCOMES.values()))}
+        self._outcome_labels = {o: labels_of(outcome=o) for o in sorted({*OUTCOMES.values(), UNFILLED})}
+        self._mode_labels = {m: labels_of(mode=m) for m in MODES}
+        self.modes = modes  # what the account's modes must stay; None: the first reading sets it
+        self._liquidated = BoundedSet(remember_orders)
+        self._foreign_amounts: dict[str, Decimal] = {}  # positions outside the config, as last seen
+        self._positions_read = False
+        self.placed_at = placed_at  # when the release's placement began (a position older is not its doing)
         self._limits: dict[str, Decimal] = {}
         self._applied: dict[str, int] = {}
         self._leverage_event_at: dict[str, float] = {}
@@ -147,6 +162,8 @@ class ExchangeView:
         self.stats.events += 1
         if isinstance(event, OrderUpdate):
             self._on_order(event)
+        elif isinstance(event, MultiAssetsChanged):
+            self._on_multi_assets(event)
         elif isinstance(event, Fill):
             self._on_fill(event)
         elif isinstance(event, AccountUpdate):
@@ -162,6 +179,12 @@ class ExchangeView:
             self._beat(event.ts_init)
 
     def _on_order(self, update: OrderUpdate) -> None:
+        if update.symbol not in self.config.symbols:
+            self._foreign(update.symbol, update.ts_event)
+        kind = update.liquidation
+        if kind is not None and self._liquidated.add(update.order_id):  # one count per order
+            log.warning("exchange_liquidation", kind=kind, symbol=update.symbol, order_id=update.order_id)
+            self._emit("liquidations", labels_of(symbol=update.symbol, kind=kind), 1, update.ts_event)
         known = self._orders.get(update.order_id)
         average = update.average_price if update.average_price > 0 or known is None else known.average_price
         self._orders[update.order_id] = _Order(update.quantity, update.price, average, update.reduce_only)
@@ -169,6 +192,8 @@ class ExchangeView:
         if len(self._orders) > self._remember_orders:
             self._orders.popitem(last=False)
         outcome = OUTCOMES.get(update.status)
+        if outcome == "expired" and update.status == "EXPIRED" and update.time_in_force in ENDS_UNFILLED:
+            outcome = UNFILLED
         if outcome is not None and self._ended.add(update.order_id):  # one count per order
             self.outcomes[outcome] += 1
             self._emit("order_outcomes", self._outcome_labels[outcome], self.outcomes[outcome], update.ts_event)
@@ -177,7 +202,7 @@ class ExchangeView:
         symbol = fill.symbol
         configured = self.config.symbols.get(symbol)
         if configured is None:
-            self.stats.foreign_events += 1
+            self._foreign(symbol, fill.ts_event)
             return
         applied = self._applied.get(symbol)
         if applied is not None:
@@ -195,6 +220,8 @@ class ExchangeView:
         if update.reason in TRANSFER_REASONS:
             self._on_transfer(update)
         for position in update.positions:
+            if position.symbol not in self.config.symbols:
+                self._foreign_position(position.symbol, position.amount, update.ts_event)
             self._position_event_at[position.symbol] = update.ts_init
             self._unreported.pop(position.symbol, None)
             self._notional[position.symbol] = abs(position.amount * position.entry_price + position.unrealized_pnl)
@@ -220,10 +247,15 @@ class ExchangeView:
 
     def _on_leverage(self, event: LeverageChanged) -> None:
         if event.symbol not in self.config.symbols:
-            self.stats.foreign_events += 1
+            self._foreign(event.symbol, event.ts_event)
             return
         self._leverage_event_at[event.symbol] = event.ts_init
         self._apply_leverage(event.symbol, event.leverage, event.ts_event)
+
+    def _on_multi_assets(self, event: MultiAssetsChanged) -> None:
+        if self.modes is not None:
+            self._emit("account_mode_mismatch", self._mode_labels["multi_assets"],
+                       event.multi_assets != self.modes.multi_assets, event.ts_event)
 
     def _on_margin_call(self, call: MarginCall) -> None:
         self._emit("margin_calls", NO_LABELS, 1, call.ts_event)
@@ -275,7 +307,30 @@ class ExchangeView:
                 self._emit_exposure(symbol, at)
         if self.capital is not None:
             self._emit_total_exposure(at)
+        for symbol in (set(listed) | set(self._foreign_amounts)) - set(self.config.symbols):
+            position = listed.get(symbol)
+            amount = position.amount if position is not None else ZERO
+            if self._positions_read:
+                self._foreign_position(symbol, amount, at)
+                continue
+            # The first reading: the release may have traded before the view started. A position
+            # that last changed before the placement began (a predecessor's, kept) is not its doing;
+            # without the placement's time, any position outside the config is counted.
+            self._foreign_amounts[symbol] = amount
+            if amount and (self.placed_at is None or position.update_time >= self.placed_at):
+                self._foreign(symbol, at)
+        self._positions_read = True
+        self._emit_isolated_margin(listed, at)
         self._check_stall({s: p.amount for s, p in listed.items() if p.amount}, requested_at, at)
+
+    def on_modes(self, modes: AccountModes, *, at: float) -> None:
+        """GET /fapi/v1/accountConfig: each mode against the one it must stay (the first reading,
+        unless the view was given the modes the account had when the release was placed)."""
+        if self.modes is None:
+            self.modes = modes
+        self._emit("account_mode_mismatch", self._mode_labels["position_mode"], modes.hedge != self.modes.hedge, at)
+        self._emit("account_mode_mismatch", self._mode_labels["multi_assets"],
+                   modes.multi_assets != self.modes.multi_assets, at)
 
     def on_account(self, account: AccountSnapshot, *, at: float) -> None:
         """GET /fapi/v2/account: margin ratio, and PnL against the starting capital."""
@@ -313,6 +368,35 @@ class ExchangeView:
             self._fail(at, problem)
 
     # --- internals -----------------------------------------------------------------------------------
+
+    def _foreign_position(self, symbol: str, amount: Decimal, ts: float) -> None:
+        """A position outside the config counts when it moves."""
+        known = self._foreign_amounts.get(symbol, ZERO)
+        self._foreign_amounts[symbol] = amount
+        if amount != known:
+            self._foreign(symbol, ts)
+
+    def _foreign(self, symbol: str, ts: float) -> None:
+        """An order, fill, position or leverage change on a symbol the config does not name."""
+        self.stats.foreign_events += 1
+        self._emit("foreign_activity", labels_of(symbol=symbol), 1, ts)
+
+    def _emit_isolated_margin(self, listed: dict[str, Position], at: float) -> None:
+        """Each isolated position's own margin ratio (maintenance margin over its isolated margin:
+        1 is its liquidation), which the account's cross margin ratio does not include; a
+        configured isolated symbol with no position reads 0, so its group stays fresh."""
+        for symbol in sorted(set(listed) | {s for s, c in self.config.symbols.items() if c.margin_type == "ISOLATED"}):
+            position = listed.get(symbol)
+            if position is None or not position.amount:
+                ratio = ZERO
+            elif position.isolated_margin == 0:
+                continue  # a cross position: the account's margin_ratio judges it
+            elif position.isolated_margin < 0:
+                ratio = Decimal(1)
+            else:
+                ratio = position.maintenance_margin / position.isolated_margin
+            if symbol in self.config.symbols or ratio:
+                self._emit("isolated_margin_ratio", self._labels.get(symbol) or labels_of(symbol=symbol), ratio, at)
 
     def _apply_leverage(self, symbol: str, leverage: int, ts: float) -> None:
         self._applied[symbol] = leverage

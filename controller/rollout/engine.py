@@ -38,7 +38,7 @@ from controller.errors import CanaryError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.observe.audit import AuditObserver
-from controller.observe.exchange import ExchangeObserver
+from controller.observe.exchange import ExchangeObserver, placed_modes
 from controller.observe.journald import JournaldObserver
 from controller.observe.logfile import LogFileObserver
 from controller.observe.metrics import MetricsScraper
@@ -475,8 +475,11 @@ class RolloutRunner:
         master_name = self.site.master_of(environment)
         master = await self.site.client(environment, master_name) if capital_cap and master_name else None
         sink = verifier.sink
+        placed = await live_deployment(self.db, environment, account)  # its modes and start bound the release
         sources = [ExchangeObserver(account=account, client=client, config=config, clock=self.clock, sink=sink,
-                                    master=master, snapshot_every=self.cadence.snapshot).run]
+                                    master=master, snapshot_every=self.cadence.snapshot,
+                                    modes=placed_modes(placed.settings_before if placed else None),
+                                    placed_at=placed.started_at.timestamp() if placed else None).run]
         if running is not None:
             sources.append(MetricsScraper(running.metrics_url, clock=self.clock, sink=sink,
                                           interval=self.cadence.scrape).run)

@@ -127,6 +127,8 @@ class Account:
     open_margin: dict[str, Decimal] = field(default_factory=dict)
     update_ms: int = 0
     margin_called: bool = False
+    hedge: bool = False             # dualSidePosition: the mode is recorded; matching stays one-way
+    multi_assets: bool = False      # multiAssetsMargin
 
     def position(self, symbol: str) -> Position:
         if symbol not in self.positions:

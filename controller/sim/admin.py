@@ -6,6 +6,7 @@
     POST   /sim/faults/<knob>           JSON body: the keyword arguments of `Faults.<knob>`
     POST   /sim/price                   {"symbol": "BTCUSDT", "price": "61000"}
     POST   /sim/tick                    run one market tick now
+    POST   /sim/adl                     {"account": "canary", "symbol": "BTCUSDT"}: ADL the position now
 
 Knobs: latency (add_latency), fail, rate-limit-storm, drop-stream, stall-stream,
 expire-listen-key, ignore-leverage, duplicate-events, reorder-events. These endpoints have no
@@ -18,6 +19,8 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from controller.sim import codes
 
 if TYPE_CHECKING:
     from controller.sim.server import Simulator
@@ -72,6 +75,16 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
             return _refuse(f"expected {{\"symbol\": ..., \"price\": ...}} for a listed symbol ({exc})")
         return web.json_response({"symbol": symbol, "price": str(sim.market.price(symbol))})
 
+    async def adl(request: web.Request) -> web.Response:
+        body = await _json(request)
+        try:
+            sim.auto_deleverage(body["account"], body["symbol"])
+        except (KeyError, TypeError, ValueError) as exc:
+            return _refuse(f"expected {{\"account\": ..., \"symbol\": ...}} of an account holding a position ({exc})")
+        except codes.BinanceError as exc:
+            return _refuse(f"{body.get('symbol')}: {exc.body()['msg']}")
+        return web.json_response({"account": body["account"], "symbol": body["symbol"]})
+
     async def tick(request: web.Request) -> web.Response:
         sim.tick()
         return web.json_response({"time": sim.clock.time()})
@@ -83,6 +96,7 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
         web.post("/sim/faults/{knob}", set_knob),
         web.post("/sim/price", set_price),
         web.post("/sim/tick", tick),
+        web.post("/sim/adl", adl),
     ]
 
 

@@ -194,6 +194,19 @@ def position_side_unchanged() -> BinanceError:
     return BinanceError(-4059, "No need to change position side.")
 
 
+def position_side_open_orders() -> BinanceError:
+    return BinanceError(-4067, "Position side cannot be changed if there exists open orders.")
+
+
+def position_side_position() -> BinanceError:
+    return BinanceError(-4068, "Position side cannot be changed if there exists position.")
+
+
+def multi_assets_unchanged() -> BinanceError:
+    # Guessed: the message Binance gives when the account is already in the asked mode.
+    return BinanceError(-4171, "Adjusted Multi-Assets mode is same as current Multi-Assets mode.")
+
+
 def duplicate_client_order_id() -> BinanceError:
     return BinanceError(-4116, "ClientOrderId is duplicated.")
 

@@ -20,7 +20,7 @@ class OrderUpdated:
 
     account: str
     order: Order          # a copy taken when the event happened
-    exec_type: str        # NEW | TRADE | CANCELED | EXPIRED
+    exec_type: str        # NEW | TRADE | CALCULATED (a liquidation's or ADL's trade) | CANCELED | EXPIRED
     fill: Fill | None
     time_ms: int
 
@@ -49,6 +49,15 @@ class LeverageChanged:
 
 
 @dataclass(frozen=True)
+class MultiAssetsChanged:
+    """ACCOUNT_CONFIG_UPDATE ``ai``: the account's multi-assets margin mode was changed."""
+
+    account: str
+    multi_assets: bool
+    time_ms: int
+
+
+@dataclass(frozen=True)
 class MarginCalled:
     """MARGIN_CALL: the account's margin ratio crossed the warning level."""
 
@@ -58,4 +67,4 @@ class MarginCalled:
     time_ms: int
 
 
-Event = OrderUpdated | BalanceChanged | LeverageChanged | MarginCalled
+Event = OrderUpdated | BalanceChanged | LeverageChanged | MultiAssetsChanged | MarginCalled

@@ -6,6 +6,11 @@ fills in several trades, PARTIALLY_FILLED then FILLED); a resting limit order fi
 one level's quantity per tick, once the mark price reaches it. Synchronous: the server calls it
 between awaits, so no two requests interleave inside it.
 
+An isolated position whose mark price reaches its liquidation price is closed by the exchange at
+that price (an order of type LIQUIDATION, client id ``autoclose-...``); `auto_deleverage` closes a
+position at the mark price as ADL does (client id ``adl_autoclose``). Both trade with execution
+type CALCULATED, as Binance reports a liquidation's execution.
+
 An order passes Binance's symbol filters (`controller.sim.filters`) first; what a fill does to the
 account, and the margin orders need and hold, is the ledger's (`controller.sim.ledger`).
 """
@@ -165,8 +170,11 @@ class MatchingEngine:
     # -- time ----------------------------------------------------------------------------------
 
     def on_tick(self) -> list[Event]:
-        """After prices moved: fill resting orders the price reached, expire GTD, margin calls."""
+        """After prices moved: liquidate isolated positions the price reached, fill resting orders
+        the price reached, expire GTD, margin calls."""
         events: list[Event] = []
+        for account in self.book:
+            events += self._liquidate_isolated(account)
         now = self.now_ms()
         for order in self._still_open():
             account = self.book[order.account]
@@ -187,6 +195,48 @@ class MatchingEngine:
         for account in self.book:
             events += self.ledger.margin_call(account)
         return events
+
+    # -- the exchange closing positions itself ---------------------------------------------------
+
+    def auto_deleverage(self, account: Account, symbol: str) -> list[Event]:
+        """ADL: the exchange closes the account's position in ``symbol`` at the mark price."""
+        spec = self.spec(symbol)
+        position = account.position(spec.symbol)
+        if not position.amount:
+            raise ValueError(f"{account.name} holds no {spec.symbol} position to deleverage")
+        return self._close_by_exchange(account, spec, "MARKET", "adl_autoclose", self.market.price(spec.symbol))
+
+    def _liquidate_isolated(self, account: Account) -> list[Event]:
+        held = [s for s, p in account.positions.items() if p.amount and account.setting(s).isolated]
+        if not held:
+            return []
+        events: list[Event] = []
+        for risk in account.risks(self.market, held):
+            mark, price = risk.mark, risk.liquidation_price
+            reached = mark <= price if risk.amount > 0 else mark >= price
+            if price > 0 and reached:
+                spec = self.market.specs[risk.symbol]
+                # Binance's liquidation client ids are "autoclose-" and a number; the sim uses its time.
+                events += self._close_by_exchange(account, spec, "LIQUIDATION", f"autoclose-{self.now_ms()}",
+                                                  spec.round_price(price))
+        return events
+
+    def _close_by_exchange(self, account: Account, spec: SymbolSpec, order_type: str, client_id: str,
+                           price: Decimal) -> list[Event]:
+        """The open orders of the symbol canceled, then the whole position closed at ``price``."""
+        events: list[Event] = [self._close(o, "EXPIRED") for o in self.open_orders(account, spec.symbol)]
+        position = account.position(spec.symbol)
+        now = self.now_ms()
+        order_id = next(self._order_ids)
+        order = Order(order_id=order_id, client_order_id=client_id, account=account.name, symbol=spec.symbol,
+                      side="SELL" if position.amount > 0 else "BUY", type=order_type, time_in_force="IOC",
+                      orig_qty=abs(position.amount), price=price, reduce_only=True, time_ms=now, update_ms=now)
+        self.orders[order_id] = order
+        events.append(OrderUpdated(account.name, replace(order), "NEW", None, now))
+        # Simplified: the position closes at ``price`` and the wallet keeps what is left of its margin
+        # (Binance passes that to its insurance fund).
+        trade, balance = self._fill(account, spec, order, order.orig_qty, price, maker=False)
+        return events + [replace(trade, exec_type="CALCULATED"), balance]
 
     # -- internals -----------------------------------------------------------------------------
 

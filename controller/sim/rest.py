@@ -17,7 +17,7 @@ from decimal import Decimal
 from controller.sim import codes, wire
 from controller.sim.accounts import Account, AccountBook
 from controller.sim.auth import Security
-from controller.sim.events import Event
+from controller.sim.events import Event, MultiAssetsChanged
 from controller.sim.faults import Faults
 from controller.sim.market import Market, SymbolSpec
 from controller.sim.matching import MatchingEngine
@@ -105,6 +105,7 @@ class RestApi:
             Endpoint("GET", "/fapi/v1/positionSide/dual", self.position_mode, S, _w(30)),
             Endpoint("POST", "/fapi/v1/positionSide/dual", self.change_position_mode, S, _w(1)),
             Endpoint("GET", "/fapi/v1/multiAssetsMargin", self.multi_assets_mode, S, _w(30)),
+            Endpoint("POST", "/fapi/v1/multiAssetsMargin", self.change_multi_assets_mode, S, _w(1)),
             Endpoint("GET", "/fapi/v1/commissionRate", self.commission_rate, S, _w(20)),
             Endpoint("POST", "/fapi/v1/listenKey", self.listen_key_create, K, _w(1)),
             Endpoint("PUT", "/fapi/v1/listenKey", self.listen_key_keepalive, K, _w(1)),
@@ -271,7 +272,7 @@ class RestApi:
 
     def account_config(self, call: Call) -> dict:
         return {"feeTier": 0, "canTrade": True, "canDeposit": True, "canWithdraw": True,
-                "dualSidePosition": False, "updateTime": 0, "multiAssetsMargin": False,
+                "dualSidePosition": call.user.hedge, "updateTime": 0, "multiAssetsMargin": call.user.multi_assets,
                 "tradeGroupId": -1}
 
     def change_leverage(self, call: Call) -> dict:
@@ -291,16 +292,32 @@ class RestApi:
         return {"code": 200, "msg": "success"}
 
     def position_mode(self, call: Call) -> dict:
-        return {"dualSidePosition": False}
+        return {"dualSidePosition": call.user.hedge}
 
     def multi_assets_mode(self, call: Call) -> dict:
-        return {"multiAssetsMargin": False}
+        return {"multiAssetsMargin": call.user.multi_assets}
 
     def change_position_mode(self, call: Call) -> dict:
+        """The mode is recorded and answered; orders still match one-way (positionSide BOTH).
+        Binance pushes no user-stream event for it: only reading the mode shows the change."""
         dual = _bool(call.params, "dualSidePosition")
-        if not dual:
+        if dual == call.user.hedge:
             raise codes.position_side_unchanged()
-        raise codes.unsupported("The simulator supports one-way position mode only.")
+        if self.engine.open_orders(call.user):
+            raise codes.position_side_open_orders()
+        if any(p.amount for p in call.user.positions.values()):
+            raise codes.position_side_position()
+        call.user.hedge = dual
+        return {"code": 200, "msg": "success"}
+
+    def change_multi_assets_mode(self, call: Call) -> dict:
+        """Recorded and answered; margin stays single-asset (USDT). Pushes ACCOUNT_CONFIG_UPDATE ``ai``."""
+        multi = _bool(call.params, "multiAssetsMargin")
+        if multi == call.user.multi_assets:
+            raise codes.multi_assets_unchanged()
+        call.user.multi_assets = multi
+        self.publish([MultiAssetsChanged(call.user.name, multi, self.now_ms())])
+        return {"code": 200, "msg": "success"}
 
     def leverage_bracket(self, call: Call) -> object:
         if call.params.get("symbol"):

@@ -173,6 +173,10 @@ class Simulator:
         self.market.set_price(symbol, price)
         self.api.publish(self.engine.on_tick())
 
+    def auto_deleverage(self, account: str, symbol: str) -> None:
+        """ADL now: the exchange closes ``account``'s position in ``symbol`` at the mark price."""
+        self.api.publish(self.engine.auto_deleverage(self.accounts[account], symbol))
+
     def tick(self) -> None:
         """Move prices to the clock's time, fill, expire and warn: what the ticker does each tick."""
         self.market.advance(self.clock.time())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from controller.sim.accounts import Account, PositionRisk, Totals
-from controller.sim.events import BalanceChanged, Event, LeverageChanged, MarginCalled, OrderUpdated
+from controller.sim.events import BalanceChanged, Event, LeverageChanged, MarginCalled, MultiAssetsChanged, OrderUpdated
 from controller.sim.market import Bracket, Market, SymbolSpec
 from controller.sim.filters import MAX_OPEN_ORDERS, PERCENT_PRICE_DOWN, PERCENT_PRICE_UP
 from controller.sim.ledger import Income
@@ -334,6 +334,8 @@ def event(e: Event, market: Market, account: Account) -> dict:
     if isinstance(e, LeverageChanged):
         return {"e": "ACCOUNT_CONFIG_UPDATE", "E": e.time_ms, "T": e.time_ms,
                 "ac": {"s": e.symbol, "l": e.leverage}}
+    if isinstance(e, MultiAssetsChanged):
+        return {"e": "ACCOUNT_CONFIG_UPDATE", "E": e.time_ms, "T": e.time_ms, "ai": {"j": e.multi_assets}}
     if isinstance(e, MarginCalled):
         return {"e": "MARGIN_CALL", "E": e.time_ms, "cw": money(e.cross_wallet), "p": [
             {"s": r.symbol, "ps": "BOTH", "pa": _qty(market.specs[r.symbol], r.amount),

@@ -84,7 +84,7 @@ async def test_order_outcomes_count_each_order_once_by_how_it_ended(sim, canary,
     async with observing(canary, strategy(), clock=clock) as run:
         record = run.record
         assert {o.label("outcome"): o.value for o in record.observations("order_outcomes")} == {
-            "filled": 0, "canceled": 0, "expired": 0, "rejected": 0}
+            "filled": 0, "canceled": 0, "expired": 0, "rejected": 0, "unfilled": 0}
         await market(canary, "BUY", "0.05")  # 3 100 USDT over 1 000-USDT levels: 4 trades, 1 order
         price = sim.market.price("BTCUSDT") * Decimal("0.97")
         await canary.new_order(symbol="BTCUSDT", side="BUY", order_type="LIMIT", quantity=Decimal("0.002"),
@@ -165,5 +165,5 @@ async def test_the_snapshot_costs_the_same_weight_whatever_the_number_of_symbols
         return ExchangeObserver(account="canary", client=canary, config=config, clock=clock, sink=lambda _: None,
                                 master=master).weight_per_minute
 
-    assert cost(strategy()) == cost(strategy(many)) == 30.0  # 15 per pass, every 30 s
-    assert cost(strategy(), master=await connect("master")) == 40.0
+    assert cost(strategy()) == cost(strategy(many)) == 40.0  # 20 per pass (the modes read: 5), every 30 s
+    assert cost(strategy(), master=await connect("master")) == 50.0

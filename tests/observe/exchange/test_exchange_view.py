@@ -120,7 +120,7 @@ def test_an_order_ends_once_however_often_its_end_is_reported(view, record):
     for update in (order(4, "FILLED", filled="0.02"), order(4, "NEW"), order(4, "FILLED", filled="0.02"),
                    order(5, "CANCELED"), order(6, "EXPIRED_IN_MATCH")):
         view.on_event(update)
-    assert view.outcomes == {"canceled": 1, "expired": 1, "filled": 1, "rejected": 0}
+    assert view.outcomes == {"canceled": 1, "expired": 1, "filled": 1, "rejected": 0, "unfilled": 0}
     assert record.values("order_outcomes", outcome="filled") == [0.0, 1.0]
 
 

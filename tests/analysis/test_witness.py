@@ -1,0 +1,109 @@
+"""The witness: the bot's reported fills, applied leverage and bucket usage against the exchange's
+record, and the shipped policies that judge the comparison."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.analysis.evaluator import Evaluator
+from controller.analysis.observation import Heartbeat, Observation, labels_of
+from controller.analysis.policy import load_policies
+from controller.analysis.verdict import Outcome
+from controller.analysis.witness import Witness
+from tests.support.bot import strategy
+from tests.support.checkout import REPO
+
+T0 = 1_767_225_600.0
+
+
+def bot(metric: str, value: float, ts: float, **labels: str) -> Observation:
+    return Observation("bot", metric, labels_of(**labels), value, ts)
+
+
+def exchange(metric: str, value: float, ts: float, **labels: str) -> Observation:
+    return Observation("exchange", metric, labels_of(**labels), value, ts)
+
+
+def fed(witness: Witness, *items: Observation) -> list[Observation]:
+    return [out for item in items for out in witness.observe(item)]
+
+
+def test_fills_are_compared_from_the_bots_first_scrape_within_max_2_or_5_percent():
+    witness = Witness(strategy())
+    assert fed(witness, bot("strategy_orders_total", 7, T0, outcome="filled")) == []  # no exchange count yet
+    first = fed(witness, exchange("order_outcomes", 40, T0, outcome="filled"),
+                bot("strategy_orders_total", 7, T0 + 1, outcome="filled"))
+    assert [(o.source, o.metric, o.value) for o in first] == [("exchange", "witness_fill_divergence", 0.0)]
+    # 2 fills apart is within the tolerance; 3 is not, while the counts are small.
+    assert fed(witness, exchange("order_outcomes", 42, T0 + 2, outcome="filled"),
+               bot("strategy_orders_total", 7, T0 + 3, outcome="filled"))[0].value == 1.0
+    assert fed(witness, bot("strategy_orders_total", 10, T0 + 4, outcome="filled"))[0].value == 0.5  # 3 vs 2
+    assert fed(witness, bot("strategy_orders_total", 15, T0 + 5, outcome="filled"))[0].value == 3.0  # 8 vs 2
+    # 5 % of 200 is 10: 9 apart is within it.
+    witness = Witness(strategy())
+    fed(witness, exchange("order_outcomes", 0, T0, outcome="filled"), bot("strategy_orders_total", 0, T0, outcome="filled"))
+    [late] = fed(witness, exchange("order_outcomes", 191, T0 + 60, outcome="filled"),
+                 bot("strategy_orders_total", 200, T0 + 60, outcome="filled"))
+    assert late.value == pytest.approx(0.9)
+
+
+def test_a_restarted_bots_counter_counts_on_from_its_new_total():
+    witness = Witness(strategy())
+    fed(witness, exchange("order_outcomes", 0, T0, outcome="filled"), bot("strategy_orders_total", 5, T0, outcome="filled"))
+    fed(witness, exchange("order_outcomes", 4, T0 + 10, outcome="filled"))
+    [after] = fed(witness, bot("strategy_orders_total", 4, T0 + 20, outcome="filled"))  # restarted: 0 then 4 fills
+    assert after.value == 0.0
+
+
+def test_a_bots_nan_is_not_counted_into_the_comparison():
+    witness = Witness(strategy())
+    fed(witness, exchange("order_outcomes", 0, T0, outcome="filled"), bot("strategy_orders_total", 0, T0, outcome="filled"))
+    assert fed(witness, bot("strategy_orders_total", float("nan"), T0 + 1, outcome="filled")) == []
+    [later] = fed(witness, bot("strategy_orders_total", 1, T0 + 2, outcome="filled"))
+    assert later.value == 0.5
+
+
+def test_the_bots_applied_leverage_must_be_the_exchanges():
+    witness = Witness(strategy())
+    assert fed(witness, bot("strategy_leverage_applied", 5, T0, symbol="BTCUSDT")) == []  # the exchange's unknown
+    fed(witness, exchange("leverage_applied", 5, T0, symbol="BTCUSDT"))
+    [same] = fed(witness, bot("strategy_leverage_applied", 5, T0 + 1, symbol="BTCUSDT"))
+    [other] = fed(witness, bot("strategy_leverage_applied", 9, T0 + 2, symbol="BTCUSDT"))
+    assert (same.value, other.value, other.label("symbol")) == (0.0, 1.0, "BTCUSDT")
+    assert fed(witness, bot("strategy_leverage_applied", 20, T0 + 3, symbol="DOGEUSDT")) == []
+
+
+def test_a_bucket_usage_below_what_the_exchange_holds_is_understated():
+    config = strategy()
+    witness = Witness(config)
+    majors = config.buckets["majors"].symbols
+    for symbol in majors:  # exposure: notional over capital; usage: over leverage too
+        fed(witness, exchange("exposure_ratio", 0.5 if symbol == "BTCUSDT" else 0.0, T0, symbol=symbol))
+    held = 0.5 / config.symbols["BTCUSDT"].leverage
+    [honest] = fed(witness, bot("strategy_bucket_usage_ratio", held + 0.01, T0 + 1, bucket="majors"))
+    [understated] = fed(witness, bot("strategy_bucket_usage_ratio", 0.0, T0 + 2, bucket="majors"))
+    assert honest.value == 0.0 and understated.value == pytest.approx(held)
+
+
+def test_the_shipped_policy_rolls_back_a_bot_whose_fills_the_exchange_never_made():
+    [stage_c] = [f for f in load_policies([REPO / "policies"]).values() if f.stage == "C"]
+    policy = next(p for p in stage_c.policies if p.name == "c-bot-fills-match-exchange")
+    assert policy.on_breach == "rollback"
+    witness, evaluator = Witness(strategy()), Evaluator([policy])
+    verdicts = []
+
+    def feed(item, now):
+        verdicts.extend(evaluator.feed(item, now=now))
+        if isinstance(item, Observation):
+            for derived in witness.observe(item):
+                verdicts.extend(evaluator.feed(derived, now=now))
+
+    feed(exchange("order_outcomes", 0, T0, outcome="filled"), T0)
+    for second in range(0, 60, 5):  # the bot claims a fill every 5 s; the exchange refused them all
+        now = T0 + second
+        feed(Heartbeat("exchange", now), now)
+        feed(bot("strategy_orders_total", second / 5, now, outcome="filled"), now)
+        verdicts.extend(evaluator.evaluate(now))
+    assert verdicts[-1].outcome is Outcome.FAIL and verdicts[-1].action == "rollback"
+    first_fail = next(v for v in verdicts if v.outcome is Outcome.FAIL)
+    assert first_fail.value > 1
