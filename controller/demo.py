@@ -33,7 +33,7 @@ from controller.store.schema import upgrade
 DEMO_PIPELINE = DEFAULT_PIPELINE.with_name("demo.yaml")
 CADENCE = RunnerCadence(evaluate=1.0, snapshot=20.0, scrape=5.0, logs=2.0, process=5.0, audit=300.0, command_poll=0.2)
 """Brisk enough for a five-minute stage; snapshots every 20 s keep the canary's and the baseline's
-observers (60 weight a minute each) inside the controller's 240-a-minute budget."""
+observers (at most 80 weight a minute each) inside observing's 240-a-minute part of the budget."""
 ACTOR = "demo-operator"
 
 RELEASES = (  # version, config, role
