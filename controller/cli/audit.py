@@ -87,7 +87,13 @@ def query(since, until, kind, release, symbol, actor, limit, as_json) -> None:
     records = run(main)
     if as_json:
         return
-    rows = ((r.seq, r.ts.strftime("%Y-%m-%d %H:%M:%S"), r.actor, r.kind, r.subject, r.release, r.symbol,
+    rows = ((r.seq, r.ts.strftime("%Y-%m-%d %H:%M:%S"), _who(r), r.kind, r.subject, r.release, r.symbol,
              json_line(r.payload)) for r in records)
     if not print_table(None, ["seq", "time (UTC)", "actor", "kind", "subject", "release", "symbol", "payload"], rows):
         click.echo("no audit events match", err=True)
+
+
+def _who(record) -> str:
+    """The actor, and the operating-system user that gave the command when it is someone else."""
+    os_user = record.payload.get("os_user") if isinstance(record.payload, dict) else None
+    return f"{record.actor} (os user {os_user})" if os_user and os_user != record.actor else record.actor

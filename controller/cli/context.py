@@ -59,9 +59,25 @@ async def open_database(*, check_schema: bool = True) -> AsyncIterator[Database]
 
 
 def operator_name(explicit: str | None = None) -> str:
-    """Who is acting: --actor, else $CANARY_ACTOR, else the login name."""
+    """Who is acting, as they say: --actor, else $CANARY_ACTOR, else the login name (control
+    characters dropped: a name is printed on terminals and in reports)."""
     name = explicit or os.environ.get("CANARY_ACTOR") or getpass.getuser()
-    return name.strip()
+    return printable(name).strip()
+
+
+def os_user() -> str:
+    """The operating-system user running this `canaryctl`, recorded beside the name a command claims."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid with no passwd entry (a container): the number says who
+        return f"uid {os.geteuid()}"
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (ESC, BEL, newlines): a line break becomes a space."""
+    return "".join(ch if ch.isprintable() else (" " if ch in "\n\r\t" else "") for ch in text)
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:

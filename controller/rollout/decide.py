@@ -97,6 +97,8 @@ class Command:
     a command built by hand, which is then never expired."""
     expires_in: Any = None
     """Its ``expires_in`` argument as stored (seconds; None: `DEFAULT_EXPIRY`); checked, not trusted."""
+    os_user: str | None = None
+    """The operating-system user that ran the `canaryctl` giving it (``actor`` is who it says it is)."""
 
 
 def expiry(kind: str, created: float | None, expires_in: Any, now: float) -> tuple[str, float | None] | None:
@@ -417,6 +419,7 @@ class _Step:
         self.actions.append(Ack(command.id, accepted, message, expired=expired_at is not None))
         self.actions.append(Audit(f"command.{command.kind}", command.actor, {
             "command": command.id, "accepted": accepted, "message": message, "reason": command.reason,
+            **({"os_user": command.os_user} if command.os_user else {}),
             **({"force": True} if command.force else {}),
             **({"expired_at": expired_at} if expired_at is not None else {}),
             **({"stage": command.stage, "items": list(command.items)} if command.kind == "signoff" else {})}))

@@ -639,4 +639,4 @@ def _command(row: CommandInfo) -> Command:
     """A stored operator command as `decide` reads it; its age is judged on the Clock that wrote ``created_at``."""
     return Command(row.id, row.kind, row.actor, row.reason, bool(row.args.get("force")), row.args.get("stage"),
                    tuple(row.args.get("items", ())), created=row.created_at.timestamp(),
-                   expires_in=row.args.get("expires_in"))
+                   expires_in=row.args.get("expires_in"), os_user=row.args.get("os_user"))

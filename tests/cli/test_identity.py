@@ -1,0 +1,54 @@
+"""Who did what: a command records the operating-system user that ran `canaryctl` beside the name
+it claims, and control characters never reach the store from a name or a reason."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+from controller.rollout.decide import Command, Plan, State, Status, decide
+from controller.rollout.pipeline import Pipeline
+from controller.store.commands import pending_commands
+from tests.cli.test_status import canary, sqlite_db  # noqa: F401 - the fixture
+from tests.support.canaryctl import canaryctl
+
+LOGIN = pwd.getpwuid(os.geteuid()).pw_name
+
+
+async def test_a_command_records_the_os_user_beside_the_claimed_name_and_drops_control_characters(sqlite_db,
+                                                                                                  sqlite_url):
+    info, _ = await canary(sqlite_db)
+    result = canaryctl("signoff", str(info.id), "C", "--by", "ali\x1b[2Kce", "--wait", "0", db=sqlite_url,
+                       env={"CANARY_ACTOR": "mallory"})
+    assert result.code == 3, result  # queued: no daemon answers here
+    result = canaryctl("rollback", str(info.id), "--reason", "fills\x07 look\nwrong", "--wait", "0", db=sqlite_url,
+                       env={"CANARY_ACTOR": "mallory"})
+    assert result.code == 3, result
+    signoff, rollback = [c for c in await pending_commands(sqlite_db, [info.id]) if c.kind in ("signoff", "rollback")]
+    assert (signoff.actor, signoff.args["os_user"]) == ("ali[2Kce", LOGIN)
+    assert (rollback.actor, rollback.reason, rollback.args["os_user"]) == ("mallory", "fills look wrong", LOGIN)
+
+
+def test_the_audit_of_a_command_carries_the_os_user():
+    pipeline = Pipeline.model_validate({"name": "p", "stages": [
+        {"name": "C", "environment": "sim", "account": "canary", "duration": "1h", "policies": "stage-c.yaml"}]})
+    state = State(Status.RUNNING, 0, 0.0)
+    decision = decide(state, [], [Command(1, "pause", "alice", "look", os_user="mallory")], 10.0,
+                      plan=Plan(pipeline, {"C": frozenset()}))
+    [audit] = [a for a in decision.actions if getattr(a, "kind", "") == "command.pause"]
+    assert (audit.actor, audit.payload["os_user"]) == ("alice", "mallory")
+
+
+async def test_audit_query_shows_the_os_user_where_it_differs_from_the_claimed_name(sqlite_db, sqlite_url):
+    from controller.clock import RealClock
+    from controller.store import audit
+
+    async with sqlite_db.write() as session:
+        await audit.append(session, RealClock(), actor="alice", kind="command.signoff", subject="rollout:1",
+                           payload={"command": 1, "os_user": "mallory"})
+        await audit.append(session, RealClock(), actor="bob", kind="command.pause", subject="rollout:1",
+                           payload={"command": 2, "os_user": "bob"})
+    out = canaryctl("audit", "query", "--kind", "command.signoff", db=sqlite_url).out
+    assert "alice (os user mallory)" in out
+    out = canaryctl("audit", "query", "--kind", "command.pause", db=sqlite_url).out
+    assert "bob" in out and "os user" not in out
