@@ -1,211 +1,382 @@
-"""Sliding time windows over samples, in bounded memory, with quantiles of stated accuracy.
+"""Sliding time windows over samples, in bounded memory, with aggregates kept up to date.
 
 A window keeps its samples exactly while there are few of them (at most ``exact_limit``):
 counts, sums and quantiles are then exact, and the window's edge is exact too. Past that it
-folds the samples into ``panes`` time panes, each with a DDSketch, so memory no longer grows
-with the event rate or the stage length. In that mode:
+folds the samples into ``panes`` time panes, so memory no longer grows with the event rate or
+the stage length. In that mode:
 
 - a quantile is within ``relative_accuracy`` (1 % by default) of a true sample value of that
-  rank (DDSketch's guarantee);
+  rank: values are counted in logarithmic bins (DDSketch's mapping), one bin per value within
+  that accuracy;
 - the window's edge moves pane by pane: samples up to one pane width (``span / panes``) older
   than ``span`` may still count.
+
+Every aggregate is kept as samples come and go, not recomputed from the samples when asked:
+count, a compensated running sum (Neumaier's, resynchronised with `math.fsum` now and then so
+its error cannot build up), a counter's increase (each sample's growth from the one before, a
+reset counted as a restart from zero, summed the same way), min and max in monotonic queues,
+quantiles from a sorted list (exact) or the bins' running counts (folded). `version` changes
+whenever what the window holds does, so a reader can skip a window that has not moved.
 
 Time is always passed in; nothing here reads a clock.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from ddsketch import DDSketch
-
 DEFAULT_ACCURACY = 0.01
+
+
+class RunningSum:
+    """A sum that values are added to and taken from, compensated (Neumaier) against rounding."""
+
+    __slots__ = ("total", "compensation")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.compensation = 0.0
+
+    def add(self, value: float) -> None:
+        total = self.total + value
+        if abs(self.total) >= abs(value):
+            self.compensation += (self.total - total) + value
+        else:
+            self.compensation += (value - total) + self.total
+        self.total = total
+
+    def reset(self, value: float = 0.0) -> None:
+        self.total, self.compensation = value, 0.0
+
+    @property
+    def value(self) -> float:
+        return self.total + self.compensation
+
+
+class LogBins:
+    """Where a value goes in logarithmic bins of relative width ``accuracy`` (DDSketch's mapping):
+    each bin stands for its values by one within ``accuracy`` of all of them."""
+
+    def __init__(self, accuracy: float) -> None:
+        if not 0 < accuracy < 1:
+            raise ValueError("a relative accuracy is between 0 and 1")
+        self.gamma = (1 + accuracy) / (1 - accuracy)
+        self.log_gamma = math.log(self.gamma)
+        self._representatives: dict[int, float] = {}
+
+    def representative(self, value: float) -> float:
+        """The value that stands for ``value``'s bin."""
+        if value == 0:
+            return 0.0
+        key = math.ceil(math.log(abs(value)) / self.log_gamma)
+        found = self._representatives.get(key)
+        if found is None:
+            if len(self._representatives) > 100_000:  # bounded: keys span the float range at most
+                self._representatives.clear()
+            found = self._representatives[key] = 2 * self.gamma ** key / (self.gamma + 1)
+        return found if value > 0 else -found
+
+
+_MAPPINGS: dict[float, LogBins] = {}
+
+
+def _bins_for(accuracy: float) -> LogBins:
+    mapping = _MAPPINGS.get(accuracy)
+    if mapping is None:
+        mapping = _MAPPINGS[accuracy] = LogBins(accuracy)
+    return mapping
 
 
 @dataclass
 class _Pane:
     start: float
-    accuracy: float
     count: int = 0
-    total: float = 0.0
+    total: RunningSum = field(default_factory=RunningSum)
     low: float = math.inf
     high: float = -math.inf
     first: tuple[float, float] | None = None
     last: tuple[float, float] | None = None
-    sketch: DDSketch = field(init=False)
+    grown: float = 0.0          # its samples' growth, each from the sample before it (maybe in an older pane)
+    first_growth: float = 0.0   # the first sample's growth: not the window's once the pane is the oldest
+    bins: Counter[float] | None = None
 
-    def __post_init__(self) -> None:
-        self.sketch = DDSketch(relative_accuracy=self.accuracy)
-
-    def add(self, t: float, value: float) -> None:
+    def add(self, t: float, value: float, growth: float | None, representative: float | None) -> None:
         self.count += 1
-        self.total += value
+        self.total.add(value)
         self.low = min(self.low, value)
         self.high = max(self.high, value)
-        self.sketch.add(value)
+        if representative is not None:
+            assert self.bins is not None
+            self.bins[representative] += 1
         if self.first is None or t < self.first[0]:
             self.first = (t, value)
+            if growth is not None:
+                self.first_growth = growth
         if self.last is None or t >= self.last[0]:
             self.last = (t, value)
+        if growth is not None:
+            self.grown += growth
 
 
 class Window:
-    """Samples ``(t, value)`` of the last ``span`` seconds."""
+    """Samples ``(t, value)`` of the last ``span`` seconds.
+
+    ``quantiles``: keep what quantiles and value counts need (a sorted list, the bins); a window
+    whose reader never asks for them is cheaper without."""
 
     def __init__(self, span: float, *, panes: int = 60, exact_limit: int = 4096,
-                 relative_accuracy: float = DEFAULT_ACCURACY) -> None:
+                 relative_accuracy: float = DEFAULT_ACCURACY, quantiles: bool = True) -> None:
         if span <= 0:
             raise ValueError("a window spans a positive number of seconds")
         self.span = span
         self.pane_width = span / panes
         self.exact_limit = exact_limit
         self.accuracy = relative_accuracy
-        self._exact: deque[tuple[float, float]] | None = deque()
-        # Monotonic queues over the exact samples: max and min in O(1), amortised.
+        self.quantiles = quantiles
+        self._mapping = _bins_for(relative_accuracy)
+        # Exact samples (t, value, growth from the sample before), in time order.
+        self._exact: deque[tuple[float, float, float]] | None = deque()
+        self._sorted: list[float] = []  # the exact samples' values in order, when quantiles are kept
+        # Monotonic queues (time, value): max and min in O(1), amortised. Folded, time is a pane's start.
         self._highs: deque[tuple[float, float]] = deque()
         self._lows: deque[tuple[float, float]] = deque()
         self._panes: deque[_Pane] = deque()
+        self._bins: Counter[float] = Counter()  # folded: the panes' bins added up
+        self._count = 0
+        self._sum = RunningSum()
+        self._grown = RunningSum()
+        self._expired_since_sync = 0
+        self._newest: float | None = None  # the newest sample's value: the next one's growth is from it
         self.latest = -math.inf  # the newest sample's time, kept after it expires: how long the window has been empty
+        self.version = 0         # changes whenever the samples held do
 
     @property
     def exact(self) -> bool:
         return self._exact is not None
 
+    # --- adding and expiring ------------------------------------------------------------------------
+
     def add(self, t: float, value: float) -> None:
         if not (math.isfinite(value) and math.isfinite(t)):
             # NaN compares false with everything: in the max/min queues it would hide a breach.
             raise ValueError(f"a window holds finite samples only, got {value} at {t}")
+        self.version += 1
+        late = t < self.latest
         self.latest = max(self.latest, t)
         if self._exact is not None:
-            if self._exact and t < self._exact[-1][0]:
-                self._insert_sorted(t, value)
-                self._rebuild_extremes()
+            if late and self._exact and t < self._exact[-1][0]:
+                self._insert_late(t, value)
             else:
-                self._exact.append((t, value))
+                growth = self._growth(value)
+                self._exact.append((t, value, growth))
+                self._count += 1
+                self._sum.add(value)
+                self._grown.add(growth)
+                if self.quantiles:
+                    bisect.insort(self._sorted, value)
                 self._push_extremes(t, value)
             if len(self._exact) > self.exact_limit:
                 self._fold()
             return
+        self._add_folded(t, value, late)
+
+    def _growth(self, value: float) -> float:
+        """A counter's growth from the newest sample to ``value``: a drop is a restart from zero."""
+        before, self._newest = self._newest, value
+        if before is None:
+            return 0.0
+        return value - before if value >= before else value
+
+    def _insert_late(self, t: float, value: float) -> None:
+        """A sample older than the newest: put in its place, everything recomputed (rare)."""
+        items = [(s, v) for s, v, _ in self._exact or ()]
+        bisect.insort(items, (t, value), key=lambda item: item[0])
+        self._rebuild_exact(items)
+
+    def _rebuild_exact(self, items: list[tuple[float, float]]) -> None:
+        self._exact = deque()
+        self._newest = None
+        self._grown.reset()
+        for s, v in items:
+            growth = self._growth(v)
+            self._exact.append((s, v, growth))
+            self._grown.add(growth)
+        self._count = len(self._exact)
+        self._sum.reset(math.fsum(v for _, v in items))
+        if self.quantiles:
+            self._sorted = sorted(v for _, v in items)
+        self._highs.clear()
+        self._lows.clear()
+        for s, v in items:
+            self._push_extremes(s, v)
+
+    def _add_folded(self, t: float, value: float, late: bool) -> None:
         start = math.floor(t / self.pane_width) * self.pane_width
         pane = self._panes[-1] if self._panes else None
         if pane is None or start > pane.start:
-            pane = _Pane(start, self.accuracy)
+            pane = _Pane(start, bins=Counter() if self.quantiles else None)
             self._panes.append(pane)
         elif start < pane.start:  # late sample: find its pane (rare; keeps panes in time order)
             pane = next((p for p in reversed(self._panes) if p.start <= start), self._panes[0])
-        pane.add(t, value)
+        # A late sample adds to count, sum and the distribution, not to a counter's increase:
+        # its neighbours' growth already spans it.
+        growth = None if late else self._growth(value)
+        representative = self._mapping.representative(value) if self.quantiles else None
+        pane.add(t, value, growth, representative)
+        self._count += 1
+        self._sum.add(value)
+        if growth is not None:
+            self._grown.add(growth)
+        if representative is not None:
+            self._bins[representative] += 1
+        if late:
+            self._rebuild_folded_extremes()
+        else:
+            self._push_extremes(pane.start, value, collapse=True)
 
-    def _insert_sorted(self, t: float, value: float) -> None:
-        items = self._exact
-        assert items is not None
-        index = len(items)
-        while index > 0 and items[index - 1][0] > t:
-            index -= 1
-        items.insert(index, (t, value))
+    def _push_extremes(self, t: float, value: float, *, collapse: bool = False) -> None:
+        # Folded (collapse), one entry per pane is enough: they leave the window together.
+        highs, lows = self._highs, self._lows
+        while highs and highs[-1][1] <= value:
+            highs.pop()
+        if not (collapse and highs and highs[-1][0] == t):
+            highs.append((t, value))
+        while lows and lows[-1][1] >= value:
+            lows.pop()
+        if not (collapse and lows and lows[-1][0] == t):
+            lows.append((t, value))
 
-    def _push_extremes(self, t: float, value: float) -> None:
-        while self._highs and self._highs[-1][1] <= value:
-            self._highs.pop()
-        self._highs.append((t, value))
-        while self._lows and self._lows[-1][1] >= value:
-            self._lows.pop()
-        self._lows.append((t, value))
-
-    def _rebuild_extremes(self) -> None:
+    def _rebuild_folded_extremes(self) -> None:
         self._highs.clear()
         self._lows.clear()
-        for t, value in self._exact or ():
-            self._push_extremes(t, value)
+        for pane in self._panes:
+            for value in (pane.high, pane.low):
+                self._push_extremes(pane.start, value, collapse=True)
 
     def _fold(self) -> None:
+        samples, self._exact = self._exact, None
         self._highs.clear()
         self._lows.clear()
-        samples, self._exact = self._exact, None
-        for t, value in samples or ():
-            self.add(t, value)
+        self._sorted = []
+        self._count = 0
+        self._sum.reset()
+        self._grown.reset()
+        self._newest = None
+        for t, value, _ in samples or ():
+            self._add_folded(t, value, late=False)
 
     def expire(self, now: float) -> None:
         """Forget what is older than ``now - span``."""
         edge = now - self.span
         if self._exact is not None:
-            while self._exact and self._exact[0][0] < edge:
-                self._exact.popleft()
+            items = self._exact
+            if not items or items[0][0] >= edge:
+                return
+            while items and items[0][0] < edge:
+                _, value, growth = items.popleft()
+                self._sum.add(-value)
+                self._grown.add(-growth)
+                if self.quantiles:
+                    del self._sorted[bisect.bisect_left(self._sorted, value)]
+                self._expired_since_sync += 1
+            self._count = len(items)
             for extremes in (self._highs, self._lows):
                 while extremes and extremes[0][0] < edge:
                     extremes.popleft()
-        else:
-            while self._panes and self._panes[0].start + self.pane_width <= edge:
-                self._panes.popleft()
+            if not items or self._expired_since_sync > max(len(items), 64):
+                self._resync_exact()
+            self.version += 1
+            return
+        panes = self._panes
+        if not panes or panes[0].start + self.pane_width > edge:
+            return
+        while panes and panes[0].start + self.pane_width <= edge:
+            pane = panes.popleft()
+            self._count -= pane.count
+            self._grown.add(-pane.grown)
+            if pane.bins:
+                self._bins.subtract(pane.bins)
+                for representative in [r for r in pane.bins if self._bins[r] <= 0]:
+                    del self._bins[representative]
+        for extremes in (self._highs, self._lows):
+            while extremes and extremes[0][0] + self.pane_width <= edge:
+                extremes.popleft()
+        # The panes' totals added up afresh: a pane leaves every span / panes seconds at most.
+        self._sum.reset(math.fsum(p.total.value for p in panes))
+        self._grown.reset(math.fsum(p.grown for p in panes))
+        self.version += 1
+
+    def _resync_exact(self) -> None:
+        """The running sums recomputed from the samples, before rounding can build up."""
+        items = self._exact or deque()
+        self._sum.reset(math.fsum(v for _, v, _ in items))
+        self._grown.reset(math.fsum(g for _, _, g in items))
+        self._expired_since_sync = 0
 
     # --- aggregates (call expire(now) first) -------------------------------------------------------
 
     def count(self) -> int:
-        if self._exact is not None:
-            return len(self._exact)
-        return sum(p.count for p in self._panes)
+        return self._count
 
     def sum(self) -> float:
-        if self._exact is not None:
-            return math.fsum(v for _, v in self._exact)
-        return math.fsum(p.total for p in self._panes)
+        return self._sum.value if self._count else 0.0
 
     def mean(self) -> float | None:
-        n = self.count()
+        n = self._count
         return self.sum() / n if n else None
 
     def min(self) -> float | None:
-        if self._exact is not None:
-            return self._lows[0][1] if self._lows else None
-        return min((p.low for p in self._panes if p.count), default=None)
+        return self._lows[0][1] if self._lows and self._count else None
 
     def max(self) -> float | None:
-        if self._exact is not None:
-            return self._highs[0][1] if self._highs else None
-        return max((p.high for p in self._panes if p.count), default=None)
+        return self._highs[0][1] if self._highs and self._count else None
 
     def first(self) -> tuple[float, float] | None:
         if self._exact is not None:
-            return self._exact[0] if self._exact else None
-        return next((p.first for p in self._panes if p.first is not None), None)
+            return self._exact[0][:2] if self._exact else None
+        return self._panes[0].first if self._panes else None
 
     def last(self) -> tuple[float, float] | None:
         if self._exact is not None:
-            return self._exact[-1] if self._exact else None
-        return next((p.last for p in reversed(self._panes) if p.last is not None), None)
+            return self._exact[-1][:2] if self._exact else None
+        return self._panes[-1].last if self._panes else None
 
     def quantile(self, q: float) -> float | None:
-        """The q-quantile (0 <= q <= 1): exact (nearest rank) or within the sketch's accuracy."""
+        """The q-quantile (0 <= q <= 1), nearest rank: exact, or within the bins' accuracy."""
         if not 0 <= q <= 1:
             raise ValueError("a quantile is between 0 and 1")
+        if not self.quantiles:
+            raise ValueError("this window keeps no quantiles")
+        n = self._count
+        if not n:
+            return None
+        rank = max(1, math.ceil(q * n))
         if self._exact is not None:
-            values = sorted(v for _, v in self._exact)
-            if not values:
-                return None
-            return values[max(0, math.ceil(q * len(values)) - 1)]
-        merged = DDSketch(relative_accuracy=self.accuracy)
-        for pane in self._panes:
-            if pane.count:
-                merged.merge(pane.sketch)
-        return merged.get_quantile_value(q) if merged.count else None
+            return self._sorted[rank - 1]
+        seen = 0
+        for representative in sorted(self._bins):
+            seen += self._bins[representative]
+            if seen >= rank:
+                return representative
+        return max(self._bins)
 
-    def values(self, limit: int = 2000) -> list[float]:
-        """The samples themselves (exact), or ``limit`` evenly spaced quantiles standing for them."""
+    def counts(self) -> dict[float, float]:
+        """The samples as counts of values: exact, or each bin's count at its representative value."""
+        if not self.quantiles:
+            raise ValueError("this window keeps no value counts")
         if self._exact is not None:
-            return [v for _, v in self._exact]
-        n = min(self.count(), limit)
-        return [q for i in range(n) if (q := self.quantile((i + 0.5) / n)) is not None]
+            return dict(Counter(self._sorted))
+        return {value: float(count) for value, count in self._bins.items() if count > 0}
 
     def increase(self) -> float | None:
         """How much a counter grew across the window, counting resets as restarts from zero."""
-        if self._exact is None:
-            first, last = self.first(), self.last()
-            return None if first is None or last is None else max(0.0, last[1] - first[1])
-        values = [v for _, v in self._exact]
-        if not values:
+        if not self._count:
             return None
-        grown = 0.0
-        for before, after in zip(values, values[1:]):
-            grown += after - before if after >= before else after
-        return grown
+        if self._exact is not None:
+            first_growth = self._exact[0][2]
+        else:
+            first_growth = self._panes[0].first_growth
+        return self._grown.value - first_growth
