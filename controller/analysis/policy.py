@@ -47,7 +47,7 @@ from controller.timespec import parse_duration
 
 Source = Literal["bot", "exchange", "logs", "process", "audit"]
 Aggregate = Literal["last", "min", "max", "mean", "sum", "count", "increase", "rate",
-                    "p50", "p90", "p95", "p99", "ratio", "age", "mann_whitney"]
+                    "p50", "p90", "p95", "p99", "ratio", "age", "mann_whitney", "growth_vs_baseline"]
 
 MetricKind = Literal["gauge", "counter", "event"]
 # What each non-bot source observes (controller/observe/ produces exactly these names), and what
@@ -68,7 +68,8 @@ SOURCE_METRICS: dict[str, frozenset[str]] = {source: frozenset(kinds) for source
 # The aggregates that mean something for each kind (increase and rate of a gauge, or the sum of a
 # counter's running totals, are numbers that judge nothing), and why the others do not.
 SUITED: dict[MetricKind, frozenset[str]] = {
-    "gauge": frozenset({"last", "min", "max", "mean", "count", "p50", "p90", "p95", "p99", "mann_whitney"}),
+    "gauge": frozenset({"last", "min", "max", "mean", "count", "p50", "p90", "p95", "p99", "mann_whitney",
+                        "growth_vs_baseline"}),
     "event": frozenset({"last", "min", "max", "mean", "sum", "count", "p50", "p90", "p95", "p99", "mann_whitney"}),
     "counter": frozenset({"last", "min", "max", "count", "increase", "rate", "ratio"}),
 }
@@ -77,7 +78,7 @@ _WHY_UNSUITED = {
     "sum": "adds up events", "age": "needs a timestamp", "mean": "averages values, not a running total",
     "p50": "needs values, not a running total", "p90": "needs values, not a running total",
     "p95": "needs values, not a running total", "p99": "needs values, not a running total",
-    "mann_whitney": "needs values, not a running total",
+    "mann_whitney": "needs values, not a running total", "growth_vs_baseline": "needs a level (a gauge)",
 }
 MAX_DURATION = 30 * 86400.0
 """The longest window, ``for`` and ``stale_after``: a stage's evidence, not a lifetime's."""

@@ -15,7 +15,8 @@ Every aggregate is kept as samples come and go, not recomputed from the samples 
 count, a compensated running sum (Neumaier's, resynchronised with `math.fsum` now and then so
 its error cannot build up), a counter's increase (each sample's growth from the one before, a
 reset counted as a restart from zero, summed the same way), min and max in monotonic queues,
-quantiles from a sorted list (exact) or the bins' running counts (folded). `version` changes
+quantiles from a sorted list (exact) or the bins' running counts (folded), the sum of squared
+changes between samples and the time they span (a volatility). `version` changes
 whenever what the window holds does, so a reader can skip a window that has not moved.
 
 Time is always passed in; nothing here reads a clock.
@@ -29,6 +30,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 DEFAULT_ACCURACY = 0.01
+
+_Steps = tuple[float, float, float]
+"""What a sample adds since the sample before it: a counter's growth (a drop is a restart from
+zero), the change squared, and the time elapsed. A window's sums of these, less its first
+sample's, give the counter's increase and the value's variance per second (its volatility)."""
+_NO_STEPS: _Steps = (0.0, 0.0, 0.0)
 
 
 class RunningSum:
@@ -99,11 +106,15 @@ class _Pane:
     high: float = -math.inf
     first: tuple[float, float] | None = None
     last: tuple[float, float] | None = None
-    grown: float = 0.0          # its samples' growth, each from the sample before it (maybe in an older pane)
-    first_growth: float = 0.0   # the first sample's growth: not the window's once the pane is the oldest
+    # Its samples' steps, each from the sample before it (maybe in an older pane), added up; and
+    # the first sample's, which are not the window's once the pane is the oldest.
+    grown: float = 0.0
+    squared: float = 0.0
+    elapsed: float = 0.0
+    first_steps: _Steps = _NO_STEPS
     bins: Counter[float] | None = None
 
-    def add(self, t: float, value: float, growth: float | None, representative: float | None) -> None:
+    def add(self, t: float, value: float, steps: _Steps | None, representative: float | None) -> None:
         self.count += 1
         self.total.add(value)
         self.low = min(self.low, value)
@@ -113,12 +124,14 @@ class _Pane:
             self.bins[representative] += 1
         if self.first is None or t < self.first[0]:
             self.first = (t, value)
-            if growth is not None:
-                self.first_growth = growth
+            if steps is not None:
+                self.first_steps = steps
         if self.last is None or t >= self.last[0]:
             self.last = (t, value)
-        if growth is not None:
-            self.grown += growth
+        if steps is not None:
+            self.grown += steps[0]
+            self.squared += steps[1]
+            self.elapsed += steps[2]
 
 
 class Window:
@@ -137,8 +150,8 @@ class Window:
         self.accuracy = relative_accuracy
         self.quantiles = quantiles
         self._mapping = _bins_for(relative_accuracy)
-        # Exact samples (t, value, growth from the sample before), in time order.
-        self._exact: deque[tuple[float, float, float]] | None = deque()
+        # Exact samples (t, value, steps from the sample before), in time order.
+        self._exact: deque[tuple[float, float, _Steps]] | None = deque()
         self._sorted: list[float] = []  # the exact samples' values in order, when quantiles are kept
         # Monotonic queues (time, value): max and min in O(1), amortised. Folded, time is a pane's start.
         self._highs: deque[tuple[float, float]] = deque()
@@ -148,8 +161,10 @@ class Window:
         self._count = 0
         self._sum = RunningSum()
         self._grown = RunningSum()
+        self._squared = RunningSum()
+        self._elapsed = RunningSum()
         self._expired_since_sync = 0
-        self._newest: float | None = None  # the newest sample's value: the next one's growth is from it
+        self._newest: tuple[float, float] | None = None  # the newest sample: the next one's steps are from it
         self.latest = -math.inf  # the newest sample's time, kept after it expires: how long the window has been empty
         self.version = 0         # changes whenever the samples held do
 
@@ -170,11 +185,11 @@ class Window:
             if late and self._exact and t < self._exact[-1][0]:
                 self._insert_late(t, value)
             else:
-                growth = self._growth(value)
-                self._exact.append((t, value, growth))
+                steps = self._steps(t, value)
+                self._exact.append((t, value, steps))
                 self._count += 1
                 self._sum.add(value)
-                self._grown.add(growth)
+                self._add_steps(steps)
                 if self.quantiles:
                     bisect.insort(self._sorted, value)
                 self._push_extremes(t, value)
@@ -183,12 +198,25 @@ class Window:
             return
         self._add_folded(t, value, late)
 
-    def _growth(self, value: float) -> float:
-        """A counter's growth from the newest sample to ``value``: a drop is a restart from zero."""
-        before, self._newest = self._newest, value
+    def _steps(self, t: float, value: float) -> _Steps:
+        """From the newest sample to this one: a counter's growth (a drop is a restart from
+        zero), the change squared, the time elapsed."""
+        before, self._newest = self._newest, (t, value)
         if before is None:
-            return 0.0
-        return value - before if value >= before else value
+            return _NO_STEPS
+        then, was = before
+        change = value - was
+        return (change if value >= was else value), change * change, t - then
+
+    def _add_steps(self, steps: _Steps, sign: float = 1.0) -> None:
+        self._grown.add(sign * steps[0])
+        self._squared.add(sign * steps[1])
+        self._elapsed.add(sign * steps[2])
+
+    def _reset_steps(self) -> None:
+        self._grown.reset()
+        self._squared.reset()
+        self._elapsed.reset()
 
     def _insert_late(self, t: float, value: float) -> None:
         """A sample older than the newest: put in its place, everything recomputed (rare)."""
@@ -199,11 +227,11 @@ class Window:
     def _rebuild_exact(self, items: list[tuple[float, float]]) -> None:
         self._exact = deque()
         self._newest = None
-        self._grown.reset()
+        self._reset_steps()
         for s, v in items:
-            growth = self._growth(v)
-            self._exact.append((s, v, growth))
-            self._grown.add(growth)
+            steps = self._steps(s, v)
+            self._exact.append((s, v, steps))
+            self._add_steps(steps)
         self._count = len(self._exact)
         self._sum.reset(math.fsum(v for _, v in items))
         if self.quantiles:
@@ -223,13 +251,13 @@ class Window:
             pane = next((p for p in reversed(self._panes) if p.start <= start), self._panes[0])
         # A late sample adds to count, sum and the distribution, not to a counter's increase:
         # its neighbours' growth already spans it.
-        growth = None if late else self._growth(value)
+        steps = None if late else self._steps(t, value)
         representative = self._mapping.representative(value) if self.quantiles else None
-        pane.add(t, value, growth, representative)
+        pane.add(t, value, steps, representative)
         self._count += 1
         self._sum.add(value)
-        if growth is not None:
-            self._grown.add(growth)
+        if steps is not None:
+            self._add_steps(steps)
         if representative is not None:
             self._bins[representative] += 1
         if late:
@@ -263,7 +291,7 @@ class Window:
         self._sorted = []
         self._count = 0
         self._sum.reset()
-        self._grown.reset()
+        self._reset_steps()
         self._newest = None
         for t, value, _ in samples or ():
             self._add_folded(t, value, late=False)
@@ -276,9 +304,9 @@ class Window:
             if not items or items[0][0] >= edge:
                 return
             while items and items[0][0] < edge:
-                _, value, growth = items.popleft()
+                _, value, steps = items.popleft()
                 self._sum.add(-value)
-                self._grown.add(-growth)
+                self._add_steps(steps, -1.0)
                 if self.quantiles:
                     del self._sorted[bisect.bisect_left(self._sorted, value)]
                 self._expired_since_sync += 1
@@ -296,7 +324,6 @@ class Window:
         while panes and panes[0].start + self.pane_width <= edge:
             pane = panes.popleft()
             self._count -= pane.count
-            self._grown.add(-pane.grown)
             if pane.bins:
                 self._bins.subtract(pane.bins)
                 for representative in [r for r in pane.bins if self._bins[r] <= 0]:
@@ -307,13 +334,17 @@ class Window:
         # The panes' totals added up afresh: a pane leaves every span / panes seconds at most.
         self._sum.reset(math.fsum(p.total.value for p in panes))
         self._grown.reset(math.fsum(p.grown for p in panes))
+        self._squared.reset(math.fsum(p.squared for p in panes))
+        self._elapsed.reset(math.fsum(p.elapsed for p in panes))
         self.version += 1
 
     def _resync_exact(self) -> None:
         """The running sums recomputed from the samples, before rounding can build up."""
         items = self._exact or deque()
         self._sum.reset(math.fsum(v for _, v, _ in items))
-        self._grown.reset(math.fsum(g for _, _, g in items))
+        self._grown.reset(math.fsum(steps[0] for _, _, steps in items))
+        self._squared.reset(math.fsum(steps[1] for _, _, steps in items))
+        self._elapsed.reset(math.fsum(steps[2] for _, _, steps in items))
         self._expired_since_sync = 0
 
     # --- aggregates (call expire(now) first) -------------------------------------------------------
@@ -375,8 +406,16 @@ class Window:
         """How much a counter grew across the window, counting resets as restarts from zero."""
         if not self._count:
             return None
-        if self._exact is not None:
-            first_growth = self._exact[0][2]
-        else:
-            first_growth = self._panes[0].first_growth
-        return self._grown.value - first_growth
+        return self._grown.value - self._first_steps()[0]
+
+    def variance_rate(self) -> float | None:
+        """The variance of the value's changes per second (its volatility squared), from the
+        changes between consecutive samples in the window: None with fewer than two samples."""
+        if self._count < 2:
+            return None
+        _, squared, elapsed = self._first_steps()
+        elapsed = self._elapsed.value - elapsed
+        return max(0.0, self._squared.value - squared) / elapsed if elapsed > 0 else None
+
+    def _first_steps(self) -> _Steps:
+        return self._exact[0][2] if self._exact is not None else self._panes[0].first_steps

@@ -145,6 +145,10 @@ def test_the_running_aggregates_equal_a_full_recompute_as_samples_come_and_go(st
             assert window.min() == min(values) and window.max() == max(values)
             assert window.increase() == pytest.approx(counter_increase(values), rel=1e-9, abs=1e-6)
             assert window.first() == kept[0] and window.last() == kept[-1]
+            span = kept[-1][0] - kept[0][0]
+            if len(kept) > 1 and span > 0:
+                squares = math.fsum((b - a) ** 2 for a, b in zip(values, values[1:]))
+                assert window.variance_rate() == pytest.approx(squares / span, rel=1e-6, abs=1e-6)
             truth = exact_quantile(values, q)
             if window.exact:
                 assert window.quantile(q) == truth
