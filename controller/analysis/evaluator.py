@@ -30,6 +30,7 @@ Fail closed, in bounded memory:
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -72,6 +73,7 @@ class _Group:
     breaching_since: float | None = None
     series_changes: int = 0  # series added or evicted: with the windows' versions, whether anything moved
     measured: tuple[tuple[int, int], tuple[float | None, int]] | None = None  # (what it was measured on, measure)
+    judged: tuple[tuple[int, int], Verdict] | None = None  # (what it was judged on, its verdict), while not breaching
 
 
 class _PolicyState:
@@ -93,8 +95,12 @@ class _PolicyState:
             self.constant_threshold = self.condition.threshold() if not self.condition.names else None
         except ConditionError:  # judged inconclusive, with the reason, whenever it is judged
             self.constant_threshold = None
+        # Whether a group's verdict follows from its windows alone (then it is judged again only when they move).
+        self.judged_once = self.constant_threshold is not None and policy.aggregate not in _MEASURED_EACH_TIME
         self.series_count = 0  # windows and rejected series over all groups, against the cap
         self.refused_at: float | None = None  # the newest sample refused for the cap
+        # growth_vs_baseline: per group, the spread of the completed periods and what it was measured on
+        self.spreads: dict[Labels, tuple[object, float | None]] = {}
         # How long a series' newest sample may be older than ``now`` before the series goes: its
         # window, then as long again (an instant policy: its stale_after) showing its absence.
         grace = policy.on_nodata.stale_after if policy.instant else policy.window
@@ -130,6 +136,15 @@ class _PolicyState:
         self.refused_at = ts if self.refused_at is None else max(self.refused_at, ts)
         return False
 
+    def _window(self) -> Window:
+        if self.policy.aggregate == "growth_vs_baseline":
+            # Folded from the start, in periods of a minute at most: the spread is measured on the
+            # changes between periods, not between snapshots a second apart, whose noise around the
+            # level (unrealised PnL as the price moves between bid and ask) is not the market's.
+            return Window(self.policy.window, panes=max(60, math.ceil(self.policy.window / 60)), exact_limit=0,
+                          quantiles=False)
+        return Window(self.policy.window, quantiles=self.keeps_quantiles)
+
     def add(self, obs: Observation) -> Labels | None:
         """Put a finite sample in its window; None when the series cap refused it."""
         group_key = self.group_of(obs)
@@ -141,7 +156,7 @@ class _PolicyState:
             group = self.groups[group_key] = _Group()
         window = group.series.get(series_key)
         if window is None:
-            window = group.series[series_key] = Window(self.policy.window, quantiles=self.keeps_quantiles)
+            window = group.series[series_key] = self._window()
             group.series_changes += 1
         window.add(obs.ts, obs.value)
         if group.rejected.pop(obs.labels, None) is not None:
@@ -309,18 +324,40 @@ class Evaluator:
 
     def _judge(self, state: _PolicyState, now: float) -> Verdict:
         keys = list(state.groups) or [()]
-        verdicts = [self._judged(state, key, now) for key in keys]
-        return max(verdicts, key=lambda v: SEVERITY_ORDER[v.outcome])
+        verdicts = [self._judged(state, key, now, dated=False) for key in keys]
+        worst = max(verdicts, key=lambda v: SEVERITY_ORDER[v.outcome])
+        return worst if worst.at == now else replace(worst, at=now)
 
-    def _judged(self, state: _PolicyState, group_key: Labels, now: float) -> Verdict:
-        """One group's verdict; an error while judging, or a policy over its series cap, is never a pass."""
+    def _judged(self, state: _PolicyState, group_key: Labels, now: float, *, dated: bool = True) -> Verdict:
+        """One group's verdict; an error while judging, or a policy over its series cap, is never a pass.
+
+        A group is judged again only when its verdict could differ: its windows moved, its source
+        went stale, it is breaching (``for`` counts), or its threshold or aggregate depend on more
+        than its windows. Otherwise its last verdict stands (dated ``now`` unless not ``dated``)."""
         policy = state.policy
+        group = state.groups.get(group_key)
+        key = None
+        if group is not None and state.judged_once and group.breaching_since is None and not group.rejected \
+                and self._staleness(policy, now) is None:
+            key = self._moved(group, now)
+            if group.judged is not None and group.judged[0] == key:
+                verdict = group.judged[1]
+                if dated and verdict.at != now:
+                    verdict = replace(verdict, at=now)
+                return self._capped(state, verdict, now)
         try:
             verdict = self._judge_group(state, group_key, now)
         except Exception as exc:  # the evaluator must keep judging the other policies, whatever this one hits
             return Verdict(policy=policy.name, outcome=Outcome.INCONCLUSIVE, at=now, value=None, threshold=None,
                            condition=policy.condition, window=policy.window, samples=0, group=group_key,
                            reason=f"cannot be judged: {type(exc).__name__}: {exc}")
+        if key is not None and group is not None and verdict.breaching_since is None:
+            group.judged = (key, verdict)
+        return self._capped(state, verdict, now)
+
+    @staticmethod
+    def _capped(state: _PolicyState, verdict: Verdict, now: float) -> Verdict:
+        """A pass of a policy over its series cap is inconclusive: it was not judged on all its data."""
         cap = state.over_cap(now) if verdict.outcome is Outcome.PASS else None
         return replace(verdict, outcome=Outcome.INCONCLUSIVE, reason=cap) if cap else verdict
 
@@ -349,7 +386,8 @@ class Evaluator:
         if value is None:
             group.breaching_since = None
             return Verdict(outcome=Outcome.NODATA, value=None, threshold=None, samples=samples,
-                           reason="no samples in the window", action=_nodata_action(policy), **base)
+                           reason=_NO_VALUE.get(policy.aggregate, "no samples in the window"),
+                           action=_nodata_action(policy), **base)
         if samples < policy.min_samples:
             group.breaching_since = None
             return Verdict(outcome=Outcome.INCONCLUSIVE, value=value, threshold=None, samples=samples,
@@ -389,17 +427,20 @@ class Evaluator:
                     f"(stale after {policy.on_nodata.stale_after:g} s)" + (f": {error}" if error else ""))
         return None
 
-    def _measure(self, state: _PolicyState, group: _Group, now: float) -> tuple[float | None, int]:
-        """The group's aggregate over the window, and how many samples it rests on."""
-        policy = state.policy
-        moved = group.series_changes
+    @staticmethod
+    def _moved(group: _Group, now: float) -> tuple[int, int]:
+        """The group's windows expired to ``now``; what changes whenever one of them moved."""
+        moved = 0
         for window in group.series.values():
             window.expire(now)
             moved += window.version  # versions only grow: the sum changes whenever a window moved
-        aggregate = policy.aggregate
-        if aggregate in _MEASURED_EACH_TIME:
+        return group.series_changes, moved
+
+    def _measure(self, state: _PolicyState, group: _Group, now: float) -> tuple[float | None, int]:
+        """The group's aggregate over the window, and how many samples it rests on."""
+        key = self._moved(group, now)
+        if state.policy.aggregate in _MEASURED_EACH_TIME:
             return self._measure_window(state, group, now)
-        key = (group.series_changes, moved)
         if group.measured is not None and group.measured[0] == key:
             return group.measured[1]
         measure = self._measure_window(state, group, now)
@@ -459,36 +500,63 @@ class Evaluator:
     def _growth_against_baseline(self, state: _PolicyState, group: _Group,
                                  now: float) -> tuple[float | None, int]:
         """How much more the value grew over the window on the canary than on the baseline release
-        (same policy and group), plus `GROWTH_STANDARD_ERRORS` standard errors of that difference:
-        each side's variance per second (from its changes between samples) times the time it spans.
-        Samples: the smaller side's."""
+        (same policy and group), plus `GROWTH_STANDARD_ERRORS` standard errors of that difference.
+
+        The two are paired period by period (a minute, or the window's pane): the difference's
+        change from one period to the next, per square root of a second, has a spread measured
+        robustly (1.4826 times the median absolute deviation, the standard deviation of normal
+        changes; a burst of costs or one jump does not pass for the market's noise), and the
+        standard error is that spread times the square root of the time the pairs span. Markets
+        both releases trade move both alike and cancel. Samples: the smaller side's."""
         group_key = next((k for k, g in state.groups.items() if g is group), None)
-        ours = _growth(group.series.values())
+        ours = _only_window(group.series)
         if group_key is None or ours is None or self.baseline is None:
-            return None, ours[2] if ours else 0
-        theirs = _growth(self.baseline.windows(state.policy.name, group_key, now).values())
+            return None, ours.count() if ours else 0
+        theirs = _only_window(self.baseline.windows(state.policy.name, group_key, now))
         if theirs is None:
             return None, 0
-        (grown, variance, n_ours), (their_grown, their_variance, n_theirs) = ours, theirs
-        error = math.sqrt(variance + their_variance)
-        return grown - their_grown + GROWTH_STANDARD_ERRORS * error, min(n_ours, n_theirs)
+        samples = min(ours.count(), theirs.count())
+        # The pairs change only when a period starts or leaves: measured again then, not every tick.
+        key = (ours.periods(), theirs.periods())
+        cached = state.spreads.get(group_key)
+        if cached is None or cached[0] != key:
+            if len(state.spreads) >= _LABEL_CACHE_LIMIT:
+                state.spreads.clear()
+            canary, baseline = ours.period_lasts(), theirs.period_lasts()
+            pairs = [(max(canary[start][0], baseline[start][0]), canary[start][1] - baseline[start][1])
+                     for start in sorted(canary.keys() & baseline.keys())]
+            # The newest period is still filling: its change joins the spread once it is done.
+            spread = _robust_spread(pairs[:-1]) if len(pairs) > MIN_PERIODS else None
+            cached = state.spreads[group_key] = (key, (spread, pairs[0] if pairs else None))
+        spread, first = cached[1]
+        if spread is None or first is None:
+            return None, samples
+        (first_t, first_difference), (our_t, our_last), (their_t, their_last) = first, ours.last(), theirs.last()
+        error = spread * math.sqrt(max(0.0, max(our_t, their_t) - first_t))
+        return our_last - their_last - first_difference + GROWTH_STANDARD_ERRORS * error, samples
 
 
-def _growth(windows: Iterable[Window]) -> tuple[float, float, int] | None:
-    """A level's change across its windows (last minus first, added up), the variance of that
-    change (variance per second times the time spanned), and the samples; None below two samples
-    in a window (no change, no volatility to measure)."""
-    grown = variance = 0.0
-    samples = 0
-    for window in windows:
-        rate = window.variance_rate()
-        first, last = window.first(), window.last()
-        if rate is None or first is None or last is None:
-            return None
-        grown += last[1] - first[1]
-        variance += rate * (last[0] - first[0])
-        samples += window.count()
-    return (grown, variance, samples) if samples else None
+MIN_PERIODS = 4
+"""Changes between periods ``growth_vs_baseline`` needs before it measures a spread."""
+
+
+def _only_window(series: Mapping[Labels, Window]) -> Window | None:
+    """A level's one window in its group (a PnL has no labels); more than one cannot be paired."""
+    windows = [w for w in series.values() if w.count()]
+    if len(windows) > 1:
+        raise ValueError(f"{len(windows)} series in one group: a level to compare is one series (add per: labels)")
+    return windows[0] if windows else None
+
+
+def _robust_spread(pairs: list[tuple[float, float]]) -> float | None:
+    """The standard deviation per square root of a second of the changes between consecutive
+    ``(time, value)`` pairs, as 1.4826 times their median absolute deviation; None with too few."""
+    changes = [(after - before) / math.sqrt(then_after - then)
+               for (then, before), (then_after, after) in zip(pairs, pairs[1:]) if then_after > then]
+    if len(changes) < MIN_PERIODS:
+        return None
+    middle = statistics.median(changes)
+    return 1.4826 * statistics.median(abs(change - middle) for change in changes)
 
 
 def _pooled_counts(series: Mapping[Labels, Window]) -> dict[float, float]:
@@ -516,6 +584,10 @@ def _histogram_counts(series: Mapping[Labels, Window]) -> dict[float, float]:
         lower, below = (upper if not math.isinf(upper) else lower), max(below, cumulative)
     return dict(counts)
 
+
+_NO_VALUE = {
+    "growth_vs_baseline": f"fewer than {MIN_PERIODS + 1} periods observed on both the canary and the baseline release",
+}
 
 _PER_SERIES: dict[str, Callable[[Window], float]] = {
     "last": lambda w: w.last()[1], "min": Window.min, "max": Window.max, "sum": Window.sum,

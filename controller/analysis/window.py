@@ -87,6 +87,28 @@ class LogBins:
         return found if value > 0 else -found
 
 
+def _steps_between(then: float, was: float, t: float, value: float) -> _Steps:
+    """From one sample to the next: a counter's growth (a drop is a restart from zero), the
+    change squared, the time elapsed."""
+    change = value - was
+    return (change if value >= was else value), change * change, t - then
+
+
+def _at_least(a: float, b: float) -> bool:
+    return a >= b
+
+
+def _at_most(a: float, b: float) -> bool:
+    return a <= b
+
+
+def _period(before: _Pane | None, pane: _Pane) -> tuple[float, float]:
+    if before is None or before.last is None or pane.last is None:
+        return 0.0, 0.0
+    change = pane.last[1] - before.last[1]
+    return change * change, pane.last[0] - before.last[0]
+
+
 _MAPPINGS: dict[float, LogBins] = {}
 
 
@@ -112,6 +134,9 @@ class _Pane:
     squared: float = 0.0
     elapsed: float = 0.0
     first_steps: _Steps = _NO_STEPS
+    # Once the next pane starts: this pane's last value's change from the pane before's, squared,
+    # and the time between them (the per-period changes a folded window's volatility comes from).
+    period: tuple[float, float] = (0.0, 0.0)
     bins: Counter[float] | None = None
 
     def add(self, t: float, value: float, steps: _Steps | None, representative: float | None) -> None:
@@ -163,10 +188,14 @@ class Window:
         self._grown = RunningSum()
         self._squared = RunningSum()
         self._elapsed = RunningSum()
+        self._period_squared = RunningSum()
+        self._period_elapsed = RunningSum()
         self._expired_since_sync = 0
         self._newest: tuple[float, float] | None = None  # the newest sample: the next one's steps are from it
         self.latest = -math.inf  # the newest sample's time, kept after it expires: how long the window has been empty
         self.version = 0         # changes whenever the samples held do
+        if exact_limit <= 0:
+            self._exact = None
 
     @property
     def exact(self) -> bool:
@@ -199,14 +228,9 @@ class Window:
         self._add_folded(t, value, late)
 
     def _steps(self, t: float, value: float) -> _Steps:
-        """From the newest sample to this one: a counter's growth (a drop is a restart from
-        zero), the change squared, the time elapsed."""
+        """From the newest sample to this one."""
         before, self._newest = self._newest, (t, value)
-        if before is None:
-            return _NO_STEPS
-        then, was = before
-        change = value - was
-        return (change if value >= was else value), change * change, t - then
+        return _NO_STEPS if before is None else _steps_between(*before, t, value)
 
     def _add_steps(self, steps: _Steps, sign: float = 1.0) -> None:
         self._grown.add(sign * steps[0])
@@ -219,32 +243,50 @@ class Window:
         self._elapsed.reset()
 
     def _insert_late(self, t: float, value: float) -> None:
-        """A sample older than the newest: put in its place, everything recomputed (rare)."""
-        items = [(s, v) for s, v, _ in self._exact or ()]
-        bisect.insort(items, (t, value), key=lambda item: item[0])
-        self._rebuild_exact(items)
-
-    def _rebuild_exact(self, items: list[tuple[float, float]]) -> None:
-        self._exact = deque()
-        self._newest = None
-        self._reset_steps()
-        for s, v in items:
-            steps = self._steps(s, v)
-            self._exact.append((s, v, steps))
-            self._add_steps(steps)
-        self._count = len(self._exact)
-        self._sum.reset(math.fsum(v for _, v in items))
+        """A sample older than the newest (fills reported a moment out of order): put in its place,
+        found from the newest end; the next sample's steps are then from it."""
+        items = self._exact
+        assert items is not None
+        index = len(items)
+        while index > 0 and items[index - 1][0] > t:
+            index -= 1
+        if index == 0:  # older than every sample held: the window's first, with no steps of its own
+            steps = _NO_STEPS
+        else:
+            then, was, _ = items[index - 1]
+            steps = _steps_between(then, was, t, value)
+        after_t, after_value, after_steps = items[index]
+        replaced = _steps_between(t, value, after_t, after_value)
+        items.insert(index, (t, value, steps))
+        items[index + 1] = (after_t, after_value, replaced)
+        self._add_steps(steps)
+        self._add_steps(after_steps, -1.0)
+        self._add_steps(replaced)
+        self._count += 1
+        self._sum.add(value)
         if self.quantiles:
-            self._sorted = sorted(v for _, v in items)
-        self._highs.clear()
-        self._lows.clear()
-        for s, v in items:
-            self._push_extremes(s, v)
+            bisect.insort(self._sorted, value)
+        self._insert_extremes(t, value)
+
+    def _insert_extremes(self, t: float, value: float, *, collapse: bool = False) -> None:
+        """Put a sample older than the queues' newest entries into the max and min queues."""
+        for queue, dominates in ((self._highs, _at_least), (self._lows, _at_most)):
+            later = []
+            while queue and queue[-1][0] > t:
+                later.append(queue.pop())
+            if not (later and dominates(later[-1][1], value)):  # else a later sample outranks it: it never counts
+                while queue and dominates(value, queue[-1][1]):
+                    queue.pop()
+                if not (collapse and queue and queue[-1][0] == t):
+                    queue.append((t, value))
+            queue.extend(reversed(later))
 
     def _add_folded(self, t: float, value: float, late: bool) -> None:
         start = math.floor(t / self.pane_width) * self.pane_width
         pane = self._panes[-1] if self._panes else None
         if pane is None or start > pane.start:
+            if pane is not None:
+                self._close(pane)
             pane = _Pane(start, bins=Counter() if self.quantiles else None)
             self._panes.append(pane)
         elif start < pane.start:  # late sample: find its pane (rare; keeps panes in time order)
@@ -260,10 +302,17 @@ class Window:
             self._add_steps(steps)
         if representative is not None:
             self._bins[representative] += 1
-        if late:
-            self._rebuild_folded_extremes()
-        else:
+        if pane is self._panes[-1]:
             self._push_extremes(pane.start, value, collapse=True)
+        else:
+            self._insert_extremes(pane.start, value, collapse=True)
+
+    def _close(self, pane: _Pane) -> None:
+        """The newest pane is complete: its change from the pane before joins the per-period sums."""
+        before = self._panes[-2] if len(self._panes) > 1 else None
+        pane.period = _period(before, pane)
+        self._period_squared.add(pane.period[0])
+        self._period_elapsed.add(pane.period[1])
 
     def _push_extremes(self, t: float, value: float, *, collapse: bool = False) -> None:
         # Folded (collapse), one entry per pane is enough: they leave the window together.
@@ -276,13 +325,6 @@ class Window:
             lows.pop()
         if not (collapse and lows and lows[-1][0] == t):
             lows.append((t, value))
-
-    def _rebuild_folded_extremes(self) -> None:
-        self._highs.clear()
-        self._lows.clear()
-        for pane in self._panes:
-            for value in (pane.high, pane.low):
-                self._push_extremes(pane.start, value, collapse=True)
 
     def _fold(self) -> None:
         samples, self._exact = self._exact, None
@@ -336,6 +378,9 @@ class Window:
         self._grown.reset(math.fsum(p.grown for p in panes))
         self._squared.reset(math.fsum(p.squared for p in panes))
         self._elapsed.reset(math.fsum(p.elapsed for p in panes))
+        complete = list(panes)[:-1]
+        self._period_squared.reset(math.fsum(p.period[0] for p in complete))
+        self._period_elapsed.reset(math.fsum(p.period[1] for p in complete))
         self.version += 1
 
     def _resync_exact(self) -> None:
@@ -409,13 +454,40 @@ class Window:
         return self._grown.value - self._first_steps()[0]
 
     def variance_rate(self) -> float | None:
-        """The variance of the value's changes per second (its volatility squared), from the
-        changes between consecutive samples in the window: None with fewer than two samples."""
-        if self._count < 2:
+        """The variance of the value's changes per second (its volatility squared): from the
+        changes between consecutive samples (exact), or between the panes' last samples (folded:
+        per period, so that noise around a level, a price bouncing between bid and ask, does not
+        pass for volatility). None without two samples (exact) or two panes (folded) to compare."""
+        if self._exact is not None:
+            if self._count < 2:
+                return None
+            _, squared, elapsed = self._first_steps()
+            elapsed = self._elapsed.value - elapsed
+            return max(0.0, self._squared.value - squared) / elapsed if elapsed > 0 else None
+        panes = self._panes
+        if len(panes) < 2:
             return None
-        _, squared, elapsed = self._first_steps()
-        elapsed = self._elapsed.value - elapsed
-        return max(0.0, self._squared.value - squared) / elapsed if elapsed > 0 else None
+        live_squared, live_elapsed = _period(panes[-2], panes[-1])  # the newest pane, still filling
+        oldest_squared, oldest_elapsed = panes[0].period          # from a pane no longer in the window
+        squared = self._period_squared.value + live_squared - oldest_squared
+        elapsed = self._period_elapsed.value + live_elapsed - oldest_elapsed
+        return max(0.0, squared) / elapsed if elapsed > 0 else None
+
+    def periods(self) -> tuple[int, float | None, float | None]:
+        """How many periods (panes; exact: samples) the window holds, the first's and the newest's
+        start: what `period_lasts` returns changes in its older periods only when this does."""
+        if self._exact is not None:
+            items = self._exact
+            return len(items), items[0][0] if items else None, items[-1][0] if items else None
+        panes = self._panes
+        return len(panes), panes[0].start if panes else None, panes[-1].start if panes else None
+
+    def period_lasts(self) -> dict[float, tuple[float, float]]:
+        """Each period's last sample ``(t, value)`` by the period's start: the panes' (folded), or
+        every sample's, by its own time (exact)."""
+        if self._exact is not None:
+            return {t: (t, value) for t, value, _ in self._exact}
+        return {pane.start: pane.last for pane in self._panes if pane.last is not None}
 
     def _first_steps(self) -> _Steps:
         return self._exact[0][2] if self._exact is not None else self._panes[0].first_steps

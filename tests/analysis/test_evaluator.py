@@ -557,8 +557,9 @@ MEASURED = policies("""\
 @given(st.lists(st.tuples(st.floats(0, 15), st.sampled_from(["a", "b", "c"]), st.floats(0, 1), st.booleans()),
                 min_size=1, max_size=120))
 def test_measures_kept_between_ticks_equal_a_fresh_evaluators(steps):
-    """The evaluator measures a group again only when one of its windows moved: at every tick its
-    values equal those of an evaluator fed the same samples and measuring for the first time."""
+    """The evaluator measures and judges a group again only when one of its windows moved: at every
+    tick its verdicts and values equal those of an evaluator fed the same samples and judging for
+    the first time."""
     kept = Evaluator(MEASURED)
     fed: list[Observation] = []
     t = T0
@@ -566,15 +567,18 @@ def test_measures_kept_between_ticks_equal_a_fresh_evaluators(steps):
         t += gap
         sample = ([obs("strategy_bucket_usage_ratio", value, t, bucket=label)] if value < 0.7 else
                   [obs("strategy_orders_total", round(value * 100), t, symbol=label)])
-        for item in sample:
-            kept.observe(item)
+        for item in [*sample, Heartbeat("bot", t)]:
+            kept.feed(item)
             fed.append(item)
         if tick:
-            kept.evaluate(t)
             fresh = Evaluator(MEASURED)
             for item in fed:
-                fresh.observe(item)
-            fresh.evaluate(t)
+                fresh.feed(item)
+            for ours, theirs in zip(kept.evaluate(t), fresh.evaluate(t), strict=True):
+                assert (ours.policy, ours.outcome, ours.samples, ours.at) == \
+                    (theirs.policy, theirs.outcome, theirs.samples, theirs.at)
+                assert (ours.value is None and theirs.value is None) or \
+                    ours.value == pytest.approx(theirs.value, rel=1e-12, abs=1e-12)
             for policy in MEASURED:
                 for group in [(("bucket", x),) for x in "abc"] + [(("symbol", x),) for x in "abc"]:
                     ours, theirs = kept.value(policy.name, group, t), fresh.value(policy.name, group, t)
