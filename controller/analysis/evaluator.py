@@ -73,7 +73,7 @@ class _Group:
     breaching_since: float | None = None
     series_changes: int = 0  # series added or evicted: with the windows' versions, whether anything moved
     measured: tuple[tuple[int, int], tuple[float | None, int]] | None = None  # (what it was measured on, measure)
-    judged: tuple[tuple[int, int], Verdict] | None = None  # (what it was judged on, its verdict), while not breaching
+    judged: Verdict | None = None  # its last verdict while that was a plain pass (no breach pending)
 
 
 class _PolicyState:
@@ -88,6 +88,8 @@ class _PolicyState:
         # one window: the distribution is the group's, whichever series a sample came from.
         self.pooled = distribution and not self.histogram
         self.keeps_quantiles = self.pooled  # only a pooled distribution asks its window for quantiles and counts
+        # Only a counter's increase (a histogram's buckets, ratio, rate) asks for the steps between samples.
+        self.keeps_steps = self.histogram or policy.aggregate in {"increase", "rate", "ratio", "growth_vs_baseline"}
         # Per label set, computed once: whether the policy reads it, and which group it is in.
         self._accepted: dict[Labels, bool] = {}
         self._groups_of: dict[Labels, Labels] = {}
@@ -143,7 +145,7 @@ class _PolicyState:
             # level (unrealised PnL as the price moves between bid and ask) is not the market's.
             return Window(self.policy.window, panes=max(60, math.ceil(self.policy.window / 60)), exact_limit=0,
                           quantiles=False)
-        return Window(self.policy.window, quantiles=self.keeps_quantiles)
+        return Window(self.policy.window, quantiles=self.keeps_quantiles, steps=self.keeps_steps)
 
     def add(self, obs: Observation) -> Labels | None:
         """Put a finite sample in its window; None when the series cap refused it."""
@@ -224,8 +226,8 @@ class Evaluator:
     # --- input ------------------------------------------------------------------------------------
 
     def heartbeat(self, beat: Heartbeat, now: float | None = None) -> list[Verdict]:
-        """Record a source's health; a successful read re-judges the source's instant policies,
-        whose verdicts may have waited for it (sources report data, then their heartbeat).
+        """Record a source's health; a successful read re-judges the source's instant policies that
+        had no fresh data, whose verdicts waited for it (sources report data, then their heartbeat).
 
         A failed read leaves the source fresh until ``stale_after`` (a lost scrape is not a lost
         stage); a source that stopped and restarts has no data at all until it reads again, and
@@ -237,11 +239,13 @@ class Evaluator:
             self._fresh.pop(beat.source, None)
             at = beat.ts if now is None else now
             return [self._judge(state, at) for state in self._states if state.policy.source == beat.source]
+        at = beat.ts if now is None else now
+        # Only the policies that had no fresh data: the others judged each sample as it came.
+        waiting = [state for state in self._states if state.policy.source == beat.source and state.policy.instant
+                   and self._staleness(state.policy, at) is not None]
         self._fresh[beat.source] = max(self._fresh.get(beat.source, -math.inf), beat.ts)
         self._errors.pop(beat.source, None)
-        at = beat.ts if now is None else now
-        return [self._judge(state, at) for state in self._states
-                if state.policy.source == beat.source and state.policy.instant]
+        return [self._judge(state, at) for state in waiting]
 
     def observe(self, obs: Observation, now: float | None = None) -> list[Verdict]:
         """Record ``obs``; returns fresh verdicts of the instant policies it touched."""
@@ -263,6 +267,8 @@ class Evaluator:
                 continue
             at = obs.ts if now is None else now
             if group_key is not None:
+                if self._still_passing(state, group_key, at):
+                    continue  # its aggregate did not move: the tick says so, no verdict per sample
                 verdicts.append(self._judged(state, group_key, at))
             elif not refusing:  # the first refusal: the policy can no longer pass (said once, not per sample)
                 verdicts.append(self._judge(state, at))
@@ -323,37 +329,57 @@ class Evaluator:
         return group_state.series
 
     def _judge(self, state: _PolicyState, now: float) -> Verdict:
-        keys = list(state.groups) or [()]
-        verdicts = [self._judged(state, key, now, dated=False) for key in keys]
-        worst = max(verdicts, key=lambda v: SEVERITY_ORDER[v.outcome])
-        return worst if worst.at == now else replace(worst, at=now)
+        worst_key, worst = (), None
+        for key in list(state.groups) or [()]:
+            verdict = self._judged(state, key, now, dated=False)
+            if worst is None or SEVERITY_ORDER[verdict.outcome] > SEVERITY_ORDER[worst.outcome]:
+                worst_key, worst = key, verdict
+        assert worst is not None
+        return worst if worst.at == now else self._dated(state, worst_key, worst, now)
+
+    def _dated(self, state: _PolicyState, group_key: Labels, verdict: Verdict, now: float) -> Verdict:
+        """A pass that stands, dated ``now`` with the samples it rests on now."""
+        group = state.groups.get(group_key)
+        samples = self._measure(state, group, now)[1] if group is not None else verdict.samples
+        return replace(verdict, at=now, samples=samples)
 
     def _judged(self, state: _PolicyState, group_key: Labels, now: float, *, dated: bool = True) -> Verdict:
         """One group's verdict; an error while judging, or a policy over its series cap, is never a pass.
 
-        A group is judged again only when its verdict could differ: its windows moved, its source
-        went stale, it is breaching (``for`` counts), or its threshold or aggregate depend on more
-        than its windows. Otherwise its last verdict stands (dated ``now`` unless not ``dated``)."""
+        A group whose last verdict was a plain pass is judged again only when it could differ: its
+        aggregate moved (or its samples crossed ``min_samples``), its source went stale, a sample
+        was refused, or its threshold or aggregate depend on more than its windows. Otherwise the
+        pass stands (dated ``now``, with its samples now, unless not ``dated``)."""
         policy = state.policy
-        group = state.groups.get(group_key)
-        key = None
-        if group is not None and state.judged_once and group.breaching_since is None and not group.rejected \
-                and self._staleness(policy, now) is None:
-            key = self._moved(group, now)
-            if group.judged is not None and group.judged[0] == key:
-                verdict = group.judged[1]
-                if dated and verdict.at != now:
-                    verdict = replace(verdict, at=now)
-                return self._capped(state, verdict, now)
+        if self._still_passing(state, group_key, now):
+            verdict = state.groups[group_key].judged
+            assert verdict is not None
+            return self._capped(state, self._dated(state, group_key, verdict, now) if dated else verdict, now)
         try:
             verdict = self._judge_group(state, group_key, now)
         except Exception as exc:  # the evaluator must keep judging the other policies, whatever this one hits
             return Verdict(policy=policy.name, outcome=Outcome.INCONCLUSIVE, at=now, value=None, threshold=None,
                            condition=policy.condition, window=policy.window, samples=0, group=group_key,
                            reason=f"cannot be judged: {type(exc).__name__}: {exc}")
-        if key is not None and group is not None and verdict.breaching_since is None:
-            group.judged = (key, verdict)
+        group = state.groups.get(group_key)
+        if group is not None and state.judged_once:
+            plain_pass = verdict.outcome is Outcome.PASS and verdict.breaching_since is None
+            group.judged = verdict if plain_pass else None
         return self._capped(state, verdict, now)
+
+    def _still_passing(self, state: _PolicyState, group_key: Labels, now: float) -> bool:
+        """Whether a group whose last verdict was a plain pass still passes on the same value (its
+        aggregate did not move, nor its sample count across ``min_samples``): nothing new to judge."""
+        group = state.groups.get(group_key)
+        if group is None or group.judged is None or not state.judged_once or group.breaching_since is not None \
+                or group.rejected:
+            return False
+        if self._staleness(state.policy, now) is not None:
+            return False
+        last = group.judged
+        value, samples = self._measure(state, group, now)
+        enough = state.policy.min_samples
+        return value == last.value and (samples >= enough) == (last.samples >= enough)
 
     @staticmethod
     def _capped(state: _PolicyState, verdict: Verdict, now: float) -> Verdict:

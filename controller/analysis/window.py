@@ -162,11 +162,12 @@ class _Pane:
 class Window:
     """Samples ``(t, value)`` of the last ``span`` seconds.
 
-    ``quantiles``: keep what quantiles and value counts need (a sorted list, the bins); a window
-    whose reader never asks for them is cheaper without."""
+    ``quantiles``: keep what quantiles and value counts need (a sorted list, the bins);
+    ``steps``: keep what a counter's increase and the volatility need. A window whose reader
+    never asks for them is cheaper without."""
 
     def __init__(self, span: float, *, panes: int = 60, exact_limit: int = 4096,
-                 relative_accuracy: float = DEFAULT_ACCURACY, quantiles: bool = True) -> None:
+                 relative_accuracy: float = DEFAULT_ACCURACY, quantiles: bool = True, steps: bool = True) -> None:
         if span <= 0:
             raise ValueError("a window spans a positive number of seconds")
         self.span = span
@@ -174,6 +175,7 @@ class Window:
         self.exact_limit = exact_limit
         self.accuracy = relative_accuracy
         self.quantiles = quantiles
+        self.steps = steps
         self._mapping = _bins_for(relative_accuracy)
         # Exact samples (t, value, steps from the sample before), in time order.
         self._exact: deque[tuple[float, float, _Steps]] | None = deque()
@@ -229,10 +231,14 @@ class Window:
 
     def _steps(self, t: float, value: float) -> _Steps:
         """From the newest sample to this one."""
+        if not self.steps:
+            return _NO_STEPS
         before, self._newest = self._newest, (t, value)
         return _NO_STEPS if before is None else _steps_between(*before, t, value)
 
     def _add_steps(self, steps: _Steps, sign: float = 1.0) -> None:
+        if not self.steps:
+            return
         self._grown.add(sign * steps[0])
         self._squared.add(sign * steps[1])
         self._elapsed.add(sign * steps[2])
@@ -449,6 +455,8 @@ class Window:
 
     def increase(self) -> float | None:
         """How much a counter grew across the window, counting resets as restarts from zero."""
+        if not self.steps:
+            raise ValueError("this window keeps no steps between samples")
         if not self._count:
             return None
         return self._grown.value - self._first_steps()[0]
@@ -458,6 +466,8 @@ class Window:
         changes between consecutive samples (exact), or between the panes' last samples (folded:
         per period, so that noise around a level, a price bouncing between bid and ask, does not
         pass for volatility). None without two samples (exact) or two panes (folded) to compare."""
+        if not self.steps:
+            raise ValueError("this window keeps no steps between samples")
         if self._exact is not None:
             if self._count < 2:
                 return None
