@@ -57,7 +57,7 @@ from controller.timespec import parse_duration
 
 Source = Literal["bot", "exchange", "logs", "process", "audit"]
 Aggregate = Literal["last", "min", "max", "mean", "sum", "count", "increase", "rate",
-                    "p50", "p90", "p95", "p99", "ratio", "age", "mann_whitney"]
+                    "p50", "p90", "p95", "p99", "ratio", "age", "mann_whitney", "growth_vs_baseline"]
 
 MetricKind = Literal["gauge", "counter", "event"]
 # What each non-bot source observes (controller/observe/ produces exactly these names), and what
@@ -82,7 +82,8 @@ SOURCE_METRICS: dict[str, frozenset[str]] = {source: frozenset(kinds) for source
 # The aggregates that mean something for each kind (increase and rate of a gauge, or the sum of a
 # counter's running totals, are numbers that judge nothing), and why the others do not.
 SUITED: dict[MetricKind, frozenset[str]] = {
-    "gauge": frozenset({"last", "min", "max", "mean", "count", "p50", "p90", "p95", "p99", "mann_whitney"}),
+    "gauge": frozenset({"last", "min", "max", "mean", "count", "p50", "p90", "p95", "p99", "mann_whitney",
+                        "growth_vs_baseline"}),
     "event": frozenset({"last", "min", "max", "mean", "sum", "count", "p50", "p90", "p95", "p99", "mann_whitney"}),
     "counter": frozenset({"last", "min", "max", "count", "increase", "rate", "ratio"}),
 }
@@ -91,7 +92,7 @@ _WHY_UNSUITED = {
     "sum": "adds up events", "age": "needs a timestamp", "mean": "averages values, not a running total",
     "p50": "needs values, not a running total", "p90": "needs values, not a running total",
     "p95": "needs values, not a running total", "p99": "needs values, not a running total",
-    "mann_whitney": "needs values, not a running total",
+    "mann_whitney": "needs values, not a running total", "growth_vs_baseline": "needs a level (a gauge)",
 }
 MAX_LIMIT = 10_000
 """The largest count a limit may name: the decision state keeps that many evaluations per policy."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.analysis.evaluator import Evaluator
 from controller.analysis.observation import Heartbeat, Observation, labels_of
@@ -494,3 +496,91 @@ def test_rate_is_a_counters_increase_per_second_over_the_window():
         ev.observe(obs("restarts", total, T0 + t, source="process"))
     verdict = ev.evaluate(T0 + 300)[0]
     assert verdict.value == pytest.approx(3 / 600) and verdict.outcome is Outcome.FAIL
+
+
+def test_a_rank_test_ranks_every_observation_of_a_histogram_the_sparse_tail_too():
+    """100 000 observations with 9 slow ones: all ranked, none rounded away."""
+    baseline = Evaluator(RANKED)
+    canary = Evaluator(RANKED, baseline=baseline)
+    buckets = ("0.05", "0.1", "1", "2.5", "+Inf")
+    for ev, counts in ((baseline, [100_000, 0, 0, 0, 0]), (canary, [99_991, 0, 0, 9, 0])):
+        scrape_histogram(ev, T0, [(le, 0) for le in buckets])
+        scrape_histogram(ev, T0 + 60, list(zip(buckets, counts)))
+    verdict = canary.evaluate(T0 + 60)[0]
+    assert verdict.samples == 100_000
+    slow = {value: count for value, count in canary.distribution("latency-like-baseline", (), T0 + 60).items()
+            if value > 1}
+    assert slow == {1.75: 9}  # the (1, 2.5] bucket's midpoint
+
+
+MEASURED = policies("""\
+  - name: usage-max
+    checklist: "A: usage"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    per: [bucket]
+    aggregate: max
+    window: 60s
+    condition: "< 0.5"
+    on_breach: rollback
+  - name: usage-mean
+    checklist: "A: usage"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    per: [bucket]
+    aggregate: mean
+    window: 90s
+    condition: "< 0.5"
+    on_breach: rollback
+  - name: usage-p90
+    checklist: "A: usage"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    per: [bucket]
+    aggregate: p90
+    window: 45s
+    condition: "< 0.5"
+    on_breach: rollback
+  - name: orders-increase
+    checklist: "A: orders"
+    source: bot
+    metric: strategy_orders_total
+    per: [symbol]
+    aggregate: increase
+    window: 120s
+    condition: "< 1000"
+    on_breach: rollback
+""")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 15), st.sampled_from(["a", "b", "c"]), st.floats(0, 1), st.booleans()),
+                min_size=1, max_size=120))
+def test_measures_kept_between_ticks_equal_a_fresh_evaluators(steps):
+    """The evaluator measures and judges a group again only when one of its windows moved: at every
+    tick its verdicts and values equal those of an evaluator fed the same samples and judging for
+    the first time."""
+    kept = Evaluator(MEASURED)
+    fed: list[Observation] = []
+    t = T0
+    for gap, label, value, tick in steps:
+        t += gap
+        sample = ([obs("strategy_bucket_usage_ratio", value, t, bucket=label)] if value < 0.7 else
+                  [obs("strategy_orders_total", round(value * 100), t, symbol=label)])
+        for item in [*sample, Heartbeat("bot", t)]:
+            kept.feed(item)
+            fed.append(item)
+        if tick:
+            fresh = Evaluator(MEASURED)
+            for item in fed:
+                fresh.feed(item)
+            for ours, theirs in zip(kept.evaluate(t), fresh.evaluate(t), strict=True):
+                assert (ours.policy, ours.outcome, ours.samples, ours.at) == \
+                    (theirs.policy, theirs.outcome, theirs.samples, theirs.at)
+                assert (ours.value is None and theirs.value is None) or \
+                    ours.value == pytest.approx(theirs.value, rel=1e-12, abs=1e-12)
+            for policy in MEASURED:
+                for group in [(("bucket", x),) for x in "abc"] + [(("symbol", x),) for x in "abc"]:
+                    ours, theirs = kept.value(policy.name, group, t), fresh.value(policy.name, group, t)
+                    assert (ours is None and theirs is None) or ours == pytest.approx(theirs, rel=1e-12, abs=1e-12), \
+                        (policy.name, group, ours, theirs)

@@ -28,7 +28,8 @@ CANARY_CAP = 0.02
 # What a run of seconds cannot judge: rates that need hundreds of orders, comparisons that need
 # a baseline release running beside the canary, and lock cycles that need hours of history.
 NOT_JUDGEABLE_IN_SECONDS = {"order-failure-rate", "exchange-order-failure-rate", "exposure-like-baseline",
-                            "pnl-like-baseline", "signal-latency-like-baseline", "bucket-locks-released"}
+                            "pnl-like-baseline", "signal-latency-like-baseline", "signal-latency-like-baseline-5m",
+                            "bucket-locks-released"}
 
 
 def judgeable(policy) -> bool:
