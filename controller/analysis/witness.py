@@ -7,9 +7,12 @@ moment its reports and the exchange's record describe the same time), gives obse
 exchange source that an ordinary policy judges:
 
 - ``witness_fill_divergence``: the orders the bot reports filled (``strategy_orders_total
-  {outcome="filled"}``) against the orders the exchange ended FILLED (``order_outcomes``), both
-  counted from the bot's first scrape, as ``|bot - exchange| / max(2, 5 % of the larger)``: above
-  1 is beyond `FILL_TOLERANCE`.
+  {outcome="filled"}``) against the orders of its own the exchange ended FILLED
+  (``own_orders_filled``: created while the account is watched; not a predecessor's resting
+  orders, nor liquidations, nor the controller's own), both counted from the bot's first scrape
+  while the exchange's stream is connected (a disconnection starts both afresh: the stream's
+  count misses what happened while it was down), as ``|bot - exchange| / max(2, 5 % of the
+  larger)``: above 1 is beyond `FILL_TOLERANCE`.
 - ``witness_leverage_divergence{symbol}``: 1 when the bot's ``strategy_leverage_applied`` differs
   from the leverage the exchange applies to a configured symbol.
 - ``witness_bucket_usage_understated{bucket}``: how far the margin the exchange holds for the
@@ -61,6 +64,7 @@ class Witness:
         self._bot_increase = 0.0                   # its increase since the first scrape
         self._exchange_filled: float | None = None  # the exchange's running total now
         self._exchange_start: float | None = None   # ... when the bot was first scraped
+        self._connected = False  # the exchange's stream is connected: its count of fills is complete
         self._applied: dict[str, float] = {}
         self._exposure: dict[str, float] = {}
         self._symbol_labels = {s: labels_of(symbol=s) for s in config.symbols}
@@ -82,16 +86,21 @@ class Witness:
         return []
 
     def _on_exchange(self, obs: Observation) -> None:
-        if obs.metric == "order_outcomes" and obs.label("outcome") == "filled":
+        if obs.metric == "own_orders_filled":
             self._exchange_filled = obs.value
+        elif obs.metric == "stream_connected":
+            self._connected = obs.value == 1
+            if not self._connected:  # fills while it is down are never counted: start both counts afresh
+                self._bot_filled = None
+                self._bot_increase = 0.0
         elif obs.metric == "leverage_applied":
             self._applied[obs.label("symbol") or ""] = obs.value
         elif obs.metric == "exposure_ratio":
             self._exposure[obs.label("symbol") or ""] = obs.value
 
     def _fills(self, obs: Observation) -> list[Observation]:
-        if self._exchange_filled is None:
-            return []  # the exchange's count is not known yet: nothing to compare with
+        if self._exchange_filled is None or not self._connected:
+            return []  # the exchange's count is not known, or not complete: nothing to compare with
         if self._bot_filled is None:  # the first scrape: both counts start here
             self._bot_filled, self._exchange_start = obs.value, self._exchange_filled
             return [self._out("witness_fill_divergence", (), 0.0, obs.ts)]

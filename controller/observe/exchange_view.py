@@ -14,6 +14,7 @@ mark-price calls are needed between snapshots.
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ from controller.exchange.stream import BoundedSet
 from controller.logs import get_logger
 
 log = get_logger(__name__)
+
+CONTROLLER_ORDERS = re.compile(r"^(cc-|rb\d+d\d+)")
+"""Client ids of the orders the controller itself places (flattening, a rollback's): not the release's."""
 
 SOURCE = "exchange"
 OUTCOMES = {"FILLED": "filled", "CANCELED": "canceled", "EXPIRED": "expired", "EXPIRED_IN_MATCH": "expired",
@@ -116,6 +120,8 @@ class ExchangeView:
         self._orders: OrderedDict[int, _Order] = OrderedDict()
         self._remember_orders = remember_orders
         self._ended = BoundedSet(remember_orders)
+        self._born = BoundedSet(remember_orders)  # orders the release created while this view watched
+        self.own_filled = 0
         self.outcomes = dict.fromkeys(self._outcome_labels, 0)
         # Health: the stream's state, the last snapshot pass's error, a stream found silent.
         self.connected: bool | None = None  # None: not connected yet
@@ -155,6 +161,7 @@ class ExchangeView:
         """Start every order-outcome counter at its total, so the first order counts as an increase."""
         for outcome, labels in self._outcome_labels.items():
             self._emit("order_outcomes", labels, self.outcomes[outcome], at)
+        self._emit("own_orders_filled", NO_LABELS, self.own_filled, at)
 
     # --- events (the hot path) ----------------------------------------------------------------------
 
@@ -191,12 +198,19 @@ class ExchangeView:
         self._orders.move_to_end(update.order_id)
         if len(self._orders) > self._remember_orders:
             self._orders.popitem(last=False)
+        if update.status == "NEW" and kind is None and not CONTROLLER_ORDERS.match(update.client_order_id):
+            self._born.add(update.order_id)  # the release's own order, created while this view watches
         outcome = OUTCOMES.get(update.status)
         if outcome == "expired" and update.status == "EXPIRED" and update.time_in_force in ENDS_UNFILLED:
             outcome = UNFILLED
         if outcome is not None and self._ended.add(update.order_id):  # one count per order
             self.outcomes[outcome] += 1
             self._emit("order_outcomes", self._outcome_labels[outcome], self.outcomes[outcome], update.ts_event)
+            if outcome == "filled" and update.order_id in self._born:
+                # What the bot can have counted: its own orders, not a predecessor's resting orders that
+                # fill after the placement, nor the exchange's liquidations or the controller's own.
+                self.own_filled += 1
+                self._emit("own_orders_filled", NO_LABELS, self.own_filled, update.ts_event)
 
     def _on_fill(self, fill: Fill) -> None:
         symbol = fill.symbol

@@ -28,43 +28,49 @@ def fed(witness: Witness, *items: Observation) -> list[Observation]:
     return [out for item in items for out in witness.observe(item)]
 
 
+def connected(witness: Witness, ts: float = T0) -> Witness:
+    """The exchange's stream is up: its count of fills is complete from here."""
+    witness.observe(exchange("stream_connected", 1, ts))
+    return witness
+
+
 def test_fills_are_compared_from_the_bots_first_scrape_within_max_2_or_5_percent():
-    witness = Witness(strategy())
+    witness = connected(Witness(strategy()))
     assert fed(witness, bot("strategy_orders_total", 7, T0, outcome="filled")) == []  # no exchange count yet
-    first = fed(witness, exchange("order_outcomes", 40, T0, outcome="filled"),
+    first = fed(witness, exchange("own_orders_filled", 40, T0),
                 bot("strategy_orders_total", 7, T0 + 1, outcome="filled"))
     assert [(o.source, o.metric, o.value) for o in first] == [("exchange", "witness_fill_divergence", 0.0)]
     # 2 fills apart is within the tolerance; 3 is not, while the counts are small.
-    assert fed(witness, exchange("order_outcomes", 42, T0 + 2, outcome="filled"),
+    assert fed(witness, exchange("own_orders_filled", 42, T0 + 2),
                bot("strategy_orders_total", 7, T0 + 3, outcome="filled"))[0].value == 1.0
     assert fed(witness, bot("strategy_orders_total", 10, T0 + 4, outcome="filled"))[0].value == 0.5  # 3 vs 2
     assert fed(witness, bot("strategy_orders_total", 15, T0 + 5, outcome="filled"))[0].value == 3.0  # 8 vs 2
     # 5 % of 200 is 10: 9 apart is within it.
-    witness = Witness(strategy())
-    fed(witness, exchange("order_outcomes", 0, T0, outcome="filled"), bot("strategy_orders_total", 0, T0, outcome="filled"))
-    [late] = fed(witness, exchange("order_outcomes", 191, T0 + 60, outcome="filled"),
+    witness = connected(Witness(strategy()))
+    fed(witness, exchange("own_orders_filled", 0, T0), bot("strategy_orders_total", 0, T0, outcome="filled"))
+    [late] = fed(witness, exchange("own_orders_filled", 191, T0 + 60),
                  bot("strategy_orders_total", 200, T0 + 60, outcome="filled"))
     assert late.value == pytest.approx(0.9)
 
 
 def test_a_restarted_bots_counter_counts_on_from_its_new_total():
-    witness = Witness(strategy())
-    fed(witness, exchange("order_outcomes", 0, T0, outcome="filled"), bot("strategy_orders_total", 5, T0, outcome="filled"))
-    fed(witness, exchange("order_outcomes", 4, T0 + 10, outcome="filled"))
+    witness = connected(Witness(strategy()))
+    fed(witness, exchange("own_orders_filled", 0, T0), bot("strategy_orders_total", 5, T0, outcome="filled"))
+    fed(witness, exchange("own_orders_filled", 4, T0 + 10))
     [after] = fed(witness, bot("strategy_orders_total", 4, T0 + 20, outcome="filled"))  # restarted: 0 then 4 fills
     assert after.value == 0.0
 
 
 def test_a_bots_nan_is_not_counted_into_the_comparison():
-    witness = Witness(strategy())
-    fed(witness, exchange("order_outcomes", 0, T0, outcome="filled"), bot("strategy_orders_total", 0, T0, outcome="filled"))
+    witness = connected(Witness(strategy()))
+    fed(witness, exchange("own_orders_filled", 0, T0), bot("strategy_orders_total", 0, T0, outcome="filled"))
     assert fed(witness, bot("strategy_orders_total", float("nan"), T0 + 1, outcome="filled")) == []
     [later] = fed(witness, bot("strategy_orders_total", 1, T0 + 2, outcome="filled"))
     assert later.value == 0.5
 
 
 def test_the_bots_applied_leverage_must_be_the_exchanges():
-    witness = Witness(strategy())
+    witness = connected(Witness(strategy()))
     assert fed(witness, bot("strategy_leverage_applied", 5, T0, symbol="BTCUSDT")) == []  # the exchange's unknown
     fed(witness, exchange("leverage_applied", 5, T0, symbol="BTCUSDT"))
     [same] = fed(witness, bot("strategy_leverage_applied", 5, T0 + 1, symbol="BTCUSDT"))
@@ -89,7 +95,7 @@ def test_the_shipped_policy_rolls_back_a_bot_whose_fills_the_exchange_never_made
     [stage_c] = [f for f in load_policies([REPO / "policies"]).values() if f.stage == "C"]
     policy = next(p for p in stage_c.policies if p.name == "c-bot-fills-match-exchange")
     assert policy.on_breach == "rollback"
-    witness, evaluator = Witness(strategy()), Evaluator([policy])
+    witness, evaluator = connected(Witness(strategy())), Evaluator([policy])
     verdicts = []
 
     def feed(item, now):
@@ -98,7 +104,7 @@ def test_the_shipped_policy_rolls_back_a_bot_whose_fills_the_exchange_never_made
             for derived in witness.observe(item):
                 verdicts.extend(evaluator.feed(derived, now=now))
 
-    feed(exchange("order_outcomes", 0, T0, outcome="filled"), T0)
+    feed(exchange("own_orders_filled", 0, T0), T0)
     for second in range(0, 60, 5):  # the bot claims a fill every 5 s; the exchange refused them all
         now = T0 + second
         feed(Heartbeat("exchange", now), now)
@@ -107,3 +113,17 @@ def test_the_shipped_policy_rolls_back_a_bot_whose_fills_the_exchange_never_made
     assert verdicts[-1].outcome is Outcome.FAIL and verdicts[-1].action == "rollback"
     first_fail = next(v for v in verdicts if v.outcome is Outcome.FAIL)
     assert first_fail.value > 1
+
+
+def test_fills_are_not_compared_while_the_stream_is_down_and_start_afresh_after():
+    witness = Witness(strategy())
+    fed(witness, exchange("own_orders_filled", 0, T0))
+    assert fed(witness, bot("strategy_orders_total", 5, T0, outcome="filled")) == []  # not connected yet
+    fed(witness, exchange("stream_connected", 1, T0 + 1))
+    assert fed(witness, bot("strategy_orders_total", 5, T0 + 2, outcome="filled"))[0].value == 0.0
+    fed(witness, exchange("stream_connected", 0, T0 + 3))  # fills now are missed by the stream...
+    assert fed(witness, bot("strategy_orders_total", 9, T0 + 4, outcome="filled")) == []
+    fed(witness, exchange("stream_connected", 1, T0 + 5))  # ...so both counts start again here
+    assert fed(witness, bot("strategy_orders_total", 9, T0 + 6, outcome="filled"))[0].value == 0.0
+    fed(witness, exchange("own_orders_filled", 1, T0 + 7))
+    assert fed(witness, bot("strategy_orders_total", 10, T0 + 8, outcome="filled"))[0].value == 0.0
