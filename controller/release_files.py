@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from controller.artifact import artifact_sha256
+from controller.artifact import ArtifactError, artifact_sha256
 from controller.config.manifest import ReleaseManifest
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model
@@ -28,10 +28,19 @@ def read_release(version: str, manifest_file: Path, config_file: Path, notes: st
     manifest = load_model(ReleaseManifest, manifest_file)
     config = load_model(StrategyConfig, config_file)
     artifact = manifest.artifact_path(manifest_file)  # a package not installed is refused here
+    field = "artifact.package" if manifest.artifact.package else "artifact.path"
+    folder = Path(manifest_file).parent.resolve()
+    if manifest.artifact.path is not None and not artifact.is_relative_to(folder):
+        raise ConfigError(f"the artifact {artifact} is outside the manifest's folder {folder}: put the manifest "
+                          "beside the artifact or above it (a symlink counts where it leads)",
+                          file=str(manifest_file), field=field)
     try:
         digest = artifact_sha256(artifact)
     except FileNotFoundError:
-        raise ConfigError(f"the artifact {artifact} does not exist", file=str(manifest_file), field="artifact.path") from None
+        raise ConfigError(f"the artifact {artifact} does not exist", file=str(manifest_file), field=field) from None
+    except ArtifactError as error:
+        raise ConfigError(f"the artifact {artifact} cannot be recorded: {error}", file=str(manifest_file),
+                          field=field) from None
     if manifest.artifact.sha256 is not None and manifest.artifact.sha256 != digest:
         raise ConfigError(f"the artifact's SHA-256 is {digest}, the manifest says {manifest.artifact.sha256}: "
                           "the artifact is not the one the manifest describes",
