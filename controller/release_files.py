@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from controller.artifact import artifact_sha256
-from controller.config.manifest import ReleaseManifest
+from controller.artifact import ArtifactError, artifact_sha256
+from controller.config.manifest import ReleaseManifest, package_folder
 from controller.config.strategy import StrategyConfig
 from controller.config.yamlfile import load_model
 from controller.errors import ConfigError, InputError
@@ -28,10 +30,19 @@ def read_release(version: str, manifest_file: Path, config_file: Path, notes: st
     manifest = load_model(ReleaseManifest, manifest_file)
     config = load_model(StrategyConfig, config_file)
     artifact = manifest.artifact_path(manifest_file)  # a package not installed is refused here
+    field = "artifact.package" if manifest.artifact.package else "artifact.path"
+    folder = Path(manifest_file).parent.resolve()
+    if manifest.artifact.path is not None and not artifact.is_relative_to(folder):
+        raise ConfigError(f"the artifact {artifact} is outside the manifest's folder {folder}: put the manifest "
+                          "beside the artifact or above it (a symlink counts where it leads)",
+                          file=str(manifest_file), field=field)
     try:
         digest = artifact_sha256(artifact)
     except FileNotFoundError:
-        raise ConfigError(f"the artifact {artifact} does not exist", file=str(manifest_file), field="artifact.path") from None
+        raise ConfigError(f"the artifact {artifact} does not exist", file=str(manifest_file), field=field) from None
+    except ArtifactError as error:
+        raise ConfigError(f"the artifact {artifact} cannot be recorded: {error}", file=str(manifest_file),
+                          field=field) from None
     if manifest.artifact.sha256 is not None and manifest.artifact.sha256 != digest:
         raise ConfigError(f"the artifact's SHA-256 is {digest}, the manifest says {manifest.artifact.sha256}: "
                           "the artifact is not the one the manifest describes",
@@ -42,3 +53,25 @@ def read_release(version: str, manifest_file: Path, config_file: Path, notes: st
     recorded["artifact"] = {**source, "sha256": digest}
     return NewRelease(version=version, manifest=recorded, artifact_sha256=digest,
                       config=config.model_dump(mode="json"), notes=notes)
+
+
+def artifact_now(recorded: Mapping[str, Any], release: str) -> tuple[str | None, str | None]:
+    """The SHA-256 of a recorded release's artifact as it is now, or None and why it has none.
+
+    A path is hashed where `read_release` recorded it (absolute). A package is looked up by name
+    where this interpreter imports from, as `read_release` did, and its folder hashed: the deployers
+    start ``{python}`` as this interpreter, so that folder is the code the bot will import.
+    """
+    artifact = recorded.get("artifact") or {}
+    try:
+        if artifact.get("package"):
+            path = package_folder(artifact["package"], Path(f"release {release}"))
+        elif artifact.get("path"):
+            path = Path(artifact["path"])
+        else:
+            return None, "the recorded manifest names no artifact"
+        return artifact_sha256(path), None
+    except FileNotFoundError:
+        return None, f"the artifact {artifact.get('path')} no longer exists"
+    except (ArtifactError, ConfigError) as error:
+        return None, str(error)

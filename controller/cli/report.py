@@ -6,6 +6,7 @@ input (an unknown rollout, a file that is no report archive, an archive that exi
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -107,24 +108,28 @@ def render(rollout: str, fmt: str, archive_path: Path | None, force: bool, state
 def verify(file: Path, as_json: bool) -> int:
     """Check an archive: every member the manifest lists is present with its SHA-256, no other member
     is, and the audit excerpt's hash chain holds. Exit 0 intact, 1 tampered (naming each member and
-    how), 2 not a readable archive.
+    how), 2 not a readable archive, or one past verify's bounds (more than 10,000 members, a header
+    over 64 KiB, a manifest, report.json or audit excerpt over 32 MiB). Control characters in the
+    names printed are escaped.
 
     Example: canaryctl report verify rollout-7.tar.gz
     """
+    from controller.report.archive import printable
     from controller.report.archive import verify as verify_archive
 
     result = verify_archive(file)
-    if as_json:
-        print_json({"ok": result.ok, "folder": result.root, "members": result.members,
-                    "audit_events": result.audit_events,
-                    "problems": [{"member": p.member, "problem": p.how} for p in result.problems]})
+    if as_json:  # ASCII: every character a name from the archive holds past it is a \u escape
+        click.echo(json.dumps({"ok": result.ok, "folder": result.root, "members": result.members,
+                               "audit_events": result.audit_events,
+                               "problems": [{"member": p.member, "problem": p.how} for p in result.problems]},
+                              ensure_ascii=True))
     elif result.ok:
-        click.echo(f"{file}: intact ({result.members} members match the manifest; audit excerpt of "
-                   f"{result.audit_events} events chains)")
-    else:
-        click.echo(f"{file}: TAMPERED ({len(result.problems)} problems)", err=True)
+        click.echo(f"{printable(str(file))}: intact ({result.members} members match the manifest; audit excerpt "
+                   f"of {result.audit_events} events chains)")
+    else:  # names come from the archive: escaped, none can draw a line of its own
+        click.echo(f"{printable(str(file))}: TAMPERED ({len(result.problems)} problems)", err=True)
         for problem in result.problems:
-            click.echo(f"  {problem.member}: {problem.how}", err=True)
+            click.echo(f"  {printable(problem.member)}: {printable(problem.how)}", err=True)
     return 0 if result.ok else 1
 
 

@@ -21,6 +21,18 @@ PLACEHOLDERS = ("python", "config", "metrics_port", "exchange_file")
 """What ``{...}`` may name in a command: the interpreter, the strategy file, the metrics port
 and the file that tells the bot where the exchange (or the simulator) is."""
 
+REFUSED_ENV_PREFIXES = ("LD_", "DYLD_")
+"""The dynamic loader's variables (``LD_PRELOAD``, ``LD_LIBRARY_PATH``, ``LD_AUDIT``, macOS's ``DYLD_*``)."""
+REFUSED_ENV_NAMES = frozenset({
+    "PATH", "GCONV_PATH", "GLIBC_TUNABLES",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONPLATLIBDIR", "PYTHONEXECUTABLE",
+    "PYTHONBREAKPOINT", "PYTHONWARNINGS", "PYTHONINSPECT",
+    "BASH_ENV", "ENV", "IFS", "NODE_OPTIONS", "NODE_PATH", "PERL5LIB", "PERL5OPT", "RUBYLIB", "RUBYOPT",
+})
+"""Variables that change which code runs: where programs, libraries and modules are looked up, and
+what an interpreter or a shell loads before the bot's own code (``PYTHONWARNINGS`` and
+``PYTHONBREAKPOINT`` import modules they name). A manifest may set none of these, nor
+`REFUSED_ENV_PREFIXES`: the artifact's digest says what the bot runs only if they are the controller's."""
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
 _PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -79,6 +91,10 @@ class ReleaseManifest(ConfigModel):
                 raise error_at(("command", index),
                                f"unknown placeholder {{{unknown[0]}}} (allowed: {allowed})")
         for name in self.env:
+            if name in REFUSED_ENV_NAMES or name.startswith(REFUSED_ENV_PREFIXES):
+                raise error_at(("env", name), f"{name} changes where the loader or interpreter finds the code it "
+                                              "runs: a manifest may not set it (nor PATH, PYTHON*PATH/HOME/STARTUP, "
+                                              "LD_*, DYLD_*); the code the bot runs is its artifact's")
             if any(word in name.upper() for word in _SECRET_WORDS):
                 raise error_at(("env", name), f"{name} looks like a secret: secrets are never put in a "
                                               "manifest; give the bot a file:/path reference instead")

@@ -38,12 +38,23 @@ from controller.deploy.process import OUTPUT_LOG
 from controller.report.evidence import CREDENTIAL_FILES, Evidence
 
 _CHUNK = 1 << 20
+MAX_MEMBERS = 10_000
+"""The members `verify` reads at most: an archive it wrote has a few dozen (a log per bot, a plot per figure)."""
+MAX_HEADER = 64 << 10
+"""The largest extended header (pax, GNU long name) `verify` reads: names and attributes, never content."""
+MAX_WHOLE_MEMBER = 32 << 20
+"""The largest member `verify` reads whole (the manifest, report.json, the audit excerpt); every other
+member is hashed in chunks, whatever its size."""
 _KEPT = (AUDIT_EXCERPT, REPORT_JSON)  # members verify reads besides hashing them
 _MANIFEST_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
 
 class ArchiveUnreadable(InputError):
     """The file is not a tar.gz archive that can be read to its end."""
+
+
+class ArchiveTooLarge(InputError):
+    """The archive goes past a bound `verify` reads within (members, header size, a member read whole)."""
 
 
 class ArchiveExists(InputError):
@@ -268,14 +279,55 @@ def verify(path: Path) -> ArchiveCheck:
     return ArchiveCheck(root, len(seen), events, tuple(problems))
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters written as escapes (``\\x1b``, ``\\n``, ``\\u202e``): a name
+    read from an archive is printed as itself, and cannot move the cursor or draw a line of its own."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+"""C0 and C1 controls, DEL, line and paragraph separators, bidirectional marks and overrides, and
+the lone surrogates a name that is no UTF-8 decodes to."""
+
+
+class _TooLarge(Exception):
+    """A header past a bound; raised inside tarfile, which passes it through (it is no HeaderError)."""
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    """Tar headers read within bounds. tarfile reads an extended header whole and a sparse member's
+    map for as long as its header says: both are refused from the header, before anything is read.
+    (These are tarfile's private hooks; `tarfile.open(tarinfo=...)` is the public way in.)"""
+
+    _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                 tarfile.GNUTYPE_LONGLINK)
+
+    def _proc_member(self, tar):
+        if self.type in self._EXTENDED and self.size > MAX_HEADER:
+            raise _TooLarge(f"a header of {self.size} bytes (at most {MAX_HEADER} bytes are read)")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _TooLarge("a sparse member")
+        return super()._proc_member(tar)
+
+    def _sparse(self, *args):
+        raise _TooLarge("a sparse member")
+
+    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _sparse
+
+
 def _read(path: Path) -> tuple[dict[str, str], dict[str, bytes], list[Problem]]:
-    """Hash every member (and keep the few verify reads); a file that is no tar.gz is refused."""
+    """Hash every member in chunks (and keep the few verify reads whole); a file that is no tar.gz
+    is refused, and so is one past the bounds (`MAX_MEMBERS`, `MAX_HEADER`, `MAX_WHOLE_MEMBER`)."""
     seen: dict[str, str] = {}
     kept: dict[str, bytes] = {}
     problems: list[Problem] = []
+    shown = printable(str(path))
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            for info in tar:
+        with tarfile.open(path, "r:gz", tarinfo=_BoundedInfo) as tar:
+            for count, info in enumerate(tar, 1):
+                if count > MAX_MEMBERS:
+                    raise ArchiveTooLarge(f"{shown} has more than {MAX_MEMBERS} members: not an archive canaryctl "
+                                          "wrote (it writes a few dozen)")
                 if info.name in seen:
                     problems.append(Problem(info.name, "appears twice in the archive"))
                 if not info.isreg():
@@ -283,6 +335,9 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, bytes], list[Problem]]:
                     seen.setdefault(info.name, "")
                     continue
                 digest, keep = hashlib.sha256(), info.name.endswith((MANIFEST, *_KEPT))
+                if keep and info.size > MAX_WHOLE_MEMBER:
+                    raise ArchiveTooLarge(f"{shown}: {printable(info.name)} is {info.size} bytes; verify reads it "
+                                          f"whole, at most {MAX_WHOLE_MEMBER} bytes: not an archive canaryctl wrote")
                 body = bytearray()
                 with tar.extractfile(info) as file:
                     while chunk := file.read(_CHUNK):
@@ -292,10 +347,15 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, bytes], list[Problem]]:
                 seen[info.name] = digest.hexdigest()
                 if keep:
                     kept[info.name] = bytes(body)
+    except _TooLarge as exc:
+        raise ArchiveTooLarge(f"{shown} holds {exc}: not an archive canaryctl wrote") from None
+    except RecursionError:  # tarfile reads a chain of extended headers recursively
+        raise ArchiveTooLarge(f"{shown} chains more extended headers than can be read: not an archive "
+                              "canaryctl wrote") from None
     except FileNotFoundError:
-        raise ArchiveUnreadable(f"{path}: no such file") from None
+        raise ArchiveUnreadable(f"{shown}: no such file") from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise ArchiveUnreadable(f"{path} is not a readable tar.gz archive ({exc}); "
+        raise ArchiveUnreadable(f"{shown} is not a readable tar.gz archive ({printable(str(exc))}); "
                                 "give the file `canaryctl report ROLLOUT --archive` wrote") from None
     return seen, kept, problems
 

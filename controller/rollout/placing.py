@@ -8,6 +8,9 @@ plan and knows what to put back. Both operations are idempotent, so a step that 
 crash can run again: a placement finds its own intent and goes on from it (keeping the settings
 read before anything changed), starting a release that already runs with the same config starts
 nothing, and stopping what is not running stops nothing.
+
+Before all of it, the release's artifact is hashed again (`check_artifact`): content changed since
+`release add` is never placed.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 from controller import failpoints
 from controller.canonical import canonical_json
 from controller.config.strategy import StrategyConfig
-from controller.deploy.base import Running
+from controller.deploy.base import DeployError, Running
 from controller.logs import get_logger
+from controller.release_files import artifact_now
 from controller.rollout.site import Site, strategy_of
+from controller.store import audit
 from controller.store.database import Database
 from controller.store.deployments import (
     DeploymentInfo,
@@ -43,6 +48,7 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
     settings, so they are neither applied again nor read for a snapshot.
     """
     info, config_text, config = await release_config(db, release)
+    await check_artifact(db, site, info, environment=environment, account=account, actor=actor)
     live = await live_deployment(db, environment, account)
     deployer = site.deployer(environment)
     instance = site.instance(environment, account)
@@ -72,6 +78,32 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
     running = await deployer.start(placement)
     failpoints.hit("placement.started.after")
     return await record_running(db, site.clock, intent.id, actor=actor), running
+
+
+class ArtifactChanged(DeployError):
+    """The release's artifact is not the one recorded: its placement is refused."""
+
+
+async def check_artifact(db: Database, site: Site, info: ReleaseInfo, *, environment: str, account: str,
+                         actor: str) -> None:
+    """Hash the release's artifact again, before anything changes on the account: content swapped
+    after `release add` (or an artifact gone) refuses the placement, with an audit event naming the
+    recorded digest and the one found."""
+    found, problem = await asyncio.to_thread(artifact_now, info.manifest, info.version)
+    if found == info.artifact_sha256:
+        return
+    source = {k: v for k, v in (info.manifest.get("artifact") or {}).items() if k in ("path", "package")}
+    async with db.write() as session:
+        await audit.append(session, site.clock, actor=actor, kind="deploy.artifact_changed",
+                           subject=f"account:{environment}/{account}", release=info.version,
+                           payload={"recorded_sha256": info.artifact_sha256, "found_sha256": found,
+                                    "artifact": source, **({"problem": problem} if problem else {})})
+    log.error("artifact_changed", release=info.version, account=f"{environment}/{account}",
+              recorded=info.artifact_sha256, found=found)
+    raise ArtifactChanged(f"release {info.version} is not placed on {environment}/{account}: its artifact was "
+                          f"recorded with SHA-256 {info.artifact_sha256}, "
+                          + (f"it now has {found}" if found else f"it has none now ({problem})")
+                          + "; record the changed artifact as a new release")
 
 
 async def _settings_before(db: Database, site: Site, environment: str, account: str, config: StrategyConfig,
