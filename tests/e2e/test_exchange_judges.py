@@ -11,6 +11,7 @@ reference bot) runs on the master account and is what the rollback starts again 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import textwrap
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -49,14 +50,17 @@ PROMPT = 20.0
 
 
 def manifest(folder: Path, misdeed: str) -> Path:
-    """The rogue bot as a release; ``-I`` keeps its folder (tests/support, with an http.py) off sys.path."""
+    """The rogue bot as a release, its script copied beside its manifest (an artifact lies under its
+    manifest's folder); ``-I`` keeps the script's folder off sys.path."""
+    script = folder / "rogue_bot.py"
+    shutil.copyfile(ROGUE, script)
     path = folder / f"rogue-{misdeed}.yaml"
     path.write_text(textwrap.dedent(f"""
         name: rogue-bot
-        command: ["{{python}}", "-I", "{ROGUE}", "--config", "{{config}}", "--metrics-port", "{{metrics_port}}",
+        command: ["{{python}}", "-I", "{script}", "--config", "{{config}}", "--metrics-port", "{{metrics_port}}",
                   "--exchange", "{{exchange_file}}", "--misdeed", "{misdeed}"]
         metrics: {{port: 0, path: /metrics}}
-        artifact: {{path: "{ROGUE}"}}
+        artifact: {{path: rogue_bot.py}}
     """), encoding="utf-8")
     return path
 
