@@ -65,6 +65,12 @@ def operator_name(explicit: str | None = None) -> str:
     return printable(name).strip()
 
 
+def given_by() -> dict[str, str]:
+    """What every command `canaryctl` gives records about how it was given: the operating-system
+    user, and that its time is the wall clock's (see `CommandInfo.given_on`)."""
+    return {"os_user": os_user(), "clock": "wall"}
+
+
 def os_user() -> str:
     """The operating-system user running this `canaryctl`, recorded beside the name a command claims."""
     import pwd

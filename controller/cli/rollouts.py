@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from controller.cli.context import CLOCK, open_database, operator_name, os_user, printable, run
+from controller.cli.context import CLOCK, given_by, open_database, operator_name, printable, run
 from controller.cli.output import print_json, print_table
 
 NOT_ACKED = 3
@@ -176,7 +176,7 @@ def _command(rollout: str, kind: str, *, actor: str | None, reason: str | None, 
                 args["stage"] = info.stage.name
             command = await submit_command(db, CLOCK, rollout_id=info.id, kind=kind, actor=operator_name(actor),
                                            reason=printable(reason) if reason else reason,
-                                           args={**args, "os_user": os_user()})
+                                           args={**args, **given_by()})
             return info, await await_ack(db, command.id, timeout=wait_seconds)
 
     info, command = run(main)
@@ -307,7 +307,7 @@ def baseline(version: str, environment: str, account: str, actor: str | None, ex
             await get_release(db, version)
             command = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=operator_name(actor),
                                            args={"release": version, "environment": environment, "account": account,
-                                                 "expires_in": expires_in, "os_user": os_user()})
+                                                 "expires_in": expires_in, **given_by()})
             return await await_ack(db, command.id, timeout=wait_seconds)
 
     _report(run(main), "baseline", wait_seconds, as_json)

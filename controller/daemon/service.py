@@ -339,7 +339,7 @@ class Daemon:
                 await ack_command(self.db, self.clock, command.id, accepted=False,
                                           message=f"unknown command {command.kind!r}", audit_kind="command.refused")
                 continue
-            too_old = expiry(command.kind, command.created_at.timestamp(), command.args.get("expires_in"),
+            too_old = expiry(command.kind, command.given_on(self.clock), command.args.get("expires_in"),
                              self.clock.time())
             if too_old is not None:  # a baseline given long ago may no longer be what the account needs
                 await ack_command(self.db, self.clock, command.id, accepted=False, message=too_old[0],

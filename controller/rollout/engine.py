@@ -227,7 +227,7 @@ class RolloutRunner:
         return info
 
     async def _commands(self, info: RolloutInfo) -> list[Command]:
-        return [_command(c) for c in await pending_commands(self.db, [info.id]) if c.rollout_id == info.id]
+        return [_command(c, self.clock) for c in await pending_commands(self.db, [info.id]) if c.rollout_id == info.id]
 
     async def _turn(self, info: RolloutInfo) -> RolloutInfo:
         commands = await self._commands(info)
@@ -635,8 +635,8 @@ class RolloutRunner:
                     await watch.task
 
 
-def _command(row: CommandInfo) -> Command:
-    """A stored operator command as `decide` reads it; its age is judged on the Clock that wrote ``created_at``."""
+def _command(row: CommandInfo, clock: Clock) -> Command:
+    """A stored operator command as `decide` reads it; its age is judged on the clock that stamped it."""
     return Command(row.id, row.kind, row.actor, row.reason, bool(row.args.get("force")), row.args.get("stage"),
-                   tuple(row.args.get("items", ())), created=row.created_at.timestamp(),
+                   tuple(row.args.get("items", ())), created=row.given_on(clock),
                    expires_in=row.args.get("expires_in"), os_user=row.args.get("os_user"))

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from controller.canonical import canonical_json
-from controller.clock import Clock
+from controller.clock import Clock, RealClock
 from controller.errors import InputError, NotFoundError
 from controller.store import audit
 from controller.store.database import Database
@@ -41,6 +41,16 @@ class CommandInfo:
     def from_row(cls, row: OperatorCommand) -> CommandInfo:
         return cls(row.id, row.rollout_id, row.kind, row.actor, row.reason, json.loads(row.args), row.created_at,
                    row.acked_at, row.outcome, row.message)
+
+    def given_on(self, clock: Clock, wall: Clock = RealClock()) -> float:
+        """When the command was given, in ``clock``'s seconds. `canaryctl` stamps its commands on the
+        wall clock (``args.clock == "wall"``) while a daemon may run an accelerated simulated clock
+        (``--speed``, the demo): their age is measured on the wall clock, so a command given a minute
+        ago is a minute old whatever the daemon's speed. Other writers stamp on the clock they share
+        with the daemon."""
+        if self.args.get("clock") != "wall":
+            return self.created_at.timestamp()
+        return clock.time() - max(0.0, wall.time() - self.created_at.timestamp())
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "rollout": self.rollout_id, "kind": self.kind, "actor": self.actor,

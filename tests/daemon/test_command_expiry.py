@@ -70,3 +70,15 @@ async def test_a_promote_given_before_the_daemon_started_is_expired_not_applied(
         assert await live_deployment(running.db, "sim", "master") is None  # stage D was never placed
         [record] = [r async for r in audit.query(running.db, audit.AuditFilter(kind="command.promote"))]
         assert record.payload["accepted"] is False and record.payload["expired_at"] > 0
+
+
+async def test_a_command_given_now_is_not_expired_by_a_daemon_whose_clock_runs_ahead(tmp_path):
+    """`canaryctl` stamps a command on the wall clock; a daemon on an accelerated simulated clock
+    (`--speed`, the demo) is soon hours ahead of it. The command's age is judged on the clock
+    that stamped it, so a baseline given now is placed, not refused as given long ago."""
+    async with daemon_on_sim(tmp_path, {"1.0.0": BOT / "strategy.yaml"}, baseline=None) as running:
+        running.clock.advance(3600)  # the daemon's clock is an hour past the wall clock
+        placed = await running.ctl("baseline", "1.0.0", "--account", "master")
+        assert placed.code == 0, placed
+        assert "expired" not in placed.out, placed.out
+        assert await live_deployment(running.db, "sim", "master") is not None
