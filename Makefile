@@ -28,6 +28,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/status.py
+	$(BIN)/python bench/rollback_accounts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
