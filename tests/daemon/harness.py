@@ -206,6 +206,58 @@ async def place_baseline(db: Database, alive: Callable[[], str | None], *, relea
     return await poll(acked, timeout=timeout, what="the baseline placement", alive=alive)
 
 
+@dataclass
+class SpawnCrash:
+    """A daemon killed (``CANARY_FAILPOINTS=deploy.process.spawned``) right after it spawned a bot
+    for an operator's ``place`` of 1.0.0 on sim/``account``, before ``placement.json`` names it:
+    the bot (``stray``) lives on in its own session, known to no record."""
+
+    sim: SimInfo
+    db: Database
+    db_url: str
+    config: Path
+    state_dir: Path
+    folder: Path
+    """The instance's folder, the stray bot's working directory."""
+    place: Any
+    """The command being carried out, not yet acknowledged."""
+    first: subprocess.Popen
+    stray: int
+
+    def restart(self, processes: Processes, log: Path) -> subprocess.Popen:
+        """A second daemon on the same store, configuration and state folder."""
+        return processes.start_daemon(db_url=self.db_url, config=self.config, state_dir=self.state_dir, log=log)
+
+
+async def crash_after_spawning(tmp_path: Path, processes: Processes, *, seed: int,
+                               account: str = "master") -> SpawnCrash:
+    """Start a daemon with the failpoint, give it the ``place``, wait for its death and find the stray
+    bot. The caller closes ``db``."""
+    from controller.store.commands import submit_command
+
+    sim = processes.start_sim(seed=seed)
+    db_url = await prepare_database(tmp_path / "canary.db")
+    config = exchange_config(tmp_path, sim)
+    state_dir = tmp_path / "state"
+    first = processes.start_daemon(db_url=db_url, config=config, state_dir=state_dir, log=tmp_path / "daemon-1.log",
+                                   failpoints="deploy.process.spawned")
+    db = Database(resolve_url(db_url))
+    try:
+        place = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
+                                     args={"release": "1.0.0", "environment": "sim", "account": account})
+
+        async def died():
+            return first.poll() is not None
+
+        await poll(died, timeout=30, what="the daemon to die at deploy.process.spawned")
+        folder = state_dir / "instances" / f"sim-{account}"
+        [stray] = bots_in(folder)
+    except BaseException:
+        await db.close()
+        raise
+    return SpawnCrash(sim, db, db_url, config, state_dir, folder, place, first, stray)
+
+
 def bots_in(folder: Path) -> list[int]:
     """The live processes whose working directory is ``folder``: the bots the process deployer
     started for that instance, as Linux tells it, whatever the deployer recorded."""

@@ -11,41 +11,24 @@ from __future__ import annotations
 
 from controller.store import audit
 from controller.store.audit import AuditFilter
-from controller.store.commands import ack_command, submit_command
-from controller.store.database import Database, resolve_url
-from tests.daemon.harness import ACTOR, CLOCK, bots_in, daemon_died, exchange_config, log_events, poll, prepare_database
+from controller.store.commands import ack_command
+from tests.daemon.harness import CLOCK, bots_in, crash_after_spawning, daemon_died, log_events, poll
 
 ACCOUNT = "master"
 
 
 async def test_a_bot_no_record_owns_is_killed_before_the_daemon_is_ready(tmp_path, processes):
-    sim = processes.start_sim(seed=17)
-    db_url = await prepare_database(tmp_path / "canary.db")
-    config = exchange_config(tmp_path, sim)
-    state_dir = tmp_path / "state"
-    folder = state_dir / "instances" / f"sim-{ACCOUNT}"
-    first_log, second_log = tmp_path / "daemon-1.log", tmp_path / "daemon-2.log"
-    daemon = processes.start_daemon(db_url=db_url, config=config, state_dir=state_dir, log=first_log,
-                                    failpoints="deploy.process.spawned")
-    db = Database(resolve_url(db_url))
+    crash = await crash_after_spawning(tmp_path, processes, seed=17, account=ACCOUNT)
+    db, orphan, second_log = crash.db, crash.stray, tmp_path / "daemon-2.log"
     try:
-        place = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
-                                     args={"release": "1.0.0", "environment": "sim", "account": ACCOUNT})
-
-        async def died():
-            return daemon.poll() is not None
-
-        await poll(died, timeout=30, what="the daemon to die at deploy.process.spawned")
-        [orphan] = bots_in(folder)
-        await ack_command(db, CLOCK, place.id, accepted=False, message="withdrawn by the test")
-
-        second = processes.start_daemon(db_url=db_url, config=config, state_dir=state_dir, log=second_log)
+        await ack_command(db, CLOCK, crash.place.id, accepted=False, message="withdrawn by the test")
+        second = crash.restart(processes, second_log)
 
         async def ready():
             return any(e.get("event") == "daemon_ready" for e in log_events(second_log)) or None
 
         await poll(ready, timeout=40, what="the restarted daemon to be ready", alive=daemon_died(second, second_log))
-        assert bots_in(folder) == [], f"bot {orphan} still runs on {ACCOUNT} with no record"
+        assert bots_in(crash.folder) == [], f"bot {orphan} still runs on {ACCOUNT} with no record"
         swept = [e for e in log_events(second_log) if e.get("event") == "orphans_killed"]
         assert swept and swept[0]["pids"] == [orphan] and swept[0]["account"] == ACCOUNT
         events = [e async for e in audit.query(db, AuditFilter(kind="deploy.orphans_killed"))]

@@ -16,44 +16,27 @@ from __future__ import annotations
 import json
 
 from controller.procfs import read_stat
-from controller.store.commands import get_command, submit_command
-from controller.store.database import Database, resolve_url
-from tests.daemon.harness import ACTOR, CLOCK, bots_in, daemon_died, exchange_config, poll, prepare_database
+from controller.store.commands import get_command
+from tests.daemon.harness import bots_in, crash_after_spawning, daemon_died, poll
 
 ACCOUNT = "master"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")  # examples/reference-bot/strategy.yaml
 
 
-
 async def test_a_bot_spawned_by_a_daemon_killed_before_recording_it_is_killed_and_one_bot_trades(
         tmp_path, processes):
-    sim = processes.start_sim(seed=13)
-    db_url = await prepare_database(tmp_path / "canary.db")
-    config = exchange_config(tmp_path, sim)
-    state_dir = tmp_path / "state"
-    folder = state_dir / "instances" / f"sim-{ACCOUNT}"
-    first_log, second_log = tmp_path / "daemon-1.log", tmp_path / "daemon-2.log"
-    daemon = processes.start_daemon(db_url=db_url, config=config, state_dir=state_dir, log=first_log,
-                                    failpoints="deploy.process.spawned")
-    db = Database(resolve_url(db_url))
-    client = sim.client(ACCOUNT)
+    crash = await crash_after_spawning(tmp_path, processes, seed=13, account=ACCOUNT)
+    db, folder, stray, second_log = crash.db, crash.folder, crash.stray, tmp_path / "daemon-2.log"
+    client = crash.sim.client(ACCOUNT)
     try:
-        place = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=ACTOR,
-                                     args={"release": "1.0.0", "environment": "sim", "account": ACCOUNT})
+        assert crash.first.returncode == -9, (tmp_path / "daemon-1.log").read_text(errors="replace")[-3000:]
+        assert not (folder / "placement.json").exists()  # alive, and no record names it
+        assert (await get_command(db, crash.place.id)).acked_at is None
 
-        async def died():
-            return daemon.poll() is not None
-
-        await poll(died, timeout=30, what="the daemon to die at deploy.process.spawned")
-        assert daemon.returncode == -9, first_log.read_text(errors="replace")[-3000:]
-        [stray] = bots_in(folder)  # alive, and no record names it
-        assert not (folder / "placement.json").exists()
-        assert (await get_command(db, place.id)).acked_at is None
-
-        second = processes.start_daemon(db_url=db_url, config=config, state_dir=state_dir, log=second_log)
+        second = crash.restart(processes, second_log)
 
         async def acked():
-            command = await get_command(db, place.id)
+            command = await get_command(db, crash.place.id)
             return command if command.acked_at is not None else None
 
         placed = await poll(acked, timeout=40, what="the placement after the restart", alive=daemon_died(second, second_log))
