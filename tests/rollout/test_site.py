@@ -10,7 +10,6 @@ from decimal import Decimal
 import pytest
 from binance.exceptions import BinanceAPIException
 
-from controller.clock import SimulatedClock
 from controller.config.daemon import Endpoints
 from controller.deploy.process import ProcessDeployer
 from controller.exchange.client import RetryPolicy
@@ -20,7 +19,6 @@ from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
 from controller.sim import AccountSpec, Simulator
 from controller.sim.market import SYMBOLS
 from tests.support.clients import binance_client
-from tests.support.clocks import make_clock
 from tests.support.simulator import make_sim
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_backoff=0.01, max_backoff=0.02, request_timeout=5)
@@ -29,12 +27,6 @@ TEN_ACCOUNTS = (AccountSpec("master", Decimal("90000"), master=True),
                 *(AccountSpec(f"sub{i}", Decimal("1000")) for i in range(10)))
 BAN_LIMIT = 100
 """The simulator's per-IP weight a minute in the ban tests: a bot on the same IP exhausts it quickly."""
-
-
-@pytest.fixture
-def clock() -> SimulatedClock:
-    """Stands still (at a minute's start) until a test advances it: no weight window rolls mid-test."""
-    return make_clock()
 
 
 @asynccontextmanager

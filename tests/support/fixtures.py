@@ -68,7 +68,7 @@ async def db(db_url):
 
 @pytest.fixture
 def clock() -> SimulatedClock:
-    """Stands still until a test advances it."""
+    """Stands still (at a minute's start: no weight window rolls mid-test) until a test advances it."""
     return make_clock()
 
 
