@@ -70,7 +70,9 @@ def run_daemon(state_dir: Path | None, speed: float | None, seed: int) -> None:
               help="How many times faster than real time the clock runs.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the database and the bots' files go (default: a new temporary folder).")
-def demo(as_json: bool, speed: float, workdir: Path | None) -> None:
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="error",
+              show_default=True, help="The daemon's log lines on standard error, from this level up.")
+def demo(as_json: bool, speed: float, workdir: Path | None, log_level: str) -> None:
     """Run the canary story on the simulator: a healthy release promoted, a defective one rolled back.
 
     Starts the simulator, the daemon on a fresh SQLite file and the reference bot; places a
@@ -85,7 +87,7 @@ def demo(as_json: bool, speed: float, workdir: Path | None) -> None:
     from controller.demo import DemoOptions, run_demo
     from controller.sim.embed import EmbeddedSimulators
 
-    logs.configure("error")
+    logs.configure(log_level)
     folder = workdir or Path(tempfile.mkdtemp(prefix="canary-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run_demo(DemoOptions(workdir=folder, speed=speed), lambda line: click.echo(line),

@@ -24,12 +24,14 @@ log = get_logger(__name__)
 SIM_ACCOUNTS = (AccountSpec("master", Decimal("98500"), master=True), AccountSpec("canary", Decimal("1500")))
 """The embedded simulator's accounts: a canary holding 1.5 % of capital, inside the 2 % cap with
 room for the PnL of a good day (at exactly 2 % a profitable canary would breach its cap)."""
+SEED = 7
+"""The embedded simulator's seed: its prices and its accounts' API keys follow from it."""
 
 
 class EmbeddedSimulators:
     """Starts a simulator per sim environment on ``clock``; ``speed`` is told to the bots placed there."""
 
-    def __init__(self, clock: Clock, *, seed: int = 7, speed: float | None = None,
+    def __init__(self, clock: Clock, *, seed: int = SEED, speed: float | None = None,
                  options: Mapping[str, Any] | None = None) -> None:
         self.clock = clock
         self.seed = seed
