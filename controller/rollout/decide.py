@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from controller import signoffs
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import SEVERITY_ORDER, Outcome, Verdict
 from controller.rollout.pipeline import Pipeline
@@ -232,6 +233,9 @@ class State:
     """Gate policies that failed during the stage, with when."""
     signoffs: Mapping[str, str] = field(default_factory=dict)
     """``STAGE/item`` -> who signed it."""
+    signers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Stage -> the distinct operating-system users who signed its items, in order (their claimed
+    name where a command carries no user, as one built by hand)."""
     paused_from: Status | None = None
     reason: str | None = None
     evaluations: Mapping[str, Evaluations] = field(default_factory=dict)
@@ -243,6 +247,7 @@ class State:
         return {"status": self.status.value, "stage": self.stage, "stage_started": self.stage_started,
                 "passing": dict(sorted(self.passing.items())), "spoiled": dict(sorted(self.spoiled.items())),
                 "signoffs": dict(sorted(self.signoffs.items())),
+                "signers": {k: list(v) for k, v in sorted(self.signers.items())},
                 "paused_from": self.paused_from.value if self.paused_from else None, "reason": self.reason,
                 "evaluations": {k: {"at": v.at, "recent": v.recent} for k, v in sorted(self.evaluations.items())},
                 "dry_run": {k: v.to_json() for k, v in sorted(self.dry_run.items())}}
@@ -251,6 +256,7 @@ class State:
     def from_json(cls, data: Mapping[str, Any]) -> State:
         return cls(Status(data["status"]), int(data["stage"]), data.get("stage_started"),
                    _passing(data.get("passing", {})), dict(data.get("spoiled", {})), dict(data.get("signoffs", {})),
+                   {k: tuple(v) for k, v in data.get("signers", {}).items()},
                    Status(data["paused_from"]) if data.get("paused_from") else None, data.get("reason"),
                    {k: Evaluations(float(v["at"]), str(v["recent"])) for k, v in data.get("evaluations", {}).items()},
                    {k: DryRun.from_json(v) for k, v in data.get("dry_run", {}).items()})
@@ -370,7 +376,8 @@ class _Step:
         return self.plan.gates.get(self.stage.name, frozenset())
 
     def missing_signoffs(self) -> list[str]:
-        return [item for item in self.stage.signoffs if f"{self.stage.name}/{item}" not in self.state.signoffs]
+        return signoffs.pending(self.stage.name, self.stage.signoffs, self.stage.signers, self.state.signoffs,
+                                self.state.signers.get(self.stage.name, ()))
 
     def stage_over(self) -> bool:
         return self.state.stage_started is not None and self.now >= self.state.stage_started + self.stage.duration
@@ -598,13 +605,23 @@ class _Step:
             self.ack(command, False, f"the rollout is {where}: sign-offs of stage {stage.name} are "
                                      "given while it runs")
         else:
+            # Who signs is the operating-system user that ran canaryctl: a second signature under
+            # another claimed name (--by) from the same user does not make four eyes.
+            who = command.os_user or command.actor
+            signed_by = self.state.signers.get(stage.name, ())
             new = {f"{stage.name}/{i}": command.actor for i in items if f"{stage.name}/{i}" not in self.state.signoffs}
-            if not new:
+            newcomer = stage.signers > 1 and who not in signed_by and len(signed_by) < stage.signers
+            if not new and not newcomer:
+                extra = (f"; stage {stage.name} needs {stage.signers} distinct operating-system users and "
+                         f"{who} has signed" if stage.signers > 1 and who in signed_by else "")
                 self.ack(command, False, "already signed: " + ", ".join(
-                    f"{i} by {self.state.signoffs[f'{stage.name}/{i}']}" for i in items))
+                    f"{i} by {self.state.signoffs[f'{stage.name}/{i}']}" for i in items) + extra)
                 return
-            self.state = replace(self.state, signoffs={**self.state.signoffs, **new})
-            self.ack(command, True, f"signed {', '.join(k.split('/', 1)[1] for k in new)} of stage {stage.name}")
+            signers = {**self.state.signers, stage.name: (*signed_by, who)} if who not in signed_by else self.state.signers
+            self.state = replace(self.state, signoffs={**self.state.signoffs, **new}, signers=signers)
+            what = ", ".join(k.split("/", 1)[1] for k in new) if new else ", ".join(items)
+            count = f" ({len(signers[stage.name])} of {stage.signers} signers)" if stage.signers > 1 else ""
+            self.ack(command, True, f"signed {what} of stage {stage.name}{count}")
 
     def _promote(self, command: Command) -> None:
         status = self.state.status

@@ -12,6 +12,7 @@
         baseline: master             # where the previous release keeps running, for comparison
         positions: flatten           # on rollback: keep | flatten (reduce-only orders)
         signoffs: [owner-review]     # what a person must sign before the gate opens
+        signers: 2                   # distinct operating-system users who must sign (four eyes)
         progress_deadline: 1h        # after the stage's end, a gate that never passed rolls back
         after_promotion: watch       # once the next stage is placed: watch | stop (below)
 
@@ -35,7 +36,7 @@ from pydantic import Field, StringConstraints, ValidationError, model_validator
 
 from controller.analysis.policy import Duration
 from controller.canonical import canonical_json
-from controller.config.model import ConfigModel, Fraction, error_at
+from controller.config.model import ConfigModel, Fraction, Int, error_at
 from controller.config.yamlfile import load_model, load_model_text
 from controller.errors import ConfigError
 
@@ -57,6 +58,9 @@ class Stage(ConfigModel):
     baseline: AccountName | None = None
     positions: Literal["keep", "flatten"] = "keep"
     signoffs: list[ItemName] = Field(default_factory=list)
+    signers: Int = Field(default=1, ge=1, le=10)
+    """How many distinct operating-system users must sign the stage's items before its gate opens
+    (2: four eyes). A user counts once, whatever name they claim with ``--by``."""
     progress_deadline: Duration = 3600.0
     auto_promote: bool = True
     """False: the gate opening waits for an operator's ``promote``."""
@@ -70,6 +74,8 @@ class Stage(ConfigModel):
                                           f"(both are {self.account!r})")
         if len(set(self.signoffs)) != len(self.signoffs):
             raise error_at(("signoffs",), "a sign-off item is listed twice")
+        if self.signers > 1 and not self.signoffs:
+            raise error_at(("signers",), f"{self.signers} signers of no sign-off item: list the items under signoffs")
         return self
 
 

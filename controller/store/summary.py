@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from controller import signoffs
 from controller.errors import NotFoundError
 from controller.store import TERMINAL
 from controller.store.readonly import Reader, decimal, when
@@ -47,6 +48,8 @@ class StageView:
     capital_cap: Decimal | None
     baseline_account: str | None
     signoffs: tuple[str, ...]
+    signers: int
+    """How many distinct operating-system users must sign (2: four eyes)."""
     started_at: datetime | None
     finished_at: datetime | None
     outcome: str | None
@@ -273,6 +276,7 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         duration=float(spec["duration"]), progress_deadline=float(spec.get("progress_deadline", 3600.0)),
         capital_cap=decimal(spec.get("capital_cap")), baseline_account=spec.get("baseline"),
         signoffs=tuple(spec.get("signoffs", ())),
+        signers=int(spec.get("signers", 1)),
         started_at=_epoch(started) if started is not None else (when(run["started_at"]) if run else None),
         finished_at=when(run["finished_at"]) if run else None, outcome=run["outcome"] if run else None)
 
@@ -289,7 +293,8 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         record, now=now, stage=stage, baseline_live=bool(stage.baseline_account), live_baseline=live,
         capital_share=next((p for p in policies if "capital_cap" in p.condition), None),
         policies=tuple(policies), signed=signed,
-        pending_signoffs=tuple(i for i in stage.signoffs if f"{stage.name}/{i}" not in signed),
+        pending_signoffs=tuple(signoffs.pending(stage.name, stage.signoffs, stage.signers, signed,
+                                                decision.get("signers", {}).get(stage.name, ()))),
         pending_commands=tuple(CommandLine(r["id"], r["kind"], r["actor"], when(r["created_at"])) for r in reader.rows(
             "SELECT id, kind, actor, created_at FROM operator_commands WHERE rollout_id = :id AND acked_at IS NULL "
             "ORDER BY id", id=rollout_id)),

@@ -348,6 +348,49 @@ def test_sign_offs_given_while_the_stage_runs_open_the_gate_at_its_end():
     assert transitions(decision) == [("running", "promoting")]
 
 
+FOUR_EYES = Plan(Pipeline(name="four-eyes", stages=[
+    Stage(name="C", environment="live", account="canary", duration=100, policies="stage-c.yaml",
+          signoffs=["owner-review"], signers=2),
+    Stage(name="D", environment="live", account="master", duration=100, policies="stage-d.yaml"),
+]), gates={"C": frozenset({"c-cap"}), "D": frozenset()})
+
+
+def four_eyes(state: State, *inputs: Command, now: float = 100.0) -> Decision:
+    return decide(state, [], list(inputs), now, plan=FOUR_EYES)
+
+
+def test_a_four_eyes_stage_waits_for_a_second_operating_system_user_after_the_first_signs():
+    state = State(Status.RUNNING, 0, 0.0, passing={"c-cap": 0.0})
+    first = four_eyes(state, command("signoff", stage="C", actor="alice", os_user="alice"))
+    assert ack(first) == Ack(1, True, "signed owner-review of stage C (1 of 2 signers)")
+    assert first.state.status is Status.AWAITING_SIGNOFF
+    assert first.state.reason == ("sign-off missing: 1 more signer (distinct operating-system users; "
+                                  "signed by alice)")
+    assert of(first, Place) == []
+
+    second = four_eyes(first.state, command("signoff", 2, stage="C", actor="bob", os_user="bob"), now=101.0)
+    assert ack(second) == Ack(2, True, "signed owner-review of stage C (2 of 2 signers)")
+    assert second.state.signers == {"C": ("alice", "bob")}
+    assert second.state.signoffs == {"C/owner-review": "alice"}
+    assert of(second, Place) == [Place(1)]
+    assert State.from_json(json.loads(json.dumps(second.state.to_json()))) == second.state
+
+
+def test_the_same_operating_system_user_claiming_another_name_is_not_a_second_pair_of_eyes():
+    state = State(Status.AWAITING_SIGNOFF, 0, 0.0, passing={"c-cap": 0.0}, signoffs={"C/owner-review": "alice"},
+                  signers={"C": ("alice",)})
+    decision = four_eyes(state, command("signoff", stage="C", actor="bob", os_user="alice"))
+    assert decision.state == state
+    assert ack(decision) == Ack(1, False, "already signed: owner-review by alice; stage C needs 2 distinct "
+                                          "operating-system users and alice has signed")
+    assert of(decision, Place) == []
+
+
+def test_a_stage_with_signers_needs_items_to_sign():
+    with pytest.raises(ValueError, match="2 signers of no sign-off item"):
+        Stage(name="C", environment="live", account="canary", duration=100, policies="stage-c.yaml", signers=2)
+
+
 def test_a_stage_that_waits_for_an_operator_does_not_promote_itself():
     state = at(Status.RUNNING, D, passing=passing(D), signoffs=signed(D))
     waiting = run(state, now=100.0)
