@@ -7,8 +7,10 @@
 - A runner that crashes is restarted after an exponential backoff (Clock seconds) and counted.
   A turn that fails on the database is logged, counted and retried after a backoff: the loop
   never dies of it, and runners in flight go on.
-- Before READY, every bot that no record owns (a daemon died between spawning and recording it)
-  is killed, and audited (`controller.daemon.orphans`).
+- Before READY, every account's exchange key is read for its rights, and one that can do more
+  than read and trade futures is refused, exit 2 (`controller.rollout.keys`). Then every bot that
+  no record owns (a daemon died between spawning and recording it) is killed, and audited
+  (`controller.daemon.orphans`).
 - SIGTERM / SIGINT: runners finish the action in hand (a rollback step, a placement), take no
   new one, and the daemon exits 0 within ``stop_timeout`` seconds. A rollback interrupted
   between two steps resumes at the next start.
@@ -40,7 +42,7 @@ from controller.deploy.base import Deployer
 from controller.errors import CanaryError, ConfigError, StoreError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
-from controller.rollout import placing, preflight
+from controller.rollout import keys, placing, preflight
 from controller.rollout.decide import JUDGED, TERMINAL, expiry
 from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
 from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
@@ -161,6 +163,7 @@ class Daemon:
         try:
             await preflight.check_daemon(self.db, self.policies.folder)  # refused: never READY, exit 2
             self.site = await self._open_site()
+            await keys.check_at_start(self.site)  # a key too wide: never READY, exit 2
             await sweep_orphans(self.db, self.site)
             if self.options.admin:
                 token = self.config.admin.token.resolve() if self.config.admin.token else None
@@ -437,7 +440,7 @@ class Daemon:
             endpoints = env.endpoints().for_binance()
             accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master")
                         for n, a in env.accounts.items()}
-            environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer)
+            environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer, kind=env.kind)
         weight = self.config.request_weight
         return Site(self.clock, environments, weight_share=float(weight.share), act_reserve=float(weight.act_reserve),
                     metrics=self.metrics)
