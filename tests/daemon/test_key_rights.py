@@ -103,3 +103,15 @@ async def test_the_embedded_simulators_keys_are_checked_too(tmp_path):
         assert not daemon.ready.is_set()
     finally:
         await db.close()
+
+
+def test_canaryctl_run_refuses_an_unconfirmed_live_environment(tmp_path):
+    config = tmp_path / "controller.yaml"
+    config.write_text("environments:\n  live:\n    kind: live\n    accounts:\n      master:\n"
+                      "        api_key: env:LIVE_KEY\n        api_secret: env:LIVE_SECRET\n")
+
+    result = canaryctl("--db", f"sqlite:///{tmp_path / 'canary.db'}", "--config", str(config), "run",
+                       "--state-dir", str(tmp_path / "state"), timeout=60)
+
+    assert_refused(result, f"{config}:3: environments.live.kind: a live environment trades real money: "
+                           "set confirm_live: true")
