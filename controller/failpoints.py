@@ -1,19 +1,40 @@
-"""Failpoints: named places where a test can make the daemon die as abruptly as a power cut.
+"""Failpoints: named places where a test can make the daemon die as abruptly as a power cut, or wait.
 
 ``CANARY_FAILPOINTS=rollback.cancel_orders.after,other`` makes `hit("rollback.cancel_orders.after")`
-SIGKILL the process. Unset (always, outside tests), `hit` is one dictionary lookup. This is how
-the suite proves a rollback killed at any step resumes and completes exactly once.
+SIGKILL the process. This is how the suite proves a rollback killed at any step resumes and
+completes exactly once. ``NAME=hold:PATH`` makes `hit(NAME)` wait instead, until it can take a
+shared lock (flock) on PATH: a test holding the exclusive lock keeps that step in progress for as
+long as it likes, with no sleep on either side (e.g. a policy file that takes long to parse).
+Unset (always, outside tests), `hit` is one dictionary lookup.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 
 ENV = "CANARY_FAILPOINTS"
-_armed = frozenset(p.strip() for p in os.environ.get(ENV, "").split(",") if p.strip())
+
+
+def _parse(text: str) -> dict[str, str]:
+    armed = {}
+    for part in text.split(","):
+        name, _, action = part.strip().partition("=")
+        if name:
+            armed[name] = action or "kill"
+    return armed
+
+
+_armed = _parse(os.environ.get(ENV, ""))
 
 
 def hit(name: str) -> None:
-    if name in _armed:
-        os.kill(os.getpid(), signal.SIGKILL)
+    action = _armed.get(name)
+    if action is None:
+        return
+    if action.startswith("hold:"):
+        with open(action.removeprefix("hold:"), "a") as lock:  # noqa: PTH123 - a lock, not content
+            fcntl.flock(lock, fcntl.LOCK_SH)  # blocks while the test holds LOCK_EX; released on close
+        return
+    os.kill(os.getpid(), signal.SIGKILL)

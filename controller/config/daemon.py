@@ -134,11 +134,30 @@ class EnvironmentConfig(ConfigModel):
     stage with a capital_cap watched through the master account."""
     accounts: dict[Name, AccountConfig] = Field(default_factory=dict)
     deployer: DeployerConfig = Field(default_factory=DeployerConfig)
+    confirm_live: bool = False
+    """``kind: live`` only: the operator's explicit yes to trading real money (a config copied
+    from testnet with its kind changed does not start)."""
 
     @model_validator(mode="after")
     def _exchange_needs_account(self) -> EnvironmentConfig:
         if self.kind != "sim" and not self.accounts:
             raise error_at(("kind",), f"a {self.kind} environment needs at least one account under accounts")
+        return self
+
+    @model_validator(mode="after")
+    def _live_is_confirmed_and_capped(self) -> EnvironmentConfig:
+        if self.kind != "live":
+            if self.confirm_live:
+                raise error_at(("confirm_live",), f"confirm_live applies to kind: live only (this is {self.kind})")
+            return self
+        if not self.confirm_live:
+            raise error_at(("kind",), "a live environment trades real money: set confirm_live: true beside "
+                                      "kind: live to say so")
+        for name, account in self.accounts.items():
+            if account.role == "sub" and account.capital_cap is None:
+                raise error_at(("accounts", name, "role"), "on live every sub account needs a capital_cap "
+                                                           "(the most of the master's capital it may hold, "
+                                                           "e.g. 0.02)")
         return self
 
     def endpoints(self) -> Endpoints:

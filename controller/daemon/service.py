@@ -7,12 +7,15 @@
 - A runner that crashes is restarted after an exponential backoff (Clock seconds) and counted.
   A turn that fails on the database is logged, counted and retried after a backoff: the loop
   never dies of it, and runners in flight go on.
-- Before READY, every bot that no record owns (a daemon died between spawning and recording it)
-  is killed, and audited (`controller.daemon.orphans`).
+- Before READY, every account's exchange key is read for its rights, and one that can do more
+  than read and trade futures is refused, exit 2 (`controller.rollout.keys`). Then every bot that
+  no record owns (a daemon died between spawning and recording it) is killed, and audited
+  (`controller.daemon.orphans`).
 - SIGTERM / SIGINT: runners finish the action in hand (a rollback step, a placement), take no
   new one, and the daemon exits 0 within ``stop_timeout`` seconds. A rollback interrupted
   between two steps resumes at the next start.
-- SIGHUP: the policy files are loaded again, validated first; an invalid file keeps the old set.
+- SIGHUP: the policy files are loaded again in a thread, off the event loop, validated first; any
+  error keeps the old set; systemd hears RELOADING=1, then READY=1 again.
 - With ``NOTIFY_SOCKET`` set: READY, STATUS, WATCHDOG (only while the loop turns) and STOPPING.
 - The admin server (127.0.0.1 by default): /metrics, /healthz (false when the loop has not turned
   for ``liveness_limit`` wall seconds), /readyz (false while the store is unreachable, an active
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from controller import failpoints
 from controller.clock import Backoff, Clock
 from controller.config.daemon import DaemonConfig
 from controller.daemon.admin import AdminServer
@@ -40,7 +44,7 @@ from controller.deploy.base import Deployer
 from controller.errors import CanaryError, ConfigError, StoreError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
-from controller.rollout import placing, preflight
+from controller.rollout import keys, placing, preflight
 from controller.rollout.decide import JUDGED, TERMINAL, expiry
 from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
 from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
@@ -127,6 +131,8 @@ class Daemon:
         self._waiting: dict[int, str] = {}  # rollout id -> why its runner does not start yet
         self._store_error: str | None = None
         self._policy_errors: list[str] = []
+        self._reloading: asyncio.Task | None = None
+        self._reload_again = False
         self.reports: dict[int, RolloutReport] = {}
         self.admin_port: int | None = None
         self.ready = asyncio.Event()
@@ -139,21 +145,46 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def reload(self) -> bool:
+    def request_reload(self) -> None:
+        """SIGHUP: reload the policies in a task of its own; a SIGHUP during a reload runs one more
+        after it, so that the last edit before the signal is always read."""
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.create_task(self._reload_until_current(), name="policy-reload")
+
+    async def _reload_until_current(self) -> None:
+        self._reload_again = True
+        while self._reload_again:
+            self._reload_again = False
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Read and validate every policy file in a thread (a large or hostile file never stalls the
+        loop: probes, watchdog and runners go on), then put the new set in force; any error keeps the
+        old set. systemd hears RELOADING=1, then READY=1 either way."""
         self.notifier.reloading()
+        in_use = self.policies.in_use()
+
+        def read():
+            failpoints.hit("policy.reload.read")
+            return self.policies.read(in_use)
+
         try:
-            self.policies.reload()
-        except CanaryError as exc:
-            log.error("policy_reload_refused", error=str(exc), in_force="the previous policies")
+            fresh = await asyncio.to_thread(read)
+        except Exception as exc:  # noqa: BLE001 - whatever a file does to the parser, the old set stays
+            error = str(exc) if isinstance(exc, CanaryError) else f"{type(exc).__name__}: {exc}"
+            log.error("policy_reload_refused", error=error, in_force="the previous policies")
             self.notifier.ready("policy reload refused; previous policies in force")
             return False
+        self.policies.use(fresh)
         log.info("policies_reloaded", folder=str(self.policies.folder))
         self.notifier.ready("policies reloaded")
         return True
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop, signal.SIGHUP: self.reload}
+        handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop, signal.SIGHUP: self.request_reload}
         for signum, handler in handlers.items():
             loop.add_signal_handler(signum, handler)
         admin = None
@@ -161,6 +192,7 @@ class Daemon:
         try:
             await preflight.check_daemon(self.db, self.policies.folder)  # refused: never READY, exit 2
             self.site = await self._open_site()
+            await keys.check_at_start(self.site)  # a key too wide: never READY, exit 2
             await sweep_orphans(self.db, self.site)
             if self.options.admin:
                 token = self.config.admin.token.resolve() if self.config.admin.token else None
@@ -178,6 +210,10 @@ class Daemon:
             self.notifier.stopping("stopping: finishing the current step")
             await self._stop_runners()
             await self._stop_placements()
+            if self._reloading is not None:
+                self._reloading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reloading
             if watchdog is not None:
                 watchdog.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -437,7 +473,7 @@ class Daemon:
             endpoints = env.endpoints().for_binance()
             accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master")
                         for n, a in env.accounts.items()}
-            environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer)
+            environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer, kind=env.kind)
         weight = self.config.request_weight
         return Site(self.clock, environments, weight_share=float(weight.share), act_reserve=float(weight.act_reserve),
                     metrics=self.metrics)

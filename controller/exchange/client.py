@@ -44,6 +44,7 @@ from controller.exchange.events import (
     SymbolFilters,
     SymbolSettings,
 )
+from controller.exchange.permissions import KeyRights, key_rights
 from controller.exchange.weights import PurposeBudget, WeightBudget, weight_of
 from controller.logs import get_logger
 
@@ -379,6 +380,14 @@ class ExchangeClient:
             if len(batch) < page_size:
                 break
         return balances
+
+    async def api_restrictions(self) -> KeyRights:
+        """GET /sapi/v1/account/apiRestrictions: what this account's key may do (on the SAPI host)."""
+        if not self.endpoints.sapi_url:
+            raise ExchangeError("a key's API restrictions need the SAPI base URL (endpoints.sapi_url)")
+        raw = await self._call("read the key's API restrictions", "GET", "/sapi/v1/account/apiRestrictions",
+                               self._client.get_account_api_permissions)
+        return key_rights(raw)
 
     async def account_modes(self) -> dict[str, bool]:
         """GET /fapi/v1/accountConfig: the position mode (``dualSidePosition``: hedge) and the

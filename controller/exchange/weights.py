@@ -60,6 +60,7 @@ WEIGHTS: dict[tuple[str, str], int] = {
     ("DELETE", "/fapi/v1/listenKey"): 1,
     # SAPI has its own per-IP limit (12 000/min), separate from the futures 2400: not charged here.
     ("GET", "/sapi/v2/sub-account/futures/accountSummary"): 0,
+    ("GET", "/sapi/v1/account/apiRestrictions"): 0,
 }
 
 

@@ -121,8 +121,20 @@ class PolicySet:
         """Load every policy file of the folder (and every one in use) again, validated; on any
         error keep the old set and raise. Validating the whole folder, not only the files in use,
         means an idle daemon refuses a broken file too instead of failing the next rollout on it."""
-        names = {p.name for p in self.folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml")} | set(self._cache)
-        fresh = {name: load_policy_file(self.folder / name).policies for name in sorted(names)}
+        self.use(self.read(self.in_use()))
+
+    def in_use(self) -> set[str]:
+        """The files loaded now (read on the event loop: the set changes as stages load theirs)."""
+        return set(self._cache)
+
+    def read(self, in_use: set[str]) -> dict[str, list[Policy]]:
+        """Every policy file of the folder and of ``in_use``, loaded and validated; raises on any
+        error. It only reads, so the daemon runs it in a thread, off its event loop."""
+        names = {p.name for p in self.folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml")} | in_use
+        return {name: load_policy_file(self.folder / name).policies for name in sorted(names)}
+
+    def use(self, fresh: dict[str, list[Policy]]) -> None:
+        """Put a set that `read` returned in force, whole."""
         self._cache = fresh
 
 

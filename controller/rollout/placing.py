@@ -10,7 +10,9 @@ read before anything changed), starting a release that already runs with the sam
 nothing, and stopping what is not running stops nothing.
 
 Before all of it, the release's artifact is hashed again (`check_artifact`): content changed since
-`release add` is never placed.
+`release add` is never placed; and the account's exchange key is read for its rights
+(`controller.rollout.keys`): a key that can withdraw, transfer or trade beyond futures is never
+given to a bot.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from controller.config.strategy import StrategyConfig
 from controller.deploy.base import DeployError, Running
 from controller.logs import get_logger
 from controller.release_files import artifact_now
+from controller.rollout import keys
 from controller.rollout.site import Site, strategy_of
 from controller.store import audit
 from controller.store.database import Database
@@ -49,6 +52,7 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
     """
     info, config_text, config = await release_config(db, release)
     await check_artifact(db, site, info, environment=environment, account=account, actor=actor)
+    await keys.check_placement(db, site, environment=environment, account=account, release=release, actor=actor)
     live = await live_deployment(db, environment, account)
     deployer = site.deployer(environment)
     instance = site.instance(environment, account)

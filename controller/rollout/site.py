@@ -43,6 +43,8 @@ class EnvironmentAccess:
     deployer: Deployer
     bot_env: Mapping[str, str] = field(default_factory=dict)
     """Extra environment for every bot placed here (e.g. the simulator's clock speed)."""
+    kind: str = "sim"
+    """sim, testnet or live: what an account's key is judged against (`controller.rollout.keys`)."""
 
 
 class Site:

@@ -19,6 +19,13 @@ from controller.sim.market import Market, SymbolSpec
 ZERO = Decimal(0)
 DEFAULT_LEVERAGE = 20  # Binance's default initial leverage for a symbol never configured
 
+API_RIGHTS = ("ipRestrict", "enableReading", "enableFutures", "enableWithdrawals", "enableInternalTransfer",
+              "permitsUniversalTransfer", "enableMargin", "enableSpotAndMarginTrading", "enableVanillaOptions")
+"""The booleans of GET /sapi/v1/account/apiRestrictions that a key's rights are set by."""
+LEAST_PRIVILEGE = {name: name in ("enableReading", "enableFutures") for name in API_RIGHTS}
+"""A key's rights unless a test changes them: a futures trading key that reads, nothing more, and
+no IP restriction (every simulated request comes from the loopback)."""
+
 
 @dataclass(frozen=True)
 class AccountSpec:
@@ -129,6 +136,19 @@ class Account:
     margin_called: bool = False
     hedge: bool = False             # dualSidePosition: the mode is recorded; matching stays one-way
     multi_assets: bool = False      # multiAssetsMargin
+    api_rights: dict[str, bool] = field(default_factory=lambda: dict(LEAST_PRIVILEGE))
+    """What the account's key may do, as apiRestrictions answers it (see `set_api_rights`)."""
+
+    def set_api_rights(self, **rights: bool) -> dict[str, bool]:
+        """Change some of the key's rights (apiRestrictions' names); an unknown name or a
+        non-boolean is refused, leaving every right as it was."""
+        unknown = sorted(set(rights) - set(API_RIGHTS))
+        if unknown:
+            raise ValueError(f"no API right {', '.join(unknown)}; rights: {', '.join(API_RIGHTS)}")
+        if any(not isinstance(value, bool) for value in rights.values()):
+            raise ValueError("each right is true or false")
+        self.api_rights.update(rights)
+        return dict(self.api_rights)
 
     def position(self, symbol: str) -> Position:
         if symbol not in self.positions:

@@ -7,6 +7,7 @@
     POST   /sim/price                   {"symbol": "BTCUSDT", "price": "61000"}
     POST   /sim/tick                    run one market tick now
     POST   /sim/adl                     {"account": "canary", "symbol": "BTCUSDT"}: ADL the position now
+    POST   /sim/api-rights              {"account": "canary", "enableWithdrawals": true}: what its key may do
 
 Knobs: latency (add_latency), fail, rate-limit-storm, drop-stream, stall-stream,
 expire-listen-key, ignore-leverage, duplicate-events, reorder-events. These endpoints have no
@@ -85,6 +86,17 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
             return _refuse(f"{body.get('symbol')}: {exc.body()['msg']}")
         return web.json_response({"account": body["account"], "symbol": body["symbol"]})
 
+    async def api_rights(request: web.Request) -> web.Response:
+        body = await _json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("account"), str):
+            return _refuse("expected {\"account\": ..., RIGHT: true|false, ...} with apiRestrictions' names")
+        rights = {k: v for k, v in body.items() if k != "account"}
+        try:
+            found = sim.set_api_rights(body["account"], **rights)
+        except (KeyError, ValueError) as exc:
+            return _refuse(f"api-rights: {exc}")
+        return web.json_response({"account": body["account"], "rights": found})
+
     async def tick(request: web.Request) -> web.Response:
         sim.tick()
         return web.json_response({"time": sim.clock.time()})
@@ -97,6 +109,7 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
         web.post("/sim/price", set_price),
         web.post("/sim/tick", tick),
         web.post("/sim/adl", adl),
+        web.post("/sim/api-rights", api_rights),
     ]
 
 

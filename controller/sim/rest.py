@@ -119,6 +119,7 @@ class RestApi:
                      "sapi"),
             Endpoint("POST", "/sapi/v1/sub-account/futures/internalTransfer", self.internal_transfer, S, _w(1),
                      "sapi"),
+            Endpoint("GET", "/sapi/v1/account/apiRestrictions", self.api_restrictions, S, _w(1), "sapi"),
             Endpoint("GET", "/api/v3/ping", lambda c: {}, N, _w(1), "api"),
             Endpoint("GET", "/api/v3/time", self.server_time, N, _w(1), "api"),
         ]
@@ -403,6 +404,10 @@ class RestApi:
             raise codes.insufficient_margin()
         self.publish(self.engine.ledger.transfer(source, target, amount))
         return {"success": True, "txnId": str(self.engine.ledger.income[target.name][-1].tran_id)}
+
+    def api_restrictions(self, call: Call) -> dict:
+        """What the calling key may do: its rights (a knob, `Account.set_api_rights`) in Binance's fields."""
+        return {"createTime": 1700000000000, "tradingAuthorityExpirationTime": 0, **call.user.api_rights}
 
     def _usdm(self, call: Call) -> None:
         futures_type = _required(call.params, "futuresType")

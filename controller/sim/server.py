@@ -177,6 +177,11 @@ class Simulator:
         """ADL now: the exchange closes ``account``'s position in ``symbol`` at the mark price."""
         self.api.publish(self.engine.auto_deleverage(self.accounts[account], symbol))
 
+    def set_api_rights(self, account: str, **rights: bool) -> dict[str, bool]:
+        """Change what ``account``'s key may do (GET /sapi/v1/account/apiRestrictions' booleans);
+        every key starts with least privilege (`controller.sim.accounts.LEAST_PRIVILEGE`)."""
+        return self.accounts[account].set_api_rights(**rights)
+
     def tick(self) -> None:
         """Move prices to the clock's time, fill, expire and warn: what the ticker does each tick."""
         self.market.advance(self.clock.time())
@@ -186,8 +191,8 @@ class Simulator:
     def state(self) -> dict:
         return {
             "time": self.clock.time(),
-            "accounts": {a.name: {"api_key": a.api_key, "api_secret": a.api_secret,
-                                  "master": a.master, "email": a.email} for a in self.accounts},
+            "accounts": {a.name: {"api_key": a.api_key, "api_secret": a.api_secret, "master": a.master,
+                                  "email": a.email, "api_rights": dict(a.api_rights)} for a in self.accounts},
             "prices": {s: str(self.market.price(s)) for s in self.market.specs},
             "faults": self.faults.snapshot(),
         }

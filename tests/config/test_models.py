@@ -241,7 +241,8 @@ def test_a_testnet_environment_needs_an_account():
 
 def test_exchange_environments_default_to_binances_futures_endpoints():
     testnet = load_model_text(DaemonConfig, TESTNET, "c.yaml").environments["testnet"]
-    live = load_model_text(DaemonConfig, TESTNET.replace("kind: testnet", "kind: live"), "c.yaml").environments["testnet"]
+    live = load_model_text(DaemonConfig, TESTNET.replace("kind: testnet", "kind: live") + "    confirm_live: true\n",
+                           "c.yaml").environments["testnet"]
     assert testnet.endpoints() == Endpoints("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com", None)
     assert live.endpoints() == Endpoints("https://fapi.binance.com", "wss://fstream.binance.com",
                                          "https://api.binance.com/sapi")
@@ -304,3 +305,29 @@ def test_a_release_setting_outside_its_own_section_is_refused():
     error = refusal(StrategyConfig, STRATEGY + "defects:\n  exits_never_sent: true\n")
     assert (error.line, error.field) == (14, "defects")
     assert "unknown field 'defects'" in error.message
+
+
+LIVE = TESTNET.replace("kind: testnet", "kind: live")
+LIVE_SUB = "      canary:\n        role: sub\n        api_key: env:CANARY_KEY\n        api_secret: env:CANARY_SECRET\n"
+
+
+def test_live_refuses_to_start_without_an_explicit_confirmation():
+    error = refusal(DaemonConfig, LIVE)
+    assert (error.line, error.field) == (3, "environments.testnet.kind")
+    assert "set confirm_live: true" in error.message
+    confirmed = load_model_text(DaemonConfig, LIVE + "    confirm_live: true\n", "c.yaml")
+    assert confirmed.environments["testnet"].confirm_live is True
+
+
+def test_confirm_live_belongs_to_live_environments_only():
+    error = refusal(DaemonConfig, TESTNET + "    confirm_live: true\n")
+    assert (error.line, error.field) == (8, "environments.testnet.confirm_live")
+
+
+def test_live_refuses_a_sub_account_without_a_capital_cap():
+    error = refusal(DaemonConfig, LIVE + LIVE_SUB + "    confirm_live: true\n")
+    assert (error.line, error.field) == (9, "environments.testnet.accounts.canary.role")
+    assert "every sub account needs a capital_cap" in error.message
+    capped = load_model_text(DaemonConfig, LIVE + LIVE_SUB + "        capital_cap: 0.02\n    confirm_live: true\n",
+                             "c.yaml")
+    assert capped.environments["testnet"].accounts["canary"].capital_cap == Decimal("0.02")

@@ -8,11 +8,14 @@ starts it. The policies folder is a copy, so that a file in it can be broken.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import shutil
 import signal
 import socket
 import time
 
+import aiohttp
 import pytest
 
 from tests.daemon.harness import log_events, poll, prepare_database, sim_config
@@ -121,3 +124,58 @@ async def test_notify_reload_and_stop_with_real_signals(tmp_path, processes, not
     await poll(exited, timeout=10, what="the daemon to exit after SIGTERM")
     assert daemon.returncode == 0, log.read_text(errors="replace")[-3000:]
     assert time.monotonic() - stopped_at < 10
+
+
+async def test_a_reload_parses_off_the_loop_and_a_broken_file_keeps_the_old_set(tmp_path, processes, notify):
+    """The policy files are read in a thread: while one is still parsing (held at the failpoint
+    ``policy.reload.read`` by a lock this test owns) the loop turns on, /healthz answers and the
+    watchdog pings; the broken file then leaves the old set in force and READY=1 is sent again."""
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    db_url = await prepare_database(tmp_path / "canary.db", releases=False)
+    config = sim_config(tmp_path, policies_dir=policies)
+    log = tmp_path / "daemon.log"
+    lock_path = tmp_path / "parse.lock"
+    with open(lock_path, "w") as lock:  # noqa: PTH123
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the parse waits until this is released
+        daemon = processes.start_daemon(
+            db_url=db_url, config=config, state_dir=tmp_path / "state", log=log, speed=10,
+            failpoints=f"policy.reload.read=hold:{lock_path}",
+            extra_env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
+        await notify.until("READY", timeout=30)
+
+        async def ready_logged():
+            return [e for e in log_events(log) if e.get("event") == "daemon_ready"]
+
+        [ready] = await poll(ready_logged, timeout=5, what="daemon_ready in the log")  # logged after READY=1
+
+        (policies / "stage-c.yaml").write_text("policies:\n  - name: broken\n    metric: [not, a, metric]\n")
+        daemon.send_signal(signal.SIGHUP)
+        await notify.until("RELOADING")
+        during = []
+        while sum(m.get("WATCHDOG") == "1" for m in during) < 3:  # the loop turns while the file parses
+            during.append(await notify.next(5))
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{ready['admin_port']}/healthz") as reply:
+                healthy = reply.status
+        during += drain(notify)
+
+        assert not any("READY" in m for m in during), during  # the reload has not finished
+        assert healthy == 200
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+    got = await notify.until("READY")
+    assert got[-1]["STATUS"] == "policy reload refused; previous policies in force"
+    [refused] = [e for e in log_events(log) if e.get("event") == "policy_reload_refused"]
+    assert "stage-c.yaml" in refused["error"]
+    assert daemon.poll() is None
+
+
+def drain(notify: NotifySocket) -> list[dict[str, str]]:
+    """The messages already queued on the notify socket, parsed."""
+    got = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            raw = notify.sock.recv(65536).decode()
+            got.append(dict(line.split("=", 1) for line in raw.splitlines() if "=" in line))
+    return got

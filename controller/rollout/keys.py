@@ -1,0 +1,69 @@
+"""Least privilege of the accounts' exchange keys, checked at the daemon's start and before every placement.
+
+Each key's rights are read from the exchange (GET /sapi/v1/account/apiRestrictions) and judged by
+`controller.exchange.permissions.judge`: a key that can withdraw, transfer or trade margin/spot is
+refused everywhere, and on `live` a key without an IP restriction. The Binance testnet has no SAPI:
+there, unless a SAPI URL is configured, the check is skipped with a logged reason (never on live,
+where a key whose rights cannot be read is refused).
+"""
+
+from __future__ import annotations
+
+from controller.deploy.base import DeployError
+from controller.errors import InputError
+from controller.exchange.permissions import judge
+from controller.logs import get_logger
+from controller.rollout.site import Site
+from controller.store import audit
+from controller.store.database import Database
+
+log = get_logger(__name__)
+
+
+class KeyTooWide(DeployError):
+    """The account's key may do more than the controller allows (or its rights cannot be read on
+    live): the placement is refused."""
+
+
+async def key_problems(site: Site, environment: str, account: str, *, trading: bool) -> list[str] | None:
+    """Why the account's key may not be used (empty: it may); None when its rights cannot be read
+    on a testnet without SAPI, which is logged."""
+    env = site.environment(environment)
+    if not env.endpoints.sapi_url:
+        if env.kind == "live":
+            return ["its rights cannot be read: the environment has no SAPI URL (sapi_url)"]
+        log.warning("key_rights_unchecked", environment=environment, account=account,
+                    reason=f"a {env.kind} exchange without a SAPI URL cannot tell a key's rights "
+                           "(the Binance testnet has no SAPI)")
+        return None
+    client = await site.client(environment, account, purpose="act" if trading else "observe")
+    return judge(await client.api_restrictions(), kind=env.kind, trading=trading)
+
+
+async def check_at_start(site: Site) -> None:
+    """Every account of every environment holds a key no wider than watching needs; refused: an
+    InputError (exit 2) naming the environment, the account and each right too wide."""
+    for environment, env in sorted(site.environments.items()):
+        for account in sorted(env.accounts):
+            problems = await key_problems(site, environment, account, trading=False)
+            if problems:
+                raise InputError(f"environment {environment}, account {account}: its exchange key is refused: "
+                                 + "; ".join(problems)
+                                 + ". Use a key that may only read and trade USD-M futures"
+                                 + (", bound to the controller's IP addresses" if env.kind == "live" else ""))
+
+
+async def check_placement(db: Database, site: Site, *, environment: str, account: str, release: str,
+                          actor: str) -> None:
+    """The account's key may trade futures and nothing wider, read now (rights change without
+    notice); refused: an audit event naming each problem and `KeyTooWide`."""
+    problems = await key_problems(site, environment, account, trading=True)
+    if not problems:
+        return
+    async with db.write() as session:
+        await audit.append(session, site.clock, actor=actor, kind="deploy.key_refused",
+                           subject=f"account:{environment}/{account}", release=release,
+                           payload={"problems": problems})
+    log.error("key_refused", release=release, account=f"{environment}/{account}", problems=problems)
+    raise KeyTooWide(f"release {release} is not placed on {environment}/{account}: its exchange key is refused: "
+                     + "; ".join(problems))
