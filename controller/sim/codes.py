@@ -221,6 +221,14 @@ def min_notional(notional: str) -> BinanceError:
                                "(unless you choose reduce only).")
 
 
+def modify_limit_reached() -> BinanceError:
+    return BinanceError(-5026, "Exceed maximum modify order limit.")
+
+
+def modify_unchanged() -> BinanceError:
+    return BinanceError(-5027, "No need to modify the order.")
+
+
 def post_only_rejected() -> BinanceError:
     return BinanceError(-5022, "Due to the order could not be executed as maker, the Post Only order "
                                "will be rejected. The order will not be recorded in the order history")

@@ -29,6 +29,7 @@ from controller.sim.events import Event, LeverageChanged, OrderUpdated
 from controller.sim.ledger import Ledger
 from controller.sim.market import Market, SymbolSpec
 from controller.sim.orders import Fill, NewOrder, Order
+from controller.sim.tickers import DailyTickers
 
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 
@@ -46,6 +47,8 @@ class MatchingEngine:
         self.trades: dict[str, list[Fill]] = {a.name: [] for a in book}
         self._order_ids = itertools.count(4_000_000_001)
         self._trade_ids = itertools.count(300_000_001)
+        self.tickers = DailyTickers()
+        self._observe_prices()
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -82,15 +85,8 @@ class MatchingEngine:
 
         Returns (the order as accepted, the live order after matching, events).
         """
-        spec = self.spec(req.symbol)
+        spec, price = self.validate(account, req)
         client_id = req.client_order_id
-        if client_id is not None:
-            if not _CLIENT_ID.match(client_id):
-                raise codes.bad_client_order_id()
-            # Binance: newClientOrderId is "a unique id among open orders".
-            if any(o.client_order_id == client_id for o in self.open_orders(account)):
-                raise codes.duplicate_client_order_id()
-        price = self._check(account, spec, req)
         now = self.now_ms()
         tif = req.time_in_force or "GTC"
         order_id = next(self._order_ids)
@@ -100,8 +96,6 @@ class MatchingEngine:
             orig_qty=req.quantity or ZERO, price=req.price or ZERO, reduce_only=req.reduce_only,
             time_ms=now, update_ms=now, good_till_date=req.good_till_date,
         )
-        if req.type == "LIMIT" and tif == "GTX" and self._crosses(spec, order.side, order.price):
-            raise codes.post_only_rejected()
         self.orders[order.order_id] = order
         self._open[order.order_id] = order
         accepted = replace(order)
@@ -119,6 +113,67 @@ class MatchingEngine:
             else:
                 self._reserve(account, order)
         return accepted, order, events
+
+    def validate(self, account: Account, req: NewOrder) -> tuple[SymbolSpec, Decimal]:
+        """Everything `place` checks before accepting ``req`` (POST /fapi/v1/order/test stops here);
+        returns the symbol and the order's reference price."""
+        spec = self.spec(req.symbol)
+        client_id = req.client_order_id
+        if client_id is not None:
+            if not _CLIENT_ID.match(client_id):
+                raise codes.bad_client_order_id()
+            # Binance: newClientOrderId is "a unique id among open orders".
+            if any(o.client_order_id == client_id for o in self.open_orders(account)):
+                raise codes.duplicate_client_order_id()
+        price = self._check(account, spec, req)
+        if req.type == "LIMIT" and req.time_in_force == "GTX" and self._crosses(spec, req.side, price):
+            raise codes.post_only_rejected()
+        return spec, price
+
+    def modify(self, account: Account, symbol: str, order_id: int | None, client_order_id: str | None,
+               side: str, quantity: Decimal, price: Decimal) -> tuple[Order, list[Event]]:
+        """PUT /fapi/v1/order: a resting LIMIT order's new quantity and price, under Binance's rules.
+
+        A new quantity or price that breaks a filter is refused and the order stays as it was; the
+        order is cancelled when it is partially filled and the new quantity is not above what
+        filled, or when it is post-only (GTX) and the new price would take. Otherwise it is amended
+        (execution type AMENDMENT) and, if its new price crosses the book, trades at once as a taker.
+        """
+        spec = self.spec(symbol)
+        order = self.find(account, spec.symbol, order_id, client_order_id)
+        if order is None:
+            raise codes.no_such_order()
+        if not order.is_open:
+            # Guessed: the code Binance gives for modifying an order that is no longer open.
+            raise codes.no_such_order()
+        if order.type != "LIMIT":
+            # Guessed: Binance modifies LIMIT orders only and documents no code for another type.
+            raise codes.bad_order_type()
+        if side != order.side:
+            # Guessed: Binance requires the order's own side; its code for another is not documented.
+            raise codes.bad_side()
+        if quantity == order.orig_qty and price == order.price:
+            raise codes.modify_unchanged()
+        if order.modifications >= filters.MAX_MODIFICATIONS:
+            raise codes.modify_limit_reached()
+        filters.check(spec, NewOrder(symbol=spec.symbol, side=order.side, type="LIMIT", quantity=quantity,
+                                     price=price, time_in_force=order.time_in_force,
+                                     reduce_only=order.reduce_only, good_till_date=order.good_till_date), self.market)
+        if quantity <= order.executed_qty or (order.time_in_force == "GTX" and self._crosses(spec, side, price)):
+            return order, [self._close(order, "CANCELED")]
+        added = quantity - order.executed_qty - order.remaining
+        if not order.reduce_only and added > 0:
+            # Simplified: only what the amendment adds to the order needs margin.
+            self.ledger.check_margin(account, spec, order.side, added, price)
+        order.orig_qty, order.price = quantity, price
+        order.modifications += 1
+        order.update_ms = self.now_ms()
+        self._reserve(account, order)
+        events: list[Event] = [OrderUpdated(account.name, replace(order), "AMENDMENT", None, order.update_ms)]
+        events += self._take(account, spec, order, price)
+        if order.is_open:
+            self._reserve(account, order)
+        return order, events
 
     def cancel(self, account: Account, symbol: str, order_id: int | None,
                client_order_id: str | None) -> tuple[Order, list[Event]]:
@@ -172,6 +227,7 @@ class MatchingEngine:
     def on_tick(self) -> list[Event]:
         """After prices moved: liquidate isolated positions the price reached, fill resting orders
         the price reached, expire GTD, margin calls."""
+        self._observe_prices()
         events: list[Event] = []
         for account in self.book:
             events += self._liquidate_isolated(account)
@@ -299,12 +355,18 @@ class MatchingEngine:
         fill = Fill(next(self._trade_ids), order.order_id, spec.symbol, order.side, price, qty,
                     commission, realized, maker, now)
         self.trades[account.name].append(fill)
+        self.tickers.trade(fill)
         self.ledger.record_income(account, fill)
         if order.reserved:
             self._reserve(account, order)
         # Guessed order: Binance's stream usually shows the trade before the balance change.
         return [OrderUpdated(account.name, replace(order), "TRADE", fill, now),
                 self.ledger.balance_event(account, "ORDER", [spec.symbol], ZERO)]
+
+    def _observe_prices(self) -> None:
+        now = self.now_ms()
+        for symbol in self.market.specs:
+            self.tickers.observe(symbol, self.market.price(symbol), now)
 
     def _reserve(self, account: Account, order: Order) -> None:
         """Recompute the margin and notional an open order holds, and the account's sums."""

@@ -49,6 +49,7 @@ class Order:
     cum_quote: Decimal = ZERO
     good_till_date: int = 0
     reserved: Decimal = ZERO     # initial margin this order holds while open
+    modifications: int = 0       # PUT /fapi/v1/order amendments so far (Binance caps them)
 
     @property
     def remaining(self) -> Decimal:

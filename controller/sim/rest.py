@@ -82,7 +82,10 @@ class RestApi:
             Endpoint("GET", "/fapi/v2/ticker/price", self.ticker_price, N, _w_symbol(1, 2)),
             Endpoint("GET", "/fapi/v1/premiumIndex", self.premium_index, N, _w_symbol(1, 10)),
             Endpoint("GET", "/fapi/v1/ticker/bookTicker", self.book_ticker, N, _w_symbol(2, 5)),
+            Endpoint("GET", "/fapi/v1/ticker/24hr", self.ticker_24hr, N, _w_symbol(1, 40)),
             Endpoint("POST", "/fapi/v1/order", self.new_order, S, _w(0), new_order=True),
+            Endpoint("POST", "/fapi/v1/order/test", self.test_order, S, _w(0)),
+            Endpoint("PUT", "/fapi/v1/order", self.modify_order, S, _w(0), new_order=True),
             Endpoint("GET", "/fapi/v1/order", self.query_order, S, _w(1)),
             Endpoint("DELETE", "/fapi/v1/order", self.cancel_order, S, _w(1)),
             Endpoint("DELETE", "/fapi/v1/allOpenOrders", self.cancel_all, S, _w(1)),
@@ -142,6 +145,11 @@ class RestApi:
     def book_ticker(self, call: Call) -> object:
         return self._per_symbol(call, lambda s: wire.book_ticker(self.market, s, self.now_ms()))
 
+    def ticker_24hr(self, call: Call) -> object:
+        now = self.now_ms()
+        return self._per_symbol(call, lambda s: wire.ticker_24hr(
+            s, self.engine.tickers.stats(s.symbol, self.market.price(s.symbol), now)))
+
     def _per_symbol(self, call: Call, render: Callable) -> object:
         if call.params.get("symbol"):
             return render(self.engine.spec(call.params["symbol"]))
@@ -150,20 +158,41 @@ class RestApi:
     # -- orders --------------------------------------------------------------------------------
 
     def new_order(self, call: Call) -> dict:
-        p = call.params
+        accepted, live, events = self.engine.place(call.user, self._new_order_request(call.params))
+        self.publish(events)
+        spec = self.market.specs[live.symbol]
+        return wire.order(spec, live if call.params.get("newOrderRespType") == "RESULT" else accepted, "new")
+
+    def test_order(self, call: Call) -> dict:
+        """Validated as POST /fapi/v1/order would be (same errors); nothing is placed. Binance answers {}."""
+        self.engine.validate(call.user, self._new_order_request(call.params))
+        return {}
+
+    def _new_order_request(self, p: dict[str, str]) -> NewOrder:
         if p.get("positionSide", "BOTH") != "BOTH":
             raise codes.BinanceError(-4061, "Order's position side does not match user's setting.")
-        req = NewOrder(
+        return NewOrder(
             symbol=_required(p, "symbol"), side=_required(p, "side"), type=_required(p, "type"),
             quantity=_decimal(p, "quantity"), price=_decimal(p, "price"),
             time_in_force=p.get("timeInForce") or None, reduce_only=_bool(p, "reduceOnly"),
             client_order_id=p.get("newClientOrderId") or None,
             good_till_date=_int(p, "goodTillDate") or 0,
         )
-        accepted, live, events = self.engine.place(call.user, req)
+
+    def modify_order(self, call: Call) -> dict:
+        """PUT /fapi/v1/order: both quantity and price are mandatory (unlike /dapi's modify)."""
+        spec, order_id, client_id = self._order_ref(call)
+        side = _required(call.params, "side")
+        if side not in ("BUY", "SELL"):
+            raise codes.bad_side()
+        quantity, price = _decimal(call.params, "quantity"), _decimal(call.params, "price")
+        if quantity is None:
+            raise codes.mandatory("quantity")
+        if price is None:
+            raise codes.mandatory("price")
+        order, events = self.engine.modify(call.user, spec.symbol, order_id, client_id, side, quantity, price)
         self.publish(events)
-        spec = self.market.specs[live.symbol]
-        return wire.order(spec, live if p.get("newOrderRespType") == "RESULT" else accepted, "new")
+        return wire.order(spec, order, "modify")
 
     def query_order(self, call: Call) -> dict:
         spec, order_id, client_id = self._order_ref(call)
@@ -201,10 +230,12 @@ class RestApi:
         spec = self.engine.spec(_required(call.params, "symbol"))
         orders = [o for o in self.engine.orders.values()
                   if o.account == call.user.name and o.symbol == spec.symbol]
+        limit = _limit(call.params, 500, 1000)
         from_id = _int(call.params, "orderId")
-        orders = [o for o in orders if from_id is None or o.order_id >= from_id]
         orders = _between(orders, call.params, lambda o: o.time_ms)
-        return [wire.order(spec, o) for o in orders[-_limit(call.params, 500, 1000):]]
+        if from_id is not None:  # Binance: "orders >= that orderId", read forward from it
+            return [wire.order(spec, o) for o in orders if o.order_id >= from_id][:limit]
+        return [wire.order(spec, o) for o in orders[-limit:]]
 
     def _order_ref(self, call: Call) -> tuple[SymbolSpec, int | None, str | None]:
         spec = self.engine.spec(_required(call.params, "symbol"))

@@ -13,9 +13,10 @@ from decimal import Decimal
 from controller.sim.accounts import Account, PositionRisk, Totals
 from controller.sim.events import BalanceChanged, Event, LeverageChanged, MarginCalled, MultiAssetsChanged, OrderUpdated
 from controller.sim.market import Bracket, Market, SymbolSpec
-from controller.sim.filters import MAX_OPEN_ORDERS, PERCENT_PRICE_DOWN, PERCENT_PRICE_UP
+from controller.sim.filters import MAX_MODIFICATIONS, MAX_OPEN_ORDERS, PERCENT_PRICE_DOWN, PERCENT_PRICE_UP
 from controller.sim.ledger import Income
 from controller.sim.orders import Fill, Order
+from controller.sim.tickers import DailyStats
 
 ZERO = Decimal(0)
 
@@ -69,7 +70,7 @@ def _symbol(spec: SymbolSpec) -> dict:
         "pricePrecision": spec.price_precision, "quantityPrecision": spec.qty_precision,
         "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN",
         "underlyingSubType": [], "settlePlan": 0, "triggerProtect": "0.0500",
-        "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
+        "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": MAX_MODIFICATIONS,
         "filters": [
             {"filterType": "PRICE_FILTER", "minPrice": plain(spec.min_price),
              "maxPrice": plain(spec.max_price), "tickSize": str(spec.tick)},
@@ -111,6 +112,19 @@ def premium_index(spec: SymbolSpec, price: Decimal, now_ms: int) -> dict:
             "nextFundingTime": (now_ms // 28_800_000 + 1) * 28_800_000, "time": now_ms}
 
 
+def ticker_24hr(spec: SymbolSpec, stats: DailyStats) -> dict:
+    return {
+        "symbol": spec.symbol, "priceChange": _price(spec, stats.change),
+        "priceChangePercent": fmt(stats.change_percent, 3), "weightedAvgPrice": _price(spec, stats.weighted_average),
+        "lastPrice": _price(spec, stats.last), "lastQty": _qty(spec, stats.last_qty),
+        "openPrice": _price(spec, stats.open), "highPrice": _price(spec, stats.high),
+        "lowPrice": _price(spec, stats.low), "volume": _qty(spec, stats.volume),
+        "quoteVolume": money(stats.quote_volume), "openTime": stats.open_time_ms,
+        "closeTime": stats.close_time_ms, "firstId": stats.first_id, "lastId": stats.last_id,
+        "count": stats.count,
+    }
+
+
 def book_ticker(market: Market, spec: SymbolSpec, now_ms: int) -> dict:
     level = _qty(spec, market.level_qty(spec.symbol))
     return {"symbol": spec.symbol, "bidPrice": _price(spec, market.best(spec.symbol, "SELL")),
@@ -124,11 +138,12 @@ def book_ticker(market: Market, spec: SymbolSpec, now_ms: int) -> dict:
 # Which fields each answer about an order leaves out (Binance's response examples):
 # POST answers carry cumQty but no time; GET (query, open orders) carry time and cumQuote but
 # no cumQty; DELETE carries cumQty and cumQuote, no time and no avgPrice.
-_ORDER_SHAPES = {"new": ("time",), "query": ("cumQty",), "cancel": ("time", "avgPrice")}
+_ORDER_SHAPES = {"new": ("time",), "modify": ("time",), "query": ("cumQty",), "cancel": ("time", "avgPrice")}
 
 
 def order(spec: SymbolSpec, o: Order, shape: str = "query") -> dict:
-    """An order as POST (``new``), GET (``query``) or DELETE (``cancel``) /fapi/v1/order answer it."""
+    """An order as POST (``new``), PUT (``modify``), GET (``query``) or DELETE (``cancel``)
+    /fapi/v1/order answer it."""
     answer = {
         "orderId": o.order_id, "symbol": o.symbol, "status": o.status,
         "clientOrderId": o.client_order_id, "price": _price(spec, o.price),

@@ -21,6 +21,8 @@ SDK = "binance_sdk_derivatives_trading_usds_futures"
 DOCUMENTED_EXTRAS = {
     # The New Order (TRADE) response example in Binance's docs carries both; the spec omits them.
     "new_order_response": {"avgPrice", "cumQuote"},
+    # The Modify Order response example carries both, as the New Order one does; the spec omits them.
+    "modify_order_response": {"avgPrice", "cumQuote"},
     # The Cancel Order response example carries cumQuote; the spec omits it.
     "cancel_order_response": {"cumQuote"},
     # The Account Information V2 response example lists breakEvenPrice for each position.
