@@ -4,6 +4,18 @@ Field names follow Binance's USD-M documentation and the response models of Bina
 `binance-sdk-derivatives-trading-usds-futures` (18.1). Numbers are strings as Binance sends
 them (prices to the symbol's precision, money to 8 decimals); ids, times, leverage and bracket
 numbers are JSON numbers.
+
+Where the SDK's models and Binance's documentation disagree, the documentation wins:
+- New, Modify and Cancel Order answers carry ``avgPrice`` and ``cumQuote`` (Cancel: ``cumQuote``
+  only), as Binance's response examples show; the SDK's models leave them out.
+- The leverage brackets' ``cum`` is a decimal number in both answers of GET
+  /fapi/v1/leverageBracket (the list's example shows ``0.0``, and the maintenance amounts of
+  higher brackets are not whole); the SDK types it an integer in the single-symbol answer only,
+  from an example that reads ``0``.
+- Account Information V2 positions carry ``breakEvenPrice`` (its response example).
+- ``listenKeyExpired`` sends its event time as a string (its example, and the live API).
+One way round: symbolConfig's ``isAutoAddMargin`` is a boolean as the SDK says, where the
+docs' example shows a string (guessed: the SDK is the more recent source).
 """
 
 from __future__ import annotations
