@@ -190,6 +190,10 @@ def margin_type_position() -> BinanceError:
     return BinanceError(-4048, "Margin type cannot be changed if there exists position.")
 
 
+def position_side_mismatch() -> BinanceError:
+    return BinanceError(-4061, "Order's position side does not match user's setting.")
+
+
 def position_side_unchanged() -> BinanceError:
     return BinanceError(-4059, "No need to change position side.")
 

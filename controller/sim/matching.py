@@ -11,6 +11,10 @@ that price (an order of type LIQUIDATION, client id ``autoclose-...``); `auto_de
 position at the mark price as ADL does (client id ``adl_autoclose``). Both trade with execution
 type CALCULATED, as Binance reports a liquidation's execution.
 
+In hedge mode an order names its position side (LONG or SHORT); one that closes its side (SELL
+LONG, BUY SHORT) is bounded by that side's position, as a reduce-only order is in one-way mode.
+A resting LIMIT order can be modified (PUT /fapi/v1/order) under Binance's rules (`modify`).
+
 An order passes Binance's symbol filters (`controller.sim.filters`) first; what a fill does to the
 account, and the margin orders need and hold, is the ledger's (`controller.sim.ledger`).
 """
@@ -24,7 +28,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 from controller.sim import codes, filters
-from controller.sim.accounts import ZERO, Account, AccountBook
+from controller.sim.accounts import POSITION_SIDES, ZERO, Account, AccountBook
 from controller.sim.events import Event, LeverageChanged, OrderUpdated
 from controller.sim.ledger import Ledger
 from controller.sim.market import Market, SymbolSpec
@@ -94,6 +98,7 @@ class MatchingEngine:
             order_id=order_id, client_order_id=client_id or f"sim-{order_id}", account=account.name,
             symbol=spec.symbol, side=req.side, type=req.type, time_in_force=tif,
             orig_qty=req.quantity or ZERO, price=req.price or ZERO, reduce_only=req.reduce_only,
+            position_side=req.position_side,
             time_ms=now, update_ms=now, good_till_date=req.good_till_date,
         )
         self.orders[order.order_id] = order
@@ -107,7 +112,7 @@ class MatchingEngine:
             return accepted, order, events
         events += self._take(account, spec, order, limit)
         if order.is_open:
-            done_reducing = order.reduce_only and not self._reducible(account, order)
+            done_reducing = order.reduces and not self._reducible(account, order)
             if req.type == "MARKET" or tif in ("IOC", "FOK") or done_reducing:
                 events.append(self._close(order, "EXPIRED"))
             else:
@@ -158,13 +163,14 @@ class MatchingEngine:
             raise codes.modify_limit_reached()
         filters.check(spec, NewOrder(symbol=spec.symbol, side=order.side, type="LIMIT", quantity=quantity,
                                      price=price, time_in_force=order.time_in_force,
-                                     reduce_only=order.reduce_only, good_till_date=order.good_till_date), self.market)
+                                     reduce_only=order.reduce_only, good_till_date=order.good_till_date,
+                                     position_side=order.position_side), self.market)
         if quantity <= order.executed_qty or (order.time_in_force == "GTX" and self._crosses(spec, side, price)):
             return order, [self._close(order, "CANCELED")]
         added = quantity - order.executed_qty - order.remaining
-        if not order.reduce_only and added > 0:
+        if not order.reduces and added > 0:
             # Simplified: only what the amendment adds to the order needs margin.
-            self.ledger.check_margin(account, spec, order.side, added, price)
+            self.ledger.check_margin(account, spec, order.side, added, price, order.position_side)
         order.orig_qty, order.price = quantity, price
         order.modifications += 1
         order.update_ms = self.now_ms()
@@ -194,10 +200,10 @@ class MatchingEngine:
         spec = self.spec(symbol)
         if not 1 <= leverage <= spec.max_leverage:
             raise codes.bad_leverage(str(leverage))
-        position = account.position(symbol)
+        held = sum((abs(account.position(symbol, side).amount) for side in account.sides), ZERO)
         max_notional = spec.max_notional(leverage)
         # Guessed: Binance's code for lowering leverage below what an open position allows.
-        if abs(position.amount) * self.market.price(symbol) > max_notional:
+        if held * self.market.price(symbol) > max_notional:
             raise codes.over_max_position()
         if not apply:  # fault "leverage silently not applied": answer as if done, change nothing
             return leverage, max_notional, []
@@ -213,7 +219,7 @@ class MatchingEngine:
         setting = account.setting(symbol)
         if setting.margin_type == margin_type:
             raise codes.margin_type_unchanged()
-        if account.position(symbol).amount:
+        if account.holds(symbol):
             raise codes.margin_type_position()
         if self.open_orders(account, symbol):
             raise codes.margin_type_open_orders()
@@ -242,11 +248,11 @@ class MatchingEngine:
             reached = mark <= order.price if order.side == "BUY" else mark >= order.price
             if reached:
                 qty = min(order.remaining, self.market.level_qty(order.symbol))
-                if order.reduce_only:
+                if order.reduces:
                     qty = min(qty, self._reducible(account, order))
                 if qty > 0:
                     events += self._fill(account, spec, order, qty, order.price, maker=True)
-                if order.is_open and order.reduce_only and not self._reducible(account, order):
+                if order.is_open and order.reduces and not self._reducible(account, order):
                     events.append(self._close(order, "EXPIRED"))
         for account in self.book:
             events += self.ledger.margin_call(account)
@@ -255,38 +261,44 @@ class MatchingEngine:
     # -- the exchange closing positions itself ---------------------------------------------------
 
     def auto_deleverage(self, account: Account, symbol: str) -> list[Event]:
-        """ADL: the exchange closes the account's position in ``symbol`` at the mark price."""
+        """ADL: the exchange closes the account's positions in ``symbol`` at the mark price."""
         spec = self.spec(symbol)
-        position = account.position(spec.symbol)
-        if not position.amount:
+        if not account.holds(spec.symbol):
             raise ValueError(f"{account.name} holds no {spec.symbol} position to deleverage")
-        return self._close_by_exchange(account, spec, "MARKET", "adl_autoclose", self.market.price(spec.symbol))
+        events: list[Event] = []
+        for side in account.sides:
+            if account.position(spec.symbol, side).amount:
+                events += self._close_by_exchange(account, spec, "MARKET", "adl_autoclose",
+                                                  self.market.price(spec.symbol), side)
+        return events
 
     def _liquidate_isolated(self, account: Account) -> list[Event]:
-        held = [s for s, p in account.positions.items() if p.amount and account.setting(s).isolated]
+        held = list(dict.fromkeys(s for (s, _), p in account.positions.items()
+                                  if p.amount and account.setting(s).isolated))
         if not held:
             return []
         events: list[Event] = []
         for risk in account.risks(self.market, held):
             mark, price = risk.mark, risk.liquidation_price
             reached = mark <= price if risk.amount > 0 else mark >= price
-            if price > 0 and reached:
+            if risk.amount and price > 0 and reached:
                 spec = self.market.specs[risk.symbol]
                 # Binance's liquidation client ids are "autoclose-" and a number; the sim uses its time.
                 events += self._close_by_exchange(account, spec, "LIQUIDATION", f"autoclose-{self.now_ms()}",
-                                                  spec.round_price(price))
+                                                  spec.round_price(price), risk.position_side)
         return events
 
     def _close_by_exchange(self, account: Account, spec: SymbolSpec, order_type: str, client_id: str,
-                           price: Decimal) -> list[Event]:
+                           price: Decimal, position_side: str = "BOTH") -> list[Event]:
         """The open orders of the symbol canceled, then the whole position closed at ``price``."""
         events: list[Event] = [self._close(o, "EXPIRED") for o in self.open_orders(account, spec.symbol)]
-        position = account.position(spec.symbol)
+        position = account.position(spec.symbol, position_side)
         now = self.now_ms()
         order_id = next(self._order_ids)
         order = Order(order_id=order_id, client_order_id=client_id, account=account.name, symbol=spec.symbol,
                       side="SELL" if position.amount > 0 else "BUY", type=order_type, time_in_force="IOC",
-                      orig_qty=abs(position.amount), price=price, reduce_only=True, time_ms=now, update_ms=now)
+                      orig_qty=abs(position.amount), price=price, reduce_only=position_side == "BOTH",
+                      time_ms=now, update_ms=now, position_side=position_side)
         self.orders[order_id] = order
         events.append(OrderUpdated(account.name, replace(order), "NEW", None, now))
         # Simplified: the position closes at ``price`` and the wallet keeps what is left of its margin
@@ -299,13 +311,20 @@ class MatchingEngine:
     def _check(self, account: Account, spec: SymbolSpec, req: NewOrder) -> Decimal:
         """The symbol's filters, then what the account allows; returns the reference price."""
         price = filters.check(spec, req, self.market)
-        position = account.position(spec.symbol).amount
-        if req.reduce_only and (position == 0 or (position > 0) == (req.side == "BUY")):
+        if req.position_side not in POSITION_SIDES:
+            raise codes.bad_value("positionSide")
+        if (req.position_side == "BOTH") == account.hedge:
+            raise codes.position_side_mismatch()
+        if account.hedge and req.reduce_only:
+            raise codes.not_required("reduceOnly")  # Binance: reduceOnly cannot be sent in hedge mode
+        position = account.position(spec.symbol, req.position_side).amount
+        closing = (req.position_side, req.side) in (("LONG", "SELL"), ("SHORT", "BUY"))
+        if (req.reduce_only or closing) and (position == 0 or (position > 0) == (req.side == "BUY")):
             raise codes.reduce_only_rejected()
         if len(self.open_orders(account, spec.symbol)) >= filters.MAX_OPEN_ORDERS:
             raise codes.max_open_orders()
-        if not req.reduce_only:
-            self.ledger.check_margin(account, spec, req.side, req.quantity, price)
+        if not (req.reduce_only or closing):
+            self.ledger.check_margin(account, spec, req.side, req.quantity, price, req.position_side)
         return price
 
     def _crosses(self, spec: SymbolSpec, side: str, price: Decimal) -> bool:
@@ -320,7 +339,7 @@ class MatchingEngine:
         return levels * self.market.level_qty(spec.symbol)
 
     def _reducible(self, account: Account, order: Order) -> Decimal:
-        position = account.position(order.symbol).amount
+        position = account.position(order.symbol, order.position_side).amount
         if position == 0 or (position > 0) == (order.side == "BUY"):
             return ZERO
         return abs(position)
@@ -335,7 +354,7 @@ class MatchingEngine:
             if limit is not None and (price > limit if order.side == "BUY" else price < limit):
                 break
             qty = min(order.remaining, level)
-            if order.reduce_only:
+            if order.reduces:
                 qty = min(qty, self._reducible(account, order))
                 if qty == 0:
                     break
@@ -347,13 +366,14 @@ class MatchingEngine:
     def _fill(self, account: Account, spec: SymbolSpec, order: Order, qty: Decimal,
               price: Decimal, *, maker: bool) -> list[Event]:
         now = self.now_ms()
-        realized, commission = self.ledger.settle(account, spec.symbol, order.side, qty, price, maker=maker, now=now)
+        realized, commission = self.ledger.settle(account, spec.symbol, order.side, qty, price, maker=maker, now=now,
+                                                  position_side=order.position_side)
         order.executed_qty += qty
         order.cum_quote += qty * price
         order.update_ms = now
         order.status = "FILLED" if order.remaining == 0 else "PARTIALLY_FILLED"
         fill = Fill(next(self._trade_ids), order.order_id, spec.symbol, order.side, price, qty,
-                    commission, realized, maker, now)
+                    commission, realized, maker, now, order.position_side)
         self.trades[account.name].append(fill)
         self.tickers.trade(fill)
         self.ledger.record_income(account, fill)

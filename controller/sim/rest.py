@@ -169,14 +169,12 @@ class RestApi:
         return {}
 
     def _new_order_request(self, p: dict[str, str]) -> NewOrder:
-        if p.get("positionSide", "BOTH") != "BOTH":
-            raise codes.BinanceError(-4061, "Order's position side does not match user's setting.")
         return NewOrder(
             symbol=_required(p, "symbol"), side=_required(p, "side"), type=_required(p, "type"),
             quantity=_decimal(p, "quantity"), price=_decimal(p, "price"),
             time_in_force=p.get("timeInForce") or None, reduce_only=_bool(p, "reduceOnly"),
             client_order_id=p.get("newClientOrderId") or None,
-            good_till_date=_int(p, "goodTillDate") or 0,
+            good_till_date=_int(p, "goodTillDate") or 0, position_side=p.get("positionSide") or "BOTH",
         )
 
     def modify_order(self, call: Call) -> dict:
@@ -288,13 +286,16 @@ class RestApi:
                 for r in call.user.risks(self.market, symbols)]
 
     def position_risk_v3(self, call: Call) -> list[dict]:
-        """v3 lists only symbols with a position or open orders (Binance's documented rule)."""
+        """v3 lists only symbols with a position or open orders (Binance's documented rule); in hedge
+        mode, a side of such a symbol only when it is held or the symbol has open orders (guessed)."""
         active = self._active(call.user)
         if call.params.get("symbol"):
             symbol = self.engine.spec(call.params["symbol"]).symbol
             active = [s for s in active if s == symbol]
+        with_orders = {o.symbol for o in self.engine.open_orders(call.user)}
         return [wire.position_v3(self.market.specs[r.symbol], r)
-                for r in call.user.risks(self.market, active)]
+                for r in call.user.risks(self.market, active)
+                if r.amount or r.symbol in with_orders or r.position_side == "BOTH"]
 
     def symbol_config(self, call: Call) -> list[dict]:
         symbols = [self.engine.spec(call.params["symbol"]).symbol] if call.params.get("symbol") else None
@@ -329,8 +330,8 @@ class RestApi:
         return {"multiAssetsMargin": call.user.multi_assets}
 
     def change_position_mode(self, call: Call) -> dict:
-        """The mode is recorded and answered; orders still match one-way (positionSide BOTH).
-        Binance pushes no user-stream event for it: only reading the mode shows the change."""
+        """One-way (positionSide BOTH) or hedge mode (LONG and SHORT). Binance pushes no user-stream
+        event for it: only reading the mode shows the change."""
         dual = _bool(call.params, "dualSidePosition")
         if dual == call.user.hedge:
             raise codes.position_side_unchanged()
@@ -364,7 +365,7 @@ class RestApi:
     def _active(self, account: Account) -> list[str]:
         with_orders = {o.symbol for o in self.engine.open_orders(account)}
         return [s for s in self.market.specs
-                if s in with_orders or (s in account.positions and account.positions[s].amount)]
+                if s in with_orders or account.holds(s)]
 
     # -- user-data stream ----------------------------------------------------------------------
 

@@ -163,7 +163,7 @@ def order(spec: SymbolSpec, o: Order, shape: str = "query") -> dict:
         "origQty": _qty(spec, o.orig_qty), "executedQty": _qty(spec, o.executed_qty),
         "cumQty": _qty(spec, o.executed_qty), "cumQuote": money(o.cum_quote),
         "timeInForce": o.time_in_force, "type": o.type, "reduceOnly": o.reduce_only,
-        "closePosition": False, "side": o.side, "positionSide": "BOTH", "stopPrice": "0",
+        "closePosition": False, "side": o.side, "positionSide": o.position_side, "stopPrice": "0",
         "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": o.type,
         "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
         "goodTillDate": o.good_till_date, "time": o.time_ms, "updateTime": o.update_ms,
@@ -178,7 +178,7 @@ def trade(spec: SymbolSpec, f: Fill) -> dict:
         "symbol": f.symbol, "id": f.trade_id, "orderId": f.order_id, "side": f.side,
         "price": _price(spec, f.price), "qty": _qty(spec, f.qty), "realizedPnl": money(f.realized_pnl),
         "marginAsset": "USDT", "quoteQty": money(f.quote_qty), "commission": money(f.commission),
-        "commissionAsset": "USDT", "time": f.time_ms, "positionSide": "BOTH",
+        "commissionAsset": "USDT", "time": f.time_ms, "positionSide": f.position_side,
         "buyer": f.side == "BUY", "maker": f.maker,
     }
 
@@ -208,7 +208,7 @@ def position_v2(spec: SymbolSpec, r: PositionRisk) -> dict:
         "unRealizedProfit": money(r.unrealized), "liquidationPrice": plain(r.liquidation_price),
         "leverage": str(r.leverage), "maxNotionalValue": plain(r.max_notional),
         "marginType": _margin_type(r), "isolatedMargin": _isolated_margin(r),
-        "isAutoAddMargin": "false", "positionSide": "BOTH", "notional": plain(r.notional),
+        "isAutoAddMargin": "false", "positionSide": r.position_side, "notional": plain(r.notional),
         "isolatedWallet": plain(r.isolated_wallet), "updateTime": r.update_ms,
     }
 
@@ -216,7 +216,7 @@ def position_v2(spec: SymbolSpec, r: PositionRisk) -> dict:
 def position_v3(spec: SymbolSpec, r: PositionRisk) -> dict:
     """GET /fapi/v3/positionRisk: no leverage or margin type (those live in symbolConfig)."""
     return {
-        "symbol": r.symbol, "positionSide": "BOTH", "positionAmt": _qty(spec, r.amount),
+        "symbol": r.symbol, "positionSide": r.position_side, "positionAmt": _qty(spec, r.amount),
         "entryPrice": plain(r.entry_price), "breakEvenPrice": plain(r.break_even),
         "markPrice": fmt(r.mark, spec.price_precision + 6), "unRealizedProfit": money(r.unrealized),
         "liquidationPrice": plain(r.liquidation_price),
@@ -279,7 +279,7 @@ def account_v2(account: Account, market: Market) -> dict:
             "isolated": r.isolated, "entryPrice": plain(r.entry_price),
             "breakEvenPrice": plain(r.break_even), "maxNotional": plain(r.max_notional),
             "bidNotional": plain(r.bid_notional), "askNotional": plain(r.ask_notional),
-            "positionSide": "BOTH", "positionAmt": _qty(spec, r.amount), "updateTime": r.update_ms,
+            "positionSide": r.position_side, "positionAmt": _qty(spec, r.amount), "updateTime": r.update_ms,
         })
     return {"feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True,
             "canWithdraw": True, "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1,
@@ -292,7 +292,7 @@ def account_v3(account: Account, market: Market, active: list[str]) -> dict:
     for r in account.risks(market, active):
         spec = market.specs[r.symbol]
         positions.append({
-            "symbol": r.symbol, "positionSide": "BOTH", "positionAmt": _qty(spec, r.amount),
+            "symbol": r.symbol, "positionSide": r.position_side, "positionAmt": _qty(spec, r.amount),
             "unrealizedProfit": money(r.unrealized),
             "isolatedMargin": _isolated_margin(r),
             "notional": plain(r.notional), "isolatedWallet": plain(r.isolated_wallet),
@@ -365,7 +365,7 @@ def event(e: Event, market: Market, account: Account) -> dict:
         return {"e": "ACCOUNT_CONFIG_UPDATE", "E": e.time_ms, "T": e.time_ms, "ai": {"j": e.multi_assets}}
     if isinstance(e, MarginCalled):
         return {"e": "MARGIN_CALL", "E": e.time_ms, "cw": money(e.cross_wallet), "p": [
-            {"s": r.symbol, "ps": "BOTH", "pa": _qty(market.specs[r.symbol], r.amount),
+            {"s": r.symbol, "ps": r.position_side, "pa": _qty(market.specs[r.symbol], r.amount),
              "mt": "CROSSED", "iw": money(r.isolated_wallet), "mp": plain(r.mark),
              "up": money(r.unrealized), "mm": money(r.maint_margin)} for r in e.positions]}
     raise TypeError(f"not a simulator event: {e!r}")
@@ -382,7 +382,7 @@ def _order_update(e: OrderUpdated, spec: SymbolSpec, account: Account) -> dict:
         "T": e.time_ms, "t": f.trade_id if f else 0,
         "b": plain(account.open_buy.get(o.symbol, ZERO)), "a": plain(account.open_sell.get(o.symbol, ZERO)),
         "m": f.maker if f else False, "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.type,
-        "ps": "BOTH", "cp": False, "rp": money(f.realized_pnl if f else ZERO), "pP": False,
+        "ps": o.position_side, "cp": False, "rp": money(f.realized_pnl if f else ZERO), "pP": False,
         "si": 0, "ss": 0, "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": o.good_till_date,
     }
     if f is not None:  # Binance: commission fields are pushed only with a trade
@@ -397,7 +397,7 @@ def _account_update(e: BalanceChanged, market: Market) -> dict:
                "bc": money(e.balance_change)}],
         "P": [{"s": r.symbol, "pa": _qty(market.specs[r.symbol], r.amount), "ep": plain(r.entry_price),
                "bep": plain(r.break_even), "cr": money(r.realized), "up": money(r.unrealized),
-               "mt": _margin_type(r), "iw": money(r.isolated_wallet), "ps": "BOTH"}
+               "mt": _margin_type(r), "iw": money(r.isolated_wallet), "ps": r.position_side}
               for r in e.positions],
     }}
 
