@@ -114,6 +114,10 @@ def rejected_key(ip: str) -> BinanceError:
     return BinanceError(-2015, f"Invalid API-key, IP, or permissions for action, request ip: {ip}", 401)
 
 
+def would_trigger_immediately() -> BinanceError:
+    return BinanceError(-2021, "Order would immediately trigger.")
+
+
 def insufficient_margin() -> BinanceError:
     return BinanceError(-2019, "Margin is insufficient.")
 
@@ -174,6 +178,10 @@ def bad_leverage(leverage: str) -> BinanceError:
     return BinanceError(-4028, f"Leverage {leverage} is not valid")
 
 
+def max_algo_orders() -> BinanceError:
+    return BinanceError(-4045, "Reach max stop order limit.")
+
+
 def bad_margin_type() -> BinanceError:
     return BinanceError(-4044, "The margin type is not valid.")
 
@@ -209,6 +217,11 @@ def position_side_position() -> BinanceError:
 def multi_assets_unchanged() -> BinanceError:
     # Guessed: the message Binance gives when the account is already in the asked mode.
     return BinanceError(-4171, "Adjusted Multi-Assets mode is same as current Multi-Assets mode.")
+
+
+def bad_callback_rate() -> BinanceError:
+    # Guessed: Binance's code for a callbackRate outside [0.1, 10] (its documented range).
+    return BinanceError(-1130, "Data sent for parameter 'callbackRate' is not valid.")
 
 
 def duplicate_client_order_id() -> BinanceError:

@@ -34,6 +34,7 @@ from controller.sim.ledger import Ledger
 from controller.sim.market import Market, SymbolSpec
 from controller.sim.orders import Fill, NewOrder, Order
 from controller.sim.tickers import DailyTickers
+from controller.sim.triggers import TriggerBook
 
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 
@@ -52,6 +53,7 @@ class MatchingEngine:
         self._order_ids = itertools.count(4_000_000_001)
         self._trade_ids = itertools.count(300_000_001)
         self.tickers = DailyTickers()
+        self.triggers = TriggerBook(self)
         self._observe_prices()
 
     # -- queries -------------------------------------------------------------------------------
@@ -98,7 +100,7 @@ class MatchingEngine:
             order_id=order_id, client_order_id=client_id or f"sim-{order_id}", account=account.name,
             symbol=spec.symbol, side=req.side, type=req.type, time_in_force=tif,
             orig_qty=req.quantity or ZERO, price=req.price or ZERO, reduce_only=req.reduce_only,
-            position_side=req.position_side,
+            position_side=req.position_side, orig_type=req.orig_type or req.type,
             time_ms=now, update_ms=now, good_till_date=req.good_till_date,
         )
         self.orders[order.order_id] = order
@@ -254,6 +256,7 @@ class MatchingEngine:
                     events += self._fill(account, spec, order, qty, order.price, maker=True)
                 if order.is_open and order.reduces and not self._reducible(account, order):
                     events.append(self._close(order, "EXPIRED"))
+        events += self.triggers.on_tick()
         for account in self.book:
             events += self.ledger.margin_call(account)
         return events

@@ -29,6 +29,7 @@ class NewOrder:
     client_order_id: str | None = None
     good_till_date: int = 0
     position_side: str = "BOTH"
+    orig_type: str | None = None   # the algo order type that placed it (STOP_MARKET...), if any
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Order:
     good_till_date: int = 0
     reserved: Decimal = ZERO     # initial margin this order holds while open
     modifications: int = 0       # PUT /fapi/v1/order amendments so far (Binance caps them)
+    orig_type: str = ""          # Binance's origType: the algo type that placed it, else its type
     position_side: str = "BOTH"  # BOTH in one-way mode; LONG or SHORT in hedge mode
 
     @property

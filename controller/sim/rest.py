@@ -22,6 +22,7 @@ from controller.sim.faults import Faults
 from controller.sim.market import Market, SymbolSpec
 from controller.sim.matching import MatchingEngine
 from controller.sim.orders import NewOrder
+from controller.sim.triggers import AlgoRequest
 from controller.sim.userstream import UserStreams
 
 _DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
@@ -92,6 +93,12 @@ class RestApi:
             Endpoint("GET", "/fapi/v1/openOrders", self.open_orders, S, _w_symbol(1, 40)),
             Endpoint("GET", "/fapi/v1/openOrder", self.open_order, S, _w(1)),
             Endpoint("GET", "/fapi/v1/allOrders", self.all_orders, S, _w(5)),
+            Endpoint("POST", "/fapi/v1/algoOrder", self.new_algo_order, S, _w(0), new_order=True),
+            Endpoint("DELETE", "/fapi/v1/algoOrder", self.cancel_algo_order, S, _w(1)),
+            Endpoint("DELETE", "/fapi/v1/algoOpenOrders", self.cancel_all_algo_orders, S, _w(1)),
+            Endpoint("GET", "/fapi/v1/algoOrder", self.query_algo_order, S, _w(1)),
+            Endpoint("GET", "/fapi/v1/openAlgoOrders", self.open_algo_orders, S, _w_symbol(1, 40)),
+            Endpoint("GET", "/fapi/v1/allAlgoOrders", self.all_algo_orders, S, _w(5)),
             Endpoint("GET", "/fapi/v1/userTrades", self.user_trades, S, _w(5)),
             Endpoint("GET", "/fapi/v1/income", self.income, S, _w(30)),
             Endpoint("GET", "/fapi/v2/account", self.account_v2, S, _w(5)),
@@ -234,6 +241,62 @@ class RestApi:
         if from_id is not None:  # Binance: "orders >= that orderId", read forward from it
             return [wire.order(spec, o) for o in orders if o.order_id >= from_id][:limit]
         return [wire.order(spec, o) for o in orders[-limit:]]
+
+    # -- conditional (algo) orders -------------------------------------------------------------
+
+    def new_algo_order(self, call: Call) -> dict:
+        p = call.params
+        if _required(p, "algoType") != "CONDITIONAL":
+            raise codes.bad_value("algoType")
+        algo, events = self.engine.triggers.place(call.user, AlgoRequest(
+            symbol=_required(p, "symbol"), side=_required(p, "side"), type=_required(p, "type"),
+            quantity=_decimal(p, "quantity"), price=_decimal(p, "price"), trigger_price=_decimal(p, "triggerPrice"),
+            time_in_force=p.get("timeInForce") or None, working_type=p.get("workingType") or "CONTRACT_PRICE",
+            position_side=p.get("positionSide") or "BOTH", reduce_only=_bool(p, "reduceOnly"),
+            close_position=_bool(p, "closePosition"), price_protect=_bool(p, "priceProtect"),
+            activate_price=_decimal(p, "activatePrice"), callback_rate=_decimal(p, "callbackRate"),
+            client_algo_id=p.get("clientAlgoId") or None, good_till_date=_int(p, "goodTillDate") or 0,
+        ))
+        self.publish(events)
+        return wire.algo_order(self.market.specs[algo.symbol], algo, "new")
+
+    def cancel_algo_order(self, call: Call) -> dict:
+        algo, events = self.engine.triggers.cancel(call.user, _int(call.params, "algoId"),
+                                                   call.params.get("clientAlgoId") or None)
+        self.publish(events)
+        return {"algoId": algo.algo_id, "clientAlgoId": algo.client_algo_id, "code": "200", "msg": "success"}
+
+    def cancel_all_algo_orders(self, call: Call) -> dict:
+        self.publish(self.engine.triggers.cancel_all(call.user, _required(call.params, "symbol")))
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    def query_algo_order(self, call: Call) -> dict:
+        algo_id, client_id = _int(call.params, "algoId"), call.params.get("clientAlgoId") or None
+        if algo_id is None and client_id is None:
+            raise codes.BinanceError(-1102, "Param 'clientAlgoId' or 'algoId' must be sent, "
+                                            "but both were empty/null!")
+        algo = self.engine.triggers.find(call.user, algo_id, client_id)
+        if algo is None:
+            raise codes.no_such_order()
+        return wire.algo_order(self.market.specs[algo.symbol], algo)
+
+    def open_algo_orders(self, call: Call) -> list[dict]:
+        symbol = call.params.get("symbol") or None
+        if symbol:
+            self.engine.spec(symbol)
+        return [wire.algo_order(self.market.specs[a.symbol], a)
+                for a in self.engine.triggers.open_orders(call.user, symbol)]
+
+    def all_algo_orders(self, call: Call) -> list[dict]:
+        spec = self.engine.spec(_required(call.params, "symbol"))
+        algos = [a for a in self.engine.triggers.orders.values()
+                 if a.account == call.user.name and a.symbol == spec.symbol]
+        algos = _between(algos, call.params, lambda a: a.create_ms)
+        limit = _limit(call.params, 500, 1000)
+        from_id = _int(call.params, "algoId")
+        if from_id is not None:
+            return [wire.algo_order(spec, a) for a in algos if a.algo_id >= from_id][:limit]
+        return [wire.algo_order(spec, a) for a in algos[-limit:]]
 
     def _order_ref(self, call: Call) -> tuple[SymbolSpec, int | None, str | None]:
         spec = self.engine.spec(_required(call.params, "symbol"))

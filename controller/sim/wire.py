@@ -23,12 +23,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from controller.sim.accounts import Account, PositionRisk, Totals
-from controller.sim.events import BalanceChanged, Event, LeverageChanged, MarginCalled, MultiAssetsChanged, OrderUpdated
+from controller.sim.events import AlgoUpdated, BalanceChanged, Event, LeverageChanged, MarginCalled, MultiAssetsChanged, OrderUpdated
 from controller.sim.market import Bracket, Market, SymbolSpec
 from controller.sim.filters import MAX_MODIFICATIONS, MAX_OPEN_ORDERS, PERCENT_PRICE_DOWN, PERCENT_PRICE_UP
 from controller.sim.ledger import Income
 from controller.sim.orders import Fill, Order
 from controller.sim.tickers import DailyStats
+from controller.sim.triggers import MAX_ALGO_ORDERS, AlgoOrder
 
 ZERO = Decimal(0)
 
@@ -91,7 +92,7 @@ def _symbol(spec: SymbolSpec) -> dict:
             {"filterType": "MARKET_LOT_SIZE", "minQty": str(spec.min_qty),
              "maxQty": str(spec.market_max_qty), "stepSize": str(spec.step)},
             {"filterType": "MAX_NUM_ORDERS", "limit": MAX_OPEN_ORDERS},
-            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": MAX_ALGO_ORDERS},
             {"filterType": "MIN_NOTIONAL", "notional": str(spec.min_notional)},
             {"filterType": "PERCENT_PRICE", "multiplierUp": f"{PERCENT_PRICE_UP:.4f}",
              "multiplierDown": f"{PERCENT_PRICE_DOWN:.4f}",
@@ -164,12 +165,36 @@ def order(spec: SymbolSpec, o: Order, shape: str = "query") -> dict:
         "cumQty": _qty(spec, o.executed_qty), "cumQuote": money(o.cum_quote),
         "timeInForce": o.time_in_force, "type": o.type, "reduceOnly": o.reduce_only,
         "closePosition": False, "side": o.side, "positionSide": o.position_side, "stopPrice": "0",
-        "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": o.type,
+        "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": o.orig_type or o.type,
         "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
         "goodTillDate": o.good_till_date, "time": o.time_ms, "updateTime": o.update_ms,
     }
     for name in _ORDER_SHAPES[shape]:
         del answer[name]
+    return answer
+
+
+def algo_order(spec: SymbolSpec, a: AlgoOrder, shape: str = "query") -> dict:
+    """An algo order as POST (``new``) or GET (``query``: one, open ones, all) /fapi/v1/algoOrder
+    answer it: the answer to a new one carries a trailing stop's activation price and callback rate,
+    a query the order it placed once triggered (an empty id before)."""
+    answer = {
+        "algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "algoType": "CONDITIONAL", "orderType": a.type,
+        "symbol": a.symbol, "side": a.side, "positionSide": a.position_side, "timeInForce": a.time_in_force,
+        "quantity": _qty(spec, a.quantity), "algoStatus": a.status,
+        "triggerPrice": _price(spec, a.trigger_price), "price": _price(spec, a.price),
+        "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": a.working_type,
+        "priceMatch": "NONE", "closePosition": a.close_position, "priceProtect": a.price_protect,
+        "reduceOnly": a.reduce_only, "createTime": a.create_ms, "updateTime": a.update_ms,
+        "triggerTime": a.trigger_ms, "goodTillDate": a.good_till_date,
+    }
+    if shape == "new":
+        if a.is_trailing:
+            answer["activatePrice"] = _price(spec, a.activate_price)
+            answer["callbackRate"] = plain(a.callback_rate)
+    else:
+        answer["actualOrderId"] = str(a.actual_order_id) if a.actual_order_id else ""
+        answer["actualPrice"] = "0"
     return answer
 
 
@@ -358,6 +383,8 @@ def event(e: Event, market: Market, account: Account) -> dict:
         return _order_update(e, market.specs[e.order.symbol], account)
     if isinstance(e, BalanceChanged):
         return _account_update(e, market)
+    if isinstance(e, AlgoUpdated):
+        return _algo_update(e, market.specs[e.algo.symbol], market)
     if isinstance(e, LeverageChanged):
         return {"e": "ACCOUNT_CONFIG_UPDATE", "E": e.time_ms, "T": e.time_ms,
                 "ac": {"s": e.symbol, "l": e.leverage}}
@@ -381,13 +408,35 @@ def _order_update(e: OrderUpdated, spec: SymbolSpec, account: Account) -> dict:
         "z": _qty(spec, o.executed_qty), "L": _price(spec, f.price) if f else "0",
         "T": e.time_ms, "t": f.trade_id if f else 0,
         "b": plain(account.open_buy.get(o.symbol, ZERO)), "a": plain(account.open_sell.get(o.symbol, ZERO)),
-        "m": f.maker if f else False, "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.type,
+        "m": f.maker if f else False, "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.orig_type or o.type,
         "ps": o.position_side, "cp": False, "rp": money(f.realized_pnl if f else ZERO), "pP": False,
         "si": 0, "ss": 0, "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": o.good_till_date,
     }
     if f is not None:  # Binance: commission fields are pushed only with a trade
         body["N"], body["n"] = "USDT", money(f.commission)
     return {"e": "ORDER_TRADE_UPDATE", "E": e.time_ms, "T": e.time_ms, "o": body}
+
+
+def _algo_update(e: AlgoUpdated, spec: SymbolSpec, market: Market) -> dict:
+    a = e.algo
+    body: dict = {
+        "caid": a.client_algo_id, "aid": a.algo_id, "at": "CONDITIONAL", "o": a.type, "s": a.symbol,
+        "S": a.side, "ps": a.position_side, "f": a.time_in_force, "q": _qty(spec, a.quantity), "X": a.status,
+        "ai": str(a.actual_order_id) if a.actual_order_id else "", "tp": _price(spec, a.trigger_price),
+        "p": _price(spec, a.price), "V": "EXPIRE_MAKER", "wt": a.working_type, "pm": "NONE",
+        "cp": a.close_position, "pP": a.price_protect, "R": a.reduce_only, "tt": a.trigger_ms,
+        "gtd": a.good_till_date,
+    }
+    if a.actual_order_id is not None:  # Binance: shown once the order is placed in the matching engine
+        placed = e.placed
+        body["ap"] = fmt(placed.avg_price, max(5, spec.price_precision)) if placed else "0"
+        body["aq"] = _qty(spec, placed.executed_qty) if placed else "0"
+        body["act"] = placed.type if placed else ""
+    if a.reject_reason:
+        body["rm"] = a.reject_reason
+    if a.is_trailing:
+        body["ia"] = a.activated
+    return {"e": "ALGO_UPDATE", "T": e.time_ms, "E": e.time_ms, "o": body}
 
 
 def _account_update(e: BalanceChanged, market: Market) -> dict:
