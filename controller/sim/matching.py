@@ -223,7 +223,7 @@ class MatchingEngine:
             raise codes.margin_type_unchanged()
         if account.holds(symbol):
             raise codes.margin_type_position()
-        if self.open_orders(account, symbol):
+        if self.open_orders(account, symbol) or self.triggers.open_orders(account, symbol):
             raise codes.margin_type_open_orders()
         setting.margin_type = margin_type
         # Guessed: Binance documents MARGIN_TYPE_CHANGE as an ACCOUNT_UPDATE reason; with no

@@ -398,7 +398,7 @@ class RestApi:
         dual = _bool(call.params, "dualSidePosition")
         if dual == call.user.hedge:
             raise codes.position_side_unchanged()
-        if self.engine.open_orders(call.user):
+        if self.engine.open_orders(call.user) or self.engine.triggers.open_orders(call.user):
             raise codes.position_side_open_orders()
         if any(p.amount for p in call.user.positions.values()):
             raise codes.position_side_position()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from controller.sim import codes, filters
 from controller.sim.accounts import ZERO, Account
 from controller.sim.events import AlgoUpdated, Event
+from controller.sim.market import SymbolSpec
 from controller.sim.orders import NewOrder
 
 if TYPE_CHECKING:
@@ -227,7 +228,7 @@ class TriggerBook:
             raise codes.max_algo_orders()
 
     @staticmethod
-    def _check_price(spec, price: Decimal) -> None:
+    def _check_price(spec: SymbolSpec, price: Decimal) -> None:
         if price <= 0:
             raise codes.price_not_positive()
         if filters.places(price) > spec.price_precision:

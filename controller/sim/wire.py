@@ -194,7 +194,7 @@ def algo_order(spec: SymbolSpec, a: AlgoOrder, shape: str = "query") -> dict:
             answer["callbackRate"] = plain(a.callback_rate)
     else:
         answer["actualOrderId"] = str(a.actual_order_id) if a.actual_order_id else ""
-        answer["actualPrice"] = "0"
+        answer["actualPrice"] = "0"  # Guessed: Binance's docs give this field no description
     return answer
 
 

@@ -132,6 +132,16 @@ async def test_invalid_conditional_orders_get_binance_codes(sim, canary, params,
     assert await canary.futures_get_open_orders(symbol="BTCUSDT", conditional=True) == []
 
 
+async def test_an_open_conditional_order_holds_the_position_mode_and_the_margin_type(sim, canary):
+    await canary.futures_create_order(symbol="BTCUSDT", side="BUY", type="STOP_MARKET", stopPrice="63000",
+                                      quantity="0.010")
+    with pytest.raises(BinanceAPIException) as mode:
+        await canary.futures_change_position_mode(dualSidePosition="true")
+    with pytest.raises(BinanceAPIException) as margin:
+        await canary.futures_change_margin_type(symbol="BTCUSDT", marginType="ISOLATED")
+    assert (mode.value.code, margin.value.code) == (-4067, -4047)
+
+
 async def test_a_hedge_mode_stop_closes_its_own_side_only(sim, canary):
     await canary.futures_change_position_mode(dualSidePosition="true")
     await canary.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010",
