@@ -1,4 +1,8 @@
-"""Accounts on the simulated exchange: keys, USDT wallet, one-way positions, leverage and margin type.
+"""Accounts on the simulated exchange: keys, USDT wallet, positions, leverage and margin type.
+
+A position is one per symbol in one-way mode (position side BOTH, signed amount) and two per
+symbol in hedge mode (LONG with a positive amount, SHORT with a negative one, each valued as a
+one-way position of that size: a simplification of Binance's hedge-mode liquidation price).
 
 Margin follows Binance's USD-M rules for a single-asset (USDT) account in one-way mode:
 initial margin = |notional| / leverage; maintenance margin = |notional| * mmr - cum of the
@@ -45,9 +49,13 @@ DEFAULT_ACCOUNTS = (
 the cap does not judge: it judges the capital moved in) is not mistaken for capital given to it."""
 
 
+POSITION_SIDES = ("BOTH", "LONG", "SHORT")
+
+
 @dataclass
 class Position:
     symbol: str
+    side: str = "BOTH"              # BOTH (one-way mode) | LONG | SHORT (hedge mode)
     amount: Decimal = ZERO          # signed: > 0 long, < 0 short
     entry_price: Decimal = ZERO
     realized: Decimal = ZERO        # accumulated realised PnL ("cr" in ACCOUNT_UPDATE)
@@ -89,6 +97,7 @@ class PositionRisk:
     bid_notional: Decimal
     ask_notional: Decimal
     update_ms: int
+    position_side: str = "BOTH"
 
     @property
     def isolated(self) -> bool:
@@ -126,7 +135,7 @@ class Account:
     api_secret: str
     master: bool
     wallet: Decimal
-    positions: dict[str, Position] = field(default_factory=dict)
+    positions: dict[tuple[str, str], Position] = field(default_factory=dict)  # (symbol, side)
     settings: dict[str, SymbolSettings] = field(default_factory=dict)
     # symbol -> resting notional on each side (reserved by open orders), maintained by matching
     open_buy: dict[str, Decimal] = field(default_factory=dict)
@@ -134,7 +143,7 @@ class Account:
     open_margin: dict[str, Decimal] = field(default_factory=dict)
     update_ms: int = 0
     margin_called: bool = False
-    hedge: bool = False             # dualSidePosition: the mode is recorded; matching stays one-way
+    hedge: bool = False             # dualSidePosition: positions LONG and SHORT instead of BOTH
     multi_assets: bool = False      # multiAssetsMargin
     api_rights: dict[str, bool] = field(default_factory=lambda: dict(LEAST_PRIVILEGE))
     """What the account's key may do, as apiRestrictions answers it (see `set_api_rights`)."""
@@ -150,10 +159,19 @@ class Account:
         self.api_rights.update(rights)
         return dict(self.api_rights)
 
-    def position(self, symbol: str) -> Position:
-        if symbol not in self.positions:
-            self.positions[symbol] = Position(symbol)
-        return self.positions[symbol]
+    def position(self, symbol: str, side: str = "BOTH") -> Position:
+        if (symbol, side) not in self.positions:
+            self.positions[(symbol, side)] = Position(symbol, side)
+        return self.positions[(symbol, side)]
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        """The position sides the account's mode holds."""
+        return ("LONG", "SHORT") if self.hedge else ("BOTH",)
+
+    def holds(self, symbol: str) -> bool:
+        """Whether any position of ``symbol`` is open."""
+        return any(p.amount for (s, _), p in self.positions.items() if s == symbol)
 
     def setting(self, symbol: str) -> SymbolSettings:
         if symbol not in self.settings:
@@ -162,8 +180,8 @@ class Account:
 
     # -- valuation -----------------------------------------------------------------------------
 
-    def risk(self, spec: SymbolSpec, market: Market) -> PositionRisk:
-        pos = self.position(spec.symbol)
+    def risk(self, spec: SymbolSpec, market: Market, position_side: str = "BOTH") -> PositionRisk:
+        pos = self.position(spec.symbol, position_side)
         setting = self.setting(spec.symbol)
         mark = market.price(spec.symbol)
         notional = pos.amount * mark
@@ -184,29 +202,31 @@ class Account:
             maint_margin=maint, liquidation_price=ZERO, max_notional=spec.max_notional(setting.leverage),
             realized=pos.realized, bid_notional=self.open_buy.get(spec.symbol, ZERO),
             ask_notional=self.open_sell.get(spec.symbol, ZERO), update_ms=pos.update_ms,
+            position_side=position_side,
         )
 
     def risks(self, market: Market, symbols: list[str] | None = None) -> list[PositionRisk]:
         """Positions valued at mark, with liquidation prices (which need the whole account)."""
         names = symbols if symbols is not None else list(market.specs)
-        every = {s: self.risk(market.specs[s], market) for s in market.specs
-                 if s in self.positions or s in names}
+        keys = {(s, side) for s, side in self.positions if s in market.specs}
+        keys |= {(s, side) for s in names for side in self.sides}
+        every = {key: self.risk(market.specs[key[0]], market, key[1]) for key in keys}
         cross = [r for r in every.values() if not r.isolated and r.amount]
         out = []
         for symbol in names:
-            r = every[symbol]
-            if r.amount:
-                r = _with_liquidation(r, market.specs[symbol], self._cross_wallet(), cross)
-            out.append(r)
+            for side in self.sides:
+                r = every[(symbol, side)]
+                if r.amount:
+                    r = _with_liquidation(r, market.specs[symbol], self._cross_wallet(), cross)
+                out.append(r)
         return out
 
     def totals(self, market: Market) -> Totals:
-        held = [self.risk(market.specs[s], market) for s in self.positions if s in market.specs]
-        extra_oim = sum((m for s, m in self.open_margin.items() if s not in self.positions), ZERO)
+        held = [self.risk(market.specs[s], market, side) for s, side in self.positions if s in market.specs]
         unrealized = sum((r.unrealized for r in held), ZERO)
         cross_unrealized = sum((r.unrealized for r in held if not r.isolated), ZERO)
         pim = sum((r.position_initial_margin for r in held), ZERO)
-        oim = sum((r.open_order_margin for r in held), ZERO) + extra_oim
+        oim = sum(self.open_margin.values(), ZERO)  # per symbol, whatever the position sides
         maint = sum((r.maint_margin for r in held if not r.isolated), ZERO)
         cross_wallet = self._cross_wallet()
         cross_pim = sum((r.position_initial_margin for r in held if not r.isolated), ZERO)
@@ -219,7 +239,7 @@ class Account:
         )
 
     def _cross_wallet(self) -> Decimal:
-        isolated = sum((p.isolated_wallet for s, p in self.positions.items()
+        isolated = sum((p.isolated_wallet for (s, _), p in self.positions.items()
                         if self.setting(s).isolated), ZERO)
         return self.wallet - isolated
 
@@ -234,7 +254,7 @@ def _with_liquidation(r: PositionRisk, spec: SymbolSpec, cross_wallet: Decimal,
     if r.isolated:
         wb, tmm, upnl = r.isolated_wallet, ZERO, ZERO
     else:
-        others = [o for o in cross if o.symbol != r.symbol]
+        others = [o for o in cross if (o.symbol, o.position_side) != (r.symbol, r.position_side)]
         wb = cross_wallet
         tmm = sum((o.maint_margin for o in others), ZERO)
         upnl = sum((o.unrealized for o in others), ZERO)

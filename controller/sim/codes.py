@@ -114,6 +114,10 @@ def rejected_key(ip: str) -> BinanceError:
     return BinanceError(-2015, f"Invalid API-key, IP, or permissions for action, request ip: {ip}", 401)
 
 
+def would_trigger_immediately() -> BinanceError:
+    return BinanceError(-2021, "Order would immediately trigger.")
+
+
 def insufficient_margin() -> BinanceError:
     return BinanceError(-2019, "Margin is insufficient.")
 
@@ -174,6 +178,10 @@ def bad_leverage(leverage: str) -> BinanceError:
     return BinanceError(-4028, f"Leverage {leverage} is not valid")
 
 
+def max_algo_orders() -> BinanceError:
+    return BinanceError(-4045, "Reach max stop order limit.")
+
+
 def bad_margin_type() -> BinanceError:
     return BinanceError(-4044, "The margin type is not valid.")
 
@@ -188,6 +196,10 @@ def margin_type_open_orders() -> BinanceError:
 
 def margin_type_position() -> BinanceError:
     return BinanceError(-4048, "Margin type cannot be changed if there exists position.")
+
+
+def position_side_mismatch() -> BinanceError:
+    return BinanceError(-4061, "Order's position side does not match user's setting.")
 
 
 def position_side_unchanged() -> BinanceError:
@@ -207,6 +219,11 @@ def multi_assets_unchanged() -> BinanceError:
     return BinanceError(-4171, "Adjusted Multi-Assets mode is same as current Multi-Assets mode.")
 
 
+def bad_callback_rate() -> BinanceError:
+    # Guessed: Binance's code for a callbackRate outside [0.1, 10] (its documented range).
+    return BinanceError(-1130, "Data sent for parameter 'callbackRate' is not valid.")
+
+
 def duplicate_client_order_id() -> BinanceError:
     return BinanceError(-4116, "ClientOrderId is duplicated.")
 
@@ -219,6 +236,14 @@ def use_algo_endpoint() -> BinanceError:
 def min_notional(notional: str) -> BinanceError:
     return BinanceError(-4164, f"Order's notional must be no smaller than {notional} "
                                "(unless you choose reduce only).")
+
+
+def modify_limit_reached() -> BinanceError:
+    return BinanceError(-5026, "Exceed maximum modify order limit.")
+
+
+def modify_unchanged() -> BinanceError:
+    return BinanceError(-5027, "No need to modify the order.")
 
 
 def post_only_rejected() -> BinanceError:

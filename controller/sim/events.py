@@ -8,10 +8,14 @@ Binance's JSON payloads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from decimal import Decimal
 
 from controller.sim.accounts import PositionRisk
 from controller.sim.orders import Fill, Order
+
+if TYPE_CHECKING:
+    from controller.sim.triggers import AlgoOrder
 
 
 @dataclass(frozen=True)
@@ -67,4 +71,14 @@ class MarginCalled:
     time_ms: int
 
 
-Event = OrderUpdated | BalanceChanged | LeverageChanged | MultiAssetsChanged | MarginCalled
+@dataclass(frozen=True)
+class AlgoUpdated:
+    """ALGO_UPDATE: a conditional order was placed, triggered, finished, cancelled or rejected."""
+
+    account: str
+    algo: AlgoOrder       # a copy taken when the event happened
+    time_ms: int
+    placed: Order | None = None   # a copy of the order it placed, once triggered
+
+
+Event = AlgoUpdated | OrderUpdated | BalanceChanged | LeverageChanged | MultiAssetsChanged | MarginCalled

@@ -17,6 +17,7 @@ from controller.sim.orders import NewOrder
 PERCENT_PRICE_UP = Decimal("1.05")
 PERCENT_PRICE_DOWN = Decimal("0.95")
 MAX_OPEN_ORDERS = 200
+MAX_MODIFICATIONS = 10_000   # exchangeInfo's maxMoveOrderLimit: amendments one order may take
 ALGO_TYPES = frozenset({"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"})
 
 

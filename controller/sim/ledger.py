@@ -48,9 +48,10 @@ class Ledger:
 
     # -- before an order -----------------------------------------------------------------------
 
-    def check_margin(self, account: Account, spec: SymbolSpec, side: str, qty: Decimal, price: Decimal) -> None:
+    def check_margin(self, account: Account, spec: SymbolSpec, side: str, qty: Decimal, price: Decimal,
+                     position_side: str = "BOTH") -> None:
         """Raise unless the account can open what the order adds to its position, within the bracket's notional."""
-        position = account.position(spec.symbol).amount
+        position = account.position(spec.symbol, position_side).amount
         signed = qty if side == "BUY" else -qty
         opposite = position != 0 and (position > 0) != (signed > 0)
         increase = max(ZERO, qty - abs(position)) if opposite else qty
@@ -67,18 +68,19 @@ class Ledger:
     # -- a trade -------------------------------------------------------------------------------
 
     def settle(self, account: Account, symbol: str, side: str, qty: Decimal, price: Decimal, *,
-               maker: bool, now: int) -> tuple[Decimal, Decimal]:
-        """Book a trade into the position and the wallet; returns (realised PnL, commission)."""
-        realized = self._apply_to_position(account, symbol, side, qty, price, now)
+               maker: bool, now: int, position_side: str = "BOTH") -> tuple[Decimal, Decimal]:
+        """Book a trade into the position (of ``position_side``) and the wallet; returns (realised PnL, commission)."""
+        realized = self._apply_to_position(account, symbol, side, qty, price, now, position_side)
         commission = (qty * price * (MAKER_FEE if maker else TAKER_FEE)).quantize(COMMISSION_QUANTUM)
         account.wallet += realized - commission
         account.update_ms = now
         return realized, commission
 
     def _apply_to_position(self, account: Account, symbol: str, side: str, qty: Decimal,
-                           price: Decimal, now: int) -> Decimal:
-        """One-way position accounting; returns the realised PnL of the closed part."""
-        pos = account.position(symbol)
+                           price: Decimal, now: int, position_side: str) -> Decimal:
+        """Position accounting, one-way or one leg of a hedge (which never flips: what closes it is
+        bounded by it); returns the realised PnL of the closed part."""
+        pos = account.position(symbol, position_side)
         setting = account.setting(symbol)
         signed = qty if side == "BUY" else -qty
         realized = ZERO
@@ -120,7 +122,7 @@ class Ledger:
     def reserve(self, account: Account, order: Order, open_orders: list[Order]) -> None:
         """Recompute the margin ``order`` holds, then the account's sums over ``open_orders`` (of its symbol)."""
         leverage = account.setting(order.symbol).leverage
-        order.reserved = ZERO if order.reduce_only or not order.is_open else \
+        order.reserved = ZERO if order.reduces or not order.is_open else \
             order.remaining * order.price / leverage
         self.resum(account, order.symbol, open_orders)
 
@@ -158,6 +160,7 @@ class Ledger:
         if account.margin_called:
             return []
         account.margin_called = True
-        held = [s for s, p in account.positions.items() if p.amount and not account.setting(s).isolated]
+        held = list(dict.fromkeys(s for (s, _), p in account.positions.items()
+                                  if p.amount and not account.setting(s).isolated))
         return [MarginCalled(account.name, totals.cross_wallet,
-                             tuple(account.risks(self.market, held)), self.now_ms())]
+                             tuple(r for r in account.risks(self.market, held) if r.amount), self.now_ms())]

@@ -28,6 +28,8 @@ class NewOrder:
     reduce_only: bool = False
     client_order_id: str | None = None
     good_till_date: int = 0
+    position_side: str = "BOTH"
+    orig_type: str | None = None   # the algo order type that placed it (STOP_MARKET...), if any
 
 
 @dataclass
@@ -49,6 +51,16 @@ class Order:
     cum_quote: Decimal = ZERO
     good_till_date: int = 0
     reserved: Decimal = ZERO     # initial margin this order holds while open
+    modifications: int = 0       # PUT /fapi/v1/order amendments so far (Binance caps them)
+    orig_type: str = ""          # Binance's origType: the algo type that placed it, else its type
+    position_side: str = "BOTH"  # BOTH in one-way mode; LONG or SHORT in hedge mode
+
+    @property
+    def reduces(self) -> bool:
+        """Only reduces a position: reduce-only, or a hedge-mode order closing its side (SELL LONG,
+        BUY SHORT), which Binance bounds by the position as it does reduce-only."""
+        closing = (self.position_side, self.side) in (("LONG", "SELL"), ("SHORT", "BUY"))
+        return self.reduce_only or closing
 
     @property
     def remaining(self) -> Decimal:
@@ -75,6 +87,7 @@ class Fill:
     realized_pnl: Decimal
     maker: bool
     time_ms: int
+    position_side: str = "BOTH"
 
     @property
     def quote_qty(self) -> Decimal:

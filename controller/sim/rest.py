@@ -22,6 +22,7 @@ from controller.sim.faults import Faults
 from controller.sim.market import Market, SymbolSpec
 from controller.sim.matching import MatchingEngine
 from controller.sim.orders import NewOrder
+from controller.sim.triggers import AlgoRequest
 from controller.sim.userstream import UserStreams
 
 _DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
@@ -82,13 +83,22 @@ class RestApi:
             Endpoint("GET", "/fapi/v2/ticker/price", self.ticker_price, N, _w_symbol(1, 2)),
             Endpoint("GET", "/fapi/v1/premiumIndex", self.premium_index, N, _w_symbol(1, 10)),
             Endpoint("GET", "/fapi/v1/ticker/bookTicker", self.book_ticker, N, _w_symbol(2, 5)),
+            Endpoint("GET", "/fapi/v1/ticker/24hr", self.ticker_24hr, N, _w_symbol(1, 40)),
             Endpoint("POST", "/fapi/v1/order", self.new_order, S, _w(0), new_order=True),
+            Endpoint("POST", "/fapi/v1/order/test", self.test_order, S, _w(0)),
+            Endpoint("PUT", "/fapi/v1/order", self.modify_order, S, _w(0), new_order=True),
             Endpoint("GET", "/fapi/v1/order", self.query_order, S, _w(1)),
             Endpoint("DELETE", "/fapi/v1/order", self.cancel_order, S, _w(1)),
             Endpoint("DELETE", "/fapi/v1/allOpenOrders", self.cancel_all, S, _w(1)),
             Endpoint("GET", "/fapi/v1/openOrders", self.open_orders, S, _w_symbol(1, 40)),
             Endpoint("GET", "/fapi/v1/openOrder", self.open_order, S, _w(1)),
             Endpoint("GET", "/fapi/v1/allOrders", self.all_orders, S, _w(5)),
+            Endpoint("POST", "/fapi/v1/algoOrder", self.new_algo_order, S, _w(0), new_order=True),
+            Endpoint("DELETE", "/fapi/v1/algoOrder", self.cancel_algo_order, S, _w(1)),
+            Endpoint("DELETE", "/fapi/v1/algoOpenOrders", self.cancel_all_algo_orders, S, _w(1)),
+            Endpoint("GET", "/fapi/v1/algoOrder", self.query_algo_order, S, _w(1)),
+            Endpoint("GET", "/fapi/v1/openAlgoOrders", self.open_algo_orders, S, _w_symbol(1, 40)),
+            Endpoint("GET", "/fapi/v1/allAlgoOrders", self.all_algo_orders, S, _w(5)),
             Endpoint("GET", "/fapi/v1/userTrades", self.user_trades, S, _w(5)),
             Endpoint("GET", "/fapi/v1/income", self.income, S, _w(30)),
             Endpoint("GET", "/fapi/v2/account", self.account_v2, S, _w(5)),
@@ -143,6 +153,11 @@ class RestApi:
     def book_ticker(self, call: Call) -> object:
         return self._per_symbol(call, lambda s: wire.book_ticker(self.market, s, self.now_ms()))
 
+    def ticker_24hr(self, call: Call) -> object:
+        now = self.now_ms()
+        return self._per_symbol(call, lambda s: wire.ticker_24hr(
+            s, self.engine.tickers.stats(s.symbol, self.market.price(s.symbol), now)))
+
     def _per_symbol(self, call: Call, render: Callable) -> object:
         if call.params.get("symbol"):
             return render(self.engine.spec(call.params["symbol"]))
@@ -151,20 +166,39 @@ class RestApi:
     # -- orders --------------------------------------------------------------------------------
 
     def new_order(self, call: Call) -> dict:
-        p = call.params
-        if p.get("positionSide", "BOTH") != "BOTH":
-            raise codes.BinanceError(-4061, "Order's position side does not match user's setting.")
-        req = NewOrder(
+        accepted, live, events = self.engine.place(call.user, self._new_order_request(call.params))
+        self.publish(events)
+        spec = self.market.specs[live.symbol]
+        return wire.order(spec, live if call.params.get("newOrderRespType") == "RESULT" else accepted, "new")
+
+    def test_order(self, call: Call) -> dict:
+        """Validated as POST /fapi/v1/order would be (same errors); nothing is placed. Binance answers {}."""
+        self.engine.validate(call.user, self._new_order_request(call.params))
+        return {}
+
+    def _new_order_request(self, p: dict[str, str]) -> NewOrder:
+        return NewOrder(
             symbol=_required(p, "symbol"), side=_required(p, "side"), type=_required(p, "type"),
             quantity=_decimal(p, "quantity"), price=_decimal(p, "price"),
             time_in_force=p.get("timeInForce") or None, reduce_only=_bool(p, "reduceOnly"),
             client_order_id=p.get("newClientOrderId") or None,
-            good_till_date=_int(p, "goodTillDate") or 0,
+            good_till_date=_int(p, "goodTillDate") or 0, position_side=p.get("positionSide") or "BOTH",
         )
-        accepted, live, events = self.engine.place(call.user, req)
+
+    def modify_order(self, call: Call) -> dict:
+        """PUT /fapi/v1/order: both quantity and price are mandatory (unlike /dapi's modify)."""
+        spec, order_id, client_id = self._order_ref(call)
+        side = _required(call.params, "side")
+        if side not in ("BUY", "SELL"):
+            raise codes.bad_side()
+        quantity, price = _decimal(call.params, "quantity"), _decimal(call.params, "price")
+        if quantity is None:
+            raise codes.mandatory("quantity")
+        if price is None:
+            raise codes.mandatory("price")
+        order, events = self.engine.modify(call.user, spec.symbol, order_id, client_id, side, quantity, price)
         self.publish(events)
-        spec = self.market.specs[live.symbol]
-        return wire.order(spec, live if p.get("newOrderRespType") == "RESULT" else accepted, "new")
+        return wire.order(spec, order, "modify")
 
     def query_order(self, call: Call) -> dict:
         spec, order_id, client_id = self._order_ref(call)
@@ -202,10 +236,68 @@ class RestApi:
         spec = self.engine.spec(_required(call.params, "symbol"))
         orders = [o for o in self.engine.orders.values()
                   if o.account == call.user.name and o.symbol == spec.symbol]
+        limit = _limit(call.params, 500, 1000)
         from_id = _int(call.params, "orderId")
-        orders = [o for o in orders if from_id is None or o.order_id >= from_id]
         orders = _between(orders, call.params, lambda o: o.time_ms)
-        return [wire.order(spec, o) for o in orders[-_limit(call.params, 500, 1000):]]
+        if from_id is not None:  # Binance: "orders >= that orderId", read forward from it
+            return [wire.order(spec, o) for o in orders if o.order_id >= from_id][:limit]
+        return [wire.order(spec, o) for o in orders[-limit:]]
+
+    # -- conditional (algo) orders -------------------------------------------------------------
+
+    def new_algo_order(self, call: Call) -> dict:
+        p = call.params
+        if _required(p, "algoType") != "CONDITIONAL":
+            raise codes.bad_value("algoType")
+        algo, events = self.engine.triggers.place(call.user, AlgoRequest(
+            symbol=_required(p, "symbol"), side=_required(p, "side"), type=_required(p, "type"),
+            quantity=_decimal(p, "quantity"), price=_decimal(p, "price"), trigger_price=_decimal(p, "triggerPrice"),
+            time_in_force=p.get("timeInForce") or None, working_type=p.get("workingType") or "CONTRACT_PRICE",
+            position_side=p.get("positionSide") or "BOTH", reduce_only=_bool(p, "reduceOnly"),
+            close_position=_bool(p, "closePosition"), price_protect=_bool(p, "priceProtect"),
+            activate_price=_decimal(p, "activatePrice"), callback_rate=_decimal(p, "callbackRate"),
+            client_algo_id=p.get("clientAlgoId") or None, good_till_date=_int(p, "goodTillDate") or 0,
+        ))
+        self.publish(events)
+        return wire.algo_order(self.market.specs[algo.symbol], algo, "new")
+
+    def cancel_algo_order(self, call: Call) -> dict:
+        algo, events = self.engine.triggers.cancel(call.user, _int(call.params, "algoId"),
+                                                   call.params.get("clientAlgoId") or None)
+        self.publish(events)
+        return {"algoId": algo.algo_id, "clientAlgoId": algo.client_algo_id, "code": "200", "msg": "success"}
+
+    def cancel_all_algo_orders(self, call: Call) -> dict:
+        self.publish(self.engine.triggers.cancel_all(call.user, _required(call.params, "symbol")))
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    def query_algo_order(self, call: Call) -> dict:
+        algo_id, client_id = _int(call.params, "algoId"), call.params.get("clientAlgoId") or None
+        if algo_id is None and client_id is None:
+            raise codes.BinanceError(-1102, "Param 'clientAlgoId' or 'algoId' must be sent, "
+                                            "but both were empty/null!")
+        algo = self.engine.triggers.find(call.user, algo_id, client_id)
+        if algo is None:
+            raise codes.no_such_order()
+        return wire.algo_order(self.market.specs[algo.symbol], algo)
+
+    def open_algo_orders(self, call: Call) -> list[dict]:
+        symbol = call.params.get("symbol") or None
+        if symbol:
+            self.engine.spec(symbol)
+        return [wire.algo_order(self.market.specs[a.symbol], a)
+                for a in self.engine.triggers.open_orders(call.user, symbol)]
+
+    def all_algo_orders(self, call: Call) -> list[dict]:
+        spec = self.engine.spec(_required(call.params, "symbol"))
+        algos = [a for a in self.engine.triggers.orders.values()
+                 if a.account == call.user.name and a.symbol == spec.symbol]
+        algos = _between(algos, call.params, lambda a: a.create_ms)
+        limit = _limit(call.params, 500, 1000)
+        from_id = _int(call.params, "algoId")
+        if from_id is not None:
+            return [wire.algo_order(spec, a) for a in algos if a.algo_id >= from_id][:limit]
+        return [wire.algo_order(spec, a) for a in algos[-limit:]]
 
     def _order_ref(self, call: Call) -> tuple[SymbolSpec, int | None, str | None]:
         spec = self.engine.spec(_required(call.params, "symbol"))
@@ -258,13 +350,16 @@ class RestApi:
                 for r in call.user.risks(self.market, symbols)]
 
     def position_risk_v3(self, call: Call) -> list[dict]:
-        """v3 lists only symbols with a position or open orders (Binance's documented rule)."""
+        """v3 lists only symbols with a position or open orders (Binance's documented rule); in hedge
+        mode, a side of such a symbol only when it is held or the symbol has open orders (guessed)."""
         active = self._active(call.user)
         if call.params.get("symbol"):
             symbol = self.engine.spec(call.params["symbol"]).symbol
             active = [s for s in active if s == symbol]
+        with_orders = {o.symbol for o in self.engine.open_orders(call.user)}
         return [wire.position_v3(self.market.specs[r.symbol], r)
-                for r in call.user.risks(self.market, active)]
+                for r in call.user.risks(self.market, active)
+                if r.amount or r.symbol in with_orders or r.position_side == "BOTH"]
 
     def symbol_config(self, call: Call) -> list[dict]:
         symbols = [self.engine.spec(call.params["symbol"]).symbol] if call.params.get("symbol") else None
@@ -299,12 +394,12 @@ class RestApi:
         return {"multiAssetsMargin": call.user.multi_assets}
 
     def change_position_mode(self, call: Call) -> dict:
-        """The mode is recorded and answered; orders still match one-way (positionSide BOTH).
-        Binance pushes no user-stream event for it: only reading the mode shows the change."""
+        """One-way (positionSide BOTH) or hedge mode (LONG and SHORT). Binance pushes no user-stream
+        event for it: only reading the mode shows the change."""
         dual = _bool(call.params, "dualSidePosition")
         if dual == call.user.hedge:
             raise codes.position_side_unchanged()
-        if self.engine.open_orders(call.user):
+        if self.engine.open_orders(call.user) or self.engine.triggers.open_orders(call.user):
             raise codes.position_side_open_orders()
         if any(p.amount for p in call.user.positions.values()):
             raise codes.position_side_position()
@@ -334,7 +429,7 @@ class RestApi:
     def _active(self, account: Account) -> list[str]:
         with_orders = {o.symbol for o in self.engine.open_orders(account)}
         return [s for s in self.market.specs
-                if s in with_orders or (s in account.positions and account.positions[s].amount)]
+                if s in with_orders or account.holds(s)]
 
     # -- user-data stream ----------------------------------------------------------------------
 

@@ -4,6 +4,18 @@ Field names follow Binance's USD-M documentation and the response models of Bina
 `binance-sdk-derivatives-trading-usds-futures` (18.1). Numbers are strings as Binance sends
 them (prices to the symbol's precision, money to 8 decimals); ids, times, leverage and bracket
 numbers are JSON numbers.
+
+Where the SDK's models and Binance's documentation disagree, the documentation wins:
+- New, Modify and Cancel Order answers carry ``avgPrice`` and ``cumQuote`` (Cancel: ``cumQuote``
+  only), as Binance's response examples show; the SDK's models leave them out.
+- The leverage brackets' ``cum`` is a decimal number in both answers of GET
+  /fapi/v1/leverageBracket (the list's example shows ``0.0``, and the maintenance amounts of
+  higher brackets are not whole); the SDK types it an integer in the single-symbol answer only,
+  from an example that reads ``0``.
+- Account Information V2 positions carry ``breakEvenPrice`` (its response example).
+- ``listenKeyExpired`` sends its event time as a string (its example, and the live API).
+One way round: symbolConfig's ``isAutoAddMargin`` is a boolean as the SDK says, where the
+docs' example shows a string (guessed: the SDK is the more recent source).
 """
 
 from __future__ import annotations
@@ -11,11 +23,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from controller.sim.accounts import Account, PositionRisk, Totals
-from controller.sim.events import BalanceChanged, Event, LeverageChanged, MarginCalled, MultiAssetsChanged, OrderUpdated
+from controller.sim.events import AlgoUpdated, BalanceChanged, Event, LeverageChanged, MarginCalled, MultiAssetsChanged, OrderUpdated
 from controller.sim.market import Bracket, Market, SymbolSpec
-from controller.sim.filters import MAX_OPEN_ORDERS, PERCENT_PRICE_DOWN, PERCENT_PRICE_UP
+from controller.sim.filters import MAX_MODIFICATIONS, MAX_OPEN_ORDERS, PERCENT_PRICE_DOWN, PERCENT_PRICE_UP
 from controller.sim.ledger import Income
 from controller.sim.orders import Fill, Order
+from controller.sim.tickers import DailyStats
+from controller.sim.triggers import MAX_ALGO_ORDERS, AlgoOrder
 
 ZERO = Decimal(0)
 
@@ -69,7 +83,7 @@ def _symbol(spec: SymbolSpec) -> dict:
         "pricePrecision": spec.price_precision, "quantityPrecision": spec.qty_precision,
         "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN",
         "underlyingSubType": [], "settlePlan": 0, "triggerProtect": "0.0500",
-        "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
+        "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": MAX_MODIFICATIONS,
         "filters": [
             {"filterType": "PRICE_FILTER", "minPrice": plain(spec.min_price),
              "maxPrice": plain(spec.max_price), "tickSize": str(spec.tick)},
@@ -78,7 +92,7 @@ def _symbol(spec: SymbolSpec) -> dict:
             {"filterType": "MARKET_LOT_SIZE", "minQty": str(spec.min_qty),
              "maxQty": str(spec.market_max_qty), "stepSize": str(spec.step)},
             {"filterType": "MAX_NUM_ORDERS", "limit": MAX_OPEN_ORDERS},
-            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": MAX_ALGO_ORDERS},
             {"filterType": "MIN_NOTIONAL", "notional": str(spec.min_notional)},
             {"filterType": "PERCENT_PRICE", "multiplierUp": f"{PERCENT_PRICE_UP:.4f}",
              "multiplierDown": f"{PERCENT_PRICE_DOWN:.4f}",
@@ -111,6 +125,19 @@ def premium_index(spec: SymbolSpec, price: Decimal, now_ms: int) -> dict:
             "nextFundingTime": (now_ms // 28_800_000 + 1) * 28_800_000, "time": now_ms}
 
 
+def ticker_24hr(spec: SymbolSpec, stats: DailyStats) -> dict:
+    return {
+        "symbol": spec.symbol, "priceChange": _price(spec, stats.change),
+        "priceChangePercent": fmt(stats.change_percent, 3), "weightedAvgPrice": _price(spec, stats.weighted_average),
+        "lastPrice": _price(spec, stats.last), "lastQty": _qty(spec, stats.last_qty),
+        "openPrice": _price(spec, stats.open), "highPrice": _price(spec, stats.high),
+        "lowPrice": _price(spec, stats.low), "volume": _qty(spec, stats.volume),
+        "quoteVolume": money(stats.quote_volume), "openTime": stats.open_time_ms,
+        "closeTime": stats.close_time_ms, "firstId": stats.first_id, "lastId": stats.last_id,
+        "count": stats.count,
+    }
+
+
 def book_ticker(market: Market, spec: SymbolSpec, now_ms: int) -> dict:
     level = _qty(spec, market.level_qty(spec.symbol))
     return {"symbol": spec.symbol, "bidPrice": _price(spec, market.best(spec.symbol, "SELL")),
@@ -124,11 +151,12 @@ def book_ticker(market: Market, spec: SymbolSpec, now_ms: int) -> dict:
 # Which fields each answer about an order leaves out (Binance's response examples):
 # POST answers carry cumQty but no time; GET (query, open orders) carry time and cumQuote but
 # no cumQty; DELETE carries cumQty and cumQuote, no time and no avgPrice.
-_ORDER_SHAPES = {"new": ("time",), "query": ("cumQty",), "cancel": ("time", "avgPrice")}
+_ORDER_SHAPES = {"new": ("time",), "modify": ("time",), "query": ("cumQty",), "cancel": ("time", "avgPrice")}
 
 
 def order(spec: SymbolSpec, o: Order, shape: str = "query") -> dict:
-    """An order as POST (``new``), GET (``query``) or DELETE (``cancel``) /fapi/v1/order answer it."""
+    """An order as POST (``new``), PUT (``modify``), GET (``query``) or DELETE (``cancel``)
+    /fapi/v1/order answer it."""
     answer = {
         "orderId": o.order_id, "symbol": o.symbol, "status": o.status,
         "clientOrderId": o.client_order_id, "price": _price(spec, o.price),
@@ -136,8 +164,8 @@ def order(spec: SymbolSpec, o: Order, shape: str = "query") -> dict:
         "origQty": _qty(spec, o.orig_qty), "executedQty": _qty(spec, o.executed_qty),
         "cumQty": _qty(spec, o.executed_qty), "cumQuote": money(o.cum_quote),
         "timeInForce": o.time_in_force, "type": o.type, "reduceOnly": o.reduce_only,
-        "closePosition": False, "side": o.side, "positionSide": "BOTH", "stopPrice": "0",
-        "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": o.type,
+        "closePosition": False, "side": o.side, "positionSide": o.position_side, "stopPrice": "0",
+        "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": o.orig_type or o.type,
         "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
         "goodTillDate": o.good_till_date, "time": o.time_ms, "updateTime": o.update_ms,
     }
@@ -146,12 +174,36 @@ def order(spec: SymbolSpec, o: Order, shape: str = "query") -> dict:
     return answer
 
 
+def algo_order(spec: SymbolSpec, a: AlgoOrder, shape: str = "query") -> dict:
+    """An algo order as POST (``new``) or GET (``query``: one, open ones, all) /fapi/v1/algoOrder
+    answer it: the answer to a new one carries a trailing stop's activation price and callback rate,
+    a query the order it placed once triggered (an empty id before)."""
+    answer = {
+        "algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "algoType": "CONDITIONAL", "orderType": a.type,
+        "symbol": a.symbol, "side": a.side, "positionSide": a.position_side, "timeInForce": a.time_in_force,
+        "quantity": _qty(spec, a.quantity), "algoStatus": a.status,
+        "triggerPrice": _price(spec, a.trigger_price), "price": _price(spec, a.price),
+        "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": a.working_type,
+        "priceMatch": "NONE", "closePosition": a.close_position, "priceProtect": a.price_protect,
+        "reduceOnly": a.reduce_only, "createTime": a.create_ms, "updateTime": a.update_ms,
+        "triggerTime": a.trigger_ms, "goodTillDate": a.good_till_date,
+    }
+    if shape == "new":
+        if a.is_trailing:
+            answer["activatePrice"] = _price(spec, a.activate_price)
+            answer["callbackRate"] = plain(a.callback_rate)
+    else:
+        answer["actualOrderId"] = str(a.actual_order_id) if a.actual_order_id else ""
+        answer["actualPrice"] = "0"  # Guessed: Binance's docs give this field no description
+    return answer
+
+
 def trade(spec: SymbolSpec, f: Fill) -> dict:
     return {
         "symbol": f.symbol, "id": f.trade_id, "orderId": f.order_id, "side": f.side,
         "price": _price(spec, f.price), "qty": _qty(spec, f.qty), "realizedPnl": money(f.realized_pnl),
         "marginAsset": "USDT", "quoteQty": money(f.quote_qty), "commission": money(f.commission),
-        "commissionAsset": "USDT", "time": f.time_ms, "positionSide": "BOTH",
+        "commissionAsset": "USDT", "time": f.time_ms, "positionSide": f.position_side,
         "buyer": f.side == "BUY", "maker": f.maker,
     }
 
@@ -181,7 +233,7 @@ def position_v2(spec: SymbolSpec, r: PositionRisk) -> dict:
         "unRealizedProfit": money(r.unrealized), "liquidationPrice": plain(r.liquidation_price),
         "leverage": str(r.leverage), "maxNotionalValue": plain(r.max_notional),
         "marginType": _margin_type(r), "isolatedMargin": _isolated_margin(r),
-        "isAutoAddMargin": "false", "positionSide": "BOTH", "notional": plain(r.notional),
+        "isAutoAddMargin": "false", "positionSide": r.position_side, "notional": plain(r.notional),
         "isolatedWallet": plain(r.isolated_wallet), "updateTime": r.update_ms,
     }
 
@@ -189,7 +241,7 @@ def position_v2(spec: SymbolSpec, r: PositionRisk) -> dict:
 def position_v3(spec: SymbolSpec, r: PositionRisk) -> dict:
     """GET /fapi/v3/positionRisk: no leverage or margin type (those live in symbolConfig)."""
     return {
-        "symbol": r.symbol, "positionSide": "BOTH", "positionAmt": _qty(spec, r.amount),
+        "symbol": r.symbol, "positionSide": r.position_side, "positionAmt": _qty(spec, r.amount),
         "entryPrice": plain(r.entry_price), "breakEvenPrice": plain(r.break_even),
         "markPrice": fmt(r.mark, spec.price_precision + 6), "unRealizedProfit": money(r.unrealized),
         "liquidationPrice": plain(r.liquidation_price),
@@ -252,7 +304,7 @@ def account_v2(account: Account, market: Market) -> dict:
             "isolated": r.isolated, "entryPrice": plain(r.entry_price),
             "breakEvenPrice": plain(r.break_even), "maxNotional": plain(r.max_notional),
             "bidNotional": plain(r.bid_notional), "askNotional": plain(r.ask_notional),
-            "positionSide": "BOTH", "positionAmt": _qty(spec, r.amount), "updateTime": r.update_ms,
+            "positionSide": r.position_side, "positionAmt": _qty(spec, r.amount), "updateTime": r.update_ms,
         })
     return {"feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True,
             "canWithdraw": True, "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1,
@@ -265,7 +317,7 @@ def account_v3(account: Account, market: Market, active: list[str]) -> dict:
     for r in account.risks(market, active):
         spec = market.specs[r.symbol]
         positions.append({
-            "symbol": r.symbol, "positionSide": "BOTH", "positionAmt": _qty(spec, r.amount),
+            "symbol": r.symbol, "positionSide": r.position_side, "positionAmt": _qty(spec, r.amount),
             "unrealizedProfit": money(r.unrealized),
             "isolatedMargin": _isolated_margin(r),
             "notional": plain(r.notional), "isolatedWallet": plain(r.isolated_wallet),
@@ -331,6 +383,8 @@ def event(e: Event, market: Market, account: Account) -> dict:
         return _order_update(e, market.specs[e.order.symbol], account)
     if isinstance(e, BalanceChanged):
         return _account_update(e, market)
+    if isinstance(e, AlgoUpdated):
+        return _algo_update(e, market.specs[e.algo.symbol], market)
     if isinstance(e, LeverageChanged):
         return {"e": "ACCOUNT_CONFIG_UPDATE", "E": e.time_ms, "T": e.time_ms,
                 "ac": {"s": e.symbol, "l": e.leverage}}
@@ -338,7 +392,7 @@ def event(e: Event, market: Market, account: Account) -> dict:
         return {"e": "ACCOUNT_CONFIG_UPDATE", "E": e.time_ms, "T": e.time_ms, "ai": {"j": e.multi_assets}}
     if isinstance(e, MarginCalled):
         return {"e": "MARGIN_CALL", "E": e.time_ms, "cw": money(e.cross_wallet), "p": [
-            {"s": r.symbol, "ps": "BOTH", "pa": _qty(market.specs[r.symbol], r.amount),
+            {"s": r.symbol, "ps": r.position_side, "pa": _qty(market.specs[r.symbol], r.amount),
              "mt": "CROSSED", "iw": money(r.isolated_wallet), "mp": plain(r.mark),
              "up": money(r.unrealized), "mm": money(r.maint_margin)} for r in e.positions]}
     raise TypeError(f"not a simulator event: {e!r}")
@@ -354,13 +408,35 @@ def _order_update(e: OrderUpdated, spec: SymbolSpec, account: Account) -> dict:
         "z": _qty(spec, o.executed_qty), "L": _price(spec, f.price) if f else "0",
         "T": e.time_ms, "t": f.trade_id if f else 0,
         "b": plain(account.open_buy.get(o.symbol, ZERO)), "a": plain(account.open_sell.get(o.symbol, ZERO)),
-        "m": f.maker if f else False, "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.type,
-        "ps": "BOTH", "cp": False, "rp": money(f.realized_pnl if f else ZERO), "pP": False,
+        "m": f.maker if f else False, "R": o.reduce_only, "wt": "CONTRACT_PRICE", "ot": o.orig_type or o.type,
+        "ps": o.position_side, "cp": False, "rp": money(f.realized_pnl if f else ZERO), "pP": False,
         "si": 0, "ss": 0, "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": o.good_till_date,
     }
     if f is not None:  # Binance: commission fields are pushed only with a trade
         body["N"], body["n"] = "USDT", money(f.commission)
     return {"e": "ORDER_TRADE_UPDATE", "E": e.time_ms, "T": e.time_ms, "o": body}
+
+
+def _algo_update(e: AlgoUpdated, spec: SymbolSpec, market: Market) -> dict:
+    a = e.algo
+    body: dict = {
+        "caid": a.client_algo_id, "aid": a.algo_id, "at": "CONDITIONAL", "o": a.type, "s": a.symbol,
+        "S": a.side, "ps": a.position_side, "f": a.time_in_force, "q": _qty(spec, a.quantity), "X": a.status,
+        "ai": str(a.actual_order_id) if a.actual_order_id else "", "tp": _price(spec, a.trigger_price),
+        "p": _price(spec, a.price), "V": "EXPIRE_MAKER", "wt": a.working_type, "pm": "NONE",
+        "cp": a.close_position, "pP": a.price_protect, "R": a.reduce_only, "tt": a.trigger_ms,
+        "gtd": a.good_till_date,
+    }
+    if a.actual_order_id is not None:  # Binance: shown once the order is placed in the matching engine
+        placed = e.placed
+        body["ap"] = fmt(placed.avg_price, max(5, spec.price_precision)) if placed else "0"
+        body["aq"] = _qty(spec, placed.executed_qty) if placed else "0"
+        body["act"] = placed.type if placed else ""
+    if a.reject_reason:
+        body["rm"] = a.reject_reason
+    if a.is_trailing:
+        body["ia"] = a.activated
+    return {"e": "ALGO_UPDATE", "T": e.time_ms, "E": e.time_ms, "o": body}
 
 
 def _account_update(e: BalanceChanged, market: Market) -> dict:
@@ -370,7 +446,7 @@ def _account_update(e: BalanceChanged, market: Market) -> dict:
                "bc": money(e.balance_change)}],
         "P": [{"s": r.symbol, "pa": _qty(market.specs[r.symbol], r.amount), "ep": plain(r.entry_price),
                "bep": plain(r.break_even), "cr": money(r.realized), "up": money(r.unrealized),
-               "mt": _margin_type(r), "iw": money(r.isolated_wallet), "ps": "BOTH"}
+               "mt": _margin_type(r), "iw": money(r.isolated_wallet), "ps": r.position_side}
               for r in e.positions],
     }}
 

@@ -113,7 +113,7 @@ async def test_a_liquidated_release_is_rolled_back(tmp_path):
 
         async def opened_and_watched():
             """The long is open and the verification watches the stream (its policy passes)."""
-            position = account.positions.get("BTCUSDT")
+            position = account.positions.get(("BTCUSDT", "BOTH"))
             watched = "c-no-liquidation" in (await get_rollout(site.db, rollout_id)).state.passing
             return position is not None and position.amount > 0 and watched
         await site_poll(site, opened_and_watched, "the rogue release's isolated BTCUSDT long, watched")
@@ -121,7 +121,7 @@ async def test_a_liquidated_release_is_rolled_back(tmp_path):
         assert risk.isolated and risk.liquidation_price > 0
         sim.set_price("BTCUSDT", risk.liquidation_price * Decimal("0.99"))
         liquidated_at = site.clock.time()
-        assert account.positions["BTCUSDT"].amount == 0  # the exchange closed it
+        assert account.positions[("BTCUSDT", "BOTH")].amount == 0  # the exchange closed it
         breach_at = await rolled_back_by(site, rollout_id, "c-no-liquidation")
     assert 0 <= breach_at - liquidated_at < PROMPT
 

@@ -21,6 +21,8 @@ SDK = "binance_sdk_derivatives_trading_usds_futures"
 DOCUMENTED_EXTRAS = {
     # The New Order (TRADE) response example in Binance's docs carries both; the spec omits them.
     "new_order_response": {"avgPrice", "cumQuote"},
+    # The Modify Order response example carries both, as the New Order one does; the spec omits them.
+    "modify_order_response": {"avgPrice", "cumQuote"},
     # The Cancel Order response example carries cumQuote; the spec omits it.
     "cancel_order_response": {"cumQuote"},
     # The Account Information V2 response example lists breakEvenPrice for each position.
@@ -30,7 +32,17 @@ DOCUMENTED_EXTRAS = {
 EXAMPLE_OVER_SPEC = {
     # listenKeyExpired's example sends the event time as a string ("E": "1736996475556").
     "listen_key_expired": lambda p: {**p, "E": int(p["E"])},
+    # A bracket's cum is a decimal number (the list answer's example: 0.0); the spec types it an
+    # integer in the single-symbol answer only. The type is judged here, the value is not.
+    "notional_and_leverage_brackets_response2": lambda p: {
+        **p, "brackets": [{**b, "cum": _decimal_number(b["cum"])} for b in p["brackets"]]},
+    "notional_and_leverage_brackets_response2_brackets_inner": lambda p: {**p, "cum": _decimal_number(p["cum"])},
 }
+
+
+def _decimal_number(value: object) -> int:
+    assert isinstance(value, float), f"cum must be a decimal number, not {value!r}"
+    return int(value)
 EVENT_TYPE = "e"  # the stream models drop the event type their dispatcher keys on
 
 
@@ -84,6 +96,9 @@ async def test_rest_responses_match_binances_models(canary, master):
     for item in await master.futures_leverage_bracket():
         assert_matches_model(item, "rest_api", "notional_and_leverage_brackets_response1_inner",
                              {"brackets": ("notional_and_leverage_brackets_response1_inner_brackets_inner", True)})
+    assert_matches_model(await master.futures_leverage_bracket(symbol="BTCUSDT"), "rest_api",
+                         "notional_and_leverage_brackets_response2",
+                         {"brackets": ("notional_and_leverage_brackets_response2_brackets_inner", True)})
     assert_matches_model(await canary.futures_mark_price(symbol="ETHUSDT"), "rest_api", "mark_price_response1")
 
 
