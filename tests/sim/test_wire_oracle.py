@@ -8,11 +8,13 @@ own client and fail on the real exchange.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from decimal import Decimal
 
 import pytest
 
+from tests.support.market_streams import market_socket
 from tests.support.user_stream import user_stream
 
 SDK = "binance_sdk_derivatives_trading_usds_futures"
@@ -105,6 +107,24 @@ async def test_user_stream_events_match_binances_models(sim, canary):
                              {"p": ("margin_call_p_inner", True)})
         assert sim.faults.expire_listen_key("canary")
         assert_matches_model(await stream.next_of("listenKeyExpired"), "websocket_streams", "listen_key_expired")
+
+
+async def test_market_stream_payloads_match_binances_models(sim, clock):
+    streams = {
+        "btcusdt@markPrice": ("mark_price_stream_response", None),
+        "ethusdt@markPrice@1s": ("mark_price_stream_response", None),
+        "btcusdt@kline_1m": ("kline_candlestick_streams_response", {"k": ("kline_candlestick_streams_response_k", False)}),
+        "btcusdt@bookTicker": ("individual_symbol_book_ticker_streams_response", None),
+        "btcusdt@aggTrade": ("aggregate_trade_streams_response", None),
+        "btcusdt@depth20": ("partial_book_depth_streams_response", None),
+    }
+    async with market_socket(sim, "stream?streams=" + "/".join([*streams, "!markPrice@arr"])) as socket:
+        await asyncio.wait_for(sim.market_streams.subscribed("!markPrice@arr"), 5)
+        clock.advance(3)
+        for name, (module, nested) in streams.items():
+            assert_matches_model(await socket.next_of(name), "websocket_streams", module, nested)
+        for item in await socket.next_of("!markPrice@arr"):
+            assert_matches_model(item, "websocket_streams", "mark_price_stream_for_all_market_response_inner")
 
 
 def test_the_oracle_refuses_an_invented_field_and_a_wrong_type():
