@@ -30,8 +30,10 @@ from decimal import Decimal
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from controller.clock import Clock
+from controller.sim.funding import FundingState
 from controller.sim.market import Market, SymbolSpec
 
+CONNECTION_TTL = 24 * 60 * 60.0  # Binance closes every stream connection 24 hours after it opened
 MARK_PRICE_PLACES = 8  # Binance's mark price stream sends 8 decimals ("11794.15000000")
 
 KLINE_INTERVALS: dict[str, int] = {
@@ -147,23 +149,15 @@ class Candle:
 class _Listener:
     ws: web.WebSocketResponse
     combined: bool
+    opened_at: float
     streams: set[str] = field(default_factory=set)
     queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
-
-
-@dataclass(frozen=True)
-class Funding:
-    """What the mark price stream says of funding for one symbol, now."""
-
-    index: Decimal
-    rate: Decimal
-    next_time_ms: int
 
 
 class MarketStreams:
     """Open market-data websockets, their subscriptions, the synthetic tape and the klines."""
 
-    def __init__(self, clock: Clock, market: Market, funding: Callable[[str], Funding], *,
+    def __init__(self, clock: Clock, market: Market, funding: Callable[[str], FundingState], *,
                  seed: int = 0) -> None:
         self.clock = clock
         self.market = market
@@ -215,10 +209,13 @@ class MarketStreams:
     # -- time ----------------------------------------------------------------------------------
 
     def on_tick(self) -> None:
-        """Print the tape, then push every stream due at the clock's time."""
+        """Close connections 24 h old, print the tape, then push every stream due at the clock's time."""
+        now = self.clock.time()
+        for listener in [lsn for lsn in self._listeners if now - lsn.opened_at >= CONNECTION_TTL]:
+            self._listeners.discard(listener)
+            self._spawn(listener.ws.close(code=WSCloseCode.OK, message=b"24h connection limit"))
         if not self._streams:
             return
-        now = self.clock.time()
         now_ms = int(now * 1000)
         self._update_id += 1
         taped = {s.symbol for s in self._streams.values() if s.kind in ("aggTrade", "kline")}
@@ -326,7 +323,7 @@ class MarketStreams:
 
     async def handle(self, request: web.Request, names: list[str], *, combined: bool) -> web.StreamResponse:
         """One market-data connection listening to ``names`` (more may come by SUBSCRIBE)."""
-        listener = _Listener(web.WebSocketResponse(), combined)
+        listener = _Listener(web.WebSocketResponse(), combined, self.clock.time())
         try:
             self._subscribe(listener, [n for n in names if n])
         except UnknownStream as exc:
@@ -334,9 +331,10 @@ class MarketStreams:
             return web.json_response({"code": -1121, "msg": f"Invalid stream: {exc}"}, status=400)
         self._listeners.add(listener)  # before the handshake ends, so no push can slip past it
         self._notify()
-        sender = asyncio.create_task(self._send(listener), name="sim-marketstream")
+        sender: asyncio.Task | None = None
         try:
             await listener.ws.prepare(request)
+            sender = asyncio.create_task(self._send(listener), name="sim-marketstream")
             async for message in listener.ws:
                 if message.type == WSMsgType.TEXT:
                     reply = self._command(listener, message.data)
@@ -346,9 +344,10 @@ class MarketStreams:
             self._listeners.discard(listener)
             self._forget_unused()
             self._notify()
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
         return listener.ws
 
     def _command(self, listener: _Listener, text: str) -> dict | None:
@@ -390,6 +389,8 @@ class MarketStreams:
         closing = [lsn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for lsn in listeners]
         if closing:
             await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout)
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _send(self, listener: _Listener) -> None:
         while True:
@@ -402,6 +403,11 @@ class MarketStreams:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def _fmt(d: Decimal, places: int) -> str:

@@ -30,8 +30,9 @@ from controller.sim import admin, codes
 from controller.sim.accounts import DEFAULT_ACCOUNTS, AccountBook, AccountSpec
 from controller.sim.auth import authenticate
 from controller.sim.faults import Faults
+from controller.sim.funding import FundingBook
 from controller.sim.market import BOOK_DEPTH, Market, PriceReplay
-from controller.sim.marketstreams import Funding, MarketStreams
+from controller.sim.marketstreams import MarketStreams
 from controller.sim.matching import MatchingEngine
 from controller.sim.rest import Call, Endpoint, RestApi
 from controller.sim.userstream import UserStreams
@@ -84,7 +85,8 @@ class Simulator:
         self.streams = UserStreams(self.clock, seed=seed)
         self.faults = Faults(streams=self.streams, seed=seed, now=self.clock.time)
         self.streams.shape = self.faults.shape
-        self.market_streams = MarketStreams(self.clock, self.market, self._funding, seed=seed)
+        self.funding = FundingBook(self.market, self.accounts, self.engine.ledger, start=self.clock.time())
+        self.market_streams = MarketStreams(self.clock, self.market, self.funding.state, seed=seed)
         self.limiters = {
             "fapi": WeightLimiter(weight_limit, ban_after=ban_after),
             "sapi": WeightLimiter(12000, header="X-SAPI-USED-IP-WEIGHT-1M", ban_after=ban_after),
@@ -92,7 +94,7 @@ class Simulator:
         }
         self.orders = OrderCounter()
         self.api = RestApi(engine=self.engine, market=self.market, book=self.accounts,
-                           streams=self.streams, faults=self.faults, now_ms=self._now_ms,
+                           streams=self.streams, faults=self.faults, funding=self.funding, now_ms=self._now_ms,
                            weight_limit=weight_limit)
         self.requests: deque[RequestRecord] = deque(maxlen=10_000)
         self.held = 0
@@ -186,8 +188,11 @@ class Simulator:
         self.api.publish(self.engine.auto_deleverage(self.accounts[account], symbol))
 
     def tick(self) -> None:
-        """Move prices to the clock's time, fill, expire and warn: what the ticker does each tick."""
-        self.market.advance(self.clock.time())
+        """Move prices to the clock's time, settle funding, fill, expire, warn and push market data:
+        what the ticker does each tick."""
+        now = self.clock.time()
+        self.market.advance(now)
+        self.api.publish(self.funding.advance(now))
         self.api.publish(self.engine.on_tick())
         self.streams.on_tick()
         self.market_streams.on_tick()
@@ -226,10 +231,6 @@ class Simulator:
         """`/stream?streams=a/b`: market-data streams, each payload wrapped with its stream's name."""
         names = request.query.get("streams", "")
         return await self.market_streams.handle(request, names.split("/") if names else [], combined=True)
-
-    def _funding(self, symbol: str) -> Funding:
-        now_ms = self._now_ms()
-        return Funding(self.market.price(symbol), Decimal("0.0001"), (now_ms // 28_800_000 + 1) * 28_800_000)
 
     # -- HTTP ----------------------------------------------------------------------------------
 

@@ -128,3 +128,13 @@ async def test_python_binance_socket_manager_streams_on_a_running_clock(sim, clo
     assert len(levels["data"]["b"]) == 10 and Decimal(levels["data"]["a"][0][0]) == Decimal("60500.1")
     assert trade["data"]["e"] == "aggTrade" and Decimal(trade["data"]["p"]) in (Decimal("60499.9"), Decimal("60500.1"))
     assert both["btcusdt@kline_5m"]["k"]["i"] == "5m" and Decimal(both["btcusdt@bookTicker"]["b"]) == Decimal("60499.9")
+
+
+async def test_a_connection_is_closed_24_hours_after_it_opened(stepped):
+    async with market_socket(stepped, "ws/btcusdt@markPrice") as socket:
+        await asyncio.wait_for(stepped.market_streams.subscribed("btcusdt@markPrice"), 5)
+        stepped.clock.advance(24 * 3600 - 1)
+        assert (await socket.next())["e"] == "markPriceUpdate"
+        stepped.clock.advance(1)
+        closing = await asyncio.wait_for(socket.ws.receive(), 5)
+    assert closing.type == aiohttp.WSMsgType.CLOSE
