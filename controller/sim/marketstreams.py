@@ -5,7 +5,7 @@ Raw streams at `/ws/<stream>`, combined ones at `/stream?streams=a/b` (each payl
 `/public/` prefixes (python-binance 1.0.37 builds those); SUBSCRIBE, UNSUBSCRIBE,
 LIST_SUBSCRIPTIONS and the `combined` property work on any connection. Streams:
 `<symbol>@markPrice[@1s]`, `!markPrice@arr[@1s]`, `<symbol>@kline_<interval>`,
-`<symbol>@bookTicker`, `<symbol>@aggTrade`, `<symbol>@depth<5|10|20>[@100ms|@500ms]`.
+`<pair>_perpetual@continuousKline_<interval>` (the same candles), `<symbol>@bookTicker`, `<symbol>@aggTrade`, `<symbol>@depth<5|10|20>[@100ms|@500ms]`.
 
 Pushes happen on the simulator's ticks, so they follow its clock, accelerated or stepped: a
 stream is due when the clock passes its next push time (3 s for markPrice, 1 s for @1s; the
@@ -44,6 +44,8 @@ KLINE_INTERVALS: dict[str, int] = {
 _WEEK_OFFSET = 4 * 86400  # 1970-01-01 was a Thursday; Binance's weekly candles open on Mondays
 
 _MARK_ALL = re.compile(r"^!markPrice@arr(@1s)?$")
+_CONTINUOUS = re.compile(r"^(?P<symbol>[a-z0-9]+)_perpetual@continuousKline_(?P<interval>\w+)$")
+KLINES = ("kline", "continuousKline")
 _PER_SYMBOL = re.compile(
     r"^(?P<symbol>[a-z0-9]+)@(?:(?P<mark>markPrice(?P<fast>@1s)?)|kline_(?P<interval>\w+)|(?P<book>bookTicker)"
     r"|(?P<agg>aggTrade)|depth(?P<levels>5|10|20)(?P<speed>@100ms|@500ms)?)$")
@@ -58,7 +60,7 @@ class Stream:
     """One parsed stream name: what it pushes, for which symbol, how often (0: every tick)."""
 
     name: str
-    kind: str             # markPrice | markPriceAll | kline | bookTicker | aggTrade | depth
+    kind: str             # markPrice | markPriceAll | kline | continuousKline | bookTicker | aggTrade | depth
     symbol: str | None    # upper case, as the payloads spell it
     every: float
     interval: str = ""
@@ -70,19 +72,20 @@ def parse(name: str, market: Market) -> Stream:
     found = _MARK_ALL.match(name)
     if found:
         return Stream(name, "markPriceAll", None, 1.0 if found.group(1) else 3.0)
-    found = _PER_SYMBOL.match(name)
+    found = _PER_SYMBOL.match(name) or _CONTINUOUS.match(name)
     if found is None:
         raise UnknownStream(f"unknown stream name {name!r}")
+    kline = "continuousKline" if found.re is _CONTINUOUS else "kline"
     symbol = found.group("symbol").upper()
     if market.spec(symbol) is None:
         raise UnknownStream(f"unknown symbol in stream name {name!r}")
-    if found.group("mark"):
+    if kline == "kline" and found.group("mark"):
         return Stream(name, "markPrice", symbol, 1.0 if found.group("fast") else 3.0)
     if found.group("interval") is not None:
         interval = found.group("interval")
         if interval not in KLINE_INTERVALS:
             raise UnknownStream(f"unknown kline interval in stream name {name!r}")
-        return Stream(name, "kline", symbol, 0.0, interval=interval)
+        return Stream(name, kline, symbol, 0.0, interval=interval)
     if found.group("book"):
         return Stream(name, "bookTicker", symbol, 0.0)
     if found.group("agg"):
@@ -119,6 +122,7 @@ class Trade:
 
 @dataclass
 class Candle:
+    symbol: str
     interval: str
     open_ms: int
     close_ms: int
@@ -202,7 +206,7 @@ class MarketStreams:
             del self._streams[name]
             self._due.pop(name, None)
             self._last_update.pop(name, None)
-        symbols_intervals = {(s.symbol, s.interval) for s in self._streams.values() if s.kind == "kline"}
+        symbols_intervals = {(s.symbol, s.interval) for s in self._streams.values() if s.kind in KLINES}
         for key in [k for k in self._candles if k not in symbols_intervals]:
             del self._candles[key]
 
@@ -218,12 +222,13 @@ class MarketStreams:
             return
         now_ms = int(now * 1000)
         self._update_id += 1
-        taped = {s.symbol for s in self._streams.values() if s.kind in ("aggTrade", "kline")}
+        taped = {s.symbol for s in self._streams.values() if s.kind in ("aggTrade", *KLINES)}
         trades = {symbol: self._print(symbol, now_ms) for symbol in sorted(taped) if symbol}
         closed = self._roll_candles(now, trades)
         for name, stream in list(self._streams.items()):
-            for payload in closed.get(name, []):
-                self._push(name, payload)
+            ended = closed.get((stream.symbol, stream.interval)) if stream.kind in KLINES else None
+            if ended is not None:
+                self._push(name, _kline(stream, self.market.specs[ended.symbol], ended, now_ms, final=True))
             if stream.every and self._due.get(name, 0.0) > now:
                 continue
             if stream.every:
@@ -242,23 +247,20 @@ class MarketStreams:
         price = self.market.best(symbol, "BUY" if taker_buys else "SELL")
         return Trade(self._agg_ids[symbol], self._trade_ids[symbol], price, qty, not taker_buys, now_ms)
 
-    def _roll_candles(self, now: float, trades: dict[str, Trade]) -> dict[str, list[dict]]:
+    def _roll_candles(self, now: float, trades: dict[str, Trade]) -> dict[tuple[str, str], Candle]:
         """Close the candles whose interval ended, open the current ones, add this tick's trade;
-        returns the closed candles' final payloads by stream name."""
-        closed: dict[str, list[dict]] = {}
-        for stream in self._streams.values():
-            if stream.kind != "kline" or stream.symbol is None:
-                continue
-            key = (stream.symbol, stream.interval)
-            trade = trades[stream.symbol]
+        returns the closed candles by (symbol, interval)."""
+        closed: dict[tuple[str, str], Candle] = {}
+        for key in {(s.symbol, s.interval) for s in self._streams.values() if s.kind in KLINES}:
+            symbol, interval = key
+            trade = trades[symbol]
             candle = self._candles.get(key)
             if candle is not None and candle.close_ms < trade.time_ms:
-                closed.setdefault(stream.name, []).append(
-                    _kline(self.market.specs[stream.symbol], candle, trade.time_ms, final=True))
+                closed[key] = candle
                 candle = None
             if candle is None:
-                start, end = kline_bounds(stream.interval, now)
-                candle = Candle(stream.interval, int(start * 1000), int(end * 1000) - 1, trade.price,
+                start, end = kline_bounds(interval, now)
+                candle = Candle(symbol, interval, int(start * 1000), int(end * 1000) - 1, trade.price,
                                 trade.price, trade.price, trade.price, trade.trade_id, trade.trade_id)
                 self._candles[key] = candle
             candle.add(trade)
@@ -273,8 +275,8 @@ class MarketStreams:
         spec = self.market.specs[stream.symbol]
         if stream.kind == "markPrice":
             return self._mark(spec, now_ms)
-        if stream.kind == "kline":
-            return _kline(spec, self._candles[(spec.symbol, stream.interval)], now_ms, final=False)
+        if stream.kind in KLINES:
+            return _kline(stream, spec, self._candles[(spec.symbol, stream.interval)], now_ms, final=False)
         if stream.kind == "aggTrade":
             return _agg_trade(spec, trades[spec.symbol], now_ms)
         if stream.kind == "bookTicker":
@@ -429,11 +431,14 @@ def _agg_trade(spec: SymbolSpec, trade: Trade, now_ms: int) -> dict:
             "m": trade.buyer_maker}
 
 
-def _kline(spec: SymbolSpec, candle: Candle, now_ms: int, *, final: bool) -> dict:
-    return {"e": "kline", "E": now_ms, "s": spec.symbol, "k": {
-        "t": candle.open_ms, "T": candle.close_ms, "s": spec.symbol, "i": candle.interval,
-        "f": candle.first_id, "L": candle.last_id, "o": _price(spec, candle.open),
-        "c": _price(spec, candle.close), "h": _price(spec, candle.high), "l": _price(spec, candle.low),
-        "v": _qty(spec, candle.volume), "n": candle.trades, "x": final,
-        "q": _fmt(candle.quote, 8), "V": _qty(spec, candle.taker_volume),
-        "Q": _fmt(candle.taker_quote, 8), "B": "0"}}
+def _kline(stream: Stream, spec: SymbolSpec, candle: Candle, now_ms: int, *, final: bool) -> dict:
+    body = {"t": candle.open_ms, "T": candle.close_ms, "s": spec.symbol, "i": candle.interval,
+            "f": candle.first_id, "L": candle.last_id, "o": _price(spec, candle.open),
+            "c": _price(spec, candle.close), "h": _price(spec, candle.high), "l": _price(spec, candle.low),
+            "v": _qty(spec, candle.volume), "n": candle.trades, "x": final,
+            "q": _fmt(candle.quote, 8), "V": _qty(spec, candle.taker_volume),
+            "Q": _fmt(candle.taker_quote, 8), "B": "0"}
+    if stream.kind == "continuousKline":  # a pair's perpetual contract: no symbol in the candle
+        del body["s"]
+        return {"e": "continuous_kline", "E": now_ms, "ps": spec.pair, "ct": "PERPETUAL", "k": body}
+    return {"e": "kline", "E": now_ms, "s": spec.symbol, "k": body}

@@ -138,3 +138,29 @@ async def test_a_connection_is_closed_24_hours_after_it_opened(stepped):
         stepped.clock.advance(1)
         closing = await asyncio.wait_for(socket.ws.receive(), 5)
     assert closing.type == aiohttp.WSMsgType.CLOSE
+
+
+async def test_python_binance_kline_socket_gets_the_perpetual_s_continuous_klines(sim, clock):
+    async with binance_client(sim) as client:
+        socket = BinanceSocketManager(client)
+        socket.FSTREAM_URL = sim.ws_url
+        klines = socket.kline_futures_socket("BTCUSDT", "1m")  # market/ws/btcusdt_perpetual@continuousKline_1m
+        klines.TIMEOUT = 0.05
+        async with klines:
+            await asyncio.wait_for(sim.market_streams.subscribed("btcusdt_perpetual@continuousKline_1m"), 5)
+            sim.set_price("BTCUSDT", Decimal("60000"))
+            clock.advance(1)
+            candle = await asyncio.wait_for(klines.recv(), 5)
+    assert candle["e"] == "continuous_kline" and candle["ps"] == "BTCUSDT" and candle["ct"] == "PERPETUAL"
+    assert abs(Decimal(candle["k"]["c"]) - Decimal("60000")) == Decimal("0.1") and candle["k"]["i"] == "1m"
+
+
+async def test_a_symbol_s_kline_and_its_perpetual_s_continuous_kline_are_one_candle(stepped):
+    names = ["btcusdt@kline_1m", "btcusdt_perpetual@continuousKline_1m"]
+    async with market_socket(stepped, "stream?streams=" + "/".join(names)) as socket:
+        await asyncio.wait_for(stepped.market_streams.subscribed(names[0]), 5)
+        for _ in range(2):  # two ticks, each awaited: a second advance before the first tick would make one
+            stepped.clock.advance(1)
+            candles = [(await socket.next_of(name))["k"] for name in names]
+    assert candles[0]["n"] == candles[1]["n"] == 2  # each tick's trade counted once
+    assert {k: v for k, v in candles[0].items() if k != "s"} == candles[1]
