@@ -2,8 +2,9 @@
 
 One combined socket of python-binance's socket manager carries `<symbol>@markPrice@1s` for every
 traded symbol. A price counts as fresh for `max_age` seconds of the bot's clock after it arrived
-(not after its event time: the exchange's clock may be skewed from the bot's); the bot trades only on fresh prices and reads them over REST when the stream has none (a
-connection still opening, lost, or silent), so a dead stream slows the bot, never misleads it.
+(not after its event time: the exchange's clock may be skewed from the bot's); the bot trades
+only on fresh prices and reads them over REST when the stream has none (a connection still
+opening, lost, or silent), so a dead stream slows the bot, never misleads it.
 python-binance reconnects a lost socket itself; a socket it gives up on is opened again here
 after a pause on the bot's clock.
 """

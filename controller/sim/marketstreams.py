@@ -5,7 +5,8 @@ Raw streams at `/ws/<stream>`, combined ones at `/stream?streams=a/b` (each payl
 `/public/` prefixes (python-binance 1.0.37 builds those); SUBSCRIBE, UNSUBSCRIBE,
 LIST_SUBSCRIPTIONS and the `combined` property work on any connection. Streams:
 `<symbol>@markPrice[@1s]`, `!markPrice@arr[@1s]`, `<symbol>@kline_<interval>`,
-`<pair>_perpetual@continuousKline_<interval>` (the same candles), `<symbol>@bookTicker`, `<symbol>@aggTrade`, `<symbol>@depth<5|10|20>[@100ms|@500ms]`.
+`<pair>_perpetual@continuousKline_<interval>` (the same candles), `<symbol>@bookTicker`,
+`<symbol>@aggTrade`, `<symbol>@depth<5|10|20>[@100ms|@500ms]`.
 
 Pushes happen on the simulator's ticks, so they follow its clock, accelerated or stepped: a
 stream is due when the clock passes its next push time (3 s for markPrice, 1 s for @1s; the

@@ -114,9 +114,11 @@ async def test_market_stream_payloads_match_binances_models(sim, clock):
     streams = {
         "btcusdt@markPrice": ("mark_price_stream_response", None),
         "ethusdt@markPrice@1s": ("mark_price_stream_response", None),
-        "btcusdt@kline_1m": ("kline_candlestick_streams_response", {"k": ("kline_candlestick_streams_response_k", False)}),
-        "btcusdt_perpetual@continuousKline_1m": ("continuous_contract_kline_candlestick_streams_response",
-                                                 {"k": ("continuous_contract_kline_candlestick_streams_response_k", False)}),
+        "btcusdt@kline_1m": ("kline_candlestick_streams_response",
+                             {"k": ("kline_candlestick_streams_response_k", False)}),
+        "btcusdt_perpetual@continuousKline_1m": (
+            "continuous_contract_kline_candlestick_streams_response",
+            {"k": ("continuous_contract_kline_candlestick_streams_response_k", False)}),
         "btcusdt@bookTicker": ("individual_symbol_book_ticker_streams_response", None),
         "btcusdt@aggTrade": ("aggregate_trade_streams_response", None),
         "btcusdt@depth20": ("partial_book_depth_streams_response", None),
