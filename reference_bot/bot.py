@@ -8,8 +8,9 @@
 
 Life, top to bottom: `_start` (time sync, trading rules, a clean slate of orders, margin type
 and leverage per symbol, then a first reconciliation that reads the leverage back and the
-capital); four named tasks (user-data stream, reconciliation, order sender, trading loop)
-until `stop()`; then shutdown: stop trading, finish the order in flight and drop the queued
+capital); four named tasks (user-data stream, reconciliation, order sender, trading loop), a
+fifth in streaming mode (`bot: stream_prices: true`: the mark price stream, waited for like the
+user-data stream) until `stop()`; then shutdown: stop trading, finish the order in flight and drop the queued
 ones, cancel every open order while the stream still reports the cancellations. Each
 shutdown step is bounded by ``settings.shutdown_timeout``.
 
@@ -44,6 +45,7 @@ from reference_bot.payloads import (
 from reference_bot.ledger import TERMINAL, Ledger, TrackedOrder
 from reference_bot.metrics import BotMetrics
 from reference_bot.orders import OrderSender
+from reference_bot.prices import MarkPriceFeed
 from reference_bot.strategy import Command, Direction, Signal, SymbolView, decide, size_entry
 from reference_bot.stream import UserStream
 
@@ -74,6 +76,7 @@ class Bot:
         self._changed = asyncio.Event()
         self._stream_up = asyncio.Event()
         self._burst_sent = False
+        self.prices = MarkPriceFeed(exchange, config.symbols) if config.bot.stream_prices else None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -84,7 +87,10 @@ class Bot:
         try:
             async with asyncio.TaskGroup() as tasks:
                 listening = tasks.create_task(stream.run(), name="bot-user-stream")
+                pricing = tasks.create_task(self.prices.run(), name="bot-mark-prices") if self.prices else None
                 await self._wait_for_stream()
+                if self.prices is not None:
+                    await self._wait_for_prices(self.prices)
                 reconciling = tasks.create_task(self._reconcile_forever(), name="bot-reconcile")
                 sender = tasks.create_task(self.orders.run(), name="bot-order-sender")
                 trading = tasks.create_task(self._trade_forever(), name="bot-trading")
@@ -98,6 +104,8 @@ class Bot:
                 await self._cancel_open_orders()
                 listening.cancel()
                 reconciling.cancel()
+                if pricing is not None:
+                    pricing.cancel()
         except BaseExceptionGroup as group:
             # One real traceback, the crashing task's, rather than a group of one.
             raise group.exceptions[0] from None
@@ -176,6 +184,14 @@ class Bot:
             log.warning("user_stream_not_connected after_seconds=%s: trading on REST reconciliation alone",
                         self.settings.stream_timeout)
 
+    async def _wait_for_prices(self, prices: MarkPriceFeed) -> None:
+        try:
+            async with asyncio.timeout(self.settings.stream_timeout):
+                await prices.wait_fresh()
+        except TimeoutError:
+            log.warning("mark_price_stream_silent after_seconds=%s: reading prices over REST until it speaks",
+                        self.settings.stream_timeout)
+
     async def _cancel_open_orders(self) -> None:
         """Cancel every open order of every symbol, concurrently, then count what was canceled."""
         symbols = list(self.config.symbols)
@@ -217,11 +233,13 @@ class Bot:
             await self.clock.sleep(next_at - now)
 
     async def _iteration(self) -> None:
-        try:
-            marks = await self.exchange.mark_prices()
-        except ExchangeError as exc:
-            log.warning("mark_prices_unavailable error=%s", exc)
-            return
+        marks = self.prices.fresh() if self.prices is not None else None
+        if marks is None:
+            try:
+                marks = await self.exchange.mark_prices()
+            except ExchangeError as exc:
+                log.warning("mark_prices_unavailable error=%s", exc)
+                return
         signal_at = self.clock.time()
         signaled = self.stopwatch.start()
         for symbol in self.config.symbols:

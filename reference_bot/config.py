@@ -99,6 +99,9 @@ class BotSection(_Model):
     """The strategy file's ``bot:`` section: this bot's own settings."""
 
     defects: Defects = Defects()
+    stream_prices: StrictBool = False
+    """Take mark prices from the `<symbol>@markPrice@1s` streams instead of reading them over REST
+    at every iteration (REST still answers while the stream has no fresh price)."""
 
 
 class Strategy(_Model):

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import aiohttp
-from binance import AsyncClient
+from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
 from reference_bot import payloads
@@ -191,6 +191,12 @@ class FuturesAccount:
             raise NotApplied(f"{symbol}: asked for leverage {leverage}, the exchange answered {answered}")
 
     # --- reads ------------------------------------------------------------------------------------
+
+    def market_socket(self, streams: list[str]):
+        """python-binance's combined socket of market-data ``streams`` on this exchange's stream host."""
+        manager = BinanceSocketManager(self._client)
+        manager.FSTREAM_URL = self.access.endpoints.ws_url.rstrip("/") + "/"
+        return manager.futures_multiplex_socket(streams)
 
     async def mark_prices(self) -> dict[str, Decimal]:
         return await self._read("read mark prices", payloads.mark_prices, self._client.futures_mark_price)

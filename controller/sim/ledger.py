@@ -1,5 +1,5 @@
 """Account bookkeeping on the simulated exchange: what a trade does to a position and the wallet,
-fees and income history, the margin open orders hold, the margin a new order needs, margin calls.
+fees, funding fees and income history, the margin open orders hold, the margin a new order needs, margin calls.
 
 The valuation itself (unrealised PnL, maintenance margin, liquidation price) is the account's
 (`controller.sim.accounts`); this module changes the numbers it values. Synchronous, like the
@@ -31,7 +31,7 @@ COMMISSION_QUANTUM = Decimal("0.00000001")
 class Income:
     tran_id: int
     symbol: str
-    type: str        # REALIZED_PNL | COMMISSION | TRANSFER
+    type: str        # REALIZED_PNL | COMMISSION | TRANSFER | FUNDING_FEE
     amount: Decimal
     trade_id: int
     time_ms: int
@@ -145,6 +145,23 @@ class Ledger:
         self.income[source.name].append(Income(next(self._tran_ids), "", "TRANSFER", -amount, 0, now))
         self.income[target.name].append(Income(next(self._tran_ids), "", "TRANSFER", amount, 0, now))
         return [self.balance_event(source, "WITHDRAW", [], -amount), self.balance_event(target, "DEPOSIT", [], amount)]
+
+    def pay_funding(self, account: Account, symbol: str, fee: Decimal, time_ms: int) -> BalanceChanged:
+        """A position pays ``fee`` USDT of funding (receives it when negative): an income row
+        ``FUNDING_FEE`` and an ACCOUNT_UPDATE ``FUNDING_FEE``. As Binance pushes it, a cross position's
+        update carries the balance only; an isolated one's carries that position too, whose margin
+        the fee comes out of."""
+        fee = fee.quantize(COMMISSION_QUANTUM)
+        account.wallet -= fee
+        isolated = account.setting(symbol).isolated
+        if isolated:
+            account.position(symbol).isolated_wallet -= fee
+        account.update_ms = time_ms
+        self.income[account.name].append(Income(next(self._tran_ids), symbol, "FUNDING_FEE", -fee, 0, time_ms))
+        totals = account.totals(self.market)
+        positions = tuple(account.risks(self.market, [symbol])) if isolated else ()
+        return BalanceChanged(account.name, "FUNDING_FEE", account.wallet, totals.cross_wallet, -fee,
+                              positions, time_ms)
 
     def balance_event(self, account: Account, reason: str, symbols: list[str], change: Decimal) -> BalanceChanged:
         totals = account.totals(self.market)

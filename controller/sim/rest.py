@@ -19,6 +19,7 @@ from controller.sim.accounts import Account, AccountBook
 from controller.sim.auth import Security
 from controller.sim.events import Event, MultiAssetsChanged
 from controller.sim.faults import Faults
+from controller.sim.funding import FundingBook
 from controller.sim.market import Market, SymbolSpec
 from controller.sim.matching import MatchingEngine
 from controller.sim.orders import NewOrder
@@ -63,13 +64,14 @@ class RestApi:
     """Binance's USD-M futures REST API (and the few spot/sapi calls a controller needs)."""
 
     def __init__(self, *, engine: MatchingEngine, market: Market, book: AccountBook,
-                 streams: UserStreams, faults: Faults, now_ms: Callable[[], int],
-                 weight_limit: int) -> None:
+                 streams: UserStreams, faults: Faults, funding: FundingBook,
+                 now_ms: Callable[[], int], weight_limit: int) -> None:
         self.engine = engine
         self.market = market
         self.book = book
         self.streams = streams
         self.faults = faults
+        self.funding = funding
         self.now_ms = now_ms
         self.weight_limit = weight_limit
 
@@ -82,6 +84,7 @@ class RestApi:
             Endpoint("GET", "/fapi/v1/ticker/price", self.ticker_price, N, _w_symbol(1, 2)),
             Endpoint("GET", "/fapi/v2/ticker/price", self.ticker_price, N, _w_symbol(1, 2)),
             Endpoint("GET", "/fapi/v1/premiumIndex", self.premium_index, N, _w_symbol(1, 10)),
+            Endpoint("GET", "/fapi/v1/fundingRate", self.funding_rate, N, _w(1)),
             Endpoint("GET", "/fapi/v1/ticker/bookTicker", self.book_ticker, N, _w_symbol(2, 5)),
             Endpoint("GET", "/fapi/v1/ticker/24hr", self.ticker_24hr, N, _w_symbol(1, 40)),
             Endpoint("POST", "/fapi/v1/order", self.new_order, S, _w(0), new_order=True),
@@ -146,10 +149,6 @@ class RestApi:
         return self._per_symbol(call, lambda s: wire.ticker_price(s, self.market.price(s.symbol),
                                                                   self.now_ms()))
 
-    def premium_index(self, call: Call) -> object:
-        return self._per_symbol(call, lambda s: wire.premium_index(s, self.market.price(s.symbol),
-                                                                   self.now_ms()))
-
     def book_ticker(self, call: Call) -> object:
         return self._per_symbol(call, lambda s: wire.book_ticker(self.market, s, self.now_ms()))
 
@@ -162,6 +161,26 @@ class RestApi:
         if call.params.get("symbol"):
             return render(self.engine.spec(call.params["symbol"]))
         return [render(spec) for spec in self.market.specs.values()]
+
+    # -- funding: premium index and funding rate history ---------------------------------------
+
+    def premium_index(self, call: Call) -> object:
+        return self._per_symbol(call, lambda s: wire.premium_index(
+            s, self.market.price(s.symbol), self.funding.state(s.symbol), self.now_ms()))
+
+    def funding_rate(self, call: Call) -> list[dict]:
+        """Settled rates, oldest first: the last `limit` (100, at most 1000), or the first from `startTime`."""
+        p = call.params
+        rows = self.funding.history
+        if p.get("symbol"):
+            symbol = self.engine.spec(p["symbol"]).symbol
+            rows = [r for r in rows if r.symbol == symbol]
+        limit = _limit(p, 100, 1000)
+        if p.get("startTime"):
+            return [wire.funding_rate(self.market.specs[r.symbol], r)
+                    for r in _between(rows, p, lambda r: r.time_ms)[:limit]]
+        rows = _between(rows, p, lambda r: r.time_ms)
+        return [wire.funding_rate(self.market.specs[r.symbol], r) for r in rows[-limit:]]
 
     # -- orders --------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The simulator as a server: Binance's USD-M REST API, user-data websockets and /sim/ admin.
+"""The simulator as a server: Binance's USD-M REST API, user-data and market-data websockets, /sim/ admin.
 
     sim = Simulator(clock=SimulatedClock(speed=1), seed=7)
     await sim.start("127.0.0.1", 0)          # an ephemeral port
@@ -30,7 +30,9 @@ from controller.sim import admin, codes
 from controller.sim.accounts import DEFAULT_ACCOUNTS, AccountBook, AccountSpec
 from controller.sim.auth import authenticate
 from controller.sim.faults import Faults
+from controller.sim.funding import FundingBook
 from controller.sim.market import BOOK_DEPTH, Market, PriceReplay
+from controller.sim.marketstreams import MarketStreams
 from controller.sim.matching import MatchingEngine
 from controller.sim.rest import Call, Endpoint, RestApi
 from controller.sim.userstream import UserStreams
@@ -83,6 +85,8 @@ class Simulator:
         self.streams = UserStreams(self.clock, seed=seed)
         self.faults = Faults(streams=self.streams, seed=seed, now=self.clock.time)
         self.streams.shape = self.faults.shape
+        self.funding = FundingBook(self.market, self.accounts, self.engine.ledger, start=self.clock.time())
+        self.market_streams = MarketStreams(self.clock, self.market, self.funding.state, seed=seed)
         self.limiters = {
             "fapi": WeightLimiter(weight_limit, ban_after=ban_after),
             "sapi": WeightLimiter(12000, header="X-SAPI-USED-IP-WEIGHT-1M", ban_after=ban_after),
@@ -90,7 +94,7 @@ class Simulator:
         }
         self.orders = OrderCounter()
         self.api = RestApi(engine=self.engine, market=self.market, book=self.accounts,
-                           streams=self.streams, faults=self.faults, now_ms=self._now_ms,
+                           streams=self.streams, faults=self.faults, funding=self.funding, now_ms=self._now_ms,
                            weight_limit=weight_limit)
         self.requests: deque[RequestRecord] = deque(maxlen=10_000)
         self.held = 0
@@ -108,8 +112,12 @@ class Simulator:
         app = web.Application()
         app.add_routes([self._route(e) for e in self.api.endpoints()])
         app.add_routes(admin.routes(self))
-        for path in ("/private/ws", "/ws", "/ws/{listen_key}", "/private/ws/{listen_key}"):
+        for path in ("/private/ws", "/private/ws/{listen_key}"):
             app.router.add_get(path, self.streams.handle)
+        for prefix in ("", "/market", "/public"):
+            app.router.add_get(f"{prefix}/ws", self._raw_socket)
+            app.router.add_get(prefix + "/ws/{listen_key}", self._raw_socket)
+            app.router.add_get(f"{prefix}/stream", self._combined_socket)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -130,6 +138,8 @@ class Simulator:
             self._ticker = None
         with contextlib.suppress(asyncio.TimeoutError):
             await self.streams.close_all()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await self.market_streams.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -183,10 +193,14 @@ class Simulator:
         return self.accounts[account].set_api_rights(**rights)
 
     def tick(self) -> None:
-        """Move prices to the clock's time, fill, expire and warn: what the ticker does each tick."""
-        self.market.advance(self.clock.time())
+        """Move prices to the clock's time, settle funding, fill, expire, warn and push market data:
+        what the ticker does each tick."""
+        now = self.clock.time()
+        self.market.advance(now)
+        self.api.publish(self.funding.advance(now))
         self.api.publish(self.engine.on_tick())
         self.streams.on_tick()
+        self.market_streams.on_tick()
 
     def state(self) -> dict:
         return {
@@ -204,6 +218,24 @@ class Simulator:
                 self.tick()
             except Exception:  # a bug in one tick must not stop the market
                 log.exception("sim_tick_failed")
+
+    # -- websockets ----------------------------------------------------------------------------
+
+    async def _raw_socket(self, request: web.Request) -> web.StreamResponse:
+        """`/ws/<name>`: a market-data stream when the name is one (`btcusdt@aggTrade`,
+        `!markPrice@arr`), else a user-data stream's listenKey, as on Binance's legacy host;
+        `/ws` alone with no `listenKey` is a market-data connection awaiting SUBSCRIBE."""
+        name = request.match_info.get("listen_key", "")
+        if "@" in name or name.startswith("!") or (not name and "listenKey" not in request.query):
+            return await self.market_streams.handle(request, [name] if name else [], combined=False)
+        if request.path.startswith(("/market/", "/public/")):
+            return web.json_response({"code": -1121, "msg": f"Invalid stream: {name!r}"}, status=400)
+        return await self.streams.handle(request)
+
+    async def _combined_socket(self, request: web.Request) -> web.StreamResponse:
+        """`/stream?streams=a/b`: market-data streams, each payload wrapped with its stream's name."""
+        names = request.query.get("streams", "")
+        return await self.market_streams.handle(request, names.split("/") if names else [], combined=True)
 
     # -- HTTP ----------------------------------------------------------------------------------
 

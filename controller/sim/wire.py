@@ -26,6 +26,7 @@ from controller.sim.accounts import Account, PositionRisk, Totals
 from controller.sim.events import AlgoUpdated, BalanceChanged, Event, LeverageChanged, MarginCalled, MultiAssetsChanged, OrderUpdated
 from controller.sim.market import Bracket, Market, SymbolSpec
 from controller.sim.filters import MAX_MODIFICATIONS, MAX_OPEN_ORDERS, PERCENT_PRICE_DOWN, PERCENT_PRICE_UP
+from controller.sim.funding import INTEREST, FundingRate, FundingState
 from controller.sim.ledger import Income
 from controller.sim.orders import Fill, Order
 from controller.sim.tickers import DailyStats
@@ -117,12 +118,18 @@ def ticker_price(spec: SymbolSpec, price: Decimal, now_ms: int) -> dict:
     return {"symbol": spec.symbol, "price": _price(spec, price), "time": now_ms}
 
 
-def premium_index(spec: SymbolSpec, price: Decimal, now_ms: int) -> dict:
+def premium_index(spec: SymbolSpec, price: Decimal, funding: FundingState, now_ms: int) -> dict:
+    """lastFundingRate is the estimate for the window in progress, as Binance's is."""
     return {"symbol": spec.symbol, "markPrice": fmt(price, spec.price_precision + 6),
-            "indexPrice": fmt(price, spec.price_precision + 6),
+            "indexPrice": fmt(funding.index, spec.price_precision + 6),
             "estimatedSettlePrice": fmt(price, spec.price_precision + 6),
-            "lastFundingRate": "0.00010000", "interestRate": "0.00010000",
-            "nextFundingTime": (now_ms // 28_800_000 + 1) * 28_800_000, "time": now_ms}
+            "lastFundingRate": fmt(funding.rate, 8), "interestRate": fmt(INTEREST, 8),
+            "nextFundingTime": funding.next_time_ms, "time": now_ms}
+
+
+def funding_rate(spec: SymbolSpec, row: FundingRate) -> dict:
+    return {"symbol": row.symbol, "fundingRate": fmt(row.rate, 8), "fundingTime": row.time_ms,
+            "markPrice": fmt(row.mark, spec.price_precision + 6)}
 
 
 def ticker_24hr(spec: SymbolSpec, stats: DailyStats) -> dict:
@@ -211,7 +218,7 @@ def trade(spec: SymbolSpec, f: Fill) -> dict:
 def income(row: Income) -> dict:
     return {"symbol": row.symbol, "incomeType": row.type, "income": money(row.amount),
             "asset": "USDT", "info": row.type, "time": row.time_ms, "tranId": row.tran_id,
-            "tradeId": str(row.trade_id)}
+            "tradeId": str(row.trade_id) if row.trade_id else ""}  # Binance: empty unless from a trade
 
 
 # -- account -----------------------------------------------------------------------------------

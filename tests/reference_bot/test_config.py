@@ -51,6 +51,13 @@ def test_the_strategy_reads_as_the_bot_trades_it(tmp_path):
     assert strategy.order_notional("ETHUSDT", Decimal("1000")) == Decimal("600")
 
 
+def test_streaming_prices_is_off_unless_the_strategy_turns_it_on(tmp_path):
+    assert load_strategy(strategy_file(tmp_path, STRATEGY)).bot.stream_prices is False
+    assert load_strategy(strategy_file(tmp_path, STRATEGY + "bot:\n  stream_prices: true\n")).bot.stream_prices is True
+    error = refusal(tmp_path, STRATEGY + "bot:\n  stream_prices: sometimes\n")
+    assert str(error) == f"{tmp_path / 'f.yaml'}:15: bot.stream_prices: expected true or false, got 'sometimes'"
+
+
 def test_a_leverage_out_of_range_is_one_located_line(tmp_path):
     error = refusal(tmp_path, STRATEGY.replace("BTCUSDT: {leverage: 5}", "BTCUSDT: {leverage: 500}"))
     assert str(error) == f"{tmp_path / 'f.yaml'}:2: symbols.BTCUSDT.leverage: expected an integer from 1 to 125, got 500"

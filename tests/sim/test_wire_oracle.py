@@ -8,11 +8,14 @@ own client and fail on the real exchange.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from decimal import Decimal
 
 import pytest
 
+from tests.support.clients import sync_time
+from tests.support.market_streams import market_socket
 from tests.support.user_stream import user_stream
 
 SDK = "binance_sdk_derivatives_trading_usds_futures"
@@ -120,6 +123,44 @@ async def test_user_stream_events_match_binances_models(sim, canary):
                              {"p": ("margin_call_p_inner", True)})
         assert sim.faults.expire_listen_key("canary")
         assert_matches_model(await stream.next_of("listenKeyExpired"), "websocket_streams", "listen_key_expired")
+
+
+async def test_market_stream_payloads_match_binances_models(sim, clock):
+    streams = {
+        "btcusdt@markPrice": ("mark_price_stream_response", None),
+        "ethusdt@markPrice@1s": ("mark_price_stream_response", None),
+        "btcusdt@kline_1m": ("kline_candlestick_streams_response",
+                             {"k": ("kline_candlestick_streams_response_k", False)}),
+        "btcusdt_perpetual@continuousKline_1m": (
+            "continuous_contract_kline_candlestick_streams_response",
+            {"k": ("continuous_contract_kline_candlestick_streams_response_k", False)}),
+        "btcusdt@bookTicker": ("individual_symbol_book_ticker_streams_response", None),
+        "btcusdt@aggTrade": ("aggregate_trade_streams_response", None),
+        "btcusdt@depth20": ("partial_book_depth_streams_response", None),
+    }
+    async with market_socket(sim, "stream?streams=" + "/".join([*streams, "!markPrice@arr"])) as socket:
+        await asyncio.wait_for(sim.market_streams.subscribed("!markPrice@arr"), 5)
+        clock.advance(3)
+        for name, (module, nested) in streams.items():
+            assert_matches_model(await socket.next_of(name), "websocket_streams", module, nested)
+        for item in await socket.next_of("!markPrice@arr"):
+            assert_matches_model(item, "websocket_streams", "mark_price_stream_for_all_market_response_inner")
+
+
+async def test_funding_answers_and_events_match_binances_models(sim, clock, canary):
+    await canary.futures_change_margin_type(symbol="ETHUSDT", marginType="ISOLATED")
+    await canary.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.100")
+    async with user_stream(sim, canary) as stream:
+        clock.advance(8 * 3600)  # past the next funding time, wherever in its window the clock was
+        update = await stream.next_of("ACCOUNT_UPDATE")
+    assert update["a"]["m"] == "FUNDING_FEE" and [p["s"] for p in update["a"]["P"]] == ["ETHUSDT"]  # isolated
+    assert_matches_model(update, "websocket_streams", "account_update", {"a": ("account_update_a", False)})
+    await sync_time(canary)
+    for item in await canary.futures_funding_rate(symbol="ETHUSDT"):
+        assert_matches_model(item, "rest_api", "get_funding_rate_history_response_inner")
+    for item in await canary.futures_income_history(incomeType="FUNDING_FEE"):
+        assert_matches_model(item, "rest_api", "get_income_history_response_inner")
+    assert_matches_model(await canary.futures_mark_price(symbol="ETHUSDT"), "rest_api", "mark_price_response1")
 
 
 def test_the_oracle_refuses_an_invented_field_and_a_wrong_type():
