@@ -115,8 +115,8 @@ class FundingBook:
             self.history.append(FundingRate(symbol, rate, time_ms, self.market.price(symbol)))
         events: list[BalanceChanged] = []
         for account in self.accounts:
-            for symbol, position in list(account.positions.items()):
-                if position.amount:
+            for (symbol, side), position in list(account.positions.items()):
+                if position.amount:  # a hedge-mode SHORT side holds a negative amount, as on Binance
                     fee = position.amount * self.market.price(symbol) * rates[symbol]
-                    events.append(self.ledger.pay_funding(account, symbol, fee, time_ms))
+                    events.append(self.ledger.pay_funding(account, symbol, fee, time_ms, side=side))
         return events

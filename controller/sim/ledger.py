@@ -146,7 +146,8 @@ class Ledger:
         self.income[target.name].append(Income(next(self._tran_ids), "", "TRANSFER", amount, 0, now))
         return [self.balance_event(source, "WITHDRAW", [], -amount), self.balance_event(target, "DEPOSIT", [], amount)]
 
-    def pay_funding(self, account: Account, symbol: str, fee: Decimal, time_ms: int) -> BalanceChanged:
+    def pay_funding(self, account: Account, symbol: str, fee: Decimal, time_ms: int, *,
+                    side: str = "BOTH") -> BalanceChanged:
         """A position pays ``fee`` USDT of funding (receives it when negative): an income row
         ``FUNDING_FEE`` and an ACCOUNT_UPDATE ``FUNDING_FEE``. As Binance pushes it, a cross position's
         update carries the balance only; an isolated one's carries that position too, whose margin
@@ -155,7 +156,7 @@ class Ledger:
         account.wallet -= fee
         isolated = account.setting(symbol).isolated
         if isolated:
-            account.position(symbol).isolated_wallet -= fee
+            account.position(symbol, side).isolated_wallet -= fee
         account.update_ms = time_ms
         self.income[account.name].append(Income(next(self._tran_ids), symbol, "FUNDING_FEE", -fee, 0, time_ms))
         totals = account.totals(self.market)
