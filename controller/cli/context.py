@@ -49,6 +49,9 @@ def default_state_dir(url) -> Path:
 
 @asynccontextmanager
 async def open_database(*, check_schema: bool = True) -> AsyncIterator[Database]:
+    from controller.store import audit
+
+    audit.written_by(os_user=os_user())
     db = Database(database_url())
     try:
         if check_schema:

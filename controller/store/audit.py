@@ -11,12 +11,13 @@ rows is detected too.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.canonical import canonical_json, sha256_hex
@@ -65,6 +66,24 @@ def event_hash(prev_hash: str, *, seq: int, ts: datetime, actor: str, kind: str,
     return sha256_hex(f"{prev_hash}\n{event}")
 
 
+_WRITER: ContextVar[Mapping[str, str]] = ContextVar("audit_writer", default={})
+
+
+def written_by(**fields: str) -> None:
+    """Who writes this context's audit events, beyond the actor each one names: `canaryctl` says
+    the operating-system user that runs it, so every event it writes (``release.added``,
+    ``rollout.created``...) carries ``os_user`` beside the claimed name."""
+    _WRITER.set(dict(fields))
+
+
+async def db_role(session: AsyncSession) -> str | None:
+    """The PostgreSQL role this session writes as (None on SQLite, which has no roles)."""
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        return None
+    return (await session.execute(text("SELECT current_user"))).scalar_one()
+
+
 async def append(session: AsyncSession, clock: Clock, *, actor: str, kind: str, subject: str,
                  payload: dict[str, Any] | None = None, release: str | None = None,
                  symbol: str | None = None) -> AuditRecord:
@@ -80,7 +99,11 @@ async def append(session: AsyncSession, clock: Clock, *, actor: str, kind: str, 
         select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update())).scalar_one()
     seq, prev_hash = head.seq + 1, head.hash
     ts = clock.now().astimezone(UTC)
-    payload_text = canonical_json(payload or {})
+    # Who really wrote it, where the store can tell: what the event says first, then the writer's
+    # context and the database role (on PostgreSQL) where the event does not say it.
+    role = await db_role(session)
+    payload = {**_WRITER.get(), **({"db_role": role} if role else {}), **(payload or {})}
+    payload_text = canonical_json(payload)
     digest = event_hash(prev_hash, seq=seq, ts=ts, actor=actor, kind=kind, subject=subject,
                         release=release, symbol=symbol, payload=payload_text)
     session.add(AuditEvent(seq=seq, ts=ts, actor=actor, kind=kind, subject=subject, release=release,

@@ -64,8 +64,10 @@ async def submit_command(db: Database, clock: Clock, *, rollout_id: int | None, 
     if not actor.strip():
         raise InputError("a command needs an actor (who gives it)")
     async with db.write() as session:
+        role = await audit.db_role(session)  # who gave it, as PostgreSQL knows them
+        args = {**({"db_role": role} if role else {}), **(args or {})}
         row = OperatorCommand(rollout_id=rollout_id, kind=kind, actor=actor, reason=reason,
-                              args=canonical_json(args or {}), created_at=clock.now())
+                              args=canonical_json(args), created_at=clock.now())
         session.add(row)
         await session.flush()
         return CommandInfo.from_row(row)

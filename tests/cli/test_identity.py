@@ -52,3 +52,42 @@ async def test_audit_query_shows_the_os_user_where_it_differs_from_the_claimed_n
     assert "alice (os user mallory)" in out
     out = canaryctl("audit", "query", "--kind", "command.pause", db=sqlite_url).out
     assert "bob" in out and "os user" not in out
+
+
+def test_every_event_canaryctl_writes_carries_the_os_user(sqlite_url):
+    """Not only commands: a release added (and its config snapshot) names who ran `canaryctl`."""
+    import json
+
+    from tests.support.checkout import EXAMPLES
+
+    assert canaryctl("db", "upgrade", db=sqlite_url).code == 0
+    added = canaryctl("release", "add", "1.0.0", "--manifest", str(EXAMPLES / "reference-bot" / "manifest.yaml"),
+                      "--config", str(EXAMPLES / "reference-bot" / "strategy.yaml"), db=sqlite_url,
+                      env={"CANARY_ACTOR": "mallory"})
+    assert added.code == 0, added
+    events = [json.loads(line) for line in canaryctl("audit", "query", "--json", db=sqlite_url).out.splitlines()]
+    written = {e["kind"]: (e["actor"], e["payload"].get("os_user")) for e in events}
+    assert written["release.added"] == ("mallory", LOGIN)
+    assert written["config.snapshot"] == ("mallory", LOGIN)
+
+
+async def test_on_postgresql_commands_and_events_record_the_database_role(postgres_url):
+    from controller.clock import RealClock
+    from controller.store import audit
+    from controller.store.commands import submit_command
+    from controller.store.database import Database, resolve_url
+    from controller.store.schema import upgrade
+
+    db = Database(resolve_url(postgres_url))
+    try:
+        await upgrade(db)
+        command = await submit_command(db, RealClock(), rollout_id=None, kind="place", actor="alice",
+                                       args={"release": "1.0.0"})
+        async with db.write() as session:
+            record = await audit.append(session, RealClock(), actor="alice", kind="test.event", subject="x")
+        role = resolve_url(postgres_url).username
+        assert role
+        assert command.args["db_role"] == role
+        assert record.payload["db_role"] == role
+    finally:
+        await db.close()
