@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,22 @@ def check_version(version: str) -> str:
     return version
 
 
-def read_release(version: str, manifest_file: Path, config_file: Path, notes: str | None = None) -> NewRelease:
-    """Validate everything a release is made of; nothing is written."""
+def read_release(version: str, manifest_file: Path, config_file: Path, notes: str | None = None, *,
+                 artifact_roots: Sequence[Path] = ()) -> NewRelease:
+    """Validate everything a release is made of; nothing is written. A path artifact lies under the
+    manifest's folder or one of ``artifact_roots`` (the daemon config's), symlinks resolved."""
     check_version(version)
     manifest = load_model(ReleaseManifest, manifest_file)
     config = load_model(StrategyConfig, config_file)
     artifact = manifest.artifact_path(manifest_file)  # a package not installed is refused here
     field = "artifact.package" if manifest.artifact.package else "artifact.path"
     folder = Path(manifest_file).parent.resolve()
-    if manifest.artifact.path is not None and not artifact.is_relative_to(folder):
-        raise ConfigError(f"the artifact {artifact} is outside the manifest's folder {folder}: put the manifest "
-                          "beside the artifact or above it (a symlink counts where it leads)",
+    allowed = [folder, *(Path(root).resolve() for root in artifact_roots)]
+    if manifest.artifact.path is not None and not any(artifact.is_relative_to(root) for root in allowed):
+        roots = f" or the allowed roots {', '.join(map(str, allowed[1:]))}" if artifact_roots else ""
+        raise ConfigError(f"the artifact {artifact} is outside the manifest's folder {folder}{roots}: put the "
+                          "manifest beside the artifact or above it, or name its folder under artifact_roots in "
+                          "the daemon config (a symlink counts where it leads)",
                           file=str(manifest_file), field=field)
     try:
         digest = artifact_sha256(artifact)

@@ -35,10 +35,17 @@ def add(version: str, manifest_file: Path, config_file: Path, notes: str | None,
     Example: canaryctl release add 1.4.0 --manifest examples/reference-bot/manifest.yaml
     --config examples/reference-bot/strategy.yaml --notes "tighter stops"
     """
+    from controller.cli.context import settings
     from controller.release_files import read_release
     from controller.store.releases import add_release
 
-    new = read_release(version, manifest_file, config_file, notes)  # validate before opening anything
+    roots = []
+    if settings().config_path is not None:  # the daemon config may allow artifact roots of its own
+        from controller.config.daemon import load_daemon_config
+
+        roots = load_daemon_config(settings().config_path).artifact_roots
+    # validate before opening anything
+    new = read_release(version, manifest_file, config_file, notes, artifact_roots=roots)
 
     async def main():
         async with open_database() as db:

@@ -243,12 +243,24 @@ class DaemonConfig(ConfigModel):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     environments: dict[Name, EnvironmentConfig] = Field(min_length=1)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    artifact_roots: list[Path] = Field(default_factory=list, max_length=32)
+    """Folders (absolute) where a release's artifact may lie besides its manifest's folder, e.g. a
+    build output shared by several manifests (`canaryctl release add --config` reads them)."""
     policies_dir: Path = Field(default_factory=shipped.policies_dir)
     """The policy files the pipelines name; default: the ones shipped with the package."""
     pipeline: Path | None = None
     log: LogConfig = Field(default_factory=LogConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
     request_weight: RequestWeightConfig = Field(default_factory=RequestWeightConfig)
+
+    @field_validator("artifact_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        for root in value:
+            if not root.is_absolute():
+                raise ValueError(f"expected absolute paths, got {str(root)!r} (an allowed root must not depend on "
+                                 "where canaryctl runs)")
+        return value
 
     def anchored(self, base_dir: Path) -> DaemonConfig:
         """This config with relative paths made absolute against ``base_dir``."""

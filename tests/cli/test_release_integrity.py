@@ -103,3 +103,29 @@ def test_a_device_given_as_the_artifact_is_refused(ready_db, tmp_path):
     path = manifest(tmp_path, "bot.fifo")
     assert_refused(add(ready_db, path), f"{path}: artifact.path", "not a regular file or folder")
     assert nothing_recorded(ready_db)
+
+
+def test_an_artifact_under_a_root_the_daemon_config_allows_is_recorded(ready_db, tmp_path):
+    builds = tmp_path / "builds"
+    builds.mkdir()
+    (builds / "bot.bin").write_bytes(b"the build")
+    (tmp_path / "release").mkdir()
+    path = manifest(tmp_path / "release", str(builds / "bot.bin"))
+    assert_refused(add(ready_db, path), f"{path}: artifact.path", "outside the manifest's folder")
+
+    config = tmp_path / "controller.yaml"
+    config.write_text(f"environments:\n  sim:\n    kind: sim\nartifact_roots: [{builds}]\n")
+    result = canaryctl("--config", str(config), "release", "add", "1.0.0", "--manifest", path, "--config", CONFIG,
+                       "--json", db=ready_db)
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["manifest"]["artifact"]["path"] == str(builds / "bot.bin")
+
+
+def test_an_artifact_root_must_be_absolute(ready_db, tmp_path):
+    (tmp_path / "release").mkdir()
+    config = tmp_path / "controller.yaml"
+    config.write_text("environments:\n  sim:\n    kind: sim\nartifact_roots: [builds]\n")
+    result = canaryctl("--config", str(config), "release", "add", "1.0.0", "--manifest",
+                       manifest(tmp_path / "release", "bot.bin"), "--config", CONFIG, db=ready_db)
+    assert_refused(result, f"{config}:4: artifact_roots", "expected absolute paths")
+    assert nothing_recorded(ready_db)
