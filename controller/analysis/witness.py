@@ -18,7 +18,10 @@ exchange source that an ordinary policy judges:
 - ``witness_bucket_usage_understated{bucket}``: how far the margin the exchange holds for the
   bucket's positions (notional / configured leverage / capital, as the bot defines its usage)
   exceeds the bot's ``strategy_bucket_usage_ratio``; the bot's figure also counts its open and
-  pending orders, so an honest bot reports at least the exchange's.
+  pending orders, so an honest bot reports at least the exchange's. The exchange's exposure is
+  over the account's starting capital, while a bot may measure against its wallet now: after a
+  profit (``pnl_ratio`` > 0) the exchange's figure is divided by 1 + the profit, so a profitable
+  honest bot is not taken for one that understates (a loss is not credited: fail closed).
 
 Pure: no clock, no I/O; counters are followed through resets as Prometheus' ``increase`` does.
 """
@@ -67,6 +70,7 @@ class Witness:
         self._connected = False  # the exchange's stream is connected: its count of fills is complete
         self._applied: dict[str, float] = {}
         self._exposure: dict[str, float] = {}
+        self._growth = 0.0  # the account's profit over its starting capital, when positive
         self._symbol_labels = {s: labels_of(symbol=s) for s in config.symbols}
         self._bucket_labels = {b: labels_of(bucket=b) for b in config.buckets}
 
@@ -97,6 +101,8 @@ class Witness:
             self._applied[obs.label("symbol") or ""] = obs.value
         elif obs.metric == "exposure_ratio":
             self._exposure[obs.label("symbol") or ""] = obs.value
+        elif obs.metric == "pnl_ratio" and math.isfinite(obs.value):
+            self._growth = max(0.0, obs.value)
 
     def _fills(self, obs: Observation) -> list[Observation]:
         if self._exchange_filled is None or not self._connected:
@@ -125,7 +131,7 @@ class Witness:
             return []
         if any(s not in self._exposure for s in bucket.symbols):
             return []  # the exchange has not valued every position of the bucket yet
-        held = sum(self._exposure[s] / self.config.symbols[s].leverage for s in bucket.symbols)
+        held = sum(self._exposure[s] / self.config.symbols[s].leverage for s in bucket.symbols) / (1 + self._growth)
         name = obs.label("bucket") or ""
         return [self._out("witness_bucket_usage_understated", self._bucket_labels[name], max(0.0, held - obs.value),
                           obs.ts)]

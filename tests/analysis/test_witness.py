@@ -91,6 +91,24 @@ def test_a_bucket_usage_below_what_the_exchange_holds_is_understated():
     assert honest.value == 0.0 and understated.value == pytest.approx(held)
 
 
+def test_a_profitable_bot_measuring_usage_against_its_grown_wallet_is_not_understating():
+    """The exchange's exposure is over the starting capital; the reference bot's usage over its
+    wallet now. After a 10 % profit an honest bot's figure is 1/1.1 of the exchange's."""
+    config = strategy()
+    witness = Witness(config)
+    for symbol in config.buckets["majors"].symbols:
+        fed(witness, exchange("exposure_ratio", 2.0 if symbol == "BTCUSDT" else 0.0, T0, symbol=symbol))
+    held = 2.0 / config.symbols["BTCUSDT"].leverage
+    fed(witness, exchange("pnl_ratio", 0.10, T0))
+    [honest] = fed(witness, bot("strategy_bucket_usage_ratio", held / 1.1, T0 + 1, bucket="majors"))
+    [lying] = fed(witness, bot("strategy_bucket_usage_ratio", held / 2, T0 + 2, bucket="majors"))
+    assert honest.value == pytest.approx(0.0, abs=1e-12)
+    assert lying.value == pytest.approx(held / 1.1 - held / 2)
+    fed(witness, exchange("pnl_ratio", -0.10, T0 + 3))  # a loss: the exchange's figure stands as it is
+    [after_loss] = fed(witness, bot("strategy_bucket_usage_ratio", held / 1.1, T0 + 4, bucket="majors"))
+    assert after_loss.value == pytest.approx(held - held / 1.1)
+
+
 def test_the_shipped_policy_rolls_back_a_bot_whose_fills_the_exchange_never_made():
     [stage_c] = [f for f in load_policies([REPO / "policies"]).values() if f.stage == "C"]
     policy = next(p for p in stage_c.policies if p.name == "c-bot-fills-match-exchange")
