@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import aiohttp
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.clock import SimulatedClock
 from controller.exchange.client import ExchangeClient
+from controller.store.database import Database
 
 HELD_POLL = 0.002
 SETTLE_ROUNDS = 4
@@ -156,3 +159,25 @@ class Stepper:
                 target = min(target, now + self.max_step)
             clock.advance(target - now)
             self.taken += 1
+
+
+class SteppedDatabase(Database):
+    """The store, each of its units of work counted in ``in_flight``: the clock does not jump while
+    the rollout runner writes a decision or a rollback step (its timers and deadlines are the
+    clock's), as it does not while a request is out."""
+
+    def __init__(self, url: URL, *, in_flight: InFlight) -> None:
+        super().__init__(url)
+        self.in_flight = in_flight
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        with self.in_flight.request():
+            async with super().read() as session:
+                yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        with self.in_flight.request():
+            async with super().write() as session:
+                yield session
