@@ -7,10 +7,11 @@ than real time instead.
 
 The daemon's own code places, judges and rolls back: each placement is a rollout, run by the real
 `RolloutRunner`, of a one-stage pipeline of the harness's stage (longer than the run, so its gate
-never decides), on a store of its own (SQLite in a temporary folder, removed afterwards), through
-a `Site` whose clients count their requests in flight and an in-process deployer
-(`controller.harness.deployer`: the process deployer's bots keep a clock of their own, which
-cannot follow a stepped one). The harness plays the operator, through the store's commands:
+never decides), on a store of its own (SQLite in a temporary folder, removed afterwards, unless
+``store`` names a folder to keep it in), through a `Site` whose clients count their requests in
+flight and an in-process deployer (`controller.harness.deployer`: the process deployer's bots
+keep a clock of their own, which cannot follow a stepped one). The harness plays the operator,
+through the store's commands:
 
 - The release under test is placed first as the account's release (as ``canaryctl baseline``
   places one), then under a rollout with the stage's policies in dry run: there is nothing
@@ -54,7 +55,7 @@ from controller.harness.record import harness_release
 from controller.harness.release import REFERENCE_ENTRY_POINT, load_entry_point, with_defects
 from controller.harness.result import HarnessResult
 from controller.harness.scoring import Scoring
-from controller.harness.stepping import InFlight, SteppedClient, SteppedDatabase, Stepper
+from controller.harness.stepping import InFlight, SteppedClient, SteppedDatabase, Stepper, threads_counted
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.rollout import placing
@@ -122,6 +123,7 @@ class HarnessOptions:
     seed: int = 7
     cadence: Cadence = Cadence()
     entry_point: str = REFERENCE_ENTRY_POINT  # the release's bot, in process (MODULE:CALLABLE)
+    store: Path | None = None       # a folder to keep the run's own store in (None: a temporary one, removed)
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ class Progress:
     faults: int
 
 
-class StagePolicies(PolicySet):
+class JudgedPolicies(PolicySet):
     """The stage's policies that the harness judges, as the runner reads a policies folder: under
     ``FILE`` as they are (for a release carrying a defect), under ``FILE`` with ``.dry-run`` before
     its suffix in dry run (for the release under test)."""
@@ -192,7 +194,7 @@ class Harness:
                                duration=options.duration, policies=options.policies,
                                other_policies=options.other_policies)
         self.judged = self.scoring.judged
-        self.policies = StagePolicies(f"stage-{options.stage}.yaml", self.judged)
+        self.policies = JudgedPolicies(f"stage-{options.stage}.yaml", self.judged)
         self.changes: list[Verdict] = []  # every verdict change of a policy's group, for the record
         self.started_at = 0.0             # the clock's time at the start of the run
         self._last_key: dict[tuple, tuple] = {}  # (policy, group) -> the last change's key
@@ -223,13 +225,16 @@ class Harness:
         self.in_flight = InFlight()
         self.started_at = self.scoring.start = self.clock.time()
         end = self.started_at + options.duration
-        with tempfile.TemporaryDirectory(prefix="canary-harness-") as folder:
+        kept = contextlib.nullcontext(options.store) if options.store is not None else None
+        with kept or tempfile.TemporaryDirectory(prefix="canary-harness-") as folder:
             self.db = SteppedDatabase(resolve_url(f"sqlite:///{Path(folder) / 'harness.db'}"), in_flight=self.in_flight)
             tasks: list[asyncio.Task] = []
+            counted = contextlib.ExitStack()
             try:
                 await upgrade(self.db)
                 await self.sim.start("127.0.0.1", 0)
                 if stepped:
+                    counted.enter_context(threads_counted(self.in_flight))
                     self.stepper = Stepper(self.clock, self.in_flight, held=lambda: self.sim.held)
                     tasks.append(asyncio.create_task(self.stepper.run(end), name="harness-stepper"))
                 if self.on_progress is not None:
@@ -250,6 +255,7 @@ class Harness:
                     await self.site.close()
                 await self.sim.stop()
                 await self.db.close()
+                counted.close()
         self.scoring.finish(simulated)
         self.result.wall_s = time.monotonic() - wall
         if self.on_progress is not None:
