@@ -1,27 +1,45 @@
 """One harness run: a release through a stage on the simulator, faults on a schedule, all in process.
 
-The simulator, the release's bot and the stage's verification (the exchange observer and the
-bot's /metrics scraped into a `Verification` of the stage's policies) share one
-`SimulatedClock`. By default it is stepped (`controller.harness.stepping`): it jumps to the next
-thing that happens at every quiet moment, so 48 h pass in about a minute; with ``speed`` it
-runs that many times faster than real time instead.
+The simulator, the release's bot and the rollout runner share one `SimulatedClock`. By default
+it is stepped (`controller.harness.stepping`): it jumps to the next thing that happens at every
+quiet moment, so 48 h pass in about a minute; with ``speed`` it runs that many times faster
+than real time instead.
 
-Each placement of a release gets a fresh verification, as a stage run does in the daemon. A
-defect is injected by placing a release that carries it; when a policy catches it, the run of
-that release ends as the daemon's rollback would end it, and the healthy release is placed
-again and judged afresh. So every fault is caught, or not, by its own release's verdicts, and
-the run goes on to its end. A breach that no injected fault explains is the release under test
-failing: recorded, and the release runs on (there is nothing healthier to roll back to). What
-catches what, and what the run comes to, is `controller.harness.scoring`'s to say.
+The daemon's own code places, judges and rolls back: each placement is a rollout, run by the real
+`RolloutRunner`, of a one-stage pipeline of the harness's stage (longer than the run, so its gate
+never decides), on a store of its own (SQLite in a temporary folder, removed afterwards, unless
+``store`` names a folder to keep it in), through a `Site` whose clients count their requests in
+flight and an in-process deployer (`controller.harness.deployer`: the process deployer's bots
+keep a clock of their own, which cannot follow a stepped one). The harness plays the operator,
+through the store's commands:
+
+- The release under test is placed first as the account's release (as ``canaryctl baseline``
+  places one), then under a rollout with the stage's policies in dry run: there is nothing
+  healthier to roll back to, so a breach no fault explains is recorded and the release runs on.
+- A defect is injected by placing a release that carries it: the running rollout ends (a forced
+  promote: its release stays) and a rollout of the faulty release, with the stage's policies
+  as they are, replaces it. Its deployment's previous one is the release under test's.
+- When a policy catches a fault (`controller.harness.scoring` says which), the runner rolls back:
+  by itself for a breach it acts on, else on the harness's ``rollback`` command, given at once
+  (the clock held until the rollback has begun). The real `Rollback` plan stops the release,
+  cancels its orders, restores the leverage and starts the previous release, the release under
+  test, whose new rollout is then judged afresh; the knobs of the faults just caught go off.
+
+So every fault is caught, or not, by its own placement's verdicts, and the run goes on to its
+end. What catches what, and what the run comes to, is `controller.harness.scoring`'s to say.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from controller.analysis.policy import Policy
@@ -29,23 +47,35 @@ from controller.analysis.verdict import Verdict
 from controller.clock import SimulatedClock
 from controller.config.daemon import Endpoints
 from controller.config.strategy import StrategyConfig
+from controller.deploy.base import Running
 from controller.errors import CanaryError
-from controller.exchange.client import ExchangeClient
-from controller.exchange.weights import WeightBudget
+from controller.harness.deployer import PLACING_STEP, EmbeddedDeployer
 from controller.harness.faults import Fault
-from controller.harness.release import REFERENCE_ENTRY_POINT, EmbeddedRelease, load_entry_point, with_defects
+from controller.harness.record import harness_release
+from controller.harness.release import REFERENCE_ENTRY_POINT, load_entry_point, with_defects
 from controller.harness.result import HarnessResult
 from controller.harness.scoring import Scoring
-from controller.harness.stepping import InFlight, SteppedClient, Stepper
+from controller.harness.stepping import InFlight, SteppedClient, SteppedDatabase, Stepper, threads_counted
 from controller.logs import get_logger
-from controller.observe.exchange import ExchangeObserver
-from controller.observe.metrics import MetricsScraper
-from controller.verification import Verification
+from controller.metrics import ControllerMetrics
+from controller.rollout import placing
+from controller.rollout.decide import Status
+from controller.rollout.engine import PolicySet, RolloutRunner, RunnerCadence
+from controller.rollout.info import RolloutInfo, create_rollout, get_rollout
+from controller.rollout.pipeline import Pipeline
+from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
+from controller.store.commands import submit_command
+from controller.store.database import resolve_url
+from controller.store.releases import add_release
+from controller.store.schema import upgrade
 
 log = get_logger(__name__)
 
 ACCOUNT = "canary"
-PLACING_STEP = 0.25  # seconds: a release starts in simulated seconds, as a process does
+ENVIRONMENT = "harness"
+ACTOR = "harness"
+UNDER_TEST = "under-test"  # the release under test's version in the run's own store
+STATUS_POLL = 0.1  # wall seconds: how often a wait on the runner looks at the store, between its events
 
 
 class HarnessError(CanaryError):
@@ -73,6 +103,12 @@ class Cadence:
         return {"interval": self.bot_interval, "reconcile_every": self.bot_reconcile, "seed": seed,
                 "shutdown_timeout": 5.0, "stream_timeout": 10.0}
 
+    def runner(self) -> RunnerCadence:
+        """The rollout runner's: its sources as above; the process and the audit chain, which no
+        policy the harness judges reads, seldom; operator commands read often (wall seconds)."""
+        return RunnerCadence(evaluate=self.evaluate, snapshot=self.snapshot, scrape=self.scrape, logs=self.snapshot,
+                             process=self.snapshot, audit=3600.0, command_poll=STATUS_POLL)
+
 
 @dataclass(frozen=True)
 class HarnessOptions:
@@ -87,6 +123,7 @@ class HarnessOptions:
     seed: int = 7
     cadence: Cadence = Cadence()
     entry_point: str = REFERENCE_ENTRY_POINT  # the release's bot, in process (MODULE:CALLABLE)
+    store: Path | None = None       # a folder to keep the run's own store in (None: a temporary one, removed)
 
 
 @dataclass(frozen=True)
@@ -100,14 +137,47 @@ class Progress:
     faults: int
 
 
+class JudgedPolicies(PolicySet):
+    """The stage's policies that the harness judges, as the runner reads a policies folder: under
+    ``FILE`` as they are (for a release carrying a defect), under ``FILE`` with ``.dry-run`` before
+    its suffix in dry run (for the release under test)."""
+
+    def __init__(self, file: str, policies: list[Policy]) -> None:
+        super().__init__(Path(file).parent)
+        self.file, self.dry_run_file = file, dry_run_name(file)
+        self._cache = {self.file: list(policies),
+                       self.dry_run_file: [p.model_copy(update={"dry_run": True}) for p in policies]}
+
+    def stage(self, filename: str) -> list[Policy]:
+        return self._cache[filename]
+
+    def reload(self) -> None:
+        """Nothing to read again: the policies were read before the run."""
+
+
+def dry_run_name(file: str) -> str:
+    path = Path(file)
+    return str(path.with_name(f"{path.stem}.dry-run{path.suffix}"))
+
+
 @dataclass(eq=False)
 class _Segment:
-    """One placement of a release and its verification, until the next placement."""
+    """One placement of a release, judged by its rollout's verification until it is stopped."""
 
     index: int  # the placement's, for the scoring
-    placement: EmbeddedRelease
     label: str
-    task: asyncio.Task | None = None
+    ended: bool = False
+
+
+@dataclass(eq=False)
+class _Rollout:
+    """The rollout under way and its runner."""
+
+    id: int
+    label: str
+    runner: RolloutRunner
+    task: asyncio.Task
+    ending: bool = False  # the harness ends it: what it judges now no longer counts
 
 
 class Harness:
@@ -124,15 +194,20 @@ class Harness:
                                duration=options.duration, policies=options.policies,
                                other_policies=options.other_policies)
         self.judged = self.scoring.judged
+        self.policies = JudgedPolicies(f"stage-{options.stage}.yaml", self.judged)
         self.changes: list[Verdict] = []  # every verdict change of a policy's group, for the record
         self.started_at = 0.0             # the clock's time at the start of the run
         self._last_key: dict[tuple, tuple] = {}  # (policy, group) -> the last change's key
         self._segment: _Segment | None = None
+        self._placing: tuple[str, int | None] | None = None  # (label, defect) of the placement awaited
+        self._ending = "the rollback"     # why the running release is stopped next, for the scoring
+        self._rollout: _Rollout | None = None
+        self._versions: dict[int, str] = {}  # a defect's place in the schedule -> its release's version
         self._on: list[int] = []          # the sim faults whose knob is on, by their place in the schedule
-        self._rollback: str | None = None
+        self._catch: str | None = None    # a catch the rollback has not begun for (the clock is held)
         self._wake = asyncio.Event()
-        self._clients: list[ExchangeClient] = []
         self.stepper: Stepper | None = None
+        self.metrics = ControllerMetrics()  # the runner's, which nothing here exports
 
     # ------------------------------------------------------------ the run, top to bottom
 
@@ -150,42 +225,81 @@ class Harness:
         self.in_flight = InFlight()
         self.started_at = self.scoring.start = self.clock.time()
         end = self.started_at + options.duration
-        await self.sim.start("127.0.0.1", 0)
-        tasks: list[asyncio.Task] = []
-        try:
-            if stepped:
-                self.stepper = Stepper(self.clock, self.in_flight, held=lambda: self.sim.held)
-                tasks.append(asyncio.create_task(self.stepper.run(end), name="harness-stepper"))
-            if self.on_progress is not None:
-                tasks.append(asyncio.create_task(self._report_progress(wall), name="harness-progress"))
-            self.observer_client = await self._client(share=0.1)
-            await self._schedule(end)
-            simulated = min(self.clock.time(), end) - self.started_at
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self._segment is not None:
-                await self._end_segment(self._segment, "the run ended")
-            for client in self._clients:
-                await client.close()
-            await self.sim.stop()
+        kept = contextlib.nullcontext(options.store) if options.store is not None else None
+        with kept or tempfile.TemporaryDirectory(prefix="canary-harness-") as folder:
+            self.db = SteppedDatabase(resolve_url(f"sqlite:///{Path(folder) / 'harness.db'}"), in_flight=self.in_flight)
+            tasks: list[asyncio.Task] = []
+            counted = contextlib.ExitStack()
+            try:
+                await upgrade(self.db)
+                await self.sim.start("127.0.0.1", 0)
+                if stepped:
+                    counted.enter_context(threads_counted(self.in_flight))
+                    self.stepper = Stepper(self.clock, self.in_flight, held=lambda: self.sim.held)
+                    tasks.append(asyncio.create_task(self.stepper.run(end), name="harness-stepper"))
+                if self.on_progress is not None:
+                    tasks.append(asyncio.create_task(self._report_progress(wall), name="harness-progress"))
+                self.site = self._site()
+                await self._record_releases()
+                await self._schedule(end)
+                simulated = min(self.clock.time(), end) - self.started_at
+            finally:
+                await self._stop_runner()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                self._ending = "the run ended"
+                if hasattr(self, "deployer"):
+                    await self.deployer.close()
+                if hasattr(self, "site"):
+                    await self.site.close()
+                await self.sim.stop()
+                await self.db.close()
+                counted.close()
         self.scoring.finish(simulated)
         self.result.wall_s = time.monotonic() - wall
         if self.on_progress is not None:
             self.on_progress(self._progress(wall))
         return self.result
 
+    def _site(self) -> Site:
+        """The simulator's account as the runner reaches it, its bots placed in this process."""
+        account = self.sim.accounts[ACCOUNT]
+        self.deployer = EmbeddedDeployer(self.entry_point, clock=self.clock, account=ACCOUNT,
+                                         settings=self.options.cadence.bot_settings(self.options.seed),
+                                         trace_configs=[self.in_flight.trace_config()], stepper=self.stepper,
+                                         on_started=self._started, on_stopped=self._stopped)
+        environment = EnvironmentAccess(
+            name=ENVIRONMENT, endpoints=Endpoints(self.sim.rest_url, self.sim.ws_url, self.sim.sapi_url),
+            accounts={ACCOUNT: AccountAccess(ACCOUNT, account.api_key, account.api_secret)}, deployer=self.deployer)
+        return Site(self.clock, {ENVIRONMENT: environment}, metrics=None,
+                    client_type=functools.partial(SteppedClient, in_flight=self.in_flight))
+
+    async def _record_releases(self) -> None:
+        """The release under test and each release carrying a defect of the schedule, in the store."""
+        await add_release(self.db, self.clock, dataclasses.replace(harness_release(self.options.strategy),
+                                                                   version=UNDER_TEST), actor=ACTOR)
+        for index, fault in enumerate(self.options.faults):
+            if fault.kind == "defect":
+                version = self._versions[index] = f"defect-{index + 1}"
+                new = harness_release(with_defects(self.options.strategy, fault.defects))
+                await add_release(self.db, self.clock, dataclasses.replace(new, version=version), actor=ACTOR)
+
     async def _schedule(self, end: float) -> None:
-        """Place the healthy release, then each fault at its time (and each sim knob off at its
-        end), rolling back whenever a breach asks for it, until ``end``."""
+        """Place the release under test, then each fault at its time (and each sim knob off at its
+        end), rolling back whenever a catch asks for it, until ``end``."""
         events: list[tuple[float, int, int]] = []
         for index, fault in enumerate(self.options.faults):
             events.append((fault.at, 1, index))
             if fault.span is not None and fault.at + fault.span < self.options.duration:
                 events.append((fault.at + fault.span, 0, index))  # one past the end: the run ends first
         events.sort()
-        await self._place(self.options.strategy, self.options.release)
+        try:
+            await placing.place(self.db, self.site, environment=ENVIRONMENT, account=ACCOUNT, release=UNDER_TEST,
+                                rollout_id=None, actor=ACTOR)
+        except Exception as exc:  # noqa: BLE001 - whatever stopped it, the run cannot start
+            raise HarnessError(f"the release under test could not be placed: {exc}") from None
+        await self._start_rollout(UNDER_TEST, self.options.release)
         for at, starts, index in events:
             await self._until(self.started_at + at)
             if starts:
@@ -195,10 +309,14 @@ class Harness:
         await self._until(end)
 
     async def _until(self, when: float) -> None:
-        """Let the clock reach ``when``; roll back on the way whenever a breach asks for it."""
+        """Let the clock reach ``when``; on the way, roll back whenever a catch asks for it, and
+        judge the release under test afresh after every rollback."""
         while True:
-            if self._rollback is not None:
+            if self._catch is not None:
                 await self._roll_back()
+                continue
+            if self._rollout is not None and self._rollout.task.done():
+                await self._after_rollback()
                 continue
             remaining = when - self.clock.time()
             if remaining <= 0:
@@ -207,75 +325,147 @@ class Harness:
             sleeping = asyncio.create_task(self.clock.sleep(remaining), name="harness-until")
             woken = asyncio.create_task(self._wake.wait(), name="harness-wake")
             try:
-                await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({sleeping, woken, self._rollout.task}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 sleeping.cancel()
                 woken.cancel()
 
-    # ------------------------------------------------------------ placing releases
+    # ------------------------------------------------------------ rollouts
 
-    async def _client(self, *, share: float) -> ExchangeClient:
-        account = self.sim.accounts[ACCOUNT]
-        client = SteppedClient(in_flight=self.in_flight, account=ACCOUNT, api_key=account.api_key,
-                               api_secret=account.api_secret,
-                               endpoints=Endpoints(self.sim.rest_url, self.sim.ws_url, self.sim.sapi_url),
-                               clock=self.clock, budget=WeightBudget(self.clock, share=share))
-        self._clients.append(client)
-        await client.sync_time()
-        return client
-
-    async def _place(self, config: StrategyConfig, label: str, defect: int | None = None) -> None:
-        """Stop the running release, start ``config``'s bot, and verify it afresh."""
+    async def _start_rollout(self, version: str, label: str, defect: int | None = None) -> None:
+        """A rollout of ``version`` (the stage's policies in dry run for the release under test),
+        returned once its release runs."""
+        file = self.policies.dry_run_file if version == UNDER_TEST else self.policies.file
+        pipeline = Pipeline.model_validate({"name": "harness", "stages": [{
+            "name": self.options.stage, "environment": ENVIRONMENT, "account": ACCOUNT, "policies": file,
+            # Longer than the run from any start: the stage's gate never decides.
+            "duration": self.options.duration + 3600.0, "progress_deadline": self.options.duration + 3600.0}]})
+        self._placing = (label, defect)
+        # Placing is not all requests (a bot stopping, one starting, the artifact hashed again): small
+        # steps meanwhile, so that it takes simulated seconds, as it would for the daemon.
         with self.stepper.fine(PLACING_STEP) if self.stepper else contextlib.nullcontext():
-            placement = await self._replace(config, label)
-        cadence = self.options.cadence
-        if placement.crash is not None and defect is None:
-            raise HarnessError(f"the release under test stopped before it traded: {placement.crash!r}")
-        index = self.scoring.placed(label, self._now(), defect)
-        segment = _Segment(index=index, placement=placement, label=label)
-        verification = Verification(policies=self.judged, config=config, clock=self.clock,
-                                    on_verdicts=lambda verdicts: self._on_verdicts(segment, verdicts),
-                                    tick=cadence.evaluate)
-        observer = ExchangeObserver(account=ACCOUNT, client=self.observer_client, config=config, clock=self.clock,
-                                    sink=verification.sink, snapshot_every=cadence.snapshot)
-        scraper = MetricsScraper(placement.metrics_url, clock=self.clock, sink=verification.sink,
-                                 interval=cadence.scrape)
-        segment.task = asyncio.create_task(verification.run([observer.run, scraper.run]),
-                                           name=f"harness-verification-{segment.index}")
-        self._segment = segment
-        log.info("harness_placed", release=label, segment=self.result.releases_placed, at=round(self._now()))
+            info = await create_rollout(self.db, self.clock, version=version, pipeline=pipeline, actor=ACTOR)
+            runner = RolloutRunner(rollout_id=info.id, db=self.db, site=self.site, policies=self.policies,
+                                   metrics=self.metrics, cadence=self.options.cadence.runner(),
+                                   on_event=self._on_event, on_verdicts=self._on_verdicts)
+            task = asyncio.create_task(runner.run(), name=f"harness-rollout-{info.id}")
+            self._rollout = _Rollout(info.id, label, runner, task)
+            while self._placing is not None:
+                status = await self._event(lambda info: info.status not in (Status.PENDING, Status.PROMOTING))
+                if self._placing is not None and status is not None:
+                    raise HarnessError(f"{label} could not be placed: the rollout is {status.status.value}"
+                                       + (f" ({status.state.reason})" if status.state.reason else ""))
+        log.info("harness_placed", release=label, rollout=info.id, segment=self.result.releases_placed,
+                 at=round(self._now()))
 
-    async def _replace(self, config: StrategyConfig, label: str) -> EmbeddedRelease:
-        """The running release stopped, ``config``'s started: in simulated seconds, as processes."""
-        if self._segment is not None:
-            await self._end_segment(self._segment, f"{label} was placed")
-        account = self.sim.accounts[ACCOUNT]
-        placement = self.entry_point(
-            config=config.model_dump(mode="json"), clock=self.clock, label=label, account=ACCOUNT,
-            exchange={"rest_url": self.sim.rest_url, "ws_url": self.sim.ws_url, "sapi_url": self.sim.sapi_url,
-                      "api_key": account.api_key, "api_secret": account.api_secret},
-            settings=self.options.cadence.bot_settings(self.options.seed),
-            trace_configs=[self.in_flight.trace_config()])
-        await placement.start()
-        return placement
+    async def _end_rollout(self, why: str) -> None:
+        """End the rollout under way with its release left running: a forced promote, the clock held
+        meanwhile (ending it takes no simulated time)."""
+        rollout = self._rollout
+        if (await get_rollout(self.db, rollout.id)).status is Status.ROLLING_BACK:
+            await self._after_rollback()  # a rollback under way ends first: then its successor ends
+            rollout = self._rollout
+        rollout.ending = True
+        with self.in_flight.request():
+            await submit_command(self.db, self.clock, rollout_id=rollout.id, kind="promote", actor=ACTOR,
+                                 reason=why, args={"force": True})
+            while not rollout.task.done():
+                await self._event(lambda info: False)
+        info = rollout.task.result()
+        if info.status is not Status.PROMOTED:
+            raise HarnessError(f"the rollout of {rollout.label} could not be ended: it is {info.status.value}")
+        self._rollout = None
 
-    async def _end_segment(self, segment: _Segment, why: str) -> None:
-        if self._segment is segment:
-            self._segment = None
-        if segment.task is not None:
-            segment.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await segment.task
-        await segment.placement.stop()
-        crash = segment.placement.crash
-        self.scoring.ended(segment.index, self._now(), why, None if crash is None else repr(crash))
+    async def _roll_back(self) -> None:
+        """A catch: the knobs of the faults just caught go off, and the rollout rolls back (by
+        itself, or on the harness's command); the clock, held since the catch, moves again once
+        the rollback has begun."""
+        reason, rollout = self._catch, self._rollout
+        try:
+            for index in [i for i in self._on if self.result.faults[i].caught_by is not None]:
+                self._turn_off(index)
+            log.info("harness_rollback", reason=reason)
+            if (await get_rollout(self.db, rollout.id)).status is not Status.ROLLING_BACK:
+                await submit_command(self.db, self.clock, rollout_id=rollout.id, kind="rollback", actor=ACTOR,
+                                     reason=reason)
+            begun = (Status.ROLLING_BACK, Status.ROLLED_BACK, Status.FAILED)
+            while not rollout.task.done() and await self._event(lambda info: info.status in begun) is None:
+                pass
+        finally:
+            self._catch = None
+            self.in_flight.end()
+        await self._after_rollback()
+
+    async def _after_rollback(self) -> None:
+        """Once the rollout under way has rolled back: the release under test (the rollback started
+        it again) under a new rollout. A rollback that failed ends the run."""
+        rollout = self._rollout
+        while not rollout.task.done():
+            failed = await self._event(lambda info: info.status is Status.FAILED)
+            if failed is not None:
+                raise HarnessError(f"the rollback of {rollout.label} failed: {failed.state.reason}")
+        info = rollout.task.result()
+        if info.status is not Status.ROLLED_BACK:
+            raise HarnessError(f"the rollout of {rollout.label} ended {info.status.value}, not rolled back")
+        self._rollout = None
+        await self._start_rollout(UNDER_TEST, self.options.release)
+
+    async def _event(self, done: Callable[[RolloutInfo], bool]) -> RolloutInfo | None:
+        """Wait for the runner's next event (or its end, or `STATUS_POLL`); the rollout if ``done`` says
+        its state is what is awaited, else None."""
+        self._wake.clear()
+        info = await get_rollout(self.db, self._rollout.id)
+        if done(info):
+            return info
+        woken = asyncio.create_task(self._wake.wait(), name="harness-runner-event")
+        try:
+            await asyncio.wait({woken, self._rollout.task}, timeout=STATUS_POLL, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        return None
+
+    def _on_event(self, text: str) -> None:
+        self._wake.set()
+
+    async def _stop_runner(self) -> None:
+        """The run ended: the runner finishes the action in hand and stops."""
+        rollout, self._rollout = self._rollout, None
+        if rollout is None:
+            return
+        rollout.runner.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(rollout.task, timeout=60)
+
+    # ------------------------------------------------------------ the deployer's news
+
+    def _started(self, running: Running) -> None:
+        """A release runs: the placement awaited, if any, is judged from now."""
+        if self._placing is None:
+            return  # the rollback started the release under test: its new rollout judges it
+        label, defect = self._placing
+        self._placing = None
+        self._segment = _Segment(self.scoring.placed(label, self._now(), defect), label)
+
+    def _stopped(self, running: Running, crash: BaseException | None) -> None:
+        segment = self._segment
+        if segment is None or segment.ended:
+            return
+        segment.ended = True
+        self.scoring.ended(segment.index, self._now(), self._ending, None if crash is None else repr(crash))
+
+    # ------------------------------------------------------------ faults
 
     async def _inject(self, index: int) -> None:
         fault = self.options.faults[index]
         result = self.scoring.injected(index, self._now())
         if fault.kind == "defect":
-            config = with_defects(self.options.strategy, fault.defects)
-            await self._place(config, f"{self.options.release} + {fault.name}", defect=index)
+            label = f"{self.options.release} + {fault.name}"
+            await self._end_rollout(f"the harness places {label}")
+            self._ending = f"{label} was placed"
+            try:
+                await self._start_rollout(self._versions[index], label, defect=index)
+            finally:
+                self._ending = "the rollback"
         else:
             self.sim.faults.switch_on(fault.name, fault.value, ACCOUNT)
             self._on.append(index)
@@ -287,18 +477,12 @@ class Harness:
         self._on.remove(index)
         self.scoring.knob_off(index)
 
-    async def _roll_back(self) -> None:
-        """What the daemon's rollback does for a breach: stop the release, place the healthy one
-        (judged afresh); the knobs of the faults just caught go off."""
-        reason, self._rollback = self._rollback, None
-        for index in [i for i in self._on if self.result.faults[i].caught_by is not None]:
-            self._turn_off(index)
-        log.info("harness_rollback", reason=reason)
-        await self._place(self.options.strategy, self.options.release)
-
     # ------------------------------------------------------------ verdicts
 
-    def _on_verdicts(self, segment: _Segment, verdicts: list[Verdict]) -> None:
+    def _on_verdicts(self, verdicts: list[Verdict]) -> None:
+        segment = self._segment
+        if segment is None or segment.ended or self._rollout is None or self._rollout.ending:
+            return
         for verdict in verdicts:
             if self._last_key.get((verdict.policy, verdict.group)) != verdict.key:
                 self._last_key[(verdict.policy, verdict.group)] = verdict.key
@@ -306,7 +490,9 @@ class Harness:
             breaches = len(self.result.breaches)
             caught = self.scoring.judge(segment.index, verdict)
             if caught is not None:
-                self._rollback = f"{verdict.policy} caught {caught.fault.text}"
+                if self._catch is None:
+                    self.in_flight.begin()  # the clock waits for the rollback to begin: `_roll_back` ends it
+                self._catch = f"{verdict.policy} caught {caught.fault.text}"
                 self._wake.set()
             elif len(self.result.breaches) > breaches:
                 log.warning("harness_unexpected_breach", policy=verdict.policy, group=dict(verdict.group),

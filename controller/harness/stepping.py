@@ -7,19 +7,26 @@ time. So the Clock jumps only at a quiet moment: no request between its stamp an
 (`InFlight`), and the event loop has settled (what an answer set off, such as the orders a
 signal decided, has started). A jump of minutes is then, for every client, as if it had been
 idle that long, and a 48 h stage runs on the real exchange layer in a minute of wall time.
+
+The store's units of work (`SteppedDatabase`) and the work handed to threads (`threads_counted`)
+count as in flight too: the rollout runner's decisions and rollback steps, and a release's
+artifact hashed again before it is placed, take no simulated time, as none of them waits on the clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import aiohttp
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.clock import SimulatedClock
 from controller.exchange.client import ExchangeClient
+from controller.store.database import Database
 
 HELD_POLL = 0.002
 SETTLE_ROUNDS = 4
@@ -156,3 +163,54 @@ class Stepper:
                 target = min(target, now + self.max_step)
             clock.advance(target - now)
             self.taken += 1
+
+
+class SteppedDatabase(Database):
+    """The store, each of its units of work counted in ``in_flight``: the clock does not jump while
+    the rollout runner writes a decision or a rollback step (its timers and deadlines are the
+    clock's), as it does not while a request is out."""
+
+    def __init__(self, url: URL, *, in_flight: InFlight) -> None:
+        super().__init__(url)
+        self.in_flight = in_flight
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        with self.in_flight.request():
+            async with super().read() as session:
+                yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        with self.in_flight.request():
+            async with super().write() as session:
+                yield session
+
+
+
+@contextmanager
+def threads_counted(in_flight: InFlight) -> Iterator[None]:
+    """Meanwhile, the running loop's work handed to a thread (`asyncio.to_thread`: a release's
+    artifact hashed again before it is placed) counts in ``in_flight`` until the loop has its
+    answer: the clock does not jump meanwhile, as it does not while a request is out.
+
+    Counted on the loop's side, not the thread's: a thread that says it is done before the loop
+    has its answer would leave a quiet moment between the two, and the clock would jump in it."""
+    loop = asyncio.get_running_loop()
+    original = loop.run_in_executor
+
+    def run_in_executor(executor, func, *args) -> asyncio.Future:
+        in_flight.begin()
+        try:
+            future = original(executor, func, *args)
+        except BaseException:
+            in_flight.end()
+            raise
+        future.add_done_callback(lambda _: in_flight.end())  # before its awaiter's: the end comes first
+        return future
+
+    loop.run_in_executor = run_in_executor  # this loop only, while the run lasts
+    try:
+        yield
+    finally:
+        del loop.run_in_executor

@@ -141,7 +141,10 @@ class PolicySet:
 class RolloutRunner:
     def __init__(self, *, rollout_id: int, db: Database, site: Site, policies: PolicySet, metrics: ControllerMetrics,
                  cadence: RunnerCadence, report: RolloutReport | None = None,
-                 on_event: Callable[[str], None] | None = None, rollback: RollbackConfig | None = None) -> None:
+                 on_event: Callable[[str], None] | None = None, rollback: RollbackConfig | None = None,
+                 on_verdicts: Callable[[list[Verdict]], None] | None = None) -> None:
+        """``on_verdicts``: also given each batch of the placed stage's verdicts that counts, as it
+        comes (the synthetic harness scores them)."""
         self.id = rollout_id
         self.db = db
         self.site = site
@@ -152,6 +155,7 @@ class RolloutRunner:
         self.rollback = Rollback(db, site, **(rollback or RollbackConfig()).model_dump())
         self.report = report or RolloutReport(rollout_id, "")
         self.on_event = on_event or (lambda text: None)
+        self.on_verdicts = on_verdicts
         self._verdicts: list[Verdict] = []
         self._notices: list[Notice] = []
         self._wake = asyncio.Event()
@@ -410,6 +414,8 @@ class RolloutRunner:
     def _on_verdicts(self, verdicts: list[Verdict]) -> None:
         if not self._judging:
             return
+        if self.on_verdicts is not None:
+            self.on_verdicts(verdicts)
         self._verdicts.extend(verdicts)
         self._note_breach(verdicts, self._verifier)
 

@@ -11,7 +11,7 @@ the daemon has one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -51,12 +51,14 @@ class Site:
     """``weight_share`` of each host's request weight a minute for the controller, of which
     ``act_reserve`` only acting may spend (see `controller.exchange.weights`); ``metrics``, when
     given, shows each host's gate (``canary_exchange_blocked_seconds``) and counts the requests
-    it refused."""
+    it refused; ``client_type`` makes each client (the synthetic harness's counts its requests)."""
 
     def __init__(self, clock: Clock, environments: Mapping[str, EnvironmentAccess], *,
                  weight_share: float = DEFAULT_SHARE, act_reserve: float = DEFAULT_ACT_RESERVE,
-                 retry: RetryPolicy | None = None, metrics: ControllerMetrics | None = None) -> None:
+                 retry: RetryPolicy | None = None, metrics: ControllerMetrics | None = None,
+                 client_type: Callable[..., ExchangeClient] = ExchangeClient) -> None:
         self.clock = clock
+        self.client_type = client_type
         self.environments = dict(environments)
         self.weight_share = weight_share
         self.act_reserve = act_reserve
@@ -109,10 +111,10 @@ class Site:
                 env, access = self.environment(environment), self.account(environment, account)
                 host = self.host(environment)
                 options = {"retry": self.retry} if self.retry else {}
-                client = ExchangeClient(account=account, api_key=access.api_key, api_secret=access.api_secret,
-                                        endpoints=env.endpoints, clock=self.clock,
-                                        budget=self._budget(host).for_purpose(purpose), gate=self.gate(host),
-                                        **options)
+                client = self.client_type(account=account, api_key=access.api_key, api_secret=access.api_secret,
+                                          endpoints=env.endpoints, clock=self.clock,
+                                          budget=self._budget(host).for_purpose(purpose), gate=self.gate(host),
+                                          **options)
                 try:
                     await client.sync_time()
                 except BaseException:
