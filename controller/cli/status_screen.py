@@ -156,11 +156,10 @@ def _stage_text(s: Summary) -> Text:
 def _waiting_text(s: Summary) -> tuple[str | tuple[str, str | None], ...]:
     """``waiting since … (deadline in …)``: how long the rollout has waited for a person, and what
     its stage does at the deadline."""
-    since, deadline = s.waiting_since, s.waiting_deadline_at
+    since, deadline, left = s.waiting_since, s.waiting_deadline_at, s.waiting_left
     then = "rolls back" if s.stage.on_waiting_deadline == "rollback" else "alerts"
     opening = f"waiting since {since:%Y-%m-%d %H:%M:%S} UTC ({_ago(s.now, since)}) "
-    if deadline > s.now:
-        left = (deadline - s.now).total_seconds()
+    if left > 0:
         return opening, (f"(deadline in {_span(left)}", "yellow" if left < 3600 else None), f", then {then})"
     done = "rolling back" if s.stage.on_waiting_deadline == "rollback" else "alerted"
     return opening, (f"(deadline passed {_ago(s.now, deadline)}: overdue, {done})", BAD)

@@ -213,6 +213,15 @@ class Summary(RolloutRecord):
         return None if since is None else since + timedelta(seconds=self.stage.waiting_deadline)
 
     @property
+    def waiting_left(self) -> float | None:
+        """Seconds before the wait's deadline (0: overdue), while the rollout waits."""
+        deadline = self.waiting_deadline_at
+        if deadline is None:
+            return None
+        left = (deadline - self.now).total_seconds()
+        return min(max(0.0, left), self.stage.waiting_deadline)  # a daemon clock ahead: at most all of it
+
+    @property
     def remaining(self) -> float | None:
         """Seconds of the stage left, while it runs."""
         if self.status not in JUDGED or self.stage.ends_at is None:
@@ -250,8 +259,8 @@ class Summary(RolloutRecord):
             "waiting": None if self.waiting_since is None else {
                 "since": _iso(self.waiting_since), "deadline_at": _iso(self.waiting_deadline_at),
                 "deadline_seconds": stage.waiting_deadline, "on_deadline": stage.on_waiting_deadline,
-                "remaining_seconds": max(0.0, (self.waiting_deadline_at - self.now).total_seconds()),
-                "overdue": bool(self.decision_document.get("waiting_overdue")) or self.waiting_deadline_at <= self.now},
+                "remaining_seconds": self.waiting_left,
+                "overdue": bool(self.decision_document.get("waiting_overdue")) or self.waiting_left == 0.0},
         }
 
 
