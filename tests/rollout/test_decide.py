@@ -21,6 +21,7 @@ from controller.rollout.decide import (
     State,
     Status,
     decide,
+    time_left,
 )
 from controller.rollout.pipeline import Pipeline, Stage
 
@@ -918,3 +919,11 @@ def test_on_waiting_deadline_is_alert_or_rollback():
     with pytest.raises(ValueError, match="on_waiting_deadline"):
         Stage(name="C", environment="live", account="canary", duration=100, policies="c.yaml",
               on_waiting_deadline="page")
+
+
+def test_the_time_left_exported_is_the_stage_s_and_while_the_rollout_waits_the_wait_s():
+    assert time_left(at(Status.PROMOTING, C, started=None), PIPELINE, 30.0) is None
+    assert time_left(at(Status.RUNNING, C, started=0.0), PIPELINE, 30.0) == 70.0
+    waiting = at(Status.PAUSED, C, started=0.0, paused_from=Status.RUNNING, waiting_since=50.0)
+    assert time_left(waiting, PIPELINE, 60.0) == 86390.0
+    assert time_left(waiting, waits("alert").pipeline, 2000.0) == -950.0  # overdue: the gauge shows 0
