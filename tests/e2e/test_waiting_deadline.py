@@ -4,8 +4,8 @@ back once it has waited that long, and says why; meanwhile status and /metrics c
 The daemon runs in this process on the simulator (clock 10x); the test moves the simulated clock
 past the deadline rather than waiting for it. A jump of half an hour leaves every source that
 many seconds stale, so stage C is judged here by one policy that holds (never rolls back) on a
-failure or missing data: what rolls the rollout back is the wait, nothing else. canaryctl runs as real processes against the same
-SQLite file, in threads so that the daemon keeps turning.
+failure or missing data: what rolls the rollout back is the wait, nothing else. canaryctl runs
+as real processes against the same SQLite file, in threads so that the daemon keeps turning.
 """
 
 from __future__ import annotations
