@@ -18,8 +18,9 @@ ROLLOUT_STATES = ("pending", "running", "awaiting_signoff", "promoting", "promot
                   "rolling_back", "rolled_back", "failed")
 """Every state a rollout can be in: ``canary_rollout_state`` exports each, 1 for the current one."""
 
-ROLLBACK_TRIGGERS = ("policy", "operator", "deadline", "placement")
-"""What starts a rollback: a failed policy, a stage's deadline, an operator's command, a failed placement."""
+ROLLBACK_TRIGGERS = ("policy", "operator", "deadline", "waiting", "placement")
+"""What starts a rollback: a failed policy, a stage's progress deadline, an operator's command, a wait
+past its deadline (``on_waiting_deadline: rollback``), a failed placement."""
 
 REJECTION_REASONS = ("nan", "inf")
 """Why the analysis refuses a sample: ``canary_observations_rejected_total`` has each from the start."""
@@ -61,7 +62,8 @@ class ControllerMetrics:
             "canary_rollout_stage_info", "The stage the rollout is in (always 1; the stage is the label).",
             ["rollout", "release", "stage"], registry=r)
         self.stage_remaining = Gauge(
-            "canary_stage_time_remaining_seconds", "Time left before the rollout's current stage may complete.",
+            "canary_stage_time_remaining_seconds", "Time left before the rollout's current stage may complete; "
+            "while it waits (paused or awaiting sign-off), before its waiting deadline (0: overdue).",
             ["rollout"], registry=r)
         self.rollbacks = Counter(
             "canary_rollbacks_total", "Rollbacks started, by what triggered them (policy or operator).",
@@ -155,7 +157,8 @@ class ControllerMetrics:
         self.rollout_stage.labels(rollout, release, stage).set(1)
 
     def set_stage_remaining(self, rollout_id: int, seconds: float) -> None:
-        """Time left in the rollout's stage; an overdue stage shows 0, not a negative time."""
+        """Time left in the rollout's stage, or in its wait (`decide.time_left`); overdue shows 0, not a
+        negative time."""
         self.stage_remaining.labels(str(rollout_id)).set(max(0.0, seconds))
 
     def rollback_started(self, trigger: str) -> None:

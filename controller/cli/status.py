@@ -1,7 +1,8 @@
 """canaryctl status: is the canary healthy? One screen, from the store, in a blink.
 
 What it shows per rollout: release and state; the baseline (the release live on the stage's
-baseline account); the stage and the time left; the capital share against the stage's cap;
+baseline account); the stage and the time left; how long it has waited for a person (paused or
+awaiting sign-off) and when that wait's deadline passes; the capital share against the stage's cap;
 each policy of the stage with its latest verdict, value against threshold, trend (the values
 of its recent verdict changes) and gate standing; pending sign-offs and unanswered commands;
 the last breach; the last rollback with its steps; and the operator's next move.
@@ -20,7 +21,9 @@ verdict, value, threshold, condition, action, reason, at, samples, window_second
 clean_at}], signoffs {required, pending, signed}, pending_commands [{id, kind, actor,
 created_at}], last_breach (a policy entry or null), last_rollback ({trigger, reason,
 planned_at, done, total, current, steps [{position, name, account, state, attempts, error,
-started_at, finished_at}]} or null), last_verdict_at. Times are ISO 8601 UTC; fields are only
+started_at, finished_at}]} or null), last_verdict_at, dry_run [{policy, would_have, reason, first,
+last, count}], waiting ({since, deadline_at, deadline_seconds, on_deadline, remaining_seconds,
+overdue} while paused or awaiting sign-off, else null). Times are ISO 8601 UTC; fields are only
 ever added (a removal or a change of meaning raises ``version``).
 """
 

@@ -104,6 +104,8 @@ def _rollout(s: Summary) -> list[Text]:
         row("baseline", f"{s.baseline or 'none'} (the release this rollout replaces; stage {stage.name} has no "
                         "baseline account)")
     row("stage", _stage_text(s))
+    if s.waiting_since is not None:
+        row("waiting", *_waiting_text(s))
     row("capital", _capital_text(s))
     row("sign-offs", _signoff_text(s))
     for command in s.pending_commands:
@@ -149,6 +151,18 @@ def _stage_text(s: Summary) -> Text:
     elif stage.finished_at is not None:
         text.append(f" · ended {stage.finished_at:%Y-%m-%d %H:%M:%S} UTC ({stage.outcome})")
     return text
+
+
+def _waiting_text(s: Summary) -> tuple[str | tuple[str, str | None], ...]:
+    """``waiting since … (deadline in …)``: how long the rollout has waited for a person, and what
+    its stage does at the deadline."""
+    since, deadline, left = s.waiting_since, s.waiting_deadline_at, s.waiting_left
+    then = "rolls back" if s.stage.on_waiting_deadline == "rollback" else "alerts"
+    opening = f"waiting since {since:%Y-%m-%d %H:%M:%S} UTC ({_ago(s.now, since)}) "
+    if left > 0:
+        return opening, (f"(deadline in {_span(left)}", "yellow" if left < 3600 else None), f", then {then})"
+    done = "rolling back" if s.stage.on_waiting_deadline == "rollback" else "alerted"
+    return opening, (f"(deadline passed {_ago(s.now, deadline)}: overdue, {done})", BAD)
 
 
 def _capital_text(s: Summary) -> Text:

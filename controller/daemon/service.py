@@ -45,7 +45,7 @@ from controller.errors import CanaryError, ConfigError, StoreError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
 from controller.rollout import keys, placing, preflight
-from controller.rollout.decide import JUDGED, TERMINAL, expiry
+from controller.rollout.decide import JUDGED, TERMINAL, expiry, time_left
 from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
 from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
@@ -314,14 +314,16 @@ class Daemon:
                   crashes_in_a_row=restarts.backoff.failures, restart_in=round(delay, 3))
 
     def _export(self, active: list[RolloutInfo]) -> None:
-        """Every active rollout's state, stage and time left, as the store has them: after a restart
-        the series exist before any state changes, and the time left moves on every turn."""
+        """Every active rollout's state, stage and time left (of its stage, or of its wait), as the store
+        has them: after a restart the series exist before any state changes, and the time left moves on
+        every turn."""
         now = self.clock.time()
         for info in active:
             self.metrics.set_rollout_state(info.id, info.release, info.status.value)
             self.metrics.set_rollout_stage(info.id, info.release, info.stage.name)
-            if info.state.stage_started is not None:
-                self.metrics.set_stage_remaining(info.id, info.state.stage_started + info.stage.duration - now)
+            left = time_left(info.state, info.pipeline, now)
+            if left is not None:
+                self.metrics.set_stage_remaining(info.id, left)
 
     def _unloadable_policies(self, active: list[RolloutInfo]) -> list[str]:
         """Why the policy files an active rollout needs cannot be used (none: every one loads)."""

@@ -34,6 +34,13 @@ limit still interrupts the gate's clean run); ``consecutive_errors`` nodata or `
 inconclusive evaluations in a row pause the rollout for a person, audited with the reason (a
 resume starts the count again); a dry-run policy is judged and counted, and what it would have
 done is recorded (`State.dry_run`, a ``policy.dry_run_breach`` audit event) but never done.
+
+Waiting has a deadline: a rollout paused or awaiting a sign-off or a promote still has the release
+on its account, and nobody may be looking. The wait starts when it enters either state (moving
+between the two does not restart it; `State.waiting_since`) and past the stage's
+``waiting_deadline`` it rolls back (``on_waiting_deadline: rollback``, trigger ``waiting``) or is
+said overdue once (``alert``: a ``rollout.waiting_overdue`` audit event), after everything else of
+the call: a sign-off or a promote read in the same call wins over a deadline that passed meanwhile.
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ class Status(enum.StrEnum):
 TERMINAL = frozenset({Status.PROMOTED, Status.ROLLED_BACK})
 JUDGED = frozenset({Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED})
 """States in which the stage's verdicts count (while promoting, the stage is not placed yet)."""
+WAITING = frozenset({Status.AWAITING_SIGNOFF, Status.PAUSED})
+"""States in which the rollout waits for a person, against the stage's ``waiting_deadline``."""
 COMMAND_KINDS = ("promote", "rollback", "pause", "resume", "signoff")
 EXPIRING_KINDS = frozenset({"promote", "resume", "signoff", "place"})
 """Commands that move a release forward (``place`` is `canaryctl baseline`): applied late, they would
@@ -187,7 +196,7 @@ class Place:
 class StartRollback:
     """Run (or resume) the persisted rollback plan, then report ``rolled_back`` or ``rollback_failed``."""
 
-    trigger: str  # policy | operator | deadline | placement
+    trigger: str  # policy | operator | deadline | waiting | placement
     reason: str
     policy: str | None = None
     verdict: Verdict | None = None
@@ -242,6 +251,10 @@ class State:
     """Policies with limits: their recent evaluations."""
     dry_run: Mapping[str, DryRun] = field(default_factory=dict)
     """Dry-run policies that would have acted: what they would have done."""
+    waiting_since: float | None = None
+    """When the rollout began to wait (paused or awaiting sign-off); None while it does not wait."""
+    waiting_overdue: bool = False
+    """The wait passed its deadline and was said to (``on_waiting_deadline: alert``): said once."""
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status.value, "stage": self.stage, "stage_started": self.stage_started,
@@ -250,7 +263,8 @@ class State:
                 "signers": {k: list(v) for k, v in sorted(self.signers.items())},
                 "paused_from": self.paused_from.value if self.paused_from else None, "reason": self.reason,
                 "evaluations": {k: {"at": v.at, "recent": v.recent} for k, v in sorted(self.evaluations.items())},
-                "dry_run": {k: v.to_json() for k, v in sorted(self.dry_run.items())}}
+                "dry_run": {k: v.to_json() for k, v in sorted(self.dry_run.items())},
+                "waiting_since": self.waiting_since, "waiting_overdue": self.waiting_overdue}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> State:
@@ -259,7 +273,9 @@ class State:
                    {k: tuple(v) for k, v in data.get("signers", {}).items()},
                    Status(data["paused_from"]) if data.get("paused_from") else None, data.get("reason"),
                    {k: Evaluations(float(v["at"]), str(v["recent"])) for k, v in data.get("evaluations", {}).items()},
-                   {k: DryRun.from_json(v) for k, v in data.get("dry_run", {}).items()})
+                   {k: DryRun.from_json(v) for k, v in data.get("dry_run", {}).items()},
+                   None if data.get("waiting_since") is None else float(data["waiting_since"]),
+                   bool(data.get("waiting_overdue", False)))
 
 
 LETTERS = {Outcome.PASS: "P", Outcome.FAIL: "F", Outcome.NODATA: "N", Outcome.INCONCLUSIVE: "I"}
@@ -309,6 +325,31 @@ def _passing(data: Any) -> dict[str, float]:
     return dict.fromkeys(data, 0.0) if isinstance(data, list) else {k: float(v) for k, v in data.items()}
 
 
+def waiting_from(state: State) -> float | None:
+    """When the rollout's wait began; None while it does not wait. A state written before waits were
+    timed has none recorded: its wait counts from the stage's start, no later than the wait's (fail closed)."""
+    if state.status not in WAITING:
+        return None
+    return state.waiting_since if state.waiting_since is not None else state.stage_started
+
+
+def waiting_left(state: State, pipeline: Pipeline, now: float) -> float | None:
+    """Seconds before the waiting rollout's deadline (negative once past it); None while it does not wait."""
+    since = waiting_from(state)
+    return None if since is None else since + pipeline.stages[state.stage].waiting_deadline - now
+
+
+def time_left(state: State, pipeline: Pipeline, now: float) -> float | None:
+    """What ``canary_stage_time_remaining_seconds`` shows: while the rollout waits, the seconds before
+    its waiting deadline; otherwise before its stage may complete; None while no stage runs."""
+    waiting = waiting_left(state, pipeline, now)
+    if waiting is not None:
+        return waiting
+    if state.stage_started is None:
+        return None
+    return state.stage_started + pipeline.stages[state.stage].duration - now
+
+
 @dataclass(frozen=True)
 class Decision:
     state: State
@@ -328,6 +369,7 @@ def decide(state: State, verdicts: Iterable[Verdict], inputs: Sequence[Command |
     for command in sorted((i for i in inputs if isinstance(i, Command)), key=lambda c: c.id):
         step.command(command)
     step.time()
+    step.waited()
     return Decision(step.state, tuple(step.actions))
 
 
@@ -352,6 +394,10 @@ class _Step:
 
     def move(self, status: Status, *, actor: str = "controller", reason: str | None = None, **changes: Any) -> None:
         before = self.state
+        if status not in WAITING:
+            changes.update(waiting_since=None, waiting_overdue=False)
+        elif before.status not in WAITING:
+            changes.update(waiting_since=self.now, waiting_overdue=False)
         self.state = replace(before, status=status, reason=reason, **changes)
         self.actions.append(Audit("rollout.transition", actor, {
             "from": before.status.value, "to": status.value, "stage": self.stages[self.state.stage].name,
@@ -676,3 +722,22 @@ class _Step:
                           if waiting_for else "waiting for an operator's promote")
             return
         self.advance()
+
+    def waited(self) -> None:
+        """Past the stage's waiting deadline, roll back or say so once (see the module's docstring)."""
+        since = waiting_from(self.state)
+        if since is None:
+            return
+        waited, deadline = self.now - since, self.stage.waiting_deadline
+        if waited < deadline:
+            return
+        what = "paused" if self.state.status is Status.PAUSED else "awaiting a sign-off or a promote"
+        reason = (f"stage {self.stage.name} waited {waited:.0f} s {what} since {_instant(since)}, "
+                  f"past its waiting deadline of {deadline:.0f} s")
+        if self.stage.on_waiting_deadline == "rollback":
+            self.rollback("waiting", reason)
+        elif not self.state.waiting_overdue:
+            self.state = replace(self.state, waiting_overdue=True)
+            self.actions.append(Audit("rollout.waiting_overdue", "controller", {
+                "stage": self.stage.name, "status": self.state.status.value, "since": since,
+                "waited_seconds": waited, "deadline_seconds": deadline, "reason": reason}))

@@ -45,7 +45,7 @@ from controller.observe.metrics import MetricsScraper
 from controller.observe.process import ProcessObserver
 from controller.rollout import placing
 from controller.rollout.decide import (JUDGED, TERMINAL, Ack, Audit, Command, Decision, FinishStage, Limits, Notice,
-                                       Place, Plan, StartRollback, Status, asks_rollback, decide)
+                                       Place, Plan, StartRollback, Status, asks_rollback, decide, time_left)
 from controller.rollout.info import RolloutInfo, get_rollout, save_decision, start_stage_run
 from controller.rollout.pipeline import Stage
 from controller.rollout.rollback import Rollback
@@ -317,9 +317,9 @@ class RolloutRunner:
     def _export(self, info: RolloutInfo) -> None:
         self.metrics.set_rollout_state(info.id, info.release, info.status.value)
         self.metrics.set_rollout_stage(info.id, info.release, info.stage.name)
-        if info.state.stage_started is not None:
-            left = info.state.stage_started + info.stage.duration - self.clock.time()
-            self.metrics.set_stage_remaining(info.id, max(0.0, left))
+        left = time_left(info.state, info.pipeline, self.clock.time())
+        if left is not None:
+            self.metrics.set_stage_remaining(info.id, left)
 
     def _say(self, text: str) -> None:
         self.report.timeline.append((time.monotonic(), text))

@@ -14,6 +14,8 @@
         signoffs: [owner-review]     # what a person must sign before the gate opens
         signers: 2                   # distinct operating-system users who must sign (four eyes)
         progress_deadline: 1h        # after the stage's end, a gate that never passed rolls back
+        waiting_deadline: 24h        # the longest the rollout may wait paused or for a sign-off
+        on_waiting_deadline: alert   # past it: alert (an audit event, an alert rule) | rollback
         after_promotion: watch       # once the next stage is placed: watch | stop (below)
 
 ``after_promotion`` says what becomes of the stage's account once the rollout moves on, so that no
@@ -62,6 +64,12 @@ class Stage(ConfigModel):
     """How many distinct operating-system users must sign the stage's items before its gate opens
     (2: four eyes). A user counts once, whatever name they claim with ``--by``."""
     progress_deadline: Duration = 3600.0
+    waiting_deadline: Duration = Field(default=86400.0, gt=0)
+    """How long the rollout may wait, paused or awaiting a sign-off or a promote, before ``on_waiting_deadline``
+    applies: a canary left waiting still trades, and nobody may be looking."""
+    on_waiting_deadline: Literal["alert", "rollback"] = "alert"
+    """``alert``: a ``rollout.waiting_overdue`` audit event and the CanaryRolloutWaitingOverdue alert;
+    ``rollback``: the rollout rolls back (trigger ``waiting``)."""
     auto_promote: bool = True
     """False: the gate opening waits for an operator's ``promote``."""
     after_promotion: Literal["watch", "stop"] = "watch"

@@ -30,6 +30,8 @@ from controller.store.rollout_record import SELECT_ROLLOUT, RolloutRecord
 
 JUDGED = frozenset({"running", "awaiting_signoff", "paused"})
 """`decide.Status` values in which the stage runs and its verdicts count (`decide.JUDGED`)."""
+WAITING = frozenset({"awaiting_signoff", "paused"})
+"""`decide.Status` values in which the rollout waits for a person, against a deadline (`decide.WAITING`)."""
 OUTCOME_ORDER = {"fail": 0, "nodata": 1, "inconclusive": 2, "pass": 3}
 TREND_POINTS = 8
 JSON_VERSION = 1
@@ -50,6 +52,8 @@ class StageView:
     signoffs: tuple[str, ...]
     signers: int
     """How many distinct operating-system users must sign (2: four eyes)."""
+    waiting_deadline: float
+    on_waiting_deadline: str
     started_at: datetime | None
     finished_at: datetime | None
     outcome: str | None
@@ -194,6 +198,30 @@ class Summary(RolloutRecord):
     """Dry-run policies that would have acted (never acted on), from the decision state."""
 
     @property
+    def waiting_since(self) -> datetime | None:
+        """When the rollout began to wait (paused or awaiting sign-off), None while it does not. A
+        state written before waits were timed counts from the stage's start, as `decide.waiting_from`."""
+        if self.status not in WAITING:
+            return None
+        since = self.decision_document.get("waiting_since")
+        return _epoch(since) if since is not None else self.stage.started_at
+
+    @property
+    def waiting_deadline_at(self) -> datetime | None:
+        """When the wait passes its deadline: an alert, or a rollback where the stage says so."""
+        since = self.waiting_since
+        return None if since is None else since + timedelta(seconds=self.stage.waiting_deadline)
+
+    @property
+    def waiting_left(self) -> float | None:
+        """Seconds before the wait's deadline (0: overdue), while the rollout waits."""
+        deadline = self.waiting_deadline_at
+        if deadline is None:
+            return None
+        left = (deadline - self.now).total_seconds()
+        return min(max(0.0, left), self.stage.waiting_deadline)  # a daemon clock ahead: at most all of it
+
+    @property
     def remaining(self) -> float | None:
         """Seconds of the stage left, while it runs."""
         if self.status not in JUDGED or self.stage.ends_at is None:
@@ -228,6 +256,11 @@ class Summary(RolloutRecord):
             "last_rollback": self.last_rollback.to_json() if self.last_rollback else None,
             "last_verdict_at": _iso(self.last_verdict_at),
             "dry_run": [d.to_json() for d in self.dry_run],
+            "waiting": None if self.waiting_since is None else {
+                "since": _iso(self.waiting_since), "deadline_at": _iso(self.waiting_deadline_at),
+                "deadline_seconds": stage.waiting_deadline, "on_deadline": stage.on_waiting_deadline,
+                "remaining_seconds": self.waiting_left,
+                "overdue": bool(self.decision_document.get("waiting_overdue")) or self.waiting_left == 0.0},
         }
 
 
@@ -277,6 +310,8 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         capital_cap=decimal(spec.get("capital_cap")), baseline_account=spec.get("baseline"),
         signoffs=tuple(spec.get("signoffs", ())),
         signers=int(spec.get("signers", 1)),
+        waiting_deadline=float(spec.get("waiting_deadline", 86400.0)),
+        on_waiting_deadline=str(spec.get("on_waiting_deadline", "alert")),
         started_at=_epoch(started) if started is not None else (when(run["started_at"]) if run else None),
         finished_at=when(run["finished_at"]) if run else None, outcome=run["outcome"] if run else None)
 

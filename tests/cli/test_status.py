@@ -189,6 +189,40 @@ async def test_status_json_carries_the_same_facts_in_a_versioned_document(db, db
     assert rollout["last_rollback"] is None
 
 
+async def test_a_waiting_rollout_shows_since_when_and_its_deadline(sqlite_db, sqlite_url):
+    info, clock = await canary(sqlite_db)
+    started = info.state.stage_started
+    await save_decision(sqlite_db, clock, info, State(Status.PAUSED, 0, started, paused_from=Status.RUNNING,
+                                                       reason="paused by an operator", waiting_since=started + 60))
+
+    screen = canaryctl("status", str(info.id), db=sqlite_url).out
+    waiting = _json(canaryctl("status", str(info.id), "--json", db=sqlite_url))["rollouts"][0]["waiting"]
+
+    assert re.search(r"waiting +waiting since \S+ \S+ UTC \(1[34]m \d\ds ago\) \(deadline in 23h 4\dm, then "
+                     r"alerts\)", screen), screen
+    assert waiting["since"] == datetime.fromtimestamp(started + 60, tz=UTC).isoformat()
+    assert (waiting["deadline_seconds"], waiting["on_deadline"], waiting["overdue"]) == (86400.0, "alert", False)
+    assert 86400 - STAGE_AGO - 60 < waiting["remaining_seconds"] < 86400 - STAGE_AGO + 120
+
+
+async def test_a_wait_past_its_deadline_shows_overdue(sqlite_db, sqlite_url):
+    info, clock = await canary(sqlite_db)
+    since = info.state.stage_started - 86400 - 120
+    await save_decision(sqlite_db, clock, info, State(Status.AWAITING_SIGNOFF, 0, info.state.stage_started,
+                                                       waiting_since=since, waiting_overdue=True))
+
+    screen = canaryctl("status", str(info.id), db=sqlite_url).out
+    waiting = _json(canaryctl("status", str(info.id), "--json", db=sqlite_url))["rollouts"][0]["waiting"]
+
+    assert re.search(r"\(deadline passed 1[67]m \d\ds ago: overdue, alerted\)", screen), screen
+    assert waiting["overdue"] and waiting["remaining_seconds"] == 0.0
+
+
+async def test_a_running_rollout_does_not_wait(sqlite_db, sqlite_url):
+    info, _ = await canary(sqlite_db)
+    assert _json(canaryctl("status", str(info.id), "--json", db=sqlite_url))["rollouts"][0]["waiting"] is None
+    assert "waiting since" not in canaryctl("status", str(info.id), db=sqlite_url).out
+
 async def test_a_failed_rollback_shows_its_step_progress_and_how_to_resume(sqlite_db, sqlite_url):
     info, clock = await canary(sqlite_db)
     rollback = Rollback(sqlite_db, Site(clock, {}), attempts=1)  # no environments: its first step cannot reach sim
@@ -251,6 +285,7 @@ def test_an_unmigrated_database_says_to_upgrade(sqlite_url):
 def test_the_summary_reads_the_statuses_decide_writes():
     assert store.TERMINAL == {s.value for s in decide.TERMINAL}
     assert summary.JUDGED == {s.value for s in decide.JUDGED}
+    assert summary.WAITING == {s.value for s in decide.WAITING}
 
 
 async def test_rollout_refs_resolve_as_records_get_rollout_does(sqlite_db, sqlite_url):

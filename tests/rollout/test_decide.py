@@ -21,6 +21,7 @@ from controller.rollout.decide import (
     State,
     Status,
     decide,
+    time_left,
 )
 from controller.rollout.pipeline import Pipeline, Stage
 
@@ -396,7 +397,7 @@ def test_a_stage_that_waits_for_an_operator_does_not_promote_itself():
     waiting = run(state, now=100.0)
     assert waiting.state.status is Status.AWAITING_SIGNOFF
     assert waiting.state.reason == "waiting for an operator's promote"
-    assert of(waiting, Place) == [] and run(waiting.state, now=1e6).actions == ()
+    assert of(waiting, Place) == [] and run(waiting.state, now=86_000.0).actions == ()  # inside its waiting deadline
 
     decision = run(waiting.state, command("promote"), now=101.0)
     assert decision.state.status is Status.PROMOTED
@@ -825,3 +826,104 @@ def test_a_dry_run_gate_policy_failing_neither_spoils_nor_interrupts_the_gate():
     state, _ = feed(at(Status.RUNNING, passing=passing(A)), plan, "F", policy="a-latency", action="hold")
     assert state.spoiled == {} and state.passing == passing(A)
     assert state.dry_run["a-latency"].would == "held the stage's gate"
+
+
+# ---------------------------------------------------------------- waiting has a deadline
+
+def waits(on_deadline: str, *, deadline: float = 1000.0) -> Plan:
+    """PLAN with stage C's wait bounded by ``deadline`` seconds, ``on_waiting_deadline: on_deadline``."""
+    stages = list(PIPELINE.stages)
+    stages[C] = stages[C].model_copy(update={"waiting_deadline": deadline, "on_waiting_deadline": on_deadline})
+    return Plan(PIPELINE.model_copy(update={"stages": stages}), PLAN.gates)
+
+
+def test_a_stage_waits_at_most_a_day_by_default_and_only_alerts():
+    stage = PIPELINE.stages[C]
+    assert (stage.waiting_deadline, stage.on_waiting_deadline) == (86400.0, "alert")
+
+
+def test_the_wait_starts_when_the_rollout_pauses_or_awaits_a_signoff_and_ends_when_it_moves_on():
+    paused = run(at(Status.RUNNING, C), command("pause"), now=30.0).state
+    assert paused.status is Status.PAUSED and paused.waiting_since == 30.0
+    resumed = run(paused, command("resume", 2), now=40.0).state
+    assert resumed.status is Status.RUNNING and resumed.waiting_since is None
+    awaiting = run(at(Status.RUNNING, C, passing=passing(C)), now=100.0).state
+    assert awaiting.status is Status.AWAITING_SIGNOFF and awaiting.waiting_since == 100.0
+
+
+def test_pausing_while_awaiting_a_signoff_does_not_restart_the_wait():
+    awaiting = at(Status.AWAITING_SIGNOFF, C, passing=passing(C), waiting_since=100.0)
+    paused = run(awaiting, command("pause"), now=500.0).state
+    assert paused.status is Status.PAUSED and paused.waiting_since == 100.0
+    back = run(paused, command("resume", 2), now=600.0).state
+    assert back.status is Status.AWAITING_SIGNOFF and back.waiting_since == 100.0
+
+
+def test_a_wait_past_its_deadline_rolls_back_where_the_pipeline_says_so():
+    plan = waits("rollback")
+    state = at(Status.PAUSED, C, paused_from=Status.RUNNING, waiting_since=30.0)
+    assert decide(state, [], [], 1029.0, plan=plan).state == state
+    decision = decide(state, [], [], 1030.0, plan=plan)
+    assert decision.state.status is Status.ROLLING_BACK and decision.state.waiting_since is None
+    (start,) = of(decision, StartRollback)
+    assert start.trigger == "waiting"
+    assert start.reason == ("stage C waited 1000 s paused since 1970-01-01T00:00:30Z, past its waiting "
+                            "deadline of 1000 s")
+    assert of(decision, FinishStage) == [FinishStage(C, "rolled_back")]
+
+
+def test_a_wait_past_its_deadline_alerts_once_and_the_rollout_goes_on_waiting():
+    plan = waits("alert")
+    state = at(Status.AWAITING_SIGNOFF, C, passing=passing(C), waiting_since=100.0)
+    first = decide(state, [], [], 1100.0, plan=plan)
+    assert first.state.status is Status.AWAITING_SIGNOFF and first.state.waiting_overdue
+    (event,) = [a for a in of(first, Audit) if a.kind == "rollout.waiting_overdue"]
+    assert event.payload["stage"] == "C" and event.payload["status"] == "awaiting_signoff"
+    assert event.payload["waited_seconds"] == 1000.0 and "awaiting a sign-off" in event.payload["reason"]
+    assert of(first, StartRollback) == []
+    assert decide(first.state, [], [], 5000.0, plan=plan).actions == ()  # said once, not every tick
+    # A new wait is a new deadline, said again when it passes.
+    signed_off = decide(first.state, [], [command("signoff", stage="C")], 5001.0, plan=plan)
+    assert signed_off.state.status is Status.PROMOTING and not signed_off.state.waiting_overdue
+
+
+def test_a_signoff_read_with_a_passed_deadline_promotes_rather_than_rolls_back():
+    plan = waits("rollback")
+    state = at(Status.AWAITING_SIGNOFF, C, passing=passing(C), waiting_since=100.0)
+    decision = decide(state, [], [command("signoff", stage="C")], 2000.0, plan=plan)
+    assert decision.state.status is Status.PROMOTING and of(decision, StartRollback) == []
+
+
+def test_a_wait_recorded_before_waits_were_timed_counts_from_the_stage_start():
+    state = at(Status.PAUSED, C, started=0.0, paused_from=Status.RUNNING)
+    assert state.waiting_since is None
+    decision = decide(state, [], [], 1000.0, plan=waits("rollback"))
+    assert decision.state.status is Status.ROLLING_BACK
+
+
+def test_the_wait_survives_a_restart():
+    state = at(Status.PAUSED, C, paused_from=Status.RUNNING, waiting_since=30.0, waiting_overdue=True)
+    assert State.from_json(json.loads(json.dumps(state.to_json()))) == state
+    legacy = {k: v for k, v in at(Status.PAUSED, C).to_json().items() if not k.startswith("waiting")}
+    assert State.from_json(legacy).waiting_since is None
+
+
+@pytest.mark.parametrize("deadline", ["0s", "-1h", "31d", "soon"])
+def test_a_waiting_deadline_must_be_a_bounded_positive_duration(deadline):
+    with pytest.raises(ValueError, match="waiting_deadline"):
+        Stage(name="C", environment="live", account="canary", duration=100, policies="c.yaml",
+              waiting_deadline=deadline)
+
+
+def test_on_waiting_deadline_is_alert_or_rollback():
+    with pytest.raises(ValueError, match="on_waiting_deadline"):
+        Stage(name="C", environment="live", account="canary", duration=100, policies="c.yaml",
+              on_waiting_deadline="page")
+
+
+def test_the_time_left_exported_is_the_stage_s_and_while_the_rollout_waits_the_wait_s():
+    assert time_left(at(Status.PROMOTING, C, started=None), PIPELINE, 30.0) is None
+    assert time_left(at(Status.RUNNING, C, started=0.0), PIPELINE, 30.0) == 70.0
+    waiting = at(Status.PAUSED, C, started=0.0, paused_from=Status.RUNNING, waiting_since=50.0)
+    assert time_left(waiting, PIPELINE, 60.0) == 86390.0
+    assert time_left(waiting, waits("alert").pipeline, 2000.0) == -950.0  # overdue: the gauge shows 0
