@@ -106,7 +106,8 @@ def test_a_metrics_page_is_parsed_or_refused_as_a_scrape_error(page):
 
 # --- a Prometheus query answer ----------------------------------------------------------------------
 
-VECTOR = {"resultType": "vector", "result": [{"metric": {"__name__": "up", "job": "bot"}, "value": [1700000000.5, "1"]}]}
+VECTOR = {"resultType": "vector",
+          "result": [{"metric": {"__name__": "up", "job": "bot"}, "value": [1700000000.5, "1"]}]}
 SCALAR = {"resultType": "scalar", "result": [1700000000.5, "0.25"]}
 PROMQL_REFUSALS = (ValueError, KeyError, TypeError, IndexError, AttributeError)
 """What `PromQLSource._query` turns into a `QueryError`; anything else would escape the query."""
