@@ -1,7 +1,8 @@
 """Every YAML surface (daemon config, strategy config, release manifest, pipeline, policy file) fed
 hostile documents: arbitrary text, generated structures of wrong types, extreme numbers, deep nesting
 and control characters, and mutations of the file that ships. The loader either returns its model or
-raises a `ConfigError` naming the file with a message; any other exception is a defect."""
+raises a `ConfigError` naming the file with a message that prints no control character of the
+input raw; any other exception is a defect."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def loads_or_refuses(surface: Surface, path: Path, text: str) -> None:
         assert refusal.file == str(path), refusal
         assert refusal.message.strip(), refusal
         assert len(str(refusal)) < 64 * 1024, "a refusal is a message, not a dump of the input"
+        drawn = [ch for ch in str(refusal) if not ch.isprintable() and ch != "\n"]
+        assert not drawn, f"a refusal prints {drawn!r} raw: the input could draw on the terminal"
     else:
         assert isinstance(loaded, surface.model)
 
