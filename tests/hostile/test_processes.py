@@ -1,6 +1,6 @@
 """The worst inputs of each surface through real `canaryctl` processes under a 1 GiB memory limit:
-each exits 2 with a message naming what was refused, no traceback, within the call's timeout, and
-the store's bytes are the same afterwards."""
+each exits 2 with a message naming what was refused, printing no control character raw, with no
+traceback, within the call's timeout, and the store's bytes are the same afterwards."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ HOSTILE_FILES: dict[str, bytes] = {
     "oversized": b"name: x\nnotes: '" + b"x" * (2 << 20) + b"'\n",
     "not UTF-8": b"name: \xff\xfe\x00\x80 \x1b[2J\x07\n",
     "control characters": b"name: \"\\e[2J\\a\"\nstages: \x1b[31m\n",
+    "a key that draws": b"\"\\e]0;pwned\\a\\e[2K\\rverified\": 1\n",
 }
 """Each refused by the YAML loader before anything is built from it."""
 
@@ -53,6 +54,8 @@ def refused(store, *args: str) -> Result:
     before = digest()
     result = canaryctl(*args, db=url, timeout=TIMEOUT, memory=MEMORY)
     assert_refused(result)
+    drawn = [ch for ch in result.err if not ch.isprintable() and ch != "\n"]
+    assert not drawn, f"the refusal prints {drawn!r} raw: the input could draw on the terminal"
     assert digest() == before, "a refused command wrote to the store"
     return result
 
