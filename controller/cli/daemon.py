@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from controller.cli.numbers import FiniteFloatRange
 from controller.errors import ConfigError
 
 
@@ -16,7 +17,7 @@ from controller.errors import ConfigError
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="STATE_DIRECTORY",
               show_envvar=True, help="Where placed releases keep their files (default: next to the database, "
                                       "or systemd's StateDirectory).")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--speed", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Run the clock this many times faster than real time (simulator environments only).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the embedded simulator.")
 def run_daemon(state_dir: Path | None, speed: float | None, seed: int) -> None:
@@ -66,7 +67,7 @@ def run_daemon(state_dir: Path | None, speed: float | None, seed: int) -> None:
 
 @click.command("demo")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object summarising the rollouts.")
-@click.option("--speed", type=click.FloatRange(min=1), default=10.0, show_default=True,
+@click.option("--speed", type=FiniteFloatRange(min=1), default=10.0, show_default=True,
               help="How many times faster than real time the clock runs.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the database and the bots' files go (default: a new temporary folder).")

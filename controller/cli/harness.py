@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from controller.cli.numbers import FiniteFloatRange
+
 FAULTS_HELP = """Faults on a schedule: comma-separated items AT:KIND=NAME[=VALUE][:OPTION...], or a
 YAML file listing them. AT is a time into the run (90s, 30m, 2h). KIND=NAME is defect=D (a release
 carrying defect D is placed: wrong_leverage:SYMBOL=LEVERAGE, oversized_orders=FACTOR,
@@ -34,7 +36,7 @@ def harness() -> None:
 @harness.command("run")
 @click.option("--duration", default="48h", show_default=True, metavar="DURATION",
               help="Simulated time to run (e.g. 48h, 90m).")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True, max=1000), default=None, metavar="N",
+@click.option("--speed", type=FiniteFloatRange(min=0, min_open=True, max=1000), default=None, metavar="N",
               help="Run the simulated clock N times faster than real time (at most 1000: a signed request "
                    "must arrive within 5 simulated seconds). Default: as fast as possible, stepped.")
 @click.option("--symbols", type=click.IntRange(min=1), default=None, metavar="N",

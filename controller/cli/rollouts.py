@@ -15,11 +15,12 @@ from pathlib import Path
 import click
 
 from controller.cli.context import CLOCK, given_by, open_database, operator_name, printable, run
+from controller.cli.numbers import FiniteFloatRange
 from controller.cli.output import print_json, print_table
 
 NOT_ACKED = 3
 _ROLLOUT = click.argument("rollout", metavar="ROLLOUT")
-_WAIT = click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=30.0, show_default=True,
+_WAIT = click.option("--wait", "wait_seconds", type=FiniteFloatRange(min=0), default=30.0, show_default=True,
                      help="Seconds to wait for the daemon's acknowledgement (0: do not wait).")
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
 _ACTOR = click.option("--actor", help="Who gives the command (default: $CANARY_ACTOR, else the login name).")

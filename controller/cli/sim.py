@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from controller.cli.numbers import FiniteFloatRange
 from controller.errors import CanaryError
 
 
@@ -38,7 +39,7 @@ def sim() -> None:
               help="Seed of prices, API keys and fault dice (default: random).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the addresses and API keys as one JSON object on the first line.")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--speed", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Run a simulated clock this many times faster than real time (default: real time).")
 @click.option("--prices", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Replay prices from a CSV with columns timestamp (epoch ms),symbol,price.")

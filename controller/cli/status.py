@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from controller.cli.numbers import FiniteFloatRange
 from controller.store import summary
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 @click.command("status")
 @click.argument("rollout", metavar="[ROLLOUT]", required=False)
 @click.option("--watch", is_flag=True, help="Redraw every --interval seconds until Ctrl-C.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="S",
+@click.option("--interval", type=FiniteFloatRange(min=0.1), default=2.0, show_default=True, metavar="S",
               help="Seconds between redraws with --watch.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per refresh (schema version 1, documented in controller/cli/status.py).")

@@ -191,11 +191,16 @@ def _node_kind(node: yaml.Node) -> str:
 
 
 def dotted(path: Loc) -> str:
-    """``('symbols', 'BTCUSDT', 'leverage')`` as ``symbols.BTCUSDT.leverage``; indices as ``[2]``."""
+    """``('symbols', 'BTCUSDT', 'leverage')`` as ``symbols.BTCUSDT.leverage``; indices as ``[2]``.
+    A key's control characters are written as escapes (``\\x1b``): a key cannot draw on the terminal."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += f"[{part}]" if isinstance(part, int) else (f".{_escaped(str(part))}" if text else _escaped(str(part)))
     return text
+
+
+def _escaped(text: str) -> str:
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 # --- pydantic errors into sentences -------------------------------------------------------------

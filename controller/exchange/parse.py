@@ -3,14 +3,17 @@
 Field names follow Binance's USD-M futures user-data stream and REST documentation (checked
 against the models of Binance's own SDK, binance-sdk-derivatives-trading-usds-futures).
 Anything that does not parse raises `PayloadError`, which the stream logs with the raw text
-and counts; it never ends the stream.
+and counts; it never ends the stream. Each parser below is `_malformed_refused`: a value of the
+wrong type anywhere in a payload (a list where an object belongs, null for an id) is a
+`PayloadError` too, not the TypeError or AttributeError Python would raise on it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from controller.exchange.events import (
     AccountSnapshot,
@@ -37,11 +40,33 @@ class PayloadError(ValueError):
     """A payload that is not what Binance documents."""
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _malformed_refused(parser: Callable[P, R]) -> Callable[P, R]:
+    """``parser``, with a payload of the wrong shape refused as a `PayloadError` naming what broke."""
+
+    @functools.wraps(parser)
+    def parsing(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return parser(*args, **kwargs)
+        except PayloadError:
+            raise
+        except (TypeError, AttributeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise PayloadError(f"unexpected shape ({type(exc).__name__}: {exc})") from None
+
+    return parsing
+
+
 def _dec(value: Any) -> Decimal:
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except (InvalidOperation, TypeError):
         raise PayloadError(f"expected a decimal, got {value!r}") from None
+    if not number.is_finite():  # NaN or infinity is no price or balance Binance sends
+        raise PayloadError(f"expected a finite decimal, got {value!r}")
+    return number
 
 
 def _get(raw: Mapping[str, Any], key: str) -> Any:
@@ -49,6 +74,13 @@ def _get(raw: Mapping[str, Any], key: str) -> Any:
         return raw[key]
     except (KeyError, TypeError):
         raise PayloadError(f"missing field {key!r}") from None
+
+
+def _text(raw: Mapping[str, Any], key: str) -> str:
+    value = _get(raw, key)
+    if not isinstance(value, str):  # a symbol, side or id: a list or number here is no Binance payload
+        raise PayloadError(f"expected text for {key!r}, got {value!r}")
+    return value
 
 
 def _ms(value: Any) -> float:
@@ -60,6 +92,7 @@ def _ms(value: Any) -> float:
 # --- user-data stream ---------------------------------------------------------------------------
 
 
+@_malformed_refused
 def stream_events(raw: Mapping[str, Any], account: str, ts_init: float) -> list[ExchangeEvent]:
     """The typed events in one user-data message; [] for messages that carry none we use."""
     kind = _get(raw, "e")
@@ -80,8 +113,8 @@ def _order_trade_update(raw, account, ts_init) -> list[ExchangeEvent]:
     o = _get(raw, "o")
     ts_event = _ms(_get(raw, "E"))
     update = OrderUpdate(
-        account=account, symbol=_get(o, "s"), order_id=int(_get(o, "i")), client_order_id=_get(o, "c"),
-        side=_get(o, "S"), order_type=_get(o, "o"), execution_type=_get(o, "x"), status=_get(o, "X"),
+        account=account, symbol=_text(o, "s"), order_id=int(_get(o, "i")), client_order_id=_text(o, "c"),
+        side=_text(o, "S"), order_type=_text(o, "o"), execution_type=_text(o, "x"), status=_text(o, "X"),
         quantity=_dec(_get(o, "q")), price=_dec(_get(o, "p")), average_price=_dec(_get(o, "ap")),
         filled_quantity=_dec(_get(o, "z")), reduce_only=bool(_get(o, "R")), ts_event=ts_event, ts_init=ts_init,
         time_in_force=str(o.get("f") or "GTC"))
@@ -98,11 +131,11 @@ def _order_trade_update(raw, account, ts_init) -> list[ExchangeEvent]:
 
 def _account_update(raw, account, ts_init) -> list[ExchangeEvent]:
     a = _get(raw, "a")
-    balances = tuple(Balance(_get(b, "a"), _dec(_get(b, "wb")), _dec(_get(b, "cw")),
+    balances = tuple(Balance(_text(b, "a"), _dec(_get(b, "wb")), _dec(_get(b, "cw")),
                              _dec(b["bc"]) if "bc" in b else None) for b in _get(a, "B"))
-    positions = tuple(PositionChange(_get(p, "s"), _dec(_get(p, "pa")), _dec(_get(p, "ep")), _dec(_get(p, "up")),
+    positions = tuple(PositionChange(_text(p, "s"), _dec(_get(p, "pa")), _dec(_get(p, "ep")), _dec(_get(p, "up")),
                                      str(_get(p, "mt")).upper(), _dec(_get(p, "iw"))) for p in _get(a, "P"))
-    return [AccountUpdate(account, _get(a, "m"), balances, positions, _ms(_get(raw, "E")), ts_init)]
+    return [AccountUpdate(account, _text(a, "m"), balances, positions, _ms(_get(raw, "E")), ts_init)]
 
 
 def _account_config_update(raw, account, ts_init) -> list[ExchangeEvent]:
@@ -118,11 +151,11 @@ def _account_config_update(raw, account, ts_init) -> list[ExchangeEvent]:
     leverage = _get(ac, "l")
     if not isinstance(leverage, int) or isinstance(leverage, bool):
         raise PayloadError(f"leverage must be an integer, got {leverage!r}")
-    return [LeverageChanged(account, _get(ac, "s"), leverage, _ms(_get(raw, "E")), ts_init)]
+    return [LeverageChanged(account, _text(ac, "s"), leverage, _ms(_get(raw, "E")), ts_init)]
 
 
 def _margin_call(raw, account, ts_init) -> list[ExchangeEvent]:
-    positions = tuple(MarginCallPosition(_get(p, "s"), _get(p, "ps"), _dec(_get(p, "pa")), str(_get(p, "mt")).upper(),
+    positions = tuple(MarginCallPosition(_text(p, "s"), _text(p, "ps"), _dec(_get(p, "pa")), str(_get(p, "mt")).upper(),
                                          _dec(_get(p, "mp")), _dec(_get(p, "up")), _dec(_get(p, "mm")))
                       for p in _get(raw, "p"))
     return [MarginCall(account, _dec(_get(raw, "cw")), positions, _ms(_get(raw, "E")), ts_init)]
@@ -145,19 +178,22 @@ def _each(raw: Any, parse: Callable[[Mapping[str, Any]], Any]) -> list[Any]:
     return [parse(item) for item in raw]
 
 
+@_malformed_refused
 def positions(raw: Any) -> list[Position]:
     """GET /fapi/v3/positionRisk. It carries no leverage or margin type: see `symbol_settings`."""
     return _each(raw, lambda p: Position(
-        _get(p, "symbol"), _dec(_get(p, "positionAmt")), _dec(_get(p, "entryPrice")), _dec(_get(p, "markPrice")),
+        _text(p, "symbol"), _dec(_get(p, "positionAmt")), _dec(_get(p, "entryPrice")), _dec(_get(p, "markPrice")),
         _dec(_get(p, "unRealizedProfit")), _dec(_get(p, "notional")), _dec(_get(p, "liquidationPrice")),
         _dec(p.get("isolatedMargin", "0")), _dec(p.get("maintMargin", "0")), _ms(p.get("updateTime", 0))))
 
 
+@_malformed_refused
 def symbol_settings(raw: Any) -> list[SymbolSettings]:
     """GET /fapi/v1/symbolConfig."""
-    return _each(raw, lambda s: SymbolSettings(_get(s, "symbol"), int(_get(s, "leverage")), str(_get(s, "marginType")).upper()))
+    return _each(raw, lambda s: SymbolSettings(_text(s, "symbol"), int(_get(s, "leverage")), str(_get(s, "marginType")).upper()))
 
 
+@_malformed_refused
 def account(raw: Any, name: str, ts_init: float) -> AccountSnapshot:
     """GET /fapi/v2/account (or v3)."""
     return AccountSnapshot(name, _dec(_get(raw, "totalWalletBalance")), _dec(_get(raw, "totalMarginBalance")),
@@ -165,37 +201,41 @@ def account(raw: Any, name: str, ts_init: float) -> AccountSnapshot:
                            _dec(_get(raw, "totalUnrealizedProfit")), ts_init)
 
 
+@_malformed_refused
 def open_orders(raw: Any) -> list[OpenOrder]:
     return _each(raw, lambda o: OpenOrder(
-        _get(o, "symbol"), int(_get(o, "orderId")), _get(o, "clientOrderId"), _get(o, "side"), _get(o, "type"),
-        _get(o, "status"), _dec(_get(o, "origQty")), _dec(_get(o, "price")), _dec(_get(o, "executedQty")),
+        _text(o, "symbol"), int(_get(o, "orderId")), _text(o, "clientOrderId"), _text(o, "side"), _text(o, "type"),
+        _text(o, "status"), _dec(_get(o, "origQty")), _dec(_get(o, "price")), _dec(_get(o, "executedQty")),
         bool(_get(o, "reduceOnly"))))
 
 
+@_malformed_refused
 def user_trades(raw: Any, account_name: str, ts_init: float) -> list[Fill]:
     """GET /fapi/v1/userTrades: the REST view of the fills the stream reports."""
     return _each(raw, lambda t: Fill(
-        account_name, _get(t, "symbol"), int(_get(t, "id")), int(_get(t, "orderId")), None, _get(t, "side"),
+        account_name, _text(t, "symbol"), int(_get(t, "id")), int(_get(t, "orderId")), None, _text(t, "side"),
         _dec(_get(t, "price")), _dec(_get(t, "qty")), _dec(_get(t, "quoteQty")), _dec(_get(t, "commission")),
-        _get(t, "commissionAsset"), _dec(_get(t, "realizedPnl")), bool(_get(t, "maker")), _ms(_get(t, "time")), ts_init))
+        _text(t, "commissionAsset"), _dec(_get(t, "realizedPnl")), bool(_get(t, "maker")), _ms(_get(t, "time")), ts_init))
 
 
+@_malformed_refused
 def leverage_brackets(raw: Any) -> list[LeverageBracket]:
     out: list[LeverageBracket] = []
     for entry in _each(raw, lambda e: e):
         for b in _get(entry, "brackets"):
-            out.append(LeverageBracket(_get(entry, "symbol"), int(_get(b, "bracket")), int(_get(b, "initialLeverage")),
+            out.append(LeverageBracket(_text(entry, "symbol"), int(_get(b, "bracket")), int(_get(b, "initialLeverage")),
                                        _dec(_get(b, "notionalCap")), _dec(_get(b, "notionalFloor")), _dec(_get(b, "maintMarginRatio"))))
     return out
 
 
+@_malformed_refused
 def symbol_filters(raw: Any) -> list[SymbolFilters]:
     """GET /fapi/v1/exchangeInfo: PRICE_FILTER, LOT_SIZE and MIN_NOTIONAL of each symbol."""
     out = []
     for symbol in _iter(_get(raw, "symbols")):
         filters = {f.get("filterType"): f for f in _iter(_get(symbol, "filters"))}
         try:
-            out.append(SymbolFilters(_get(symbol, "symbol"), _dec(_get(filters["PRICE_FILTER"], "tickSize")),
+            out.append(SymbolFilters(_text(symbol, "symbol"), _dec(_get(filters["PRICE_FILTER"], "tickSize")),
                                      _dec(_get(filters["LOT_SIZE"], "stepSize")), _dec(_get(filters["LOT_SIZE"], "minQty")),
                                      _dec(_get(filters["MIN_NOTIONAL"], "notional"))))
         except KeyError as exc:
@@ -203,16 +243,18 @@ def symbol_filters(raw: Any) -> list[SymbolFilters]:
     return out
 
 
+@_malformed_refused
 def mark_prices(raw: Any) -> dict[str, Decimal]:
     """GET /fapi/v1/premiumIndex (one object with a symbol, a list without)."""
     items = raw if isinstance(raw, list) else [raw]
-    return {_get(p, "symbol"): _dec(_get(p, "markPrice")) for p in items}
+    return {_text(p, "symbol"): _dec(_get(p, "markPrice")) for p in items}
 
 
+@_malformed_refused
 def sub_account_balances(raw: Any) -> list[SubAccountBalance]:
     """GET /sapi/v2/sub-account/futures/accountSummary?futuresType=1 (v1 is the unwrapped form)."""
     summary = raw.get("futureAccountSummaryResp", raw) if isinstance(raw, Mapping) else raw
-    return [SubAccountBalance(_get(s, "email"), _dec(_get(s, "totalWalletBalance")), _dec(_get(s, "totalMarginBalance")))
+    return [SubAccountBalance(_text(s, "email"), _dec(_get(s, "totalWalletBalance")), _dec(_get(s, "totalMarginBalance")))
             for s in _iter(_get(summary, "subAccountList"))]
 
 

@@ -199,7 +199,7 @@ class UserStream:
         try:
             raw = json.loads(text)
             kind = raw.get("e") if isinstance(raw, dict) else None
-            if kind is None:
+            if not isinstance(kind, str):
                 raise PayloadError("not a JSON object with an event type 'e'")
             if not self._seen_messages.add(sha256_hex(text)):
                 self.stats.duplicates_dropped += 1
@@ -207,7 +207,7 @@ class UserStream:
             if kind == "listenKeyExpired":
                 return kind
             events = stream_events(raw, self.client.account, self.clock.time())
-        except (ValueError, PayloadError) as exc:
+        except (ValueError, PayloadError, RecursionError) as exc:  # RecursionError: JSON nested past the stack
             self.stats.parse_failures += 1
             log.error("user_stream_unparsable", account=self.client.account, error=str(exc), raw=text[:2000])
             return None

@@ -126,7 +126,7 @@ class PromQLSource(PollingSource):
             return samples(body.get("data"))
         except ValueError as exc:
             return QueryError(f"bad_response: {exc}")
-        except (KeyError, TypeError, IndexError) as exc:
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
             return QueryError(f"bad_response: unexpected result shape ({type(exc).__name__}: {exc})")
 
 

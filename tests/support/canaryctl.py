@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,14 +19,16 @@ class Result:
 
 
 def canaryctl(*args: str, db: str | None = None, env: dict[str, str] | None = None, cwd=REPO,
-              timeout: float = 120) -> Result:
+              timeout: float = 120, memory: int | None = None) -> Result:
+    """``memory``: a limit in bytes on the process's data segment (heap and anonymous maps)."""
     full_env = {**os.environ, "CANARY_ACTOR": "tester", **(env or {})}
     full_env.pop("CANARY_DB", None)
     full_env.pop("CANARY_CONFIG", None)
     if db is not None:
         full_env["CANARY_DB"] = db
+    limited = None if memory is None else lambda: resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
     proc = subprocess.run([sys.executable, "-m", "controller", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
+                          env=full_env, cwd=cwd, timeout=timeout, preexec_fn=limited)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
