@@ -540,7 +540,12 @@ class Evaluator:
 
     def _measure_window(self, state: _PolicyState, group: _Group, now: float) -> tuple[float | None, int]:
         policy = state.policy
-        windows = [w for w in group.series.values() if w.count()]
+        windows, samples = [], 0  # the windows with samples, and how many they hold (one pass: asked per sample)
+        for window in group.series.values():
+            held = window.count()
+            if held:
+                windows.append(window)
+                samples += held
         aggregate = policy.aggregate
         if aggregate == "mann_whitney":
             return self._rank_test(state, group, now)
@@ -553,7 +558,6 @@ class Evaluator:
             hits = sum(w.increase() or 0.0 for labels, w in group.series.items()
                        if w.count() and _matches(policy.numerator or {}, labels))
             return (hits / total if total else None), int(total)
-        samples = sum(w.count() for w in windows)
         if not windows:
             return (0.0 if aggregate in COUNTING else None), 0
         if aggregate in QUANTILES:  # pooled: one window per group
