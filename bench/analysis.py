@@ -28,7 +28,7 @@ import tracemalloc
 from collections.abc import Iterator
 
 from controller.analysis.evaluator import Evaluator
-from controller.analysis.observation import Heartbeat, Labels, Observation, labels_of
+from controller.analysis.observation import Batch, Heartbeat, Labels, Observation, labels_of
 from controller.analysis.policy import Policy, load_policy_file
 from controller.shipped import policies_dir
 
@@ -60,7 +60,8 @@ class Load:
         self.bucket_labels = [labels_of(bucket=b) for b in sorted(set(BUCKETS.values()))]
         self.le_labels = [labels_of(le=le) for le in LATENCY_BOUNDS]
 
-    def second(self, t: float, *, fills: int = FILLS_PER_SECOND, scrape: bool = True) -> Iterator[Observation | Heartbeat]:
+    def second(self, t: float, *, fills: int = FILLS_PER_SECOND,
+               scrape: bool = True) -> Iterator[Observation | Heartbeat | Batch]:
         rng, no_labels = self.rng, labels_of()
         self.pnl += rng.gauss(0.0, 0.003 / 60)
         yield Observation("exchange", "capital_share", no_labels, 0.018 + rng.uniform(0, 0.001), t)
@@ -83,15 +84,16 @@ class Load:
                 self._observe_latency(self.queue, rng.lognormvariate(math.log(0.08), 0.6))
             for labels in self.orders:
                 self.orders[labels] += rng.choice((0, 0, 1, 2)) if dict(labels)["outcome"] != "rejected" else 0
-            for labels, count in zip(self.le_labels, self.signal):
-                yield Observation("bot", "strategy_signal_latency_seconds_bucket", labels, count, t)
-            for labels, count in zip(self.le_labels, self.queue):
-                yield Observation("bot", "strategy_order_queue_latency_seconds_bucket", labels, count, t)
-            for labels, count in self.orders.items():
-                yield Observation("bot", "strategy_orders_total", labels, count, t)
-            for labels in self.bucket_labels:
-                yield Observation("bot", "strategy_bucket_usage_ratio", labels, rng.uniform(0.05, 0.2), t)
-            yield Observation("bot", "strategy_leverage_mismatch_total", no_labels, 0.0, t)
+            scraped = [Observation("bot", "strategy_signal_latency_seconds_bucket", labels, count, t)
+                       for labels, count in zip(self.le_labels, self.signal)]
+            scraped += [Observation("bot", "strategy_order_queue_latency_seconds_bucket", labels, count, t)
+                        for labels, count in zip(self.le_labels, self.queue)]
+            scraped += [Observation("bot", "strategy_orders_total", labels, count, t)
+                        for labels, count in self.orders.items()]
+            scraped += [Observation("bot", "strategy_bucket_usage_ratio", labels, rng.uniform(0.05, 0.2), t)
+                        for labels in self.bucket_labels]
+            scraped.append(Observation("bot", "strategy_leverage_mismatch_total", no_labels, 0.0, t))
+            yield Batch("bot", tuple(scraped))  # a scrape comes in one call, as the metrics scraper sends it
             yield Heartbeat("bot", t + 0.5)
         yield Observation("process", "up", no_labels, 1.0, t)
         yield Heartbeat("process", t)
@@ -107,9 +109,10 @@ class Load:
 def bindings_for(baseline: Evaluator):
     def bind(policy: Policy, group: Labels, now: float) -> dict[str, float]:
         values = {"allocation": 0.25, "leverage": 10.0, "capital_cap": 0.02}
-        measured = baseline.value(policy.name, group, now)
-        if measured is not None:
-            values["baseline"] = measured
+        if "baseline" in policy.parsed_condition.names:  # as the release's bindings: measured only where named
+            measured = baseline.value(policy.name, group, now)
+            if measured is not None:
+                values["baseline"] = measured
         return values
     return bind
 
@@ -125,14 +128,16 @@ def filled(policies: list[Policy], full_rate: float = 3600.0) -> tuple[Evaluator
         for evaluator, load in zip((canary, baseline), loads):
             for item in load.second(t, fills=1, scrape=True):
                 evaluator.feed(item)
-        canary.evaluate(t + 1)
+        for evaluator in (canary, baseline):  # the baseline's own verification ticks too
+            evaluator.evaluate(t + 1)
         t += 30.0
     while t < START + 24 * 3600:
         for evaluator, load in zip((canary, baseline), loads):
             for item in load.second(t, scrape=(t % SCRAPE_EVERY == 0)):
                 evaluator.feed(item)
         if t % 60 == 0:
-            canary.evaluate(t + 1)
+            for evaluator in (canary, baseline):
+                evaluator.evaluate(t + 1)
         t += 1.0
     return canary, loads[0], baseline, loads[1], t
 
@@ -147,15 +152,17 @@ def timed(minutes: int, full_rate: float) -> None:
     for i in range(seconds):
         scrape = (t + i) % SCRAPE_EVERY == 0
         batches.append((list(canary_load.second(t + i, scrape=scrape)), list(baseline_load.second(t + i, scrape=scrape))))
-    observations = sum(1 for ours, _ in batches for item in ours if isinstance(item, Observation))
+    observations = sum(len(item.observations) if isinstance(item, Batch) else isinstance(item, Observation)
+                       for ours, _ in batches for item in ours)
     gc.collect()
     clock = time.process_time
     wall = time.perf_counter()
     observing = ticking = 0.0
     ticks: list[float] = []
     for i, (ours, theirs) in enumerate(batches):
-        for item in theirs:  # the baseline release, observed by its own verification (not timed)
+        for item in theirs:  # the baseline release, observed and ticked by its own verification (not timed)
             baseline.feed(item)
+        baseline.evaluate(t + i + 1)
         started = clock()
         for item in ours:
             canary.feed(item)
@@ -185,10 +192,13 @@ def memory() -> None:
     """A separate pass: the evaluators' memory once full, traced (slow, so never timed)."""
     tracemalloc.start()
     canary, _, baseline, _, _ = filled(stage_c_policies())
+    gc.collect()
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"  memory (separate pass): canary and baseline evaluators hold {current / 1e6:.1f} MB traced, "
-          f"peak while filling {peak / 1e6:.1f} MB; series {canary.series_count()} + {baseline.series_count()}")
+    series = canary.series_count() + baseline.series_count()
+    print(f"  memory (separate pass): canary and baseline evaluators hold {current / 1e6:.1f} MB traced "
+          f"({current / series / 1e3:.0f} kB per series), peak while filling {peak / 1e6:.1f} MB; "
+          f"series {canary.series_count()} + {baseline.series_count()}")
 
 
 if __name__ == "__main__":

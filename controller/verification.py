@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from controller.analysis.bindings import release_bindings
 from controller.analysis.evaluator import MAX_SERIES_PER_POLICY, Evaluator
-from controller.analysis.observation import Heartbeat, Observation
+from controller.analysis.observation import Batch, Heartbeat, Observation
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import Verdict
 from controller.analysis.witness import Witness
@@ -59,23 +59,27 @@ class Verification:
         self.last_observed: float | None = None  # the newest observation's event time: detection latency
         self._capped: set[str] = set()  # policies over their series cap, logged once
 
-    def sink(self, item: Observation | Heartbeat) -> None:
-        """What every source calls: synchronous, so an exchange event is judged without a hop."""
+    def sink(self, item: Observation | Heartbeat | Batch) -> None:
+        """What every source calls: synchronous, so an exchange event is judged without a hop; a
+        scrape's observations come in one `Batch`, judged once they are all in."""
+        observations: tuple[Observation, ...] = ()
         if isinstance(item, Heartbeat):
             self.metrics.set_source_up(self.account, item.source, item.ok)
             if item.ok:
                 self.last_read[item.source] = max(item.ts, self.last_read.get(item.source, item.ts))
             elif item.restarting:
                 self.metrics.source_restarted(self.account, item.source)
-        elif isinstance(item, Observation):
-            self.last_observed = item.ts
-            if item.metric == "stream_connected" and self.account is not None:
-                self.metrics.set_stream_connected(self.account, bool(item.value))
+        else:
+            observations = item.observations if isinstance(item, Batch) else (item,)
+            for observation in observations:
+                self.last_observed = observation.ts
+                if observation.metric == "stream_connected" and self.account is not None:
+                    self.metrics.set_stream_connected(self.account, bool(observation.value))
         now = self.clock.time()
         verdicts = self.evaluator.feed(item, now=now)
-        if isinstance(item, Observation):
-            for derived in self.witness.observe(item):
-                verdicts = [*verdicts, *self.evaluator.feed(derived, now=now)]
+        derived = [d for observation in observations for d in self.witness.observe(observation)]
+        if derived:
+            verdicts = [*verdicts, *self.evaluator.observe_many(derived, now=now)]
         if verdicts:
             self._deliver(verdicts)
 

@@ -30,7 +30,7 @@ def release_bindings(config: StrategyConfig, *, capital_cap: float | None = None
             values["allocation"] = float(config.buckets[bucket].allocation)
         if capital_cap is not None:
             values["capital_cap"] = capital_cap
-        if baseline is not None:
+        if baseline is not None and "baseline" in policy.parsed_condition.names:  # measured only where named
             measured = baseline.value(policy.name, group, now)
             if measured is not None:
                 values["baseline"] = measured

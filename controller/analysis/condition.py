@@ -23,6 +23,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 COMPARATORS: dict[str, Callable[[float, float], bool]] = {
     "==": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12),
@@ -70,7 +71,7 @@ class Condition:
     comparator: str
     threshold_expr: Expr
 
-    @property
+    @cached_property  # asked each time a threshold is bound
     def names(self) -> frozenset[str]:
         return _names(self.threshold_expr)
 

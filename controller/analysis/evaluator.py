@@ -29,6 +29,7 @@ Fail closed, in bounded memory:
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import defaultdict
@@ -36,16 +37,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from controller.analysis.condition import COMPARATORS, Condition, ConditionError
-from controller.analysis.observation import Heartbeat, Labels, Observation
+from controller.analysis.observation import Batch, Heartbeat, Labels, Observation
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import SEVERITY_ORDER, Outcome, Verdict
 from controller.analysis.window import Window
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 COUNTING = {"sum", "count", "increase"}
-# Aggregates whose value depends on more than the group's windows (the time, the baseline's
-# windows): measured afresh each time; the others only when a window moved.
-_MEASURED_EACH_TIME = {"age", "mann_whitney", "growth_vs_baseline"}
+# Aggregates whose value depends on the time itself: measured afresh each time; the others only
+# when a window moved (those against the baseline: one of the group's or the baseline's windows).
+_MEASURED_EACH_TIME = {"age"}
+_AGAINST_BASELINE = {"mann_whitney", "growth_vs_baseline"}
+_SERIALS = itertools.count()  # tells groups apart across evictions, whatever their versions
 GROWTH_STANDARD_ERRORS = 3.0
 """How many standard errors ``growth_vs_baseline`` gives the canary the benefit of: a
 healthy release on a random walk is held in at most 1 % of 24 h stages (tests/analysis)."""
@@ -67,13 +70,36 @@ def no_bindings(_policy: Policy, _group: Labels, _now: float) -> Mapping[str, fl
 
 @dataclass
 class _Group:
+    key: Labels = ()
     series: dict[Labels, Window] = field(default_factory=dict)
     # Series whose newest sample was NaN or an infinity: how it was written, and when.
     rejected: dict[Labels, tuple[str, float]] = field(default_factory=dict)
     breaching_since: float | None = None
-    series_changes: int = 0  # series added or evicted: with the windows' versions, whether anything moved
-    measured: tuple[tuple[int, int], tuple[float | None, int]] | None = None  # (what it was measured on, measure)
+    # Changes whenever a window moved (a sample in, one expired) or a series came or went: a group
+    # whose version is the one it was measured on needs no measuring again.
+    version: int = 0
+    expires_at: float = math.inf  # no window of the group forgets anything until after then
+    serial: int = field(default_factory=lambda: next(_SERIALS))
+    measured: tuple[object, tuple[float | None, int]] | None = None  # (what it was measured on, measure)
     judged: Verdict | None = None  # its last verdict while that was a plain pass (no breach pending)
+
+    def expire(self, now: float) -> int:
+        """The windows expired to ``now`` (only when one of them is due); the group's version then."""
+        if now > self.expires_at:
+            soonest = math.inf
+            for window in self.series.values():
+                before = window.version
+                window.expire(now)
+                if window.version != before:
+                    self.version += 1
+                soonest = min(soonest, window.expires_at())
+            self.expires_at = soonest
+        return self.version
+
+    def moved(self, window: Window) -> None:
+        """A sample went into ``window``."""
+        self.version += 1
+        self.expires_at = min(self.expires_at, window.expires_at())
 
 
 class _PolicyState:
@@ -98,7 +124,9 @@ class _PolicyState:
         except ConditionError:  # judged inconclusive, with the reason, whenever it is judged
             self.constant_threshold = None
         # Whether a group's verdict follows from its windows alone (then it is judged again only when they move).
-        self.judged_once = self.constant_threshold is not None and policy.aggregate not in _MEASURED_EACH_TIME
+        # A threshold with names is bound again before a pass is let stand (the values may move).
+        self.judged_once = policy.aggregate not in _MEASURED_EACH_TIME and (
+            self.constant_threshold is not None or bool(self.condition.names))
         self.series_count = 0  # windows and rejected series over all groups, against the cap
         self.refused_at: float | None = None  # the newest sample refused for the cap
         # growth_vs_baseline: per group, the spread of the completed periods and what it was measured on
@@ -107,6 +135,7 @@ class _PolicyState:
         # window, then as long again (an instant policy: its stale_after) showing its absence.
         grace = policy.on_nodata.stale_after if policy.instant else policy.window
         self.evict_after = policy.window + grace
+        self.evictable_after = math.inf  # no series is evicted before then (a lower bound: newer samples push it on)
 
     def accepts(self, obs: Observation) -> bool:
         if not self.policy.labels:
@@ -144,8 +173,9 @@ class _PolicyState:
             # changes between periods, not between snapshots a second apart, whose noise around the
             # level (unrealised PnL as the price moves between bid and ask) is not the market's.
             return Window(self.policy.window, panes=max(60, math.ceil(self.policy.window / 60)), exact_limit=0,
-                          quantiles=False)
-        return Window(self.policy.window, quantiles=self.keeps_quantiles, steps=self.keeps_steps)
+                          quantiles=False, maximum=False, minimum=False)
+        return Window(self.policy.window, quantiles=self.keeps_quantiles, steps=self.keeps_steps,
+                      maximum=self.policy.aggregate == "max", minimum=self.policy.aggregate == "min")
 
     def add(self, obs: Observation) -> Labels | None:
         """Put a finite sample in its window; None when the series cap refused it."""
@@ -155,12 +185,13 @@ class _PolicyState:
         if not self._room_for(group, group is not None and series_key in group.series, obs.ts):
             return None
         if group is None:
-            group = self.groups[group_key] = _Group()
+            group = self.groups[group_key] = _Group(group_key)
         window = group.series.get(series_key)
         if window is None:
             window = group.series[series_key] = self._window()
-            group.series_changes += 1
+            self.evictable_after = min(self.evictable_after, obs.ts + self.evict_after)
         window.add(obs.ts, obs.value)
+        group.moved(window)
         if group.rejected.pop(obs.labels, None) is not None:
             self.series_count -= 1
         return group_key
@@ -172,29 +203,37 @@ class _PolicyState:
         if not self._room_for(group, group is not None and obs.labels in group.rejected, obs.ts):
             return None
         if group is None:
-            group = self.groups[group_key] = _Group()
+            group = self.groups[group_key] = _Group(group_key)
         group.rejected[obs.labels] = (written, obs.ts)
+        self.evictable_after = min(self.evictable_after, obs.ts + self.evict_after)
         return group_key
 
     def evict(self, now: float) -> None:
         """Forget series whose window has long been empty, then groups left with none."""
+        if self.refused_at is not None and now - self.refused_at > self.policy.window:
+            self.refused_at = None
+        if now <= self.evictable_after:
+            return
         edge = now - self.evict_after
         before = self.series_count
+        newest_gone = math.inf  # of what stays: the oldest newest sample
         for group_key, group in list(self.groups.items()):
             for series_key in [k for k, w in group.series.items() if w.latest < edge]:
                 del group.series[series_key]
-                group.series_changes += 1
+                group.version += 1
                 self.series_count -= 1
             for series_key in [k for k, (_, ts) in group.rejected.items() if ts < edge]:
                 del group.rejected[series_key]
                 self.series_count -= 1
             if not group.series and not group.rejected:
                 del self.groups[group_key]
+                continue
+            newest_gone = min(newest_gone, *(w.latest for w in group.series.values()),
+                              *(ts for _, ts in group.rejected.values()))
+        self.evictable_after = newest_gone + self.evict_after
         if self.series_count < before:  # the label sets of what went are likely gone for good too
             self._accepted.clear()
             self._groups_of.clear()
-        if self.refused_at is not None and now - self.refused_at > self.policy.window:
-            self.refused_at = None
 
     def over_cap(self, now: float) -> str | None:
         """Why the policy cannot pass now: samples refused for the cap are (or would be) in its window."""
@@ -213,6 +252,7 @@ class Evaluator:
         self.baseline = baseline  # the previous release on the same market, for mann_whitney
         self._states = [_PolicyState(p) for p in policies]
         self._by_metric: dict[tuple[str, str], list[_PolicyState]] = defaultdict(list)
+        self._by_name = {state.policy.name: state for state in self._states}
         for state in self._states:
             self._by_metric[(state.policy.source, state.metric)].append(state)
         self._fresh: dict[str, float] = {}
@@ -249,7 +289,26 @@ class Evaluator:
 
     def observe(self, obs: Observation, now: float | None = None) -> list[Verdict]:
         """Record ``obs``; returns fresh verdicts of the instant policies it touched."""
+        return self.observe_many((obs,), now)
+
+    def observe_many(self, observations: Iterable[Observation], now: float | None = None) -> list[Verdict]:
+        """Record observations read together (a scrape); then each instant policy's groups they
+        touched are judged once, not once per sample. Returns the fresh verdicts."""
+        touched: dict[tuple[int, Labels | None], tuple[_PolicyState, float]] = {}
+        for obs in observations:
+            self._record(obs, now, touched)
         verdicts = []
+        for (_, group_key), (state, at) in touched.items():
+            if group_key is None:  # the first refusal: the policy can no longer pass (said once, not per sample)
+                verdicts.append(self._judge(state, at))
+            elif not self._still_passing(state, group_key, at):  # else: the tick says so, no verdict per sample
+                verdicts.append(self._judged(state, group_key, at))
+        return verdicts
+
+    def _record(self, obs: Observation, now: float | None,
+                touched: dict[tuple[int, Labels | None], tuple[_PolicyState, float]]) -> None:
+        """Put ``obs`` in the windows of the policies that read it; note the instant ones' groups
+        it touched (None: the policy's first sample refused for its series cap) in ``touched``."""
         finite = math.isfinite(obs.value) and math.isfinite(obs.ts)
         read = False
         for state in self._by_metric.get((obs.source, obs.metric), ()):
@@ -263,19 +322,12 @@ class Evaluator:
                 group_key = state.reject(obs, _written(obs.value))
             else:
                 group_key = state.add(obs)
-            if not state.policy.instant:
+            if not state.policy.instant or (group_key is None and refusing):
                 continue
-            at = obs.ts if now is None else now
-            if group_key is not None:
-                if self._still_passing(state, group_key, at):
-                    continue  # its aggregate did not move: the tick says so, no verdict per sample
-                verdicts.append(self._judged(state, group_key, at))
-            elif not refusing:  # the first refusal: the policy can no longer pass (said once, not per sample)
-                verdicts.append(self._judge(state, at))
+            touched[(id(state), group_key)] = (state, obs.ts if now is None else now)
         if read and not finite:
             reason = "nan" if math.isnan(obs.value) or math.isnan(obs.ts) else "inf"
             self._rejected[reason] = self._rejected.get(reason, 0) + 1
-        return verdicts
 
     def take_rejections(self) -> dict[str, int]:
         """Non-finite samples refused since the last call, by reason (``nan``, ``inf``): what the
@@ -287,9 +339,11 @@ class Evaluator:
         """Series the evaluator holds (for one policy, or all): bounded by the cap and eviction."""
         return sum(s.series_count for s in self._states if policy_name in (None, s.policy.name))
 
-    def feed(self, item: Observation | Heartbeat, now: float | None = None) -> list[Verdict]:
+    def feed(self, item: Observation | Heartbeat | Batch, now: float | None = None) -> list[Verdict]:
         if isinstance(item, Heartbeat):
             return self.heartbeat(item, now)
+        if isinstance(item, Batch):
+            return self.observe_many(item.observations, now)
         return self.observe(item, now)
 
     # --- judgement --------------------------------------------------------------------------------
@@ -300,9 +354,15 @@ class Evaluator:
             state.evict(now)
         return [self._judge(state, now) for state in self._states]
 
+    def _state(self, policy_name: str) -> _PolicyState:
+        state = self._by_name.get(policy_name)
+        if state is None:
+            raise LookupError(f"no policy {policy_name!r} is judged on this release")
+        return state
+
     def value(self, policy_name: str, group: Labels, now: float) -> float | None:
         """A policy's measured value for one group (what a canary's policy binds as ``baseline``)."""
-        state = next(s for s in self._states if s.policy.name == policy_name)
+        state = self._state(policy_name)
         group_state = state.groups.get(group)
         if group_state is None:
             return None
@@ -313,20 +373,25 @@ class Evaluator:
         """A distribution policy's samples in its window for one group (the baseline's side of a
         rank test), as counts of values: every one of them, a bot histogram's at its bucket's midpoint."""
         windows = self.windows(policy_name, group, now)
-        state = next(s for s in self._states if s.policy.name == policy_name)
-        if state.histogram:
+        if self._state(policy_name).histogram:
             return _histogram_counts(windows)
         return _pooled_counts(windows)
 
     def windows(self, policy_name: str, group: Labels, now: float) -> dict[Labels, Window]:
         """A policy's windows for one group, by series, expired to ``now`` (empty when it has none)."""
-        state = next(s for s in self._states if s.policy.name == policy_name)
-        group_state = state.groups.get(group)
+        group_state = self._state(policy_name).groups.get(group)
         if group_state is None:
             return {}
-        for window in group_state.series.values():
-            window.expire(now)
+        group_state.expire(now)
         return group_state.series
+
+    def version(self, policy_name: str, group: Labels, now: float) -> tuple[int, int] | None:
+        """What changes whenever a policy's windows for one group move (expired to ``now``); None
+        when it has none. What a canary's comparison with this release is measured on."""
+        group_state = self._state(policy_name).groups.get(group)
+        if group_state is None:
+            return None
+        return group_state.serial, group_state.expire(now)
 
     def _judge(self, state: _PolicyState, now: float) -> Verdict:
         worst_key, worst = (), None
@@ -379,7 +444,14 @@ class Evaluator:
         last = group.judged
         value, samples = self._measure(state, group, now)
         enough = state.policy.min_samples
-        return value == last.value and (samples >= enough) == (last.samples >= enough)
+        if value != last.value or (samples >= enough) != (last.samples >= enough):
+            return False
+        if state.constant_threshold is not None:
+            return True
+        try:  # bound again: a pass stands only on the threshold it was judged against
+            return state.condition.threshold(self.bindings(state.policy, group_key, now)) == last.threshold
+        except Exception:  # noqa: BLE001 - judged afresh, where the error becomes the verdict
+            return False
 
     @staticmethod
     def _capped(state: _PolicyState, verdict: Verdict, now: float) -> Verdict:
@@ -389,7 +461,7 @@ class Evaluator:
 
     def _judge_group(self, state: _PolicyState, group_key: Labels, now: float) -> Verdict:
         policy = state.policy
-        group = state.groups.get(group_key) or _Group()
+        group = state.groups.get(group_key) or _Group(group_key)
         base = dict(policy=policy.name, at=now, condition=policy.condition, window=policy.window, group=group_key)
         stale = self._staleness(policy, now)
         if stale:
@@ -453,20 +525,13 @@ class Evaluator:
                     f"(stale after {policy.on_nodata.stale_after:g} s)" + (f": {error}" if error else ""))
         return None
 
-    @staticmethod
-    def _moved(group: _Group, now: float) -> tuple[int, int]:
-        """The group's windows expired to ``now``; what changes whenever one of them moved."""
-        moved = 0
-        for window in group.series.values():
-            window.expire(now)
-            moved += window.version  # versions only grow: the sum changes whenever a window moved
-        return group.series_changes, moved
-
     def _measure(self, state: _PolicyState, group: _Group, now: float) -> tuple[float | None, int]:
         """The group's aggregate over the window, and how many samples it rests on."""
-        key = self._moved(group, now)
+        key: object = group.expire(now)
         if state.policy.aggregate in _MEASURED_EACH_TIME:
             return self._measure_window(state, group, now)
+        if state.policy.aggregate in _AGAINST_BASELINE and self.baseline is not None:
+            key = (key, self.baseline.version(state.policy.name, group.key, now))
         if group.measured is not None and group.measured[0] == key:
             return group.measured[1]
         measure = self._measure_window(state, group, now)
@@ -475,7 +540,12 @@ class Evaluator:
 
     def _measure_window(self, state: _PolicyState, group: _Group, now: float) -> tuple[float | None, int]:
         policy = state.policy
-        windows = [w for w in group.series.values() if w.count()]
+        windows, samples = [], 0  # the windows with samples, and how many they hold (one pass: asked per sample)
+        for window in group.series.values():
+            held = window.count()
+            if held:
+                windows.append(window)
+                samples += held
         aggregate = policy.aggregate
         if aggregate == "mann_whitney":
             return self._rank_test(state, group, now)
@@ -488,7 +558,6 @@ class Evaluator:
             hits = sum(w.increase() or 0.0 for labels, w in group.series.items()
                        if w.count() and _matches(policy.numerator or {}, labels))
             return (hits / total if total else None), int(total)
-        samples = sum(w.count() for w in windows)
         if not windows:
             return (0.0 if aggregate in COUNTING else None), 0
         if aggregate in QUANTILES:  # pooled: one window per group
@@ -508,8 +577,8 @@ class Evaluator:
         the effect P(canary > baseline) if significant, else 0.5; samples: the smaller side."""
         from controller.analysis.comparison import ALPHA, compare_counts
 
-        group_key = next((k for k, g in state.groups.items() if g is group), None)
-        if group_key is None:  # nothing observed for this group yet
+        group_key = group.key
+        if state.groups.get(group_key) is not group:  # nothing observed for this group yet
             return None, 0
         canary = _histogram_counts(group.series) if state.histogram else _pooled_counts(group.series)
         n_canary = int(sum(canary.values()))
@@ -534,7 +603,7 @@ class Evaluator:
         changes; a burst of costs or one jump does not pass for the market's noise), and the
         standard error is that spread times the square root of the time the pairs span. Markets
         both releases trade move both alike and cancel. Samples: the smaller side's."""
-        group_key = next((k for k, g in state.groups.items() if g is group), None)
+        group_key = group.key if state.groups.get(group.key) is group else None
         ours = _only_window(group.series)
         if group_key is None or ours is None or self.baseline is None:
             return None, ours.count() if ours else 0

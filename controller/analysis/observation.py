@@ -50,7 +50,16 @@ class Heartbeat:
     """The source stopped (it failed or ended) and starts again after a backoff."""
 
 
-Sink = Callable[[Observation | Heartbeat], None]
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Observations read together (every sample of one scrape, stamped alike): a sink takes them in
+    one call, and the evaluator judges what they touched once they are all in, not once per sample."""
+
+    source: str
+    observations: tuple[Observation, ...]
+
+
+Sink = Callable[[Observation | Heartbeat | Batch], None]
 
 
 def emit_all(sink: Sink, items: Iterable[Observation | Heartbeat]) -> None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -238,11 +239,17 @@ class Policy(ConfigModel):
 
     @property
     def parsed_condition(self) -> Condition:
-        return parse_condition(self.condition, THRESHOLD_NAMES)
+        return _parsed(self.condition)
 
     @property
     def instant(self) -> bool:
         return self.for_ == 0
+
+
+@lru_cache(maxsize=1024)
+def _parsed(condition: str) -> Condition:
+    """A condition parsed once (a `Condition` is immutable): it is asked whenever a threshold is bound."""
+    return parse_condition(condition, THRESHOLD_NAMES)
 
 
 class PolicyFile(ConfigModel):

@@ -25,6 +25,7 @@ Time is always passed in; nothing here reads a clock.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -163,11 +164,13 @@ class Window:
     """Samples ``(t, value)`` of the last ``span`` seconds.
 
     ``quantiles``: keep what quantiles and value counts need (a sorted list, the bins);
-    ``steps``: keep what a counter's increase and the volatility need. A window whose reader
-    never asks for them is cheaper without."""
+    ``steps``: keep what a counter's increase and the volatility need; ``maximum``, ``minimum``:
+    keep the queues `max` and `min` read (a counter's would hold every sample). A window whose
+    reader never asks for them is cheaper without."""
 
     def __init__(self, span: float, *, panes: int = 60, exact_limit: int = 4096,
-                 relative_accuracy: float = DEFAULT_ACCURACY, quantiles: bool = True, steps: bool = True) -> None:
+                 relative_accuracy: float = DEFAULT_ACCURACY, quantiles: bool = True, steps: bool = True,
+                 maximum: bool = True, minimum: bool = True) -> None:
         if span <= 0:
             raise ValueError("a window spans a positive number of seconds")
         self.span = span
@@ -176,9 +179,13 @@ class Window:
         self.accuracy = relative_accuracy
         self.quantiles = quantiles
         self.steps = steps
+        self.maximum = maximum
+        self.minimum = minimum
         self._mapping = _bins_for(relative_accuracy)
-        # Exact samples (t, value, steps from the sample before), in time order.
-        self._exact: deque[tuple[float, float, _Steps]] | None = deque()
+        # Exact samples (t, value), in time order. A sample's steps are from the one before it (the
+        # first's: from `_before_first`), worked out when needed rather than kept with each sample.
+        self._exact: deque[tuple[float, float]] | None = deque()
+        self._before_first: tuple[float, float] | None = None
         self._sorted: list[float] = []  # the exact samples' values in order, when quantiles are kept
         # Monotonic queues (time, value): max and min in O(1), amortised. Folded, time is a pane's start.
         self._highs: deque[tuple[float, float]] = deque()
@@ -216,8 +223,10 @@ class Window:
             if late and self._exact and t < self._exact[-1][0]:
                 self._insert_late(t, value)
             else:
+                if not self._exact:  # the first held: its steps are from the newest before it, if any
+                    self._before_first = self._newest if self.steps else None
                 steps = self._steps(t, value)
-                self._exact.append((t, value, steps))
+                self._exact.append((t, value))
                 self._count += 1
                 self._sum.add(value)
                 self._add_steps(steps)
@@ -256,18 +265,18 @@ class Window:
         index = len(items)
         while index > 0 and items[index - 1][0] > t:
             index -= 1
+        after_steps = self._steps_of(index)
         if index == 0:  # older than every sample held: the window's first, with no steps of its own
             steps = _NO_STEPS
+            self._before_first = None
         else:
-            then, was, _ = items[index - 1]
-            steps = _steps_between(then, was, t, value)
-        after_t, after_value, after_steps = items[index]
-        replaced = _steps_between(t, value, after_t, after_value)
-        items.insert(index, (t, value, steps))
-        items[index + 1] = (after_t, after_value, replaced)
-        self._add_steps(steps)
-        self._add_steps(after_steps, -1.0)
-        self._add_steps(replaced)
+            steps = _steps_between(*items[index - 1], t, value)
+        replaced = _steps_between(t, value, *items[index])
+        items.insert(index, (t, value))
+        if self.steps:
+            self._add_steps(steps)
+            self._add_steps(after_steps, -1.0)
+            self._add_steps(replaced)
         self._count += 1
         self._sum.add(value)
         if self.quantiles:
@@ -276,7 +285,9 @@ class Window:
 
     def _insert_extremes(self, t: float, value: float, *, collapse: bool = False) -> None:
         """Put a sample older than the queues' newest entries into the max and min queues."""
-        for queue, dominates in ((self._highs, _at_least), (self._lows, _at_most)):
+        for queue, dominates, kept in ((self._highs, _at_least, self.maximum), (self._lows, _at_most, self.minimum)):
+            if not kept:
+                continue
             later = []
             while queue and queue[-1][0] > t:
                 later.append(queue.pop())
@@ -323,14 +334,16 @@ class Window:
     def _push_extremes(self, t: float, value: float, *, collapse: bool = False) -> None:
         # Folded (collapse), one entry per pane is enough: they leave the window together.
         highs, lows = self._highs, self._lows
-        while highs and highs[-1][1] <= value:
-            highs.pop()
-        if not (collapse and highs and highs[-1][0] == t):
-            highs.append((t, value))
-        while lows and lows[-1][1] >= value:
-            lows.pop()
-        if not (collapse and lows and lows[-1][0] == t):
-            lows.append((t, value))
+        if self.maximum:
+            while highs and highs[-1][1] <= value:
+                highs.pop()
+            if not (collapse and highs and highs[-1][0] == t):
+                highs.append((t, value))
+        if self.minimum:
+            while lows and lows[-1][1] >= value:
+                lows.pop()
+            if not (collapse and lows and lows[-1][0] == t):
+                lows.append((t, value))
 
     def _fold(self) -> None:
         samples, self._exact = self._exact, None
@@ -341,7 +354,8 @@ class Window:
         self._sum.reset()
         self._reset_steps()
         self._newest = None
-        for t, value, _ in samples or ():
+        self._before_first = None
+        for t, value in samples or ():
             self._add_folded(t, value, late=False)
 
     def expire(self, now: float) -> None:
@@ -352,9 +366,11 @@ class Window:
             if not items or items[0][0] >= edge:
                 return
             while items and items[0][0] < edge:
-                _, value, steps = items.popleft()
+                if self.steps:
+                    self._add_steps(self._steps_of(0), -1.0)
+                self._before_first = sample = items.popleft()
+                value = sample[1]
                 self._sum.add(-value)
-                self._add_steps(steps, -1.0)
                 if self.quantiles:
                     del self._sorted[bisect.bisect_left(self._sorted, value)]
                 self._expired_since_sync += 1
@@ -372,6 +388,16 @@ class Window:
         while panes and panes[0].start + self.pane_width <= edge:
             pane = panes.popleft()
             self._count -= pane.count
+            # Its totals taken from the running sums (the newest pane, still filling, has no period yet).
+            self._sum.add(-pane.total.value)
+            if self.steps:
+                self._grown.add(-pane.grown)
+                self._squared.add(-pane.squared)
+                self._elapsed.add(-pane.elapsed)
+            if panes:
+                self._period_squared.add(-pane.period[0])
+                self._period_elapsed.add(-pane.period[1])
+            self._expired_since_sync += 1
             if pane.bins:
                 self._bins.subtract(pane.bins)
                 for representative in [r for r in pane.bins if self._bins[r] <= 0]:
@@ -379,7 +405,15 @@ class Window:
         for extremes in (self._highs, self._lows):
             while extremes and extremes[0][0] + self.pane_width <= edge:
                 extremes.popleft()
-        # The panes' totals added up afresh: a pane leaves every span / panes seconds at most.
+        # Added up afresh once as many panes have left as the window holds: amortised, a pane's
+        # departure costs the same whatever the window's length, and rounding cannot build up.
+        if not panes or self._expired_since_sync >= len(panes):
+            self._resync_folded()
+        self.version += 1
+
+    def _resync_folded(self) -> None:
+        """The running sums recomputed from the panes."""
+        panes = self._panes
         self._sum.reset(math.fsum(p.total.value for p in panes))
         self._grown.reset(math.fsum(p.grown for p in panes))
         self._squared.reset(math.fsum(p.squared for p in panes))
@@ -387,16 +421,38 @@ class Window:
         complete = list(panes)[:-1]
         self._period_squared.reset(math.fsum(p.period[0] for p in complete))
         self._period_elapsed.reset(math.fsum(p.period[1] for p in complete))
-        self.version += 1
+        self._expired_since_sync = 0
 
     def _resync_exact(self) -> None:
         """The running sums recomputed from the samples, before rounding can build up."""
         items = self._exact or deque()
-        self._sum.reset(math.fsum(v for _, v, _ in items))
-        self._grown.reset(math.fsum(steps[0] for _, _, steps in items))
-        self._squared.reset(math.fsum(steps[1] for _, _, steps in items))
-        self._elapsed.reset(math.fsum(steps[2] for _, _, steps in items))
+        self._sum.reset(math.fsum(v for _, v in items))
+        if self.steps:
+            steps = [self._steps_of(0)] if items else []
+            steps += [_steps_between(*before, *after) for before, after in zip(items, itertools.islice(items, 1, None))]
+            self._grown.reset(math.fsum(step[0] for step in steps))
+            self._squared.reset(math.fsum(step[1] for step in steps))
+            self._elapsed.reset(math.fsum(step[2] for step in steps))
         self._expired_since_sync = 0
+
+    def _steps_of(self, index: int) -> _Steps:
+        """The steps of the exact sample at ``index``: from the one before it (the first's, from
+        the sample before it that has left the window, if any)."""
+        items = self._exact
+        assert items is not None
+        if not self.steps or index >= len(items):
+            return _NO_STEPS
+        before = items[index - 1] if index else self._before_first
+        return _NO_STEPS if before is None else _steps_between(*before, *items[index])
+
+    def expires_at(self) -> float:
+        """The latest ``now`` at which `expire` forgets nothing (infinity when empty): until past
+        it a reader may skip expiring the window."""
+        if self._exact is not None:
+            return self._exact[0][0] + self.span if self._exact else math.inf
+        # A pane leaves once its end is at least ``span`` old: at its end plus the span, not after.
+        return math.nextafter(self._panes[0].start + self.pane_width + self.span, -math.inf) if self._panes \
+            else math.inf
 
     # --- aggregates (call expire(now) first) -------------------------------------------------------
 
@@ -411,19 +467,23 @@ class Window:
         return self.sum() / n if n else None
 
     def min(self) -> float | None:
+        if not self.minimum:
+            raise ValueError("this window keeps no minimum")
         return self._lows[0][1] if self._lows and self._count else None
 
     def max(self) -> float | None:
+        if not self.maximum:
+            raise ValueError("this window keeps no maximum")
         return self._highs[0][1] if self._highs and self._count else None
 
     def first(self) -> tuple[float, float] | None:
         if self._exact is not None:
-            return self._exact[0][:2] if self._exact else None
+            return self._exact[0] if self._exact else None
         return self._panes[0].first if self._panes else None
 
     def last(self) -> tuple[float, float] | None:
         if self._exact is not None:
-            return self._exact[-1][:2] if self._exact else None
+            return self._exact[-1] if self._exact else None
         return self._panes[-1].last if self._panes else None
 
     def quantile(self, q: float) -> float | None:
@@ -496,8 +556,8 @@ class Window:
         """Each period's last sample ``(t, value)`` by the period's start: the panes' (folded), or
         every sample's, by its own time (exact)."""
         if self._exact is not None:
-            return {t: (t, value) for t, value, _ in self._exact}
+            return {t: (t, value) for t, value in self._exact}
         return {pane.start: pane.last for pane in self._panes if pane.last is not None}
 
     def _first_steps(self) -> _Steps:
-        return self._exact[0][2] if self._exact is not None else self._panes[0].first_steps
+        return self._steps_of(0) if self._exact is not None else self._panes[0].first_steps

@@ -2,7 +2,8 @@
 
 Every sample becomes one Observation named as exposed (``strategy_orders_total``,
 ``strategy_signal_latency_seconds_bucket`` with its ``le`` label, ...) and stamped with the
-Clock's time at the scrape, as Prometheus stamps a scrape with its start. Counters are observed
+Clock's time at the scrape, as Prometheus stamps a scrape with its start; a scrape's
+observations go to the sink in one `Batch`, then its Heartbeat. Counters are observed
 as the running totals the bot exposes; windows and rates are the analysis' business. A scrape
 that fails for any reason (refused, timed out, HTTP error, a body that is not the exposition
 format) emits no Observation at all, only a failed Heartbeat: a half-read page is never data.
@@ -18,7 +19,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.analysis.observation import Labels, Observation, Sink, labels_of
+from controller.analysis.observation import Batch, Labels, Observation, Sink, labels_of
 from controller.clock import Clock
 from controller.observe.source import PollingSource
 
@@ -58,8 +59,9 @@ class MetricsScraper(PollingSource):
         except (aiohttp.ClientError, OSError, TimeoutError, ScrapeError) as exc:
             self.fail(ts, _describe(exc, self.timeout))
             return False
-        for name, labels, value in samples:
-            self.sink(Observation(self.source, name, labels, value, ts))
+        if samples:  # in one call: the evaluator judges what the scrape touched once it is all in
+            self.sink(Batch(self.source, tuple(Observation(self.source, name, labels, value, ts)
+                                               for name, labels, value in samples)))
         self.beat(ts)
         return True
 

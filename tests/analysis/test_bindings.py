@@ -53,3 +53,13 @@ def test_a_canary_policy_binds_the_baselines_value_for_the_same_group():
     assert canary_obs[0].outcome is Outcome.FAIL and canary_obs[0].threshold == 0.2 * 1.5 + 0.05
     (no_baseline,) = canary.observe(Observation("exchange", "exposure_ratio", labels_of(symbol="ETHUSDT"), 0.1, 60.0), 100.0)
     assert no_baseline.outcome is Outcome.INCONCLUSIVE and "baseline" in no_baseline.reason
+
+
+def test_a_threshold_that_does_not_name_the_baseline_does_not_measure_it():
+    """The baseline release's value is measured only for conditions that bind it: here the
+    baseline is not judged on the canary's policy at all, and the cap binds all the same."""
+    config = load_model(StrategyConfig, EXAMPLES / "reference-bot" / "strategy.yaml")
+    baseline = Evaluator(EXPOSURE[:1])
+    bind = release_bindings(config, capital_cap=0.02, baseline=baseline)
+    assert bind(EXPOSURE[1], labels_of(symbol="SOLUSDT"), 0.0) == {"leverage": 3.0, "allocation": 0.3,
+                                                                  "capital_cap": 0.02}

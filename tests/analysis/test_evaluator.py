@@ -303,6 +303,49 @@ def test_a_rank_test_against_the_baseline_fails_a_clearly_slower_canary_and_pass
     assert same.outcome is Outcome.PASS and same.value == 0.5
 
 
+class CountingBaseline(Evaluator):
+    """A baseline release's evaluator that counts how often its distribution is read."""
+
+    asked = 0
+
+    def distribution(self, policy_name, group, now):
+        self.asked += 1
+        return super().distribution(policy_name, group, now)
+
+
+def test_a_rank_test_is_measured_again_only_when_the_canary_or_the_baseline_moved():
+    baseline = CountingBaseline(RANKED)
+    canary = Evaluator(RANKED, baseline=baseline)
+    buckets = ("0.05", "0.1", "0.25", "0.5", "+Inf")
+    for ev in (baseline, canary):
+        scrape_histogram(ev, T0, [(le, 0) for le in buckets])
+        scrape_histogram(ev, T0 + 60, list(zip(buckets, [40, 40, 15, 5, 0])))
+    baseline.asked = 0  # (each sample of the canary's scrapes was judged on arrival)
+    first = [canary.evaluate(T0 + 60 + tick)[0] for tick in range(5)]
+    assert {v.outcome for v in first} == {Outcome.PASS} and baseline.asked == 0  # nothing moved since
+    scrape_histogram(baseline, T0 + 65, list(zip(buckets, [40, 40, 15, 5, 1])))
+    canary.evaluate(T0 + 66)
+    canary.evaluate(T0 + 67)
+    assert baseline.asked == 1  # the baseline moved
+    canary.heartbeat(Heartbeat("bot", T0 + 70))
+    canary.observe_many([obs("strategy_signal_latency_seconds_bucket", count, T0 + 70, le=le)
+                         for le, count in zip(buckets, [40, 80, 95, 101, 101])])
+    canary.evaluate(T0 + 71)
+    canary.evaluate(T0 + 72)
+    assert baseline.asked == 2  # the canary moved (its scrape judged once it was all in), then nothing
+
+
+def test_a_scrape_judges_each_instant_group_it_touched_once():
+    ev = Evaluator(BUCKETS, bindings=lambda policy, group, now: {"allocation": 0.5})
+    ev.heartbeat(Heartbeat("bot", T0))
+    scraped = [obs("strategy_bucket_usage_ratio", value, T0 + 1, bucket=bucket, part=part)
+               for bucket, part, value in [("majors", "a", 0.6), ("majors", "b", 0.7), ("alts", "a", 0.1)]]
+    verdicts = ev.observe_many(scraped)
+    # One verdict per group, on the whole scrape (one by one: a fail on 0.6, another on 0.7).
+    assert [(v.outcome, dict(v.group)["bucket"], v.value) for v in verdicts] == \
+        [(Outcome.FAIL, "majors", 0.7), (Outcome.PASS, "alts", 0.1)]
+
+
 def test_a_rank_test_without_a_baseline_has_no_data():
     ev = Evaluator(RANKED)
     scrape(ev, T0, [("0.1", 0), ("+Inf", 0)])

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from controller.analysis.observation import Heartbeat, Observation
+from controller.analysis.observation import Batch, Heartbeat, Observation
 from tests.support.simulator import sim_for_processes
 
 
@@ -17,11 +17,16 @@ class Recorder:
     """A `Sink` that keeps everything it is given; `until` waits on arrivals, never on time."""
 
     def __init__(self) -> None:
-        self.items: list[Observation | Heartbeat] = []
+        self.items: list[Observation | Heartbeat] = []  # a batch's observations one by one
+        self.batches: list[Batch] = []
         self._arrived = asyncio.Event()
 
-    def __call__(self, item: Observation | Heartbeat) -> None:
-        self.items.append(item)
+    def __call__(self, item: Observation | Heartbeat | Batch) -> None:
+        if isinstance(item, Batch):
+            self.batches.append(item)
+            self.items.extend(item.observations)
+        else:
+            self.items.append(item)
         self._arrived.set()
 
     def observations(self, metric: str | None = None) -> list[Observation]:
@@ -33,6 +38,7 @@ class Recorder:
 
     def clear(self) -> None:
         self.items.clear()
+        self.batches.clear()
 
     async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):

@@ -122,6 +122,9 @@ async def test_a_page_sent_in_many_chunks_is_read_whole(serve, clock, recorder):
     url = await serve(app_answering(streamed, "/metrics"))
     assert await MetricsScraper(f"{url}/metrics", clock=clock, sink=recorder).read_once() is True
     assert len(recorder.observations("series")) == 10_000
+    # The whole scrape reaches the sink in one call (the evaluator judges it once it is all in).
+    (batch,) = recorder.batches
+    assert batch.source == "bot" and len(batch.observations) == 10_000
 
 
 async def test_run_scrapes_every_interval_and_carries_on_after_a_failure(serve, clock, recorder):
