@@ -6,9 +6,9 @@ to the sink. Nothing here awaits, reads a clock or does I/O, so an exchange even
 observations within microseconds, and every rule is tested without a loop.
 
 Two sources describe the same state, so each snapshot value is dropped for a symbol the stream
-updated while the request was out (the stream's value is newer). Position notional on the stream
-is ``amount x entry price + unrealized PnL`` (Binance computes that PnL at the mark price), so no
-mark-price calls are needed between snapshots.
+updated while the request was out, or at the very time it was sent (the stream's value is newer).
+Position notional on the stream is ``amount x entry price + unrealized PnL`` (Binance computes
+that PnL at the mark price), so no mark-price calls are needed between snapshots.
 """
 
 from __future__ import annotations
@@ -303,7 +303,7 @@ class ExchangeView:
                 self._emit("leverage_mismatch", self._labels[symbol], 1, at)
                 continue
             self._emit("margin_type_mismatch", self._labels[symbol], current.margin_type != configured.margin_type, at)
-            if self._leverage_event_at.get(symbol, -math.inf) > requested_at:
+            if self._leverage_event_at.get(symbol, -math.inf) >= requested_at:  # a tie: see `on_positions`
                 self.stats.stale_snapshot_values += 1
                 continue
             self._apply_leverage(symbol, current.leverage, at)
@@ -312,7 +312,9 @@ class ExchangeView:
         """GET /fapi/v3/positionRisk (it lists only symbols with a position or open orders)."""
         listed = {p.symbol: p for p in positions}
         for symbol in set(self.config.symbols) | set(listed) | set(self._notional):
-            if self._position_event_at.get(symbol, -math.inf) > requested_at:
+            # A tie goes to the stream: a stepped clock stands still while the request is out, so an
+            # event at the request's very time may be newer than the answer (a close it predates).
+            if self._position_event_at.get(symbol, -math.inf) >= requested_at:
                 self.stats.stale_snapshot_values += 1
                 continue
             position = listed.get(symbol)

@@ -142,6 +142,22 @@ def test_exposure_follows_the_stream_and_the_snapshot(view, record):
     assert record.last("exposure_ratio", symbol="SOLUSDT") == 0
 
 
+def test_a_position_the_stream_closes_as_a_snapshot_is_out_stays_closed_on_a_stepped_clock(view, record):
+    # A stepped clock stands still while requests are out: the snapshot is asked for, the stream
+    # reports the close, the snapshot answers with the position still open, all at T0 + 1.
+    view.on_event(position("ETHUSDT", "0.6", "3000", "0"))
+    view.on_event(position("ETHUSDT", "0", "0", "0", ts=T0 + 1))
+    view.on_positions([held("ETHUSDT", "0.6", "3000")], requested_at=T0 + 1, at=T0 + 1)
+    assert record.last("exposure_ratio", symbol="ETHUSDT") == 0
+    assert view.stats.stale_snapshot_values == 1
+
+
+def test_a_leverage_change_the_stream_reports_as_a_snapshot_is_out_wins_on_a_stepped_clock(view, record):
+    view.on_event(LeverageChanged("canary", "BTCUSDT", 10, T0 + 1, T0 + 1))
+    view.on_settings(settings(btc=5), requested_at=T0 + 1, at=T0 + 1)
+    assert record.values("leverage_applied", symbol="BTCUSDT")[-1] == 10
+
+
 def test_a_margin_call_is_a_sample_of_one_with_the_margin_ratio_it_states(view, record):
     view.on_event(MarginCall("canary", D("2000"), (MarginCallPosition("BTCUSDT", "BOTH", D("0.6"), "CROSSED",
                                                                        D("58900"), D("-1860"), D("141")),), T0, T0))
