@@ -40,6 +40,7 @@ REST_OFFSET = Decimal("0.02")     # a resting LIMIT: this far from the mark
 PROTECT_OFFSET = Decimal("0.05")  # the stop and the take-profit: this far from the entry
 FUNDING_GUARD_MS = 3 * 60 * 1000  # no flattening this close to a funding settlement
 START_TIMEOUT = 60.0
+WINDOW_MS = 8 * 3600 * 1000  # the income read back in windows this long
 
 
 class ClockedClient(AsyncClient):
@@ -111,6 +112,7 @@ class UserBot:
         self.resting: dict[tuple[str, str], tuple[int, int]] = {}  # (symbol, side) -> (order id, age)
         self.holding: set[str] = set()  # symbols entered since their last flattening
         self.capital = Decimal(0)
+        self.started_at = 0.0
         self.next_funding_ms: dict[str, int] = {}
         self.iterations = 0
         self.tasks: list[asyncio.Task] = []
@@ -187,6 +189,7 @@ class UserBot:
             self.page.leverage_applied.labels(symbol).set(answer["leverage"])
         account = await self._call(self.client.futures_account)
         self.capital = Decimal(account["totalWalletBalance"])
+        self.started_at = self.clock.time()
         self._log("started", capital=str(self.capital), dual_side=True)
 
     # ------------------------------------------------------------ prices
@@ -391,14 +394,23 @@ class UserBot:
             return None
 
     async def _report(self) -> None:
-        income = await self.client.futures_income_history(incomeType="FUNDING_FEE", limit=1000,
-                                                          startTime=0)
+        """The account's income since the bot started (every type, read 8 h at a time: fewer rows than a
+        page holds), its funding rows, and its PnL as the exchange's wallet states it."""
+        rows: list[dict] = []
+        start, now = int(self.started_at * 1000), int(self.clock.time() * 1000) + 1
+        for window in range(start, now, WINDOW_MS):
+            rows += await self.client.futures_income_history(startTime=window, endTime=min(window + WINDOW_MS, now) - 1,
+                                                              limit=1000)
+        by_type: dict[str, Decimal] = {}
+        for row in rows:
+            by_type[row["incomeType"]] = by_type.get(row["incomeType"], Decimal(0)) + Decimal(row["income"])
         account = await self.client.futures_account()
         wallet, unrealized = Decimal(account["totalWalletBalance"]), Decimal(account["totalUnrealizedProfit"])
         self._log("report", errors={str(code): count for code, count in self.errors.items()},
-                  funding=[{"symbol": row["symbol"], "income": row["income"], "time": row["time"]} for row in income],
-                  capital=str(self.capital), wallet=str(wallet), unrealized=str(unrealized),
-                  pnl=str(wallet + unrealized - self.capital), filled=len(self.filled))
+                  funding=[{"symbol": r["symbol"], "income": r["income"], "time": r["time"]}
+                           for r in rows if r["incomeType"] == "FUNDING_FEE"],
+                  income={kind: str(total) for kind, total in by_type.items()}, income_rows=len(rows),
+                  capital=str(self.capital), wallet=str(wallet), unrealized=str(unrealized), filled=len(self.filled))
 
     def _log(self, event: str, **fields: Any) -> None:
         if self.log_path:
