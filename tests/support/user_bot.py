@@ -19,7 +19,6 @@ Its log goes to the file named by ``USER_BOT_LOG`` (JSON lines); on stop it writ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -149,11 +148,13 @@ class UserBot:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
+        try:
             for symbol in self.symbols:
                 await self._call(self.client.futures_cancel_all_open_orders, symbol=symbol)
                 await self._call(self.client.futures_cancel_all_open_orders, symbol=symbol, conditional=True)
             await self._report()
+        except Exception as exc:  # stopping goes on: /metrics and the connection close all the same
+            self._log("stop_failed", error=repr(exc))
         await self._stop_serving()
         await self.client.close_connection()
 
