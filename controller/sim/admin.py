@@ -36,6 +36,7 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
         "error-rate": faults.fail,
         "rate-limit-storm": faults.rate_limit_storm,
         "drop-stream": faults.drop_stream,
+        "drop-market-streams": faults.drop_market_streams,
         "stall-stream": faults.stall_stream,
         "expire-listen-key": faults.expire_listen_key,
         "ignore-leverage": faults.ignore_leverage,

@@ -27,6 +27,12 @@ class StreamControl(Protocol):
     def expire(self, account: str) -> bool: ...
 
 
+class MarketControl(Protocol):
+    """What the market-data stream hub lets fault knobs do to it."""
+
+    def drop_all(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class ErrorRule:
     endpoint: str | None
@@ -40,9 +46,10 @@ class ErrorRule:
 class Faults:
     """The knobs, their state, and the questions the server asks them on each request."""
 
-    def __init__(self, *, streams: StreamControl, seed: int = 0,
+    def __init__(self, *, streams: StreamControl, market: MarketControl | None = None, seed: int = 0,
                  now: Callable[[], float] | None = None) -> None:
         self._streams = streams
+        self._market = market
         self._rng = random.Random(f"faults-{seed}")
         self._now = now
         self.stalled: set[str] = set()
@@ -89,6 +96,10 @@ class Faults:
         """Cut the account's user-data websockets without a close frame; returns how many."""
         return self._streams.drop(account)
 
+    def drop_market_streams(self) -> int:
+        """Cut every market-data websocket without a close frame; returns how many."""
+        return self._market.drop_all() if self._market is not None else 0
+
     def stall_stream(self, account: str, stalled: bool = True) -> None:
         """Keep the account's websockets open but send nothing; `stalled=False` flushes the backlog."""
         (self.stalled.add if stalled else self.stalled.discard)(account)
@@ -119,7 +130,10 @@ class Faults:
     def switch_on(self, name: str, value: float, account: str) -> None:
         """Turn on the knob a schedule names (``latency_ms``, ``ws_stall``, ...) on ``account``."""
         if name == "ws_disconnect":
+            # The network between the bot and Binance fails: its price streams go down with its
+            # user stream (market-data connections belong to no account: all of them go).
             self.drop_stream(account)
+            self.drop_market_streams()
         elif name == "listen_key_expired":
             self.expire_listen_key(account)
         elif name == "ws_stall":

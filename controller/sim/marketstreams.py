@@ -155,6 +155,7 @@ class _Listener:
     ws: web.WebSocketResponse
     combined: bool
     opened_at: float
+    transport: asyncio.BaseTransport | None = None
     streams: set[str] = field(default_factory=set)
     queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
 
@@ -326,7 +327,7 @@ class MarketStreams:
 
     async def handle(self, request: web.Request, names: list[str], *, combined: bool) -> web.StreamResponse:
         """One market-data connection listening to ``names`` (more may come by SUBSCRIBE)."""
-        listener = _Listener(web.WebSocketResponse(), combined, self.clock.time())
+        listener = _Listener(web.WebSocketResponse(), combined, self.clock.time(), request.transport)
         try:
             self._subscribe(listener, [n for n in names if n])
         except UnknownStream as exc:
@@ -385,6 +386,15 @@ class MarketStreams:
         if method == "GET_PROPERTY" and params == ["combined"]:
             return {"result": listener.combined, "id": ident}
         return {"error": {"code": 2, "msg": f"Invalid request: unknown method or property {method!r}"}, "id": ident}
+
+    def drop_all(self) -> int:
+        """Cut every market-data connection without a close frame (a network failure); returns how many."""
+        dropped = 0
+        for listener in list(self._listeners):
+            if listener.transport is not None:
+                listener.transport.abort()
+                dropped += 1
+        return dropped
 
     async def close_all(self, timeout: float = 2.0) -> None:
         listeners = list(self._listeners)

@@ -83,10 +83,10 @@ class Simulator:
                              depth_notional=book_depth)
         self.engine = MatchingEngine(self.market, self.accounts, self._now_ms)
         self.streams = UserStreams(self.clock, seed=seed)
-        self.faults = Faults(streams=self.streams, seed=seed, now=self.clock.time)
-        self.streams.shape = self.faults.shape
         self.funding = FundingBook(self.market, self.accounts, self.engine.ledger, start=self.clock.time())
         self.market_streams = MarketStreams(self.clock, self.market, self.funding.state, seed=seed)
+        self.faults = Faults(streams=self.streams, market=self.market_streams, seed=seed, now=self.clock.time)
+        self.streams.shape = self.faults.shape
         self.limiters = {
             "fapi": WeightLimiter(weight_limit, ban_after=ban_after),
             "sapi": WeightLimiter(12000, header="X-SAPI-USED-IP-WEIGHT-1M", ban_after=ban_after),

@@ -11,6 +11,7 @@ import pytest
 from binance.exceptions import BinanceAPIException
 
 from tests.support.clients import sync_time
+from tests.support.market_streams import market_socket
 from tests.support.user_stream import user_stream
 
 D = Decimal
@@ -77,6 +78,22 @@ async def test_dropped_stream_errors_then_python_binance_reconnects(sim, canary)
 
     assert (error["e"], error["type"]) == ("error", "ConnectionClosedError")
     assert after["ac"] == {"s": "BTCUSDT", "l": 4}
+
+
+async def test_a_ws_disconnect_cuts_market_data_connections_too_without_a_close_frame(sim, canary):
+    # A network blip between a bot and Binance takes its price streams down with its user stream.
+    async with user_stream(sim, canary) as stream, market_socket(sim, "ws/btcusdt@markPrice@1s") as prices:
+        await asyncio.wait_for(sim.market_streams.subscribed("btcusdt@markPrice@1s"), 5)
+        sim.faults.switch_on("ws_disconnect", 0, "canary")
+        error = await stream.next()
+        async with asyncio.timeout(5):
+            cut = await prices.ws.receive()
+            while cut.type == aiohttp.WSMsgType.TEXT:  # pushed before the cut
+                cut = await prices.ws.receive()
+        await asyncio.wait_for(sim.streams.connected("canary"), 10)  # python-binance reconnects in 1-2 s
+    assert (error["e"], error["type"]) == ("error", "ConnectionClosedError")
+    assert cut.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)  # no CLOSE frame: cut, not closed
+    assert sim.market_streams.subscribers("btcusdt@markPrice@1s") == 0
 
 
 async def test_stalled_stream_holds_events_until_resumed(sim, canary):

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from controller.exchange.weights import WeightBudget
+from controller.sim.funding import INTERVAL as FUNDING_INTERVAL
 from tests.support.bot import CAPITAL, STRATEGY, strategy
 from tests.support.exchange_observer import observing
 
@@ -53,6 +54,26 @@ async def test_a_position_shows_as_exposure_and_pnl_against_the_starting_capital
     assert later.last("exposure_ratio", symbol="ETHUSDT") == 0
     assert -0.001 < later.last("pnl_ratio") < 0  # the taker fee and the spread, nothing else
     assert not record.values("capital_share")  # no master client: the firm's total is out of sight
+
+
+async def test_funding_paid_on_a_position_shows_in_the_pnl_as_the_exchange_counts_it(sim, canary, clock):
+    async with observing(canary, strategy(), clock=clock) as run:
+        record = run.record
+        await market(canary, "BUY", "0.01")
+        await run.until(lambda: (record.last("exposure_ratio", symbol="BTCUSDT") or 0) > 0)
+        before = await canary.account_snapshot()
+        clock.advance((clock.time() // FUNDING_INTERVAL + 1) * FUNDING_INTERVAL - clock.time() + 1)  # 00, 08, 16 UTC
+        await run.until(lambda: sim.accounts["canary"].wallet != before.total_wallet_balance)
+        mark = record.mark()
+        await run.until(lambda: bool(record.since(mark).values("pnl_ratio")))
+        after = await canary.account_snapshot()
+    # Prices stand still: the wallet moved by the funding fee alone, 0.01 x 62 000 x 0.01 %.
+    fee = after.total_wallet_balance - before.total_wallet_balance
+    assert fee == Decimal("-0.062")
+    expected = (after.total_wallet_balance + after.total_unrealized_pnl - CAPITAL) / CAPITAL
+    assert record.since(mark).last("pnl_ratio") == pytest.approx(float(expected), rel=1e-9)
+    assert record.since(mark).last("pnl_ratio") == pytest.approx(
+        float((before.total_wallet_balance + before.total_unrealized_pnl + fee - CAPITAL) / CAPITAL), rel=1e-9)
 
 
 async def test_a_price_crash_on_a_leveraged_position_shows_margin_calls_and_the_margin_ratio(sim, canary, clock):
