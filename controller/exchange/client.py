@@ -39,6 +39,7 @@ from controller.exchange.events import (
     Fill,
     LeverageBracket,
     OpenOrder,
+    OrderUpdate,
     Position,
     SubAccountBalance,
     SymbolFilters,
@@ -349,6 +350,13 @@ class ExchangeClient:
         raw = await self._call(f"read {symbol} trades", "GET", "/fapi/v1/userTrades",
                                self._client.futures_account_trades, **params)
         return parse.user_trades(raw, self.account, self.clock.time())
+
+    async def force_orders(self, *, start_time: float, limit: int = 100) -> list[OrderUpdate]:
+        """GET /fapi/v1/forceOrders since ``start_time`` (epoch seconds): every liquidation and ADL
+        order of the account, on any symbol (weight 50)."""
+        raw = await self._call("read liquidation orders", "GET", "/fapi/v1/forceOrders",
+                               self._client.futures_liquidation_orders, startTime=int(start_time * 1000), limit=limit)
+        return parse.force_orders(raw, self.account, self.clock.time())
 
     async def leverage_brackets(self, symbol: str | None = None) -> list[LeverageBracket]:
         params = {"symbol": symbol} if symbol else {}

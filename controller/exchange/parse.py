@@ -210,6 +210,19 @@ def open_orders(raw: Any) -> list[OpenOrder]:
 
 
 @_malformed_refused
+def force_orders(raw: Any, account_name: str, ts_init: float) -> list[OrderUpdate]:
+    """GET /fapi/v1/forceOrders: the orders the exchange sent to close the account's positions
+    (liquidation and ADL), as the stream's ORDER_TRADE_UPDATE would have reported them."""
+    return _each(raw, lambda o: OrderUpdate(
+        account=account_name, symbol=_text(o, "symbol"), order_id=int(_get(o, "orderId")),
+        client_order_id=_text(o, "clientOrderId"), side=_text(o, "side"), order_type=_text(o, "type"),
+        execution_type="CALCULATED", status=_text(o, "status"), quantity=_dec(_get(o, "origQty")),
+        price=_dec(_get(o, "price")), average_price=_dec(_get(o, "avgPrice")),
+        filled_quantity=_dec(_get(o, "executedQty")), reduce_only=bool(_get(o, "reduceOnly")),
+        ts_event=_ms(_get(o, "updateTime")), ts_init=ts_init, time_in_force=str(o.get("timeInForce") or "GTC")))
+
+
+@_malformed_refused
 def user_trades(raw: Any, account_name: str, ts_init: float) -> list[Fill]:
     """GET /fapi/v1/userTrades: the REST view of the fills the stream reports."""
     return _each(raw, lambda t: Fill(

@@ -68,6 +68,7 @@ class StreamStats:
     parse_failures: int = 0
     duplicates_dropped: int = 0
     reconciled_fills: int = 0
+    reconciled_liquidations: int = 0
     events: int = 0
     connected: bool = False
     last_message_at: float | None = None
@@ -105,6 +106,7 @@ class UserStream:
         self._last_trade_id: dict[str, int] = {}
         self._leverage: dict[str, int] = {}
         self._position: dict[str, Decimal] = {}  # as the stream last reported it
+        self._liquidations_read_to: float | None = None  # forceOrders are read from here on a (re)connect
 
     async def run(self) -> None:
         # Jittered, so that the streams of many accounts cut at once do not come back at once.
@@ -238,7 +240,10 @@ class UserStream:
 
     async def reconcile(self, *, full: bool = True) -> None:
         """Fetch over REST what the stream may have missed: each symbol's leverage (emitted when
-        it differs from the last known) and fills since the last trade id.
+        it differs from the last known), fills since the last trade id, and (``full``) the
+        exchange's liquidation and ADL orders on any symbol since the last such read (the placement
+        at the first): a liquidation while the stream was down must still reach the policies, and
+        their consumer counts each order once whichever way it came.
 
         After a (re)connect (``full``) every symbol's trades are read. The periodic check is
         cheap whatever the symbol count: one positions read, and trades only for symbols whose
@@ -263,3 +268,11 @@ class UserStream:
                     self.stats.reconciled_fills += 1
                 self._accept(fill)
         self._position.update({s: positions.get(s, 0) for s in self.symbols})
+        if full:
+            start = self._liquidations_read_to if self._liquidations_read_to is not None else self.since
+            if start is not None:
+                for update in await self.client.force_orders(start_time=start):
+                    if update.liquidation is not None:
+                        self.stats.reconciled_liquidations += 1
+                        self._accept(update)
+            self._liquidations_read_to = now

@@ -96,6 +96,7 @@ class RestApi:
             Endpoint("GET", "/fapi/v1/openOrders", self.open_orders, S, _w_symbol(1, 40)),
             Endpoint("GET", "/fapi/v1/openOrder", self.open_order, S, _w(1)),
             Endpoint("GET", "/fapi/v1/allOrders", self.all_orders, S, _w(5)),
+            Endpoint("GET", "/fapi/v1/forceOrders", self.force_orders, S, _w_symbol(20, 50)),
             Endpoint("POST", "/fapi/v1/algoOrder", self.new_algo_order, S, _w(0), new_order=True),
             Endpoint("DELETE", "/fapi/v1/algoOrder", self.cancel_algo_order, S, _w(1)),
             Endpoint("DELETE", "/fapi/v1/algoOpenOrders", self.cancel_all_algo_orders, S, _w(1)),
@@ -261,6 +262,25 @@ class RestApi:
         if from_id is not None:  # Binance: "orders >= that orderId", read forward from it
             return [wire.order(spec, o) for o in orders if o.order_id >= from_id][:limit]
         return [wire.order(spec, o) for o in orders[-limit:]]
+
+    def force_orders(self, call: Call) -> list[dict]:
+        """GET /fapi/v1/forceOrders: the account's liquidation (client id ``autoclose-...``) and ADL
+        (``adl_autoclose``) orders, both unless ``autoCloseType`` says one; default 50, at most 100."""
+        p = call.params
+        kind = p.get("autoCloseType")
+        if kind not in (None, "LIQUIDATION", "ADL"):
+            raise codes.bad_value("autoCloseType")
+        symbol = self.engine.spec(p["symbol"]).symbol if p.get("symbol") else None
+
+        def closed_by_exchange(order) -> bool:
+            adl = order.client_order_id.startswith("adl_autoclose")
+            liquidation = order.client_order_id.startswith("autoclose-")
+            return (adl or liquidation) and kind in (None, "ADL" if adl else "LIQUIDATION")
+
+        orders = [o for o in self.engine.orders.values() if o.account == call.user.name
+                  and (symbol is None or o.symbol == symbol) and closed_by_exchange(o)]
+        orders = _between(orders, p, lambda o: o.time_ms)
+        return [wire.order(self.market.specs[o.symbol], o, "force") for o in orders[-_limit(p, 50, 100):]]
 
     # -- conditional (algo) orders -------------------------------------------------------------
 

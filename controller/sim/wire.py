@@ -158,12 +158,14 @@ def book_ticker(market: Market, spec: SymbolSpec, now_ms: int) -> dict:
 # Which fields each answer about an order leaves out (Binance's response examples):
 # POST answers carry cumQty but no time; GET (query, open orders) carry time and cumQuote but
 # no cumQty; DELETE carries cumQty and cumQuote, no time and no avgPrice.
-_ORDER_SHAPES = {"new": ("time",), "modify": ("time",), "query": ("cumQty",), "cancel": ("time", "avgPrice")}
+_ORDER_SHAPES = {"new": ("time",), "modify": ("time",), "query": ("cumQty",), "cancel": ("time", "avgPrice"),
+                 # GET /fapi/v1/forceOrders (its response example and the SDK's model)
+                 "force": ("cumQty", "priceProtect", "priceMatch", "selfTradePreventionMode", "goodTillDate")}
 
 
 def order(spec: SymbolSpec, o: Order, shape: str = "query") -> dict:
     """An order as POST (``new``), PUT (``modify``), GET (``query``) or DELETE (``cancel``)
-    /fapi/v1/order answer it."""
+    /fapi/v1/order answer it, or GET /fapi/v1/forceOrders (``force``)."""
     answer = {
         "orderId": o.order_id, "symbol": o.symbol, "status": o.status,
         "clientOrderId": o.client_order_id, "price": _price(spec, o.price),

@@ -92,3 +92,23 @@ async def test_the_multi_assets_mode_change_is_pushed_as_account_config_update(s
     with pytest.raises(BinanceAPIException) as unchanged:
         await canary.futures_change_multi_assets_mode(multiAssetsMargin=True)
     assert unchanged.value.code == -4171
+
+
+async def test_force_orders_list_the_liquidation_and_the_adl_by_type_and_symbol(sim, canary):
+    position = await isolated_long(canary)
+    await canary.futures_create_order(symbol="ETHUSDT", side="SELL", type="MARKET", quantity="0.100")
+    await canary.futures_create_order(symbol="SOLUSDT", side="BUY", type="MARKET", quantity="1")  # not closed
+    sim.set_price("BTCUSDT", D(position["liquidationPrice"]) - 10)
+    sim.auto_deleverage("canary", "ETHUSDT")
+
+    both = await canary.futures_liquidation_orders()
+    assert sorted((o["symbol"], o["clientOrderId"].split("-")[0], o["status"]) for o in both) == [
+        ("BTCUSDT", "autoclose", "FILLED"), ("ETHUSDT", "adl_autoclose", "FILLED")]
+    [liquidation] = await canary.futures_liquidation_orders(autoCloseType="LIQUIDATION")
+    assert liquidation["symbol"] == "BTCUSDT" and liquidation["type"] == "LIQUIDATION"
+    [adl] = await canary.futures_liquidation_orders(symbol="ETHUSDT")
+    assert adl["clientOrderId"] == "adl_autoclose"
+    assert await canary.futures_liquidation_orders(symbol="SOLUSDT") == []
+    with pytest.raises(BinanceAPIException) as refused:
+        await canary.futures_liquidation_orders(autoCloseType="MARGIN_CALL")
+    assert refused.value.code == -1130

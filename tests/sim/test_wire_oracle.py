@@ -170,3 +170,10 @@ def test_the_oracle_refuses_an_invented_field_and_a_wrong_type():
         assert_matches_model({**good, "levrage": 5}, "rest_api", "change_initial_leverage_response")
     with pytest.raises(Exception, match="leverage"):
         assert_matches_model({**good, "leverage": "5"}, "rest_api", "change_initial_leverage_response")
+
+
+async def test_force_orders_match_binances_model(sim, canary):
+    await canary.futures_create_order(symbol="ETHUSDT", side="SELL", type="MARKET", quantity="0.100")
+    sim.auto_deleverage("canary", "ETHUSDT")
+    [adl] = await canary.futures_liquidation_orders()
+    assert_matches_model(adl, "rest_api", "users_force_orders_response_inner")

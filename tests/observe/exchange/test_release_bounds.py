@@ -145,3 +145,29 @@ async def test_the_observer_sees_an_isolated_liquidation_and_a_symbol_outside_th
         [solana] = [p for p in await canary.positions("SOLUSDT") if p.amount]
         sim.set_price("SOLUSDT", solana.liquidation_price - 1)
         await run.until(lambda: record.values("liquidations", symbol="SOLUSDT", kind="liquidation") == [1.0])
+
+
+async def test_a_liquidation_while_the_stream_is_down_is_found_over_rest_when_it_reconnects(sim, canary, clock):
+    """The stream cannot tell of a liquidation it was not connected for: on reconnecting, the
+    exchange's own list of liquidation orders (GET /fapi/v1/forceOrders) is read, so the policy
+    that rolls back on a liquidation still hears of it, once."""
+    config = strategy()
+    async with observing(canary, config, clock=clock) as run:
+        record = run.record
+        await canary.set_margin_type("SOLUSDT", "ISOLATED")
+        await canary.set_leverage("SOLUSDT", 3)
+        await canary.new_order(symbol="SOLUSDT", side="BUY", order_type="MARKET", quantity=D("5"))
+        [solana] = [p for p in await canary.positions("SOLUSDT") if p.amount]
+
+        sim.faults.fail("/fapi/v1/listenKey")  # no new listenKey: the stream stays down once cut
+        mark = record.mark()
+        assert sim.faults.drop_stream("canary") >= 1
+        await run.until(lambda: 0.0 in record.since(mark).values("stream_connected"))
+        sim.set_price("SOLUSDT", solana.liquidation_price - 1)  # liquidated while nobody listens
+        assert not [p for p in await canary.positions("SOLUSDT") if p.amount]
+        assert record.values("liquidations") == []
+
+        sim.faults.clear()
+        await run.until(lambda: record.values("liquidations", symbol="SOLUSDT", kind="liquidation") == [1.0])
+        await run.until(lambda: record.since(mark).values("stream_connected")[-1:] == [1.0])
+        assert record.values("liquidations") == [1.0]  # once, though later reconnects read it again
