@@ -36,6 +36,7 @@ from controller.exchange.errors import (
 )
 from controller.exchange.events import (
     AccountSnapshot,
+    AccountUpdate,
     Fill,
     LeverageBracket,
     OpenOrder,
@@ -350,6 +351,14 @@ class ExchangeClient:
         raw = await self._call(f"read {symbol} trades", "GET", "/fapi/v1/userTrades",
                                self._client.futures_account_trades, **params)
         return parse.user_trades(raw, self.account, self.clock.time())
+
+    async def transfers(self, *, start_time: float, end_time: float, limit: int = 1000) -> list[AccountUpdate]:
+        """GET /fapi/v1/income of type TRANSFER between two times (epoch seconds, both inclusive;
+        weight 30): capital moved in or out of the futures wallet, as ACCOUNT_UPDATEs."""
+        raw = await self._call("read transfers", "GET", "/fapi/v1/income", self._client.futures_income_history,
+                               incomeType="TRANSFER", startTime=int(start_time * 1000), endTime=int(end_time * 1000),
+                               limit=limit)
+        return parse.transfers(raw, self.account, self.clock.time())
 
     async def force_orders(self, *, start_time: float, limit: int = 100) -> list[OrderUpdate]:
         """GET /fapi/v1/forceOrders since ``start_time`` (epoch seconds): every liquidation and ADL

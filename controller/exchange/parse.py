@@ -210,6 +210,22 @@ def open_orders(raw: Any) -> list[OpenOrder]:
 
 
 @_malformed_refused
+def transfers(raw: Any, account_name: str, ts_init: float) -> list[AccountUpdate]:
+    """GET /fapi/v1/income rows of type TRANSFER as the stream's ACCOUNT_UPDATE would have told them:
+    ``DEPOSIT`` or ``WITHDRAW`` with the amount as the balance's change. An income row carries no
+    balance, so the wallet figures are 0: only the change is meant to be read."""
+    updates = []
+    for row in _each(raw, lambda r: r):
+        if _text(row, "incomeType") != "TRANSFER":
+            continue
+        amount = _dec(_get(row, "income"))
+        updates.append(AccountUpdate(account_name, "DEPOSIT" if amount > 0 else "WITHDRAW",
+                                     (Balance(_text(row, "asset"), Decimal(0), Decimal(0), amount),), (),
+                                     _ms(_get(row, "time")), ts_init))
+    return updates
+
+
+@_malformed_refused
 def force_orders(raw: Any, account_name: str, ts_init: float) -> list[OrderUpdate]:
     """GET /fapi/v1/forceOrders: the orders the exchange sent to close the account's positions
     (liquidation and ADL), as the stream's ORDER_TRADE_UPDATE would have reported them."""

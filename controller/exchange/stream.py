@@ -69,6 +69,7 @@ class StreamStats:
     duplicates_dropped: int = 0
     reconciled_fills: int = 0
     reconciled_liquidations: int = 0
+    reconciled_transfers: int = 0
     events: int = 0
     connected: bool = False
     last_message_at: float | None = None
@@ -107,6 +108,8 @@ class UserStream:
         self._leverage: dict[str, int] = {}
         self._position: dict[str, Decimal] = {}  # as the stream last reported it
         self._liquidations_read_to: float | None = None  # forceOrders are read from here on a (re)connect
+        self._heard_to: float | None = None  # the exchange time of the last event the socket delivered
+        self._connected_at: float | None = None  # when the current connection opened
 
     async def run(self) -> None:
         # Jittered, so that the streams of many accounts cut at once do not come back at once.
@@ -143,6 +146,7 @@ class UserStream:
         key = await self.client.create_listen_key()
         url = f"{self.client.endpoints.ws_url.rstrip('/')}/private/ws?listenKey={key}"
         async with session.ws_connect(url, heartbeat=30, autoping=True) as ws:
+            self._connected_at = self.clock.time()
             # Connected first, reconciled second: whatever happens during the REST calls
             # arrives on the socket and is de-duplicated against what REST returned.
             await self.reconcile()
@@ -193,6 +197,21 @@ class UserStream:
             log.warning("user_stream_housekeeping_failed", account=self.client.account, error=str(exc))
             await ws.close(message=b"housekeeping failed")
 
+    async def _missed_transfers(self) -> None:
+        """Capital moved in or out while the socket was down: the income rows of type TRANSFER from
+        the last event it delivered until this connection opened (what came after, it delivers).
+        The first connection has no gap: whoever consumes the stream reads the wallet at its start."""
+        if self._connected_at is None:
+            return
+        if self._heard_to is None:  # the first connection: nothing was missed, events start here
+            self._heard_to = self._connected_at
+            return
+        if self._connected_at <= self._heard_to:
+            return
+        for update in await self.client.transfers(start_time=self._heard_to + 0.001, end_time=self._connected_at):
+            self.stats.reconciled_transfers += 1
+            self._accept(update)
+
     # --- events -------------------------------------------------------------------------------------
 
     def handle_text(self, text: str) -> str | None:
@@ -209,6 +228,8 @@ class UserStream:
             if kind == "listenKeyExpired":
                 return kind
             events = stream_events(raw, self.client.account, self.clock.time())
+            if isinstance(raw.get("E"), (int, float)):
+                self._heard_to = max(self._heard_to or 0.0, raw["E"] / 1000)
         except (ValueError, PayloadError, RecursionError) as exc:  # RecursionError: JSON nested past the stack
             self.stats.parse_failures += 1
             log.error("user_stream_unparsable", account=self.client.account, error=str(exc), raw=text[:2000])
@@ -276,3 +297,4 @@ class UserStream:
                         self.stats.reconciled_liquidations += 1
                         self._accept(update)
             self._liquidations_read_to = now
+            await self._missed_transfers()

@@ -50,7 +50,8 @@ WEIGHTS: dict[tuple[str, str], int] = {
     ("GET", "/fapi/v1/openOrders"): 40,  # all symbols; 1 with a symbol (see `weight_of`)
     ("GET", "/fapi/v1/order"): 1,
     ("GET", "/fapi/v1/userTrades"): 5,
-    ("GET", "/fapi/v1/forceOrders"): 50,  # all symbols (20 with one): after a reconnect, liquidations missed
+    ("GET", "/fapi/v1/forceOrders"): 50,
+    ("GET", "/fapi/v1/income"): 30,  # after a reconnect, transfers missed  # all symbols (20 with one): after a reconnect, liquidations missed
     ("POST", "/fapi/v1/order"): 0,
     ("DELETE", "/fapi/v1/order"): 1,
     ("DELETE", "/fapi/v1/allOpenOrders"): 1,

@@ -99,3 +99,15 @@ async def test_a_canary_funded_past_its_cap_is_rolled_back(sim, connect, clock):
         await verdicts.until_outcomes({WITHIN_CAP: Outcome.FAIL})
         breach = verdicts.latest[WITHIN_CAP]
         assert breach.action == "rollback" and breach.value == pytest.approx(0.023, rel=0.01)
+
+
+async def test_a_transfer_while_the_stream_is_down_is_counted_when_it_reconnects(sim, connect, clock):
+    """The stream cannot tell of a transfer it was not connected for: on reconnecting, the income
+    rows of type TRANSFER since the last event it delivered are read, and the cap judges them."""
+    async with judged(connect, clock) as verdicts:
+        sim.faults.fail("/fapi/v1/listenKey")  # no new listenKey: the stream stays down once cut
+        assert sim.faults.drop_stream("canary") >= 1
+        assert (await transfer(sim, "master", "canary", "500"))["success"] is True
+        sim.faults.clear()
+        await verdicts.until_outcomes({WITHIN_CAP: Outcome.FAIL})
+        assert verdicts.latest[WITHIN_CAP].value == pytest.approx(0.023, rel=0.01)
