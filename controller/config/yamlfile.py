@@ -187,7 +187,11 @@ def _key(key: Any) -> str:
 def _node_kind(node: yaml.Node) -> str:
     if isinstance(node, yaml.SequenceNode):
         return "a list"
-    return f"the single value {node.value!r}" if isinstance(node, yaml.ScalarNode) else "something else"
+    if not isinstance(node, yaml.ScalarNode):
+        return "something else"
+    if len(node.value) <= 60:
+        return f"the single value {_escaped(repr(node.value))}"
+    return f"the single value {_escaped(repr(node.value[:60]))}... ({len(node.value)} characters)"
 
 
 def dotted(path: Loc) -> str:

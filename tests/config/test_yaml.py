@@ -76,6 +76,13 @@ def test_a_top_level_list_is_refused_clearly(tmp_path):
     assert (error.line, error.message) == (1, "expected a mapping of settings at the top level, got a list")
 
 
+def test_a_long_top_level_value_is_named_not_echoed(tmp_path):
+    """A refusal is a message, not a dump of the input (a 70 kB scalar used to be printed whole)."""
+    error = refusal(tmp_path, "x" * 70_000 + "\n")
+    assert error.message == ("expected a mapping of settings at the top level, got the single value "
+                             f"'{'x' * 60}'... (70000 characters)")
+
+
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_model(StrategyConfig, tmp_path / "absent.yaml")

@@ -21,6 +21,7 @@ from controller.exchange.parse import PayloadError
 from controller.exchange.permissions import KeyRights, key_rights
 from controller.exchange.stream import UserStream
 from controller.observe import metrics, promql
+from tests.hostile.documents import mutated, spots
 from tests.support.clients import exchange_clients
 from tests.support.event_log import EventLog
 
@@ -39,33 +40,6 @@ JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=
                            | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=16)
 
 
-def spots(value: Any, path: tuple = ()) -> list[tuple]:
-    """The path of every key and list item in ``value``."""
-    found = [path] if path else []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += spots(item, path + (key,))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += spots(item, path + (index,))
-    return found
-
-
-def mutated(document: Any, path: tuple, replacement: Any, drop: bool) -> Any:
-    """``document`` with the value at ``path`` dropped or replaced (a copy)."""
-    if not path:
-        return replacement
-    head, *rest = path
-    copy = dict(document) if isinstance(document, dict) else list(document)
-    if rest:
-        copy[head] = mutated(document[head], tuple(rest), replacement, drop)
-    elif drop:
-        del copy[head]
-    else:
-        copy[head] = replacement
-    return copy
-
-
 @st.composite
 def mutations(draw, valid: Any) -> Any:
     """``valid`` with one to three of its values dropped or replaced by any JSON value."""
@@ -74,7 +48,7 @@ def mutations(draw, valid: Any) -> Any:
         places = spots(document)
         if not places:
             break
-        document = mutated(document, draw(st.sampled_from(places)), draw(JSON_VALUES), draw(st.booleans()))
+        document = mutated(document, draw(st.sampled_from(places)), draw(JSON_VALUES), drop=draw(st.booleans()))
     return document
 
 

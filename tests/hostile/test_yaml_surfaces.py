@@ -21,6 +21,7 @@ from controller.analysis.policy import PolicyFile, load_policy_file
 from controller.config import DaemonConfig, ReleaseManifest, StrategyConfig, load_daemon_config, load_model
 from controller.errors import ConfigError
 from controller.rollout.pipeline import DEFAULT_PIPELINE, Pipeline, load_pipeline
+from tests.hostile.documents import mutated, spots
 from tests.support.checkout import REPO
 
 HOSTILE = settings(derandomize=True, max_examples=120, deadline=None, database=None,
@@ -108,33 +109,6 @@ def dumped(value: Any) -> str:
 # --- mutations of the shipped file -----------------------------------------------------------------
 
 
-def spots(value: Any, path: tuple = ()) -> list[tuple]:
-    """The path of every key and list item in ``value``."""
-    found = [path] if path else []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += spots(item, path + (key,))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += spots(item, path + (index,))
-    return found
-
-
-def mutated(document: Any, path: tuple, action: str, replacement: Any) -> Any:
-    """``document`` with the value at ``path`` dropped or replaced (a copy; the original is untouched)."""
-    if not path:
-        return replacement
-    head, *rest = path
-    copy = dict(document) if isinstance(document, dict) else list(document)
-    if rest:
-        copy[head] = mutated(document[head], tuple(rest), action, replacement)
-    elif action == "drop":
-        del copy[head]
-    else:
-        copy[head] = replacement
-    return copy
-
-
 # --- the properties --------------------------------------------------------------------------------
 
 
@@ -165,7 +139,7 @@ def test_mutations_of_the_shipped_file_are_loaded_or_refused_with_their_file(tmp
     path = data.draw(st.sampled_from(spots(document)), label="path")
     action = data.draw(st.sampled_from(["drop", "replace"]), label="action")
     replacement = data.draw(VALUES | DEEP, label="replacement") if action == "replace" else None
-    loads_or_refuses(surface, tmp_path / "input.yaml", dumped(mutated(document, path, action, replacement)))
+    loads_or_refuses(surface, tmp_path / "input.yaml", dumped(mutated(document, path, replacement, drop=action == "drop")))
 
 
 EXTREMES = ["1.0e-999999999999999999", "1e999999999", "-1e999999999", "1e-400", ".nan", ".inf", "-.inf",
@@ -183,7 +157,7 @@ def test_every_number_of_the_shipped_file_replaced_by_an_extreme_is_loaded_or_re
     for path in numeric:
         for extreme in EXTREMES:
             marker = "__EXTREME__"
-            written = dumped(mutated(document, path, "replace", marker)).replace(f"'{marker}'", extreme)
+            written = dumped(mutated(document, path, marker)).replace(f"'{marker}'", extreme)
             written = written.replace(marker, extreme)
             loads_or_refuses(surface, tmp_path / "input.yaml", written)
 
