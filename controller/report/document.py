@@ -236,8 +236,9 @@ def _rollback_line(rollback: dict | None) -> str | None:
 
 
 def _signoffs(ev: Evidence) -> list[dict]:
-    """Every sign-off the pipeline asks for: who signed it (from the rollout's state) and when (the
-    daemon's acknowledgement of that person's accepted signoff command)."""
+    """Every sign-off the pipeline asks for: who signed it (from the rollout's state), the
+    operating-system user that ran the command, when (the daemon's acknowledgement of that
+    person's accepted signoff command), and for a four-eyes stage every distinct user who signed."""
     out = []
     signed = ev.state.signoffs
     for stage in ev.pipeline.stages:
@@ -247,8 +248,10 @@ def _signoffs(ev: Evidence) -> list[dict]:
                             and c.outcome == "accepted" and c.args.get("stage") == stage.name
                             and (not c.args.get("items") or item in c.args["items"])), None)
             out.append({"stage": stage.name, "item": item, "by": by,
+                        "os_user": command.args.get("os_user") if command else None,
                         "at": iso(command.acked_at) if command else None,
-                        "command": command.id if command else None})
+                        "command": command.id if command else None,
+                        "signers": list(ev.state.signers.get(stage.name, ())) if stage.signers > 1 else None})
     return out
 
 

@@ -81,13 +81,24 @@ def _rollback(doc) -> list[str]:
     return out
 
 
+def _signer(s: dict) -> str:
+    """Who signed, and the operating-system user behind the name where they differ; a four-eyes
+    stage lists its distinct signers."""
+    if not s["by"]:
+        return "**not signed**"
+    who = s["by"] if not s.get("os_user") or s["os_user"] == s["by"] else f"{s['by']} (os user {s['os_user']})"
+    if s.get("signers") is not None:
+        who += f"; signers: {', '.join(s['signers']) or 'none'}"
+    return who
+
+
 def _signoffs(doc) -> list[str]:
     out = ["## Sign-offs", ""]
     if not doc["signoffs"]:
         out += ["The pipeline asks for no sign-off.", ""]
     else:
         out += _table(["Stage", "Item", "Signed by", "At", "Command"],
-                      ([s["stage"], s["item"], s["by"] or "**not signed**", _t(s["at"]), s["command"] or ""]
+                      ([s["stage"], s["item"], _signer(s), _t(s["at"]), s["command"] or ""]
                        for s in doc["signoffs"]))
     commands = doc["commands"]
     if commands:

@@ -72,7 +72,7 @@ async def _scenario(folder: Path) -> Run:
         db, clock, state = site.db, site.clock, site.state
         healthy = await create_rollout(db, clock, version="1.1.0", pipeline=pipeline, actor="tester")
         await site.until(healthy.id, Status.RUNNING)
-        await _command(db, clock, healthy.id, "signoff", "alice", args={"stage": "C", "items": []})
+        await _command(db, clock, healthy.id, "signoff", "alice", args={"stage": "C", "items": [], "os_user": "mallory"})
         await _command(db, clock, healthy.id, "promote", "bob", reason="owner accepts a short canary",
                        args={"force": True})
         await site.until(healthy.id, Status.PROMOTED)
@@ -168,9 +168,12 @@ def test_the_json_report_is_the_document_the_markdown_comes_from(run):
 
 
 def test_sign_offs_name_who_and_when(run):
+    md = run.ctl("report", "1.1.0").out
+    assert "| C | owner-review | alice (os user mallory) |" in md.split("## Sign-offs")[1]
     doc = json.loads(run.ctl("report", "1.1.0", "--format", "json").out)
     [owner] = doc["signoffs"]
     assert owner["stage"] == "C" and owner["item"] == "owner-review" and owner["by"] == "alice"
+    assert owner["os_user"] == "mallory" and owner["signers"] is None  # one signer is enough on this stage
     assert owner["at"] is not None and owner["at"] <= doc["as_of"]
     lines = {line["key"]: line for line in doc["checklist"]}
     assert lines["done-1"]["status"] == "met" and "C/owner-review by alice" in lines["done-1"]["evidence"][0]
