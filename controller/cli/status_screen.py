@@ -165,6 +165,12 @@ def _waiting_text(s: Summary) -> tuple[str | tuple[str, str | None], ...]:
     return opening, (f"(deadline passed {_ago(s.now, deadline)}: overdue, {done})", BAD)
 
 
+def _signer(s: Summary, name: str) -> str:
+    """The name a sign-off claimed, and the operating-system user that gave it where they differ."""
+    os_user = s.signer_os_users.get(name)
+    return name if os_user is None or os_user == name else f"{name} (os user {os_user})"
+
+
 def _capital_text(s: Summary) -> Text:
     cap = s.stage.capital_cap
     measured = s.capital_share
@@ -185,7 +191,7 @@ def _signoff_text(s: Summary) -> Text:
     stage = s.stage
     if not stage.signoffs:
         return Text(f"none at stage {stage.name}")
-    signed = [f"{item} by {s.signed[f'{stage.name}/{item}']}" for item in stage.signoffs
+    signed = [f"{item} by {_signer(s, s.signed[f'{stage.name}/{item}'])}" for item in stage.signoffs
               if f"{stage.name}/{item}" in s.signed]
     parts = []
     if s.pending_signoffs:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -196,6 +196,8 @@ class Summary(RolloutRecord):
     last_verdict_at: datetime | None = None
     dry_run: tuple[DryRunLine, ...] = ()
     """Dry-run policies that would have acted (never acted on), from the decision state."""
+    signer_os_users: dict[str, str] = field(default_factory=dict)
+    """Claimed name -> the operating-system user that ran its accepted ``signoff`` (where recorded)."""
 
     @property
     def waiting_since(self) -> datetime | None:
@@ -250,7 +252,7 @@ class Summary(RolloutRecord):
                               "at": self.capital_share.at.isoformat() if self.capital_share else None},
             "policies": [p.to_json() for p in self.policies],
             "signoffs": {"required": list(stage.signoffs), "pending": list(self.pending_signoffs),
-                         "signed": dict(self.signed)},
+                         "signed": dict(self.signed), "os_users": dict(self.signer_os_users)},
             "pending_commands": [c.to_json() for c in self.pending_commands],
             "last_breach": self.last_breach.to_json() if self.last_breach else None,
             "last_rollback": self.last_rollback.to_json() if self.last_rollback else None,
@@ -327,7 +329,7 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
     return Summary.of(
         record, now=now, stage=stage, baseline_live=bool(stage.baseline_account), live_baseline=live,
         capital_share=next((p for p in policies if "capital_cap" in p.condition), None),
-        policies=tuple(policies), signed=signed,
+        policies=tuple(policies), signed=signed, signer_os_users=_signer_os_users(reader, rollout_id),
         pending_signoffs=tuple(signoffs.pending(stage.name, stage.signoffs, stage.signers, signed,
                                                 decision.get("signers", {}).get(stage.name, ()))),
         pending_commands=tuple(CommandLine(r["id"], r["kind"], r["actor"], when(r["created_at"])) for r in reader.rows(
@@ -396,6 +398,17 @@ def _line(row: dict[str, Any], trend: tuple[float, ...] = ()) -> PolicyLine:
                       reason=evidence.get("reason", ""), at=when(row["evaluated_at"]), samples=row["samples"] or 0,
                       window=row["window_seconds"], trend=trend,
                       pending=evidence.get("breaching_since") is not None)
+
+
+def _signer_os_users(reader: Reader, rollout_id: int) -> dict[str, str]:
+    """Who ran each accepted sign-off, by the name it claimed (the latest where a name signed twice)."""
+    found: dict[str, str] = {}
+    for row in reader.rows("SELECT actor, args FROM operator_commands WHERE rollout_id = :id AND kind = 'signoff' "
+                           "AND outcome = 'accepted' ORDER BY id", id=rollout_id):
+        os_user = json.loads(row["args"] or "{}").get("os_user")
+        if isinstance(os_user, str):
+            found[row["actor"]] = os_user
+    return found
 
 
 def _last_breach(reader: Reader, rollout_id: int) -> PolicyLine | None:

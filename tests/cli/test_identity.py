@@ -91,3 +91,20 @@ async def test_on_postgresql_commands_and_events_record_the_database_role(postgr
         assert record.payload["db_role"] == role
     finally:
         await db.close()
+
+
+async def test_status_shows_the_os_user_beside_the_name_a_sign_off_claimed(sqlite_db, sqlite_url):
+    from dataclasses import replace
+
+    from controller.clock import RealClock
+    from controller.rollout.info import save_decision
+    from controller.store.commands import ack_command, submit_command
+
+    info, _ = await canary(sqlite_db)
+    signoff = await submit_command(sqlite_db, RealClock(), rollout_id=info.id, kind="signoff", actor="alice",
+                                   args={"stage": "C", "items": [], "os_user": "mallory"})
+    await ack_command(sqlite_db, RealClock(), signoff.id, accepted=True, message="signed owner-review of stage C")
+    await save_decision(sqlite_db, RealClock(), info, replace(info.state, signoffs={"C/owner-review": "alice"}))
+    shown = canaryctl("status", str(info.id), db=sqlite_url)
+    assert shown.code == 0, shown
+    assert "owner-review by alice (os user mallory)" in shown.out
