@@ -178,11 +178,13 @@ class UserBot:
         mode = await self._call(self.client.futures_get_position_mode)
         if not mode["dualSidePosition"]:
             await self._call(self.client.futures_change_position_mode, dualSidePosition="true")
-        risks = {(p["symbol"], p["positionSide"]): p for p in await self._call(self.client.futures_position_information)}
+        # symbolConfig lists every symbol (positionRisk only those with a position or open orders):
+        # whoever placed the bot may have set the margin type already, and Binance answers a change
+        # to the same type with -4046.
+        current_types = {c["symbol"]: c["marginType"] for c in await self._call(self.client.futures_symbol_config)}
         for symbol, settings in self.config["symbols"].items():
             wanted = settings.get("margin_type", "CROSSED")
-            current = risks.get((symbol, "LONG"), {}).get("marginType", "cross")
-            if (current == "isolated") != (wanted == "ISOLATED"):
+            if current_types.get(symbol, "CROSSED") != wanted:
                 await self._call(self.client.futures_change_margin_type, symbol=symbol, marginType=wanted)
             answer = await self._call(self.client.futures_change_leverage, symbol=symbol,
                                       leverage=settings["leverage"])
