@@ -142,9 +142,11 @@ class RolloutRunner:
     def __init__(self, *, rollout_id: int, db: Database, site: Site, policies: PolicySet, metrics: ControllerMetrics,
                  cadence: RunnerCadence, report: RolloutReport | None = None,
                  on_event: Callable[[str], None] | None = None, rollback: RollbackConfig | None = None,
-                 on_verdicts: Callable[[list[Verdict]], None] | None = None) -> None:
+                 on_verdicts: Callable[[list[Verdict]], None] | None = None,
+                 on_transition: Callable[[RolloutInfo, dict, StartRollback | None], None] | None = None) -> None:
         """``on_verdicts``: also given each batch of the placed stage's verdicts that counts, as it
-        comes (the synthetic harness scores them)."""
+        comes (the synthetic harness scores them). ``on_transition``: given each stored transition (its
+        audit payload) with the rollback it starts, if any, for notifications; it must not block."""
         self.id = rollout_id
         self.db = db
         self.site = site
@@ -156,6 +158,7 @@ class RolloutRunner:
         self.report = report or RolloutReport(rollout_id, "")
         self.on_event = on_event or (lambda text: None)
         self.on_verdicts = on_verdicts
+        self.on_transition = on_transition
         self._verdicts: list[Verdict] = []
         self._notices: list[Notice] = []
         self._wake = asyncio.Event()
@@ -269,7 +272,13 @@ class RolloutRunner:
                 self._say(f"command {ack.command_id} ({kind}) {'accepted' if ack.accepted else 'refused'}: "
                           f"{ack.message}")
             self._export(info)
+        rollback = next((a for a in decision.actions if isinstance(a, StartRollback)), None)
         for audit_event in audits:
+            if audit_event.kind == "rollout.transition" and self.on_transition is not None:
+                try:
+                    self.on_transition(info, dict(audit_event.payload), rollback)
+                except Exception:  # noqa: BLE001 - telling others never stops the rollout
+                    log.exception("transition_not_notified", rollout=info.id)
             if audit_event.kind == "rollout.transition":
                 self._say(f"{audit_event.payload['from']} -> {audit_event.payload['to']} "
                           f"(stage {audit_event.payload['stage']})" +
