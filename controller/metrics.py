@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from controller.analysis.verdict import Outcome, Verdict
 
 ROLLOUT_STATES = ("pending", "running", "awaiting_signoff", "promoting", "promoted", "paused",
-                  "rolling_back", "rolled_back", "failed")
+                  "rolling_back", "rolled_back", "failed", "dry_run_done")
 """Every state a rollout can be in: ``canary_rollout_state`` exports each, 1 for the current one."""
 
 ROLLBACK_TRIGGERS = ("policy", "operator", "deadline", "waiting", "placement")

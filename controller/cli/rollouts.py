@@ -59,17 +59,32 @@ def rollout() -> None:
 @click.argument("version")
 @click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Pipeline file (default: the shipped stages A to D).")
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="Place the release and judge one stage (--stage) without acting on any verdict: record what "
+                   "would have been done; the account then gets its previous release back.")
+@click.option("--stage", "dry_run_stage", metavar="NAME", help="With --dry-run: the stage to judge (default: the first).")
 @_ACTOR
 @_JSON
-def start(version: str, pipeline_file: Path | None, actor: str | None, as_json: bool) -> None:
+def start(version: str, pipeline_file: Path | None, dry_run: bool, dry_run_stage: str | None, actor: str | None,
+          as_json: bool) -> None:
     """Start a rollout of release VERSION through the pipeline; the daemon takes it from there.
 
     Example: canaryctl rollout start 1.4.0 --pipeline pipelines/canary-only.yaml
+
+    Example: canaryctl rollout start 1.4.0 --dry-run --stage C
     """
     from controller.rollout.info import create_rollout
     from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
 
     pipeline = load_pipeline(pipeline_file)  # validated before anything is written
+    if dry_run_stage is not None and not dry_run:
+        raise click.UsageError("--stage names the stage of a dry run: give --dry-run too")
+    if dry_run:
+        try:
+            pipeline = pipeline.dry_run_of(dry_run_stage)
+        except KeyError:
+            raise click.BadParameter(f"the pipeline {pipeline.name} has no stage {dry_run_stage!r} (it has: "
+                                     f"{', '.join(s.name for s in pipeline.stages)})", param_hint="--stage") from None
     _check_pipeline(pipeline, str(pipeline_file or DEFAULT_PIPELINE))
 
     async def main():
@@ -80,8 +95,9 @@ def start(version: str, pipeline_file: Path | None, actor: str | None, as_json: 
     if as_json:
         print_json(info.to_json())
     else:
+        dry = " in dry run: nothing will be acted on" if dry_run else ""
         click.echo(f"rollout {info.id} of {info.release} created (pipeline {info.pipeline.name}: "
-                   f"{' -> '.join(s.name for s in info.pipeline.stages)}); baseline {info.baseline or 'none'}. "
+                   f"{' -> '.join(s.name for s in info.pipeline.stages)}{dry}); baseline {info.baseline or 'none'}. "
                    f"The daemon starts it within a second: `canaryctl rollout show {info.id}`")
 
 

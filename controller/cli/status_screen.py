@@ -24,7 +24,7 @@ BAD = "bold red"
 _VERDICT_STYLE = {"pass": "green", "pending": "yellow", "fail": BAD, "nodata": "yellow", "inconclusive": "magenta"}
 _STATE_STYLE = {"running": "green", "promoted": "green", "pending": "cyan", "promoting": "cyan",
                 "awaiting_signoff": "yellow", "paused": "yellow", "rolling_back": BAD, "rolled_back": "red",
-                "failed": BAD}
+                "failed": BAD, "dry_run_done": "cyan"}
 _GATE_STYLE = {"spoiled": "red", "clean": "green"}
 _STEP_MARK = {"done": "✓", "failed": "✗", "running": "▶", "pending": "·"}
 _STEP_STYLE = {"done": "green", "failed": BAD, "running": "yellow"}
@@ -124,6 +124,9 @@ def _rollout(s: Summary) -> list[Text]:
     for dry in s.dry_run:  # judged and never acted on: said as what it would have done
         row("dry run", (dry.policy, "bold"), f" would have {dry.would}", f" ({dry.count}x, last "
             f"{dry.last:%Y-%m-%d %H:%M:%S} UTC): {dry.reason}; not acted on (dry_run: true)")
+    # -- dry-run stage: its decision, said as one never acted on
+    if s.stage.dry_run or s.would_have:
+        lines.extend(_dry_run_stage_lines(s))
     if s.last_rollback:
         lines.extend(_rollback_lines(s))
     hint = _next_move(s)
@@ -133,11 +136,25 @@ def _rollout(s: Summary) -> list[Text]:
     return lines
 
 
+def _dry_run_stage_lines(s: Summary) -> list[Text]:
+    """``dry run``: what the dry-run stage would have done (or that it has not decided yet), never acted on."""
+    would = s.would_have
+    if would is None:
+        return [Text.assemble(f"  {'dry run':<14}", (f"stage {s.stage.name} is a dry run", "cyan"),
+                              ": judged, nothing acted on; no decision yet")]
+    evidence = f" ({would.policy}: {_num(would.value)} vs {_num(would.threshold)})" if would.policy else ""
+    return [Text.assemble(f"  {'dry run':<14}", (f"would have {would.would}", BAD if would.would == "rolled back"
+                                                  else "green" if would.would == "promoted" else "yellow"),
+                          f" at {would.at:%Y-%m-%d %H:%M:%S} UTC{evidence}: {would.reason}; not acted on")]
+
+
 def _stage_text(s: Summary) -> Text:
     stage = s.stage
     text = Text.assemble((stage.name, "bold"), f" ({stage.index + 1}/{stage.count})")
     if stage.title:
         text.append(f" {stage.title}")
+    if stage.dry_run:
+        text.append(" · dry run", "cyan")
     text.append(f" · on {stage.environment}/{stage.account}")
     if s.remaining is not None:
         if s.remaining > 0:

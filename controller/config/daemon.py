@@ -123,6 +123,26 @@ class DeployerConfig(ConfigModel):
         return value
 
 
+WEBHOOK_EVENTS = ("stage_started", "breach", "rollback_planned", "rollback_done", "rollback_failed", "promoted",
+                  "waiting_for_signoff")
+"""The rollout events a webhook may ask for (`controller.daemon.webhooks`)."""
+
+
+class WebhookConfig(ConfigModel):
+    """A POST of each rollout event asked for, its body signed (``X-Canary-Signature: sha256=HEX``, the
+    HMAC-SHA256 of the body) with the secret the reference names."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    events: list[Literal[WEBHOOK_EVENTS]] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1)
+    secret: SecretRef
+
+
+class NotificationsConfig(ConfigModel):
+    """Where the environment's rollout events go, besides Alertmanager's route for metric alerts."""
+
+    webhooks: list[WebhookConfig] = Field(default_factory=list, max_length=16)
+
+
 class EnvironmentConfig(ConfigModel):
     """An exchange the daemon can run releases against: the simulator, Binance testnet or live."""
 
@@ -134,6 +154,7 @@ class EnvironmentConfig(ConfigModel):
     stage with a capital_cap watched through the master account."""
     accounts: dict[Name, AccountConfig] = Field(default_factory=dict)
     deployer: DeployerConfig = Field(default_factory=DeployerConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     confirm_live: bool = False
     """``kind: live`` only: the operator's explicit yes to trading real money (a config copied
     from testnet with its kind changed does not start)."""

@@ -40,6 +40,7 @@ from controller.config.daemon import DaemonConfig
 from controller.daemon.admin import AdminServer
 from controller.daemon.notify import Notifier, watchdog_loop
 from controller.daemon.orphans import sweep_orphans
+from controller.daemon.webhooks import TRANSITION_EVENTS, Webhooks
 from controller.deploy.base import Deployer
 from controller.errors import CanaryError, ConfigError, StoreError
 from controller.logs import get_logger
@@ -123,6 +124,7 @@ class Daemon:
         self.on_event = on_event
         self.site: Site | None = None
         self.simulators = simulators
+        self.webhooks: Webhooks | None = None
         self._deployers: dict[str, Any] = {}
         self.runners: dict[int, tuple[RolloutRunner, asyncio.Task]] = {}
         self._restarts: dict[int, _Restarts] = {}
@@ -194,6 +196,9 @@ class Daemon:
             self.site = await self._open_site()
             await keys.check_at_start(self.site)  # a key too wide: never READY, exit 2
             await sweep_orphans(self.db, self.site)
+            # Secrets read now: a webhook whose secret cannot be read stops the start, not the first event.
+            self.webhooks = Webhooks({name: env.notifications.webhooks for name, env in self.config.environments.items()})
+            await self.webhooks.start()
             if self.options.admin:
                 token = self.config.admin.token.resolve() if self.config.admin.token else None
                 admin = AdminServer(metrics=self.metrics, status=lambda: self._status, ready=self._readiness,
@@ -210,6 +215,8 @@ class Daemon:
             self.notifier.stopping("stopping: finishing the current step")
             await self._stop_runners()
             await self._stop_placements()
+            if self.webhooks is not None:
+                await self.webhooks.stop()
             if self._reloading is not None:
                 self._reloading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -286,15 +293,32 @@ class Daemon:
             self._start_runner(info, now)
         self._status = {"rollouts": [i.to_json() for i in active],
                         "runners": sorted(self.runners), "admin_port": self.admin_port,
-                        "baseline_placements": sorted(self._placements)}
+                        "baseline_placements": sorted(self._placements),
+                        "webhooks": self.webhooks.deliveries() if self.webhooks else []}
         self.notifier.status(", ".join(f"rollout {i.id} {i.release}: {i.status.value} {i.stage.name}"
                                        for i in active) or "idle: no rollout under way")
+
+    def _notify_transition(self, info: RolloutInfo, transition: dict, rollback) -> None:
+        """A rollout's transition as webhook events of its stage's environment (queued: never waits)."""
+        event = TRANSITION_EVENTS.get(transition.get("to", ""))
+        if self.webhooks is None or event is None:
+            return
+        stage = transition.get("stage")
+        environment = info.pipeline.stage(stage).environment
+        body = {"rollout": info.id, "release": info.release, "pipeline": info.pipeline.name, "stage": stage,
+                "from": transition.get("from"), "to": transition.get("to"), "reason": transition.get("reason"),
+                "policy": rollback.policy if rollback is not None else None,
+                "evidence": {"status": f"canaryctl status {info.id}", "report": f"canaryctl report render {info.id}"}}
+        if event == "rollback_planned" and rollback is not None and rollback.trigger == "policy":
+            self.webhooks.emit(environment, "breach", body)
+        self.webhooks.emit(environment, event, body)
 
     def _start_runner(self, info: RolloutInfo, now: float) -> None:
         report = self.reports.setdefault(info.id, RolloutReport(info.id, info.release))
         runner = RolloutRunner(rollout_id=info.id, db=self.db, site=self.site, policies=self.policies,
                                metrics=self.metrics, cadence=self.options.cadence, report=report,
-                               on_event=self._event_for(info.id), rollback=self.config.rollback)
+                               on_event=self._event_for(info.id), rollback=self.config.rollback,
+                               on_transition=self._notify_transition)
         self.runners[info.id] = (runner, asyncio.create_task(runner.run(), name=f"rollout-{info.id}"))
         restarts = self._restarts.setdefault(info.id, _Restarts(Backoff(
             self.clock, initial=RUNNER_BACKOFF_INITIAL, maximum=RUNNER_BACKOFF_MAX)))

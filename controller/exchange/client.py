@@ -57,6 +57,8 @@ DUPLICATE_CLIENT_ORDER_ID = -4116
 ORDER_DOES_NOT_EXIST = -2013
 NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
 CLIENT_ORDER_PREFIX = "cc-"  # orders the controller places (flattening) are recognisable
+USER_AGENT = "canary-controller"
+"""The controller's requests say who sends them: a bot may share the account's key."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class ExchangeClient:
         if endpoints.sapi_url:
             self._client.MARGIN_API_URL = endpoints.sapi_url.rstrip("/")
         self._client.REQUEST_TIMEOUT = self.retry.request_timeout
+        self._client.session.headers["User-Agent"] = USER_AGENT
 
     @property
     def binance(self):

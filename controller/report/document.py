@@ -91,6 +91,7 @@ def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
                       "config_file": config_member(r.info.config_sha256)} for r in ev.releases],
         "checklist": checklist.fill(facts),
         "breaches": breaches,
+        "dry_run": _dry_run(ev),
         "rollback": rollback,
         "signoffs": signoffs,
         "commands": [{**c.to_json(), "created_at": iso(c.created_at), "acked_at": iso(c.acked_at)}
@@ -117,9 +118,23 @@ def _stages(ev: Evidence) -> list[dict]:
                     "policies": stage.policies, "signoffs": list(stage.signoffs),
                     "started_at": iso(run.started_at) if run else None,
                     "finished_at": iso(run.finished_at) if run else None,
-                    "outcome": run.outcome if run else None,
+                    "outcome": run.outcome if run else None, "dry_run": stage.dry_run,
                     "ran_seconds": round((ended - run.started_at).total_seconds(), 3) if run else None})
     return out
+
+
+def _dry_run(ev: Evidence) -> dict | None:
+    """What the rollout's dry-run stage (or its dry-run policies) would have done: decisions, never acted on."""
+    stages = [s.name for s in ev.pipeline.stages if s.dry_run]
+    would = ev.state.would_have
+    if not stages and not ev.state.dry_run:
+        return None
+    return {"stages": stages, "acted_on": False,
+            "decision": None if would is None else {**would.to_json(), "at": iso(datetime.fromtimestamp(would.at, UTC))},
+            "policies": [{"policy": name, "would_have": d.would, "reason": d.reason, "count": d.count,
+                          "first": iso(datetime.fromtimestamp(d.first, UTC)),
+                          "last": iso(datetime.fromtimestamp(d.last, UTC))}
+                         for name, d in sorted(ev.state.dry_run.items())]}
 
 
 def _latest_by_group(history: list[VerdictRow]) -> list[VerdictRow]:
@@ -281,6 +296,10 @@ def describe(a: AuditRow) -> str:
             return f"rollback planned ({d.get('trigger')}): {len(d.get('steps', []))} steps; {d.get('reason')}"
         case "gate.spoiled":
             return f"gate of stage {d.get('stage')} spoiled by {d.get('policy')}: {d.get('reason')}"
+        case "rollout.would_roll_back" | "rollout.would_promote" | "rollout.would_hold":
+            return f"dry run of stage {d.get('stage')}: would have {d.get('would')} (not acted on): {d.get('reason')}"
+        case "policy.dry_run_breach":
+            return f"dry run: {d.get('policy')} would have {d.get('would_have')} (not acted on): {d.get('reason')}"
         case "rollout.forced_promote":
             return f"stage {d.get('stage')} promoted by force: {d.get('reason')}"
     if a.kind.startswith("rollback.step."):

@@ -25,6 +25,7 @@ def render(doc: dict[str, Any], *, plots_linked: bool) -> str:
                    for x in doc["releases"]))
     out += _checklist(doc)
     out += _breaches(doc)
+    out += _dry_run(doc)
     out += _rollback(doc)
     out += _signoffs(doc)
     out += _stages(doc)
@@ -58,6 +59,30 @@ def _breaches(doc) -> list[str]:
                   ([_t(b["at"]) + (" (rolled back)" if b["triggered_rollback"] else ""), b["policy"],
                     _labels(b["group"]), _n(b["value"]), _cond(b), _s(b["window_seconds"]), b["action"] or "",
                     b["reason"]] for b in doc["breaches"]))
+    return out
+
+
+def _dry_run(doc) -> list[str]:
+    """What a dry run would have done: none of it was acted on."""
+    dry = doc.get("dry_run")
+    if not dry:
+        return []
+    out = ["## Dry run", ""]
+    if dry["stages"]:
+        out.append(f"Stage {', '.join(dry['stages'])} ran as a dry run: judged live, no verdict acted on.")
+    decision = dry["decision"]
+    if decision:
+        evidence = (f" (`{decision['policy']}`: {_n(decision['value'])} vs {_n(decision['threshold'])})"
+                    if decision["policy"] else "")
+        out.append(f"Decision: **would have {decision['would']}** at {_t(decision['at'])}{evidence}: "
+                   f"{decision['reason']}. Not acted on.")
+    elif dry["stages"]:
+        out.append("No decision yet: the stage is still judged.")
+    out.append("")
+    if dry["policies"]:
+        out += _table(["Policy", "Would have", "Times", "First", "Last", "Reason"],
+                      ([p["policy"], p["would_have"], p["count"], _t(p["first"]), _t(p["last"]), p["reason"]]
+                       for p in dry["policies"]))
     return out
 
 

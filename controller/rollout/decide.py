@@ -41,6 +41,17 @@ between the two does not restart it; `State.waiting_since`) and past the stage's
 ``waiting_deadline`` it rolls back (``on_waiting_deadline: rollback``, trigger ``waiting``) or is
 said overdue once (``alert``: a ``rollout.waiting_overdue`` audit event), after everything else of
 the call: a sign-off or a promote read in the same call wins over a deadline that passed meanwhile.
+
+A dry-run stage (``dry_run: true``, the pipeline's last) is judged like any other, but every policy
+in it is treated as a dry-run policy: nothing a verdict asks for is done. The first breach that
+would have rolled the rollout back is recorded as its decision (`State.would_have`, audited
+``rollout.would_roll_back`` once); at the stage's end, without one, the decision is what the gate
+says (``rollout.would_promote`` or ``rollout.would_hold``). The rollout then gives the account its
+previous release back (the rollback plan, trigger ``dry_run``) and ends ``dry_run_done``::
+
+    running(dry-run stage) --stage over--> rolling_back --rolled back--> dry_run_done
+
+An operator's rollback still acts (a person decided); a promote is refused: a dry run promotes nothing.
 """
 
 from __future__ import annotations
@@ -68,9 +79,11 @@ class Status(enum.StrEnum):
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"
+    DRY_RUN_DONE = "dry_run_done"
+    """A dry-run stage ended and its account has its previous release back (see the module's docstring)."""
 
 
-TERMINAL = frozenset({Status.PROMOTED, Status.ROLLED_BACK})
+TERMINAL = frozenset({Status.PROMOTED, Status.ROLLED_BACK, Status.DRY_RUN_DONE})
 JUDGED = frozenset({Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED})
 """States in which the stage's verdicts count (while promoting, the stage is not placed yet)."""
 WAITING = frozenset({Status.AWAITING_SIGNOFF, Status.PAUSED})
@@ -255,6 +268,10 @@ class State:
     """When the rollout began to wait (paused or awaiting sign-off); None while it does not wait."""
     waiting_overdue: bool = False
     """The wait passed its deadline and was said to (``on_waiting_deadline: alert``): said once."""
+    would_have: WouldHave | None = None
+    """A dry-run stage's decision, never acted on: the first would-be rollback, else the gate's at its end."""
+    dry_run_over: bool = False
+    """The dry-run stage ended: the rollback under way gives the account back and ends ``dry_run_done``."""
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status.value, "stage": self.stage, "stage_started": self.stage_started,
@@ -264,7 +281,9 @@ class State:
                 "paused_from": self.paused_from.value if self.paused_from else None, "reason": self.reason,
                 "evaluations": {k: {"at": v.at, "recent": v.recent} for k, v in sorted(self.evaluations.items())},
                 "dry_run": {k: v.to_json() for k, v in sorted(self.dry_run.items())},
-                "waiting_since": self.waiting_since, "waiting_overdue": self.waiting_overdue}
+                "waiting_since": self.waiting_since, "waiting_overdue": self.waiting_overdue,
+                "would_have": self.would_have.to_json() if self.would_have else None,
+                "dry_run_over": self.dry_run_over}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> State:
@@ -275,7 +294,9 @@ class State:
                    {k: Evaluations(float(v["at"]), str(v["recent"])) for k, v in data.get("evaluations", {}).items()},
                    {k: DryRun.from_json(v) for k, v in data.get("dry_run", {}).items()},
                    None if data.get("waiting_since") is None else float(data["waiting_since"]),
-                   bool(data.get("waiting_overdue", False)))
+                   bool(data.get("waiting_overdue", False)),
+                   WouldHave.from_json(data["would_have"]) if data.get("would_have") else None,
+                   bool(data.get("dry_run_over", False)))
 
 
 LETTERS = {Outcome.PASS: "P", Outcome.FAIL: "F", Outcome.NODATA: "N", Outcome.INCONCLUSIVE: "I"}
@@ -318,6 +339,28 @@ class DryRun:
     def from_json(cls, data: Mapping[str, Any]) -> DryRun:
         return cls(str(data["would"]), str(data.get("reason", "")), float(data["first"]), float(data["last"]),
                    int(data.get("count", 1)), bool(data.get("active", False)))
+
+
+@dataclass(frozen=True)
+class WouldHave:
+    """What a dry-run stage would have done with the rollout (``rolled back``, ``promoted``, ``held``), with
+    its evidence: why, when, and the policy's verdict where one decided it."""
+
+    would: str
+    reason: str
+    at: float
+    policy: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"would": self.would, "reason": self.reason, "at": self.at, "policy": self.policy,
+                "value": self.value, "threshold": self.threshold}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WouldHave:
+        return cls(str(data["would"]), str(data.get("reason", "")), float(data["at"]), data.get("policy"),
+                   data.get("value"), data.get("threshold"))
 
 
 def _passing(data: Any) -> dict[str, float]:
@@ -486,7 +529,7 @@ class _Step:
         elif notice.kind == "place_failed" and status is Status.PROMOTING:
             self.rollback("placement", f"placing stage {self.stage.name} failed: {notice.detail}")
         elif notice.kind == "rolled_back" and status is Status.ROLLING_BACK:
-            self.move(Status.ROLLED_BACK, reason=self.state.reason)
+            self.move(Status.DRY_RUN_DONE if self.state.dry_run_over else Status.ROLLED_BACK, reason=self.state.reason)
         elif notice.kind == "rollback_failed" and status is Status.ROLLING_BACK:
             self.move(Status.FAILED, reason=f"rollback step failed: {notice.detail}")
 
@@ -524,17 +567,17 @@ class _Step:
         acts = (counted is None or verdict.outcome is not Outcome.FAIL
                 or counted.recent[-1] == "F" and counted.failures(limits.evaluations) >= limits.failures)
         paused_by = self.pause_limit(counted, limits) if counted is not None else None
-        if limits is not None and limits.dry_run:
+        dry_policy = limits is not None and limits.dry_run
+        if dry_policy or self.stage.dry_run:
+            # A dry-run stage judges its gate as usual (what it would have decided at its end) and acts on nothing.
             self.dry(verdict, acts, paused_by)
-            return
-        if asks_rollback(verdict) and acts:
-            what = "failed" if verdict.outcome is Outcome.FAIL else "has no data"
-            if verdict.outcome is Outcome.FAIL and limits is not None and limits.failures > 1:
-                what += f" {limits.failures} times within {limits.evaluations} evaluations"
-            self.rollback("policy", f"{verdict.policy} {what}: {verdict.reason}".rstrip(": "),
+            if dry_policy:
+                return
+        elif asks_rollback(verdict) and acts:
+            self.rollback("policy", f"{verdict.policy} {self.failed(verdict, limits)}: {verdict.reason}".rstrip(": "),
                           policy=verdict.policy, verdict=verdict)
             return
-        if paused_by is not None and self.state.status is not Status.PAUSED:
+        if paused_by is not None and self.state.status is not Status.PAUSED and not self.stage.dry_run:
             reason = f"{verdict.policy}: {paused_by}: a person decides (resume, promote --force or rollback)"
             self.actions.append(Audit("policy.limit_reached", "controller", {
                 "stage": self.stage.name, "policy": verdict.policy, "outcome": verdict.outcome.value,
@@ -554,6 +597,14 @@ class _Step:
             self.actions.append(Audit("gate.spoiled", "controller", {
                 "stage": self.stage.name, "policy": verdict.policy, "value": verdict.value,
                 "threshold": verdict.threshold, "reason": verdict.reason}))
+
+    @staticmethod
+    def failed(verdict: Verdict, limits: Limits | None) -> str:
+        """How a breach is said: "failed" (N times within M evaluations) or "has no data"."""
+        what = "failed" if verdict.outcome is Outcome.FAIL else "has no data"
+        if verdict.outcome is Outcome.FAIL and limits is not None and limits.failures > 1:
+            what += f" {limits.failures} times within {limits.evaluations} evaluations"
+        return what
 
     def dry(self, verdict: Verdict, acts: bool, paused_by: str | None) -> None:
         """A dry-run policy's verdict: what it would have done is recorded, once per breach, and nothing is done."""
@@ -581,6 +632,38 @@ class _Step:
         self.actions.append(Audit("policy.dry_run_breach", "controller", {
             "stage": self.stage.name, "policy": verdict.policy, "would_have": would, "outcome": verdict.outcome.value,
             "value": verdict.value, "threshold": verdict.threshold, "reason": reason}))
+        if would == "rolled back" and self.stage.dry_run and self.state.would_have is None:
+            # The rollout's own decision: a real one would have ended here, so only the first counts.
+            limits = self.plan.limits.get(verdict.policy)
+            why = f"{verdict.policy} {self.failed(verdict, limits)}: {verdict.reason}".rstrip(": ")
+            self.would(WouldHave("rolled back", why, verdict.at, verdict.policy, verdict.value, verdict.threshold))
+
+    def would(self, decision: WouldHave) -> None:
+        """Record a dry-run stage's decision (once) with its evidence, audited as ``rollout.would_<verb>``."""
+        self.state = replace(self.state, would_have=decision)
+        verb = {"rolled back": "roll_back", "promoted": "promote"}.get(decision.would, "hold")
+        self.actions.append(Audit(f"rollout.would_{verb}", "controller", {
+            "stage": self.stage.name, **decision.to_json(), "acted_on": False}))
+
+    def end_dry_run(self) -> None:
+        """The dry-run stage is over: its decision stands (the gate's, without an earlier would-be rollback),
+        and the account gets its previous release back."""
+        if self.state.would_have is None:
+            shut = [b for b in self.gate_blockers() if not b.startswith("sign-off missing")]
+            if shut:
+                self.would(WouldHave("held", "the gate would have stayed shut: " + "; ".join(shut), self.now))
+            else:
+                then = self.missing_signoffs()
+                after = (f" after sign-off: {', '.join(then)}" if then else
+                         "" if self.stage.auto_promote else " at an operator's promote")
+                self.would(WouldHave("promoted", f"the gate would have opened{after}", self.now))
+        decision = self.state.would_have
+        self.actions.append(FinishStage(self.state.stage, "dry_run"))
+        reason = (f"dry run of stage {self.stage.name} over: it would have {decision.would} ({decision.reason}); "
+                  "nothing was acted on, and the account gets its previous release back")
+        self.state = replace(self.state, dry_run_over=True)
+        self.move(Status.ROLLING_BACK, reason=reason, paused_from=None)
+        self.actions.append(StartRollback("dry_run", reason))
 
     def command(self, command: Command) -> None:
         status = self.state.status
@@ -673,6 +756,9 @@ class _Step:
         status = self.state.status
         if status not in (Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED):
             self.ack(command, False, f"cannot promote while {status.value}")
+        elif self.stage.dry_run:
+            self.ack(command, False, f"stage {self.stage.name} is a dry run: nothing is promoted; it ends at the "
+                                     "stage's end (rollback --reason ends it now)")
         elif command.stage is not None and command.stage != self.stage.name:
             # A promote given for a stage the rollout has since left must not promote the next one.
             self.ack(command, False, f"the rollout is at stage {self.stage.name}, not {command.stage}: "
@@ -699,6 +785,9 @@ class _Step:
         if status is Status.PENDING:
             self.move(Status.PROMOTING, stage=0, stage_started=None)
             self.actions.append(Place(0))
+            return
+        if self.stage.dry_run and status in JUDGED and self.stage_over():
+            self.end_dry_run()
             return
         if status not in (Status.RUNNING, Status.AWAITING_SIGNOFF) or not self.stage_over():
             return

@@ -142,9 +142,11 @@ class RolloutRunner:
     def __init__(self, *, rollout_id: int, db: Database, site: Site, policies: PolicySet, metrics: ControllerMetrics,
                  cadence: RunnerCadence, report: RolloutReport | None = None,
                  on_event: Callable[[str], None] | None = None, rollback: RollbackConfig | None = None,
-                 on_verdicts: Callable[[list[Verdict]], None] | None = None) -> None:
+                 on_verdicts: Callable[[list[Verdict]], None] | None = None,
+                 on_transition: Callable[[RolloutInfo, dict, StartRollback | None], None] | None = None) -> None:
         """``on_verdicts``: also given each batch of the placed stage's verdicts that counts, as it
-        comes (the synthetic harness scores them)."""
+        comes (the synthetic harness scores them). ``on_transition``: given each stored transition (its
+        audit payload) with the rollback it starts, if any, for notifications; it must not block."""
         self.id = rollout_id
         self.db = db
         self.site = site
@@ -156,6 +158,7 @@ class RolloutRunner:
         self.report = report or RolloutReport(rollout_id, "")
         self.on_event = on_event or (lambda text: None)
         self.on_verdicts = on_verdicts
+        self.on_transition = on_transition
         self._verdicts: list[Verdict] = []
         self._notices: list[Notice] = []
         self._wake = asyncio.Event()
@@ -176,6 +179,7 @@ class RolloutRunner:
         self._left_backoff = Backoff(self.clock, initial=1.0, maximum=60.0)
         self._left_retry_at: float | None = None
         self._limits: dict[str, Limits] = {}  # the plan's, kept for what happens between two turns
+        self._dry_run_stage = False  # the placed stage's verification judges a dry-run stage
         self.stopping = False
 
     @property
@@ -268,7 +272,13 @@ class RolloutRunner:
                 self._say(f"command {ack.command_id} ({kind}) {'accepted' if ack.accepted else 'refused'}: "
                           f"{ack.message}")
             self._export(info)
+        rollback = next((a for a in decision.actions if isinstance(a, StartRollback)), None)
         for audit_event in audits:
+            if audit_event.kind == "rollout.transition" and self.on_transition is not None:
+                try:
+                    self.on_transition(info, dict(audit_event.payload), rollback)
+                except Exception:  # noqa: BLE001 - telling others never stops the rollout
+                    log.exception("transition_not_notified", rollout=info.id)
             if audit_event.kind == "rollout.transition":
                 self._say(f"{audit_event.payload['from']} -> {audit_event.payload['to']} "
                           f"(stage {audit_event.payload['stage']})" +
@@ -355,7 +365,9 @@ class RolloutRunner:
         self._judging = False
         self._watch_due, self._left_errors = {}, {}  # what is left behind is the rollback's now
         winding_down = asyncio.gather(self._stop_verification(), self._stop_watches())
-        if action.trigger != "resume":
+        # The end of a dry run gives the account back: not a rollback of a release found wanting.
+        counted = action.trigger not in ("resume", "dry_run") and not info.state.dry_run_over
+        if counted:
             self.metrics.rollback_started(action.trigger)
         started_wall = time.monotonic()
         try:
@@ -370,7 +382,8 @@ class RolloutRunner:
             self.report.safe_wall = self.rollback.safe_wall
         duration = time.monotonic() - started_wall
         if outcome.ok:
-            self.metrics.rollback_finished(duration)
+            if counted or action.trigger == "resume" and not info.state.dry_run_over:
+                self.metrics.rollback_finished(duration)
             self.report.done_wall = time.monotonic()
             self._notices.append(Notice("rolled_back", self.clock.time()))
         else:
@@ -417,10 +430,13 @@ class RolloutRunner:
         if self.on_verdicts is not None:
             self.on_verdicts(verdicts)
         self._verdicts.extend(verdicts)
-        self._note_breach(verdicts, self._verifier)
+        self._note_breach(verdicts, self._verifier, dry_run_stage=self._dry_run_stage)
 
-    def _note_breach(self, verdicts: list[Verdict], verifier: Verification | None) -> None:
+    def _note_breach(self, verdicts: list[Verdict], verifier: Verification | None, *,
+                     dry_run_stage: bool = False) -> None:
         """Measure the first breach for the report and wake the runner: a breach is acted on at once."""
+        if dry_run_stage:
+            return  # a dry-run stage acts on no breach: none wakes the runner or counts as one
         breach = next((v for v in verdicts if asks_rollback(v) and not self._dry_run(v)), None)
         if breach is not None and self.report.breach_at is None:
             self.report.breach_at = breach.at
@@ -442,6 +458,7 @@ class RolloutRunner:
         verifier, self._verdict_log, verify = await self._build_verification(info, index, self._on_verdicts)
         self._verifier = verifier
         self._verifying_stage = index
+        self._dry_run_stage = info.pipeline.stages[index].dry_run
         self._judging = True
         self._verification = asyncio.create_task(verify(), name=f"verify-rollout-{info.id}")
         self._verification.add_done_callback(self._verification_ended)

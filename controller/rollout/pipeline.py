@@ -17,12 +17,21 @@
         waiting_deadline: 24h        # the longest the rollout may wait paused or for a sign-off
         on_waiting_deadline: alert   # past it: alert (an audit event, an alert rule) | rollback
         after_promotion: watch       # once the next stage is placed: watch | stop (below)
+        dry_run: false               # true: judged, never acted on; the rollout ends with it (below)
 
 ``after_promotion`` says what becomes of the stage's account once the rollout moves on, so that no
 account runs the release unwatched. ``watch`` (the default): the stage's verification goes on, with
 its policies, until the rollout ends or a later stage places the release on the same account (its
 own verification then covers it); a breach there rolls the rollout back like any other. ``stop``:
 the release is stopped on that account when the next stage is placed, and the account left empty.
+
+``dry_run: true`` (or ``canaryctl rollout start VERSION --dry-run``) places the release and judges
+the stage as usual, but acts on no verdict: what the rollout would have done (rolled back at a
+breach, promoted or kept the gate shut at the stage's end) is recorded, audited and shown instead.
+A dry run never moves a release forward, so a dry-run stage is the pipeline's last: at its end the
+account gets its previous release back (the rollback plan, trigger ``dry_run``) and the rollout
+ends ``dry_run_done``. Between the placement and the stage's end the controller sends the exchange
+nothing that changes the account.
 
 The default pipeline ships in ``controller/rollout/pipelines/default.yaml`` and maps stages A to
 D of the checklist; stage E's nightly regression is a harness run, not a stage.
@@ -74,6 +83,9 @@ class Stage(ConfigModel):
     """False: the gate opening waits for an operator's ``promote``."""
     after_promotion: Literal["watch", "stop"] = "watch"
     """What becomes of the stage's account once the next stage is placed (see the module's docstring)."""
+    # -- dry run (see the module's docstring)
+    dry_run: bool = False
+    """Judge the stage, act on no verdict, record what would have been done; the rollout ends with it."""
 
     @model_validator(mode="after")
     def _baseline_elsewhere(self) -> Stage:
@@ -98,7 +110,18 @@ class Pipeline(ConfigModel):
             if stage.name in seen:
                 raise error_at(("stages", index, "name"), f"stage {stage.name!r} is listed twice")
             seen.add(stage.name)
+        # -- dry run: it promotes nothing, so no stage can follow it
+        for index, stage in enumerate(self.stages[:-1]):
+            if stage.dry_run:
+                raise error_at(("stages", index, "dry_run"), f"stage {stage.name!r} is a dry run, which ends the "
+                               "rollout: it must be the last stage (stages after it would never run)")
         return self
+
+    def dry_run_of(self, name: str | None = None) -> Pipeline:
+        """This pipeline as ``rollout start --dry-run`` runs it: the stage ``name`` (None: the first) alone,
+        in dry run; a `KeyError` for a stage it does not have."""
+        stage = self.stage(name) if name is not None else self.stages[0]
+        return self.model_copy(update={"stages": [stage.model_copy(update={"dry_run": True})]})
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:

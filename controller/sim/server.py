@@ -65,6 +65,14 @@ class RequestRecord:
     status: int
     code: int | None
     account: str | None
+    agent: str = ""
+    """The request's User-Agent: tells the controller's requests from its bots', which share an account's key."""
+
+    @property
+    def changes_state(self) -> bool:
+        """It may change the account (an order, a cancel, leverage, margin, a transfer): any method but GET,
+        except keeping a user-data stream's listen key, which changes nothing of the account."""
+        return self.method != "GET" and not self.path.endswith("/listenKey")
 
 
 class Simulator:
@@ -294,7 +302,7 @@ class Simulator:
             headers.update(self.orders.headers(account.name, now))
         code = body.get("code") if status != 200 and isinstance(body, dict) else None
         self.requests.append(RequestRecord(now, ip, method, path, status, code,
-                                           account.name if account else None))
+                                           account.name if account else None, request.headers.get("User-Agent", "")))
         return web.json_response(body, status=status, headers=headers)
 
     def _now_ms(self) -> int:

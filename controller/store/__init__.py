@@ -12,7 +12,7 @@ from pathlib import Path
 SCHEMA_REVISION = "0004"
 """The schema revision this code reads and writes; a test keeps it equal to the migrations' head."""
 
-TERMINAL = frozenset({"promoted", "rolled_back"})
+TERMINAL = frozenset({"promoted", "rolled_back", "dry_run_done"})
 """`rollouts.state` of a finished rollout: `decide.TERMINAL`'s values (a test keeps them equal)."""
 
 

@@ -57,6 +57,8 @@ class StageView:
     started_at: datetime | None
     finished_at: datetime | None
     outcome: str | None
+    dry_run: bool = False
+    """A dry-run stage: judged, acting on no verdict (`rollout.pipeline`)."""
 
     @property
     def ends_at(self) -> datetime | None:
@@ -177,6 +179,22 @@ class DryRunLine:
 
 
 @dataclass(frozen=True)
+class WouldHaveLine:
+    """A dry-run stage's decision, never acted on (rollout.decide.WouldHave): what, why, when, and its policy."""
+
+    would: str
+    reason: str
+    at: datetime
+    policy: str | None
+    value: float | None
+    threshold: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"would_have": self.would, "reason": self.reason, "at": self.at.isoformat(), "policy": self.policy,
+                "value": self.value, "threshold": self.threshold, "acted_on": False}
+
+
+@dataclass(frozen=True)
 class Summary(RolloutRecord):
     """A rollout as `canaryctl status` shows it: its record, its stage now, and what the store says of it."""
 
@@ -196,6 +214,8 @@ class Summary(RolloutRecord):
     last_verdict_at: datetime | None = None
     dry_run: tuple[DryRunLine, ...] = ()
     """Dry-run policies that would have acted (never acted on), from the decision state."""
+    would_have: WouldHaveLine | None = None
+    """A dry-run stage's decision (never acted on), from the decision state."""
     signer_os_users: dict[str, str] = field(default_factory=dict)
     """Claimed name -> the operating-system user that ran its accepted ``signoff`` (where recorded)."""
 
@@ -245,7 +265,7 @@ class Summary(RolloutRecord):
                       "duration_seconds": stage.duration, "started_at": _iso(stage.started_at),
                       "ends_at": _iso(stage.ends_at), "remaining_seconds": self.remaining,
                       "deadline_at": _iso(stage.deadline_at), "finished_at": _iso(stage.finished_at),
-                      "outcome": stage.outcome},
+                      "outcome": stage.outcome, "dry_run": stage.dry_run},
             "capital_share": {"cap": None if stage.capital_cap is None else str(stage.capital_cap),
                               "measured": self.capital_share.value if self.capital_share else None,
                               "policy": self.capital_share.policy if self.capital_share else None,
@@ -258,6 +278,7 @@ class Summary(RolloutRecord):
             "last_rollback": self.last_rollback.to_json() if self.last_rollback else None,
             "last_verdict_at": _iso(self.last_verdict_at),
             "dry_run": [d.to_json() for d in self.dry_run],
+            "would_have": self.would_have.to_json() if self.would_have else None,
             "waiting": None if self.waiting_since is None else {
                 "since": _iso(self.waiting_since), "deadline_at": _iso(self.waiting_deadline_at),
                 "deadline_seconds": stage.waiting_deadline, "on_deadline": stage.on_waiting_deadline,
@@ -315,7 +336,8 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         waiting_deadline=float(spec.get("waiting_deadline", 86400.0)),
         on_waiting_deadline=str(spec.get("on_waiting_deadline", "alert")),
         started_at=_epoch(started) if started is not None else (when(run["started_at"]) if run else None),
-        finished_at=when(run["finished_at"]) if run else None, outcome=run["outcome"] if run else None)
+        finished_at=when(run["finished_at"]) if run else None, outcome=run["outcome"] if run else None,
+        dry_run=bool(spec.get("dry_run", False)))
 
     policies = _policies(reader, rollout_id, run["id"], decision, now, trend) if run else []
     signed = dict(decision.get("signoffs", {}))
@@ -338,7 +360,16 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         last_breach=_last_breach(reader, rollout_id),
         last_rollback=_rollback(reader, rollout_id),
         last_verdict_at=when(last[0]["at"]) if last else None,
-        dry_run=_dry_run(decision))
+        dry_run=_dry_run(decision), would_have=_would_have(decision))
+
+
+def _would_have(decision: Mapping[str, Any]) -> WouldHaveLine | None:
+    """The decision state's ``would_have`` (rollout.decide.WouldHave.to_json), if a dry-run stage decided."""
+    found = decision.get("would_have")
+    if not found:
+        return None
+    return WouldHaveLine(str(found["would"]), str(found.get("reason", "")), _epoch(float(found["at"])),
+                         found.get("policy"), found.get("value"), found.get("threshold"))
 
 
 def _dry_run(decision: Mapping[str, Any]) -> tuple[DryRunLine, ...]:

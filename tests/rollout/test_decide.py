@@ -927,3 +927,66 @@ def test_the_time_left_exported_is_the_stage_s_and_while_the_rollout_waits_the_w
     waiting = at(Status.PAUSED, C, started=0.0, paused_from=Status.RUNNING, waiting_since=50.0)
     assert time_left(waiting, PIPELINE, 60.0) == 86390.0
     assert time_left(waiting, waits("alert").pipeline, 2000.0) == -950.0  # overdue: the gauge shows 0
+
+
+# ---------------------------------------------------------------- a dry-run stage
+
+DRY = Pipeline(name="dry", stages=[PIPELINE.stages[C].model_copy(update={"dry_run": True})])
+DRY_PLAN = Plan(DRY, gates={"C": frozenset({"c-cap"})})
+
+
+def dry(state: State, *inputs: Command | Notice, verdicts=(), now: float = 10.0) -> Decision:
+    return decide(state, list(verdicts), list(inputs), now, plan=DRY_PLAN)
+
+
+def test_a_dry_run_stage_must_be_the_pipelines_last():
+    with pytest.raises(Exception, match="stage 'A' is a dry run"):
+        Pipeline(name="p", stages=[PIPELINE.stages[A].model_copy(update={"dry_run": True}), PIPELINE.stages[C]])
+    assert [s.dry_run for s in PIPELINE.dry_run_of("C").stages] == [True]
+    assert PIPELINE.dry_run_of().stages[0].name == "A"
+
+
+def test_a_breach_in_a_dry_run_stage_is_recorded_as_would_have_rolled_back_once_and_not_acted_on():
+    state = at(Status.RUNNING, 0, passing={"c-cap": 0.0})
+    first = dry(state, verdicts=[breach("c-cap", at=10.0)])
+    assert not of(first, StartRollback) and not of(first, FinishStage) and first.state.status is Status.RUNNING
+    would = first.state.would_have
+    assert (would.would, would.policy, would.at) == ("rolled back", "c-cap", 10.0)
+    assert would.reason == "c-cap failed: 3 is not == 0"
+    (event,) = [a for a in of(first, Audit) if a.kind == "rollout.would_roll_back"]
+    assert event.payload["policy"] == "c-cap" and event.payload["acted_on"] is False
+    # The breach goes on, tick after tick, and another policy breaches: the rollout's decision is said once.
+    later = dry(first.state, verdicts=[breach("c-cap", at=11.0), breach("c-other", at=11.0)], now=11.0)
+    assert not [a for a in of(later, Audit) if a.kind.startswith("rollout.would_")]
+    assert later.state.would_have == would and "c-other" in later.state.dry_run
+    assert not of(later, StartRollback)
+
+
+def test_a_dry_run_stage_ends_with_its_decision_and_gives_the_account_back():
+    state = at(Status.RUNNING, 0, passing={"c-cap": 0.0}, signoffs=signed(C))
+    ended = dry(state, now=100.0)
+    assert ended.state.would_have.would == "promoted" and ended.state.status is Status.ROLLING_BACK
+    assert [a.kind for a in of(ended, Audit) if a.kind.startswith("rollout.would_")] == ["rollout.would_promote"]
+    assert of(ended, FinishStage) == [FinishStage(0, "dry_run")] and not of(ended, Place)
+    (rollback,) = of(ended, StartRollback)
+    assert rollback.trigger == "dry_run" and "would have promoted" in rollback.reason
+    done = dry(ended.state, Notice("rolled_back", 101.0), now=101.0)
+    assert done.state.status is Status.DRY_RUN_DONE
+    assert State.from_json(json.loads(json.dumps(done.state.to_json()))) == done.state
+
+
+def test_a_dry_run_stage_whose_gate_would_stay_shut_says_so_at_its_end():
+    ended = dry(at(Status.RUNNING, 0), now=100.0)
+    assert ended.state.would_have.would == "held"
+    assert "not passing: c-cap" in ended.state.would_have.reason
+    assert of(ended, StartRollback)[0].trigger == "dry_run"
+
+
+def test_a_dry_run_stage_promotes_nothing_but_an_operators_rollback_acts():
+    state = at(Status.RUNNING, 0, passing={"c-cap": 0.0}, signoffs=signed(C))
+    refused = dry(state, command("promote", force=True, reason="ship it"), now=100.0 - 1)
+    assert of(refused, Ack)[0].accepted is False and "dry run" in of(refused, Ack)[0].message
+    rolled = dry(state, command("rollback", reason="enough"))
+    assert of(rolled, StartRollback)[0].trigger == "operator"
+    done = dry(rolled.state, Notice("rolled_back", 11.0), now=11.0)
+    assert done.state.status is Status.ROLLED_BACK

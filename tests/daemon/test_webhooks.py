@@ -1,0 +1,128 @@
+"""Rollout events as signed webhooks, received by real aiohttp servers: the body, a signature that
+verifies with the secret, retries on a 500; and through the daemon, a rollback that completes while
+another webhook's endpoint hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+
+import yaml
+from aiohttp import web
+
+from controller.config.daemon import WebhookConfig
+from controller.daemon.webhooks import SIGNATURE_HEADER, Webhooks
+from controller.rollout.decide import Status
+from controller.rollout.info import create_rollout
+from controller.rollout.pipeline import pipeline_from_document
+from controller.store.commands import submit_command
+from tests.daemon.harness import poll
+from tests.daemon.inprocess import BOT, CANARY_PIPELINE, daemon_on_sim
+
+SECRET = "hook-secret-for-tests"
+
+
+class Endpoint:
+    """A webhook endpoint on a real server: answers each POST with the next of ``statuses`` (then 200),
+    or never (``hang``), and keeps what it received."""
+
+    def __init__(self, statuses=(), *, hang: bool = False) -> None:
+        self.statuses = list(statuses)
+        self.hang = hang
+        self.received: list[tuple[bytes, str]] = []
+        self.arrived = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
+        self.arrived.set()
+        if self.hang:
+            await asyncio.Event().wait()
+        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
+
+    async def __aenter__(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hook"
+
+    async def __aexit__(self, *exc) -> None:
+        await self.runner.cleanup()
+
+    def events(self) -> list[dict]:
+        return [json.loads(body) for body, _ in self.received]
+
+
+def verifies(body: bytes, header: str) -> bool:
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header)
+
+
+async def test_an_event_is_posted_signed_and_retried_after_a_500(monkeypatch):
+    monkeypatch.setenv("CANARY_TEST_HOOK", SECRET)
+    endpoint = Endpoint([500, 500])
+    async with endpoint as url:
+        hooks = Webhooks({"sim": [WebhookConfig(url=url, events=["breach"], secret="env:CANARY_TEST_HOOK")]},
+                         backoff=0.01)
+        await hooks.start()
+        try:
+            hooks.emit("sim", "promoted", {"rollout": 1})  # not asked for: never sent
+            hooks.emit("other", "breach", {"rollout": 1})  # another environment's
+            hooks.emit("sim", "breach", {"rollout": 7, "policy": "c-cap"})
+            await poll(lambda: asyncio.sleep(0, hooks.deliveries()[0]["ok"]), timeout=10, what="the delivery")
+        finally:
+            await hooks.stop()
+    assert len(endpoint.received) == 3  # two 500s, then the 200
+    assert all(verifies(body, header) for body, header in endpoint.received)
+    assert endpoint.events()[-1] == {"event": "breach", "rollout": 7, "policy": "c-cap"}
+    (delivery,) = hooks.deliveries()
+    assert delivery["ok"] is True and delivery["attempts"] == 3 and delivery["failing_since"] is None
+    assert SECRET not in json.dumps(delivery)
+
+
+async def test_an_endpoint_that_always_fails_is_shown_failing_since_its_first_attempt(monkeypatch):
+    monkeypatch.setenv("CANARY_TEST_HOOK", SECRET)
+    endpoint = Endpoint([500] * 10)
+    async with endpoint as url:
+        hooks = Webhooks({"sim": [WebhookConfig(url=url, secret="env:CANARY_TEST_HOOK")]}, attempts=3, backoff=0.01)
+        await hooks.start()
+        try:
+            hooks.emit("sim", "rollback_failed", {"rollout": 2})
+            await poll(lambda: asyncio.sleep(0, hooks.deliveries()[0]["ok"] is False), timeout=10,
+                       what="the delivery to fail")
+        finally:
+            await hooks.stop()
+    (delivery,) = hooks.deliveries()
+    assert delivery["attempts"] == 3 and delivery["error"] == "answered 500" and delivery["failing_since"]
+
+
+async def test_a_rollback_completes_while_a_webhook_endpoint_hangs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CANARY_TEST_HOOK", SECRET)
+    hanging, listening = Endpoint(hang=True), Endpoint()
+    async with hanging as hang_url, listening as url:
+        hooks = [{"url": hang_url, "secret": "env:CANARY_TEST_HOOK"},
+                 {"url": url, "secret": "env:CANARY_TEST_HOOK"}]
+        settings = {"environments": {"sim": {"kind": "sim", "notifications": {"webhooks": hooks}}}}
+        releases = {"1.0.0": BOT / "strategy.yaml", "1.1.0": BOT / "strategy-next.yaml"}
+        async with daemon_on_sim(tmp_path, releases, settings=settings) as site:
+            pipeline = pipeline_from_document(yaml.safe_load(CANARY_PIPELINE))
+            rollout = await create_rollout(site.db, site.clock, version="1.1.0", pipeline=pipeline, actor="tester")
+            await site.until(rollout.id, Status.RUNNING, timeout=60)
+            await asyncio.wait_for(hanging.arrived.wait(), 30)  # its drain task now waits on the endpoint
+            await submit_command(site.db, site.clock, rollout_id=rollout.id, kind="rollback", actor="tester",
+                                 reason="webhook test")
+            final = await site.until(rollout.id, Status.ROLLED_BACK, Status.FAILED, timeout=60)
+            assert final.status is Status.ROLLED_BACK
+            await poll(lambda: asyncio.sleep(0, "rollback_done" in [e["event"] for e in listening.events()]),
+                       timeout=30, what="the rollback_done event")
+    events = listening.events()
+    assert [e["event"] for e in events] == ["stage_started", "rollback_planned", "rollback_done"]
+    assert all(verifies(body, header) for body, header in listening.received)
+    assert events[1]["rollout"] == rollout.id and events[1]["stage"] == "C" and events[1]["reason"] == "webhook test"
+    assert events[1]["evidence"]["report"] == f"canaryctl report render {rollout.id}"
+    assert len(hanging.received) == 1  # still on its first event: it slowed nothing
