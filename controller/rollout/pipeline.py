@@ -17,12 +17,19 @@
         waiting_deadline: 24h        # the longest the rollout may wait paused or for a sign-off
         on_waiting_deadline: alert   # past it: alert (an audit event, an alert rule) | rollback
         after_promotion: watch       # once the next stage is placed: watch | stop (below)
+        mode: trade                  # trade | shadow (below)
 
 ``after_promotion`` says what becomes of the stage's account once the rollout moves on, so that no
 account runs the release unwatched. ``watch`` (the default): the stage's verification goes on, with
 its policies, until the rollout ends or a later stage places the release on the same account (its
 own verification then covers it); a breach there rolls the rollout back like any other. ``stop``:
 the release is stopped on that account when the next stage is placed, and the account left empty.
+
+``mode: shadow`` places the release with the account's read-only key (``shadow_key`` in the
+daemon's config; the daemon reads its rights first and refuses one that can trade) and sets
+``CANARY_SHADOW=1`` in its environment: the release runs on live market data and exports its
+metrics, and the exchange refuses every order it sends. A later ``mode: trade`` stage on the same
+account starts the release again with the trading key (``stages: [C-shadow, C]``).
 
 The default pipeline ships in ``controller/rollout/pipelines/default.yaml`` and maps stages A to
 D of the checklist; stage E's nightly regression is a harness run, not a stage.
@@ -74,6 +81,12 @@ class Stage(ConfigModel):
     """False: the gate opening waits for an operator's ``promote``."""
     after_promotion: Literal["watch", "stop"] = "watch"
     """What becomes of the stage's account once the next stage is placed (see the module's docstring)."""
+    mode: Literal["trade", "shadow"] = "trade"
+    """``shadow``: the release gets the account's read-only key and ``CANARY_SHADOW=1`` (see the module's docstring)."""
+
+    @property
+    def shadow(self) -> bool:
+        return self.mode == "shadow"
 
     @model_validator(mode="after")
     def _baseline_elsewhere(self) -> Stage:
@@ -108,6 +121,13 @@ class Pipeline(ConfigModel):
 
     def index(self, name: str) -> int:
         return [s.name for s in self.stages].index(name)
+
+    def restarts(self, index: int) -> bool:
+        """Whether stage ``index`` places the release on an account an earlier stage ran it on in the
+        other mode (shadow, then trade): its bot must start again with the other key."""
+        current = self.stages[index]
+        earlier = [s for s in self.stages[:index] if (s.environment, s.account) == (current.environment, current.account)]
+        return bool(earlier) and earlier[-1].mode != current.mode
 
     def left_behind(self, index: int) -> dict[tuple[str, str], Stage]:
         """The accounts (environment, account) that stages before ``index`` placed the release on and
