@@ -108,9 +108,10 @@ class AccountConfig(ConfigModel):
     @model_validator(mode="after")
     def _shadow_key_whole(self) -> AccountConfig:
         if (self.shadow_key is None) != (self.shadow_secret is None):
-            missing = "shadow_secret" if self.shadow_secret is None else "shadow_key"
-            raise error_at((missing,), "a shadow key needs both shadow_key and shadow_secret (secret references "
-                                       "to the read-only key of this account)")
+            given, missing = ("shadow_key", "shadow_secret") if self.shadow_secret is None \
+                else ("shadow_secret", "shadow_key")
+            raise error_at((given,), f"a shadow key needs both shadow_key and shadow_secret (secret references to "
+                                     f"the read-only key of this account): {missing} is missing")
         return self
 
 
