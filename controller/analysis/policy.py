@@ -256,6 +256,9 @@ def _parsed(condition: str) -> Condition:
 class PolicyFile(ConfigModel):
     stage: Annotated[str, StringConstraints(pattern=r"^[A-Z]$")]
     title: str | None = None
+    mode: Literal["trade", "shadow"] = "trade"
+    """``shadow``: the policies of the stage's shadow run (a pipeline stage with ``mode: shadow``),
+    kept apart from the stage's own (the harness judges a stage by its ``trade`` file)."""
     policies: list[Policy] = Field(min_length=1)
 
     @model_validator(mode="after")
