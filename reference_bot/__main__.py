@@ -8,6 +8,10 @@ Exit status: 0 after a requested stop (open orders canceled); 2 when the strateg
 file is refused (one line ``FILE:LINE: FIELD: message``, no traceback); 1 when the bot cannot
 start (one line saying which step the exchange refused) or crashes (``bot_crashed`` with the
 Python traceback).
+
+With ``CANARY_SHADOW=1`` in its environment (a shadow stage: its key may only read) the bot
+decides as usual and paper-fills its orders at the mark price, changing nothing on the account;
+``strategy_orders_total`` then carries ``mode="shadow"``.
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ def parse(argv: list[str] | None = None) -> Options:
     args = parser.parse_args(argv)
     return Options(config=args.config, exchange=args.exchange, metrics_port=args.metrics_port,
                    metrics_host=args.metrics_host, account=args.account, speed=args.speed,
-                   settings=BotSettings(interval=args.interval, reconcile_every=args.reconcile_every, seed=args.seed))
+                   settings=BotSettings(interval=args.interval, reconcile_every=args.reconcile_every, seed=args.seed,
+                                        shadow=os.environ.get("CANARY_SHADOW") == "1"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 async def serve(options: Options, config: Strategy, access: ExchangeAccess) -> None:
     """Serve /metrics, connect, trade until a signal; close everything in reverse order."""
     clock: Clock = ScaledClock(time.time(), options.speed) if options.speed else RealClock()
-    metrics = BotMetrics(symbols=config.symbols, buckets=config.buckets)
+    metrics = BotMetrics(symbols=config.symbols, buckets=config.buckets, shadow=options.settings.shadow)
     server = MetricsServer(metrics)
     port = await server.start(options.metrics_host, options.metrics_port)
     print(json.dumps({"metrics_port": port}), flush=True)

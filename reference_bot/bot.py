@@ -18,6 +18,12 @@ A crash (an exception no task handles, such as the deliberate defect) ends `run(
 exception, and open orders stay as a crashed process would leave them: cleaning up after a
 bad release is the controller's rollback. The bot owns neither its exchange connection nor
 the metrics server; whoever made them closes them.
+
+Shadow mode (``settings.shadow``, ``CANARY_SHADOW=1``: the release holds a read-only key): the
+bot reads everything as usual and changes nothing on the account: no cancel, margin type or
+leverage at the start or at shutdown, and its orders fill on paper at the mark price
+(`OrderSender`), counted under ``mode="shadow"``; its positions are its paper book's, not the
+exchange's (which holds none).
 """
 
 from __future__ import annotations
@@ -64,14 +70,17 @@ class Bot:
         self.clock = clock
         self.stopwatch = Stopwatch(clock)
         self.settings = settings or BotSettings()
-        self.metrics = metrics or BotMetrics(symbols=config.symbols, buckets=config.buckets)
+        self.metrics = metrics or BotMetrics(symbols=config.symbols, buckets=config.buckets,
+                                             shadow=self.settings.shadow)
+        self.paper = self.settings.shadow and not config.defects.trades_in_shadow
+        """Orders fill on paper, and positions are the bot's own book (shadow mode)."""
         self.ledger = Ledger(config)
         self.signal = Signal(self.settings.seed, config.symbols)
         self.filters: dict[str, TradingRules] = {}
         self.applied: dict[str, int] = {}
         self.iterations = 0
         self.orders = OrderSender(exchange=exchange, stopwatch=self.stopwatch, ledger=self.ledger,
-                                  metrics=self.metrics, on_change=self._publish)
+                                  metrics=self.metrics, on_change=self._publish, paper=self.paper)
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._stream_up = asyncio.Event()
@@ -136,6 +145,9 @@ class Bot:
                                "remove it from the strategy's symbols")
             self.filters = {s: rules[s] for s in config.symbols}
             for symbol, settings in config.symbols.items():
+                self.metrics.leverage_configured.labels(symbol).set(settings.leverage)
+                if self.settings.shadow:
+                    continue  # a read-only key: the placement set margin type and leverage, read back below
                 step = f"canceling {symbol} orders left by an earlier run"
                 await exchange.cancel_all_orders(symbol)
                 step = f"setting {symbol} margin type to {settings.margin_type}"
@@ -143,7 +155,6 @@ class Bot:
                 leverage = defects.leverage_to_set(config.defects, symbol, settings.leverage)
                 step = f"setting {symbol} leverage to {leverage}"
                 await self._set_leverage(symbol, leverage)
-                self.metrics.leverage_configured.labels(symbol).set(settings.leverage)
             for name, bucket in config.buckets.items():
                 self.metrics.bucket_allocation.labels(name).set(float(bucket.allocation))
             step = "reading leverage, positions and capital back"
@@ -153,8 +164,10 @@ class Bot:
         if self.ledger.capital <= 0:
             raise BotError(f"account {exchange.account} has no capital (wallet balance {self.ledger.capital}); "
                            "fund it or point the exchange file at another account")
-        log.info("bot_started account=%s symbols=%d capital=%s leverage=%s", exchange.account, len(config.symbols),
-                 self.ledger.capital, ",".join(f"{s}:{v}" for s, v in sorted(self.applied.items())))
+        log.info("bot_started account=%s symbols=%d capital=%s leverage=%s mode=%s", exchange.account,
+                 len(config.symbols), self.ledger.capital,
+                 ",".join(f"{s}:{v}" for s, v in sorted(self.applied.items())),
+                 "shadow" if self.settings.shadow else "trade")
 
     async def _set_margin_type(self, symbol: str, margin_type: str) -> None:
         try:
@@ -194,6 +207,8 @@ class Bot:
 
     async def _cancel_open_orders(self) -> None:
         """Cancel every open order of every symbol, concurrently, then count what was canceled."""
+        if self.paper:
+            return  # paper orders never rest, and a read-only key may not cancel
         symbols = list(self.config.symbols)
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout):
@@ -288,7 +303,8 @@ class Bot:
             if ended is not None:
                 self.orders.count(*ended)
         elif isinstance(event, PositionEvent):
-            self.ledger.set_position(event.symbol, event.amount)
+            if not self.paper:
+                self.ledger.set_position(event.symbol, event.amount)
         elif isinstance(event, LeverageEvent):
             if event.symbol in self.config.symbols:
                 self._observe_leverage(event.symbol, event.leverage)
@@ -322,8 +338,9 @@ class Bot:
             position = positions.get(symbol)
             if position is not None and position.mark_price > 0:
                 self.ledger.marks[symbol] = position.mark_price
-            self.ledger.set_position(symbol, position.amount if position else ZERO,
-                                     unless_changed_since=versions[symbol])
+            if not self.paper:  # on paper the bot's book is the position: the exchange holds none
+                self.ledger.set_position(symbol, position.amount if position else ZERO,
+                                         unless_changed_since=versions[symbol])
         self._publish_margin_fractions(positions, open_orders)
         listed = {o.client_order_id for orders in open_orders.values() for o in orders}
         for order in list(self.ledger.orders.values()):

@@ -93,6 +93,7 @@ class Defects(_Model):
     rejected_orders_burst: Annotated[StrictInt, _within(1, 200, noun="an integer")] | None = None
     oversized_exits: Factor | None = None
     exits_never_sent: StrictBool = False
+    trades_in_shadow: StrictBool = False
 
 
 class BotSection(_Model):
@@ -319,6 +320,9 @@ class BotSettings:
     """Bound on each shutdown step (finishing the order in flight, canceling open orders)."""
     stream_timeout: float = 10.0
     """How long to wait for the user-data stream before trading without it (REST reconciles)."""
+    shadow: bool = False
+    """Shadow mode (``CANARY_SHADOW=1``): decide as usual, send nothing that changes the account,
+    paper-fill each order at the mark price and count it under ``mode="shadow"``."""
 
     def __post_init__(self) -> None:
         for name in ("interval", "reconcile_every", "shutdown_timeout", "stream_timeout"):

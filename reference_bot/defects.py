@@ -24,6 +24,10 @@ Each one is a small, realistic bug that moves the metrics a canary watches:
 - ``exits_never_sent``: the close path drops its orders, so a position, once opened, is never
   closed and its symbol never stops holding margin. Stops ``strategy_bucket_unlocks_total``
   once every symbol of a bucket holds a position.
+- ``trades_in_shadow``: in shadow mode (``CANARY_SHADOW=1``) the orders are sent to the exchange
+  anyway instead of being paper-filled (a release that ignores the mode). With a read-only key the
+  exchange refuses each one (-2015): ``strategy_orders_total{outcome="rejected"}``; with a key that
+  can trade they land, and the exchange's ``orders_placed`` shows it.
 """
 
 from __future__ import annotations

@@ -27,8 +27,11 @@ class BotMetrics:
     """Every series the bot exports; label values are created up front so none is missing."""
 
     def __init__(self, *, symbols: Iterable[str], buckets: Iterable[str],
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, shadow: bool = False) -> None:
+        """``shadow``: orders end on paper, so ``strategy_orders_total`` carries ``mode="shadow"``
+        and is never taken for what the exchange did (the controller's witness leaves it out)."""
         self.registry = registry or CollectorRegistry()
+        self.mode = {"mode": "shadow"} if shadow else {}
         r = self.registry
         self.leverage_mismatch = Counter(
             "strategy_leverage_mismatch", "Times the leverage read back from the exchange for a symbol "
@@ -65,7 +68,8 @@ class BotMetrics:
             "strategy_order_queue_latency_seconds", "Time an order command waited in the queue before it was sent",
             buckets=LATENCY_BUCKETS, registry=r)
         self.orders = Counter(
-            "strategy_orders", "Orders by how they ended", ["outcome"], registry=r)
+            "strategy_orders", "Orders by how they ended" + (" (on paper: shadow mode)" if shadow else ""),
+            ["outcome", *self.mode], registry=r)
         for symbol in symbols:
             self.leverage_configured.labels(symbol)
             self.leverage_applied.labels(symbol)
@@ -74,7 +78,13 @@ class BotMetrics:
                            self.margin_fraction, self.margin_fraction_updated):
                 family.labels(bucket)
         for outcome in OUTCOMES:
-            self.orders.labels(outcome)
+            self.order_ended(outcome, count=False)
+
+    def order_ended(self, outcome: str, *, count: bool = True) -> None:
+        """Count an order's end under ``outcome`` (and ``mode="shadow"`` in shadow mode)."""
+        child = self.orders.labels(outcome=outcome, **self.mode)
+        if count:
+            child.inc()
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         """Read the queue's depth at each scrape."""

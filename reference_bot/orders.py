@@ -6,6 +6,10 @@ then on), and its end is counted once, by outcome: the exchange's refusal or a f
 here; filled, canceled or expired from the stream or a REST look-up (see `Bot`). The times
 the metrics show (signal to acknowledgement, wait in the queue) are the bot's own work, timed
 on its `Stopwatch`.
+
+In shadow mode (``paper``) nothing is sent: an order fills on paper at once, whole, at the mark
+price its command was valued at, and moves the books' position; a cancel has nothing to cancel.
+The signal latency, timed to the exchange's acknowledgement, is not observed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from decimal import Decimal
 
 from reference_bot.clock import Mark, Stopwatch
 from reference_bot.errors import ExchangeError, Rejected
@@ -34,12 +39,13 @@ class OrderSender:
     """Queues commands and sends them; `run` is the sending task, `drain` stops it taking more."""
 
     def __init__(self, *, exchange: FuturesAccount, stopwatch: Stopwatch, ledger: Ledger, metrics: BotMetrics,
-                 on_change: Callable[[], None], size: int = QUEUE_SIZE) -> None:
+                 on_change: Callable[[], None], size: int = QUEUE_SIZE, paper: bool = False) -> None:
         self.exchange = exchange
         self.stopwatch = stopwatch
         self.ledger = ledger
         self.metrics = metrics
         self._on_change = on_change
+        self.paper = paper
         self._queue: asyncio.Queue[Command] = asyncio.Queue(size)
         self._cancels_queued: set[str] = set()
         self._idle = asyncio.Event()
@@ -89,7 +95,9 @@ class OrderSender:
             self._idle.clear()
             if command.queued is not None:
                 self.metrics.order_queue_latency.observe(self.stopwatch.elapsed(command.queued))
-            if isinstance(command, PlaceOrder):
+            if self.paper:
+                self._paper(command)
+            elif isinstance(command, PlaceOrder):
                 await self._place(command)
             else:
                 await self._cancel(command)
@@ -126,10 +134,31 @@ class OrderSender:
             self.count(order, outcome, reason)
 
     def count(self, order: TrackedOrder, outcome: str, reason: str | None = None) -> None:
-        self.metrics.orders.labels(outcome).inc()
+        self.metrics.order_ended(outcome)
         if outcome in ("rejected", "error"):
             log.warning("order_%s symbol=%s side=%s quantity=%s purpose=%s client_order_id=%s error=%s", outcome,
                         order.symbol, order.side, order.quantity, order.purpose, order.client_order_id, reason)
+        self._on_change()
+
+    def _paper(self, command: Command) -> None:
+        """Shadow mode: fill an order on paper at the mark price, whole, now; a cancel has nothing
+        to cancel (paper orders never rest)."""
+        if isinstance(command, PlaceOrder) and command.purpose == DEFECT:
+            self.finish(command.client_order_id, "rejected", "on paper: the exchange refuses a defect's order")
+        elif isinstance(command, PlaceOrder):
+            order = self.ledger.orders.get(command.client_order_id)
+            if order is not None:
+                mark = self.ledger.marks.get(command.symbol, command.reference_price)
+                before = self.ledger.position(command.symbol)
+                after = before + order.direction * command.quantity
+                if command.reduce_only and after * before < 0:
+                    after = Decimal(0)  # a reduce-only order closes the position, never turns it
+                self.ledger.set_position(command.symbol, after)
+                log.debug("paper_fill symbol=%s side=%s quantity=%s price=%s", command.symbol, command.side,
+                          command.quantity, mark)
+                self.finish(command.client_order_id, "filled")
+        else:
+            self._cancels_queued.discard(command.symbol)
         self._on_change()
 
     async def _place(self, command: PlaceOrder) -> None:

@@ -74,6 +74,7 @@ METRIC_KINDS: dict[str, dict[str, MetricKind]] = {
         "foreign_activity": "event", "liquidations": "event", "isolated_margin_ratio": "gauge",
         "account_mode_mismatch": "gauge", "witness_fill_divergence": "gauge", "witness_leverage_divergence": "gauge",
         "witness_bucket_usage_understated": "gauge", "own_orders_filled": "counter",
+        "orders_placed": "counter", "account_fills": "counter",
     },
     "logs": {"unhandled_exceptions": "event", "error_records": "event"},
     "process": {"up": "gauge", "restarts": "counter"},
@@ -255,6 +256,9 @@ def _parsed(condition: str) -> Condition:
 class PolicyFile(ConfigModel):
     stage: Annotated[str, StringConstraints(pattern=r"^[A-Z]$")]
     title: str | None = None
+    mode: Literal["trade", "shadow"] = "trade"
+    """``shadow``: the policies of the stage's shadow run (a pipeline stage with ``mode: shadow``),
+    kept apart from the stage's own (the harness judges a stage by its ``trade`` file)."""
     policies: list[Policy] = Field(min_length=1)
 
     @model_validator(mode="after")

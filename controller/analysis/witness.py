@@ -12,7 +12,8 @@ exchange source that an ordinary policy judges:
   orders, nor liquidations, nor the controller's own), both counted from the bot's first scrape
   while the exchange's stream is connected (a disconnection starts both afresh: the stream's
   count misses what happened while it was down), as ``|bot - exchange| / max(2, 5 % of the
-  larger)``: above 1 is beyond `FILL_TOLERANCE`.
+  larger)``: above 1 is beyond `FILL_TOLERANCE`. A bot in a shadow stage paper-fills its orders
+  and counts them under ``mode="shadow"``: the exchange never saw them, so they are not compared.
 - ``witness_leverage_divergence{symbol}``: 1 when the bot's ``strategy_leverage_applied`` differs
   from the leverage the exchange applies to a configured symbol.
 - ``witness_bucket_usage_understated{bucket}``: how far the margin the exchange holds for the
@@ -81,7 +82,7 @@ class Witness:
             return []
         if obs.source != BOT or not math.isfinite(obs.value):
             return []  # the evaluator refuses and counts a bot's NaN; it must not poison a running count
-        if obs.metric == BOT_ORDERS and obs.label("outcome") == "filled":
+        if obs.metric == BOT_ORDERS and obs.label("outcome") == "filled" and obs.label("mode") != "shadow":
             return self._fills(obs)
         if obs.metric == BOT_LEVERAGE:
             return self._leverage(obs)

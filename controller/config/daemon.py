@@ -94,11 +94,24 @@ class AccountConfig(ConfigModel):
     role: Literal["master", "sub"] = "master"
     capital_cap: Fraction | None = None
     """For a sub account: the most of the master's capital it may hold (the canary's 2 %)."""
+    shadow_key: SecretRef | None = None
+    shadow_secret: SecretRef | None = None
+    """A second, read-only key of the same account (no futures trading): what a ``mode: shadow``
+    stage gives the release, so that the exchange refuses every order it sends."""
 
     @model_validator(mode="after")
     def _cap_only_for_sub(self) -> AccountConfig:
         if self.capital_cap is not None and self.role != "sub":
             raise error_at(("capital_cap",), "capital_cap applies to sub accounts only (role: sub)")
+        return self
+
+    @model_validator(mode="after")
+    def _shadow_key_whole(self) -> AccountConfig:
+        if (self.shadow_key is None) != (self.shadow_secret is None):
+            given, missing = ("shadow_key", "shadow_secret") if self.shadow_secret is None \
+                else ("shadow_secret", "shadow_key")
+            raise error_at((given,), f"a shadow key needs both shadow_key and shadow_secret (secret references to "
+                                     f"the read-only key of this account): {missing} is missing")
         return self
 
 

@@ -81,6 +81,19 @@ def load_model_text(model_cls: type[M], text: str, source_name: str = "<input>")
         raise _config_error(model_cls, exc, data, lines, source_name) from None
 
 
+def line_in(path: Path, location: Loc) -> int | None:
+    """The line of ``location`` (e.g. ``("stages", 1, "mode")``, or its nearest parent that the file
+    holds) in a YAML file that loaded before, for a refusal found after loading; None when the file
+    cannot be read again."""
+    try:
+        _, lines = _parse(read_text(path), str(path))
+    except ConfigError:
+        return None
+    while location not in lines and location:
+        location = location[:-1]
+    return lines.get(location)
+
+
 # --- YAML -------------------------------------------------------------------------------------
 
 

@@ -497,7 +497,9 @@ class Daemon:
                 environments[name] = await self.simulators.open(name, deployer)
                 continue
             endpoints = env.endpoints().for_binance()
-            accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master")
+            accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master",
+                                         shadow_key=a.shadow_key.resolve() if a.shadow_key else None,
+                                         shadow_secret=a.shadow_secret.resolve() if a.shadow_secret else None)
                         for n, a in env.accounts.items()}
             environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer, kind=env.kind)
         weight = self.config.request_weight

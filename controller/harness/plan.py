@@ -29,7 +29,7 @@ def stage_policies(folder: Path, stage: str) -> StagePolicies:
     if not folder.is_dir():
         raise ConfigError("the policies folder does not exist; set policies_dir in the config", file=str(folder))
     files = load_policies([folder])
-    ours = [(Path(path), f) for path, f in files.items() if f.stage == stage]
+    ours = [(Path(path), f) for path, f in files.items() if f.stage == stage and f.mode == "trade"]
     if not ours:
         stages = sorted({f.stage for f in files.values()})
         raise InputError(f"--stage {stage}: no policy file in {folder} is for stage {stage} "

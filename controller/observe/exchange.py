@@ -37,6 +37,9 @@ the answer for snapshots):
 - ``account_mode_mismatch{mode}``: per snapshot (and multi-assets changes on the stream), 1 when
   the position mode or the multi-assets mode differs from the placement's (``modes``), or from the
   first reading when none was given.
+- ``orders_placed``, ``account_fills``: running totals from the view's start of the orders the
+  release created (not the controller's own, nor liquidations) and of every fill on the account:
+  what a shadow stage's policy holds at 0 (its key cannot trade, so the exchange records none).
 - ``order_outcomes{outcome="unfilled"}``: orders their own time in force (IOC, FOK, GTX) expired
   unfilled; ``expired`` counts only the other expiries.
 """

@@ -122,6 +122,8 @@ class ExchangeView:
         self._ended = BoundedSet(remember_orders)
         self._born = BoundedSet(remember_orders)  # orders the release created while this view watched
         self.own_filled = 0
+        self.orders_placed = 0  # orders the release created while this view watched (shadow: none)
+        self.fills = 0          # fills on the account while this view watched, whoever's order (shadow: none)
         self.outcomes = dict.fromkeys(self._outcome_labels, 0)
         # Health: the stream's state, the last snapshot pass's error, a stream found silent.
         self.connected: bool | None = None  # None: not connected yet
@@ -162,6 +164,8 @@ class ExchangeView:
         for outcome, labels in self._outcome_labels.items():
             self._emit("order_outcomes", labels, self.outcomes[outcome], at)
         self._emit("own_orders_filled", NO_LABELS, self.own_filled, at)
+        self._emit("orders_placed", NO_LABELS, self.orders_placed, at)
+        self._emit("account_fills", NO_LABELS, self.fills, at)
 
     # --- events (the hot path) ----------------------------------------------------------------------
 
@@ -199,7 +203,9 @@ class ExchangeView:
         if len(self._orders) > self._remember_orders:
             self._orders.popitem(last=False)
         if update.status == "NEW" and kind is None and not CONTROLLER_ORDERS.match(update.client_order_id):
-            self._born.add(update.order_id)  # the release's own order, created while this view watches
+            if self._born.add(update.order_id):  # the release's own order, created while this view watches
+                self.orders_placed += 1
+                self._emit("orders_placed", NO_LABELS, self.orders_placed, update.ts_event)
         outcome = OUTCOMES.get(update.status)
         if outcome == "expired" and update.status == "EXPIRED" and update.time_in_force in ENDS_UNFILLED:
             outcome = UNFILLED
@@ -213,6 +219,8 @@ class ExchangeView:
                 self._emit("own_orders_filled", NO_LABELS, self.own_filled, update.ts_event)
 
     def _on_fill(self, fill: Fill) -> None:
+        self.fills += 1
+        self._emit("account_fills", NO_LABELS, self.fills, fill.ts_event)
         symbol = fill.symbol
         configured = self.config.symbols.get(symbol)
         if configured is None:

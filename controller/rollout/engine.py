@@ -344,7 +344,8 @@ class RolloutRunner:
         try:
             self.policies.stage(stage.policies)  # a release nothing can verify is not placed
             deployment, _ = await placing.place(self.db, self.site, environment=stage.environment,
-                                                account=stage.account, release=info.release, rollout_id=info.id)
+                                                account=stage.account, release=info.release, rollout_id=info.id,
+                                                shadow=stage.shadow, restart=info.pipeline.restarts(index))
         except Exception as exc:  # noqa: BLE001 - any failure to place is the placement failing
             log.exception("placement_failed", rollout=info.id, stage=stage.name)
             self._notices.append(Notice("place_failed", self.clock.time(), index, f"{type(exc).__name__}: {exc}"))

@@ -5,6 +5,10 @@ Each key's rights are read from the exchange (GET /sapi/v1/account/apiRestrictio
 refused everywhere, and on `live` a key without an IP restriction. The Binance testnet has no SAPI:
 there, unless a SAPI URL is configured, the check is skipped with a logged reason (never on live,
 where a key whose rights cannot be read is refused).
+
+A shadow stage's release holds the account's read-only key (``shadow_key``): that key is judged
+the same way and must, besides, be unable to trade (``enableFutures: false``), so that the
+exchange itself refuses every order the release sends.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ class KeyTooWide(DeployError):
     live): the placement is refused."""
 
 
-async def key_problems(site: Site, environment: str, account: str, *, trading: bool) -> list[str] | None:
-    """Why the account's key may not be used (empty: it may); None when its rights cannot be read
-    on a testnet without SAPI, which is logged."""
+async def key_problems(site: Site, environment: str, account: str, *, trading: bool,
+                       shadow: bool = False) -> list[str] | None:
+    """Why the account's key (``shadow``: its read-only key) may not be used (empty: it may); None
+    when its rights cannot be read on a testnet without SAPI, which is logged."""
     env = site.environment(environment)
+    if shadow and site.account(environment, account).shadow_key is None:
+        return ["the account names no shadow key (shadow_key, shadow_secret in the daemon's config)"]
     if not env.endpoints.sapi_url:
         if env.kind == "live":
             return ["its rights cannot be read: the environment has no SAPI URL (sapi_url)"]
@@ -36,6 +43,14 @@ async def key_problems(site: Site, environment: str, account: str, *, trading: b
                     reason=f"a {env.kind} exchange without a SAPI URL cannot tell a key's rights "
                            "(the Binance testnet has no SAPI)")
         return None
+    if shadow:
+        client = await site.client(environment, account, purpose="shadow")
+        rights = await client.api_restrictions()
+        problems = judge(rights, kind=env.kind, trading=False)
+        if rights.enableFutures:
+            problems.append("it can trade USD-M futures (enableFutures): a shadow key must only read, so that the "
+                            "exchange refuses the release's orders")
+        return problems
     client = await site.client(environment, account, purpose="act" if trading else "observe")
     return judge(await client.api_restrictions(), kind=env.kind, trading=trading)
 
@@ -54,16 +69,22 @@ async def check_at_start(site: Site) -> None:
 
 
 async def check_placement(db: Database, site: Site, *, environment: str, account: str, release: str,
-                          actor: str) -> None:
-    """The account's key may trade futures and nothing wider, read now (rights change without
-    notice); refused: an audit event naming each problem and `KeyTooWide`."""
-    problems = await key_problems(site, environment, account, trading=True)
+                          actor: str, shadow: bool = False) -> None:
+    """The account's key may trade futures and nothing wider (``shadow``: its read-only key may
+    read and nothing more), read now (rights change without notice); refused: an audit event
+    naming each problem and `KeyTooWide`."""
+    problems = await key_problems(site, environment, account, trading=not shadow, shadow=shadow)
+    if shadow and problems is None:
+        # A shadow key's rights are the whole guarantee: unread, it is not taken for read-only.
+        problems = ["its rights cannot be read (no SAPI URL): a shadow key is used only when the exchange says "
+                    "it cannot trade"]
     if not problems:
         return
+    key = "shadow key" if shadow else "exchange key"
     async with db.write() as session:
         await audit.append(session, site.clock, actor=actor, kind="deploy.key_refused",
                            subject=f"account:{environment}/{account}", release=release,
-                           payload={"problems": problems})
-    log.error("key_refused", release=release, account=f"{environment}/{account}", problems=problems)
-    raise KeyTooWide(f"release {release} is not placed on {environment}/{account}: its exchange key is refused: "
+                           payload={"problems": problems, "key": "shadow" if shadow else "trading"})
+    log.error("key_refused", release=release, account=f"{environment}/{account}", key=key, problems=problems)
+    raise KeyTooWide(f"release {release} is not placed on {environment}/{account}: its {key} is refused: "
                      + "; ".join(problems))

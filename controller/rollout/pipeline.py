@@ -18,6 +18,7 @@
         on_waiting_deadline: alert   # past it: alert (an audit event, an alert rule) | rollback
         after_promotion: watch       # once the next stage is placed: watch | stop (below)
         dry_run: false               # true: judged, never acted on; the rollout ends with it (below)
+        mode: trade                  # trade | shadow (below)
 
 ``after_promotion`` says what becomes of the stage's account once the rollout moves on, so that no
 account runs the release unwatched. ``watch`` (the default): the stage's verification goes on, with
@@ -32,6 +33,12 @@ A dry run never moves a release forward, so a dry-run stage is the pipeline's la
 account gets its previous release back (the rollback plan, trigger ``dry_run``) and the rollout
 ends ``dry_run_done``. Between the placement and the stage's end the controller sends the exchange
 nothing that changes the account.
+
+``mode: shadow`` places the release with the account's read-only key (``shadow_key`` in the
+daemon's config; the daemon reads its rights first and refuses one that can trade) and sets
+``CANARY_SHADOW=1`` in its environment: the release runs on live market data and exports its
+metrics, and the exchange refuses every order it sends. A later ``mode: trade`` stage on the same
+account starts the release again with the trading key (``stages: [C-shadow, C]``).
 
 The default pipeline ships in ``controller/rollout/pipelines/default.yaml`` and maps stages A to
 D of the checklist; stage E's nightly regression is a harness run, not a stage.
@@ -86,6 +93,12 @@ class Stage(ConfigModel):
     # -- dry run (see the module's docstring)
     dry_run: bool = False
     """Judge the stage, act on no verdict, record what would have been done; the rollout ends with it."""
+    mode: Literal["trade", "shadow"] = "trade"
+    """``shadow``: the release gets the account's read-only key and ``CANARY_SHADOW=1`` (see the module's docstring)."""
+
+    @property
+    def shadow(self) -> bool:
+        return self.mode == "shadow"
 
     @model_validator(mode="after")
     def _baseline_elsewhere(self) -> Stage:
@@ -131,6 +144,13 @@ class Pipeline(ConfigModel):
 
     def index(self, name: str) -> int:
         return [s.name for s in self.stages].index(name)
+
+    def restarts(self, index: int) -> bool:
+        """Whether stage ``index`` places the release on an account an earlier stage ran it on in the
+        other mode (shadow, then trade): its bot must start again with the other key."""
+        current = self.stages[index]
+        earlier = [s for s in self.stages[:index] if (s.environment, s.account) == (current.environment, current.account)]
+        return bool(earlier) and earlier[-1].mode != current.mode
 
     def left_behind(self, index: int) -> dict[tuple[str, str], Stage]:
         """The accounts (environment, account) that stages before ``index`` placed the release on and

@@ -44,15 +44,22 @@ log = get_logger(__name__)
 
 async def place(db: Database, site: Site, *, environment: str, account: str, release: str,
                 rollout_id: int | None, previous_id: int | None = None,
-                actor: str = "controller", settings_restored: bool = False) -> tuple[DeploymentInfo, Running]:
+                actor: str = "controller", settings_restored: bool = False, shadow: bool = False,
+                restart: bool = False) -> tuple[DeploymentInfo, Running]:
     """Run ``release`` with its config snapshot on the account, after stopping anything else there.
 
     ``settings_restored``: the caller (a rollback) has just set and read back the release's
-    settings, so they are neither applied again nor read for a snapshot.
+    settings, so they are neither applied again nor read for a snapshot. ``shadow``: the release
+    gets the account's read-only key and ``CANARY_SHADOW=1`` (a shadow stage). ``restart``: the
+    release already runs there in the other mode (a shadow stage before a trading one): its bot is
+    stopped and started again with this placement's key, in the same deployment.
     """
     info, config_text, config = await release_config(db, release)
     await check_artifact(db, site, info, environment=environment, account=account, actor=actor)
     await keys.check_placement(db, site, environment=environment, account=account, release=release, actor=actor)
+    if shadow:
+        await keys.check_placement(db, site, environment=environment, account=account, release=release,
+                                   actor=actor, shadow=True)
     live = await live_deployment(db, environment, account)
     deployer = site.deployer(environment)
     instance = site.instance(environment, account)
@@ -68,17 +75,20 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
                                      settings_before=settings_before, actor=actor, previous_id=previous_id)
     failpoints.hit("placement.intent.after")
     current = await deployer.status(instance)
-    if current is not None and (current.release, current.config_sha256) != (release, info.config_sha256):
+    if current is not None and ((current.release, current.config_sha256) != (release, info.config_sha256) or restart):
         await deployer.stop(instance)
-        log.info("release_stopped", instance=instance, release=current.release, reason="replaced")
+        log.info("release_stopped", instance=instance, release=current.release,
+                 reason="mode changed" if restart and current.release == release else "replaced")
         failpoints.hit("placement.stopped.after")
+        if restart and current.release == release:
+            current = None  # started again below with this placement's key (its settings applied again)
     if not settings_restored and (current is None
                                   or (current.release, current.config_sha256) != (release, info.config_sha256)):
         client = await site.client(environment, account, purpose="act")
         await apply_settings(client, {s: (c.leverage, c.margin_type) for s, c in config.symbols.items()})
         failpoints.hit("placement.settings.after")
     placement = site.placement(environment, account, release=release, manifest=info.manifest,
-                               config_text=config_text, config_sha256=info.config_sha256)
+                               config_text=config_text, config_sha256=info.config_sha256, shadow=shadow)
     running = await deployer.start(placement)
     failpoints.hit("placement.started.after")
     return await record_running(db, site.clock, intent.id, actor=actor), running

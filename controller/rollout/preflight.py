@@ -1,5 +1,6 @@
 """What must hold before a pipeline runs: the policies folder exists, every policy file a stage
-names is in it and loads, and every environment a stage names is one of the daemon's.
+names is in it and loads, every environment a stage names is one of the daemon's, and every
+shadow stage's account names a read-only key (``shadow_key``) in the daemon's config.
 
 The daemon checks before it says READY, `canaryctl rollout start` before it writes a rollout, so
 a missing file is refused at once, by name, instead of failing a stage hours later.
@@ -7,13 +8,15 @@ a missing file is refused at once, by name, instead of failing a stage hours lat
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from controller.analysis.policy import load_policies, load_policy_file
+from controller.config.daemon import EnvironmentConfig
+from controller.config.yamlfile import line_in
 from controller.errors import ConfigError
 from controller.rollout.info import list_rollouts
-from controller.rollout.pipeline import Pipeline
+from controller.rollout.pipeline import Pipeline, Stage
 from controller.store.database import Database
 
 
@@ -34,8 +37,10 @@ def check_folder(folder: Path) -> None:
 def check_pipeline(pipeline: Pipeline, folder: Path, *, source: str, environments: Collection[str] | None = None,
                    config_file: str | None = None) -> None:
     """Each stage's policy file is in ``folder`` and loads; with ``environments`` (those of the
-    daemon's config ``config_file``), each stage's environment is one of them. ``source`` names
-    the pipeline in a refusal: its file, or the rollout it belongs to."""
+    daemon's config ``config_file``), each stage's environment is one of them, and given their
+    settings (a mapping of `EnvironmentConfig`), a shadow stage's account names a shadow key there
+    (the embedded simulator gives every account one). ``source`` names the pipeline in a refusal:
+    its file, or the rollout it belongs to."""
     _require_folder(folder)
     for index, stage in enumerate(pipeline.stages):
         path = folder / stage.policies
@@ -48,6 +53,25 @@ def check_pipeline(pipeline: Pipeline, folder: Path, *, source: str, environment
             raise ConfigError(f"stage {stage.name} runs in environment {stage.environment!r}, which the daemon's "
                               f"{config} does not define (its environments: {', '.join(sorted(environments))})",
                               file=source, field=f"stages[{index}].environment")
+        settings = environments.get(stage.environment) if isinstance(environments, Mapping) else None
+        if stage.shadow and isinstance(settings, EnvironmentConfig):
+            _require_shadow_key(stage, index, settings, source=source, config_file=config_file)
+
+
+def _require_shadow_key(stage: Stage, index: int, environment: EnvironmentConfig, *, source: str,
+                        config_file: str | None) -> None:
+    if environment.kind == "sim":
+        return  # the embedded simulator's accounts each have a read-only key
+    account = environment.accounts.get(stage.account)
+    if account is not None and account.shadow_key is not None:
+        return
+    config = f"config {config_file}" if config_file else "config"
+    path = Path(source)
+    raise ConfigError(f"stage {stage.name} runs in shadow mode on account {stage.account!r} of environment "
+                      f"{stage.environment!r}, which names no read-only key: set shadow_key and shadow_secret under "
+                      f"environments.{stage.environment}.accounts.{stage.account} in the daemon's {config}, or use "
+                      "mode: trade", file=source, field=f"stages[{index}].mode",
+                      line=line_in(path, ("stages", index, "mode")) if path.is_file() else None)
 
 
 def _require_folder(folder: Path) -> None:

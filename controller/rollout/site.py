@@ -27,12 +27,28 @@ from controller.exchange.weights import DEFAULT_ACT_RESERVE, DEFAULT_SHARE, Weig
 from controller.metrics import ControllerMetrics
 
 
+SHADOW_ENV = "CANARY_SHADOW"
+"""Set to ``1`` in the environment of a release placed by a ``mode: shadow`` stage."""
+
+
 @dataclass(frozen=True)
 class AccountAccess:
     name: str
     api_key: str = field(repr=False)
     api_secret: str = field(repr=False)
     master: bool = False
+    shadow_key: str | None = field(default=None, repr=False)
+    shadow_secret: str | None = field(default=None, repr=False)
+    """The account's read-only key (None: it names none): what a shadow stage's release holds."""
+
+    def credentials(self, purpose: str) -> tuple[str, str]:
+        """The key and secret for a purpose: ``shadow`` is the read-only key, any other the trading key."""
+        if purpose != "shadow":
+            return self.api_key, self.api_secret
+        if self.shadow_key is None or self.shadow_secret is None:
+            raise ConfigError(f"account {self.name} names no shadow key: set shadow_key and shadow_secret under "
+                              "its entry in the daemon's config")
+        return self.shadow_key, self.shadow_secret
 
 
 @dataclass(frozen=True)
@@ -98,7 +114,8 @@ class Site:
         return f"{environment}-{account}"
 
     async def client(self, environment: str, account: str, *, purpose: str = "observe") -> ExchangeClient:
-        """The account's client for a purpose, opened (and its clock offset synced) once.
+        """The account's client for a purpose, opened (and its clock offset synced) once; ``shadow``
+        holds the account's read-only key and spends as ``observe`` does.
 
         Every client of the environment's exchange host shares one request gate (a 429/418 holds
         back all of them, a client opened during the ban included: its time sync is not sent)
@@ -111,10 +128,12 @@ class Site:
                 env, access = self.environment(environment), self.account(environment, account)
                 host = self.host(environment)
                 options = {"retry": self.retry} if self.retry else {}
-                client = self.client_type(account=account, api_key=access.api_key, api_secret=access.api_secret,
+                api_key, api_secret = access.credentials(purpose)
+                client = self.client_type(account=account, api_key=api_key, api_secret=api_secret,
                                           endpoints=env.endpoints, clock=self.clock,
-                                          budget=self._budget(host).for_purpose(purpose), gate=self.gate(host),
-                                          **options)
+                                          budget=self._budget(host).for_purpose(
+                                              "observe" if purpose == "shadow" else purpose),
+                                          gate=self.gate(host), **options)
                 try:
                     await client.sync_time()
                 except BaseException:
@@ -143,15 +162,18 @@ class Site:
         return self._budgets[host]
 
     def placement(self, environment: str, account: str, *, release: str, manifest: Mapping,
-                  config_text: str, config_sha256: str) -> Placement:
+                  config_text: str, config_sha256: str, shadow: bool = False) -> Placement:
+        """``shadow``: the release gets the account's read-only key and ``CANARY_SHADOW=1``."""
         env, access = self.environment(environment), self.account(environment, account)
+        api_key, api_secret = access.credentials("shadow" if shadow else "act")
         exchange = {"rest_url": env.endpoints.rest_url, "ws_url": env.endpoints.ws_url,
-                    "api_key": access.api_key, "api_secret": access.api_secret}
+                    "api_key": api_key, "api_secret": api_secret}
         if env.endpoints.sapi_url:
             exchange["sapi_url"] = env.endpoints.sapi_url
         return Placement(instance=self.instance(environment, account), release=release,
                          manifest=ReleaseManifest.model_validate(dict(manifest)), config_text=config_text,
-                         config_sha256=config_sha256, exchange=exchange, env=dict(env.bot_env))
+                         config_sha256=config_sha256, exchange=exchange,
+                         env={**env.bot_env, **({SHADOW_ENV: "1"} if shadow else {})})
 
     async def close(self) -> None:
         for client in self._clients.values():

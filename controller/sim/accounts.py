@@ -29,6 +29,26 @@ API_RIGHTS = ("ipRestrict", "enableReading", "enableFutures", "enableWithdrawals
 LEAST_PRIVILEGE = {name: name in ("enableReading", "enableFutures") for name in API_RIGHTS}
 """A key's rights unless a test changes them: a futures trading key that reads, nothing more, and
 no IP restriction (every simulated request comes from the loopback)."""
+READ_ONLY = {name: name == "enableReading" for name in API_RIGHTS}
+"""The rights of each account's second key, its read-only one (what a shadow stage's release holds):
+Binance's default for a new key, "Enable Reading" alone."""
+KEY_KINDS = ("trading", "read-only")
+"""The keys every account has: its trading key and its read-only key."""
+
+
+@dataclass
+class ApiKey:
+    """One API key of an account: its secret and what it may do (apiRestrictions' booleans)."""
+
+    key: str
+    secret: str = field(repr=False)
+    rights: dict[str, bool]
+    kind: str = "trading"
+    """``trading`` or ``read-only``: which of the account's keys it is (as the request log names it)."""
+
+    @property
+    def can_trade(self) -> bool:
+        return self.rights["enableFutures"]
 
 
 @dataclass(frozen=True)
@@ -146,18 +166,29 @@ class Account:
     hedge: bool = False             # dualSidePosition: positions LONG and SHORT instead of BOTH
     multi_assets: bool = False      # multiAssetsMargin
     api_rights: dict[str, bool] = field(default_factory=lambda: dict(LEAST_PRIVILEGE))
-    """What the account's key may do, as apiRestrictions answers it (see `set_api_rights`)."""
+    """What the account's trading key may do, as apiRestrictions answers it (see `set_api_rights`)."""
+    read_only: ApiKey | None = None
+    """The account's second key, which may only read (`READ_ONLY`): the key a shadow stage gives a release."""
 
-    def set_api_rights(self, **rights: bool) -> dict[str, bool]:
-        """Change some of the key's rights (apiRestrictions' names); an unknown name or a
+    def key(self, kind: str = "trading") -> ApiKey:
+        """The account's ``trading`` or ``read-only`` key."""
+        if kind == "trading":
+            return ApiKey(self.api_key, self.api_secret, self.api_rights)  # the same rights, not a copy
+        if kind == "read-only" and self.read_only is not None:
+            return self.read_only
+        raise ValueError(f"no {kind!r} key; keys: {', '.join(KEY_KINDS)}")
+
+    def set_api_rights(self, key: str = "trading", **rights: bool) -> dict[str, bool]:
+        """Change some of a key's rights (apiRestrictions' names); an unknown name or a
         non-boolean is refused, leaving every right as it was."""
         unknown = sorted(set(rights) - set(API_RIGHTS))
         if unknown:
             raise ValueError(f"no API right {', '.join(unknown)}; rights: {', '.join(API_RIGHTS)}")
         if any(not isinstance(value, bool) for value in rights.values()):
             raise ValueError("each right is true or false")
-        self.api_rights.update(rights)
-        return dict(self.api_rights)
+        target = self.key(key).rights
+        target.update(rights)
+        return dict(target)
 
     def position(self, symbol: str, side: str = "BOTH") -> Position:
         if (symbol, side) not in self.positions:
@@ -275,14 +306,17 @@ class AccountBook:
             raise ValueError("account names must be unique")
         rng = random.Random(f"keys-{seed}")
         self._by_name: dict[str, Account] = {}
-        self._by_key: dict[str, Account] = {}
+        self._by_key: dict[str, tuple[Account, ApiKey]] = {}
         for spec in specs:
             account = Account(
                 name=spec.name, email=spec.email or f"{spec.name}@sim.invalid",
                 api_key=_key(rng), api_secret=_key(rng), master=spec.master, wallet=spec.balance,
             )
             self._by_name[spec.name] = account
-            self._by_key[account.api_key] = account
+            self._by_key[account.api_key] = (account, account.key())
+        for account in self._by_name.values():  # drawn after every trading key: those stay what the seed gave
+            account.read_only = ApiKey(_key(rng), _key(rng), dict(READ_ONLY), kind="read-only")
+            self._by_key[account.read_only.key] = (account, account.read_only)
 
     def __iter__(self):
         return iter(self._by_name.values())
@@ -294,6 +328,11 @@ class AccountBook:
             raise KeyError(f"no account named {name!r}; accounts: {', '.join(self._by_name)}") from None
 
     def by_key(self, api_key: str) -> Account | None:
+        found = self._by_key.get(api_key)
+        return found[0] if found else None
+
+    def credentials(self, api_key: str) -> tuple[Account, ApiKey] | None:
+        """The account an API key belongs to, and which of its keys it is."""
         return self._by_key.get(api_key)
 
     @property

@@ -8,6 +8,7 @@
     POST   /sim/tick                    run one market tick now
     POST   /sim/adl                     {"account": "canary", "symbol": "BTCUSDT"}: ADL the position now
     POST   /sim/api-rights              {"account": "canary", "enableWithdrawals": true}: what its key may do
+                                        ("key": "read-only" for its read-only key; default "trading")
 
 Knobs: latency (add_latency), fail, rate-limit-storm, drop-stream, stall-stream,
 expire-listen-key, ignore-leverage, duplicate-events, reorder-events. These endpoints have no
@@ -89,11 +90,13 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
 
     async def api_rights(request: web.Request) -> web.Response:
         body = await _json(request)
-        if not isinstance(body, dict) or not isinstance(body.get("account"), str):
-            return _refuse("expected {\"account\": ..., RIGHT: true|false, ...} with apiRestrictions' names")
-        rights = {k: v for k, v in body.items() if k != "account"}
+        if not isinstance(body, dict) or not isinstance(body.get("account"), str) \
+                or not isinstance(body.get("key", "trading"), str):
+            return _refuse("expected {\"account\": ..., [\"key\": \"trading\" | \"read-only\",] RIGHT: true|false, "
+                           "...} with apiRestrictions' names")
+        rights = {k: v for k, v in body.items() if k not in ("account", "key")}
         try:
-            found = sim.set_api_rights(body["account"], **rights)
+            found = sim.set_api_rights(body["account"], body.get("key", "trading"), **rights)
         except (KeyError, ValueError) as exc:
             return _refuse(f"api-rights: {exc}")
         return web.json_response({"account": body["account"], "rights": found})

@@ -14,7 +14,7 @@ import hmac
 import re
 
 from controller.sim import codes
-from controller.sim.accounts import Account, AccountBook
+from controller.sim.accounts import Account, AccountBook, ApiKey
 
 DEFAULT_RECV_WINDOW = 5000
 MAX_RECV_WINDOW = 60000
@@ -46,17 +46,18 @@ def sign(secret: str, payload: str) -> str:
 
 
 def authenticate(security: Security, *, api_key: str | None, raw_query: str, raw_body: str,
-                 params: dict[str, str], book: AccountBook, now_ms: int, ip: str) -> Account | None:
-    """The account a request acts for, or a BinanceError saying why not."""
+                 params: dict[str, str], book: AccountBook, now_ms: int, ip: str) -> tuple[Account, ApiKey] | None:
+    """The account a request acts for and the key it came with, or a BinanceError saying why not."""
     if security is Security.NONE:
         return None
     if not api_key or not _KEY_SHAPE.match(api_key):
         raise codes.bad_key_format()
-    account = book.by_key(api_key)
-    if account is None:
+    found = book.credentials(api_key)
+    if found is None:
         raise codes.rejected_key(ip)
+    account, key = found
     if security is Security.KEY:
-        return account
+        return found
     query, query_sig = split_signature(raw_query)
     body, body_sig = split_signature(raw_body)
     signature = query_sig or body_sig
@@ -66,14 +67,23 @@ def authenticate(security: Security, *, api_key: str | None, raw_query: str, raw
     recv_window = _int(params.get("recvWindow", str(DEFAULT_RECV_WINDOW)), "recvWindow")
     if recv_window > MAX_RECV_WINDOW:
         raise codes.bad_recv_window()
-    expected = sign(account.api_secret, query + body)
+    expected = sign(key.secret, query + body)
     if not hmac.compare_digest(expected, signature.lower()):
         raise codes.bad_signature()
     if timestamp >= now_ms + FUTURE_TOLERANCE_MS:
         raise codes.future_timestamp()
     if now_ms - timestamp > recv_window:
         raise codes.stale_timestamp()
-    return account
+    return found
+
+
+def authorize(key: ApiKey, *, trade: bool, ip: str) -> None:
+    """``trade``: the endpoint changes what the account holds (an order, leverage, margin type, a
+    mode); a key without futures trading (``enableFutures: false``, e.g. a read-only key) gets
+    Binance's -2015 "Invalid API-key, IP, or permissions for action", HTTP 401, as a key lacking
+    the permission does there. Its reads still work."""
+    if trade and not key.can_trade:
+        raise codes.rejected_key(ip)
 
 
 def _int(value: str | None, name: str) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from controller.sim import codes, wire
-from controller.sim.accounts import Account, AccountBook
+from controller.sim.accounts import Account, AccountBook, ApiKey
 from controller.sim.auth import Security
 from controller.sim.events import Event, MultiAssetsChanged
 from controller.sim.faults import Faults
@@ -34,6 +34,8 @@ _DECIMAL_RANGE = "^([0-9]{1,20})(\\.[0-9]{1,20})?$"
 class Call:
     account: Account | None
     params: dict[str, str]
+    key: ApiKey | None = None
+    """The account's key the request came with."""
 
     @property
     def user(self) -> Account:
@@ -50,6 +52,7 @@ class Endpoint:
     weight: Callable[[dict[str, str]], int]
     family: str = "fapi"      # which weight counter: fapi, sapi or api
     new_order: bool = False   # counts against the account's order rate limit
+    trade: bool = False       # changes what the account holds: refused to a key that cannot trade futures
 
 
 def _w(n: int) -> Callable[[dict[str, str]], int]:
@@ -87,19 +90,19 @@ class RestApi:
             Endpoint("GET", "/fapi/v1/fundingRate", self.funding_rate, N, _w(1)),
             Endpoint("GET", "/fapi/v1/ticker/bookTicker", self.book_ticker, N, _w_symbol(2, 5)),
             Endpoint("GET", "/fapi/v1/ticker/24hr", self.ticker_24hr, N, _w_symbol(1, 40)),
-            Endpoint("POST", "/fapi/v1/order", self.new_order, S, _w(0), new_order=True),
-            Endpoint("POST", "/fapi/v1/order/test", self.test_order, S, _w(0)),
-            Endpoint("PUT", "/fapi/v1/order", self.modify_order, S, _w(0), new_order=True),
+            Endpoint("POST", "/fapi/v1/order", self.new_order, S, _w(0), new_order=True, trade=True),
+            Endpoint("POST", "/fapi/v1/order/test", self.test_order, S, _w(0), trade=True),
+            Endpoint("PUT", "/fapi/v1/order", self.modify_order, S, _w(0), new_order=True, trade=True),
             Endpoint("GET", "/fapi/v1/order", self.query_order, S, _w(1)),
-            Endpoint("DELETE", "/fapi/v1/order", self.cancel_order, S, _w(1)),
-            Endpoint("DELETE", "/fapi/v1/allOpenOrders", self.cancel_all, S, _w(1)),
+            Endpoint("DELETE", "/fapi/v1/order", self.cancel_order, S, _w(1), trade=True),
+            Endpoint("DELETE", "/fapi/v1/allOpenOrders", self.cancel_all, S, _w(1), trade=True),
             Endpoint("GET", "/fapi/v1/openOrders", self.open_orders, S, _w_symbol(1, 40)),
             Endpoint("GET", "/fapi/v1/openOrder", self.open_order, S, _w(1)),
             Endpoint("GET", "/fapi/v1/allOrders", self.all_orders, S, _w(5)),
             Endpoint("GET", "/fapi/v1/forceOrders", self.force_orders, S, _w_symbol(20, 50)),
-            Endpoint("POST", "/fapi/v1/algoOrder", self.new_algo_order, S, _w(0), new_order=True),
-            Endpoint("DELETE", "/fapi/v1/algoOrder", self.cancel_algo_order, S, _w(1)),
-            Endpoint("DELETE", "/fapi/v1/algoOpenOrders", self.cancel_all_algo_orders, S, _w(1)),
+            Endpoint("POST", "/fapi/v1/algoOrder", self.new_algo_order, S, _w(0), new_order=True, trade=True),
+            Endpoint("DELETE", "/fapi/v1/algoOrder", self.cancel_algo_order, S, _w(1), trade=True),
+            Endpoint("DELETE", "/fapi/v1/algoOpenOrders", self.cancel_all_algo_orders, S, _w(1), trade=True),
             Endpoint("GET", "/fapi/v1/algoOrder", self.query_algo_order, S, _w(1)),
             Endpoint("GET", "/fapi/v1/openAlgoOrders", self.open_algo_orders, S, _w_symbol(1, 40)),
             Endpoint("GET", "/fapi/v1/allAlgoOrders", self.all_algo_orders, S, _w(5)),
@@ -113,13 +116,13 @@ class RestApi:
             Endpoint("GET", "/fapi/v3/positionRisk", self.position_risk_v3, S, _w(5)),
             Endpoint("GET", "/fapi/v1/symbolConfig", self.symbol_config, S, _w(5)),
             Endpoint("GET", "/fapi/v1/accountConfig", self.account_config, S, _w(5)),
-            Endpoint("POST", "/fapi/v1/leverage", self.change_leverage, S, _w(1)),
-            Endpoint("POST", "/fapi/v1/marginType", self.change_margin_type, S, _w(1)),
+            Endpoint("POST", "/fapi/v1/leverage", self.change_leverage, S, _w(1), trade=True),
+            Endpoint("POST", "/fapi/v1/marginType", self.change_margin_type, S, _w(1), trade=True),
             Endpoint("GET", "/fapi/v1/leverageBracket", self.leverage_bracket, S, _w(1)),
             Endpoint("GET", "/fapi/v1/positionSide/dual", self.position_mode, S, _w(30)),
-            Endpoint("POST", "/fapi/v1/positionSide/dual", self.change_position_mode, S, _w(1)),
+            Endpoint("POST", "/fapi/v1/positionSide/dual", self.change_position_mode, S, _w(1), trade=True),
             Endpoint("GET", "/fapi/v1/multiAssetsMargin", self.multi_assets_mode, S, _w(30)),
-            Endpoint("POST", "/fapi/v1/multiAssetsMargin", self.change_multi_assets_mode, S, _w(1)),
+            Endpoint("POST", "/fapi/v1/multiAssetsMargin", self.change_multi_assets_mode, S, _w(1), trade=True),
             Endpoint("GET", "/fapi/v1/commissionRate", self.commission_rate, S, _w(20)),
             Endpoint("POST", "/fapi/v1/listenKey", self.listen_key_create, K, _w(1)),
             Endpoint("PUT", "/fapi/v1/listenKey", self.listen_key_keepalive, K, _w(1)),
@@ -541,7 +544,8 @@ class RestApi:
 
     def api_restrictions(self, call: Call) -> dict:
         """What the calling key may do: its rights (a knob, `Account.set_api_rights`) in Binance's fields."""
-        return {"createTime": 1700000000000, "tradingAuthorityExpirationTime": 0, **call.user.api_rights}
+        rights = call.key.rights if call.key is not None else call.user.api_rights
+        return {"createTime": 1700000000000, "tradingAuthorityExpirationTime": 0, **rights}
 
     def _usdm(self, call: Call) -> None:
         futures_type = _required(call.params, "futuresType")

@@ -28,7 +28,7 @@ from controller.clock import Clock, RealClock
 from controller.logs import get_logger
 from controller.sim import admin, codes
 from controller.sim.accounts import DEFAULT_ACCOUNTS, AccountBook, AccountSpec
-from controller.sim.auth import authenticate
+from controller.sim.auth import authenticate, authorize
 from controller.sim.faults import Faults
 from controller.sim.funding import FundingBook
 from controller.sim.market import BOOK_DEPTH, Market, PriceReplay
@@ -65,6 +65,8 @@ class RequestRecord:
     status: int
     code: int | None
     account: str | None
+    key: str | None = None
+    """Which of the account's keys signed it: ``trading`` or ``read-only`` (None: no key)."""
     agent: str = ""
     """The request's User-Agent: tells the controller's requests from its bots', which share an account's key."""
 
@@ -195,10 +197,11 @@ class Simulator:
         """ADL now: the exchange closes ``account``'s position in ``symbol`` at the mark price."""
         self.api.publish(self.engine.auto_deleverage(self.accounts[account], symbol))
 
-    def set_api_rights(self, account: str, **rights: bool) -> dict[str, bool]:
-        """Change what ``account``'s key may do (GET /sapi/v1/account/apiRestrictions' booleans);
-        every key starts with least privilege (`controller.sim.accounts.LEAST_PRIVILEGE`)."""
-        return self.accounts[account].set_api_rights(**rights)
+    def set_api_rights(self, account: str, key: str = "trading", **rights: bool) -> dict[str, bool]:
+        """Change what one of ``account``'s keys may do (GET /sapi/v1/account/apiRestrictions'
+        booleans): its ``trading`` key (least privilege at the start,
+        `controller.sim.accounts.LEAST_PRIVILEGE`) or its ``read-only`` one (`READ_ONLY`)."""
+        return self.accounts[account].set_api_rights(key, **rights)
 
     def tick(self) -> None:
         """Move prices to the clock's time, settle funding, fill, expire, warn and push market data:
@@ -214,7 +217,10 @@ class Simulator:
         return {
             "time": self.clock.time(),
             "accounts": {a.name: {"api_key": a.api_key, "api_secret": a.api_secret, "master": a.master,
-                                  "email": a.email, "api_rights": dict(a.api_rights)} for a in self.accounts},
+                                  "email": a.email, "api_rights": dict(a.api_rights),
+                                  "read_only": {"api_key": a.key("read-only").key, "api_secret": a.key("read-only").secret,
+                                                "api_rights": dict(a.key("read-only").rights)}}
+                         for a in self.accounts},
             "prices": {s: str(self.market.price(s)) for s in self.market.specs},
             "faults": self.faults.snapshot(),
         }
@@ -262,7 +268,7 @@ class Simulator:
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         params.update(parse_qsl(raw_body, keep_blank_values=True))
         limiter = self.limiters[endpoint.family]
-        account = None
+        account = key = None
         headers: dict[str, str] = {}
         delay = self.faults.latency_for(method, path)
         if delay:
@@ -277,15 +283,18 @@ class Simulator:
             if storm is not None:
                 raise storm
             limiter.admit(ip, endpoint.weight(params), now)
-            account = authenticate(endpoint.security, api_key=request.headers.get("X-MBX-APIKEY"),
-                                   raw_query=raw_query, raw_body=raw_body, params=params,
-                                   book=self.accounts, now_ms=int(now * 1000), ip=ip)
+            found = authenticate(endpoint.security, api_key=request.headers.get("X-MBX-APIKEY"),
+                                 raw_query=raw_query, raw_body=raw_body, params=params,
+                                 book=self.accounts, now_ms=int(now * 1000), ip=ip)
+            account, key = found if found else (None, None)
+            if key is not None:
+                authorize(key, trade=endpoint.trade, ip=ip)
             if endpoint.new_order and account is not None:
                 self.orders.admit(account.name, now)
             injected = self.faults.error_for(method, path, after=False)
             if injected is not None:
                 raise injected
-            body = endpoint.handler(Call(account, params))
+            body = endpoint.handler(Call(account, params, key))
             injected = self.faults.error_for(method, path, after=True)
             if injected is not None:
                 raise injected
@@ -302,7 +311,8 @@ class Simulator:
             headers.update(self.orders.headers(account.name, now))
         code = body.get("code") if status != 200 and isinstance(body, dict) else None
         self.requests.append(RequestRecord(now, ip, method, path, status, code,
-                                           account.name if account else None, request.headers.get("User-Agent", "")))
+                                           account.name if account else None, key.kind if key else None,
+                                           request.headers.get("User-Agent", "")))
         return web.json_response(body, status=status, headers=headers)
 
     def _now_ms(self) -> int:

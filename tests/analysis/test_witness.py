@@ -53,6 +53,15 @@ def test_fills_are_compared_from_the_bots_first_scrape_within_max_2_or_5_percent
     assert late.value == pytest.approx(0.9)
 
 
+def test_paper_fills_of_a_shadow_stage_are_not_compared_with_the_exchange():
+    witness = connected(Witness(strategy()))
+    fed(witness, exchange("own_orders_filled", 0, T0))
+
+    assert fed(witness, bot("strategy_orders_total", 30, T0 + 1, outcome="filled", mode="shadow")) == []
+    [traded] = fed(witness, bot("strategy_orders_total", 0, T0 + 2, outcome="filled"))
+    assert traded.value == 0.0
+
+
 def test_a_restarted_bots_counter_counts_on_from_its_new_total():
     witness = connected(Witness(strategy()))
     fed(witness, exchange("own_orders_filled", 0, T0), bot("strategy_orders_total", 5, T0, outcome="filled"))
@@ -110,7 +119,7 @@ def test_a_profitable_bot_measuring_usage_against_its_grown_wallet_is_not_unders
 
 
 def test_the_shipped_policy_rolls_back_a_bot_whose_fills_the_exchange_never_made():
-    [stage_c] = [f for f in load_policies([REPO / "policies"]).values() if f.stage == "C"]
+    [stage_c] = [f for f in load_policies([REPO / "policies"]).values() if f.stage == "C" and f.mode == "trade"]
     policy = next(p for p in stage_c.policies if p.name == "c-bot-fills-match-exchange")
     assert policy.on_breach == "rollback"
     witness, evaluator = connected(Witness(strategy())), Evaluator([policy])

@@ -231,7 +231,7 @@ def test_the_policies_folder_defaults_to_the_shipped_policies_wherever_the_confi
     config = load_daemon_config(path)
     assert config.policies_dir == shipped.policies_dir()
     assert sorted(p.name for p in config.policies_dir.glob("*.yaml")) == [
-        "stage-a.yaml", "stage-b.yaml", "stage-c.yaml", "stage-d.yaml"]
+        "stage-a.yaml", "stage-b.yaml", "stage-c-shadow.yaml", "stage-c.yaml", "stage-d.yaml"]
 
 
 def test_a_testnet_environment_needs_an_account():
@@ -282,6 +282,16 @@ def test_a_capital_cap_belongs_to_sub_accounts_only():
     assert (error.line, error.field) == (8, "environments.testnet.accounts.master.capital_cap")
     sub = load_model_text(DaemonConfig, TESTNET + "        role: sub\n        capital_cap: 0.02\n", "c.yaml")
     assert sub.environments["testnet"].accounts["master"].capital_cap == Decimal("0.02")
+
+
+def test_a_shadow_key_needs_its_secret_beside_it():
+    error = refusal(DaemonConfig, TESTNET + "        shadow_key: env:SHADOW_KEY\n")
+    assert (error.line, error.field) == (8, "environments.testnet.accounts.master.shadow_key")
+    assert "a shadow key needs both shadow_key and shadow_secret" in str(error) and "shadow_secret is missing" in str(error)
+    account = load_model_text(DaemonConfig, TESTNET + "        shadow_key: env:SHADOW_KEY\n"
+                              "        shadow_secret: file:/run/credentials/shadow\n", "c.yaml"
+                              ).environments["testnet"].accounts["master"]
+    assert (account.shadow_key.target, account.shadow_secret.target) == ("SHADOW_KEY", "/run/credentials/shadow")
 
 
 @pytest.mark.parametrize("value, shown", [("yes", "got true"), ('"5"', "got '5'")])

@@ -7,7 +7,7 @@ import json
 from tests.support.canaryctl import canaryctl
 
 
-def test_the_demo_promotes_the_healthy_release_and_rolls_back_the_wrong_leverage(tmp_path):
+def test_the_demo_shadows_then_promotes_the_healthy_release_and_rolls_back_the_wrong_leverage(tmp_path):
     result = canaryctl("demo", "--json", "--workdir", str(tmp_path / "demo"))
     assert result.code == 0, (result.out[-3000:], result.err[-3000:])
     summary = json.loads(result.out.strip().splitlines()[-1])
@@ -21,4 +21,7 @@ def test_the_demo_promotes_the_healthy_release_and_rolls_back_the_wrong_leverage
     assert summary["audit_chain_ok"] is True
     assert summary["db"] == f"sqlite:///{tmp_path / 'demo' / 'canary.db'}"
     assert "rollout 2: running -> rolling_back" in result.out
+    # Each rollout runs its shadow stage before the live canary stage.
+    shadow, live = result.out.index("stage C-shadow runs"), result.out.index("stage C runs")
+    assert shadow < live
     assert "Traceback" not in result.err

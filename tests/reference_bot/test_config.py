@@ -73,7 +73,8 @@ def test_a_strategy_carries_no_defects_unless_it_names_them(tmp_path):
     defects = load_strategy(strategy_file(tmp_path, STRATEGY)).defects
     assert defects.model_dump() == {"wrong_leverage": None, "oversized_orders": None, "slow_signal_seconds": None,
                                     "unhandled_exception_after_seconds": None, "rejected_orders_burst": None,
-                                    "oversized_exits": None, "exits_never_sent": False}
+                                    "oversized_exits": None, "exits_never_sent": False,
+                                    "trades_in_shadow": False}
 
 
 def test_every_defect_can_be_switched_on_together(tmp_path):

@@ -149,3 +149,57 @@ def test_rollout_start_without_a_config_says_the_environments_are_unchecked(reco
     assert started.code == 0, started.err
     assert json.loads(started.out)["release"] == "1.1.0"
     assert "no daemon config" in started.err and "its environments are unchecked" in started.err
+
+
+SHADOW_FIRST = """\
+name: shadow-first
+stages:
+  - name: C-shadow
+    environment: testnet
+    account: canary
+    mode: shadow
+    duration: 1h
+    policies: stage-c-shadow.yaml
+  - name: C
+    environment: testnet
+    account: canary
+    duration: 1h
+    policies: stage-c.yaml
+"""
+
+
+def daemon_config(tmp_path, shadow_key: bool):
+    from controller.config.daemon import load_daemon_config
+
+    shadow = "        shadow_key: env:SHADOW_KEY\n        shadow_secret: env:SHADOW_SECRET\n" if shadow_key else ""
+    path = tmp_path / "controller.yaml"
+    path.write_text("environments:\n  testnet:\n    kind: testnet\n    accounts:\n      canary:\n"
+                    "        api_key: env:KEY\n        api_secret: env:SECRET\n" + shadow)
+    return path, load_daemon_config(path)
+
+
+def test_a_shadow_stage_on_an_account_without_a_shadow_key_is_refused_at_its_line(tmp_path):
+    file = tmp_path / "shadow-first.yaml"
+    file.write_text(SHADOW_FIRST)
+    config_path, config = daemon_config(tmp_path, shadow_key=False)
+
+    error = refusal(load_pipeline(file), POLICIES, source=str(file), environments=config.environments,
+                    config_file=str(config_path))
+
+    assert (error.file, error.line, error.field) == (str(file), 6, "stages[0].mode")
+    assert error.message.startswith("stage C-shadow runs in shadow mode on account 'canary' of environment 'testnet', "
+                                    "which names no read-only key: set shadow_key and shadow_secret under "
+                                    "environments.testnet.accounts.canary")
+    _, config = daemon_config(tmp_path, shadow_key=True)
+    preflight.check_pipeline(load_pipeline(file), POLICIES, source=str(file), environments=config.environments)
+
+
+def test_canaryctl_rollout_start_refuses_a_shadow_stage_without_a_shadow_key(tmp_path):
+    file = tmp_path / "shadow-first.yaml"
+    file.write_text(SHADOW_FIRST)
+    config_path, _ = daemon_config(tmp_path, shadow_key=False)
+
+    result = canaryctl("--db", f"sqlite:///{tmp_path / 'canary.db'}", "--config", str(config_path), "rollout",
+                       "start", "1.1.0", "--pipeline", str(file))
+
+    assert_refused(result, f"{file}:6: stages[0].mode: stage C-shadow runs in shadow mode")

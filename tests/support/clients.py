@@ -76,9 +76,10 @@ BOT_RETRY = Retries(attempts=3, initial_pause=0.01, max_pause=0.05, request_time
 
 
 def bot_account(sim: Simulator, clock: Clock, account: str = "canary", *,
-                retries: Retries = BOT_RETRY) -> FuturesAccount:
-    """The reference bot's own connection to a simulator account, as a bot is given it."""
-    keys = sim.accounts[account]
-    access = ExchangeAccess(BotEndpoints(sim.rest_url, sim.ws_url, sim.sapi_url), api_key=keys.api_key,
-                            api_secret=keys.api_secret)
+                retries: Retries = BOT_RETRY, key: str = "trading") -> FuturesAccount:
+    """The reference bot's own connection to a simulator account, as a bot is given it, with its
+    ``trading`` or ``read-only`` key."""
+    keys = sim.accounts[account].key(key)
+    access = ExchangeAccess(BotEndpoints(sim.rest_url, sim.ws_url, sim.sapi_url), api_key=keys.key,
+                            api_secret=keys.secret)
     return FuturesAccount(access, clock=clock, account=account, retries=retries)

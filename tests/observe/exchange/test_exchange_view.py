@@ -124,6 +124,20 @@ def test_an_order_ends_once_however_often_its_end_is_reported(view, record):
     assert record.values("order_outcomes", outcome="filled") == [0.0, 1.0]
 
 
+def test_orders_the_release_placed_and_fills_on_the_account_are_counted_from_the_start(view, record):
+    view.open(T0)
+    for update in (order(7, "NEW"), order(7, "NEW"), fill(7, 20), order(7, "FILLED", filled="0.02"),
+                   order(8, "NEW", ts=T0 + 1)):
+        view.on_event(update)
+    # The controller's own orders (a rollback's flattening) are not the release's; their fills still count.
+    view.on_event(OrderUpdate("canary", "BTCUSDT", 9, "rb1d2-BTCUSDT-1", "SELL", "MARKET", "NEW", "NEW", D("0.02"),
+                              D(0), D(0), D(0), True, T0 + 2, T0 + 2))
+    view.on_event(fill(9, 21, ts=T0 + 2))
+
+    assert record.values("orders_placed") == [0.0, 1.0, 2.0]  # an order counts once, however often it is reported
+    assert record.values("account_fills") == [0.0, 1.0, 2.0]
+
+
 def test_a_leverage_change_the_stream_reports_beats_an_older_snapshot(view, record):
     view.on_event(LeverageChanged("canary", "BTCUSDT", 10, T0 + 2, T0 + 2))
     view.on_settings(settings(btc=5), requested_at=T0 + 1, at=T0 + 3)  # asked before the change
