@@ -216,7 +216,7 @@ async def test_canaryctl_prunes_and_audit_verify_names_the_anchor(old_store, sql
     target = tmp_path / "p.tar.gz"
     done = canaryctl("db", "prune", "--older-than", "90d", "--archive", str(target), db=sqlite_url)
     assert done.code == 0, done
-    assert f"archived 6 rows" in done.out and str(target) in done.out
+    assert "archived 6 rows" in done.out and str(target) in done.out
     assert "rollouts under way kept whole: 2" in done.out
     verified = canaryctl("audit", "verify", db=sqlite_url)
     assert verified.code == 0, verified
