@@ -13,10 +13,18 @@ from collections.abc import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from controller.analysis.verdict import Outcome, Verdict
+from controller.clock import Clock, RealClock
 
 ROLLOUT_STATES = ("pending", "running", "awaiting_signoff", "promoting", "promoted", "paused",
                   "rolling_back", "rolled_back", "failed", "dry_run_done")
 """Every state a rollout can be in: ``canary_rollout_state`` exports each, 1 for the current one."""
+
+FINISHED_STATES = frozenset({"promoted", "rolled_back"})
+"""A rollout's states once it has ended (`decide.TERMINAL`; a test keeps them equal)."""
+
+FINISHED_SERIES_GRACE = 3600.0
+"""How long a finished rollout's labelled series stay on /metrics (its last state for dashboards and
+alerts to see) before they are removed: without it every rollout ever run would stay a series."""
 
 ROLLBACK_TRIGGERS = ("policy", "operator", "deadline", "waiting", "placement")
 """What starts a rollback: a failed policy, a stage's progress deadline, an operator's command, a wait
@@ -36,7 +44,10 @@ DETECTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 class ControllerMetrics:
     """Every ``canary_*`` series; methods take domain values, never label plumbing."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None, *, finished_grace: float = FINISHED_SERIES_GRACE) -> None:
+        self._clock = clock or RealClock()
+        self._finished_grace = finished_grace
+        self._finished: dict[str, float] = {}  # rollout -> when it was seen finished, on the clock
         self.registry = r = CollectorRegistry(auto_describe=True)
         # ``group``: the group a policy judged per symbol or bucket speaks of (``symbol=BTCUSDT``),
         # empty for a policy judged as a whole; each group's outcome is its own series.
@@ -144,6 +155,28 @@ class ControllerMetrics:
         self._rollout_release[rollout] = release
         for known in ROLLOUT_STATES:
             self.rollout_state.labels(rollout, release, known).set(1 if known == state else 0)
+        if state in FINISHED_STATES:
+            self._finished.setdefault(rollout, self._clock.time())
+        else:
+            self._finished.pop(rollout, None)
+
+    def forget_finished(self) -> list[str]:
+        """Remove every series labelled with a rollout that finished at least the grace period ago
+        (state, stage, time left, runner crashes); returns those rollouts. Called at each scrape."""
+        now = self._clock.time()
+        gone = [rollout for rollout, at in self._finished.items() if now - at >= self._finished_grace]
+        for rollout in gone:
+            del self._finished[rollout]
+            release = self._rollout_release.pop(rollout, None)
+            if release is not None:
+                for known in ROLLOUT_STATES:
+                    self.rollout_state.remove(rollout, release, known)
+            stage = self._rollout_stage.pop(rollout, None)
+            if stage is not None:
+                self.rollout_stage.remove(rollout, *stage)
+            self.stage_remaining.remove(rollout)  # a series never set is no error
+            self.runner_crashes.remove(rollout)
+        return gone
 
     def set_rollout_stage(self, rollout_id: int, release: str, stage: str) -> None:
         """Export the rollout's current stage; the previous stage's series goes, so only one exists."""
@@ -219,6 +252,7 @@ class ControllerMetrics:
                 self.observations_rejected.labels(reason).inc(count)
 
     def render(self) -> bytes:
+        self.forget_finished()
         return generate_latest(self.registry)
 
 

@@ -21,6 +21,9 @@ def audit() -> None:
 def verify(as_json: bool) -> int:
     """Check every link of the audit chain. Exit 0 intact, 1 broken (naming the first bad seq).
 
+    After `canaryctl db prune` the chain starts at the first event kept, from the hash the prune's
+    anchor event (`audit.pruned`) recorded; the archive holds the events before it.
+
     Keep the printed head hash somewhere else (a ticket, a chat): a later verify that prints a
     different hash for the same seq means the whole chain was rewritten.
 
@@ -35,9 +38,13 @@ def verify(as_json: bool) -> int:
     report = run(main)
     if as_json:
         print_json({"ok": report.ok, "checked": report.checked, "head_seq": report.head_seq,
-                    "head_hash": report.head_hash, "first_bad_seq": report.first_bad_seq, "reason": report.reason})
+                    "head_hash": report.head_hash, "first_bad_seq": report.first_bad_seq, "reason": report.reason,
+                    "anchor_seq": report.anchor_seq, "archived_through": report.archived_through})
     elif report.ok:
-        click.echo(f"audit chain intact: {report.checked} events, head seq {report.head_seq} hash {report.head_hash}")
+        since = (f" (events 1..{report.archived_through} archived by a prune; checked from the hash its anchor, "
+                 f"seq {report.anchor_seq}, records)" if report.anchor_seq is not None else "")
+        click.echo(f"audit chain intact: {report.checked} events, head seq {report.head_seq} hash {report.head_hash}"
+                   f"{since}")
     else:
         click.echo(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.reason} "
                    f"({report.checked} events verified before it)", err=True)

@@ -286,6 +286,8 @@ class DaemonConfig(ConfigModel):
     log: LogConfig = Field(default_factory=LogConfig)
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
     request_weight: RequestWeightConfig = Field(default_factory=RequestWeightConfig)
+    finished_series_grace: Seconds = 3600.0
+    """How long a finished rollout's labelled series (``canary_rollout_state``...) stay on /metrics."""
 
     @field_validator("artifact_roots")
     @classmethod

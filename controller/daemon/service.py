@@ -118,7 +118,7 @@ class Daemon:
         self.db = db
         self.clock = clock
         self.options = options
-        self.metrics = ControllerMetrics()
+        self.metrics = ControllerMetrics(clock, finished_grace=config.finished_series_grace)
         self.policies = PolicySet(config.policies_dir)
         self.notifier = Notifier.from_env()
         self.on_event = on_event

@@ -11,6 +11,9 @@ Every member sits under one folder, ``rollout-ID-RELEASE/``:
     logs/INSTANCE/output.log  the bot's output, where it exists on disk
     plots/NAME.svg         the figures that have data
 
+A prune's archive (`controller/report/retention.py`) is written by the same `write_members` and
+checked by the same `verify`: a manifest, the archived audit events as an excerpt, rows as JSON lines.
+
 The same evidence gives the same bytes: members sorted, fixed owner, mode and mtime (the
 evidence's own newest instant), gzip without a timestamp. Credentials files never go in.
 """
@@ -97,14 +100,14 @@ def root_folder(doc: dict[str, Any]) -> str:
 
 def members(ev: Evidence, doc: dict[str, Any], progress: Callable[[str], None]) -> list[Member]:
     """Every member but the manifest, each with its content or where to read it."""
-    out = [Member(REPORT_JSON, _json_bytes(doc)),
+    out = [Member(REPORT_JSON, json_bytes(doc)),
            Member(REPORT_MD, markdown.render(doc, plots_linked=True).encode()),
-           Member(AUDIT_EXCERPT, _jsonl(document.audit_line(a) for a in ev.audit)),
-           Member(VERDICTS, _jsonl(v for p in doc["policies"] for v in p["history"]))]
+           Member(AUDIT_EXCERPT, jsonl(document.audit_line(a) for a in ev.audit)),
+           Member(VERDICTS, jsonl(v for p in doc["policies"] for v in p["history"]))]
     for release in ev.releases:
         out.append(Member(document.config_member(release.info.config_sha256), release.config_text.encode()))
         out.append(Member(document.release_member(release.info.version),
-                          _json_bytes({**release.info.to_json(), "roles": list(release.roles)})))
+                          json_bytes({**release.info.to_json(), "roles": list(release.roles)})))
     for log in ev.logs:
         if log.size is not None:
             out.append(Member(document.log_member(log.instance), source=log.path, size=log.size))
@@ -118,14 +121,23 @@ def members(ev: Evidence, doc: dict[str, Any], progress: Callable[[str], None]) 
 
 def write(target: Path, ev: Evidence, *, force: bool = False,
           progress: Callable[[str], None] = lambda text: None) -> Written:
-    """Write the archive to ``target`` through a temporary file in its folder, renamed at the end:
-    an error leaves nothing half-written, and an existing file is kept unless ``force``."""
+    """Write the report's archive to ``target`` (see `write_members`)."""
     target = Path(target)
     if target.exists() and not force:
         raise ArchiveExists(f"{target} exists; choose another name, or add --force to replace it")
     doc = document.build(ev, archived=True)
-    root = root_folder(doc)
-    content = members(ev, doc, progress)
+    return write_members(target, root_folder(doc), members(ev, doc, progress), mtime=int(ev.as_of.timestamp()),
+                         force=force, progress=progress)
+
+
+def write_members(target: Path, root: str, content: list[Member], *, mtime: int, force: bool = False,
+                  progress: Callable[[str], None] = lambda text: None) -> Written:
+    """Write ``content`` and its manifest under ``root/`` to ``target`` through a temporary file in its
+    folder, renamed at the end: an error leaves nothing half-written, and an existing file is kept
+    unless ``force``. Any archive written here is one `verify` checks (the report's, a prune's)."""
+    target = Path(target)
+    if target.exists() and not force:
+        raise ArchiveExists(f"{target} exists; choose another name, or add --force to replace it")
     sums = []
     for member in content:
         _refuse_credentials(member)
@@ -136,7 +148,6 @@ def write(target: Path, ev: Evidence, *, force: bool = False,
             digest.update(chunk)
         sums.append((member, digest.hexdigest()))
     manifest = "".join(f"{sha}  {m.name}\n" for m, sha in sums).encode()
-    mtime = int(ev.as_of.timestamp())
     progress(f"writing {target} ({len(content) + 1} members)")
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
@@ -210,11 +221,11 @@ def _publish(temp: Path, target: Path, force: bool) -> None:
     temp.unlink()
 
 
-def _json_bytes(value: Any) -> bytes:
+def json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
-def _jsonl(values) -> bytes:
+def jsonl(values) -> bytes:
     return "".join(canonical_json(v) + "\n" for v in values).encode()
 
 

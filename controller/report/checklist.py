@@ -33,6 +33,24 @@ STAGE_TITLES = {
 
 
 @dataclass(frozen=True)
+class Figure:
+    """One figure of a line that says several: a passing policy must judge it on its own
+    (``p95 < 400 ms`` says nothing of the median)."""
+
+    label: str
+    metric: str
+    aggregate: str
+    bound: float
+    """The policy's condition must be ``< X`` or ``<= X`` with X at most this (a stricter bound proves it too)."""
+
+    def judged_by(self, policy: PolicyFacts) -> bool:
+        if policy.metric != self.metric or policy.aggregate != self.aggregate or not policy.condition:
+            return False
+        match = re.fullmatch(r"\s*(<=?)\s*([0-9]*\.?[0-9]+)\s*", policy.condition)
+        return match is not None and float(match.group(2)) <= self.bound
+
+
+@dataclass(frozen=True)
 class Line:
     key: str
     stage: str
@@ -41,23 +59,38 @@ class Line:
     items: tuple[str, ...] = ()
     """Sign-off items (judged_by signoff), or the stages a gate needs (judged_by gate)."""
     note: str = ""
+    covers: float = 0.0
+    """Seconds of clock the line names ("across >=24 h", "continuous 48 h"): a stage run judged on it
+    must have lasted that long, whatever the pipeline's stage duration says."""
+    figures: tuple[Figure, ...] = ()
+    """The figures of a line that states several, each needing its own passing policy."""
+    needs_lines: bool = False
+    """A gate over "all items" of its stages: every line of those stages must be met too."""
+
+
+HOUR, DAY = 3600.0, 86400.0
+SIGNAL_LATENCY = "strategy_signal_latency_seconds"
 
 
 LINES: tuple[Line, ...] = (
-    Line("A1", "A", "`strategy_leverage_mismatch_total` remains `0` across ≥24 h sandbox run."),
-    Line("A2", "A", "Signal-to-order latency (`strategy_signal_latency_seconds`) p50 < 150 ms, p95 < 400 ms."),
+    Line("A1", "A", "`strategy_leverage_mismatch_total` remains `0` across ≥24 h sandbox run.", covers=DAY),
+    Line("A2", "A", "Signal-to-order latency (`strategy_signal_latency_seconds`) p50 < 150 ms, p95 < 400 ms.",
+         figures=(Figure("p50 < 150 ms", SIGNAL_LATENCY, "p50", 0.150),
+                  Figure("p95 < 400 ms", SIGNAL_LATENCY, "p95", 0.400))),
     Line("A3", "A", "Bucket usage metrics never exceed configured allocation +2 % headroom."),
     Line("A4", "A", "Order failure/rejection rate < 0.5 %."),
-    Line("A5", "A", "No unhandled exceptions in runtime logs for ≥24 h."),
+    Line("A5", "A", "No unhandled exceptions in runtime logs for ≥24 h.", covers=DAY),
     Line("A6", "A", "Audit trail captures config changes and leverage actions without gaps."),
-    Line("B1", "B", "Run synthetic harness or testnet profile for continuous 48 h.", "stage_run"),
+    Line("B1", "B", "Run synthetic harness or testnet profile for continuous 48 h.", "stage_run",
+         covers=2 * DAY),
     Line("B2", "B", "Verify `strategy_leverage_configured` equals `strategy_leverage_applied` for all symbols."),
     Line("B3", "B", "Confirm bucket lock/unlock cycles complete; no stale margin fractions."),
     Line("B4", "B", "Review Prometheus/Grafana dashboards for leverage, bucket, and queue metrics.", "signoff",
          ("dashboards-reviewed",)),
     Line("B5", "B", "Export and archive logs + metrics snapshots for post-run analysis.", "signoff",
          ("run-archived",)),
-    Line("B-gate", "B", "Gate: All Stage A + Stage B items checked before moving to canary.", "gate", ("A", "B")),
+    Line("B-gate", "B", "Gate: All Stage A + Stage B items checked before moving to canary.", "gate", ("A", "B"),
+         needs_lines=True),
     Line("C1", "C", "Deploy to live sub-account (or shadow mode) with ≤2 % capital allocation."),
     Line("C2", "C", "Validate real Binance `/fapi/v1/leverage` responses match config."),
     Line("C3", "C", "Monitor live fills for correct leverage & sizing; no unexpected liquidation margin usage."),
@@ -66,7 +99,9 @@ LINES: tuple[Line, ...] = (
     Line("C-gate", "C", "Gate: No critical alerts, metrics within thresholds, reviewed by owner(s).", "gate", ("C",)),
     Line("D1", "D", "Promote release with feature toggle (if available) and document version.", "promotion"),
     Line("D2", "D", "Enable full-capital trading once canary metrics validated.", "stage_run"),
-    Line("D3", "D", "Monitor dashboards hourly for first 24 h, daily afterwards for one week."),
+    # The controller judges its policies every few seconds, more often than hourly or daily: the
+    # cadence is kept by any run; the week is not.
+    Line("D3", "D", "Monitor dashboards hourly for first 24 h, daily afterwards for one week.", covers=7 * DAY),
     Line("D4", "D", "Hold daily standup review; log any anomalies and resolutions.", "signoff", ("standup-review",)),
     Line("D5", "D", "Keep rollback plan ready (previous release + config snapshot).", "rollback_plan"),
     Line("E1", "E", "Schedule nightly synthetic harness run covering leverage paths.", "outside",
@@ -118,6 +153,9 @@ class PolicyFacts:
     status: str
     """breached | passing | nodata | inconclusive"""
     detail: str
+    metric: str | None = None
+    aggregate: str | None = None
+    condition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,10 +239,19 @@ class _Judge:
         if any(p.status == "breached" for p in policies):
             return BREACHED, evidence
         short = [s for s in {p.stage for p in policies} if not self._completed(s)]
-        if all(p.status == "passing" for p in policies) and not short:
+        unjudged = [f for f in line.figures if not any(p.status == "passing" and f.judged_by(p) for p in policies)]
+        for figure in unjudged:
+            evidence.append(f"{figure.label} not shown: no passing policy judged the {figure.aggregate} of "
+                            f"{figure.metric} against a bound of at most {figure.bound:g}")
+        too_brief = line.covers and not short and not self._covered(line, {p.stage for p in policies})
+        if all(p.status == "passing" for p in policies) and not short and not unjudged and not too_brief:
             return MET, evidence
         for name in sorted(s for s in short if s):
             evidence.append(self._cut_short(name))
+        if too_brief:
+            evidence.append(f"not yet met: the line asks for {_hours(line.covers)} of clock; "
+                            + "; ".join(self._run(self.f.stages[name]) for name in sorted(
+                                s for s in {p.stage for p in policies} if s in self.f.stages)))
         return OPEN, evidence
 
     def signoff(self, line: Line, policies: list[PolicyFacts]) -> tuple[str, list[str]]:
@@ -233,8 +280,12 @@ class _Judge:
         stage = self.f.stages[line.stage]
         if stage.started_at is None:
             return NOT_RUN, [f"stage {line.stage} was not reached"]
-        described = self._run(stage)
-        return (MET if self._completed(line.stage) else OPEN), [described]
+        evidence = [self._run(stage)]
+        if not self._completed(line.stage):
+            return OPEN, evidence
+        if not self._covered(line, {line.stage}):
+            return OPEN, [*evidence, f"not yet met: the line asks for a run of {_hours(line.covers)} of clock"]
+        return MET, evidence
 
     def gate(self, line: Line, policies: list[PolicyFacts]) -> tuple[str, list[str]]:
         if not any(self.f.stages.get(name) and self.f.stages[name].started_at for name in line.items):
@@ -258,6 +309,12 @@ class _Judge:
                 evidence.append(f"{key} signed by {who[0]}" if who else f"{key} not signed")
                 if who is None and status == MET:
                     status = OPEN
+        if line.needs_lines:
+            for item in (other for other in LINES if other.stage in line.items and other.judged_by != "gate"):
+                state, _, _ = self.line(item)
+                if state not in (MET, OUTSIDE):
+                    evidence.append(f"not met: {item.key} ({state})")
+                    status = OPEN if status == MET else status
         return status, evidence
 
     def promotion(self, line: Line, policies: list[PolicyFacts]) -> tuple[str, list[str]]:
@@ -296,6 +353,11 @@ class _Judge:
         stage = self.f.stages.get(name or "")
         return stage is not None and stage.outcome in ("passed", "forced")
 
+    def _covered(self, line: Line, stages: set[str | None]) -> bool:
+        """Whether a completed run of one of ``stages`` lasted the clock time the line names."""
+        runs = [self.f.stages[name].ran_seconds for name in stages if name in self.f.stages and self._completed(name)]
+        return not line.covers or any(ran is not None and ran >= line.covers for ran in runs)
+
     def _run(self, stage: StageFacts) -> str:
         ran = f"{stage.ran_seconds:.0f} s" if stage.ran_seconds is not None else "?"
         how = {"passed": "passed", "forced": "promoted by force", "rolled_back": "rolled back",
@@ -309,3 +371,7 @@ class _Judge:
         if stage is None or stage.started_at is None:
             return f"stage {name} was not reached"
         return f"not yet met: {self._run(stage)}"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g} h"

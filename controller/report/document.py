@@ -73,8 +73,8 @@ def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
         stages={s["name"]: checklist.StageFacts(s["name"], when(s["started_at"]), when(s["finished_at"]), s["outcome"],
                                                 s["ran_seconds"], s["duration_seconds"], s["account"],
                                                 s["capital_cap"]) for s in stages},
-        policies=[checklist.PolicyFacts(p["name"], p["checklist"], p["stage"], p["status"], p["detail"])
-                  for p in policies],
+        policies=[checklist.PolicyFacts(p["name"], p["checklist"], p["stage"], p["status"], p["detail"], p["metric"],
+                                        p["aggregate"], p["condition"]) for p in policies],
         signoffs={f"{s['stage']}/{s['item']}": (s["by"], when(s["at"])) for s in signoffs if s["by"]},
         required_signoffs=[f"{s['stage']}/{s['item']}" for s in signoffs],
         release=ev.release, status=ev.status.value, promoted_at=when(promoted),

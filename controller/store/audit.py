@@ -6,6 +6,11 @@ deleting, inserting or reordering any row breaks the chain at that row. The one-
 SQLite's ``BEGIN IMMEDIATE`` write lock), which serialises concurrent appenders across tasks
 and processes, and `verify` checks the chain's tail against it so that deleting the newest
 rows is detected too.
+
+Retention (`canaryctl db prune`) deletes the chain's oldest events, always a prefix, after
+archiving them, and appends a ``PRUNED_KIND`` anchor recording the range it took and the last
+hash in it: `verify` starts from that hash at the first event kept, so the chain that is left
+still verifies from its first link to its head, the anchor being one of its links.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.canonical import canonical_json, sha256_hex
@@ -26,6 +31,8 @@ from controller.store.database import Database
 from controller.store.models import GENESIS_HASH, AuditEvent, AuditHead
 
 CONTROLLER_ACTOR = "controller"
+PRUNED_KIND = "audit.pruned"
+"""The anchor a prune appends: payload ``audit`` = {first_seq, last_seq, count, last_hash} of the events it archived."""
 _HEAD_ID = 1
 _VERIFY_BATCH = 2000
 
@@ -122,6 +129,10 @@ class ChainReport:
     head_hash: str
     first_bad_seq: int | None = None
     reason: str | None = None
+    anchor_seq: int | None = None
+    """The prune anchor the walk started from (None: from the genesis link)."""
+    archived_through: int | None = None
+    """The last event seq a prune archived and deleted (None: nothing pruned)."""
 
     @property
     def ok(self) -> bool:
@@ -129,10 +140,20 @@ class ChainReport:
 
 
 async def verify(db: Database) -> ChainReport:
-    """Walk the whole chain in sequence order, in bounded batches."""
+    """Walk the whole chain in sequence order, in bounded batches: from the genesis link, or, when a
+    prune archived the oldest events, from the hash its anchor recorded."""
     async with db.read() as session:
         head = (await session.execute(select(AuditHead).where(AuditHead.id == _HEAD_ID))).scalar_one()
         expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
+        first = (await session.execute(select(func.min(AuditEvent.seq)))).scalar_one()
+        anchor = None
+        if first is not None and first > 1:
+            anchor = await _anchor_before(session, first)
+            if anchor is None:
+                return ChainReport(0, head.seq, head.hash, 1, f"events 1..{first - 1} are missing and no prune "
+                                   "anchor records them as archived (deleted from the start of the chain)")
+            expected_seq, prev_hash = first, anchor[1]
+        pruned = {"anchor_seq": anchor[0], "archived_through": first - 1} if anchor else {}
         while True:
             rows = (await session.execute(
                 select(AuditEvent).where(AuditEvent.seq >= expected_seq).order_by(AuditEvent.seq).limit(_VERIFY_BATCH)
@@ -140,18 +161,37 @@ async def verify(db: Database) -> ChainReport:
             for row in rows:
                 bad = _check_link(row, expected_seq, prev_hash)
                 if bad:
-                    return ChainReport(checked, head.seq, head.hash, *bad)
+                    return ChainReport(checked, head.seq, head.hash, *bad, **pruned)
                 expected_seq, prev_hash, checked = row.seq + 1, row.hash, checked + 1
             if len(rows) < _VERIFY_BATCH:
                 break
         last_seq = expected_seq - 1
         if head.seq > last_seq:
             return ChainReport(checked, head.seq, head.hash, last_seq + 1,
-                               f"events {last_seq + 1}..{head.seq} are missing (deleted from the end of the chain)")
+                               f"events {last_seq + 1}..{head.seq} are missing (deleted from the end of the chain)",
+                               **pruned)
         if head.seq < last_seq or head.hash != prev_hash:
             return ChainReport(checked, head.seq, head.hash, min(head.seq + 1, last_seq),
-                               "the chain's tail does not match the recorded head (rows appended outside the controller, or the head edited)")
-        return ChainReport(checked, head.seq, head.hash)
+                               "the chain's tail does not match the recorded head (rows appended outside the controller, or the head edited)",
+                               **pruned)
+        return ChainReport(checked, head.seq, head.hash, **pruned)
+
+
+async def _anchor_before(session: AsyncSession, first: int) -> tuple[int, str] | None:
+    """(seq, last archived hash) of the prune anchor whose range ends just before ``first``. The
+    anchor is itself a link from ``first`` on: the walk from ``first`` verifies it (a forged or edited
+    anchor breaks the chain where it sits)."""
+    rows = (await session.execute(
+        select(AuditEvent).where(AuditEvent.kind == PRUNED_KIND, AuditEvent.seq >= first).order_by(AuditEvent.seq.desc())
+    )).scalars().all()
+    for row in rows:
+        try:
+            archived = json.loads(row.payload)["audit"]
+            if archived["last_seq"] == first - 1 and isinstance(archived["last_hash"], str):
+                return row.seq, archived["last_hash"]
+        except (ValueError, KeyError, TypeError):
+            continue  # not an anchor's payload: the walk finds the row edited, or it is not one
+    return None
 
 
 def _check_link(row: AuditEvent, expected_seq: int, prev_hash: str) -> tuple[int, str] | None:

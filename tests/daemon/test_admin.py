@@ -159,3 +159,42 @@ async def test_with_a_token_every_route_wants_it_as_a_bearer(daemon):
                     assert response.status == 200, route
     finally:
         await server.stop()
+
+
+async def test_a_finished_rollouts_series_leave_metrics_after_the_grace_period(daemon):
+    from controller.metrics import FINISHED_STATES
+    from controller.rollout.decide import TERMINAL
+    from tests.support.clocks import make_clock
+
+    assert FINISHED_STATES == {s.value for s in TERMINAL}
+    clock = make_clock()
+    metrics = ControllerMetrics(clock, finished_grace=3600)
+    for rollout in (7, 8):
+        metrics.runner_started(rollout)
+        metrics.set_rollout_state(rollout, f"v{rollout}", "running")
+        metrics.set_rollout_stage(rollout, f"v{rollout}", "C")
+        metrics.set_stage_remaining(rollout, 60)
+    metrics.set_rollout_state(7, "v7", "rolled_back")
+    server = daemon.server(metrics)
+    port = await server.start("127.0.0.1", 0)
+
+    async def rollouts_on_metrics() -> dict[str, set[str]]:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            exposition = await response.text()
+        found: dict[str, set[str]] = {}
+        for family in text_string_to_metric_families(exposition):
+            for sample in family.samples:
+                if "rollout" in sample.labels:
+                    found.setdefault(family.name, set()).add(sample.labels["rollout"])
+        return found
+
+    try:
+        labelled = {"canary_rollout_state", "canary_rollout_stage_info", "canary_stage_time_remaining_seconds",
+                    "canary_runner_crashes", "canary_runner_crashes_created"}
+        assert await rollouts_on_metrics() == {name: {"7", "8"} for name in labelled}
+        clock.advance(3599)  # within the grace period: the last state is still there to see
+        assert await rollouts_on_metrics() == {name: {"7", "8"} for name in labelled}
+        clock.advance(1)
+        assert await rollouts_on_metrics() == {name: {"8"} for name in labelled}  # 8 runs on
+    finally:
+        await server.stop()

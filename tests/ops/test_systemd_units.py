@@ -50,7 +50,7 @@ def unit_dir(tmp_path_factory) -> Path:
 
 def test_the_folder_holds_the_daemon_the_strategy_template_and_the_nightly_harness():
     assert set(UNITS) == {"canary-controller.service", "canary-strategy@.service", "canary-harness.service",
-                          "canary-harness.timer"}
+                          "canary-harness.timer", "canary-prune.service", "canary-prune.timer"}
 
 
 @pytest.mark.parametrize("name", UNITS)
@@ -103,7 +103,7 @@ def test_the_bot_cannot_read_the_controllers_credentials():
     assert "-/run/credentials/canary-controller.service" in hidden
 
 
-@pytest.mark.parametrize("name", ["canary-controller.service", "canary-harness.service"])
+@pytest.mark.parametrize("name", ["canary-controller.service", "canary-harness.service", "canary-prune.service"])
 def test_the_unit_runs_a_command_canaryctl_knows(name):
     argv = shlex.split(settings(name)["ExecStart"][0])
     assert argv[:2] == ["/usr/bin/env", "canaryctl"]
@@ -122,3 +122,13 @@ def test_the_harness_runs_nightly_for_48_simulated_hours():
     timer = settings("canary-harness.timer")
     assert timer["OnCalendar"] == ["*-*-* 02:00:00"]
     assert timer["Persistent"] == ["true"]
+
+
+def test_the_prune_runs_nightly_keeping_90_days_in_the_daemons_state_folder():
+    prune = settings("canary-prune.service")
+    assert shlex.split(prune["ExecStart"][0])[4:] == ["db", "prune", "--older-than", "90d", "--json"]
+    # The daemon's folder: where its SQLite database is, and where the archives go (pruned/).
+    assert prune["StateDirectory"] == settings("canary-controller.service")["StateDirectory"]
+    assert prune["User"] == settings("canary-controller.service")["User"]
+    timer = settings("canary-prune.timer")
+    assert timer["OnCalendar"] == ["*-*-* 03:30:00"] and timer["Persistent"] == ["true"]

@@ -23,7 +23,8 @@ from tests.support.checkout import REPO
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 STAGE_FILES = ["stage-a.yaml", "stage-b.yaml", "stage-c.yaml", "stage-d.yaml"]
-UNITS = ["canary-controller.service", "canary-harness.service", "canary-harness.timer", "canary-strategy@.service"]
+UNITS = ["canary-controller.service", "canary-harness.service", "canary-harness.timer", "canary-prune.service",
+         "canary-prune.timer", "canary-strategy@.service"]
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,88 @@ def test_every_line_is_filled():
     out = fill(facts())
     assert [line["key"] for line in out] == [line.key for line in LINES]
     assert all(line["status"] and line["evidence"] for line in out)
+
+
+# ---------------------------------------------------------------- a line is met only when all it says was judged
+
+A1 = "A: strategy_leverage_mismatch_total remains 0 across >=24 h sandbox run"
+A2 = "A: Signal-to-order latency (strategy_signal_latency_seconds) p50 < 150 ms, p95 < 400 ms"
+A5 = "A: No unhandled exceptions in runtime logs for >=24 h"
+D3 = "D: Monitor dashboards hourly for first 24 h — C: Validate real Binance /fapi/v1/leverage responses match config"
+LATENCY = "strategy_signal_latency_seconds"
+HOUR = 3600.0
+
+
+def ran(*stages: tuple[str, float], outcome: str = "passed", policies=(), signoffs=None) -> Facts:
+    """A rollout whose stages each ran (and ended with ``outcome``) for the given seconds of clock."""
+    runs = {name: StageFacts(name, "2026-03-01 12:00:00.000Z", "2026-03-03 12:00Z", outcome, seconds, seconds,
+                             "master") for name, seconds in stages}
+    return Facts(pipeline="stabilization", stages=runs, policies=list(policies), signoffs=signoffs or {},
+                 required_signoffs=[], release="2.0.0", status="running")
+
+
+def latency(name: str, aggregate: str, condition: str, stage: str = "A", status: str = "passing") -> PolicyFacts:
+    return PolicyFacts(name, A2, stage, status, f"{status} 0.1", LATENCY, aggregate, condition)
+
+
+def test_b1_needs_a_stage_b_run_that_covered_48_hours_of_clock():
+    short = lines(ran(("B", 2 * HOUR)))["B1"]
+    assert short["status"] == "open"
+    assert any("ran 7200 s" in e for e in short["evidence"])
+    assert any("48 h" in e for e in short["evidence"])
+    assert lines(ran(("B", 48 * HOUR)))["B1"]["status"] == "met"
+    assert lines(ran(("B", 48 * HOUR), outcome="forced"))["B1"]["status"] == "met"
+    assert lines(ran(("B", 47 * HOUR), outcome="forced"))["B1"]["status"] == "open"
+
+
+def test_the_b_gate_needs_every_line_of_a_and_b_met_not_only_the_stages_passed():
+    gate = lines(ran(("A", 24 * HOUR), ("B", 2 * HOUR)))["B-gate"]
+    assert gate["status"] == "open"
+    assert any("not met: " in e and "B1" in e for e in gate["evidence"])
+
+
+def test_a2_needs_a_passing_policy_for_the_median_and_for_the_95th_percentile():
+    p95_only = lines(ran(("A", 24 * HOUR), ("B", 48 * HOUR),
+                         policies=[latency("b-signal-latency-p95", "p95", "< 0.400", stage="B")]))["A2"]
+    assert p95_only["status"] == "open"
+    assert any("p50 < 150 ms" in e and "no passing policy" in e for e in p95_only["evidence"])
+    both = lines(ran(("A", 24 * HOUR), ("B", 48 * HOUR),
+                     policies=[latency("b-signal-latency-p95", "p95", "< 0.400", stage="B"),
+                               latency("a-signal-latency-p50", "p50", "< 0.150")]))["A2"]
+    assert both["status"] == "met"
+    looser = lines(ran(("A", 24 * HOUR), policies=[latency("a-signal-latency-p95", "p95", "< 0.400"),
+                                                   latency("a-signal-latency-p50", "p50", "< 0.200")]))["A2"]
+    assert looser["status"] == "open"  # a bound of 200 ms does not show 150 ms
+    nodata = lines(ran(("A", 24 * HOUR), policies=[latency("a-signal-latency-p95", "p95", "< 0.400"),
+                                                   latency("a-signal-latency-p50", "p50", "< 0.150",
+                                                           status="nodata")]))["A2"]
+    assert nodata["status"] == "open"
+
+
+def test_a1_needs_its_policies_judged_over_a_run_of_24_hours():
+    zero = PolicyFacts("a-leverage-mismatch-zero", A1, "A", "passing", "pass 0", "strategy_leverage_mismatch_total",
+                       "max", "== 0")
+    short = lines(ran(("A", 2 * HOUR), policies=[zero]))["A1"]
+    assert short["status"] == "open" and any("ran 7200 s" in e and "24 h" in e for e in short["evidence"])
+    assert lines(ran(("A", 24 * HOUR), policies=[zero]))["A1"]["status"] == "met"
+
+
+def test_a5_needs_its_policy_judged_over_a_run_of_24_hours():
+    clean = PolicyFacts("a-no-unhandled-exceptions", A5, "A", "passing", "pass 0")
+    assert lines(ran(("A", 2 * HOUR), policies=[clean]))["A5"]["status"] == "open"
+    assert lines(ran(("A", 24 * HOUR), policies=[clean]))["A5"]["status"] == "met"
+
+
+def test_d3_needs_stage_d_judged_for_a_week_not_only_its_first_day():
+    watch = PolicyFacts("d-exchange-leverage-matches-config", D3, "D", "passing", "pass 0")
+    day = lines(ran(("D", 24 * HOUR), policies=[watch]))["D3"]
+    assert day["status"] == "open" and any("ran 86400 s" in e and "168 h" in e for e in day["evidence"])
+    assert lines(ran(("D", 7 * 24 * HOUR), policies=[watch]))["D3"]["status"] == "met"
+
+
+def test_every_line_stating_a_duration_or_several_figures_demands_each():
+    """The lines read by hand: each states a duration (covers) or several figures (figures)."""
+    demands = {line.key: (line.covers, [f.label for f in line.figures]) for line in LINES
+               if line.covers or line.figures}
+    assert demands == {"A1": (24 * HOUR, []), "A2": (0.0, ["p50 < 150 ms", "p95 < 400 ms"]),
+                       "A5": (24 * HOUR, []), "B1": (48 * HOUR, []), "D3": (7 * 24 * HOUR, [])}
