@@ -17,6 +17,7 @@
         waiting_deadline: 24h        # the longest the rollout may wait paused or for a sign-off
         on_waiting_deadline: alert   # past it: alert (an audit event, an alert rule) | rollback
         after_promotion: watch       # once the next stage is placed: watch | stop (below)
+        anomalies: block             # an open anomaly shuts the gate: block | note (default: block on the last stage)
 
 ``after_promotion`` says what becomes of the stage's account once the rollout moves on, so that no
 account runs the release unwatched. ``watch`` (the default): the stage's verification goes on, with
@@ -74,6 +75,9 @@ class Stage(ConfigModel):
     """False: the gate opening waits for an operator's ``promote``."""
     after_promotion: Literal["watch", "stop"] = "watch"
     """What becomes of the stage's account once the next stage is placed (see the module's docstring)."""
+    anomalies: Literal["block", "note"] | None = None
+    """``block``: an open anomaly (`canaryctl note --anomaly`) shuts the stage's gate until it is resolved
+    or the promote is forced; ``note``: anomalies are logged only. None: ``block`` on the last stage."""
 
     @model_validator(mode="after")
     def _baseline_elsewhere(self) -> Stage:
@@ -108,6 +112,11 @@ class Pipeline(ConfigModel):
 
     def index(self, name: str) -> int:
         return [s.name for s in self.stages].index(name)
+
+    def blocks_on_anomalies(self, index: int) -> bool:
+        """Whether an open anomaly keeps stage ``index`` from being promoted (see `Stage.anomalies`)."""
+        anomalies = self.stages[index].anomalies
+        return anomalies == "block" or (anomalies is None and index == len(self.stages) - 1)
 
     def left_behind(self, index: int) -> dict[tuple[str, str], Stage]:
         """The accounts (environment, account) that stages before ``index`` placed the release on and
