@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "db": ("controller.cli.db", "db", "Create or upgrade the database schema."),
     "demo": ("controller.cli.daemon", "demo", "Run the canary story on the simulator in under a minute."),
     "harness": ("controller.cli.harness", "harness", "Run a release through a stage on the simulator, faults on a schedule."),
+    "note": ("controller.cli.anomalies", "note", "Log an anomaly on a rollout, or how one was resolved (audited)."),
     "pause": ("controller.cli.rollouts", "pause", "Hold a rollout at its stage (breaches still roll back)."),
     "policy": ("controller.cli.policy", "policy", "Validate the policy files that gate each stage."),
     "promote": ("controller.cli.rollouts", "promote", "Promote a rollout past its gate (or by force, audited)."),

@@ -53,9 +53,11 @@ def harness() -> None:
                                                "installed here).")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object (the result) as the last line.")
 @click.option("--no-record", is_flag=True, help="Do not store the run in the database.")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, writable=True, path_type=Path), metavar="FILE",
+              help="Also write the result as JUnit XML: a test case per policy, per scheduled fault and for the run.")
 def run_harness(duration: str, speed: float | None, symbols: int | None, spec: str | None, version: str | None,
                 strategy_file: Path | None, stage: str, seed: int, entry_point: str, as_json: bool,
-                no_record: bool) -> None:
+                no_record: bool, junit_file: Path | None) -> None:
     """Run a release through STAGE's policies on the simulator for DURATION of simulated time.
 
     Defects and simulator faults are injected on a schedule (--faults); when a policy catches
@@ -68,6 +70,7 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
     Examples:
       canaryctl harness run --duration 48h --json
       canaryctl harness run --duration 12h --faults "2h:defect=wrong_leverage:SOLUSDT=20,5h:sim=ws_disconnect"
+      canaryctl harness run --duration 6h --junit harness.xml   # for a CI's test report
 
     Exit status: 0 as expected (no unexpected breach, every fault caught by a policy expected
     to catch it, or ridden out), 1 not as expected or could not run, 2 bad input (nothing run).
@@ -106,10 +109,16 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
                               other_policies=staged.others, duration=seconds, speed=speed, seed=seed,
                               entry_point=entry_point)
 
+    if junit_file is not None and not (junit_file.parent if str(junit_file.parent) else Path(".")).is_dir():
+        raise click.BadParameter(f"{junit_file}: its folder {junit_file.parent} does not exist", param_hint="--junit")
     # All that needs no database is checked before one is opened: a refusal writes nothing.
     options = None if version is not None else plan(file_strategy(strategy_file))
     _logging(config)
     result = run(lambda: _run(options, plan, version, staged.file.name, record=not no_record))
+    if junit_file is not None:
+        from controller.harness.junit import write
+
+        write(result, junit_file)
     if as_json:
         print_json(result.to_json())
     else:

@@ -23,7 +23,8 @@ created_at}], last_breach (a policy entry or null), last_rollback ({trigger, rea
 planned_at, done, total, current, steps [{position, name, account, state, attempts, error,
 started_at, finished_at}]} or null), last_verdict_at, dry_run [{policy, would_have, reason, first,
 last, count}], waiting ({since, deadline_at, deadline_seconds, on_deadline, remaining_seconds,
-overdue} while paused or awaiting sign-off, else null). Times are ISO 8601 UTC; fields are only
+overdue} while paused or awaiting sign-off, else null), open_anomalies [{id, rollout, stage, by, at,
+text, open, resolution}] (`canaryctl note`), anomalies_block_promotion. Times are ISO 8601 UTC; fields are only
 ever added (a removal or a change of meaning raises ``version``).
 """
 

@@ -108,6 +108,9 @@ def _rollout(s: Summary) -> list[Text]:
         row("waiting", *_waiting_text(s))
     row("capital", _capital_text(s))
     row("sign-offs", _signoff_text(s))
+    for anomaly in s.open_anomalies:
+        row("anomaly", (f"{anomaly.id} open", "yellow"), " · blocks promotion" if s.anomalies_block else "", f" · by {anomaly.actor} at {anomaly.at:%Y-%m-%d %H:%M:%S} "
+            f"UTC ({_ago(s.now, anomaly.at)}), stage {anomaly.stage}: {anomaly.text}")
     for command in s.pending_commands:
         waited = (s.now - command.created_at).total_seconds()
         row("queued", f"{command.kind} (command {command.id}) by {command.actor}, {_span(waited)} ago",
@@ -285,6 +288,9 @@ def _next_move(s: Summary) -> str | None:
         return f"canaryctl signoff {ref} {stage} --by NAME (pending: {', '.join(s.pending_signoffs)})"
     if s.status == "paused":
         return f"canaryctl resume {ref}; or promote {ref} --force --reason TEXT; or rollback {ref} --reason TEXT"
+    if s.status == "awaiting_signoff" and s.open_anomalies and s.anomalies_block:
+        return (f"canaryctl note {ref} --resolves {s.open_anomalies[0].id} --text TEXT; or promote {ref} --force "
+                "--reason TEXT")
     if s.status == "awaiting_signoff":
         return f"canaryctl promote {ref}"
     return None

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.report import checklist, plots
+from controller.store import anomalies
 from controller.report.evidence import AuditRow, Evidence, VerdictRow
 
 FORMAT = "canary-report/1"
@@ -94,6 +95,7 @@ def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
         "dry_run": _dry_run(ev),
         "rollback": rollback,
         "signoffs": signoffs,
+        "anomalies": _anomalies(ev),
         "commands": [{**c.to_json(), "created_at": iso(c.created_at), "acked_at": iso(c.acked_at)}
                      for c in ev.commands],
         "timeline": [_event(a) for a in ev.audit],
@@ -270,6 +272,16 @@ def _signoffs(ev: Evidence) -> list[dict]:
     return out
 
 
+def _anomalies(ev: Evidence) -> list[dict]:
+    """The anomaly log (`canaryctl note`), each anomaly with its resolution, from the audit excerpt."""
+    subject = f"rollout:{ev.id}"
+    events = ((a.seq, a.ts, a.actor, a.kind, a.data) for a in ev.audit
+              if a.subject == subject and a.kind in anomalies.KINDS)
+    return [{**a.to_json(), "at": iso(a.at),
+             "resolution": None if a.resolution is None else {**a.resolution.to_json(), "at": iso(a.resolution.at)}}
+            for a in anomalies.fold(ev.id, events)]
+
+
 # ---------------------------------------------------------------- the audit excerpt as a timeline
 
 def _event(a: AuditRow) -> dict:
@@ -302,6 +314,10 @@ def describe(a: AuditRow) -> str:
             return f"dry run: {d.get('policy')} would have {d.get('would_have')} (not acted on): {d.get('reason')}"
         case "rollout.forced_promote":
             return f"stage {d.get('stage')} promoted by force: {d.get('reason')}"
+        case anomalies.NOTED:
+            return f"anomaly {a.seq} noted at stage {d.get('stage')}: {d.get('text')}"
+        case anomalies.RESOLVED:
+            return f"anomaly {d.get('anomaly')} resolved: {d.get('text')}"
     if a.kind.startswith("rollback.step."):
         error = f": {d['error']}" if d.get("error") else ""
         return f"step {d.get('position')} {d.get('step')} on {d.get('account')} {a.kind.rsplit('.', 1)[1]} " \

@@ -28,6 +28,7 @@ def render(doc: dict[str, Any], *, plots_linked: bool) -> str:
     out += _dry_run(doc)
     out += _rollback(doc)
     out += _signoffs(doc)
+    out += _anomalies(doc)
     out += _stages(doc)
     out += _plots(doc, plots_linked)
     out += _policies(doc)
@@ -131,6 +132,18 @@ def _signoffs(doc) -> list[str]:
         out += _table(["#", "Kind", "Actor", "Given", "Acknowledged", "Outcome", "Reason", "Message"],
                       ([c["id"], c["kind"], c["actor"], _t(c["created_at"]), _t(c["acked_at"]), c["outcome"] or
                         "pending", c["reason"] or "", c["message"] or ""] for c in commands))
+    return out
+
+
+def _anomalies(doc) -> list[str]:
+    out = ["## Anomalies and resolutions", ""]
+    if not doc.get("anomalies"):
+        return out + ["No anomaly was logged (`canaryctl note ROLLOUT --anomaly TEXT`).", ""]
+    out += _table(["#", "Stage", "Noted by", "At", "Anomaly", "Resolved by", "At", "Resolution"],
+                  ([a["id"], a["stage"] or "", a["by"], _t(a["at"]), a["text"],
+                    a["resolution"]["by"] if a["resolution"] else "**open**",
+                    _t(a["resolution"]["at"]) if a["resolution"] else "",
+                    a["resolution"]["text"] if a["resolution"] else ""] for a in doc["anomalies"]))
     return out
 
 

@@ -17,7 +17,8 @@ States::
     rolling_back --a step failed--> failed --operator rollback--> rolling_back (resumes at that step)
 
 A stage's gate opens when its duration has passed, every gate policy has passed over the whole
-stage and none failed during it, and every sign-off of the stage is present. "Over the whole
+stage and none failed during it, every sign-off of the stage is present, and (on the last stage, or
+one whose pipeline says ``anomalies: block``) no anomaly an operator noted is open. "Over the whole
 stage" means an uninterrupted run of passing verdicts as long as the stage's duration less the
 policy's window (the time its first full window needs): a policy that had no data for most of
 the stage and passes only near its end keeps the gate shut until its clean run is long enough,
@@ -194,6 +195,9 @@ class Plan:
     """Per stage name: the policies whose passing opens the gate."""
     limits: Mapping[str, Limits] = field(default_factory=dict)
     """Per policy name (of every stage): its limits; a policy not named has none."""
+    open_anomalies: tuple[str, ...] = ()
+    """The rollout's open anomalies (`store.anomalies.Anomaly.label`), read where the stage's pipeline
+    says they block its promotion (`Pipeline.blocks_on_anomalies`)."""
 
 
 # ---------------------------------------------------------------- actions
@@ -497,7 +501,16 @@ class _Step:
         missing = self.missing_signoffs()
         if missing:
             blockers.append("sign-off missing: " + ", ".join(missing))
+        anomalies = self.open_anomalies()
+        if anomalies:
+            blockers.append("open " + ", ".join(anomalies) + " (canaryctl note --resolves ID --text TEXT)")
         return blockers
+
+    def open_anomalies(self) -> tuple[str, ...]:
+        """Open anomalies that keep this stage from being promoted (none where its pipeline does not block on them)."""
+        if not self.plan.pipeline.blocks_on_anomalies(self.state.stage):
+            return ()
+        return self.plan.open_anomalies
 
     def advance(self, *, actor: str = "controller", forced: bool = False, reason: str | None = None) -> None:
         self.actions.append(FinishStage(self.state.stage, "forced" if forced else "passed"))
@@ -804,11 +817,13 @@ class _Step:
                 self.rollback("deadline", f"stage {self.stage.name} passed its progress deadline; "
                                           + "; ".join(why))
             return
-        if self.missing_signoffs() or not self.stage.auto_promote:
+        if self.missing_signoffs() or self.open_anomalies() or not self.stage.auto_promote:
             if status is not Status.AWAITING_SIGNOFF:
                 waiting_for = self.missing_signoffs()
+                anomalies = self.open_anomalies()
                 self.move(Status.AWAITING_SIGNOFF, reason=("sign-off missing: " + ", ".join(waiting_for))
-                          if waiting_for else "waiting for an operator's promote")
+                          if waiting_for else ("open " + ", ".join(anomalies)) if anomalies
+                          else "waiting for an operator's promote")
             return
         self.advance()
 

@@ -50,6 +50,7 @@ from controller.rollout.info import RolloutInfo, get_rollout, save_decision, sta
 from controller.rollout.pipeline import Stage
 from controller.rollout.rollback import Rollback
 from controller.rollout.site import Site
+from controller.store.anomalies import open_anomalies
 from controller.store.commands import CommandInfo, pending_commands
 from controller.store.database import Database
 from controller.store.deployments import live_deployment
@@ -232,7 +233,7 @@ class RolloutRunner:
         # Decided before any side effect of the resume: a rollback (or a promote) given while no
         # runner read commands replaces re-placing the stage or starting its verification.
         commands = await self._commands(info)
-        decision = decide(info.state, [], commands, self.clock.time(), plan=self._plan(info))
+        decision = decide(info.state, [], commands, self.clock.time(), plan=await self._with_anomalies(info))
         acted = any(isinstance(a, (Place, StartRollback)) for a in decision.actions)
         info = await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
         if acted or self.stopping:
@@ -256,7 +257,7 @@ class RolloutRunner:
         if self._verdict_log is not None and verdicts:
             await self._verdict_log.record(verdicts)
         verdicts += await self._watched_breaches()
-        plan = self._plan(info)
+        plan = await self._with_anomalies(info)
         decision = decide(info.state, verdicts, [*notices, *commands], self.clock.time(), plan=plan)
         return await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
 
@@ -323,6 +324,14 @@ class RolloutRunner:
             gates[info.stage.name] = gates[info.stage.name] | {f"(watch of {', '.join(unwatched)} not running)"}
         self._limits = limits
         return Plan(info.pipeline, gates, limits)
+
+    async def _with_anomalies(self, info: RolloutInfo) -> Plan:
+        """The plan, with the rollout's open anomalies where its stage's promotion waits on them (read
+        from the audit chain only then)."""
+        plan = self._plan(info)
+        if not info.pipeline.blocks_on_anomalies(info.state.stage):
+            return plan
+        return replace(plan, open_anomalies=tuple(a.label for a in await open_anomalies(self.db, info.id)))
 
     def _export(self, info: RolloutInfo) -> None:
         self.metrics.set_rollout_state(info.id, info.release, info.status.value)

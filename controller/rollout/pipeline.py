@@ -19,6 +19,7 @@
         after_promotion: watch       # once the next stage is placed: watch | stop (below)
         dry_run: false               # true: judged, never acted on; the rollout ends with it (below)
         mode: trade                  # trade | shadow (below)
+        anomalies: block             # an open anomaly shuts the gate: block | note (default: block on the last stage)
 
 ``after_promotion`` says what becomes of the stage's account once the rollout moves on, so that no
 account runs the release unwatched. ``watch`` (the default): the stage's verification goes on, with
@@ -99,6 +100,9 @@ class Stage(ConfigModel):
     @property
     def shadow(self) -> bool:
         return self.mode == "shadow"
+    anomalies: Literal["block", "note"] | None = None
+    """``block``: an open anomaly (`canaryctl note --anomaly`) shuts the stage's gate until it is resolved
+    or the promote is forced; ``note``: anomalies are logged only. None: ``block`` on the last stage."""
 
     @model_validator(mode="after")
     def _baseline_elsewhere(self) -> Stage:
@@ -151,6 +155,11 @@ class Pipeline(ConfigModel):
         current = self.stages[index]
         earlier = [s for s in self.stages[:index] if (s.environment, s.account) == (current.environment, current.account)]
         return bool(earlier) and earlier[-1].mode != current.mode
+
+    def blocks_on_anomalies(self, index: int) -> bool:
+        """Whether an open anomaly keeps stage ``index`` from being promoted (see `Stage.anomalies`)."""
+        anomalies = self.stages[index].anomalies
+        return anomalies == "block" or (anomalies is None and index == len(self.stages) - 1)
 
     def left_behind(self, index: int) -> dict[tuple[str, str], Stage]:
         """The accounts (environment, account) that stages before ``index`` placed the release on and

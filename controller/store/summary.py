@@ -24,7 +24,7 @@ from typing import Any
 
 from controller import signoffs
 from controller.errors import NotFoundError
-from controller.store import TERMINAL
+from controller.store import TERMINAL, anomalies
 from controller.store.readonly import Reader, decimal, when
 from controller.store.rollout_record import SELECT_ROLLOUT, RolloutRecord
 
@@ -218,6 +218,8 @@ class Summary(RolloutRecord):
     """A dry-run stage's decision (never acted on), from the decision state."""
     signer_os_users: dict[str, str] = field(default_factory=dict)
     """Claimed name -> the operating-system user that ran its accepted ``signoff`` (where recorded)."""
+    open_anomalies: tuple[anomalies.Anomaly, ...] = ()
+    """Anomalies noted on the rollout (`canaryctl note`) and not resolved yet, oldest first."""
 
     @property
     def waiting_since(self) -> datetime | None:
@@ -242,6 +244,12 @@ class Summary(RolloutRecord):
             return None
         left = (deadline - self.now).total_seconds()
         return min(max(0.0, left), self.stage.waiting_deadline)  # a daemon clock ahead: at most all of it
+
+    @property
+    def anomalies_block(self) -> bool:
+        """An open anomaly keeps this stage from being promoted (`Pipeline.blocks_on_anomalies`)."""
+        setting = self.stage_document.get("anomalies")
+        return setting == "block" or (setting is None and self.stage.index == self.stage.count - 1)
 
     @property
     def remaining(self) -> float | None:
@@ -279,6 +287,8 @@ class Summary(RolloutRecord):
             "last_verdict_at": _iso(self.last_verdict_at),
             "dry_run": [d.to_json() for d in self.dry_run],
             "would_have": self.would_have.to_json() if self.would_have else None,
+            "open_anomalies": [a.to_json() for a in self.open_anomalies],
+            "anomalies_block_promotion": self.anomalies_block,
             "waiting": None if self.waiting_since is None else {
                 "since": _iso(self.waiting_since), "deadline_at": _iso(self.waiting_deadline_at),
                 "deadline_seconds": stage.waiting_deadline, "on_deadline": stage.on_waiting_deadline,
@@ -360,7 +370,8 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         last_breach=_last_breach(reader, rollout_id),
         last_rollback=_rollback(reader, rollout_id),
         last_verdict_at=when(last[0]["at"]) if last else None,
-        dry_run=_dry_run(decision), would_have=_would_have(decision))
+        dry_run=_dry_run(decision), would_have=_would_have(decision),
+        open_anomalies=_open_anomalies(reader, rollout_id))
 
 
 def _would_have(decision: Mapping[str, Any]) -> WouldHaveLine | None:
@@ -370,6 +381,15 @@ def _would_have(decision: Mapping[str, Any]) -> WouldHaveLine | None:
         return None
     return WouldHaveLine(str(found["would"]), str(found.get("reason", "")), _epoch(float(found["at"])),
                          found.get("policy"), found.get("value"), found.get("threshold"))
+
+
+def _open_anomalies(reader: Reader, rollout_id: int) -> tuple[anomalies.Anomaly, ...]:
+    """The rollout's anomaly log as its audit events hold it (`store.anomalies`), the open ones."""
+    rows = reader.rows("SELECT seq, ts, actor, kind, payload FROM audit_events WHERE subject = :subject "
+                       "AND kind IN (:noted, :resolved) ORDER BY seq", subject=f"rollout:{rollout_id}",
+                       noted=anomalies.NOTED, resolved=anomalies.RESOLVED)
+    events = ((r["seq"], when(r["ts"]), r["actor"], r["kind"], json.loads(r["payload"])) for r in rows)
+    return tuple(a for a in anomalies.fold(rollout_id, events) if a.open)
 
 
 def _dry_run(decision: Mapping[str, Any]) -> tuple[DryRunLine, ...]:

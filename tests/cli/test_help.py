@@ -65,6 +65,8 @@ def _filled(path: tuple[str, ...], command: click.Command, ref: str) -> list[str
             options += [param.opts[0], "x"]
     if any(p.name == "wait_seconds" for p in command.params):
         options += ["--wait", "0"]
+    if path == ("note",):  # one of --anomaly and --resolves is required
+        options += ["--anomaly", "x"]
     return [*path, *(a for a in args if a is not None), *options]
 
 
