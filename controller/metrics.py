@@ -19,7 +19,7 @@ ROLLOUT_STATES = ("pending", "running", "awaiting_signoff", "promoting", "promot
                   "rolling_back", "rolled_back", "failed", "dry_run_done")
 """Every state a rollout can be in: ``canary_rollout_state`` exports each, 1 for the current one."""
 
-FINISHED_STATES = frozenset({"promoted", "rolled_back"})
+FINISHED_STATES = frozenset({"promoted", "rolled_back", "dry_run_done"})
 """A rollout's states once it has ended (`decide.TERMINAL`; a test keeps them equal)."""
 
 FINISHED_SERIES_GRACE = 3600.0
