@@ -22,13 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from controller.config.daemon import WebhookConfig
-from controller.logs import get_logger
+from controller.logs import get_logger, scrubbed, shown_url
 from controller.store.database import Database
 from controller.store.webhook_deliveries import delivery_attempted, delivery_queued
 
@@ -42,23 +41,6 @@ QUEUE_LIMIT = 1000
 def signature(secret: str, body: bytes) -> str:
     """The header's value: ``sha256=`` and the HMAC-SHA256 of ``body`` with ``secret``, in hex."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def shown_url(url: str) -> str:
-    """``scheme://host[:port]/path`` of ``url``: how logs, the store and status name an endpoint, without
-    the userinfo, query or fragment that may carry a credential."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def scrubbed(text: str, url: str) -> str:
-    """``text`` (an HTTP library's error) with ``url`` named as `shown_url` names it."""
-    parts = urlsplit(url)
-    text = text.replace(url, shown_url(url))
-    return text.replace(parts.query, "***") if parts.query else text
 
 
 class DeliveryFailed(Exception):

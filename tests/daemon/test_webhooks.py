@@ -16,8 +16,8 @@ from sqlalchemy import text
 from aiohttp import web
 
 from controller.config.daemon import WebhookConfig
-from controller.daemon.webhooks import SIGNATURE_HEADER, Webhooks, shown_url
-from controller.logs import fields_of
+from controller.daemon.webhooks import SIGNATURE_HEADER, Webhooks
+from controller.logs import fields_of, shown_url
 from controller.rollout.decide import Status
 from controller.rollout.info import create_rollout
 from controller.rollout.pipeline import pipeline_from_document
