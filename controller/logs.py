@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 _SECRET_FIELD = re.compile(r"(secret|password|passwd|signature|api_key|apikey|token|listen_?key)", re.I)
 _SECRET_IN_TEXT = re.compile(r"(?i)\b(signature|api_?secret|api_?key|secret|password|passwd|token|listenKey|X-MBX-APIKEY)"
@@ -53,6 +54,27 @@ def _lift_fields(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict
     if fields:
         event_dict.update({key: value for key, value in fields.items() if key != "event"})
     return event_dict
+
+
+def shown_url(url: str) -> str:
+    """``scheme://host[:port]/path`` of ``url``: how logs, the store and status name an endpoint, without
+    the userinfo, query or fragment that may carry a credential."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:  # not a number: not shown either
+        port = None
+    if port is not None:
+        host = f"{host}:{port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (an HTTP library's error) with ``url`` named as `shown_url` names it."""
+    parts = urlsplit(url)
+    text = text.replace(url, shown_url(url))
+    return text.replace(parts.query, "***") if parts.query else text
 
 
 def redact_text(text: str) -> str:

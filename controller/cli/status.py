@@ -5,7 +5,8 @@ baseline account); the stage and the time left; how long it has waited for a per
 awaiting sign-off) and when that wait's deadline passes; the capital share against the stage's cap;
 each policy of the stage with its latest verdict, value against threshold, trend (the values
 of its recent verdict changes) and gate standing; pending sign-offs and unanswered commands;
-the last breach; the last rollback with its steps; and the operator's next move.
+the last breach; the last rollback with its steps; each webhook's last delivery of the rollout's
+events (ok, or failing since when after how many attempts); and the operator's next move.
 
 It must start fast (under 300 ms on the default SQLite store: `bench/status.py`), so this module
 imports neither SQLAlchemy nor pydantic nor rich: the data comes through
@@ -24,8 +25,10 @@ planned_at, done, total, current, steps [{position, name, account, state, attemp
 started_at, finished_at}]} or null), last_verdict_at, dry_run [{policy, would_have, reason, first,
 last, count}], waiting ({since, deadline_at, deadline_seconds, on_deadline, remaining_seconds,
 overdue} while paused or awaiting sign-off, else null), open_anomalies [{id, rollout, stage, by, at,
-text, open, resolution}] (`canaryctl note`), anomalies_block_promotion. Times are ISO 8601 UTC; fields are only
-ever added (a removal or a change of meaning raises ``version``).
+text, open, resolution}] (`canaryctl note`), anomalies_block_promotion, webhooks [{webhook (scheme://host/path,
+never its query), environment, event, state (sending | delivered | failed), ok, attempts, last_status,
+last_error, last_attempt_at, delivered_at, failing_since}]: each webhook's last delivery of the
+rollout's events. Times are ISO 8601 UTC; fields are only ever added (a removal or a change of meaning raises ``version``).
 """
 
 from __future__ import annotations

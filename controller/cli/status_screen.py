@@ -17,7 +17,7 @@ from rich.segment import ControlType
 from rich.text import Text
 
 from controller.store import summary
-from controller.store.summary import PolicyLine, Summary
+from controller.store.summary import PolicyLine, Summary, WebhookLine
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 BAD = "bold red"
@@ -132,6 +132,8 @@ def _rollout(s: Summary) -> list[Text]:
         lines.extend(_dry_run_stage_lines(s))
     if s.last_rollback:
         lines.extend(_rollback_lines(s))
+    for hook in s.webhooks:
+        row("webhook", *_webhook_text(s, hook))
     hint = _next_move(s)
     if hint:
         lines.append(Text())
@@ -149,6 +151,20 @@ def _dry_run_stage_lines(s: Summary) -> list[Text]:
     return [Text.assemble(f"  {'dry run':<14}", (f"would have {would.would}", BAD if would.would == "rolled back"
                                                   else "green" if would.would == "promoted" else "yellow"),
                           f" at {would.at:%Y-%m-%d %H:%M:%S} UTC{evidence}: {would.reason}; not acted on")]
+
+
+def _webhook_text(s: Summary, hook: WebhookLine) -> tuple[str | tuple[str, str | None], ...]:
+    """``host/path: ok (promoted, delivered …)`` or ``failing since … after N attempts: error``."""
+    where = f"{hook.webhook} ({hook.event}): "
+    tries = f"{hook.attempts} attempt{'s' if hook.attempts != 1 else ''}"
+    if hook.state == "delivered":
+        return where, ("ok", "green"), f", delivered {_ago(s.now, hook.delivered_at)} after {tries}"
+    why = f": {hook.error}" if hook.error else ""
+    if hook.failing_since is None:
+        return where, ("sending", "yellow"), f" ({tries} so far){why}"
+    failing = f"failing since {hook.failing_since:%Y-%m-%d %H:%M:%S} UTC ({_ago(s.now, hook.failing_since)})"
+    more = ", retrying" if hook.state == "sending" else ", given up"
+    return where, (failing, BAD), f" after {tries}{more}{why}"
 
 
 def _stage_text(s: Summary) -> Text:

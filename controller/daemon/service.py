@@ -197,7 +197,8 @@ class Daemon:
             await keys.check_at_start(self.site)  # a key too wide: never READY, exit 2
             await sweep_orphans(self.db, self.site)
             # Secrets read now: a webhook whose secret cannot be read stops the start, not the first event.
-            self.webhooks = Webhooks({name: env.notifications.webhooks for name, env in self.config.environments.items()})
+            self.webhooks = Webhooks({name: env.notifications.webhooks for name, env in self.config.environments.items()},
+                                     db=self.db)
             await self.webhooks.start()
             if self.options.admin:
                 token = self.config.admin.token.resolve() if self.config.admin.token else None

@@ -53,6 +53,13 @@ previous release back (the rollback plan, trigger ``dry_run``) and ends ``dry_ru
     running(dry-run stage) --stage over--> rolling_back --rolled back--> dry_run_done
 
 An operator's rollback still acts (a person decided); a promote is refused: a dry run promotes nothing.
+
+A stage with ``confirm_promotion`` promotes only once its endpoint said yes (Flagger's
+confirm-promotion). decide does not ask: with the rest of the gate open, it emits `AskConfirmation`
+(on every call while it waits; the engine keeps one question under way) and reads the endpoint's
+latest answer as an input (`Confirmation`). Anything but a 2xx keeps the gate shut, the answer in
+the state's reason; a 2xx promotes, audited ``rollout.promotion_confirmed``. A forced promote
+needs no answer (the blockers it overrode are audited).
 """
 
 from __future__ import annotations
@@ -158,6 +165,20 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Confirmation:
+    """A confirm-promotion endpoint's latest answer to the question about ``stage`` (its name)."""
+
+    stage: str
+    ok: bool
+    detail: str
+    """What it answered, as status shows it: ``HTTP 503 from host/path``."""
+    at: float
+    endpoint: str = ""
+    """``scheme://host/path`` of the endpoint (never its query)."""
+    status: int | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     """How decide counts one policy's evaluations before it acts on them (see `Policy`)."""
 
@@ -220,6 +241,15 @@ class StartRollback:
 
 
 @dataclass(frozen=True)
+class AskConfirmation:
+    """Ask stage ``stage``'s confirm-promotion endpoint (unless a question is under way), reporting its
+    answers as `Confirmation`s; ``verdicts``: the gate's standing, for the question's body."""
+
+    stage: int
+    verdicts: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class FinishStage:
     """The stage ended: record its outcome (passed, forced, rolled_back)."""
 
@@ -243,7 +273,7 @@ class Audit:
     payload: Mapping[str, Any]
 
 
-Action = Place | StartRollback | FinishStage | Ack | Audit
+Action = Place | StartRollback | AskConfirmation | FinishStage | Ack | Audit
 
 
 # ---------------------------------------------------------------- state
@@ -405,9 +435,10 @@ class Decision:
 
 # ---------------------------------------------------------------- the decision
 
-def decide(state: State, verdicts: Iterable[Verdict], inputs: Sequence[Command | Notice], now: float, *,
-           plan: Plan) -> Decision:
+def decide(state: State, verdicts: Iterable[Verdict], inputs: Sequence[Command | Notice | Confirmation], now: float,
+           *, plan: Plan) -> Decision:
     step = _Step(state, plan, now)
+    step.confirmations = {i.stage: i for i in inputs if isinstance(i, Confirmation)}
     for notice in (i for i in inputs if isinstance(i, Notice)):
         step.notice(notice)
     if step.state.status in JUDGED:
@@ -428,6 +459,8 @@ class _Step:
         self.plan = plan
         self.now = now
         self.actions: list[Action] = []
+        self.confirmations: dict[str, Confirmation] = {}
+        """Per stage name: its confirm-promotion endpoint's latest answer."""
 
     # -- helpers
 
@@ -504,6 +537,9 @@ class _Step:
         anomalies = self.open_anomalies()
         if anomalies:
             blockers.append("open " + ", ".join(anomalies) + " (canaryctl note --resolves ID --text TEXT)")
+        unconfirmed = self.unconfirmed()
+        if unconfirmed:
+            blockers.append(unconfirmed)
         return blockers
 
     def open_anomalies(self) -> tuple[str, ...]:
@@ -512,8 +548,34 @@ class _Step:
             return ()
         return self.plan.open_anomalies
 
+    def unconfirmed(self) -> str | None:
+        """Why the stage's confirm-promotion keeps the gate shut (None: the stage has none, or it said yes)."""
+        confirm = self.stage.confirm_promotion
+        if confirm is None:
+            return None
+        answer = self.confirmations.get(self.stage.name)
+        if answer is not None and answer.ok:
+            return None
+        return "waiting for confirm-promotion: " + (answer.detail if answer is not None else "not answered yet")
+
+    def ask_confirmation(self) -> None:
+        """Have the engine ask the stage's confirm-promotion endpoint (it keeps one question under way)."""
+        if self.stage.confirm_promotion is None or self.unconfirmed() is None:
+            return
+        gate = sorted(self.gate_policies())
+        self.actions.append(AskConfirmation(self.state.stage, {
+            "gate": {name: "pass" for name in gate}, "clean": not self.not_passing() and not self.not_clean_yet(),
+            "spoiled": dict(sorted(self.state.spoiled.items())),
+            "signoffs": {k: v for k, v in sorted(self.state.signoffs.items()) if k.startswith(f"{self.stage.name}/")},
+            "stage_started": self.state.stage_started, "duration_seconds": self.stage.duration}))
+
     def advance(self, *, actor: str = "controller", forced: bool = False, reason: str | None = None) -> None:
         self.actions.append(FinishStage(self.state.stage, "forced" if forced else "passed"))
+        answer = self.confirmations.get(self.stage.name)
+        if self.stage.confirm_promotion is not None and not forced and answer is not None and answer.ok:
+            self.actions.append(Audit("rollout.promotion_confirmed", "controller", {
+                "stage": self.stage.name, "endpoint": answer.endpoint, "status": answer.status,
+                "answered_at": answer.at, "detail": answer.detail}))
         if forced:
             self.actions.append(Audit("rollout.forced_promote", actor, {
                 "stage": self.stage.name, "reason": reason, "blockers": self.gate_blockers()}))
@@ -824,6 +886,15 @@ class _Step:
                 self.move(Status.AWAITING_SIGNOFF, reason=("sign-off missing: " + ", ".join(waiting_for))
                           if waiting_for else ("open " + ", ".join(anomalies)) if anomalies
                           else "waiting for an operator's promote")
+            if not self.missing_signoffs():
+                self.ask_confirmation()  # an operator's promote needs the endpoint's yes too
+            return
+        unconfirmed = self.unconfirmed()
+        if unconfirmed is not None:
+            # The gate is open but for the endpoint: ask it, and say why the rollout does not move on.
+            self.ask_confirmation()
+            if self.state.reason != unconfirmed:
+                self.state = replace(self.state, reason=unconfirmed)
             return
         self.advance()
 

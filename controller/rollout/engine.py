@@ -18,6 +18,10 @@ left behind is either still verified with that stage's policies (``after_promoti
 stage's running verification simply goes on, and a breach there asks for the rollback like any
 other) or has its release stopped (``stop``, audited). A watch that cannot start, or a release that
 cannot be stopped (then it is watched meanwhile), is tried again with backoff and shown by /readyz.
+
+A stage's confirm-promotion endpoint is asked by a task of the runner's (`PromotionQuestion`), started
+when decide asks for it and restarted if it dies; each turn hands decide its latest answer, so the
+runner never waits on the endpoint.
 """
 
 from __future__ import annotations
@@ -44,8 +48,10 @@ from controller.observe.logfile import LogFileObserver
 from controller.observe.metrics import MetricsScraper
 from controller.observe.process import ProcessObserver
 from controller.rollout import placing
-from controller.rollout.decide import (JUDGED, TERMINAL, Ack, Audit, Command, Decision, FinishStage, Limits, Notice,
-                                       Place, Plan, StartRollback, Status, asks_rollback, decide, time_left)
+from controller.rollout.confirmation import PromotionQuestion
+from controller.rollout.decide import (JUDGED, TERMINAL, Ack, AskConfirmation, Audit, Command, Confirmation, Decision,
+                                       FinishStage, Limits, Notice, Place, Plan, StartRollback, Status, asks_rollback,
+                                       decide, time_left)
 from controller.rollout.info import RolloutInfo, get_rollout, save_decision, start_stage_run
 from controller.rollout.pipeline import Stage
 from controller.rollout.rollback import Rollback
@@ -181,6 +187,7 @@ class RolloutRunner:
         self._left_retry_at: float | None = None
         self._limits: dict[str, Limits] = {}  # the plan's, kept for what happens between two turns
         self._dry_run_stage = False  # the placed stage's verification judges a dry-run stage
+        self._question: PromotionQuestion | None = None  # the confirm-promotion question under way, if any
         self.stopping = False
 
     @property
@@ -224,6 +231,7 @@ class RolloutRunner:
                 self._wake.clear()
             return info
         finally:
+            await self._stop_question()
             await self._stop_verification()
             await self._stop_watches()
 
@@ -258,8 +266,16 @@ class RolloutRunner:
             await self._verdict_log.record(verdicts)
         verdicts += await self._watched_breaches()
         plan = await self._with_anomalies(info)
-        decision = decide(info.state, verdicts, [*notices, *commands], self.clock.time(), plan=plan)
+        decision = decide(info.state, verdicts, [*notices, *commands, *self._answers(info)], self.clock.time(),
+                          plan=plan)
         return await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
+
+    def _answers(self, info: RolloutInfo) -> list[Confirmation]:
+        """The confirm-promotion endpoint's latest answer about the rollout's stage, if it gave one."""
+        question = self._question
+        if question is None or question.answer is None or question.stage != info.stage.name:
+            return []
+        return [question.answer]
 
     async def _apply(self, info: RolloutInfo, decision: Decision, *, kinds: dict[int, str]) -> RolloutInfo:
         audits = [a for a in decision.actions if isinstance(a, Audit)]
@@ -294,7 +310,10 @@ class RolloutRunner:
                 await finish_stage_run(self.db, self.clock, info.id, info.pipeline.stages[action.stage].name,
                                                action.outcome)
             elif isinstance(action, StartRollback):
+                await self._stop_question()
                 await self._rollback(info, action)
+            elif isinstance(action, AskConfirmation):
+                self._ask(info, action)
         if self._notices:
             self._wake.set()
         return info
@@ -347,8 +366,32 @@ class RolloutRunner:
 
     # ------------------------------------------------------------ actions
 
+    def _ask(self, info: RolloutInfo, action: AskConfirmation) -> None:
+        """Keep one question to the stage's confirm-promotion endpoint under way: start it, or start it
+        again when it died (logged), unless the endpoint already said yes."""
+        stage = info.pipeline.stages[action.stage]
+        question = self._question
+        if question is not None and question.stage == stage.name and (
+                question.asking or (question.answer is not None and question.answer.ok)):
+            return
+        if question is not None and question.stage == stage.name and question.answer is not None:
+            log.error("confirm_promotion_question_stopped", rollout=info.id, stage=stage.name,
+                      last_answer=question.answer.detail)
+        body = {"rollout": info.id, "stage": stage.name, "release": info.release, "pipeline": info.pipeline.name,
+                "verdicts": dict(action.verdicts)}
+        self._question = PromotionQuestion(stage=stage.name, config=stage.confirm_promotion, body=body,
+                                           clock=self.clock, on_answer=self._wake.set)
+        self._question.start()
+        self._say(f"asking {self._question.endpoint} to confirm the promotion of stage {stage.name}")
+
+    async def _stop_question(self) -> None:
+        question, self._question = self._question, None
+        if question is not None:
+            await question.stop()
+
     async def _place(self, info: RolloutInfo, index: int) -> None:
         stage = info.pipeline.stages[index]
+        await self._stop_question()
         await self._hand_over(info, index)
         try:
             self.policies.stage(stage.policies)  # a release nothing can verify is not placed

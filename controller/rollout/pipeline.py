@@ -20,6 +20,9 @@
         dry_run: false               # true: judged, never acted on; the rollout ends with it (below)
         mode: trade                  # trade | shadow (below)
         anomalies: block             # an open anomaly shuts the gate: block | note (default: block on the last stage)
+        confirm_promotion:           # before the gate promotes, ask this endpoint (below)
+          url: https://deploys.example.com/canary/confirm
+          timeout: 10s               # per question; at most 5 minutes
 
 ``after_promotion`` says what becomes of the stage's account once the rollout moves on, so that no
 account runs the release unwatched. ``watch`` (the default): the stage's verification goes on, with
@@ -41,6 +44,15 @@ daemon's config; the daemon reads its rights first and refuses one that can trad
 metrics, and the exchange refuses every order it sends. A later ``mode: trade`` stage on the same
 account starts the release again with the trading key (``stages: [C-shadow, C]``).
 
+``confirm_promotion`` is Flagger's confirm-promotion: once the gate is open (the stage's time run,
+its policies clean, its sign-offs given), the daemon POSTs ``{rollout, stage, release, pipeline,
+verdicts}`` to the URL and promotes only on a 2xx. Any other answer, or none within ``timeout``,
+keeps the gate shut with the reason in status (``waiting for confirm-promotion: HTTP 503 from
+host/path``), and the question is asked again with backoff. The question is asked by a task of the
+runner's, never by the engine's decision (which reads its latest answer); a 2xx is audited
+(``rollout.promotion_confirmed``). The URL's query may carry a credential: it is shown as
+``scheme://host/path``.
+
 The default pipeline ships in ``controller/rollout/pipelines/default.yaml`` and maps stages A to
 D of the checklist; stage E's nightly regression is a harness run, not a stage.
 """
@@ -51,7 +63,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, ValidationError, model_validator
+from urllib.parse import urlsplit
+
+from pydantic import Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from controller.analysis.policy import Duration
 from controller.canonical import canonical_json
@@ -64,6 +78,33 @@ DEFAULT_PIPELINE = Path(__file__).parent / "pipelines" / "default.yaml"
 StageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 ItemName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 AccountName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+CONFIRM_TIMEOUT_MAX = 300.0
+"""Seconds a confirm-promotion endpoint may be given to answer one question, at most."""
+
+
+class ConfirmPromotion(ConfigModel):
+    """An endpoint that must answer 2xx before the stage's gate promotes (see the module's docstring)."""
+
+    url: str
+    timeout: Duration = 10.0
+    """Seconds (1 to 300) the endpoint has to answer one question; no answer in time is a no."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {url[:60]!r}")
+        return url
+
+    @field_validator("timeout")
+    @classmethod
+    def _bounded(cls, timeout: float) -> float:
+        if not 1 <= timeout <= CONFIRM_TIMEOUT_MAX:
+            raise ValueError(f"expected 1s to {CONFIRM_TIMEOUT_MAX:.0f}s, got {timeout:g}s")
+        return timeout
 
 
 class Stage(ConfigModel):
@@ -96,13 +137,15 @@ class Stage(ConfigModel):
     """Judge the stage, act on no verdict, record what would have been done; the rollout ends with it."""
     mode: Literal["trade", "shadow"] = "trade"
     """``shadow``: the release gets the account's read-only key and ``CANARY_SHADOW=1`` (see the module's docstring)."""
+    anomalies: Literal["block", "note"] | None = None
+    """``block``: an open anomaly (`canaryctl note --anomaly`) shuts the stage's gate until it is resolved
+    or the promote is forced; ``note``: anomalies are logged only. None: ``block`` on the last stage."""
+    confirm_promotion: ConfirmPromotion | None = None
+    """Ask this endpoint before the gate promotes; only a 2xx promotes (see the module's docstring)."""
 
     @property
     def shadow(self) -> bool:
         return self.mode == "shadow"
-    anomalies: Literal["block", "note"] | None = None
-    """``block``: an open anomaly (`canaryctl note --anomaly`) shuts the stage's gate until it is resolved
-    or the promote is forced; ``note``: anomalies are logged only. None: ``block`` on the last stage."""
 
     @model_validator(mode="after")
     def _baseline_elsewhere(self) -> Stage:
@@ -113,6 +156,9 @@ class Stage(ConfigModel):
             raise error_at(("signoffs",), "a sign-off item is listed twice")
         if self.signers > 1 and not self.signoffs:
             raise error_at(("signers",), f"{self.signers} signers of no sign-off item: list the items under signoffs")
+        if self.dry_run and self.confirm_promotion is not None:
+            raise error_at(("confirm_promotion",), "a dry-run stage promotes nothing: there is no promotion to "
+                                                   "confirm (remove confirm_promotion or dry_run)")
         return self
 
 
@@ -138,7 +184,9 @@ class Pipeline(ConfigModel):
         """This pipeline as ``rollout start --dry-run`` runs it: the stage ``name`` (None: the first) alone,
         in dry run; a `KeyError` for a stage it does not have."""
         stage = self.stage(name) if name is not None else self.stages[0]
-        return self.model_copy(update={"stages": [stage.model_copy(update={"dry_run": True})]})
+        # A dry run promotes nothing: there is nothing for a confirm-promotion endpoint to confirm.
+        dry = stage.model_copy(update={"dry_run": True, "confirm_promotion": None})
+        return self.model_copy(update={"stages": [dry]})
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:

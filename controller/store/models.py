@@ -267,3 +267,30 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class WebhookDelivery(Base):
+    """A rollout event's delivery to one webhook: its attempts and how the last one went.
+
+    The webhook is named by ``scheme://host/path`` only (a URL's query may carry a credential), and
+    neither the secret nor the signature is kept: the row says whether an endpoint heard the event."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(64))
+    webhook: Mapped[str] = mapped_column(String(512))
+    rollout_id: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    stage: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    """``sending`` (attempts under way), ``delivered`` (a 2xx) or ``failed`` (every attempt refused)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    """The HTTP status of the last attempt; None when the endpoint did not answer."""
+    last_error: Mapped[str | None] = mapped_column(Text)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Since when the webhook's deliveries have failed (carried over from its earlier events)."""

@@ -195,6 +195,30 @@ class WouldHaveLine:
 
 
 @dataclass(frozen=True)
+class WebhookLine:
+    """A webhook's last delivery of the rollout's events (`store.webhook_deliveries`): ``delivered``,
+    ``sending`` or ``failed``, after how many attempts, and since when it has been failing."""
+
+    webhook: str
+    """``scheme://host/path``: never the query, which may carry a credential."""
+    environment: str
+    event: str
+    state: str
+    attempts: int
+    status: int | None
+    error: str | None
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    failing_since: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"webhook": self.webhook, "environment": self.environment, "event": self.event, "state": self.state,
+                "ok": self.state == "delivered", "attempts": self.attempts, "last_status": self.status,
+                "last_error": self.error, "last_attempt_at": _iso(self.last_attempt_at),
+                "delivered_at": _iso(self.delivered_at), "failing_since": _iso(self.failing_since)}
+
+
+@dataclass(frozen=True)
 class Summary(RolloutRecord):
     """A rollout as `canaryctl status` shows it: its record, its stage now, and what the store says of it."""
 
@@ -220,6 +244,8 @@ class Summary(RolloutRecord):
     """Claimed name -> the operating-system user that ran its accepted ``signoff`` (where recorded)."""
     open_anomalies: tuple[anomalies.Anomaly, ...] = ()
     """Anomalies noted on the rollout (`canaryctl note`) and not resolved yet, oldest first."""
+    webhooks: tuple[WebhookLine, ...] = ()
+    """Each webhook's last delivery of this rollout's events."""
 
     @property
     def waiting_since(self) -> datetime | None:
@@ -294,6 +320,7 @@ class Summary(RolloutRecord):
                 "deadline_seconds": stage.waiting_deadline, "on_deadline": stage.on_waiting_deadline,
                 "remaining_seconds": self.waiting_left,
                 "overdue": bool(self.decision_document.get("waiting_overdue")) or self.waiting_left == 0.0},
+            "webhooks": [w.to_json() for w in self.webhooks],
         }
 
 
@@ -370,8 +397,19 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         last_breach=_last_breach(reader, rollout_id),
         last_rollback=_rollback(reader, rollout_id),
         last_verdict_at=when(last[0]["at"]) if last else None,
-        dry_run=_dry_run(decision), would_have=_would_have(decision),
+        dry_run=_dry_run(decision), would_have=_would_have(decision), webhooks=_webhooks(reader, rollout_id),
         open_anomalies=_open_anomalies(reader, rollout_id))
+
+
+def _webhooks(reader: Reader, rollout_id: int) -> tuple[WebhookLine, ...]:
+    """Each webhook's newest delivery row of the rollout's events."""
+    rows = reader.rows(
+        "SELECT environment, webhook, event, state, attempts, last_status, last_error, last_attempt_at, delivered_at, "
+        "failing_since FROM webhook_deliveries WHERE id IN (SELECT MAX(id) FROM webhook_deliveries "
+        "WHERE rollout_id = :id GROUP BY environment, webhook) ORDER BY environment, webhook", id=rollout_id)
+    return tuple(WebhookLine(r["webhook"], r["environment"], r["event"], r["state"], int(r["attempts"]),
+                             r["last_status"], r["last_error"], when(r["last_attempt_at"]), when(r["delivered_at"]),
+                             when(r["failing_since"])) for r in rows)
 
 
 def _would_have(decision: Mapping[str, Any]) -> WouldHaveLine | None:

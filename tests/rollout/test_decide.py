@@ -9,8 +9,10 @@ import pytest
 from controller.analysis.verdict import Outcome, Verdict
 from controller.rollout.decide import (
     Ack,
+    AskConfirmation,
     Audit,
     Command,
+    Confirmation,
     Decision,
     FinishStage,
     Limits,
@@ -23,7 +25,7 @@ from controller.rollout.decide import (
     decide,
     time_left,
 )
-from controller.rollout.pipeline import Pipeline, Stage
+from controller.rollout.pipeline import ConfirmPromotion, Pipeline, Stage
 
 PASS, FAIL, NODATA, INCONCLUSIVE = Outcome.PASS, Outcome.FAIL, Outcome.NODATA, Outcome.INCONCLUSIVE
 
@@ -990,3 +992,59 @@ def test_a_dry_run_stage_promotes_nothing_but_an_operators_rollback_acts():
     assert of(rolled, StartRollback)[0].trigger == "operator"
     done = dry(rolled.state, Notice("rolled_back", 11.0), now=11.0)
     assert done.state.status is Status.ROLLED_BACK
+
+
+# ---------------------------------------------------------------- confirm-promotion
+
+CONFIRMED = Pipeline(name="confirmed", stages=[
+    PIPELINE.stages[A].model_copy(update={"confirm_promotion": ConfirmPromotion(
+        url="https://deploys.example.com/confirm?token=t", timeout=5.0)}),
+    *PIPELINE.stages[1:]])
+CONFIRMED_PLAN = Plan(CONFIRMED, gates=PLAN.gates)
+
+
+def answer(ok: bool, detail: str, stage: str = "A") -> Confirmation:
+    return Confirmation(stage, ok, detail, 99.0, "https://deploys.example.com/confirm", 200 if ok else 503)
+
+
+def test_an_open_gate_with_confirm_promotion_asks_and_waits_saying_why():
+    state = at(Status.RUNNING, passing=passing(A))
+    asked = decide(state, [], [], 100.0, plan=CONFIRMED_PLAN)
+    assert asked.state.status is Status.RUNNING and of(asked, Place) == [] and of(asked, FinishStage) == []
+    assert asked.state.reason == "waiting for confirm-promotion: not answered yet"
+    (ask,) = of(asked, AskConfirmation)
+    assert ask.stage == A and ask.verdicts["gate"] == {"a-errors": "pass", "a-latency": "pass"}
+    assert ask.verdicts["clean"] is True
+    refused = decide(asked.state, [], [answer(False, "HTTP 503 from deploys.example.com/confirm")], 101.0,
+                     plan=CONFIRMED_PLAN)
+    assert refused.state.status is Status.RUNNING and of(refused, Place) == []
+    assert refused.state.reason == "waiting for confirm-promotion: HTTP 503 from deploys.example.com/confirm"
+    assert of(refused, AskConfirmation) != []  # the engine keeps asking
+
+
+def test_a_2xx_answer_promotes_and_is_audited():
+    state = at(Status.RUNNING, passing=passing(A), reason="waiting for confirm-promotion: HTTP 503 from x/y")
+    decision = decide(state, [], [answer(True, "HTTP 200 from deploys.example.com/confirm")], 102.0,
+                      plan=CONFIRMED_PLAN)
+    assert of(decision, Place) == [Place(C)] and of(decision, AskConfirmation) == []
+    assert audited(decision, "rollout.promotion_confirmed").payload == {
+        "stage": "A", "endpoint": "https://deploys.example.com/confirm", "status": 200, "answered_at": 99.0,
+        "detail": "HTTP 200 from deploys.example.com/confirm"}
+
+
+def test_a_yes_about_another_stage_or_before_the_gate_opens_promotes_nothing():
+    state = at(Status.RUNNING, passing=passing(A))
+    elsewhere = decide(state, [], [answer(True, "HTTP 200", stage="C")], 100.0, plan=CONFIRMED_PLAN)
+    assert of(elsewhere, Place) == []
+    early = decide(at(Status.RUNNING), [], [answer(True, "HTTP 200")], 50.0, plan=CONFIRMED_PLAN)
+    assert of(early, Place) == [] and of(early, AskConfirmation) == []  # not asked while the gate is shut
+
+
+def test_an_operators_promote_needs_the_confirmation_unless_forced():
+    state = at(Status.RUNNING, passing=passing(A))
+    refused = decide(state, [], [command("promote")], 100.0, plan=CONFIRMED_PLAN)
+    assert ack(refused).accepted is False and "waiting for confirm-promotion: not answered yet" in ack(refused).message
+    forced = decide(state, [], [command("promote", force=True, reason="endpoint down")], 100.0, plan=CONFIRMED_PLAN)
+    assert of(forced, Place) == [Place(C)]
+    assert "waiting for confirm-promotion: not answered yet" in audited(forced, "rollout.forced_promote").payload[
+        "blockers"]

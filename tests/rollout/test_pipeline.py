@@ -122,12 +122,37 @@ def test_a_good_file_gives_durations_in_seconds_and_defaults(tmp_path):
      "pipeline.yaml:4: stages[0].positions: expected 'keep' or 'flatten', got 'sell'"),
     ("  - name: A\n", "  - name: A\n    after_promotion: forget\n",
      "pipeline.yaml:4: stages[0].after_promotion: expected 'watch' or 'stop', got 'forget'"),
+    ("    signoffs: [owner-review]\n", "    signoffs: [owner-review]\n    confirm_promotion:\n"
+     "      url: ftp://deploys.example.com/confirm\n",
+     "pipeline.yaml:17: stages[1].confirm_promotion.url: expected an http:// or https:// URL with a host, "
+     "got 'ftp://deploys.example.com/confirm'"),
+    ("    signoffs: [owner-review]\n", "    signoffs: [owner-review]\n    confirm_promotion:\n"
+     "      url: https://deploys.example.com/confirm\n      timeout: 10m\n",
+     "pipeline.yaml:18: stages[1].confirm_promotion.timeout: expected 1s to 300s, got 600s"),
+    ("    signoffs: [owner-review]\n", "    signoffs: [owner-review]\n    confirm_promotion:\n"
+     "      url: https://deploys.example.com/confirm\n      timeout: 0s\n",
+     "pipeline.yaml:18: stages[1].confirm_promotion.timeout: expected 1s to 300s, got 0s"),
+    ("    signoffs: [owner-review]\n", "    signoffs: [owner-review]\n    confirm_promotion: {timeout: 5s}\n",
+     "pipeline.yaml:16: stages[1].confirm_promotion.url: missing required field"),
+    ("    signoffs: [owner-review]\n", "    signoffs: [owner-review]\n    dry_run: true\n"
+     "    confirm_promotion: {url: 'https://deploys.example.com/confirm'}\n",
+     "pipeline.yaml:17: stages[1].confirm_promotion: a dry-run stage promotes nothing"),
 ], ids=["unknown-key", "baseline-is-account", "duplicate-signoff", "bad-duration", "zero-duration",
         "negative-cap", "cap-above-one", "duplicate-stage", "absolute-policies-path", "missing-account",
-        "bad-signoff-item", "bad-positions", "bad-after-promotion"])
+        "bad-signoff-item", "bad-positions", "bad-after-promotion", "confirm-not-http", "confirm-timeout-too-long",
+        "confirm-timeout-zero", "confirm-without-url", "confirm-on-dry-run"])
 def test_a_bad_pipeline_is_refused_at_its_file_line_and_field(tmp_path, old, new, expected):
     assert old in GOOD
     assert refusal(tmp_path, GOOD.replace(old, new, 1)).startswith(expected)
+
+
+def test_a_confirm_promotion_gives_its_timeout_in_seconds_and_a_dry_run_of_its_stage_drops_it(tmp_path):
+    text = GOOD + "    confirm_promotion: {url: 'https://deploys.example.com/confirm?token=t', timeout: 30s}\n"
+    pipeline = load_pipeline(write(tmp_path, text))
+    confirm = pipeline.stage("C").confirm_promotion
+    assert confirm.url == "https://deploys.example.com/confirm?token=t" and confirm.timeout == 30.0
+    assert pipeline.stage("A").confirm_promotion is None
+    assert pipeline.dry_run_of("C").stages[0].confirm_promotion is None
 
 
 def test_a_pipeline_without_stages_is_refused(tmp_path):

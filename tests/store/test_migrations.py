@@ -15,7 +15,7 @@ from controller.store.models import Base
 from controller.store.schema import SCHEMA_REVISION, current_revision, downgrade, migrations_dir, require_current, upgrade
 
 TABLES = {"releases", "deployments", "config_snapshots", "rollouts", "stage_runs", "verdicts", "operator_commands",
-          "rollback_steps", "fills", "audit_events", "audit_head"}
+          "rollback_steps", "fills", "audit_events", "audit_head", "webhook_deliveries"}
 
 
 async def _tables(database: Database) -> set[str]:
