@@ -1,8 +1,10 @@
 """`canaryctl sim serve`: run the embedded Binance USD-M futures simulator until SIGTERM/SIGINT.
 
 With --json the first line of standard output is one JSON object:
-{"rest_url": ..., "ws_url": ..., "accounts": {NAME: {"api_key", "api_secret", "master"}}, ...}
-where rest_url is what python-binance's AsyncClient.FUTURES_URL is set to and ws_url what
+{"rest_url": ..., "ws_url": ..., "accounts": {NAME: {"api_key", "api_secret", "master",
+"read_only": {"api_key", "api_secret"}}}, ...}
+(``read_only`` is the account's key that may only read: a shadow stage's ``shadow_key``), where
+rest_url is what python-binance's AsyncClient.FUTURES_URL is set to and ws_url what
 BinanceSocketManager.FSTREAM_URL is set to (sapi_url, api_url and admin_url are added for the
 sub-account endpoints, AsyncClient.create's spot ping/time and the /sim/ admin endpoints).
 """
@@ -86,7 +88,8 @@ async def _serve(host: str, port: int, seed: int, as_json: bool, speed: float | 
 
 
 def _announce(simulator, addresses, seed: int, as_json: bool) -> None:
-    accounts = {a.name: {"api_key": a.api_key, "api_secret": a.api_secret, "master": a.master}
+    accounts = {a.name: {"api_key": a.api_key, "api_secret": a.api_secret, "master": a.master,
+                         "read_only": {"api_key": a.key("read-only").key, "api_secret": a.key("read-only").secret}}
                 for a in simulator.accounts}
     if as_json:
         click.echo(json.dumps({
@@ -103,4 +106,6 @@ def _announce(simulator, addresses, seed: int, as_json: bool) -> None:
             click.echo(f"  account {name} ({role})")
             click.echo(f"    api_key    {keys['api_key']}")
             click.echo(f"    api_secret {keys['api_secret']}")
+            click.echo(f"    read-only api_key    {keys['read_only']['api_key']}")
+            click.echo(f"    read-only api_secret {keys['read_only']['api_secret']}")
     sys.stdout.flush()

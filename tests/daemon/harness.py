@@ -304,6 +304,10 @@ def exchange_config(folder: Path, sim: SimInfo, *, policies_dir: Path = POLICIES
         accounts[name] = {"api_key": write_secret(secrets, f"{name}.key", keys["api_key"]),
                           "api_secret": write_secret(secrets, f"{name}.secret", keys["api_secret"]),
                           "role": "master" if keys["master"] else "sub"}
+        if "read_only" in keys:  # a shadow stage's key
+            accounts[name]["shadow_key"] = write_secret(secrets, f"{name}.shadow.key", keys["read_only"]["api_key"])
+            accounts[name]["shadow_secret"] = write_secret(secrets, f"{name}.shadow.secret",
+                                                           keys["read_only"]["api_secret"])
         if not keys["master"]:
             accounts[name]["capital_cap"] = 0.02
     config = {"environments": {"sim": {"kind": "testnet", "rest_url": sim.base, "ws_url": sim.info["ws_url"],
