@@ -36,7 +36,8 @@ inconclusive evaluations in a row pause the rollout for a person, audited with t
 resume starts the count again); a dry-run policy is judged and counted, and what it would have
 done is recorded (`State.dry_run`, a ``policy.dry_run_breach`` audit event) but never done.
 
-Waiting has a deadline: a rollout paused or awaiting a sign-off or a promote still has the release
+Waiting has a deadline: a rollout paused or awaiting a sign-off, a promote or a
+confirm-promotion endpoint's yes still has the release
 on its account, and nobody may be looking. The wait starts when it enters either state (moving
 between the two does not restart it; `State.waiting_since`) and past the stage's
 ``waiting_deadline`` it rolls back (``on_waiting_deadline: rollback``, trigger ``waiting``) or is
@@ -892,8 +893,12 @@ class _Step:
         unconfirmed = self.unconfirmed()
         if unconfirmed is not None:
             # The gate is open but for the endpoint: ask it, and say why the rollout does not move on.
+            # The rollout waits for it as it waits for a person, so the waiting deadline bounds an
+            # endpoint that never says yes.
             self.ask_confirmation()
-            if self.state.reason != unconfirmed:
+            if status is not Status.AWAITING_SIGNOFF:
+                self.move(Status.AWAITING_SIGNOFF, reason=unconfirmed)
+            elif self.state.reason != unconfirmed:
                 self.state = replace(self.state, reason=unconfirmed)
             return
         self.advance()
@@ -906,7 +911,7 @@ class _Step:
         waited, deadline = self.now - since, self.stage.waiting_deadline
         if waited < deadline:
             return
-        what = "paused" if self.state.status is Status.PAUSED else "awaiting a sign-off or a promote"
+        what = "paused" if self.state.status is Status.PAUSED else "awaiting a sign-off, a promote or a confirmation"
         reason = (f"stage {self.stage.name} waited {waited:.0f} s {what} since {_instant(since)}, "
                   f"past its waiting deadline of {deadline:.0f} s")
         if self.stage.on_waiting_deadline == "rollback":

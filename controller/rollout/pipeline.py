@@ -123,7 +123,7 @@ class Stage(ConfigModel):
     (2: four eyes). A user counts once, whatever name they claim with ``--by``."""
     progress_deadline: Duration = 3600.0
     waiting_deadline: Duration = Field(default=86400.0, gt=0)
-    """How long the rollout may wait, paused or awaiting a sign-off or a promote, before ``on_waiting_deadline``
+    """How long the rollout may wait, paused or awaiting a sign-off, a promote or a confirmation, before ``on_waiting_deadline``
     applies: a canary left waiting still trades, and nobody may be looking."""
     on_waiting_deadline: Literal["alert", "rollback"] = "alert"
     """``alert``: a ``rollout.waiting_overdue`` audit event and the CanaryRolloutWaitingOverdue alert;

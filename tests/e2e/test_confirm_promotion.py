@@ -52,7 +52,7 @@ async def test_the_rollout_waits_for_a_503_then_promotes_on_a_200(tmp_path):
                 return info if info.state.reason == f"waiting for confirm-promotion: HTTP 503 from {where}" else None
 
             waiting = await poll(refused, timeout=90, what="the rollout to wait for its confirmation")
-            assert waiting.status is Status.RUNNING
+            assert waiting.status is Status.AWAITING_SIGNOFF
             shown = await site.ctl("status", str(rollout_id), "--json")
             assert shown.code == 0 and TOKEN not in shown.out, shown
             reason = json.loads(shown.out)["rollouts"][0]["reason"]

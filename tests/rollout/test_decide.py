@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -1010,16 +1011,30 @@ def answer(ok: bool, detail: str, stage: str = "A") -> Confirmation:
 def test_an_open_gate_with_confirm_promotion_asks_and_waits_saying_why():
     state = at(Status.RUNNING, passing=passing(A))
     asked = decide(state, [], [], 100.0, plan=CONFIRMED_PLAN)
-    assert asked.state.status is Status.RUNNING and of(asked, Place) == [] and of(asked, FinishStage) == []
-    assert asked.state.reason == "waiting for confirm-promotion: not answered yet"
+    assert asked.state.status is Status.AWAITING_SIGNOFF and of(asked, Place) == [] and of(asked, FinishStage) == []
+    assert asked.state.reason == "waiting for confirm-promotion: not answered yet" and asked.state.waiting_since == 100.0
     (ask,) = of(asked, AskConfirmation)
     assert ask.stage == A and ask.verdicts["gate"] == {"a-errors": "pass", "a-latency": "pass"}
     assert ask.verdicts["clean"] is True
     refused = decide(asked.state, [], [answer(False, "HTTP 503 from deploys.example.com/confirm")], 101.0,
                      plan=CONFIRMED_PLAN)
-    assert refused.state.status is Status.RUNNING and of(refused, Place) == []
+    assert refused.state.status is Status.AWAITING_SIGNOFF and of(refused, Place) == []
     assert refused.state.reason == "waiting for confirm-promotion: HTTP 503 from deploys.example.com/confirm"
     assert of(refused, AskConfirmation) != []  # the engine keeps asking
+    assert refused.state.waiting_since == 100.0  # a new answer does not restart the wait
+
+
+def test_an_endpoint_that_never_says_yes_meets_the_waiting_deadline():
+    pipeline = CONFIRMED.model_copy(update={"stages": [
+        CONFIRMED.stages[0].model_copy(update={"on_waiting_deadline": "rollback"}), *CONFIRMED.stages[1:]]})
+    plan = replace(CONFIRMED_PLAN, pipeline=pipeline)
+    asked = decide(at(Status.RUNNING, passing=passing(A)), [], [], 100.0, plan=plan)
+    deadline = 100.0 + pipeline.stages[A].waiting_deadline
+    before = decide(asked.state, [], [answer(False, "HTTP 503 from x/y")], deadline - 1, plan=plan)
+    assert of(before, StartRollback) == []
+    past = decide(before.state, [], [answer(False, "HTTP 503 from x/y")], deadline, plan=plan)
+    (rollback,) = of(past, StartRollback)
+    assert rollback.trigger == "waiting" and "a confirmation" in rollback.reason
 
 
 def test_a_2xx_answer_promotes_and_is_audited():
