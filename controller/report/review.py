@@ -68,7 +68,7 @@ def _rollouts(review: Review) -> list[str]:
     out = ["## Rollouts", ""]
     if not review.rollouts:
         return out + ["No rollout was active in this period.", ""]
-    rows = [(r.id, r.release, r.pipeline, " → ".join(f"{s.name} ({s.outcome or 'running'})" for s in r.stages) or "none",
+    rows = [(r.id, r.release, r.pipeline, " → ".join(f"{s.name} ({s.outcome or 'under way'})" for s in r.stages) or "none",
              r.outcome, _time(r.updated_at) if r.finished else "", r.reason or "")
             for r in review.rollouts]
     return out + _table(["rollout", "release", "pipeline", "stages reached", "outcome", "finished", "reason"], rows)
