@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 STAGE_FILES = ["stage-a.yaml", "stage-b.yaml", "stage-c.yaml", "stage-d.yaml"]
 UNITS = ["canary-controller.service", "canary-harness.service", "canary-harness.timer", "canary-prune.service",
-         "canary-prune.timer", "canary-strategy@.service"]
+         "canary-prune.timer", "canary-review.service", "canary-review.timer", "canary-strategy@.service"]
 
 
 @dataclass(frozen=True)
