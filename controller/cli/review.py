@@ -83,24 +83,17 @@ def review(since_text: str, until_text: str | None, archive_path: Path | None, f
     from controller.report.review import archive_name, render, write_archive
     from controller.store.review import gather
 
-    target = None
-    if archive_path is not None:
-        target = archive_path
-        if archive_path.is_dir():
-            target = archive_path / "placeholder"  # named once the review is read
-        elif archive_path.exists() and not force:
-            raise click.UsageError(f"{archive_path} exists; choose another name, or add --force to replace it")
-        elif not (archive_path.parent if str(archive_path.parent) else Path(".")).is_dir():
-            raise click.UsageError(f"folder {archive_path.parent} does not exist")
+    if archive_path is not None and not archive_path.is_dir():  # refused before the store is read
+        _check_target(archive_path, force)
     folder = policies_dir or _policies_dir()
     kinds = _policy_kinds(folder)
     reader = _open_reader()
     try:
         found = gather(reader, since, until, policies=kinds, policies_folder=str(folder), now=now,
-                       with_audit=target is not None)
+                       with_audit=archive_path is not None)
     finally:
         reader.close()
-    if target is None:
+    if archive_path is None:
         if as_json:
             from controller.cli.output import print_json
 
@@ -108,20 +101,28 @@ def review(since_text: str, until_text: str | None, archive_path: Path | None, f
         else:
             click.echo(render(found), nl=False)
         return
-    if archive_path.is_dir():
+    target = archive_path
+    if archive_path.is_dir():  # a folder: the file is named for the period
         target = archive_path / f"{archive_name(found)}.tar.gz"
-        if target.exists() and not force:
-            raise click.UsageError(f"{target} exists; choose another name, or add --force to replace it")
+        _check_target(target, force)
     written = write_archive(target, found, force=force)
     if as_json:
         from controller.cli.output import print_json
 
-        print_json({"archive": str(written.path), "since": found.to_json()["period"]["since"],
-                    "until": found.to_json()["period"]["until"], "empty": found.empty, "members": written.members,
-                    "bytes": written.bytes, "sha256": written.sha256})
+        period = found.to_json()["period"]
+        print_json({"archive": str(written.path), "since": period["since"], "until": period["until"],
+                    "empty": found.empty, "members": written.members, "bytes": written.bytes,
+                    "sha256": written.sha256})
     else:
         click.echo(f"wrote {written.path}: review of {found.since:%Y-%m-%d %H:%M} to {found.until:%Y-%m-%d %H:%M} "
                    f"UTC, {written.members} members, {written.bytes} bytes, sha256 {written.sha256}")
+
+
+def _check_target(target: Path, force: bool) -> None:
+    if target.exists() and not force:
+        raise click.UsageError(f"{target} exists; choose another name, or add --force to replace it")
+    if not target.parent.is_dir():
+        raise click.UsageError(f"folder {target.parent} does not exist")
 
 
 def _policy_kinds(folder: Path) -> dict:
