@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "release": ("controller.cli.releases", "release", "Record releases and list them."),
     "report": ("controller.cli.report", "report", "A rollout's checklist filled from evidence; archive it, verify it."),
     "resume": ("controller.cli.rollouts", "resume", "Resume a paused rollout."),
+    "review": ("controller.cli.review", "review", "The weekly review (stage E): leverage, buckets, breaches, harness runs."),
     "rollback": ("controller.cli.rollouts", "rollback", "Roll a rollout back to the previous release and config."),
     "rollout": ("controller.cli.rollouts", "rollout", "Start rollouts, list and show them."),
     "run": ("controller.cli.daemon", "run_daemon", "Run the controller daemon until SIGTERM."),

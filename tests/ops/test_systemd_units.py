@@ -50,7 +50,8 @@ def unit_dir(tmp_path_factory) -> Path:
 
 def test_the_folder_holds_the_daemon_the_strategy_template_and_the_nightly_harness():
     assert set(UNITS) == {"canary-controller.service", "canary-strategy@.service", "canary-harness.service",
-                          "canary-harness.timer", "canary-prune.service", "canary-prune.timer"}
+                          "canary-harness.timer", "canary-prune.service", "canary-prune.timer",
+                          "canary-review.service", "canary-review.timer"}
 
 
 @pytest.mark.parametrize("name", UNITS)
@@ -103,7 +104,8 @@ def test_the_bot_cannot_read_the_controllers_credentials():
     assert "-/run/credentials/canary-controller.service" in hidden
 
 
-@pytest.mark.parametrize("name", ["canary-controller.service", "canary-harness.service", "canary-prune.service"])
+@pytest.mark.parametrize("name", ["canary-controller.service", "canary-harness.service", "canary-prune.service",
+                                  "canary-review.service"])
 def test_the_unit_runs_a_command_canaryctl_knows(name):
     argv = shlex.split(settings(name)["ExecStart"][0])
     assert argv[:2] == ["/usr/bin/env", "canaryctl"]
@@ -132,3 +134,16 @@ def test_the_prune_runs_nightly_keeping_90_days_in_the_daemons_state_folder():
     assert prune["User"] == settings("canary-controller.service")["User"]
     timer = settings("canary-prune.timer")
     assert timer["OnCalendar"] == ["*-*-* 03:30:00"] and timer["Persistent"] == ["true"]
+
+
+def test_the_review_runs_weekly_on_monday_morning_into_the_daemons_state_folder():
+    review = settings("canary-review.service")
+    argv = shlex.split(review["ExecStart"][0])
+    assert argv[4:] == ["review", "--since", "7d", "--archive", "%S/canary-controller/reviews", "--json"]
+    # The daemon's folder (its SQLite database) and reviews/ in it, which systemd creates.
+    assert review["StateDirectory"] == ["canary-controller canary-controller/reviews"]
+    assert review["StateDirectory"][0].split()[0] == settings("canary-controller.service")["StateDirectory"][0]
+    assert review["User"] == settings("canary-controller.service")["User"]
+    timer = settings("canary-review.timer")
+    assert timer["OnCalendar"] == ["Mon *-*-* 06:00:00"] and timer["Persistent"] == ["true"]
+

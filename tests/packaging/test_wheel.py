@@ -22,9 +22,9 @@ from tests.support.checkout import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-STAGE_FILES = ["stage-a.yaml", "stage-b.yaml", "stage-c.yaml", "stage-d.yaml"]
+STAGE_FILES = ["stage-a.yaml", "stage-b.yaml", "stage-c-shadow.yaml", "stage-c.yaml", "stage-d.yaml"]
 UNITS = ["canary-controller.service", "canary-harness.service", "canary-harness.timer", "canary-prune.service",
-         "canary-prune.timer", "canary-strategy@.service"]
+         "canary-prune.timer", "canary-review.service", "canary-review.timer", "canary-strategy@.service"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def test_policy_check_validates_the_shipped_policies(venv):
     policies = venv.python("from controller import shipped; print(shipped.policies_dir())")
     checked = _ok(venv.canaryctl("policy", "check", policies, "--json"))
     files = [json.loads(line) for line in checked.stdout.splitlines()]
-    assert [(Path(f["file"]).name, f["stage"]) for f in files] == list(zip(STAGE_FILES, "ABCD", strict=True))
+    assert [(Path(f["file"]).name, f["stage"]) for f in files] == list(zip(STAGE_FILES, "ABCCD", strict=True))
 
 
 def test_a_harness_run_finds_the_shipped_policies_and_the_report_lists_them(venv):
