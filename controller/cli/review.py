@@ -87,7 +87,9 @@ def review(since_text: str, until_text: str | None, archive_path: Path | None, f
         _check_target(archive_path, force)
     folder = policies_dir or _policies_dir()
     kinds = _policy_kinds(folder)
-    reader = _open_reader()
+    from controller.cli.status import open_store
+
+    reader = open_store()
     try:
         found = gather(reader, since, until, policies=kinds, policies_folder=str(folder), now=now,
                        with_audit=archive_path is not None)
@@ -145,9 +147,3 @@ def _policies_dir() -> Path:
 
     return shipped.policies_dir()
 
-
-def _open_reader():
-    """The store the global options name, read-only, as `canaryctl status` opens it."""
-    from controller.cli.status import _open_reader as open_reader
-
-    return open_reader()

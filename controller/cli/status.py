@@ -74,7 +74,7 @@ def status(rollout: str | None, watch: bool, interval: float, as_json: bool) -> 
     Exit status: 0 shown; 1 the database cannot be read; 2 no such rollout; 130 --watch ended
     with Ctrl-C.
     """
-    reader = _open_reader()
+    reader = open_store()
     try:
         frame = _frames(reader, rollout, as_json)
         if as_json:
@@ -101,9 +101,9 @@ def status(rollout: str | None, watch: bool, interval: float, as_json: bool) -> 
         reader.close()
 
 
-def _open_reader():
-    """The store the global options name, as `cli.context.database_url` resolves it, without
-    importing SQLAlchemy (cli.context does) unless the store is not SQLite."""
+def open_store():
+    """The store the global options name, read-only, as `cli.context.database_url` resolves it, without
+    importing SQLAlchemy (cli.context does) unless the store is not SQLite (read commands share it)."""
     from controller.store.readonly import open_reader
 
     settings = click.get_current_context().find_root().obj
