@@ -29,13 +29,6 @@ from controller.exchange.client import ExchangeClient
 from controller.store.database import Database
 
 HELD_POLL = 0.002
-FINE_SPEED = 100.0
-"""While stepping finely, the clock runs at most this many times faster than real time. Work that
-is not all requests (a bot starting or stopping) may wait on real time inside a library: python-
-binance closes a market-data socket by polling every 0.1 s of wall time until its read loop has
-a message or its 10 s receive timeout passes. Nothing is in flight meanwhile, so unpaced steps
-turned each such wait into hundreds of simulated seconds (a bot's stop ate a rollback's 600 s
-deadline); paced, a wall-time wait costs what it would cost a process at this speed."""
 SETTLE_ROUNDS = 4
 """Loop turns without a new request before a moment counts as quiet: an answer's continuation
 (a signal's orders, a stream event's follow-up) starts its next request within two."""
@@ -125,9 +118,8 @@ class Stepper:
 
     @contextmanager
     def fine(self, seconds: float) -> Iterator[None]:
-        """Jump at most ``seconds`` at a time meanwhile, and no faster than `FINE_SPEED` times real
-        time: for work whose steps are not all requests (a bot starting: its websocket handshake;
-        stopping: its sockets closing), so that it takes seconds, not minutes."""
+        """Jump at most ``seconds`` at a time meanwhile: for work whose steps are not all requests
+        (a bot starting: its websocket handshake), so that it takes seconds, not minutes."""
         previous, self.max_step = self.max_step, seconds
         try:
             yield
@@ -162,19 +154,13 @@ class Stepper:
         """Discrete-event time: at each quiet moment jump to the next sleeper's deadline (the
         next thing that happens), never past ``until``. Returns when the clock reaches it."""
         clock = self.clock
-        loop = asyncio.get_running_loop()
-        paced_until = loop.time()  # wall time before which a fine step may not be taken
         while clock.time() < until:
             await self.quiet()
-            if self.max_step is not None and (wait := paced_until - loop.time()) > 0:
-                await asyncio.sleep(wait)
-                continue  # the moment may be busy again: look for a quiet one
             now = clock.time()
             deadline = clock.next_deadline()
             target = until if deadline is None else min(max(deadline, now), until)
             if self.max_step is not None:
                 target = min(target, now + self.max_step)
-                paced_until = loop.time() + (target - now) / FINE_SPEED
             clock.advance(target - now)
             self.taken += 1
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from controller.clock import SimulatedClock
-from controller.harness.stepping import FINE_SPEED, InFlight, Stepper
+from controller.harness.stepping import InFlight, Stepper
 
 START = 1_000_000.0
 
@@ -79,19 +79,6 @@ async def test_a_fine_stepper_jumps_at_most_its_step_then_takes_whole_jumps_agai
     assert stepper.taken == 2 and clock.time() == START + 1
     await asyncio.wait_for(stepper.run(until=START + 10), timeout=5)
     assert woke == [2] and stepper.taken == 4
-
-
-async def test_a_wait_on_real_time_while_stepping_finely_costs_what_it_would_at_the_fine_speed():
-    # A bot stopping: python-binance polls every 0.1 s of wall time until its market socket's read
-    # loop ends. Nothing is in flight meanwhile; unpaced, the clock raced minutes past in 0.1 s.
-    clock = SimulatedClock(START)
-    stepper = Stepper(clock, InFlight())
-    stepping = asyncio.create_task(stepper.run(until=START + 3600))
-    with stepper.fine(0.25):
-        await asyncio.sleep(0.1)
-        waited = clock.time() - START
-    stepping.cancel()
-    assert 0 < waited <= 0.1 * FINE_SPEED * 1.5 + 0.25
 
 
 async def test_a_fixed_step_waits_for_a_quiet_moment():
