@@ -111,6 +111,7 @@ class PositionChange:
     unrealized_pnl: Decimal
     margin_type: str
     isolated_wallet: Decimal
+    side: str = "BOTH"  # the position side: BOTH in one-way mode, LONG or SHORT in hedge mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,7 @@ class Position:
     isolated_margin: Decimal
     maintenance_margin: Decimal
     update_time: float = 0.0  # seconds since the epoch: when the position last changed (0: not said)
+    side: str = "BOTH"  # the position side: BOTH in one-way mode, LONG or SHORT in hedge mode (two rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,17 @@ def _get(raw: Mapping[str, Any], key: str) -> Any:
         raise PayloadError(f"missing field {key!r}") from None
 
 
+POSITION_SIDES = frozenset({"BOTH", "LONG", "SHORT"})
+
+
+def _position_side(raw: Mapping[str, Any], key: str) -> str:
+    """A position's side: Binance always sends it (BOTH in one-way mode); absent, one-way is meant."""
+    value = raw.get(key, "BOTH")
+    if value not in POSITION_SIDES:
+        raise PayloadError(f"expected a position side (BOTH, LONG or SHORT) for {key!r}, got {value!r}")
+    return value
+
+
 def _text(raw: Mapping[str, Any], key: str) -> str:
     value = _get(raw, key)
     if not isinstance(value, str):  # a symbol, side or id: a list or number here is no Binance payload
@@ -134,7 +145,8 @@ def _account_update(raw, account, ts_init) -> list[ExchangeEvent]:
     balances = tuple(Balance(_text(b, "a"), _dec(_get(b, "wb")), _dec(_get(b, "cw")),
                              _dec(b["bc"]) if "bc" in b else None) for b in _get(a, "B"))
     positions = tuple(PositionChange(_text(p, "s"), _dec(_get(p, "pa")), _dec(_get(p, "ep")), _dec(_get(p, "up")),
-                                     str(_get(p, "mt")).upper(), _dec(_get(p, "iw"))) for p in _get(a, "P"))
+                                     str(_get(p, "mt")).upper(), _dec(_get(p, "iw")), _position_side(p, "ps"))
+                      for p in _get(a, "P"))
     return [AccountUpdate(account, _text(a, "m"), balances, positions, _ms(_get(raw, "E")), ts_init)]
 
 
@@ -184,7 +196,8 @@ def positions(raw: Any) -> list[Position]:
     return _each(raw, lambda p: Position(
         _text(p, "symbol"), _dec(_get(p, "positionAmt")), _dec(_get(p, "entryPrice")), _dec(_get(p, "markPrice")),
         _dec(_get(p, "unRealizedProfit")), _dec(_get(p, "notional")), _dec(_get(p, "liquidationPrice")),
-        _dec(p.get("isolatedMargin", "0")), _dec(p.get("maintMargin", "0")), _ms(p.get("updateTime", 0))))
+        _dec(p.get("isolatedMargin", "0")), _dec(p.get("maintMargin", "0")), _ms(p.get("updateTime", 0)),
+        _position_side(p, "positionSide")))
 
 
 @_malformed_refused

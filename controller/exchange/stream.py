@@ -106,7 +106,8 @@ class UserStream:
         self._seen_fills = BoundedSet(self.settings.dedupe_window)
         self._last_trade_id: dict[str, int] = {}
         self._leverage: dict[str, int] = {}
-        self._position: dict[str, Decimal] = {}  # as the stream last reported it
+        # (symbol, position side) -> amount, as the stream last reported it (hedge mode: two per symbol)
+        self._position: dict[tuple[str, str], Decimal] = {}
         self._liquidations_read_to: float | None = None  # forceOrders are read from here on a (re)connect
         self._heard_to: float | None = None  # the exchange time of the last event the socket delivered
         self._connected_at: float | None = None  # when the current connection opened
@@ -247,7 +248,7 @@ class UserStream:
         elif isinstance(event, LeverageChanged):
             self._leverage[event.symbol] = event.leverage
         elif isinstance(event, AccountUpdate):
-            self._position.update({p.symbol: p.amount for p in event.positions})
+            self._position.update({(p.symbol, p.side): p.amount for p in event.positions})
         self._emit(event)
 
     def _emit(self, event: ExchangeEvent) -> None:
@@ -276,8 +277,10 @@ class UserStream:
             current = settings.get(symbol)
             if current is not None and self._leverage.get(symbol) != current.leverage:
                 self._accept(LeverageChanged(self.client.account, symbol, current.leverage, now, now))
-        positions = {p.symbol: p.amount for p in await self.client.positions()}
-        unexplained = [s for s in self.symbols if positions.get(s, 0) != self._position.get(s, 0)]
+        positions = {(p.symbol, p.side): p.amount for p in await self.client.positions()}
+        keys = set(positions) | set(self._position)
+        unexplained = [s for s in self.symbols
+                       if any(positions.get(k, 0) != self._position.get(k, 0) for k in keys if k[0] == s)]
         for symbol in self.symbols if full else unexplained:
             last = self._last_trade_id.get(symbol)
             if last is not None:
@@ -288,7 +291,7 @@ class UserStream:
                 if fill.key not in self._seen_fills:
                     self.stats.reconciled_fills += 1
                 self._accept(fill)
-        self._position.update({s: positions.get(s, 0) for s in self.symbols})
+        self._position.update({k: positions.get(k, 0) for k in keys if k[0] in self.symbols})
         if full:
             start = self._liquidations_read_to if self._liquidations_read_to is not None else self.since
             if start is not None:

@@ -16,7 +16,8 @@ the answer for snapshots):
 - ``fill_leverage_mismatch{symbol}``, ``fill_notional_ratio{symbol,bucket}``: per fill (the
   ratio: its order's notional over allocation x capital x configured leverage; reduce-only
   orders add no exposure and are not sized).
-- ``exposure_ratio{symbol}``, ``exposure_total_ratio``: per position change and snapshot.
+- ``exposure_ratio{symbol}``, ``exposure_total_ratio``: per position change and snapshot; in hedge
+  mode a symbol's LONG and SHORT are two positions, and its exposure is their sum (gross).
 - ``margin_ratio``: per snapshot and margin call; ``margin_calls``: 1 per MARGIN_CALL.
 - ``order_outcomes{outcome}``: running totals of orders ended filled, canceled, expired or
   rejected, one count per order.
@@ -33,7 +34,8 @@ the answer for snapshots):
   ``liquidation`` (client id ``autoclose-...``, type LIQUIDATION) or ``adl`` (``adl_autoclose``),
   on cross or isolated margin alike.
 - ``isolated_margin_ratio{symbol}``: per snapshot, each isolated position's maintenance margin over
-  its isolated margin (``margin_ratio`` is the cross account's only).
+  its isolated margin (``margin_ratio`` is the cross account's only); a hedged symbol's is its side
+  nearer liquidation.
 - ``account_mode_mismatch{mode}``: per snapshot (and multi-assets changes on the stream), 1 when
   the position mode or the multi-assets mode differs from the placement's (``modes``), or from the
   first reading when none was given.

@@ -5,10 +5,14 @@ Clock times they were requested and answered) come in; `Observation`s and `Heart
 to the sink. Nothing here awaits, reads a clock or does I/O, so an exchange event becomes its
 observations within microseconds, and every rule is tested without a loop.
 
-Two sources describe the same state, so each snapshot value is dropped for a symbol the stream
+Two sources describe the same state, so each snapshot value is dropped for a position the stream
 updated while the request was out, or at the very time it was sent (the stream's value is newer).
 Position notional on the stream is ``amount x entry price + unrealized PnL`` (Binance computes
 that PnL at the mark price), so no mark-price calls are needed between snapshots.
+
+A position is a (symbol, position side): BOTH in one-way mode, LONG and SHORT in hedge mode, where
+one symbol holds two positions at once. A symbol's exposure is the sum of its sides' notionals
+(gross: a long and a short both hold margin and both can be liquidated; they do not net out).
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ MODES = ("position_mode", "multi_assets")
 """The ``mode`` label of ``account_mode_mismatch``: one-way/hedge, and multi-assets margin."""
 ZERO = Decimal(0)
 NO_LABELS: Labels = ()
+SIDES = ("BOTH", "LONG", "SHORT")
+"""Position sides: BOTH in one-way mode, LONG and SHORT in hedge mode."""
+PositionKey = tuple[str, str]
+"""(symbol, position side): one position of the account."""
 TRANSFER_REASONS = frozenset({"DEPOSIT", "WITHDRAW", "WITHDRAW_REJECT", "ADMIN_DEPOSIT", "ADMIN_WITHDRAW",
                               "ASSET_TRANSFER"})
 """ACCOUNT_UPDATE reasons that move capital into or out of the futures wallet, its ``bc`` the amount
@@ -109,14 +117,14 @@ class ExchangeView:
         self._mode_labels = {m: labels_of(mode=m) for m in MODES}
         self.modes = modes  # what the account's modes must stay; None: the first reading sets it
         self._liquidated = BoundedSet(remember_orders)
-        self._foreign_amounts: dict[str, Decimal] = {}  # positions outside the config, as last seen
+        self._foreign_amounts: dict[PositionKey, Decimal] = {}  # positions outside the config, as last seen
         self._positions_read = False
         self.placed_at = placed_at  # when the release's placement began (a position older is not its doing)
         self._limits: dict[str, Decimal] = {}
         self._applied: dict[str, int] = {}
         self._leverage_event_at: dict[str, float] = {}
-        self._notional: dict[str, Decimal] = {}
-        self._position_event_at: dict[str, float] = {}
+        self._notional: dict[PositionKey, Decimal] = {}
+        self._position_event_at: dict[PositionKey, float] = {}
         self._orders: OrderedDict[int, _Order] = OrderedDict()
         self._remember_orders = remember_orders
         self._ended = BoundedSet(remember_orders)
@@ -132,10 +140,10 @@ class ExchangeView:
         self.stalled: str | None = None
         self._last_beat = -math.inf
         # Stall detection: position amounts of the previous snapshot, and changes between two
-        # snapshots that no ACCOUNT_UPDATE reported: symbol -> (changed after, first seen at).
-        self._amounts: dict[str, Decimal] | None = None
+        # snapshots that no ACCOUNT_UPDATE reported: position -> (changed after, first seen at).
+        self._amounts: dict[PositionKey, Decimal] | None = None
         self._amounts_at = 0.0
-        self._unreported: dict[str, tuple[float, float]] = {}
+        self._unreported: dict[PositionKey, tuple[float, float]] = {}
         if capital is not None:
             self.set_capital(capital)
 
@@ -242,16 +250,17 @@ class ExchangeView:
         if update.reason in TRANSFER_REASONS:
             self._on_transfer(update)
         for position in update.positions:
+            key = (position.symbol, position.side)
             if position.symbol not in self.config.symbols:
-                self._foreign_position(position.symbol, position.amount, update.ts_event)
-            self._position_event_at[position.symbol] = update.ts_init
-            self._unreported.pop(position.symbol, None)
-            self._notional[position.symbol] = abs(position.amount * position.entry_price + position.unrealized_pnl)
+                self._foreign_position(key, position.amount, update.ts_event)
+            self._position_event_at[key] = update.ts_init
+            self._unreported.pop(key, None)
+            self._notional[key] = abs(position.amount * position.entry_price + position.unrealized_pnl)
         if self.stalled is not None and not self._unreported:
             self._set_stalled(None, update.ts_init)
         if update.positions and self.capital is not None:
-            for position in update.positions:
-                self._emit_exposure(position.symbol, update.ts_event)
+            for symbol in dict.fromkeys(p.symbol for p in update.positions):  # once each, in order
+                self._emit_exposure(symbol, update.ts_event)
             self._emit_total_exposure(update.ts_event)
 
     def _on_transfer(self, update: AccountUpdate) -> None:
@@ -317,35 +326,41 @@ class ExchangeView:
             self._apply_leverage(symbol, current.leverage, at)
 
     def on_positions(self, positions: Iterable[Position], *, requested_at: float, at: float) -> None:
-        """GET /fapi/v3/positionRisk (it lists only symbols with a position or open orders)."""
-        listed = {p.symbol: p for p in positions}
-        for symbol in set(self.config.symbols) | set(listed) | set(self._notional):
+        """GET /fapi/v3/positionRisk (it lists only symbols with a position or open orders; in hedge
+        mode one row per side)."""
+        listed = {(p.symbol, p.side): p for p in positions}
+        valued: set[str] = set()  # symbols with a position valued by this snapshot
+        for key in sorted({(s, "BOTH") for s in self.config.symbols} | set(listed) | set(self._notional)):
             # A tie goes to the stream: a stepped clock stands still while the request is out, so an
             # event at the request's very time may be newer than the answer (a close it predates).
-            if self._position_event_at.get(symbol, -math.inf) >= requested_at:
+            if self._position_event_at.get(key, -math.inf) >= requested_at:
                 self.stats.stale_snapshot_values += 1
                 continue
-            position = listed.get(symbol)
-            self._notional[symbol] = abs(position.notional) if position is not None else ZERO
-            if self.capital is not None:
-                self._emit_exposure(symbol, at)
+            position = listed.get(key)
+            self._notional[key] = abs(position.notional) if position is not None else ZERO
+            valued.add(key[0])
         if self.capital is not None:
+            for symbol in sorted(valued):
+                self._emit_exposure(symbol, at)
             self._emit_total_exposure(at)
-        for symbol in (set(listed) | set(self._foreign_amounts)) - set(self.config.symbols):
-            position = listed.get(symbol)
+        for key in sorted(set(listed) | set(self._foreign_amounts)):
+            symbol = key[0]
+            if symbol in self.config.symbols:
+                continue
+            position = listed.get(key)
             amount = position.amount if position is not None else ZERO
             if self._positions_read:
-                self._foreign_position(symbol, amount, at)
+                self._foreign_position(key, amount, at)
                 continue
             # The first reading: the release may have traded before the view started. A position
             # that last changed before the placement began (a predecessor's, kept) is not its doing;
             # without the placement's time, any position outside the config is counted.
-            self._foreign_amounts[symbol] = amount
+            self._foreign_amounts[key] = amount
             if amount and (self.placed_at is None or position.update_time >= self.placed_at):
                 self._foreign(symbol, at)
         self._positions_read = True
         self._emit_isolated_margin(listed, at)
-        self._check_stall({s: p.amount for s, p in listed.items() if p.amount}, requested_at, at)
+        self._check_stall({k: p.amount for k, p in listed.items() if p.amount}, requested_at, at)
 
     def on_modes(self, modes: AccountModes, *, at: float) -> None:
         """GET /fapi/v1/accountConfig: each mode against the one it must stay (the first reading,
@@ -393,34 +408,45 @@ class ExchangeView:
 
     # --- internals -----------------------------------------------------------------------------------
 
-    def _foreign_position(self, symbol: str, amount: Decimal, ts: float) -> None:
+    def _foreign_position(self, key: PositionKey, amount: Decimal, ts: float) -> None:
         """A position outside the config counts when it moves."""
-        known = self._foreign_amounts.get(symbol, ZERO)
-        self._foreign_amounts[symbol] = amount
+        known = self._foreign_amounts.get(key, ZERO)
+        self._foreign_amounts[key] = amount
         if amount != known:
-            self._foreign(symbol, ts)
+            self._foreign(key[0], ts)
 
     def _foreign(self, symbol: str, ts: float) -> None:
         """An order, fill, position or leverage change on a symbol the config does not name."""
         self.stats.foreign_events += 1
         self._emit("foreign_activity", labels_of(symbol=symbol), 1, ts)
 
-    def _emit_isolated_margin(self, listed: dict[str, Position], at: float) -> None:
+    def _emit_isolated_margin(self, listed: dict[PositionKey, Position], at: float) -> None:
         """Each isolated position's own margin ratio (maintenance margin over its isolated margin:
         1 is its liquidation), which the account's cross margin ratio does not include; a
-        configured isolated symbol with no position reads 0, so its group stays fresh."""
-        for symbol in sorted(set(listed) | {s for s, c in self.config.symbols.items() if c.margin_type == "ISOLATED"}):
-            position = listed.get(symbol)
-            if position is None or not position.amount:
-                ratio = ZERO
-            elif position.isolated_margin == 0:
-                continue  # a cross position: the account's margin_ratio judges it
-            elif position.isolated_margin < 0:
-                ratio = Decimal(1)
-            else:
-                ratio = position.maintenance_margin / position.isolated_margin
+        configured isolated symbol with no position reads 0, so its group stays fresh. A hedged
+        symbol's two sides are two isolated positions: its figure is the nearer to liquidation."""
+        sides: dict[str, list[Position]] = {symbol: [] for symbol, configured in self.config.symbols.items()
+                                            if configured.margin_type == "ISOLATED"}
+        for (symbol, _), position in listed.items():
+            sides.setdefault(symbol, []).append(position)
+        for symbol in sorted(sides):
+            ratios = [ratio for ratio in map(self._isolated_ratio, sides[symbol] or [None]) if ratio is not None]
+            if not ratios:
+                continue  # only cross positions: the account's margin_ratio judges them
+            ratio = max(ratios)
             if symbol in self.config.symbols or ratio:
                 self._emit("isolated_margin_ratio", self._labels.get(symbol) or labels_of(symbol=symbol), ratio, at)
+
+    @staticmethod
+    def _isolated_ratio(position: Position | None) -> Decimal | None:
+        """One position's isolated margin ratio: 0 when there is none, None for a cross position."""
+        if position is None or not position.amount:
+            return ZERO
+        if position.isolated_margin == 0:
+            return None
+        if position.isolated_margin < 0:
+            return Decimal(1)
+        return position.maintenance_margin / position.isolated_margin
 
     def _apply_leverage(self, symbol: str, leverage: int, ts: float) -> None:
         self._applied[symbol] = leverage
@@ -429,26 +455,29 @@ class ExchangeView:
         self._emit("leverage_mismatch", labels, leverage != self.config.symbols[symbol].leverage, ts)
 
     def _emit_exposure(self, symbol: str, ts: float) -> None:
+        """The symbol's notional over capital: its sides summed (one in one-way mode, two hedged)."""
         labels = self._labels.get(symbol)
         if labels is None:
             labels = self._labels[symbol] = labels_of(symbol=symbol)
-        self._emit("exposure_ratio", labels, self._notional[symbol] / self.capital, ts)
+        notional = sum((self._notional.get((symbol, side), ZERO) for side in SIDES), ZERO)
+        self._emit("exposure_ratio", labels, notional / self.capital, ts)
 
     def _emit_total_exposure(self, ts: float) -> None:
         self._emit("exposure_total_ratio", NO_LABELS, sum(self._notional.values(), ZERO) / self.capital, ts)
 
-    def _check_stall(self, amounts: dict[str, Decimal], requested_at: float, at: float) -> None:
+    def _check_stall(self, amounts: dict[PositionKey, Decimal], requested_at: float, at: float) -> None:
         """A position that changed between two snapshots must have come with an ACCOUNT_UPDATE;
         one still missing a pass later means the stream is connected but silent."""
         previous, since = self._amounts, self._amounts_at
         self._amounts, self._amounts_at = amounts, requested_at
         if previous is None or not self.connected:
             return
-        for symbol in amounts.keys() | previous.keys():
-            moved = amounts.get(symbol, ZERO) != previous.get(symbol, ZERO)
-            if moved and self._position_event_at.get(symbol, -math.inf) < since:
-                self._unreported.setdefault(symbol, (since, requested_at))
-        late = sorted(s for s, (_, seen) in self._unreported.items() if seen < requested_at)
+        for key in amounts.keys() | previous.keys():
+            moved = amounts.get(key, ZERO) != previous.get(key, ZERO)
+            if moved and self._position_event_at.get(key, -math.inf) < since:
+                self._unreported.setdefault(key, (since, requested_at))
+        late = sorted(symbol if side == "BOTH" else f"{symbol} {side}"
+                      for (symbol, side), (_, seen) in self._unreported.items() if seen < requested_at)
         if late and self.stalled is None:
             self._set_stalled(f"the user-data stream is connected but silent: positions of {', '.join(late)} "
                               "changed without an ACCOUNT_UPDATE", at)

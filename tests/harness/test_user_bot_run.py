@@ -62,13 +62,11 @@ def test_a_users_bot_runs_48_hours_of_stage_b_without_an_exchange_error_and_is_p
     assert result.code == 0, (result.err[-3000:], result.out[-3000:], errors[:10])
     report = json.loads(result.out.strip().splitlines()[-1])
     assert report["ok"] and report["breaches"] == [] and report["simulated_s"] == HOURS * 3600, report
-    assert report["releases_placed"] == 1
-    # No policy ends failed. The witness policies (the bot's word against the exchange's) may end
-    # nodata, which holds a gate and never passes it: a known gap, cause not yet found (one
-    # candidate: the exchange view keys positions by symbol, so hedge mode's two sides overwrite).
-    assert "fail" not in report["verdicts"].values(), report["verdicts"]
-    judged_by_exchange = {p: v for p, v in report["verdicts"].items() if "-bot-" not in p}
-    assert set(judged_by_exchange.values()) <= {"pass", "inconclusive"}, judged_by_exchange
+    assert report["releases_placed"] == 1 and set(report["verdicts"].values()) <= {"pass", "inconclusive"}, report
+    # The bot's word against the exchange's is judged, in hedge mode too: each side is a position of
+    # its own (keyed by symbol, the two sides' rows made the stream look silent, and these went nodata).
+    witnesses = ("b-bot-fills-match-exchange", "b-bot-leverage-matches-exchange", "b-bot-bucket-usage-matches-exchange")
+    assert {report["verdicts"][name] for name in witnesses} == {"pass"}, report["verdicts"]
 
     (summary,) = [e for e in events if e["event"] == "report"]
     assert errors == [] and summary["errors"] == {}, errors[:10]

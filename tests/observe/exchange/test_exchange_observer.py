@@ -10,6 +10,7 @@ import pytest
 from controller.exchange.weights import WeightBudget
 from controller.sim.funding import INTERVAL as FUNDING_INTERVAL
 from tests.support.bot import CAPITAL, STRATEGY, strategy
+from tests.support.clients import binance_client
 from tests.support.exchange_observer import observing
 
 
@@ -54,6 +55,28 @@ async def test_a_position_shows_as_exposure_and_pnl_against_the_starting_capital
     assert later.last("exposure_ratio", symbol="ETHUSDT") == 0
     assert -0.001 < later.last("pnl_ratio") < 0  # the taker fee and the spread, nothing else
     assert not record.values("capital_share")  # no master client: the firm's total is out of sight
+
+
+async def test_a_hedged_symbols_long_and_short_both_count_in_its_exposure(sim, canary, clock):
+    # Hedge mode: a LONG and a SHORT on one symbol are two positions; the exposure is their sum
+    # (gross), whether the stream or the snapshot last valued them, never one side alone.
+    async with binance_client(sim, "canary") as bot:
+        await bot.futures_change_position_mode(dualSidePosition="true")
+        async with observing(canary, strategy(), clock=clock) as run:
+            record = run.record
+            await bot.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010",
+                                           positionSide="LONG")
+            await bot.futures_create_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.020",
+                                           positionSide="SHORT")
+            held = record.mark()
+            passes = run.observer.passes
+            await run.until(lambda: run.observer.passes >= passes + 2
+                            and bool(record.since(held).values("exposure_ratio", symbol="BTCUSDT")))
+    gross = float(Decimal("0.030") * sim.market.price("BTCUSDT") / CAPITAL)
+    after = record.since(held)
+    assert after.values("exposure_ratio", symbol="BTCUSDT") == pytest.approx(
+        [gross] * len(after.values("exposure_ratio", symbol="BTCUSDT")), rel=1e-3)
+    assert after.last("exposure_total_ratio") == pytest.approx(gross, rel=1e-3)
 
 
 async def test_funding_paid_on_a_position_shows_in_the_pnl_as_the_exchange_counts_it(sim, canary, clock):

@@ -47,9 +47,9 @@ def fill(order_id: int, trade_id: int, *, qty="0.01", price="62000", ts=T0) -> F
                 D(price) * D(qty), D(0), "USDT", D(0), False, ts, ts)
 
 
-def position(symbol: str, amount: str, entry: str, upnl: str, ts=T0) -> AccountUpdate:
+def position(symbol: str, amount: str, entry: str, upnl: str, ts=T0, side: str = "BOTH") -> AccountUpdate:
     return AccountUpdate("canary", "ORDER", (Balance("USDT", CAPITAL, CAPITAL),),
-                         (PositionChange(symbol, D(amount), D(entry), D(upnl), "CROSSED", D(0)),), ts, ts)
+                         (PositionChange(symbol, D(amount), D(entry), D(upnl), "CROSSED", D(0), side),), ts, ts)
 
 
 def connected(ts=T0) -> StreamStatus:
@@ -61,8 +61,8 @@ def settings(btc: int = 5) -> list[SymbolSettings]:
             SymbolSettings("SOLUSDT", 3, "ISOLATED")]
 
 
-def held(symbol: str, amount: str, mark: str) -> Position:
-    return Position(symbol, D(amount), D(mark), D(mark), D(0), D(amount) * D(mark), D(0), D(0), D(0))
+def held(symbol: str, amount: str, mark: str, side: str = "BOTH") -> Position:
+    return Position(symbol, D(amount), D(mark), D(mark), D(0), D(amount) * D(mark), D(0), D(0), D(0), side=side)
 
 
 @pytest.fixture
@@ -154,6 +154,40 @@ def test_exposure_follows_the_stream_and_the_snapshot(view, record):
                       at=T0 + 1)
     assert record.last("exposure_total_ratio") == pytest.approx((6100 + 3000) / 2000)
     assert record.last("exposure_ratio", symbol="SOLUSDT") == 0
+
+
+def test_a_hedged_symbols_sides_are_two_positions_each_updated_on_its_own(view, record):
+    # Hedge mode: an ACCOUNT_UPDATE names the side it moved; the other side keeps its value.
+    view.on_event(position("BTCUSDT", "0.1", "62000", "0", side="LONG"))
+    view.on_event(position("BTCUSDT", "-0.05", "62000", "0", side="SHORT", ts=T0 + 1))
+    assert record.last("exposure_ratio", symbol="BTCUSDT") == pytest.approx(9300 / 2000)
+    view.on_event(position("BTCUSDT", "0", "0", "0", side="LONG", ts=T0 + 2))
+    assert record.last("exposure_ratio", symbol="BTCUSDT") == pytest.approx(3100 / 2000)
+    view.on_positions([held("BTCUSDT", "0.2", "62000", "LONG"), held("BTCUSDT", "-0.05", "62000", "SHORT")],
+                      requested_at=T0 + 3, at=T0 + 3)
+    assert record.last("exposure_ratio", symbol="BTCUSDT") == pytest.approx(15500 / 2000)
+    assert record.last("exposure_total_ratio") == pytest.approx(15500 / 2000)
+
+
+def test_a_hedged_isolated_symbol_reads_the_side_nearer_its_liquidation(record):
+    view = ExchangeView(config=strategy(), sink=record, capital=CAPITAL)  # SOLUSDT is isolated in it
+
+    def side(name: str, amount: str, isolated: str, maintenance: str) -> Position:
+        return Position("SOLUSDT", D(amount), D("150"), D("150"), D(0), D(amount) * D("150"), D(0), D(isolated),
+                        D(maintenance), side=name)
+
+    view.on_positions([side("SHORT", "-10", "100", "60"), side("LONG", "10", "100", "20")], requested_at=T0, at=T0)
+    assert record.values("isolated_margin_ratio", symbol="SOLUSDT") == [pytest.approx(0.6)]
+
+
+def test_a_hedged_side_that_moved_without_an_account_update_is_named_with_its_side(view, record):
+    view.on_event(connected(T0))
+    view.on_event(position("BTCUSDT", "0.1", "62000", "0", side="LONG"))
+    long = held("BTCUSDT", "0.1", "62000", "LONG")
+    view.on_positions([long], requested_at=T0 + 1, at=T0 + 1)
+    view.on_positions([long, held("BTCUSDT", "-0.1", "62000", "SHORT")], requested_at=T0 + 2, at=T0 + 2)
+    view.on_positions([long, held("BTCUSDT", "-0.1", "62000", "SHORT")], requested_at=T0 + 3, at=T0 + 3)
+    assert view.stalled is not None and "BTCUSDT SHORT" in view.stalled and "LONG" not in view.stalled
 
 
 def test_a_position_the_stream_closes_as_a_snapshot_is_out_stays_closed_on_a_stepped_clock(view, record):
