@@ -48,6 +48,7 @@ def release(folder: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 48 h of clock through a real bot: about 200 s alone on 2 cores, more under load
 def test_a_users_bot_runs_48_hours_of_stage_b_without_an_exchange_error_and_is_paid_funding(tmp_path):
     folder = tmp_path / "user-bot"
     folder.mkdir()
