@@ -256,7 +256,8 @@ class _Judge:
 
     def signoff(self, line: Line, policies: list[PolicyFacts]) -> tuple[str, list[str]]:
         keys = [f"{line.stage}/{item}" for item in line.items]
-        required = [k for k in keys if k in self.f.required_signoffs]
+        # A recurring sign-off is required once per period: ``D/standup-review/day-3`` for ``standup-review``.
+        required = [k for k in self.f.required_signoffs if any(k == key or k.startswith(f"{key}/") for key in keys)]
         if not required:
             stage = self.f.stages.get(line.stage)
             if stage is None or stage.started_at is None:

@@ -117,7 +117,7 @@ def _stages(ev: Evidence) -> list[dict]:
         out.append({"name": stage.name, "title": stage.title, "environment": stage.environment,
                     "account": stage.account, "duration_seconds": stage.duration,
                     "capital_cap": None if stage.capital_cap is None else str(stage.capital_cap),
-                    "policies": stage.policies, "signoffs": list(stage.signoffs),
+                    "policies": stage.policies, "signoffs": stage.signoff_items,
                     "started_at": iso(run.started_at) if run else None,
                     "finished_at": iso(run.finished_at) if run else None,
                     "outcome": run.outcome if run else None, "dry_run": stage.dry_run,
@@ -259,11 +259,13 @@ def _signoffs(ev: Evidence) -> list[dict]:
     out = []
     signed = ev.state.signoffs
     for stage in ev.pipeline.stages:
-        for item in stage.signoffs:
+        for item in stage.signoff_items:
             by = signed.get(f"{stage.name}/{item}")
+            # A recurring sign-off's period may have been signed by its name alone (the current period).
+            named = {item, item.split("/", 1)[0]}
             command = next((c for c in ev.commands if by and c.kind == "signoff" and c.actor == by
                             and c.outcome == "accepted" and c.args.get("stage") == stage.name
-                            and (not c.args.get("items") or item in c.args["items"])), None)
+                            and (not c.args.get("items") or named & set(c.args["items"]))), None)
             out.append({"stage": stage.name, "item": item, "by": by,
                         "os_user": command.args.get("os_user") if command else None,
                         "at": iso(command.acked_at) if command else None,
