@@ -76,6 +76,16 @@ class ControllerMetrics:
             "canary_stage_time_remaining_seconds", "Time left before the rollout's current stage may complete; "
             "while it waits (paused or awaiting sign-off), before its waiting deadline (0: overdue).",
             ["rollout"], registry=r)
+        self.digest_last = Gauge(
+            "canary_digest_last_timestamp_seconds", "The end of the newest period whose verdict digest was "
+            "written (the stage's start before the first), for stages with a digest schedule.",
+            ["rollout"], registry=r)
+        self.digest_interval = Gauge(
+            "canary_digest_interval_seconds", "The length of the next digest period: the next digest is due "
+            "that long after canary_digest_last_timestamp_seconds.", ["rollout"], registry=r)
+        self.signoffs_overdue = Gauge(
+            "canary_signoffs_overdue", "Periods of recurring sign-offs (a daily standup review) that ended "
+            "unsigned and are still unsigned, in the rollout's current stage.", ["rollout"], registry=r)
         self.rollbacks = Counter(
             "canary_rollbacks_total", "Rollbacks started, by what triggered them (policy or operator).",
             ["trigger"], registry=r)
@@ -175,6 +185,7 @@ class ControllerMetrics:
             if stage is not None:
                 self.rollout_stage.remove(rollout, *stage)
             self.stage_remaining.remove(rollout)  # a series never set is no error
+            self.forget_schedule(int(rollout))
             self.runner_crashes.remove(rollout)
         return gone
 
@@ -193,6 +204,19 @@ class ControllerMetrics:
         """Time left in the rollout's stage, or in its wait (`decide.time_left`); overdue shows 0, not a
         negative time."""
         self.stage_remaining.labels(str(rollout_id)).set(max(0.0, seconds))
+
+    def set_digest(self, rollout_id: int, last: float, interval: float) -> None:
+        """The newest digest's period end (Clock seconds) and how long after it the next one is due."""
+        self.digest_last.labels(str(rollout_id)).set(last)
+        self.digest_interval.labels(str(rollout_id)).set(interval)
+
+    def set_signoffs_overdue(self, rollout_id: int, count: int) -> None:
+        self.signoffs_overdue.labels(str(rollout_id)).set(count)
+
+    def forget_schedule(self, rollout_id: int) -> None:
+        """Remove the rollout's digest and sign-off series: its stage has no schedule (any more)."""
+        for gauge in (self.digest_last, self.digest_interval, self.signoffs_overdue):
+            gauge.remove(str(rollout_id))  # a series never set is no error
 
     def rollback_started(self, trigger: str) -> None:
         """Count a rollback by its trigger (`ROLLBACK_TRIGGERS`; another value gets its own series:

@@ -47,13 +47,15 @@ def report() -> None:
               help="Write the report with its evidence (audit excerpt, config snapshots, bot logs, verdict values, "
                    "plots) and a SHA-256 manifest to FILE instead of printing it.")
 @click.option("--force", is_flag=True, help="Replace an existing archive file.")
+@click.option("--check-archive", "check_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.tar.gz",
+              help="Say in the completion section whether FILE exists and verifies as this rollout's archive.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="STATE_DIRECTORY",
               show_envvar=True, help="The daemon's state folder, where the bots' logs are (default: as `canaryctl "
                                      "run`'s).")
 @click.option("--policies", "policies_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Policy folder (default: the --config's policies_dir, else the shipped policies/).")
-def render(rollout: str, fmt: str, archive_path: Path | None, force: bool, state_dir: Path | None,
-           policies_dir: Path | None) -> None:
+def render(rollout: str, fmt: str, archive_path: Path | None, force: bool, check_path: Path | None,
+           state_dir: Path | None, policies_dir: Path | None) -> None:
     """Render the stabilization checklist of ROLLOUT, or archive it with its evidence.
 
     Examples:
@@ -65,6 +67,8 @@ def render(rollout: str, fmt: str, archive_path: Path | None, force: bool, state
     from controller.cli.context import database_url, default_state_dir
     from controller.report import evidence
 
+    if archive_path is not None and check_path is not None:
+        raise click.UsageError("--check-archive checks an archive written before; --archive writes one: give one")
     if archive_path is not None:
         if archive_path.exists() and not force:
             raise click.UsageError(f"{archive_path} exists; choose another name, or add --force to replace it")
@@ -82,9 +86,10 @@ def render(rollout: str, fmt: str, archive_path: Path | None, force: bool, state
     progress("collecting evidence")
     ev = run(main)
     if archive_path is None:
-        from controller.report import document, markdown
+        from controller.report import archive, document, markdown
 
-        doc = document.build(ev, archived=False)
+        check = archive.check_of(check_path, ev.id, ev.release) if check_path is not None else None
+        doc = document.build(ev, archived=False, archive_check=check)
         if fmt == "json":
             print_json(doc)
         else:

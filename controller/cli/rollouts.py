@@ -287,16 +287,28 @@ def resume(rollout: str, actor: str | None, expires_in: float, wait_seconds: flo
 @_ROLLOUT
 @click.argument("stage")
 @click.option("--by", "by", required=True, help="Who signs (recorded and audited).")
-@click.option("--item", "items", multiple=True, help="The sign-off item (default: every item of the stage).")
+@click.option("--item", "items", multiple=True, help="The sign-off item (default: every item of the stage; a "
+              "daily one's current day).")
+@click.option("--day", type=click.IntRange(1, 1000), default=None,
+              help="The day of a daily sign-off the --item names (default: the current day).")
 @_EXPIRES
 @_WAIT
 @_JSON
-def signoff(rollout: str, stage: str, by: str, items: tuple[str, ...], expires_in: float, wait_seconds: float,
-            as_json: bool) -> None:
+def signoff(rollout: str, stage: str, by: str, items: tuple[str, ...], day: int | None, expires_in: float,
+            wait_seconds: float, as_json: bool) -> None:
     """Sign off STAGE of ROLLOUT (e.g. the owner's review of the canary).
 
+    A daily sign-off (``{name: standup-review, every: 1d}``) is signed once per day of the stage:
+    named alone it signs the current day; ``--day N`` (or ``--item standup-review/day-N``) a day that
+    has begun.
+
     Example: canaryctl signoff 1.4.0 C --by alice --item owner-review
+    Example: canaryctl signoff 1.4.0 D --by alice --item standup-review --day 3
     """
+    if day is not None:
+        if not items:
+            raise click.UsageError("--day needs --item NAME: the daily sign-off whose day it is")
+        items = tuple(f"{item}/day-{day}" for item in items)
     _command(rollout, "signoff", actor=by, reason=None,
              args={"stage": stage, "items": list(items), "expires_in": expires_in}, wait_seconds=wait_seconds,
              as_json=as_json)

@@ -290,6 +290,27 @@ def verify(path: Path) -> ArchiveCheck:
     return ArchiveCheck(root, len(seen), events, tuple(problems))
 
 
+def check_of(path: Path, rollout_id: int, release: str) -> dict[str, Any]:
+    """Whether ``path`` exists and verifies as this rollout's archive, for the report's completion section;
+    an unreadable file is said so, never raised (the report is still rendered)."""
+    path = Path(path)
+    out: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "verifies": False, "problems": []}
+    if not out["exists"]:
+        out["problems"] = [f"{path} does not exist"]
+        return out
+    try:
+        result = verify(path)
+    except InputError as exc:
+        out["problems"] = [str(exc)]
+        return out
+    expected = document.safe_name(f"rollout-{rollout_id}-{release}")
+    problems = [f"{p.member}: {p.how}" for p in result.problems]
+    if result.root is not None and result.root != expected:
+        problems.append(f"it is the archive of {result.root}, not of {expected}")
+    out.update(verifies=not problems, problems=problems, members=result.members, audit_events=result.audit_events)
+    return out
+
+
 def printable(text: str) -> str:
     """``text`` with its control characters written as escapes (``\\x1b``, ``\\n``, ``\\u202e``): a name
     read from an archive is printed as itself, and cannot move the cursor or draw a line of its own."""

@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 MET, BREACHED, OPEN, NOT_RUN, OUTSIDE = "met", "breached", "open", "not run", "outside"
 
@@ -187,6 +188,8 @@ class Facts:
     baseline_config: str | None = None
     rollback: str | None = None
     archived: bool = False
+    archive_check: Mapping[str, Any] | None = None
+    """An existing archive checked for this report (`archive.check_of`): its path, exists, verifies, problems."""
 
 
 def fill(facts: Facts) -> list[dict]:
@@ -256,7 +259,8 @@ class _Judge:
 
     def signoff(self, line: Line, policies: list[PolicyFacts]) -> tuple[str, list[str]]:
         keys = [f"{line.stage}/{item}" for item in line.items]
-        required = [k for k in keys if k in self.f.required_signoffs]
+        # A recurring sign-off is required once per period: ``D/standup-review/day-3`` for ``standup-review``.
+        required = [k for k in self.f.required_signoffs if any(k == key or k.startswith(f"{key}/") for key in keys)]
         if not required:
             stage = self.f.stages.get(line.stage)
             if stage is None or stage.started_at is None:
@@ -336,6 +340,12 @@ class _Judge:
         if self.f.archived:
             return MET, ["this report is archived with the audit excerpt, config snapshots, logs, verdict "
                          "values and plots; MANIFEST.sha256 lists them"]
+        check = self.f.archive_check
+        if check is not None and check["verifies"]:
+            return MET, [f"archive {check['path']} exists and verifies ({check.get('members')} members match its "
+                         "manifest; its audit excerpt chains)"]
+        if check is not None:
+            return OPEN, [f"archive {check['path']} does not verify: " + "; ".join(check["problems"])]
         return OPEN, ["not archived yet: `canaryctl report ROLLOUT --archive FILE.tar.gz`"]
 
     def all_signoffs(self) -> tuple[str, list[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,9 +58,10 @@ def log_member(instance: str) -> str:
     return f"logs/{safe_name(instance)}/output.log"
 
 
-def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
+def build(ev: Evidence, *, archived: bool, archive_check: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The whole report. ``archived``: it is being written into an archive (the checklist's
-    "archived with run artifacts" line is then met)."""
+    "archived with run artifacts" line is then met); ``archive_check``: an existing archive of it,
+    checked (`archive.check_of`), for the completion section."""
     policies = _policies(ev)
     breaches = _breaches(ev)
     rollback = _rollback(ev, breaches)
@@ -80,7 +81,7 @@ def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
         required_signoffs=[f"{s['stage']}/{s['item']}" for s in signoffs],
         release=ev.release, status=ev.status.value, promoted_at=when(promoted),
         baseline=ev.baseline, baseline_config=baseline.info.config_sha256[:12] if baseline else None,
-        rollback=_rollback_line(rollback), archived=archived)
+        rollback=_rollback_line(rollback), archived=archived, archive_check=archive_check)
     return {
         "format": FORMAT,
         "as_of": iso(ev.as_of),
@@ -95,6 +96,7 @@ def build(ev: Evidence, *, archived: bool) -> dict[str, Any]:
         "dry_run": _dry_run(ev),
         "rollback": rollback,
         "signoffs": signoffs,
+        "completion": _completion(ev, signoffs, archived, archive_check),
         "anomalies": _anomalies(ev),
         "commands": [{**c.to_json(), "created_at": iso(c.created_at), "acked_at": iso(c.acked_at)}
                      for c in ev.commands],
@@ -117,7 +119,7 @@ def _stages(ev: Evidence) -> list[dict]:
         out.append({"name": stage.name, "title": stage.title, "environment": stage.environment,
                     "account": stage.account, "duration_seconds": stage.duration,
                     "capital_cap": None if stage.capital_cap is None else str(stage.capital_cap),
-                    "policies": stage.policies, "signoffs": list(stage.signoffs),
+                    "policies": stage.policies, "signoffs": stage.signoff_items,
                     "started_at": iso(run.started_at) if run else None,
                     "finished_at": iso(run.finished_at) if run else None,
                     "outcome": run.outcome if run else None, "dry_run": stage.dry_run,
@@ -259,17 +261,41 @@ def _signoffs(ev: Evidence) -> list[dict]:
     out = []
     signed = ev.state.signoffs
     for stage in ev.pipeline.stages:
-        for item in stage.signoffs:
+        for item in stage.signoff_items:
             by = signed.get(f"{stage.name}/{item}")
+            # A recurring sign-off's period may have been signed by its name alone (the current period).
+            named = {item, item.split("/", 1)[0]}
             command = next((c for c in ev.commands if by and c.kind == "signoff" and c.actor == by
                             and c.outcome == "accepted" and c.args.get("stage") == stage.name
-                            and (not c.args.get("items") or item in c.args["items"])), None)
+                            and (not c.args.get("items") or named & set(c.args["items"]))), None)
             out.append({"stage": stage.name, "item": item, "by": by,
                         "os_user": command.args.get("os_user") if command else None,
                         "at": iso(command.acked_at) if command else None,
                         "command": command.id if command else None,
                         "signers": list(ev.state.signers.get(stage.name, ())) if stage.signers > 1 else None})
     return out
+
+
+def _completion(ev: Evidence, signoffs: list[dict], archived: bool,
+                archive_check: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The checklist's completion criteria: is every stage signed off (each stage with what it still
+    lacks), and does an archive of this report exist and verify."""
+    stages = []
+    for stage in ev.pipeline.stages:
+        items = [s for s in signoffs if s["stage"] == stage.name]
+        stages.append({"stage": stage.name, "required": len(items),
+                       "signed": [s["item"] for s in items if s["by"]],
+                       "missing": [s["item"] for s in items if not s["by"]]})
+    if archived:
+        archive = {"path": None, "exists": True, "verifies": None,
+                   "note": "this report is the archive's own: `canaryctl report verify FILE` checks the file"}
+    elif archive_check is not None:
+        archive = dict(archive_check)
+    else:
+        archive = {"path": None, "exists": None, "verifies": None,
+                   "note": "no archive named: `canaryctl report ROLLOUT --archive FILE` writes one, "
+                           "`--check-archive FILE` checks one here"}
+    return {"signed_off": all(not s["missing"] for s in stages), "stages": stages, "archive": archive}
 
 
 def _anomalies(ev: Evidence) -> list[dict]:

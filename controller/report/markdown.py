@@ -24,6 +24,7 @@ def render(doc: dict[str, Any], *, plots_linked: bool) -> str:
                     f"`{x['artifact_sha256'][:12]}`", f"{x['created_by']}, {_t(x['created_at'])}"]
                    for x in doc["releases"]))
     out += _checklist(doc)
+    out += _completion(doc)
     out += _breaches(doc)
     out += _dry_run(doc)
     out += _rollback(doc)
@@ -49,6 +50,24 @@ def _checklist(doc) -> list[str]:
         out.append(f"- [{mark}] {line['text']} — **{line['status']}**")
         for item in line["evidence"]:
             out.append(f"  - {item}")
+    return out + [""]
+
+
+def _completion(doc) -> list[str]:
+    done = doc["completion"]
+    out = ["## Completion", ""]
+    out.append("- Every stage signed off: **" + ("yes" if done["signed_off"] else "no") + "**")
+    for stage in done["stages"]:
+        if stage["required"]:
+            out.append(f"  - stage {stage['stage']}: {len(stage['signed'])} of {stage['required']} signed"
+                       + (f"; missing {', '.join(stage['missing'])}" if stage["missing"] else ""))
+    archive = done["archive"]
+    if archive.get("path") is None:
+        out.append(f"- Archive: {archive['note']}")
+    else:
+        state = ("exists and verifies" if archive["verifies"] else
+                 "does not verify: " + "; ".join(archive["problems"]) if archive["exists"] else "does not exist")
+        out.append(f"- Archive `{archive['path']}`: **{state}**")
     return out + [""]
 
 

@@ -55,6 +55,13 @@ previous release back (the rollback plan, trigger ``dry_run``) and ends ``dry_ru
 
 An operator's rollback still acts (a person decided); a promote is refused: a dry run promotes nothing.
 
+A stage with a ``digest`` schedule has its verdicts digested per period (`WriteDigest`): decide says
+which periods have ended and not been digested (`Plan.digests_written`, counted from the store by the
+engine, which writes them), while the stage is judged. A recurring sign-off asks for one item per
+period of the stage (``standup-review/day-3``); the gate needs them all, a person signs the current
+period's (or names one that has begun), and a period that ends unsigned is said overdue once
+(``signoff.overdue``; `State.overdue_signoffs`).
+
 A stage with ``confirm_promotion`` promotes only once its endpoint said yes (Flagger's
 confirm-promotion). decide does not ask: with the rest of the gate open, it emits `AskConfirmation`
 (on every call while it waits; the engine keeps one question under way) and reads the endpoint's
@@ -75,7 +82,7 @@ from typing import Any
 from controller import signoffs
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import SEVERITY_ORDER, Outcome, Verdict
-from controller.rollout.pipeline import Pipeline
+from controller.rollout.pipeline import Pipeline, digest_period, digests_ended
 
 
 class Status(enum.StrEnum):
@@ -220,6 +227,8 @@ class Plan:
     open_anomalies: tuple[str, ...] = ()
     """The rollout's open anomalies (`store.anomalies.Anomaly.label`), read where the stage's pipeline
     says they block its promotion (`Pipeline.blocks_on_anomalies`)."""
+    digests_written: int | None = None
+    """How many digests of the current stage the store holds (None: not known, so none is asked for)."""
 
 
 # ---------------------------------------------------------------- actions
@@ -251,6 +260,16 @@ class AskConfirmation:
 
 
 @dataclass(frozen=True)
+class WriteDigest:
+    """Digest the verdicts of stage ``stage`` over period ``number`` (from 1): [start, end), Clock seconds."""
+
+    stage: int
+    number: int
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
 class FinishStage:
     """The stage ended: record its outcome (passed, forced, rolled_back)."""
 
@@ -274,7 +293,7 @@ class Audit:
     payload: Mapping[str, Any]
 
 
-Action = Place | StartRollback | AskConfirmation | FinishStage | Ack | Audit
+Action = Place | StartRollback | AskConfirmation | WriteDigest | FinishStage | Ack | Audit
 
 
 # ---------------------------------------------------------------- state
@@ -307,6 +326,8 @@ class State:
     """A dry-run stage's decision, never acted on: the first would-be rollback, else the gate's at its end."""
     dry_run_over: bool = False
     """The dry-run stage ended: the rollback under way gives the account back and ends ``dry_run_done``."""
+    overdue_signoffs: tuple[str, ...] = ()
+    """``STAGE/item`` of recurring sign-offs whose period ended unsigned, said once each."""
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status.value, "stage": self.stage, "stage_started": self.stage_started,
@@ -318,7 +339,7 @@ class State:
                 "dry_run": {k: v.to_json() for k, v in sorted(self.dry_run.items())},
                 "waiting_since": self.waiting_since, "waiting_overdue": self.waiting_overdue,
                 "would_have": self.would_have.to_json() if self.would_have else None,
-                "dry_run_over": self.dry_run_over}
+                "dry_run_over": self.dry_run_over, "overdue_signoffs": list(self.overdue_signoffs)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> State:
@@ -331,7 +352,7 @@ class State:
                    None if data.get("waiting_since") is None else float(data["waiting_since"]),
                    bool(data.get("waiting_overdue", False)),
                    WouldHave.from_json(data["would_have"]) if data.get("would_have") else None,
-                   bool(data.get("dry_run_over", False)))
+                   bool(data.get("dry_run_over", False)), tuple(data.get("overdue_signoffs", ())))
 
 
 LETTERS = {Outcome.PASS: "P", Outcome.FAIL: "F", Outcome.NODATA: "N", Outcome.INCONCLUSIVE: "I"}
@@ -449,6 +470,7 @@ def decide(state: State, verdicts: Iterable[Verdict], inputs: Sequence[Command |
         step.command(command)
     step.time()
     step.waited()
+    step.recurring()
     return Decision(step.state, tuple(step.actions))
 
 
@@ -503,7 +525,7 @@ class _Step:
         return self.plan.gates.get(self.stage.name, frozenset())
 
     def missing_signoffs(self) -> list[str]:
-        return signoffs.pending(self.stage.name, self.stage.signoffs, self.stage.signers, self.state.signoffs,
+        return signoffs.pending(self.stage.name, self.stage.signoff_items, self.stage.signers, self.state.signoffs,
                                 self.state.signers.get(self.stage.name, ()))
 
     def stage_over(self) -> bool:
@@ -796,19 +818,24 @@ class _Step:
             self.ack(command, False, f"no stage {command.stage!r} in this pipeline (stages: {', '.join(names)})")
             return
         stage = self.stages[names.index(command.stage)]
-        items = list(command.items) or list(stage.signoffs)
-        unknown = [i for i in items if i not in stage.signoffs]
+        items = self.signoff_items(stage, command.items)
+        recurring = {name for name, every in stage.signoff_entries if every is not None}
+        unknown = [i for i in items if i not in stage.signoff_items and i not in recurring]
+        not_begun = self.not_begun(stage, items)
         if not stage.signoffs:
             self.ack(command, False, f"stage {stage.name} needs no sign-off")
         elif unknown:
-            self.ack(command, False, f"stage {stage.name} has no sign-off {unknown[0]!r} "
-                                     f"(it has: {', '.join(stage.signoffs)})")
+            names = ", ".join(name if every is None else f"{name} (every {every:g} s: {name}/"
+                              f"{signoffs.period_word(every)}-N)" for name, every in stage.signoff_entries)
+            self.ack(command, False, f"stage {stage.name} has no sign-off {unknown[0]!r} (it has: {names})")
         elif self.state.status not in JUDGED or stage is not self.stage:
             # A sign-off vouches for evidence the stage produced: only the stage that runs has any.
             where = (f"at stage {self.stage.name}" if self.state.status in JUDGED
                      else f"{self.state.status.value} (stage {self.stage.name} not placed yet)")
             self.ack(command, False, f"the rollout is {where}: sign-offs of stage {stage.name} are "
                                      "given while it runs")
+        elif not_begun:
+            self.ack(command, False, f"{not_begun}: a period is signed once it has begun")
         else:
             # Who signs is the operating-system user that ran canaryctl: a second signature under
             # another claimed name (--by) from the same user does not make four eyes.
@@ -827,6 +854,30 @@ class _Step:
             what = ", ".join(k.split("/", 1)[1] for k in new) if new else ", ".join(items)
             count = f" ({len(signers[stage.name])} of {stage.signers} signers)" if stage.signers > 1 else ""
             self.ack(command, True, f"signed {what} of stage {stage.name}{count}")
+
+    def signoff_items(self, stage, given: Sequence[str]) -> list[str]:
+        """The items a signoff command signs: those it names (a recurring sign-off named alone is its
+        current period's), or, naming none, every plain item and each recurring one's current period."""
+        current = {}
+        if self.state.stage_started is not None and stage is self.stage:
+            current = {name: signoffs.period_item(name, every, signoffs.current_period(
+                every, stage.duration, self.state.stage_started, self.now))
+                for name, every in stage.signoff_entries if every is not None}
+        if not given:
+            return [current.get(name, name) if every is not None else name for name, every in stage.signoff_entries]
+        return [current.get(item, item) for item in given]
+
+    def not_begun(self, stage, items: Sequence[str]) -> str | None:
+        """Why one of ``items`` (a recurring sign-off's period) may not be signed yet; None: all may."""
+        started = self.state.stage_started
+        for name, every in stage.signoff_entries:
+            if every is None:
+                continue
+            for number in range(1, signoffs.periods(every, stage.duration) + 1):
+                item = signoffs.period_item(name, every, number)
+                if item in items and (started is None or self.now < started + (number - 1) * every):
+                    return f"{item} of stage {stage.name} has not begun"
+        return None
 
     def _promote(self, command: Command) -> None:
         status = self.state.status
@@ -902,6 +953,27 @@ class _Step:
                 self.state = replace(self.state, reason=unconfirmed)
             return
         self.advance()
+
+    def recurring(self) -> None:
+        """What the stage asks for on a schedule while it is judged: the digests of periods that ended,
+        and a recurring sign-off whose period ended unsigned, said overdue once."""
+        if self.state.status not in JUDGED or self.state.stage_started is None:
+            return
+        started, stage = self.state.stage_started, self.stage
+        if stage.digest is not None and self.plan.digests_written is not None:
+            ended = digests_ended(stage.digest, self.now - started)
+            for number in range(self.plan.digests_written + 1, ended + 1):
+                start, end = digest_period(stage.digest, number)
+                self.actions.append(WriteDigest(self.state.stage, number, started + start, started + end))
+        late = [f"{stage.name}/{item}" for item in signoffs.overdue(
+            stage.signoff_entries, stage.duration, started, self.now, self.state.signoffs, stage.name)]
+        new = [key for key in late if key not in self.state.overdue_signoffs]
+        if new:
+            self.state = replace(self.state, overdue_signoffs=(*self.state.overdue_signoffs, *new))
+            for key in new:
+                self.actions.append(Audit("signoff.overdue", "controller", {
+                    "stage": stage.name, "item": key.split("/", 1)[1],
+                    "reason": f"{key.split('/', 1)[1]} of stage {stage.name} was not signed by the end of its period"}))
 
     def waited(self) -> None:
         """Past the stage's waiting deadline, roll back or say so once (see the module's docstring)."""

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from controller import failpoints
+from controller import failpoints, signoffs
 from controller.analysis.policy import Policy, load_policy_file
 from controller.analysis.verdict import Verdict
 from controller.clock import Backoff, Clock
@@ -50,10 +50,10 @@ from controller.observe.process import ProcessObserver
 from controller.rollout import placing
 from controller.rollout.confirmation import PromotionQuestion
 from controller.rollout.decide import (JUDGED, TERMINAL, Ack, AskConfirmation, Audit, Command, Confirmation, Decision,
-                                       FinishStage, Limits, Notice, Place, Plan, StartRollback, Status, asks_rollback,
-                                       decide, time_left)
+                                       FinishStage, Limits, Notice, Place, Plan, StartRollback, Status, WriteDigest,
+                                       asks_rollback, decide, time_left)
 from controller.rollout.info import RolloutInfo, get_rollout, save_decision, start_stage_run
-from controller.rollout.pipeline import Stage
+from controller.rollout.pipeline import Stage, digest_period
 from controller.rollout.rollback import Rollback
 from controller.rollout.site import Site
 from controller.store.anomalies import open_anomalies
@@ -61,7 +61,7 @@ from controller.store.commands import CommandInfo, pending_commands
 from controller.store.database import Database
 from controller.store.deployments import live_deployment
 from controller.store.rollouts import current_stage_run, finish_stage_run
-from controller.store.verdicts import VerdictLog
+from controller.store.verdicts import VerdictLog, digests_written, write_digest
 from controller.verification import Verification
 
 log = get_logger(__name__)
@@ -188,6 +188,7 @@ class RolloutRunner:
         self._limits: dict[str, Limits] = {}  # the plan's, kept for what happens between two turns
         self._dry_run_stage = False  # the placed stage's verification judges a dry-run stage
         self._question: PromotionQuestion | None = None  # the confirm-promotion question under way, if any
+        self._digests: dict[str, int] = {}  # stage name -> digests of it the store holds
         self.stopping = False
 
     @property
@@ -241,7 +242,8 @@ class RolloutRunner:
         # Decided before any side effect of the resume: a rollback (or a promote) given while no
         # runner read commands replaces re-placing the stage or starting its verification.
         commands = await self._commands(info)
-        decision = decide(info.state, [], commands, self.clock.time(), plan=await self._with_anomalies(info))
+        decision = decide(info.state, [], commands, self.clock.time(),
+                          plan=await self._with_digests(info, await self._with_anomalies(info)))
         acted = any(isinstance(a, (Place, StartRollback)) for a in decision.actions)
         info = await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
         if acted or self.stopping:
@@ -265,10 +267,12 @@ class RolloutRunner:
         if self._verdict_log is not None and verdicts:
             await self._verdict_log.record(verdicts)
         verdicts += await self._watched_breaches()
-        plan = await self._with_anomalies(info)
+        plan = await self._with_digests(info, await self._with_anomalies(info))
         decision = decide(info.state, verdicts, [*notices, *commands, *self._answers(info)], self.clock.time(),
                           plan=plan)
-        return await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
+        info = await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
+        self._export_schedule(info)
+        return info
 
     def _answers(self, info: RolloutInfo) -> list[Confirmation]:
         """The confirm-promotion endpoint's latest answer about the rollout's stage, if it gave one."""
@@ -314,6 +318,8 @@ class RolloutRunner:
                 await self._rollback(info, action)
             elif isinstance(action, AskConfirmation):
                 self._ask(info, action)
+            elif isinstance(action, WriteDigest):
+                await self._write_digest(info, action)
         if self._notices:
             self._wake.set()
         return info
@@ -351,6 +357,51 @@ class RolloutRunner:
         if not info.pipeline.blocks_on_anomalies(info.state.stage):
             return plan
         return replace(plan, open_anomalies=tuple(a.label for a in await open_anomalies(self.db, info.id)))
+
+    # ------------------------------------------------------------ digests and recurring sign-offs
+
+    async def _with_digests(self, info: RolloutInfo, plan: Plan) -> Plan:
+        """The plan, with how many digests of the stage the store holds (read once per stage, then counted
+        here as they are written) where the stage has a digest schedule."""
+        stage = info.stage
+        if stage.digest is None or info.status not in JUDGED:
+            return plan
+        if stage.name not in self._digests:
+            self._digests[stage.name] = await digests_written(self.db, info.id, stage.name)
+        return replace(plan, digests_written=self._digests[stage.name])
+
+    async def _write_digest(self, info: RolloutInfo, action: WriteDigest) -> None:
+        """Write one digest decide asked for; a failure is logged and the next turn asks again (the
+        count does not move, so the missing digest's alert fires if it goes on failing)."""
+        stage = info.pipeline.stages[action.stage]
+        try:
+            try:
+                policies = [p.name for p in self.policies.stage(stage.policies)]
+            except CanaryError:
+                policies = []  # the gate says why; the digest still records what was judged
+            await write_digest(self.db, self.clock, rollout_id=info.id, release=info.release, stage=stage.name,
+                               stage_run_id=await current_stage_run(self.db, info.id, stage.name),
+                               number=action.number, start=action.start, end=action.end, policies=policies)
+        except Exception:  # noqa: BLE001 - a digest never stops the runner
+            log.exception("digest_not_written", rollout=info.id, stage=stage.name, number=action.number)
+            return
+        self._digests[stage.name] = max(self._digests.get(stage.name, 0), action.number)
+
+    def _export_schedule(self, info: RolloutInfo) -> None:
+        """The digest and recurring sign-off gauges of the stage being judged; none for another stage."""
+        stage, started = info.stage, info.state.stage_started
+        if info.status not in JUDGED or started is None:
+            self.metrics.forget_schedule(info.id)
+            return
+        if stage.digest is not None and stage.name in self._digests:
+            written = self._digests[stage.name]
+            last = started + (digest_period(stage.digest, written)[1] if written else 0.0)
+            start, end = digest_period(stage.digest, written + 1)
+            self.metrics.set_digest(info.id, last, end - start)
+        if any(every is not None for _, every in stage.signoff_entries):
+            late = signoffs.overdue(stage.signoff_entries, stage.duration, started, self.clock.time(),
+                                    info.state.signoffs, stage.name)
+            self.metrics.set_signoffs_overdue(info.id, len(late))
 
     def _export(self, info: RolloutInfo) -> None:
         self.metrics.set_rollout_state(info.id, info.release, info.status.value)

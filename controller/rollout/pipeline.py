@@ -11,7 +11,8 @@
         capital_cap: 0.02            # the most of the master's capital the account may hold
         baseline: master             # where the previous release keeps running, for comparison
         positions: flatten           # on rollback: keep | flatten (reduce-only orders)
-        signoffs: [owner-review]     # what a person must sign before the gate opens
+        signoffs: [owner-review]     # what a person must sign before the gate opens; a recurring
+                                     # one, {name: standup-review, every: 1d}, once per period (below)
         signers: 2                   # distinct operating-system users who must sign (four eyes)
         progress_deadline: 1h        # after the stage's end, a gate that never passed rolls back
         waiting_deadline: 24h        # the longest the rollout may wait paused or for a sign-off
@@ -23,6 +24,7 @@
         confirm_promotion:           # before the gate promotes, ask this endpoint (below)
           url: https://deploys.example.com/canary/confirm
           timeout: 10s               # per question; at most 5 minutes
+        digest: {every: 1h, first: 24h, then: 1d}  # verdict digests on a schedule (below)
 
 ``after_promotion`` says what becomes of the stage's account once the rollout moves on, so that no
 account runs the release unwatched. ``watch`` (the default): the stage's verification goes on, with
@@ -53,12 +55,21 @@ runner's, never by the engine's decision (which reads its latest answer); a 2xx 
 (``rollout.promotion_confirmed``). The URL's query may carry a credential: it is shown as
 ``scheme://host/path``.
 
+``digest`` has the controller record a digest of the stage's verdicts (per policy: how often each
+outcome came, the worst value, the breaches) for each period of the schedule: every ``every`` for
+the ``first`` part of the stage, every ``then`` after it (the checklist's "hourly for the first 24 h,
+daily afterwards"), as ``stage.digest`` audit events. A digest not written on time alerts
+(CanaryDigestMissing). A recurring sign-off (``{name: standup-review, every: 1d}``) asks for one item
+per period of the stage, named ``standup-review/day-N``; the gate needs every one, and a period that
+ends unsigned is said overdue (a ``signoff.overdue`` audit event, the CanarySignoffOverdue alert).
+
 The default pipeline ships in ``controller/rollout/pipelines/default.yaml`` and maps stages A to
 D of the checklist; stage E's nightly regression is a harness run, not a stage.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -67,6 +78,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, ValidationError, field_validator, model_validator
 
+from controller import signoffs
 from controller.analysis.policy import Duration
 from controller.canonical import canonical_json
 from controller.config.model import ConfigModel, Fraction, Int, error_at
@@ -107,6 +119,32 @@ class ConfirmPromotion(ConfigModel):
         return timeout
 
 
+class RecurringSignoff(ConfigModel):
+    """A sign-off asked for once per period of the stage: ``{name: standup-review, every: 1d}``."""
+
+    name: ItemName
+    every: Duration = Field(gt=0)
+
+
+DIGEST_PERIODS_MAX = 1000
+"""The most digests a stage's schedule may ask for over its duration: a typo (``every: 1s``) is refused."""
+
+
+class DigestSchedule(ConfigModel):
+    """When the stage's verdict digests are written (see the module's docstring)."""
+
+    every: Duration = Field(default=3600.0, gt=0)
+    first: Duration = Field(default=86400.0, ge=0)
+    """How long, from the stage's start, a digest covers ``every``; ``then`` after that."""
+    then: Duration = Field(default=86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _whole_periods(self) -> DigestSchedule:
+        if self.first % self.every:
+            raise error_at(("first",), f"expected a whole number of periods of {self.every:g} s, got {self.first:g} s")
+        return self
+
+
 class Stage(ConfigModel):
     name: StageName
     title: str | None = None
@@ -117,7 +155,7 @@ class Stage(ConfigModel):
     capital_cap: Fraction | None = None
     baseline: AccountName | None = None
     positions: Literal["keep", "flatten"] = "keep"
-    signoffs: list[ItemName] = Field(default_factory=list)
+    signoffs: list[ItemName | RecurringSignoff] = Field(default_factory=list)
     signers: Int = Field(default=1, ge=1, le=10)
     """How many distinct operating-system users must sign the stage's items before its gate opens
     (2: four eyes). A user counts once, whatever name they claim with ``--by``."""
@@ -142,6 +180,18 @@ class Stage(ConfigModel):
     or the promote is forced; ``note``: anomalies are logged only. None: ``block`` on the last stage."""
     confirm_promotion: ConfirmPromotion | None = None
     """Ask this endpoint before the gate promotes; only a 2xx promotes (see the module's docstring)."""
+    digest: DigestSchedule | None = None
+    """Record verdict digests on this schedule (see the module's docstring)."""
+
+    @property
+    def signoff_entries(self) -> list[signoffs.Entry]:
+        """The stage's sign-offs as (name, every seconds or None)."""
+        return [(item, None) if isinstance(item, str) else (item.name, item.every) for item in self.signoffs]
+
+    @property
+    def signoff_items(self) -> list[str]:
+        """Every item the gate needs signed: a recurring sign-off's once per period (``standup-review/day-3``)."""
+        return signoffs.items(self.signoff_entries, self.duration)
 
     @property
     def shadow(self) -> bool:
@@ -152,8 +202,19 @@ class Stage(ConfigModel):
         if self.baseline is not None and self.baseline == self.account:
             raise error_at(("baseline",), "the baseline runs on another account than the release "
                                           f"(both are {self.account!r})")
-        if len(set(self.signoffs)) != len(self.signoffs):
+        names = [name for name, _ in self.signoff_entries]
+        if len(set(names)) != len(names):
             raise error_at(("signoffs",), "a sign-off item is listed twice")
+        for index, (name, every) in enumerate(self.signoff_entries):
+            if every is not None and every > self.duration:
+                raise error_at(("signoffs", index, "every"), f"{name!r} recurs every {every:g} s, longer than the "
+                                                             f"stage's duration ({self.duration:g} s)")
+            if every is not None and signoffs.periods(every, self.duration) > DIGEST_PERIODS_MAX:
+                raise error_at(("signoffs", index, "every"), f"{name!r} would ask for more than "
+                                                             f"{DIGEST_PERIODS_MAX} sign-offs over the stage")
+        if self.digest is not None and digest_count(self.digest, self.duration) > DIGEST_PERIODS_MAX:
+            raise error_at(("digest",), f"the schedule asks for more than {DIGEST_PERIODS_MAX} digests over "
+                                        f"the stage's {self.duration:g} s")
         if self.signers > 1 and not self.signoffs:
             raise error_at(("signers",), f"{self.signers} signers of no sign-off item: list the items under signoffs")
         if self.dry_run and self.confirm_promotion is not None:
@@ -219,6 +280,28 @@ class Pipeline(ConfigModel):
         current = self.stages[index]
         left.pop((current.environment, current.account), None)
         return left
+
+
+def digest_period(schedule: DigestSchedule, number: int) -> tuple[float, float]:
+    """Digest ``number`` (from 1)'s period, in seconds from the stage's start: [start, end)."""
+    early = round(schedule.first / schedule.every)
+    if number <= early:
+        return (number - 1) * schedule.every, number * schedule.every
+    later = number - early
+    return schedule.first + (later - 1) * schedule.then, schedule.first + later * schedule.then
+
+
+def digests_ended(schedule: DigestSchedule, elapsed: float) -> int:
+    """How many digest periods have ended ``elapsed`` seconds after the stage's start."""
+    if elapsed < 0:
+        return 0
+    early = math.floor(min(elapsed, schedule.first) / schedule.every + 1e-9)
+    return early + max(0, math.floor((elapsed - schedule.first) / schedule.then + 1e-9))
+
+
+def digest_count(schedule: DigestSchedule, duration: float) -> int:
+    """How many digests a stage of ``duration`` seconds has over its duration."""
+    return digests_ended(schedule, duration)
 
 
 def load_pipeline(path: Path | None = None) -> Pipeline:

@@ -368,7 +368,7 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         count=len(record.pipeline_document["stages"]), environment=spec["environment"], account=spec["account"],
         duration=float(spec["duration"]), progress_deadline=float(spec.get("progress_deadline", 3600.0)),
         capital_cap=decimal(spec.get("capital_cap")), baseline_account=spec.get("baseline"),
-        signoffs=tuple(spec.get("signoffs", ())),
+        signoffs=tuple(signoffs.items(signoffs.entries_of(spec.get("signoffs", ())), float(spec["duration"]))),
         signers=int(spec.get("signers", 1)),
         waiting_deadline=float(spec.get("waiting_deadline", 86400.0)),
         on_waiting_deadline=str(spec.get("on_waiting_deadline", "alert")),

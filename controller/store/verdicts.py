@@ -1,17 +1,27 @@
-"""Verdict changes, stored with their evidence: what a report and an audit need, not every tick."""
+"""Verdict changes, stored with their evidence: what a report and an audit need, not every tick;
+and a stage's verdict digests (``stage.digest`` audit events), written from them on a schedule."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import func, select
 
-from controller.analysis.verdict import Outcome, Verdict
+from controller.analysis.verdict import SEVERITY_ORDER, Outcome, Verdict
 from controller.canonical import canonical_json
-from controller.clock import to_datetime
+from controller.clock import Clock, to_datetime
+from controller.store import audit
 from controller.store.database import Database
-from controller.store.models import VerdictChange
+from controller.store.models import AuditEvent, VerdictChange
+
+DIGEST = "stage.digest"
+"""The audit event of one period's verdict digest."""
+BREACHES_LISTED = 20
+"""The breaches a digest lists one by one (all are counted)."""
 
 
 class VerdictLog:
@@ -65,3 +75,75 @@ def _row(rollout_id: int, stage_run_id: int | None, verdict: Verdict) -> Verdict
                          threshold=None if verdict.threshold is None else f"{verdict.threshold:g}",
                          window_seconds=verdict.window, samples=verdict.samples,
                          evaluated_at=to_datetime(verdict.at), evidence=canonical_json(evidence))
+
+
+async def digests_written(db: Database, rollout_id: int, stage: str) -> int:
+    """How many digests of ``stage`` of the rollout the audit chain holds."""
+    async with db.read() as session:
+        return len(await _digest_numbers(session, rollout_id, stage))
+
+
+async def _digest_numbers(session, rollout_id: int, stage: str) -> set[int]:
+    payloads = (await session.execute(select(AuditEvent.payload).where(
+        AuditEvent.kind == DIGEST, AuditEvent.subject == f"rollout:{rollout_id}"))).scalars()
+    return {int(p["number"]) for p in map(json.loads, payloads) if p.get("stage") == stage}
+
+
+async def write_digest(db: Database, clock: Clock, *, rollout_id: int, release: str, stage: str,
+                       stage_run_id: int | None, number: int, start: float, end: float,
+                       policies: Sequence[str]) -> dict[str, Any] | None:
+    """Digest the stage run's verdicts over [start, end) (Clock seconds) and audit it as ``stage.digest``;
+    returns its payload, or None when digest ``number`` of the stage was written already.
+
+    Verdicts are stored when they change, so the counts are of changes into each outcome; each policy
+    also says the outcome it had when the period began. A policy of ``policies`` with no verdict at all
+    by the period's end is ``nodata`` (fail closed): a digest never reads silence as a pass."""
+    since, until = to_datetime(start), to_datetime(end)
+    async with db.write() as session:
+        if number in await _digest_numbers(session, rollout_id, stage):
+            return None
+        rows = (await session.execute(select(VerdictChange).where(
+            VerdictChange.rollout_id == rollout_id, VerdictChange.stage_run_id == stage_run_id,
+            VerdictChange.evaluated_at < until).order_by(VerdictChange.id))).scalars().all()
+        digest = {name: _policy_digest([r for r in rows if r.policy == name], since) for name in sorted(
+            {*policies, *(r.policy for r in rows)})}
+        payload = {"stage": stage, "number": number, "start": start, "end": end,
+                   "from": since.isoformat(), "until": until.isoformat(), "stage_run": stage_run_id,
+                   "breaches": sum(p["breaches"] for p in digest.values()),
+                   "worst": max((p["worst"]["outcome"] for p in digest.values()),
+                                key=lambda o: SEVERITY_ORDER[Outcome(o)], default=Outcome.NODATA.value),
+                   "policies": digest}
+        await audit.append(session, clock, actor="controller", kind=DIGEST, subject=f"rollout:{rollout_id}",
+                           release=release, payload=payload)
+    return payload
+
+
+def _policy_digest(rows: Sequence[VerdictChange], since) -> dict[str, Any]:
+    """One policy's digest from its verdict changes up to the period's end (those before ``since`` give
+    the outcome each group had when the period began)."""
+    held: dict[str, VerdictChange] = {}
+    counts = {outcome.value: 0 for outcome in Outcome}
+    breaches: list[dict[str, Any]] = []
+    worst: VerdictChange | None = None
+    for row in rows:
+        if row.evaluated_at < since:
+            held[row.group_key] = row
+            continue
+        counts[row.verdict] += 1
+        if row.verdict == Outcome.FAIL.value:
+            breaches.append({"at": row.evaluated_at.isoformat(), "group": row.group_key, "value": row.value,
+                             "threshold": row.threshold})
+        if worst is None or _rank(row) >= _rank(worst):
+            worst = row
+    for row in held.values():  # what was held over the period's start counts as seen in it
+        if worst is None or _rank(row) > _rank(worst):
+            worst = row
+    return {"outcomes": counts, "at_start": {group: row.verdict for group, row in sorted(held.items())},
+            "breaches": len(breaches), "breaches_listed": breaches[:BREACHES_LISTED],
+            "worst": {"outcome": Outcome.NODATA.value, "value": None, "threshold": None, "at": None} if worst is None
+            else {"outcome": worst.verdict, "value": worst.value, "threshold": worst.threshold, "group": worst.group_key,
+                  "at": worst.evaluated_at.isoformat()}}
+
+
+def _rank(row: VerdictChange) -> int:
+    return SEVERITY_ORDER[Outcome(row.verdict)]

@@ -165,3 +165,54 @@ def test_what_is_no_tar_gz_is_unreadable(tmp_path):
         archive.verify(tmp_path / "plain.txt")
     with pytest.raises(ArchiveUnreadable, match="no such file"):
         archive.verify(tmp_path / "absent.tar.gz")
+
+
+# ---------------------------------------------------------------- the report's completion section
+
+def completion(evidence, check=None) -> dict:
+    from controller.report import document
+
+    return document.build(evidence, archived=False, archive_check=check)["completion"]
+
+
+def test_completion_says_an_archive_exists_and_verifies(tmp_path, evidence, written):
+    check = archive.check_of(written, 3, "2.0.0")
+    assert (check["exists"], check["verifies"], check["problems"]) == (True, True, [])
+    done = completion(evidence, check)
+    assert done["archive"]["verifies"] is True
+    line = next(x for x in document_of(evidence, check)["checklist"] if x["key"] == "done-2")
+    assert line["status"] == "met" and str(written) in line["evidence"][0]
+
+
+def test_completion_says_a_tampered_missing_or_foreign_archive_does_not_verify(tmp_path, evidence, written):
+    contents = read(written)
+    pack(tmp_path / "tampered.tar.gz", {**contents, f"{ROOT}/report.md": b"# all fine\n"})
+    tampered = archive.check_of(tmp_path / "tampered.tar.gz", 3, "2.0.0")
+    assert not tampered["verifies"] and any("report.md" in p for p in tampered["problems"])
+    missing = archive.check_of(tmp_path / "nowhere.tar.gz", 3, "2.0.0")
+    assert (missing["exists"], missing["verifies"]) == (False, False)
+    foreign = archive.check_of(written, 4, "2.0.0")
+    assert not foreign["verifies"] and "not of rollout-4-2.0.0" in foreign["problems"][-1]
+    line = next(x for x in document_of(evidence, tampered)["checklist"] if x["key"] == "done-2")
+    assert line["status"] == "open" and "does not verify" in line["evidence"][0]
+
+
+def test_completion_says_which_stage_lacks_a_signoff_and_that_no_archive_was_named(evidence):
+    done = completion(evidence)
+    assert done["archive"]["exists"] is None and "--check-archive FILE" in done["archive"]["note"]
+    # The rolled-back canary's owner never signed its review.
+    assert done["stages"] == [{"stage": "C", "required": 1, "signed": [], "missing": ["owner-review"]}]
+    assert done["signed_off"] is False
+
+
+def test_the_markdown_has_the_completion_section(evidence, written):
+    from controller.report import markdown
+
+    text = markdown.render(document_of(evidence, archive.check_of(written, 3, "2.0.0")), plots_linked=False)
+    assert "## Completion" in text and f"- Archive `{written}`: **exists and verifies**" in text
+
+
+def document_of(evidence, check) -> dict:
+    from controller.report import document
+
+    return document.build(evidence, archived=False, archive_check=check)

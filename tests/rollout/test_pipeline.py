@@ -80,7 +80,7 @@ def test_the_default_pipeline_says_what_happens_to_each_account_after_its_stage(
 def test_the_default_full_deployment_waits_for_an_operator_and_the_standup():
     full = load_pipeline().stage("D")
     assert full.auto_promote is False
-    assert full.signoffs == ["standup-review"]
+    assert full.signoff_entries == [("standup-review", 86400.0)]  # one a day, day-1 to day-7
 
 
 def test_a_good_file_gives_durations_in_seconds_and_defaults(tmp_path):

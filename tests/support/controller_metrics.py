@@ -15,6 +15,8 @@ def every_family_set() -> ControllerMetrics:
     metrics.set_rollout_state(1, "v1", "running")
     metrics.set_rollout_stage(1, "v1", "C")
     metrics.set_stage_remaining(1, 60.0)
+    metrics.set_digest(1, 3600.0, 3600.0)
+    metrics.set_signoffs_overdue(1, 0)
     metrics.rollback_started("policy")
     metrics.rollback_failed("flatten")
     metrics.rollback_finished(1.0)
