@@ -394,10 +394,12 @@ class Evaluator:
         return group_state.serial, group_state.expire(now)
 
     def _judge(self, state: _PolicyState, now: float) -> Verdict:
+        """The policy's verdict: its worst group's; of passes, a pending one (a breach in the making
+        is what a person must see; the outcome, all the gate reads, is a pass either way)."""
         worst_key, worst = (), None
         for key in list(state.groups) or [()]:
             verdict = self._judged(state, key, now, dated=False)
-            if worst is None or SEVERITY_ORDER[verdict.outcome] > SEVERITY_ORDER[worst.outcome]:
+            if worst is None or _rank(verdict) > _rank(worst):
                 worst_key, worst = key, verdict
         assert worst is not None
         return worst if worst.at == now else self._dated(state, worst_key, worst, now)
@@ -510,7 +512,7 @@ class Evaluator:
                            breaching_since=group.breaching_since, **base)
         return Verdict(outcome=Outcome.PASS, value=value, threshold=threshold, samples=samples,
                        reason=f"breaching for {now - group.breaching_since:g} s of {policy.for_:g} s",
-                       breaching_since=group.breaching_since, **base)
+                       breaching_since=group.breaching_since, fails_at=group.breaching_since + policy.for_, **base)
 
     def _staleness(self, policy: Policy, now: float) -> str | None:
         last = self._fresh.get(policy.source)
@@ -629,6 +631,11 @@ class Evaluator:
         (first_t, first_difference), (our_t, our_last), (their_t, their_last) = first, ours.last(), theirs.last()
         error = spread * math.sqrt(max(0.0, max(our_t, their_t) - first_t))
         return our_last - their_last - first_difference + GROWTH_STANDARD_ERRORS * error, samples
+
+
+def _rank(verdict: Verdict) -> tuple[int, bool]:
+    """How bad a group's verdict is, to pick the one that speaks for its policy."""
+    return SEVERITY_ORDER[verdict.outcome], verdict.pending
 
 
 MIN_PERIODS = 4
