@@ -60,6 +60,9 @@ class ControllerMetrics:
         self.policy_threshold = Gauge(
             "canary_policy_threshold", "The threshold the policy group's condition last compared against.",
             ["policy", "group"], registry=r)
+        self.policy_pending = Gauge(
+            "canary_policy_pending", "1 while the policy group's condition is false and its `for` has not run "
+            "out (a pass about to fail), 0 otherwise.", ["policy", "group"], registry=r)
         self.policy_breaches = Counter(
             "canary_policy_breaches_total", "Confirmed policy failures, once per transition of a group into fail.",
             ["policy", "group", "action"], registry=r)
@@ -136,6 +139,9 @@ class ControllerMetrics:
         for reason in REJECTION_REASONS:
             self.observations_rejected.labels(reason)
         self._failing: set[tuple[str, str]] = set()  # (policy, group) now failing
+        # Per policy, its group now pending: a policy's verdict speaks for its worst group, so the
+        # group that was pending is cleared when another group's verdict says the policy is not.
+        self._pending: dict[str, str] = {}
         self._rollout_release: dict[str, str] = {}
         self._rollout_stage: dict[str, tuple[str, str]] = {}
 
@@ -152,6 +158,15 @@ class ControllerMetrics:
                 self.policy_breaches.labels(*where, verdict.action or "none").inc()
             elif verdict.outcome is not Outcome.FAIL:
                 self._failing.discard(where)
+            self._set_pending(verdict)
+
+    def _set_pending(self, verdict: Verdict) -> None:
+        was = self._pending.pop(verdict.policy, None)
+        if was is not None and was != verdict.group_key:
+            self.policy_pending.labels(verdict.policy, was).set(0)
+        if verdict.pending:
+            self._pending[verdict.policy] = verdict.group_key
+        self.policy_pending.labels(verdict.policy, verdict.group_key).set(1 if verdict.pending else 0)
 
     def set_rollout_state(self, rollout_id: int, release: str, state: str) -> None:
         """Export ``state`` as the rollout's only state at 1; a rollout's earlier release label is dropped."""

@@ -8,7 +8,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.analysis.verdict import Outcome, Verdict
+from controller.analysis.verdict import Outcome, Verdict, group_text
 from controller.metrics import EXPORTED_NAMES, ROLLBACK_TRIGGERS, ROLLOUT_STATES, ControllerMetrics
 from tests.support.controller_metrics import every_family_set
 
@@ -189,3 +189,24 @@ def test_rejected_observations_count_by_reason_from_zero():
     metrics.observations_were_rejected({"nan": 1})
     metrics.observations_were_rejected({})
     assert series(metrics, "canary_observations_rejected_total") == {(("reason", "nan"),): 3, (("reason", "inf"),): 1}
+
+
+def test_a_pending_group_is_exported_until_the_policy_speaks_otherwise():
+    """A policy's verdict speaks for its worst group: once another group speaks with a plain pass,
+    the group that was pending is pending no more."""
+    metrics = ControllerMetrics()
+    btc, eth = (("symbol", "BTCUSDT"),), (("symbol", "ETHUSDT"),)
+
+    def judged(group, breaching_since=None):
+        return Verdict(policy="c-latency", outcome=Outcome.PASS, at=10.0, value=0.7, threshold=0.5,
+                       condition="< 0.5", window=600.0, samples=9, group=group, breaching_since=breaching_since)
+
+    def pending(group):
+        return metrics.registry.get_sample_value("canary_policy_pending", {"policy": "c-latency",
+                                                                           "group": group_text(group)})
+
+    metrics.record_verdicts([judged(btc, breaching_since=5.0)])
+    assert (pending(btc), metrics.registry.get_sample_value(
+        "canary_policy_verdict", {"policy": "c-latency", "group": "symbol=BTCUSDT", "outcome": "pass"})) == (1, 1)
+    metrics.record_verdicts([judged(eth)])
+    assert (pending(btc), pending(eth)) == (0, 0)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,6 +39,7 @@ from controller.analysis.condition import COMPARATORS, Condition, ConditionError
 from controller.analysis.observation import Batch, Heartbeat, Labels, Observation
 from controller.analysis.policy import Policy
 from controller.analysis.verdict import SEVERITY_ORDER, Outcome, Verdict
+from controller.analysis.spread import MIN_PERIODS, PairedSpread
 from controller.analysis.window import Window
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
@@ -129,8 +129,8 @@ class _PolicyState:
             self.constant_threshold is not None or bool(self.condition.names))
         self.series_count = 0  # windows and rejected series over all groups, against the cap
         self.refused_at: float | None = None  # the newest sample refused for the cap
-        # growth_vs_baseline: per group, the spread of the completed periods and what it was measured on
-        self.spreads: dict[Labels, tuple[object, float | None]] = {}
+        # growth_vs_baseline: per group, the completed periods paired with the baseline's and their spread
+        self.spreads: dict[Labels, PairedSpread] = {}
         # How long a series' newest sample may be older than ``now`` before the series goes: its
         # window, then as long again (an instant policy: its stale_after) showing its absence.
         grace = policy.on_nodata.stale_after if policy.instant else policy.window
@@ -394,10 +394,14 @@ class Evaluator:
         return group_state.serial, group_state.expire(now)
 
     def _judge(self, state: _PolicyState, now: float) -> Verdict:
+        """The policy's verdict: its worst group's; of passes, a pending one (a breach in the making
+        is what a person must see; the outcome, all the gate reads, is a pass either way)."""
         worst_key, worst = (), None
         for key in list(state.groups) or [()]:
             verdict = self._judged(state, key, now, dated=False)
-            if worst is None or SEVERITY_ORDER[verdict.outcome] > SEVERITY_ORDER[worst.outcome]:
+            if worst is None or SEVERITY_ORDER[verdict.outcome] > SEVERITY_ORDER[worst.outcome] or (
+                    verdict.breaching_since is not None and worst.breaching_since is None
+                    and verdict.outcome is worst.outcome is Outcome.PASS):
                 worst_key, worst = key, verdict
         assert worst is not None
         return worst if worst.at == now else self._dated(state, worst_key, worst, now)
@@ -510,7 +514,7 @@ class Evaluator:
                            breaching_since=group.breaching_since, **base)
         return Verdict(outcome=Outcome.PASS, value=value, threshold=threshold, samples=samples,
                        reason=f"breaching for {now - group.breaching_since:g} s of {policy.for_:g} s",
-                       breaching_since=group.breaching_since, **base)
+                       breaching_since=group.breaching_since, fails_at=group.breaching_since + policy.for_, **base)
 
     def _staleness(self, policy: Policy, now: float) -> str | None:
         last = self._fresh.get(policy.source)
@@ -611,28 +615,19 @@ class Evaluator:
         if theirs is None:
             return None, 0
         samples = min(ours.count(), theirs.count())
-        # The pairs change only when a period starts or leaves: measured again then, not every tick.
-        key = (ours.periods(), theirs.periods())
-        cached = state.spreads.get(group_key)
-        if cached is None or cached[0] != key:
+        # The completed pairs and their changes are kept as periods come and go, not paired afresh.
+        paired = state.spreads.get(group_key)
+        if paired is None or not paired.reads(ours, theirs):
             if len(state.spreads) >= _LABEL_CACHE_LIMIT:
                 state.spreads.clear()
-            canary, baseline = ours.period_lasts(), theirs.period_lasts()
-            pairs = [(max(canary[start][0], baseline[start][0]), canary[start][1] - baseline[start][1])
-                     for start in sorted(canary.keys() & baseline.keys())]
-            # The newest period is still filling: its change joins the spread once it is done.
-            spread = _robust_spread(pairs[:-1]) if len(pairs) > MIN_PERIODS else None
-            cached = state.spreads[group_key] = (key, (spread, pairs[0] if pairs else None))
-        spread, first = cached[1]
+            paired = state.spreads[group_key] = PairedSpread(ours, theirs)
+        paired.update()
+        spread, first = paired.spread(), paired.first()
         if spread is None or first is None:
             return None, samples
         (first_t, first_difference), (our_t, our_last), (their_t, their_last) = first, ours.last(), theirs.last()
         error = spread * math.sqrt(max(0.0, max(our_t, their_t) - first_t))
         return our_last - their_last - first_difference + GROWTH_STANDARD_ERRORS * error, samples
-
-
-MIN_PERIODS = 4
-"""Changes between periods ``growth_vs_baseline`` needs before it measures a spread."""
 
 
 def _only_window(series: Mapping[Labels, Window]) -> Window | None:
@@ -641,17 +636,6 @@ def _only_window(series: Mapping[Labels, Window]) -> Window | None:
     if len(windows) > 1:
         raise ValueError(f"{len(windows)} series in one group: a level to compare is one series (add per: labels)")
     return windows[0] if windows else None
-
-
-def _robust_spread(pairs: list[tuple[float, float]]) -> float | None:
-    """The standard deviation per square root of a second of the changes between consecutive
-    ``(time, value)`` pairs, as 1.4826 times their median absolute deviation; None with too few."""
-    changes = [(after - before) / math.sqrt(then_after - then)
-               for (then, before), (then_after, after) in zip(pairs, pairs[1:]) if then_after > then]
-    if len(changes) < MIN_PERIODS:
-        return None
-    middle = statistics.median(changes)
-    return 1.4826 * statistics.median(abs(change - middle) for change in changes)
 
 
 def _pooled_counts(series: Mapping[Labels, Window]) -> dict[float, float]:

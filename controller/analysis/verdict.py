@@ -25,7 +25,8 @@ class Verdict:
 
     ``action`` is what the policy asks for now: its ``on_breach`` on a confirmed failure, its
     ``on_nodata`` action on missing data, None otherwise. ``breaching_since`` is set while the
-    condition is false but its ``for`` duration has not yet run out.
+    condition is false but its ``for`` duration has not yet run out (the pass is *pending*), and
+    ``fails_at`` then says when that breach becomes a failure if the condition stays false.
     """
 
     policy: str
@@ -40,14 +41,20 @@ class Verdict:
     reason: str = ""
     action: str | None = None
     breaching_since: float | None = None
+    fails_at: float | None = None
     evidence: dict = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> tuple:
-        """What makes a verdict a change worth storing (not every new value is). A pass turning
-        pending and back (its condition false, its ``for`` not yet run out) is not: a policy near its
-        threshold does that every few scrapes, and the stored rows would be that noise."""
+        """What makes a verdict a change of outcome (not every new value is). A pass turning pending
+        and back is not one: a policy near its threshold does that every few scrapes. The verdict log
+        stores that turn apart, damped (`store.verdicts.VerdictLog`)."""
         return (self.outcome, self.group, self.action)
+
+    @property
+    def pending(self) -> bool:
+        """A pass whose condition is false, its ``for`` not yet run out: a breach in the making."""
+        return self.outcome is Outcome.PASS and self.breaching_since is not None
 
     @property
     def group_key(self) -> str:
@@ -59,7 +66,8 @@ class Verdict:
         return {"policy": self.policy, "outcome": self.outcome.value, "at": self.at, "value": self.value,
                 "threshold": self.threshold, "condition": self.condition, "window": self.window,
                 "samples": self.samples, "group": dict(self.group), "reason": self.reason,
-                "action": self.action, "breaching_since": self.breaching_since, "evidence": self.evidence}
+                "action": self.action, "breaching_since": self.breaching_since, "fails_at": self.fails_at,
+                "evidence": self.evidence}
 
 
 def group_text(group: Labels) -> str:

@@ -203,6 +203,9 @@ class Window:
         self._newest: tuple[float, float] | None = None  # the newest sample: the next one's steps are from it
         self.latest = -math.inf  # the newest sample's time, kept after it expires: how long the window has been empty
         self.version = 0         # changes whenever the samples held do
+        # Samples that went into a pane older than the newest (folded): a reader that keeps what the
+        # completed panes said (`periods_after`) must start over when this moves.
+        self.revised = 0
         if exact_limit <= 0:
             self._exact = None
 
@@ -308,6 +311,7 @@ class Window:
             self._panes.append(pane)
         elif start < pane.start:  # late sample: find its pane (rare; keeps panes in time order)
             pane = next((p for p in reversed(self._panes) if p.start <= start), self._panes[0])
+            self.revised += 1
         # A late sample adds to count, sum and the distribution, not to a counter's increase:
         # its neighbours' growth already spans it.
         steps = None if late else self._steps(t, value)
@@ -545,19 +549,26 @@ class Window:
 
     def periods(self) -> tuple[int, float | None, float | None]:
         """How many periods (panes; exact: samples) the window holds, the first's and the newest's
-        start: what `period_lasts` returns changes in its older periods only when this does."""
+        start."""
         if self._exact is not None:
             items = self._exact
             return len(items), items[0][0] if items else None, items[-1][0] if items else None
         panes = self._panes
         return len(panes), panes[0].start if panes else None, panes[-1].start if panes else None
 
-    def period_lasts(self) -> dict[float, tuple[float, float]]:
-        """Each period's last sample ``(t, value)`` by the period's start: the panes' (folded), or
-        every sample's, by its own time (exact)."""
+    def periods_after(self, start: float) -> list[tuple[float, tuple[float, float]]]:
+        """The folded window's panes that start after ``start``, oldest first, as ``(start, last
+        sample)``, read from the newest end: the newest periods, found without walking them all."""
         if self._exact is not None:
-            return {t: (t, value) for t, value in self._exact}
-        return {pane.start: pane.last for pane in self._panes if pane.last is not None}
+            raise ValueError("periods_after reads a folded window's panes")
+        newer = []
+        for pane in reversed(self._panes):
+            if pane.start <= start:
+                break
+            if pane.last is not None:
+                newer.append((pane.start, pane.last))
+        newer.reverse()
+        return newer
 
     def _first_steps(self) -> _Steps:
         return self._steps_of(0) if self._exact is not None else self._panes[0].first_steps

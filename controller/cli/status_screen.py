@@ -244,7 +244,7 @@ def _policy_table(s: Summary) -> list[Text]:
     judged = s.status in summary.JUDGED  # a finished stage has no gate to open
     rows = []
     for p in s.policies:
-        note = p.reason if p.shown != "pass" else ""
+        note = _pending_text(p, s.now) if p.pending else (p.reason if p.shown != "pass" else "")
         if p.verdict != "pass" and p.action:
             note = f"{note} → {p.action}" if note else f"→ {p.action}"
         rows.append([p.policy + _group(p.group), p.shown, _num(p.value), _threshold(p), _trend(p.trend),
@@ -258,6 +258,18 @@ def _policy_table(s: Summary) -> list[Text]:
         cells = [r[i].ljust(widths[i]) if i != 7 else r[i] for i in keep]
         lines.append(_row([Text(cell, (styles[i](p) if i in styles else None) or "") for i, cell in zip(keep, cells)]))
     return lines
+
+
+def _pending_text(p: PolicyLine, now: datetime) -> str:
+    """Since when a pending policy's condition has been false, and when its ``for`` runs out."""
+    since = (f"past the threshold since {p.pending_since:%H:%M:%S} UTC ({_ago(now, p.pending_since)})"
+             if p.pending_since is not None else "past the threshold")
+    left = p.fails_in(now)
+    if left is None:
+        return since
+    if left > 0:
+        return f"{since}; fails in {_span(left)} unless it recovers"
+    return f"{since}; its `for` ran out {_ago(now, p.fails_at)}: the next verdict is not stored yet"
 
 
 def _row(cells: list[Text]) -> Text:

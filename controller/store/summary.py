@@ -95,15 +95,25 @@ class PolicyLine:
     clean_at: datetime | None = None
     pending: bool = False
     """A pass whose condition was false, its ``for`` not yet run out, when it was stored: a breach in
-    the making. (A pass that turns pending later is not stored again: see `Verdict.key`.)"""
+    the making (stored on its turn, damped: `store.verdicts.VerdictLog`)."""
+    pending_since: datetime | None = None
+    """While pending: since when the condition has been false."""
+    fails_at: datetime | None = None
+    """While pending: when its ``for`` runs out, the breach then a failure if the condition stays false."""
 
     @property
     def shown(self) -> str:
         """The verdict as a person reads it: ``pending`` rather than a pass about to fail."""
-        return "pending" if self.pending and self.verdict == "pass" else self.verdict
+        return "pending" if self.pending else self.verdict
 
-    def to_json(self) -> dict[str, Any]:
+    def fails_in(self, now: datetime) -> float | None:
+        """While pending: seconds until its ``for`` runs out (0: run out, the next verdict not stored yet)."""
+        return None if self.fails_at is None else max(0.0, (self.fails_at - now).total_seconds())
+
+    def to_json(self, now: datetime | None = None) -> dict[str, Any]:
         return {"policy": self.policy, "group": self.group, "verdict": self.verdict, "pending": self.pending,
+                "pending_since": _iso(self.pending_since), "fails_at": _iso(self.fails_at),
+                "fails_in_seconds": None if now is None else self.fails_in(now),
                 "value": self.value,
                 "threshold": self.threshold, "condition": self.condition, "action": self.action,
                 "reason": self.reason, "at": self.at.isoformat(), "samples": self.samples,
@@ -304,7 +314,7 @@ class Summary(RolloutRecord):
                               "measured": self.capital_share.value if self.capital_share else None,
                               "policy": self.capital_share.policy if self.capital_share else None,
                               "at": self.capital_share.at.isoformat() if self.capital_share else None},
-            "policies": [p.to_json() for p in self.policies],
+            "policies": [p.to_json(self.now) for p in self.policies],
             "signoffs": {"required": list(stage.signoffs), "pending": list(self.pending_signoffs),
                          "signed": dict(self.signed), "os_users": dict(self.signer_os_users)},
             "pending_commands": [c.to_json() for c in self.pending_commands],
@@ -481,12 +491,15 @@ def _policies(reader: Reader, rollout_id: int, run_id: int, decision: Mapping[st
 
 def _line(row: dict[str, Any], trend: tuple[float, ...] = ()) -> PolicyLine:
     evidence = json.loads(row["evidence"] or "{}")
+    since, fails_at = evidence.get("breaching_since"), evidence.get("fails_at")
+    pending = since is not None and row["verdict"] == "pass"
     return PolicyLine(policy=row["policy"], group={k: v for k, v in evidence.get("group", [])},
                       verdict=row["verdict"], value=row["value"], threshold=row["threshold"],
                       condition=evidence.get("condition", ""), action=evidence.get("action"),
                       reason=evidence.get("reason", ""), at=when(row["evaluated_at"]), samples=row["samples"] or 0,
                       window=row["window_seconds"], trend=trend,
-                      pending=evidence.get("breaching_since") is not None)
+                      pending=pending, pending_since=_epoch(since) if pending else None,
+                      fails_at=_epoch(fails_at) if pending and fails_at is not None else None)
 
 
 def _signer_os_users(reader: Reader, rollout_id: int) -> dict[str, str]:

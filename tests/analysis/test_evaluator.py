@@ -627,3 +627,29 @@ def test_measures_kept_between_ticks_equal_a_fresh_evaluators(steps):
                     ours, theirs = kept.value(policy.name, group, t), fresh.value(policy.name, group, t)
                     assert (ours is None and theirs is None) or ours == pytest.approx(theirs, rel=1e-12, abs=1e-12), \
                         (policy.name, group, ours, theirs)
+
+
+def test_a_pending_group_speaks_for_its_policy_over_plain_passes_and_says_when_it_fails():
+    """Of passing groups, one whose breach is in the making is the policy's verdict: a person must see it;
+    the outcome the gate reads is a pass either way."""
+    (policy,) = policies("""\
+  - name: fill-ratio
+    checklist: "C3: sizing"
+    source: exchange
+    metric: fill_notional_ratio
+    aggregate: max
+    per: [symbol]
+    window: 10m
+    condition: "<= 1.0"
+    for: 5m
+    on_breach: rollback
+    on_nodata: {action: hold, stale_after: 2m}
+""")
+    ev = Evaluator([policy])
+    ev.heartbeat(Heartbeat("exchange", T0))
+    ev.observe(obs("fill_notional_ratio", 0.5, T0, source="exchange", symbol="BTCUSDT"))
+    ev.observe(obs("fill_notional_ratio", 1.5, T0 + 10, source="exchange", symbol="SOLUSDT"))
+    ev.heartbeat(Heartbeat("exchange", T0 + 30))
+    (verdict,) = ev.evaluate(T0 + 30)
+    assert (verdict.outcome, verdict.group, verdict.pending) == (Outcome.PASS, (("symbol", "SOLUSDT"),), True)
+    assert (verdict.breaching_since, verdict.fails_at) == (T0 + 30, T0 + 330)

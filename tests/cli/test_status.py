@@ -28,8 +28,12 @@ import pytest
 import yaml
 
 from controller import store
+from controller.analysis.evaluator import Evaluator
+from controller.analysis.observation import Heartbeat, Observation
+from controller.analysis.policy import PolicyFile
 from controller.analysis.verdict import Outcome, Verdict
 from controller.clock import SimulatedClock
+from controller.config.yamlfile import load_model_text
 from controller.errors import StoreError
 from controller.release_files import read_release
 from controller.rollout import decide
@@ -161,6 +165,55 @@ async def test_a_policy_shows_its_worst_group_and_a_breach_in_the_making_as_pend
     screen = canaryctl("status", str(info.id), db=sqlite_url).out
     assert re.search(r"c-queue-latency-p95\s+pending\s+0\.58\s+< 0\.5", screen), screen
     assert re.search(r"c-exchange-leverage-matches-config \[symbol=SOLUSDT\]\s+fail", screen), screen
+
+
+QUEUE_LATENCY = load_model_text(PolicyFile, """\
+stage: C
+policies:
+  - name: c-order-queue-latency
+    checklist: "C5: queue latency"
+    source: bot
+    metric: strategy_queue_latency_seconds
+    aggregate: max
+    window: 15m
+    condition: "< 0.5"
+    for: 10m
+    on_breach: rollback
+    on_nodata: {action: hold, stale_after: 5m}
+""", "stage-c.yaml").policies
+
+
+async def test_a_pass_that_turns_pending_is_shown_pending_with_since_when_and_the_time_left(sqlite_db, sqlite_url):
+    """The evaluator's own verdicts, stored as the daemon stores them: a plain pass, then a value past
+    the threshold while `for` has not run out. The status says pending, since when, and how long
+    until `for` runs out; a pending that goes on is not stored again."""
+    info, clock = await canary(sqlite_db)
+    log = VerdictLog(sqlite_db, info.id, await current_stage_run(sqlite_db, info.id, "C"))
+    await log.resume()
+    evaluator = Evaluator(QUEUE_LATENCY)
+    now = time.time()  # the status measures time left on this host's clock
+    start, breach = now - 180, now - 60
+
+    def reads(value: float, at: float) -> list[Verdict]:
+        evaluator.heartbeat(Heartbeat("bot", at))
+        evaluator.observe(Observation("bot", "strategy_queue_latency_seconds", (), value, at))
+        return evaluator.evaluate(at)
+
+    assert len(await log.record(reads(0.2, start))) == 1
+    (pending,) = reads(0.8, breach)
+    assert (pending.outcome, pending.breaching_since, pending.fails_at) == (Outcome.PASS, breach, breach + 600)
+    await log.record([pending])
+    assert await log.record(reads(0.9, now - 30)) == []
+
+    line = next(p for p in _json(canaryctl("status", str(info.id), "--json", db=sqlite_url))["rollouts"][0]["policies"]
+                if p["policy"] == "c-order-queue-latency")
+    assert (line["verdict"], line["pending"], line["value"]) == ("pass", True, 0.8)
+    assert line["pending_since"] == datetime.fromtimestamp(breach, tz=UTC).isoformat()
+    assert line["fails_at"] == datetime.fromtimestamp(breach + 600, tz=UTC).isoformat()
+    assert 500 < line["fails_in_seconds"] <= 540
+    screen = canaryctl("status", str(info.id), db=sqlite_url).out
+    assert re.search(r"c-order-queue-latency\s+pending\s+0\.8\s+< 0\.5 .*past the threshold since "
+                     r"\d\d:\d\d:\d\d UTC \(1m 0\ds ago\); fails in (8m [2-5]\ds|9m 00s) unless it recovers", screen), screen
 
 
 async def test_status_json_carries_the_same_facts_in_a_versioned_document(db, db_url):

@@ -156,11 +156,18 @@ async def test_a_dropped_stream_is_reported_disconnected_and_unhealthy_until_it_
         await run.until(lambda: record.heartbeats()[-1].ok)
 
 
-async def test_a_stalled_stream_is_found_when_positions_move_without_it(sim, canary, clock):
+@pytest.mark.parametrize("settings_latency", [0.0, 0.3])
+async def test_a_stalled_stream_is_found_when_positions_move_without_it(sim, canary, clock, settings_latency):
+    """The positions the check compares with must be read before the order: a pass that has only
+    begun (its account read already reported, its positions not yet read) is not that baseline,
+    and a slow settings read (the latency case) would let the order in before them."""
     async with observing(canary, strategy(), clock=clock) as run:
+        sim.faults.add_latency(settings_latency, "/fapi/v1/symbolConfig")
         record = run.record
         passes = run.observer.passes
-        await run.until(lambda: run.observer.passes > passes)  # a snapshot since the connection: the baseline
+        # The pass after the next has begun: the next, begun after the connection, read its positions (passes
+        # run one after another), so they are the baseline, the order not in them.
+        await run.until(lambda: run.observer.passes > passes + 1)
         mark = record.mark()
         sim.faults.stall_stream("canary")  # connected, but delivers nothing
         await market(canary, "BUY", "0.002")
