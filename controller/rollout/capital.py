@@ -9,7 +9,8 @@ record of it) moves nothing the second time.
 
 Funds move with the master's transfer key alone (``transfer_key``), its rights read before every move
 (`controller.rollout.keys.check_transfer`), through Binance's sub-account futures internal transfer;
-each move is audited ``capital.transferred`` with its amount, from, to and step.
+each move is audited ``capital.transferred`` with its amount, from, to and step. Its reads spend the
+weight kept for acting: moving capital is acting, and must not wait behind the observers.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ async def firm_total(site: Site, environment: str) -> Decimal:
     master = site.master_of(environment)
     if master is None:
         raise ConfigError(f"environment {environment} has no master account (role: master): no capital can be moved")
-    client = await site.client(environment, master)
+    client = await site.client(environment, master, purpose="act")
     snapshot = await client.account_snapshot()
     subs = await client.sub_account_balances()
     return snapshot.total_wallet_balance + sum((s.wallet_balance for s in subs), Decimal(0))
@@ -60,7 +61,7 @@ async def firm_total(site: Site, environment: str) -> Decimal:
 
 async def capital_in(site: Site, environment: str, account: str, base: Base) -> Decimal:
     """The capital in the account now: the ramp's base plus the transfers the exchange records since."""
-    client = await site.client(environment, account)
+    client = await site.client(environment, account, purpose="act")
     moved = await client.transfers(start_time=base.since, end_time=site.clock.time() + 1.0)
     return base.capital + sum((b.change or Decimal(0) for update in moved for b in update.balances
                                if b.asset == "USDT"), Decimal(0))
@@ -97,7 +98,7 @@ async def fund(db: Database, site: Site, *, environment: str, account: str, shar
     ramp's, None at its first step (then read now). The ramp's base and what was done."""
     if base is None:
         since = site.clock.time()
-        wallet = (await (await site.client(environment, account)).account_snapshot()).total_wallet_balance
+        wallet = (await (await site.client(environment, account, purpose="act")).account_snapshot()).total_wallet_balance
         base = Base(wallet, since)
     total = await firm_total(site, environment)
     target = (share * total).quantize(CENT, rounding=ROUND_DOWN)

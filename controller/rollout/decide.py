@@ -62,11 +62,12 @@ the state's reason; a 2xx promotes, audited ``rollout.promotion_confirmed``. A f
 needs no answer (the blockers it overrode are audited).
 
 A stage with a ``ramp`` raises its account's capital share step by step, like Argo's ``setWeight``
-steps. decide moves no money: it emits `Fund` (step 0 as the stage's placement is noticed; step N+1
+steps. decide moves no money: it emits `Fund` (step 0 with the stage's `Place`, before it; step N+1
 once the gate has been clean, every gate policy passing and none failed, for the whole duration of
 step N since it was funded) and reads the executor's `Funded` report. A step that could not be
 funded rolls the rollout back (trigger ``ramp``); the stage's gate stays shut until the ramp's last
-step is funded. The account's base (its capital before the ramp) is kept in the state
+step is funded; the executor does not place a stage whose first step it could not fund (it reports the
+placement failed). The account's base (its capital before the ramp) is kept in the state
 (`State.ramp_base`): the rollback plan gives it back.
 """
 
@@ -550,8 +551,9 @@ class _Step:
         if pending:
             # A promote of this same batch asked for the placement, which has not run: cancel it, so
             # the release never reaches the next stage's account and the rollback restores only what
-            # was placed. That stage never ran, so there is no stage run of it to close.
-            self.actions = [a for a in self.actions if not isinstance(a, Place)]
+            # was placed. That stage never ran, so there is no stage run of it to close. (Its ramp's
+            # first step, asked for with it, is cancelled too.)
+            self.actions = [a for a in self.actions if not isinstance(a, (Place, Fund))]
             self.actions.append(Audit("rollout.placement_cancelled", actor, {
                 "stage": self.stages[pending[0].stage].name, "reason": reason}))
         elif self.state.status in (Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED, Status.PROMOTING):
@@ -648,7 +650,7 @@ class _Step:
             return
         self.move(Status.PROMOTING, actor=actor, reason=reason, stage=self.state.stage + 1, stage_started=None,
                   passing={}, spoiled={}, paused_from=None, ramp=None)
-        self.actions.append(Place(self.state.stage))
+        self.place()
 
     def ack(self, command: Command, accepted: bool, message: str, *, expired_at: float | None = None) -> None:
         self.actions.append(Ack(command.id, accepted, message, expired=expired_at is not None))
@@ -665,9 +667,6 @@ class _Step:
         status = self.state.status
         if notice.kind == "placed" and status is Status.PROMOTING and notice.stage == self.state.stage:
             self.move(Status.RUNNING, stage_started=notice.at, passing={}, spoiled={})
-            if self.stage.ramp:
-                self.state = replace(self.state, ramp=Ramp(0))
-                self.actions.append(Fund(self.state.stage, 0))
         elif notice.kind == "place_failed" and status is Status.PROMOTING:
             self.rollback("placement", f"placing stage {self.stage.name} failed: {notice.detail}")
         elif notice.kind == "rolled_back" and status is Status.ROLLING_BACK:
@@ -926,7 +925,7 @@ class _Step:
         status = self.state.status
         if status is Status.PENDING:
             self.move(Status.PROMOTING, stage=0, stage_started=None)
-            self.actions.append(Place(0))
+            self.place()
             return
         if self.stage.dry_run and status in JUDGED and self.stage_over():
             self.end_dry_run()
@@ -968,6 +967,14 @@ class _Step:
 
     # -- the capital ramp
 
+    def place(self) -> None:
+        """Place the stage's release; a stage with a ramp has its first step funded first, before the
+        release trades (capital held as margin by a running bot could not be moved)."""
+        if self.stage.ramp:
+            self.state = replace(self.state, ramp=Ramp(0))
+            self.actions.append(Fund(self.state.stage, 0))
+        self.actions.append(Place(self.state.stage))
+
     def ramp_left(self) -> str | None:
         """Why the stage's ramp keeps its gate shut (None: it has none, or its last step is funded)."""
         steps, at = self.stage.ramp, self.state.ramp
@@ -981,7 +988,7 @@ class _Step:
     def funded(self, report: Funded) -> None:
         at = self.state.ramp
         if (at is None or report.stage != self.state.stage or report.step != at.step or at.funded_at is not None
-                or self.state.status not in JUDGED):
+                or self.state.status not in JUDGED | {Status.PROMOTING}):
             return  # a report about a step no longer asked for (the rollout moved on)
         if not report.ok:
             share = self.stage.ramp[report.step].share if self.stage.ramp else None

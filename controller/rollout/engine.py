@@ -252,7 +252,9 @@ class RolloutRunner:
         if acted or self.stopping:
             return info
         if info.status is Status.PROMOTING:
-            return await self._execute(info, [Place(info.state.stage)])
+            ramp = info.state.ramp  # its first step asked for and never reported: funded (again) first
+            first = [Fund(info.state.stage, ramp.step)] if ramp is not None and ramp.funded_at is None else []
+            return await self._execute(info, [*first, Place(info.state.stage)])
         if info.status is Status.ROLLING_BACK:
             return await self._execute(info, [StartRollback("resume", info.state.reason or "resumed after restart")])
         if info.status in JUDGED:
@@ -312,8 +314,11 @@ class RolloutRunner:
         return await self._execute(info, [a for a in decision.actions if not isinstance(a, (Audit, Ack))])
 
     async def _execute(self, info: RolloutInfo, actions) -> RolloutInfo:
+        unfunded: dict[int, str] = {}  # stages whose ramp's first step could not be funded: not placed
         for action in actions:
-            if isinstance(action, Place):
+            if isinstance(action, Place) and action.stage in unfunded:
+                self._notices.append(Notice("place_failed", self.clock.time(), action.stage, unfunded[action.stage]))
+            elif isinstance(action, Place):
                 await self._place(info, action.stage)
             elif isinstance(action, FinishStage):
                 await finish_stage_run(self.db, self.clock, info.id, info.pipeline.stages[action.stage].name,
@@ -324,7 +329,8 @@ class RolloutRunner:
             elif isinstance(action, AskConfirmation):
                 self._ask(info, action)
             elif isinstance(action, Fund):
-                await self._fund(info, action)
+                if not await self._fund(info, action):
+                    unfunded[action.stage] = f"capital ramp step {action.step + 1} not funded: {self._funded[-1].detail}"
         if self._notices or self._funded:
             self._wake.set()
         return info
@@ -423,8 +429,9 @@ class RolloutRunner:
         await self._after_promotion(info, index)
         await self._verify(info, stage_index=index)
 
-    async def _fund(self, info: RolloutInfo, action: Fund) -> None:
-        """Bring the stage's account to the ramp step's share, reporting `Funded` (ok or why not) for decide."""
+    async def _fund(self, info: RolloutInfo, action: Fund) -> bool:
+        """Bring the stage's account to the ramp step's share, reporting `Funded` (ok or why not) for decide;
+        whether it was funded."""
         stage = info.pipeline.stages[action.stage]
         where = f"{stage.environment}/{stage.account}"
         known = info.state.ramp_base.get(where)
@@ -438,11 +445,12 @@ class RolloutRunner:
             log.exception("ramp_step_not_funded", rollout=info.id, stage=stage.name, step=action.step + 1)
             self._funded.append(Funded(action.stage, action.step, self.clock.time(), False, where,
                                        detail=f"{type(exc).__name__}: {exc}"))
-            return
+            return False
         self._say(f"capital ramp of stage {stage.name}: step {action.step + 1} of {len(stage.ramp)}, "
                   f"{share:%} of capital on {where} (moved {moved.get('amount', '0')} USDT)")
         self._funded.append(Funded(action.stage, action.step, self.clock.time(), True, where,
                                    base=None if known else base.to_json()))
+        return True
 
     async def _rollback(self, info: RolloutInfo, action: StartRollback) -> None:
         # Verification winds down beside the rollback rather than before it: the release is stopped

@@ -31,13 +31,17 @@ def funds(decision) -> list[Fund]:
     return of(decision, Fund)
 
 
-def test_placing_a_ramping_stage_funds_its_first_step():
-    placing = State(status=Status.PROMOTING, stage=0)
+def test_a_ramping_stage_has_its_first_step_funded_before_its_release_is_placed():
+    decision = decide(State(), [], [], 0.0, plan=PLAN)
 
-    decision = decide(placing, [], [Notice("placed", 5.0, 0)], 5.0, plan=PLAN)
-
-    assert decision.state.status is Status.RUNNING
-    assert funds(decision) == [Fund(0, 0)] and decision.state.ramp == Ramp(0)
+    assert [a for a in decision.actions if isinstance(a, (Fund, Place))] == [Fund(0, 0), Place(0)]
+    assert decision.state.status is Status.PROMOTING and decision.state.ramp == Ramp(0)
+    # Reported while the placement runs, it counts.
+    funded = decide(decision.state, [], [Funded(0, 0, 1.0, True, "live/canary", base=BASE)], 1.0, plan=PLAN)
+    assert funded.state.ramp == Ramp(0, funded_at=1.0)
+    placed = decide(funded.state, [], [Notice("placed", 2.0, 0)], 2.0, plan=PLAN)
+    assert placed.state.status is Status.RUNNING and placed.state.ramp == Ramp(0, funded_at=1.0)
+    assert funds(placed) == []
 
 
 def test_the_first_report_records_the_base_the_rollback_gives_back():
@@ -122,7 +126,6 @@ def test_a_ramp_that_never_finishes_rolls_back_at_the_progress_deadline():
 def test_a_stage_without_a_ramp_funds_nothing():
     plain = Pipeline(name="plain", stages=[PIPELINE.stages[0].model_copy(update={"ramp": None})])
 
-    decision = decide(State(status=Status.PROMOTING, stage=0), [], [Notice("placed", 5.0, 0)], 5.0,
-                      plan=Plan(plain, PLAN.gates))
+    decision = decide(State(), [], [], 0.0, plan=Plan(plain, PLAN.gates))
 
-    assert funds(decision) == [] and decision.state.ramp is None and not of(decision, Place)
+    assert funds(decision) == [] and decision.state.ramp is None and of(decision, Place) == [Place(0)]
