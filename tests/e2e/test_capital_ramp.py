@@ -128,3 +128,20 @@ async def test_a_breach_at_the_second_step_rolls_back_and_gives_the_capital_back
         assert names.index("return_capital") > names.index("restore_leverage")
         assert names.index("return_capital") < names.index("start_previous")
 
+
+
+async def test_a_transfer_key_that_can_withdraw_moves_no_money_and_the_stage_is_not_placed(tmp_path, policies):
+    async with daemon_on_sim(tmp_path, {PREVIOUS: HEALTHY, CANDIDATE: HEALTHY}, speed=10.0, cadence=CADENCE,
+                             baseline=PREVIOUS, policies=policies) as site:
+        sim = site.simulators.started["sim"]
+        sim.set_api_rights("master", "transfer", enableWithdrawals=True)  # widened after the daemon's start
+        rollout = await start(site)
+        final = await site.until(rollout, *(TERMINAL | {Status.FAILED}), timeout=60)
+
+        assert final.status is Status.ROLLED_BACK, final.state
+        assert "capital ramp step 1 not funded" in final.state.reason and "withdraw" in final.state.reason
+        refused = [r.payload async for r in audit.query(site.db, audit.AuditFilter(kind="deploy.key_refused"))]
+        assert refused and refused[0]["key"] == "transfer"
+        assert [r for r in sim.requests if r.path.endswith("/internalTransfer")] == []
+        assert capital(site) == START and await transfers(site, rollout) == []
+        assert [d for d in sim.accounts["canary"].positions.values() if d.amount] == []
