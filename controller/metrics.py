@@ -26,9 +26,9 @@ FINISHED_SERIES_GRACE = 3600.0
 """How long a finished rollout's labelled series stay on /metrics (its last state for dashboards and
 alerts to see) before they are removed: without it every rollout ever run would stay a series."""
 
-ROLLBACK_TRIGGERS = ("policy", "operator", "deadline", "waiting", "placement")
+ROLLBACK_TRIGGERS = ("policy", "operator", "deadline", "waiting", "placement", "ramp")
 """What starts a rollback: a failed policy, a stage's progress deadline, an operator's command, a wait
-past its deadline (``on_waiting_deadline: rollback``), a failed placement."""
+past its deadline (``on_waiting_deadline: rollback``), a failed placement, a capital ramp step not funded."""
 
 REJECTION_REASONS = ("nan", "inf")
 """Why the analysis refuses a sample: ``canary_observations_rejected_total`` has each from the start."""

@@ -98,6 +98,24 @@ class AccountConfig(ConfigModel):
     shadow_secret: SecretRef | None = None
     """A second, read-only key of the same account (no futures trading): what a ``mode: shadow``
     stage gives the release, so that the exchange refuses every order it sends."""
+    # -- the capital ramp (`controller.rollout.capital`)
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+    """The account's email at the exchange: what the sub-account transfers of a capital ramp name it by."""
+    transfer_key: SecretRef | None = None
+    transfer_secret: SecretRef | None = None
+    """The master's key for moving capital to and from sub-accounts (a stage's ``ramp``): it may make
+    internal transfers and must not withdraw; no other key of the controller may move funds."""
+
+    @model_validator(mode="after")
+    def _transfer_key_on_master(self) -> AccountConfig:
+        if (self.transfer_key is None) != (self.transfer_secret is None):
+            given, missing = ("transfer_key", "transfer_secret") if self.transfer_secret is None \
+                else ("transfer_secret", "transfer_key")
+            raise error_at((given,), f"a transfer key needs both transfer_key and transfer_secret: {missing} is missing")
+        if self.transfer_key is not None and self.role != "master":
+            raise error_at(("transfer_key",), "the transfer key belongs to the master account (role: master): "
+                                              "only the master moves capital between its sub-accounts")
+        return self
 
     @model_validator(mode="after")
     def _cap_only_for_sub(self) -> AccountConfig:

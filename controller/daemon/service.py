@@ -500,7 +500,10 @@ class Daemon:
             endpoints = env.endpoints().for_binance()
             accounts = {n: AccountAccess(n, a.api_key.resolve(), a.api_secret.resolve(), a.role == "master",
                                          shadow_key=a.shadow_key.resolve() if a.shadow_key else None,
-                                         shadow_secret=a.shadow_secret.resolve() if a.shadow_secret else None)
+                                         shadow_secret=a.shadow_secret.resolve() if a.shadow_secret else None,
+                                         email=a.email,
+                                         transfer_key=a.transfer_key.resolve() if a.transfer_key else None,
+                                         transfer_secret=a.transfer_secret.resolve() if a.transfer_secret else None)
                         for n, a in env.accounts.items()}
             environments[name] = EnvironmentAccess(name, endpoints, accounts, deployer, kind=env.kind)
         weight = self.config.request_weight

@@ -51,9 +51,12 @@ def key_rights(raw: Any) -> KeyRights:
     return KeyRights(**{name: raw[name] for name in names})
 
 
-def judge(rights: KeyRights, *, kind: str, trading: bool) -> list[str]:
+def judge(rights: KeyRights, *, kind: str, trading: bool = False, purpose: str | None = None) -> list[str]:
     """Why the key may not be used in an environment of ``kind`` (sim, testnet, live), ``trading``
-    (placing a release) or only watching; empty when it may."""
+    (placing a release) or only watching, or (``purpose="transfer"``) moving a capital ramp's funds
+    between the master and its sub-accounts; empty when it may."""
+    if purpose == "transfer":
+        return _judge_transfer(rights, kind=kind)
     problems = [f"it can {what} ({name})" for name, what in TOO_WIDE.items() if getattr(rights, name)]
     if kind == "live" and not rights.ipRestrict:
         problems.append("it has no IP restriction (ipRestrict: false): on live a key must be bound to the "
@@ -62,4 +65,21 @@ def judge(rights: KeyRights, *, kind: str, trading: bool) -> list[str]:
         problems.append("it cannot read the account (enableReading: false)")
     if trading and not rights.enableFutures:
         problems.append("it cannot trade USD-M futures (enableFutures: false)")
+    return problems
+
+
+TOO_WIDE_TO_TRANSFER = {name: what for name, what in TOO_WIDE.items() if name != "enableInternalTransfer"}
+"""A transfer key may move funds between the master and its sub-accounts, and nothing else of `TOO_WIDE`:
+above all, it must not withdraw."""
+
+
+def _judge_transfer(rights: KeyRights, *, kind: str) -> list[str]:
+    problems = [f"it can {what} ({name})" for name, what in TOO_WIDE_TO_TRANSFER.items() if getattr(rights, name)]
+    if not rights.enableInternalTransfer:
+        problems.append("it cannot transfer between the master and its sub-accounts (enableInternalTransfer: false)")
+    if kind == "live" and not rights.ipRestrict:
+        problems.append("it has no IP restriction (ipRestrict: false): on live a key must be bound to the "
+                        "controller's addresses")
+    if not rights.enableReading:
+        problems.append("it cannot read the account (enableReading: false)")
     return problems

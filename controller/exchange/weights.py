@@ -63,6 +63,7 @@ WEIGHTS: dict[tuple[str, str], int] = {
     # SAPI has its own per-IP limit (12 000/min), separate from the futures 2400: not charged here.
     ("GET", "/sapi/v2/sub-account/futures/accountSummary"): 0,
     ("GET", "/sapi/v1/account/apiRestrictions"): 0,
+    ("POST", "/sapi/v1/sub-account/futures/internalTransfer"): 0,
 }
 
 

@@ -68,6 +68,15 @@ confirm-promotion). decide does not ask: with the rest of the gate open, it emit
 latest answer as an input (`Confirmation`). Anything but a 2xx keeps the gate shut, the answer in
 the state's reason; a 2xx promotes, audited ``rollout.promotion_confirmed``. A forced promote
 needs no answer (the blockers it overrode are audited).
+
+A stage with a ``ramp`` raises its account's capital share step by step, like Argo's ``setWeight``
+steps. decide moves no money: it emits `Fund` (step 0 with the stage's `Place`, before it; step N+1
+once the gate has been clean, every gate policy passing and none failed, for the whole duration of
+step N since it was funded) and reads the executor's `Funded` report. A step that could not be
+funded rolls the rollout back (trigger ``ramp``); the stage's gate stays shut until the ramp's last
+step is funded; the executor does not place a stage whose first step it could not fund (it reports the
+placement failed). The account's base (its capital before the ramp) is kept in the state
+(`State.ramp_base`): the rollback plan gives it back.
 """
 
 from __future__ import annotations
@@ -187,6 +196,21 @@ class Confirmation:
 
 
 @dataclass(frozen=True)
+class Funded:
+    """The executor's report on a `Fund`: the step's share is in the account (``ok``), or why not."""
+
+    stage: int
+    step: int
+    at: float
+    ok: bool
+    account: str = ""
+    """``environment/account``."""
+    base: Mapping[str, Any] | None = None
+    """The account's capital before the ramp (`controller.rollout.capital.Base` as JSON), reported with step 0."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Limits:
     """How decide counts one policy's evaluations before it acts on them (see `Policy`)."""
 
@@ -244,7 +268,7 @@ class Place:
 class StartRollback:
     """Run (or resume) the persisted rollback plan, then report ``rolled_back`` or ``rollback_failed``."""
 
-    trigger: str  # policy | operator | deadline | waiting | placement
+    trigger: str  # policy | operator | deadline | waiting | placement | ramp
     reason: str
     policy: str | None = None
     verdict: Verdict | None = None
@@ -293,7 +317,15 @@ class Audit:
     payload: Mapping[str, Any]
 
 
-Action = Place | StartRollback | AskConfirmation | WriteDigest | FinishStage | Ack | Audit
+@dataclass(frozen=True)
+class Fund:
+    """Bring the stage's account to ramp step ``step``'s share of the firm's capital, then report `Funded`."""
+
+    stage: int
+    step: int
+
+
+Action = Place | StartRollback | AskConfirmation | WriteDigest | FinishStage | Ack | Audit | Fund
 
 
 # ---------------------------------------------------------------- state
@@ -328,6 +360,11 @@ class State:
     """The dry-run stage ended: the rollback under way gives the account back and ends ``dry_run_done``."""
     overdue_signoffs: tuple[str, ...] = ()
     """``STAGE/item`` of recurring sign-offs whose period ended unsigned, said once each."""
+    # -- the capital ramp (see the module's docstring)
+    ramp: Ramp | None = None
+    """The running stage's ramp: the step asked for, when it was funded, since when the gate is clean."""
+    ramp_base: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """``environment/account`` -> its capital before its ramp (`capital.Base` as JSON), for the rollback."""
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status.value, "stage": self.stage, "stage_started": self.stage_started,
@@ -339,7 +376,9 @@ class State:
                 "dry_run": {k: v.to_json() for k, v in sorted(self.dry_run.items())},
                 "waiting_since": self.waiting_since, "waiting_overdue": self.waiting_overdue,
                 "would_have": self.would_have.to_json() if self.would_have else None,
-                "dry_run_over": self.dry_run_over, "overdue_signoffs": list(self.overdue_signoffs)}
+                "dry_run_over": self.dry_run_over, "overdue_signoffs": list(self.overdue_signoffs),
+                **({"ramp": self.ramp.to_json()} if self.ramp else {}),
+                **({"ramp_base": {k: dict(v) for k, v in sorted(self.ramp_base.items())}} if self.ramp_base else {})}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> State:
@@ -352,7 +391,9 @@ class State:
                    None if data.get("waiting_since") is None else float(data["waiting_since"]),
                    bool(data.get("waiting_overdue", False)),
                    WouldHave.from_json(data["would_have"]) if data.get("would_have") else None,
-                   bool(data.get("dry_run_over", False)), tuple(data.get("overdue_signoffs", ())))
+                   bool(data.get("dry_run_over", False)), tuple(data.get("overdue_signoffs", ())),
+                   Ramp.from_json(data["ramp"]) if data.get("ramp") else None,
+                   {k: dict(v) for k, v in data.get("ramp_base", {}).items()})
 
 
 LETTERS = {Outcome.PASS: "P", Outcome.FAIL: "F", Outcome.NODATA: "N", Outcome.INCONCLUSIVE: "I"}
@@ -419,6 +460,23 @@ class WouldHave:
                    data.get("value"), data.get("threshold"))
 
 
+@dataclass(frozen=True)
+class Ramp:
+    """Where the running stage's capital ramp is: step ``step`` asked for, funded at ``funded_at`` (None: not
+    reported yet), the gate clean without interruption since ``clean_since`` (None: not clean now)."""
+
+    step: int
+    funded_at: float | None = None
+    clean_since: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "funded_at": self.funded_at, "clean_since": self.clean_since}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Ramp:
+        return cls(int(data["step"]), data.get("funded_at"), data.get("clean_since"))
+
+
 def _passing(data: Any) -> dict[str, float]:
     # Rows written before the clean-run rule held a list of names: they count as clean already.
     return dict.fromkeys(data, 0.0) if isinstance(data, list) else {k: float(v) for k, v in data.items()}
@@ -457,18 +515,22 @@ class Decision:
 
 # ---------------------------------------------------------------- the decision
 
-def decide(state: State, verdicts: Iterable[Verdict], inputs: Sequence[Command | Notice | Confirmation], now: float,
+def decide(state: State, verdicts: Iterable[Verdict], inputs: Sequence[Command | Notice | Confirmation | Funded],
+           now: float,
            *, plan: Plan) -> Decision:
     step = _Step(state, plan, now)
     step.confirmations = {i.stage: i for i in inputs if isinstance(i, Confirmation)}
     for notice in (i for i in inputs if isinstance(i, Notice)):
         step.notice(notice)
+    for funded in (i for i in inputs if isinstance(i, Funded)):
+        step.funded(funded)
     if step.state.status in JUDGED:
         for verdict in verdicts:
             step.verdict(verdict)
     for command in sorted((i for i in inputs if isinstance(i, Command)), key=lambda c: c.id):
         step.command(command)
     step.time()
+    step.ramp()
     step.waited()
     step.recurring()
     return Decision(step.state, tuple(step.actions))
@@ -512,8 +574,9 @@ class _Step:
         if pending:
             # A promote of this same batch asked for the placement, which has not run: cancel it, so
             # the release never reaches the next stage's account and the rollback restores only what
-            # was placed. That stage never ran, so there is no stage run of it to close.
-            self.actions = [a for a in self.actions if not isinstance(a, Place)]
+            # was placed. That stage never ran, so there is no stage run of it to close. (Its ramp's
+            # first step, asked for with it, is cancelled too.)
+            self.actions = [a for a in self.actions if not isinstance(a, (Place, Fund))]
             self.actions.append(Audit("rollout.placement_cancelled", actor, {
                 "stage": self.stages[pending[0].stage].name, "reason": reason}))
         elif self.state.status in (Status.RUNNING, Status.AWAITING_SIGNOFF, Status.PAUSED, Status.PROMOTING):
@@ -563,6 +626,9 @@ class _Step:
         unconfirmed = self.unconfirmed()
         if unconfirmed:
             blockers.append(unconfirmed)
+        ramping = self.ramp_left()
+        if ramping:
+            blockers.append(ramping)
         return blockers
 
     def open_anomalies(self) -> tuple[str, ...]:
@@ -606,8 +672,8 @@ class _Step:
             self.move(Status.PROMOTED, actor=actor, reason=reason or "every stage passed", paused_from=None)
             return
         self.move(Status.PROMOTING, actor=actor, reason=reason, stage=self.state.stage + 1, stage_started=None,
-                  passing={}, spoiled={}, paused_from=None)
-        self.actions.append(Place(self.state.stage))
+                  passing={}, spoiled={}, paused_from=None, ramp=None)
+        self.place()
 
     def ack(self, command: Command, accepted: bool, message: str, *, expired_at: float | None = None) -> None:
         self.actions.append(Ack(command.id, accepted, message, expired=expired_at is not None))
@@ -911,7 +977,7 @@ class _Step:
         status = self.state.status
         if status is Status.PENDING:
             self.move(Status.PROMOTING, stage=0, stage_started=None)
-            self.actions.append(Place(0))
+            self.place()
             return
         if self.stage.dry_run and status in JUDGED and self.stage_over():
             self.end_dry_run()
@@ -922,12 +988,13 @@ class _Step:
             self.move(Status.PAUSED, reason="; ".join(self.gate_blockers()) + ": promote --force or rollback",
                       paused_from=status)
             return
-        waiting, short = self.not_passing(), self.not_clean_yet()
-        if waiting or short:
+        waiting, short, ramping = self.not_passing(), self.not_clean_yet(), self.ramp_left()
+        if waiting or short or ramping:
             deadline = (self.state.stage_started or 0.0) + self.stage.duration + self.stage.progress_deadline
             if self.now >= deadline:
                 why = [f"not passing: {', '.join(waiting)}"] if waiting else []
                 why += [f"passing only lately: {', '.join(short)}"] if short else []
+                why += [ramping] if ramping else []
                 self.rollback("deadline", f"stage {self.stage.name} passed its progress deadline; "
                                           + "; ".join(why))
             return
@@ -974,6 +1041,64 @@ class _Step:
                 self.actions.append(Audit("signoff.overdue", "controller", {
                     "stage": stage.name, "item": key.split("/", 1)[1],
                     "reason": f"{key.split('/', 1)[1]} of stage {stage.name} was not signed by the end of its period"}))
+
+    # -- the capital ramp
+
+    def place(self) -> None:
+        """Place the stage's release; a stage with a ramp has its first step funded first, before the
+        release trades (capital held as margin by a running bot could not be moved)."""
+        if self.stage.ramp:
+            self.state = replace(self.state, ramp=Ramp(0))
+            self.actions.append(Fund(self.state.stage, 0))
+        self.actions.append(Place(self.state.stage))
+
+    def ramp_left(self) -> str | None:
+        """Why the stage's ramp keeps its gate shut (None: it has none, or its last step is funded)."""
+        steps, at = self.stage.ramp, self.state.ramp
+        if not steps or self.state.status not in JUDGED:
+            return None
+        if at is not None and at.step == len(steps) - 1 and at.funded_at is not None:
+            return None
+        done = 0 if at is None else at.step + (at.funded_at is not None)
+        return f"capital ramp at {done} of {len(steps)} steps funded"
+
+    def funded(self, report: Funded) -> None:
+        at = self.state.ramp
+        if (at is None or report.stage != self.state.stage or report.step != at.step or at.funded_at is not None
+                or self.state.status not in JUDGED | {Status.PROMOTING}):
+            return  # a report about a step no longer asked for (the rollout moved on)
+        if not report.ok:
+            share = self.stage.ramp[report.step].share if self.stage.ramp else None
+            self.rollback("ramp", f"capital ramp step {report.step + 1} of stage {self.stage.name} "
+                                  f"({share:%} of capital) not funded: {report.detail}")
+            return
+        bases = dict(self.state.ramp_base)
+        if report.base is not None and report.account not in bases:
+            bases[report.account] = dict(report.base)  # the first ramp's base: what a rollback gives back
+        self.state = replace(self.state, ramp=replace(at, funded_at=report.at), ramp_base=bases)
+
+    def ramp(self) -> None:
+        """Track the gate's clean run during the step funded last, and ask for the next step once it has
+        lasted the step's duration."""
+        steps, at = self.stage.ramp, self.state.ramp
+        if not steps or at is None or at.funded_at is None or self.state.status is not Status.RUNNING:
+            return
+        clean = not self.state.spoiled and not self.not_passing()
+        since = (at.clean_since if at.clean_since is not None else self.now) if clean else None
+        if since != at.clean_since:
+            at = replace(at, clean_since=since)
+            self.state = replace(self.state, ramp=at)
+        if since is None or at.step + 1 >= len(steps):
+            return
+        hold = steps[at.step].for_ or 0.0
+        clean_from = max(since, at.funded_at)
+        if self.now - clean_from < hold:
+            return
+        self.state = replace(self.state, ramp=Ramp(at.step + 1))
+        self.actions.append(Fund(self.state.stage, at.step + 1))
+        self.actions.append(Audit("rollout.ramp_step", "controller", {
+            "stage": self.stage.name, "step": at.step + 2, "of": len(steps),
+            "share": str(steps[at.step + 1].share), "clean_since": clean_from, "held_seconds": self.now - clean_from}))
 
     def waited(self) -> None:
         """Past the stage's waiting deadline, roll back or say so once (see the module's docstring)."""

@@ -22,6 +22,10 @@ cannot be stopped (then it is watched meanwhile), is tried again with backoff an
 A stage's confirm-promotion endpoint is asked by a task of the runner's (`PromotionQuestion`), started
 when decide asks for it and restarted if it dies; each turn hands decide its latest answer, so the
 runner never waits on the endpoint.
+
+A stage's capital ramp step (`Fund`) is funded by the runner (`controller.rollout.capital`) and reported
+to decide as `Funded`; a runner that resumes a stage whose step was asked for and never reported funds
+it again (the move reads the exchange first, so a step already funded moves nothing).
 """
 
 from __future__ import annotations
@@ -47,10 +51,11 @@ from controller.observe.journald import JournaldObserver
 from controller.observe.logfile import LogFileObserver
 from controller.observe.metrics import MetricsScraper
 from controller.observe.process import ProcessObserver
-from controller.rollout import placing
+from controller.rollout import capital, placing
 from controller.rollout.confirmation import PromotionQuestion
 from controller.rollout.decide import (JUDGED, TERMINAL, Ack, AskConfirmation, Audit, Command, Confirmation, Decision,
-                                       FinishStage, Limits, Notice, Place, Plan, StartRollback, Status, WriteDigest,
+                                       FinishStage, Fund, Funded, Limits, Notice, Place, Plan, StartRollback, Status,
+                                       WriteDigest,
                                        asks_rollback, decide, time_left)
 from controller.rollout.info import RolloutInfo, get_rollout, save_decision, start_stage_run
 from controller.rollout.pipeline import Stage, digest_period
@@ -168,6 +173,7 @@ class RolloutRunner:
         self.on_transition = on_transition
         self._verdicts: list[Verdict] = []
         self._notices: list[Notice] = []
+        self._funded: list[Funded] = []  # capital ramp reports for the next turn
         self._wake = asyncio.Event()
         self._verification: asyncio.Task | None = None
         self._verifier: Verification | None = None
@@ -249,12 +255,17 @@ class RolloutRunner:
         if acted or self.stopping:
             return info
         if info.status is Status.PROMOTING:
-            return await self._execute(info, [Place(info.state.stage)])
+            ramp = info.state.ramp  # its first step asked for and never reported: funded (again) first
+            first = [Fund(info.state.stage, ramp.step)] if ramp is not None and ramp.funded_at is None else []
+            return await self._execute(info, [*first, Place(info.state.stage)])
         if info.status is Status.ROLLING_BACK:
             return await self._execute(info, [StartRollback("resume", info.state.reason or "resumed after restart")])
         if info.status in JUDGED:
             await self._verify(info)
             await self._after_promotion(info, info.state.stage)
+            ramp = info.state.ramp
+            if ramp is not None and ramp.funded_at is None:  # asked for, never reported: fund it again
+                await self._fund(info, Fund(info.state.stage, ramp.step))
         return info
 
     async def _commands(self, info: RolloutInfo) -> list[Command]:
@@ -264,12 +275,13 @@ class RolloutRunner:
         commands = await self._commands(info)
         verdicts, self._verdicts = self._verdicts, []
         notices, self._notices = self._notices, []
+        funded, self._funded = self._funded, []
         if self._verdict_log is not None and verdicts:
             await self._verdict_log.record(verdicts)
         verdicts += await self._watched_breaches()
         plan = await self._with_digests(info, await self._with_anomalies(info))
-        decision = decide(info.state, verdicts, [*notices, *commands, *self._answers(info)], self.clock.time(),
-                          plan=plan)
+        decision = decide(info.state, verdicts, [*notices, *funded, *commands, *self._answers(info)],
+                          self.clock.time(), plan=plan)
         info = await self._apply(info, decision, kinds={c.id: c.kind for c in commands})
         self._export_schedule(info)
         return info
@@ -307,8 +319,11 @@ class RolloutRunner:
         return await self._execute(info, [a for a in decision.actions if not isinstance(a, (Audit, Ack))])
 
     async def _execute(self, info: RolloutInfo, actions) -> RolloutInfo:
+        unfunded: dict[int, str] = {}  # stages whose ramp's first step could not be funded: not placed
         for action in actions:
-            if isinstance(action, Place):
+            if isinstance(action, Place) and action.stage in unfunded:
+                self._notices.append(Notice("place_failed", self.clock.time(), action.stage, unfunded[action.stage]))
+            elif isinstance(action, Place):
                 await self._place(info, action.stage)
             elif isinstance(action, FinishStage):
                 await finish_stage_run(self.db, self.clock, info.id, info.pipeline.stages[action.stage].name,
@@ -320,7 +335,10 @@ class RolloutRunner:
                 self._ask(info, action)
             elif isinstance(action, WriteDigest):
                 await self._write_digest(info, action)
-        if self._notices:
+            elif isinstance(action, Fund):
+                if not await self._fund(info, action):
+                    unfunded[action.stage] = f"capital ramp step {action.step + 1} not funded: {self._funded[-1].detail}"
+        if self._notices or self._funded:
             self._wake.set()
         return info
 
@@ -462,6 +480,29 @@ class RolloutRunner:
         self._notices.append(Notice("placed", started, index))
         await self._after_promotion(info, index)
         await self._verify(info, stage_index=index)
+
+    async def _fund(self, info: RolloutInfo, action: Fund) -> bool:
+        """Bring the stage's account to the ramp step's share, reporting `Funded` (ok or why not) for decide;
+        whether it was funded."""
+        stage = info.pipeline.stages[action.stage]
+        where = f"{stage.environment}/{stage.account}"
+        known = info.state.ramp_base.get(where)
+        share = stage.ramp[action.step].share
+        try:
+            base, moved = await capital.fund(
+                self.db, self.site, environment=stage.environment, account=stage.account, share=share,
+                base=capital.Base.from_json(known) if known else None, rollout=info.id, release=info.release,
+                stage=stage.name, step=action.step)
+        except Exception as exc:  # noqa: BLE001 - a step not funded is reported, and decide rolls back
+            log.exception("ramp_step_not_funded", rollout=info.id, stage=stage.name, step=action.step + 1)
+            self._funded.append(Funded(action.stage, action.step, self.clock.time(), False, where,
+                                       detail=f"{type(exc).__name__}: {exc}"))
+            return False
+        self._say(f"capital ramp of stage {stage.name}: step {action.step + 1} of {len(stage.ramp)}, "
+                  f"{share:%} of capital on {where} (moved {moved.get('amount', '0')} USDT)")
+        self._funded.append(Funded(action.stage, action.step, self.clock.time(), True, where,
+                                   base=None if known else base.to_json()))
+        return True
 
     async def _rollback(self, info: RolloutInfo, action: StartRollback) -> None:
         # Verification winds down beside the rollback rather than before it: the release is stopped

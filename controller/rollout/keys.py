@@ -9,6 +9,10 @@ where a key whose rights cannot be read is refused).
 A shadow stage's release holds the account's read-only key (``shadow_key``): that key is judged
 the same way and must, besides, be unable to trade (``enableFutures: false``), so that the
 exchange itself refuses every order the release sends.
+
+A capital ramp moves funds with the master's transfer key (``transfer_key``): judged with
+``purpose="transfer"``, it must be able to make internal transfers and must not withdraw. It is
+checked at the start (where the master names one) and read again before every transfer.
 """
 
 from __future__ import annotations
@@ -55,6 +59,37 @@ async def key_problems(site: Site, environment: str, account: str, *, trading: b
     return judge(await client.api_restrictions(), kind=env.kind, trading=trading)
 
 
+async def transfer_key_problems(site: Site, environment: str) -> list[str]:
+    """Why the environment's master's transfer key may not move a ramp's funds (empty: it may). A key whose
+    rights cannot be read is refused: moving money is never done on a key nobody checked."""
+    env = site.environment(environment)
+    master = site.master_of(environment)
+    if master is None:
+        return ["the environment has no master account (role: master)"]
+    if site.account(environment, master).transfer_key is None:
+        return [f"the master account {master} names no transfer key (transfer_key, transfer_secret in the "
+                "daemon's config)"]
+    if not env.endpoints.sapi_url:
+        return ["its rights cannot be read: the environment has no SAPI URL (sapi_url)"]
+    client = await site.client(environment, master, purpose="transfer")
+    return judge(await client.api_restrictions(), kind=env.kind, purpose="transfer")
+
+
+async def check_transfer(db: Database, site: Site, *, environment: str, release: str, actor: str) -> None:
+    """The master's transfer key may transfer and nothing wider, read now; refused: an audit event naming
+    each problem and `KeyTooWide`."""
+    problems = await transfer_key_problems(site, environment)
+    if not problems:
+        return
+    async with db.write() as session:
+        await audit.append(session, site.clock, actor=actor, kind="deploy.key_refused",
+                           subject=f"account:{environment}/{site.master_of(environment)}", release=release,
+                           payload={"problems": problems, "key": "transfer"})
+    log.error("key_refused", release=release, environment=environment, key="transfer key", problems=problems)
+    raise KeyTooWide(f"no capital is moved in {environment}: the master's transfer key is refused: "
+                     + "; ".join(problems))
+
+
 async def check_at_start(site: Site) -> None:
     """Every account of every environment holds a key no wider than watching needs; refused: an
     InputError (exit 2) naming the environment, the account and each right too wide."""
@@ -66,6 +101,13 @@ async def check_at_start(site: Site) -> None:
                                  + "; ".join(problems)
                                  + ". Use a key that may only read and trade USD-M futures"
                                  + (", bound to the controller's IP addresses" if env.kind == "live" else ""))
+        master = site.master_of(environment)
+        if master is not None and env.accounts[master].transfer_key is not None:
+            problems = await transfer_key_problems(site, environment)
+            if problems:
+                raise InputError(f"environment {environment}, account {master}: its transfer key is refused: "
+                                 + "; ".join(problems) + ". Use a key that may only read and make internal "
+                                 "transfers between the master and its sub-accounts, never withdraw")
 
 
 async def check_placement(db: Database, site: Site, *, environment: str, account: str, release: str,

@@ -63,6 +63,22 @@ daily afterwards"), as ``stage.digest`` audit events. A digest not written on ti
 per period of the stage, named ``standup-review/day-N``; the gate needs every one, and a period that
 ends unsigned is said overdue (a ``signoff.overdue`` audit event, the CanarySignoffOverdue alert).
 
+``ramp`` raises the stage's capital share in steps inside its cap, like Argo's ``setWeight`` steps::
+
+    ramp:                            # shares of the firm's capital, increasing, each <= capital_cap
+      - {share: 0.5%, for: 6h}       # a share is a fraction (0.005) or a percentage ("0.5%")
+      - {share: 1%, for: 6h}
+      - {share: 2%}                  # the last step holds until the stage's end
+
+The first step's share is funded when the release is placed; each next one only once the stage's
+gate has been clean (every gate policy passing, none failed) for the whole ``for`` of the step
+before. The controller moves USDT between the master and the stage's sub-account with Binance's
+sub-account futures internal transfer, signed with the master's transfer key (``transfer_key`` in
+the daemon's config: it may transfer internally and must not withdraw), audited as
+``capital.transferred``. A rollback returns the sub-account to the capital it had before the ramp
+(its ``return_capital`` step, after the account is safe). The stage's gate opens only once the
+ramp reached its last step. A ramp needs a ``capital_cap``; a dry-run or shadow stage has none.
+
 The default pipeline ships in ``controller/rollout/pipelines/default.yaml`` and maps stages A to
 D of the checklist; stage E's nightly regression is a harness run, not a stage.
 """
@@ -71,12 +87,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator,
+                      model_validator)
 
 from controller import signoffs
 from controller.analysis.policy import Duration
@@ -145,6 +163,30 @@ class DigestSchedule(ConfigModel):
         return self
 
 
+def _share(value: Any) -> Any:
+    """A ramp step's share as a fraction: ``0.005``, or the percentage ``"0.5%"``."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        number = value.strip()[:-1].strip()
+        try:
+            return Decimal(number) / 100
+        except ArithmeticError:
+            raise ValueError(f"expected a percentage such as 0.5% or a fraction such as 0.005, got {value!r}") from None
+    return value
+
+
+Share = Annotated[Fraction, BeforeValidator(_share)]
+
+
+class RampStep(ConfigModel):
+    """One step of a capital ramp: the share of the firm's capital the account holds, and for how long."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", serialize_by_alias=True)
+
+    share: Share
+    for_: Duration | None = Field(default=None, alias="for", gt=0)
+    """How long the gate must stay clean before the next step is funded; None: the last step, held to the end."""
+
+
 class Stage(ConfigModel):
     name: StageName
     title: str | None = None
@@ -182,6 +224,8 @@ class Stage(ConfigModel):
     """Ask this endpoint before the gate promotes; only a 2xx promotes (see the module's docstring)."""
     digest: DigestSchedule | None = None
     """Record verdict digests on this schedule (see the module's docstring)."""
+    ramp: list[RampStep] | None = Field(default=None, min_length=1, max_length=20)
+    """The capital ramp: shares of the firm's capital funded step by step (see the module's docstring)."""
 
     @property
     def signoff_entries(self) -> list[signoffs.Entry]:
@@ -220,7 +264,30 @@ class Stage(ConfigModel):
         if self.dry_run and self.confirm_promotion is not None:
             raise error_at(("confirm_promotion",), "a dry-run stage promotes nothing: there is no promotion to "
                                                    "confirm (remove confirm_promotion or dry_run)")
+        if self.ramp is not None:
+            self._ramp_valid(self.ramp)
         return self
+
+    def _ramp_valid(self, ramp: list[RampStep]) -> None:
+        """Shares increasing and inside the cap, every step but the last timed, the steps inside the stage."""
+        if self.capital_cap is None:
+            raise error_at(("ramp",), "a capital ramp needs the stage's capital_cap (each share must be within it)")
+        if self.dry_run or self.shadow:
+            raise error_at(("ramp",), f"a {'dry-run' if self.dry_run else 'shadow'} stage moves no capital: "
+                                      "remove ramp")
+        for index, step in enumerate(ramp):
+            if step.share > self.capital_cap:
+                raise error_at(("ramp", index, "share"), f"share {step.share:%} is above the stage's capital_cap "
+                                                         f"{self.capital_cap:%}")
+            if index and step.share <= ramp[index - 1].share:
+                raise error_at(("ramp", index, "share"), f"shares must increase: {step.share:%} follows "
+                                                         f"{ramp[index - 1].share:%}")
+            if step.for_ is None and index < len(ramp) - 1:
+                raise error_at(("ramp", index), "every step but the last needs a duration (for: 6h)")
+        total = sum(step.for_ or 0.0 for step in ramp)
+        if total > self.duration:
+            raise error_at(("ramp",), f"the steps last {total:g} s, longer than the stage's duration "
+                                      f"{self.duration:g} s")
 
 
 class Pipeline(ConfigModel):
@@ -245,8 +312,9 @@ class Pipeline(ConfigModel):
         """This pipeline as ``rollout start --dry-run`` runs it: the stage ``name`` (None: the first) alone,
         in dry run; a `KeyError` for a stage it does not have."""
         stage = self.stage(name) if name is not None else self.stages[0]
-        # A dry run promotes nothing: there is nothing for a confirm-promotion endpoint to confirm.
-        dry = stage.model_copy(update={"dry_run": True, "confirm_promotion": None})
+        # A dry run promotes nothing: there is nothing for a confirm-promotion endpoint to confirm;
+        # nor does it move capital (a ramp).
+        dry = stage.model_copy(update={"dry_run": True, "confirm_promotion": None, "ramp": None})
         return self.model_copy(update={"stages": [dry]})
 
     def stage(self, name: str) -> Stage:

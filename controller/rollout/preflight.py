@@ -1,6 +1,7 @@
 """What must hold before a pipeline runs: the policies folder exists, every policy file a stage
 names is in it and loads, every environment a stage names is one of the daemon's, and every
-shadow stage's account names a read-only key (``shadow_key``) in the daemon's config.
+shadow stage's account names a read-only key (``shadow_key``) in the daemon's config, and a ramp stage's
+environment a master transfer key and the emails transfers name the accounts by.
 
 The daemon checks before it says READY, `canaryctl rollout start` before it writes a rollout, so
 a missing file is refused at once, by name, instead of failing a stage hours later.
@@ -56,6 +57,8 @@ def check_pipeline(pipeline: Pipeline, folder: Path, *, source: str, environment
         settings = environments.get(stage.environment) if isinstance(environments, Mapping) else None
         if stage.shadow and isinstance(settings, EnvironmentConfig):
             _require_shadow_key(stage, index, settings, source=source, config_file=config_file)
+        if stage.ramp and isinstance(settings, EnvironmentConfig):
+            _require_transfer_key(stage, index, settings, source=source, config_file=config_file)
 
 
 def _require_shadow_key(stage: Stage, index: int, environment: EnvironmentConfig, *, source: str,
@@ -72,6 +75,28 @@ def _require_shadow_key(stage: Stage, index: int, environment: EnvironmentConfig
                       f"environments.{stage.environment}.accounts.{stage.account} in the daemon's {config}, or use "
                       "mode: trade", file=source, field=f"stages[{index}].mode",
                       line=line_in(path, ("stages", index, "mode")) if path.is_file() else None)
+
+
+def _require_transfer_key(stage: Stage, index: int, environment: EnvironmentConfig, *, source: str,
+                          config_file: str | None) -> None:
+    """A ramp moves capital with the master's transfer key, naming the accounts by their emails."""
+    if environment.kind == "sim":
+        return  # the embedded simulator's master has a transfer key, and every account an email
+    masters = [name for name, account in environment.accounts.items() if account.role == "master"]
+    master = environment.accounts[masters[0]] if masters else None
+    account = environment.accounts.get(stage.account)
+    missing = ([] if master is not None and master.transfer_key is not None else ["the master's transfer_key"]) + \
+              ([] if master is not None and master.email else ["the master's email"]) + \
+              ([] if account is not None and account.email else [f"{stage.account}'s email"])
+    if not missing:
+        return
+    config = f"config {config_file}" if config_file else "config"
+    path = Path(source)
+    raise ConfigError(f"stage {stage.name} ramps the capital of account {stage.account!r} in environment "
+                      f"{stage.environment!r}, whose accounts in the daemon's {config} lack {', '.join(missing)}: "
+                      f"set them under environments.{stage.environment}.accounts, or remove ramp",
+                      file=source, field=f"stages[{index}].ramp",
+                      line=line_in(path, ("stages", index, "ramp")) if path.is_file() else None)
 
 
 def _require_folder(folder: Path) -> None:

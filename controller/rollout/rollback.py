@@ -24,6 +24,10 @@ half-way is in the plan too; the row holds the settings the account had before (
                       exchange refuses a margin type change on a symbol with a position (-4048):
                       the leverage is still restored, and the margin type left as it is is said
                       in the step's result and in a ``rollback.margin_type_kept`` audit event
+    return_capital    only on an account a stage's capital ramp funded: give it back the capital it had
+                      before the ramp, moving the difference with the master (it reads the exchange's
+                      record first, so it is idempotent; `controller.rollout.capital`). The first step
+                      of phase 2: the account is safe, and the previous release starts with its capital
     start_previous    start the previous release with its snapshot (idempotent: a release that
                       already runs with that config is not started again), without applying its
                       settings again: restore_leverage did, and read them back. With no previous
@@ -73,7 +77,7 @@ from controller.config.daemon import RollbackConfig
 from controller.errors import StoreError
 from controller.exchange.errors import BudgetExhausted, Rejected, RateLimited
 from controller.logs import get_logger
-from controller.rollout import placing
+from controller.rollout import capital, placing
 from controller.rollout.info import RolloutInfo
 from controller.rollout.site import Site
 from controller.store import audit
@@ -84,7 +88,9 @@ from controller.store.models import RollbackStep
 log = get_logger(__name__)
 
 STEPS = ("stop_release", "cancel_orders", "positions", "restore_leverage", "start_previous", "verify_previous")
-RESTORE_SERVICE = ("start_previous", "verify_previous")
+RETURN_CAPITAL = "return_capital"
+"""The step a plan has, first in phase 2, for each account a capital ramp funded (not in `STEPS`: only then)."""
+RESTORE_SERVICE = (RETURN_CAPITAL, "start_previous", "verify_previous")
 """Phase 2's steps; every other step makes the account safe (phase 1): release stopped, orders
 canceled, positions handled, leverage restored."""
 MIN_RATE_LIMIT_WAIT = 1.0
@@ -206,6 +212,9 @@ class Rollback:
         positions = (stage.positions if stage else "keep") if previous_release else "flatten"
         modes = {k: before[k] for k in ("position_mode", "multi_assets") if k in before}
         where = {"environment": deployment.environment, "account": deployment.account}
+        base = info.state.ramp_base.get(f"{deployment.environment}/{deployment.account}")
+        # An account placed twice by the rollout gets the step twice: the second finds nothing to move.
+        returned = [(RETURN_CAPITAL, {**where, "base": dict(base)})] if base else []
         return [
             ("stop_release", {**where, "deployment": deployment.id, "release": deployment.release}),
             ("cancel_orders", {**where, "symbols": symbols}),
@@ -213,6 +222,7 @@ class Rollback:
                            "client_id_prefix": f"rb{info.id}d{deployment.id}"}),
             ("restore_leverage", {**where, "settings": settings, "positions": positions,
                                   **({"modes": modes} if modes else {})}),
+            *returned,
             ("start_previous", {**where, "release": previous_release,
                                 "previous": previous.id if previous else None}),
             ("verify_previous", {**where, "release": previous_release, "settings": settings, "positions": positions,
@@ -518,6 +528,11 @@ class Rollback:
                                "controller: " + ", ".join(f"{k} is {a}, it was {b}" for k, (a, b) in wrong.items())
                                + "; set them back by hand")
         return now
+
+    async def _return_capital(self, info: RolloutInfo, detail: dict) -> dict:
+        return await capital.give_back(self.db, self.site, environment=detail["environment"],
+                                       account=detail["account"], base=capital.Base.from_json(detail["base"]),
+                                       rollout=info.id, release=info.release)
 
     async def _start_previous(self, info: RolloutInfo, detail: dict) -> dict:
         if not detail["release"]:

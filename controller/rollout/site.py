@@ -40,9 +40,20 @@ class AccountAccess:
     shadow_key: str | None = field(default=None, repr=False)
     shadow_secret: str | None = field(default=None, repr=False)
     """The account's read-only key (None: it names none): what a shadow stage's release holds."""
+    email: str | None = None
+    """The account's email at the exchange (sub-account transfers name accounts by it)."""
+    transfer_key: str | None = field(default=None, repr=False)
+    transfer_secret: str | None = field(default=None, repr=False)
+    """The master's key for a capital ramp's transfers (None: it names none)."""
 
     def credentials(self, purpose: str) -> tuple[str, str]:
-        """The key and secret for a purpose: ``shadow`` is the read-only key, any other the trading key."""
+        """The key and secret for a purpose: ``shadow`` is the read-only key, ``transfer`` the master's
+        transfer key, any other the trading key."""
+        if purpose == "transfer":
+            if self.transfer_key is None or self.transfer_secret is None:
+                raise ConfigError(f"account {self.name} names no transfer key: set transfer_key and transfer_secret "
+                                  "under the master's entry in the daemon's config")
+            return self.transfer_key, self.transfer_secret
         if purpose != "shadow":
             return self.api_key, self.api_secret
         if self.shadow_key is None or self.shadow_secret is None:
@@ -115,7 +126,8 @@ class Site:
 
     async def client(self, environment: str, account: str, *, purpose: str = "observe") -> ExchangeClient:
         """The account's client for a purpose, opened (and its clock offset synced) once; ``shadow``
-        holds the account's read-only key and spends as ``observe`` does.
+        holds the account's read-only key and spends as ``observe`` does; ``transfer`` the master's
+        transfer key, spending as ``act`` does.
 
         Every client of the environment's exchange host shares one request gate (a 429/418 holds
         back all of them, a client opened during the ban included: its time sync is not sent)
@@ -132,7 +144,7 @@ class Site:
                 client = self.client_type(account=account, api_key=api_key, api_secret=api_secret,
                                           endpoints=env.endpoints, clock=self.clock,
                                           budget=self._budget(host).for_purpose(
-                                              "observe" if purpose == "shadow" else purpose),
+                                              {"shadow": "observe", "transfer": "act"}.get(purpose, purpose)),
                                           gate=self.gate(host), **options)
                 try:
                     await client.sync_time()

@@ -32,8 +32,11 @@ no IP restriction (every simulated request comes from the loopback)."""
 READ_ONLY = {name: name == "enableReading" for name in API_RIGHTS}
 """The rights of each account's second key, its read-only one (what a shadow stage's release holds):
 Binance's default for a new key, "Enable Reading" alone."""
-KEY_KINDS = ("trading", "read-only")
-"""The keys every account has: its trading key and its read-only key."""
+TRANSFER = {name: name in ("enableReading", "enableInternalTransfer") for name in API_RIGHTS}
+"""The rights of the master's third key, its transfer key (what a capital ramp moves funds with):
+reading and internal transfers between the master and its sub-accounts, no withdrawal."""
+KEY_KINDS = ("trading", "read-only", "transfer")
+"""The keys an account has: its trading key and its read-only key; the master a transfer key too."""
 
 
 @dataclass
@@ -169,13 +172,17 @@ class Account:
     """What the account's trading key may do, as apiRestrictions answers it (see `set_api_rights`)."""
     read_only: ApiKey | None = None
     """The account's second key, which may only read (`READ_ONLY`): the key a shadow stage gives a release."""
+    transfer: ApiKey | None = None
+    """The master's third key (`TRANSFER`): internal transfers to and from its sub-accounts, no withdrawal."""
 
     def key(self, kind: str = "trading") -> ApiKey:
-        """The account's ``trading`` or ``read-only`` key."""
+        """The account's ``trading``, ``read-only`` or (the master's) ``transfer`` key."""
         if kind == "trading":
             return ApiKey(self.api_key, self.api_secret, self.api_rights)  # the same rights, not a copy
         if kind == "read-only" and self.read_only is not None:
             return self.read_only
+        if kind == "transfer" and self.transfer is not None:
+            return self.transfer
         raise ValueError(f"no {kind!r} key; keys: {', '.join(KEY_KINDS)}")
 
     def set_api_rights(self, key: str = "trading", **rights: bool) -> dict[str, bool]:
@@ -317,6 +324,10 @@ class AccountBook:
         for account in self._by_name.values():  # drawn after every trading key: those stay what the seed gave
             account.read_only = ApiKey(_key(rng), _key(rng), dict(READ_ONLY), kind="read-only")
             self._by_key[account.read_only.key] = (account, account.read_only)
+        # Drawn after every other key, which stay what the seed gave them.
+        master = self.master
+        master.transfer = ApiKey(_key(rng), _key(rng), dict(TRANSFER), kind="transfer")
+        self._by_key[master.transfer.key] = (master, master.transfer)
 
     def __iter__(self):
         return iter(self._by_name.values())

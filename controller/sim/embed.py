@@ -2,8 +2,8 @@
 
 The daemon does not carry the simulator: `canaryctl run` and the demo hand it an
 `EmbeddedSimulators`, which starts one simulator for each sim environment the daemon opens and
-gives back what the daemon reaches it by (addresses, the accounts' keys, each one's read-only
-key as its shadow key, the bots' clock speed).
+gives back what the daemon reaches it by (addresses, the accounts' keys and emails, each one's
+read-only key as its shadow key, the master's transfer key, the bots' clock speed).
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ class EmbeddedSimulators:
         self.started[environment] = sim
         log.info("simulator_started", environment=environment, rest_url=sim.rest_url)
         accounts = {a.name: AccountAccess(a.name, a.api_key, a.api_secret, a.master, shadow_key=a.key("read-only").key,
-                                          shadow_secret=a.key("read-only").secret) for a in sim.accounts}
+                                          shadow_secret=a.key("read-only").secret, email=a.email,
+                                          **({"transfer_key": a.key("transfer").key,
+                                              "transfer_secret": a.key("transfer").secret} if a.master else {}))
+                    for a in sim.accounts}
         bot_env = {"CANARY_SIM_SPEED": f"{self.speed:g}"} if self.speed else {}
         return EnvironmentAccess(environment, Endpoints(sim.rest_url, sim.ws_url, sim.sapi_url), accounts, deployer,
                                  bot_env)

@@ -36,6 +36,8 @@ class Call:
     params: dict[str, str]
     key: ApiKey | None = None
     """The account's key the request came with."""
+    ip: str = "127.0.0.1"
+    """Where the request came from (what a refusal of the key names)."""
 
     @property
     def user(self) -> Account:
@@ -523,8 +525,11 @@ class RestApi:
         raise codes.bad_value("email")
 
     def internal_transfer(self, call: Call) -> dict:
-        """A master moves USDT between the USD-M futures wallets of its accounts (itself or a sub-account)."""
+        """A master moves USDT between the USD-M futures wallets of its accounts (itself or a sub-account),
+        with a key allowed internal transfers (-2015 otherwise, as for any right a key lacks)."""
         self._master(call)
+        if call.key is None or not call.key.rights.get("enableInternalTransfer"):
+            raise codes.rejected_key(call.ip)
         self._usdm(call)
         if _required(call.params, "asset").upper() != "USDT":
             raise codes.unsupported("The simulator's wallets hold USDT only.")

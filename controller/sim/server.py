@@ -294,7 +294,7 @@ class Simulator:
             injected = self.faults.error_for(method, path, after=False)
             if injected is not None:
                 raise injected
-            body = endpoint.handler(Call(account, params, key))
+            body = endpoint.handler(Call(account, params, key, ip))
             injected = self.faults.error_for(method, path, after=True)
             if injected is not None:
                 raise injected

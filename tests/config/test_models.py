@@ -294,6 +294,21 @@ def test_a_shadow_key_needs_its_secret_beside_it():
     assert (account.shadow_key.target, account.shadow_secret.target) == ("SHADOW_KEY", "/run/credentials/shadow")
 
 
+def test_a_transfer_key_needs_its_secret_and_belongs_to_the_master():
+    error = refusal(DaemonConfig, TESTNET + "        transfer_key: env:TRANSFER_KEY\n")
+    assert (error.line, error.field) == (8, "environments.testnet.accounts.master.transfer_key")
+    assert "transfer_secret is missing" in str(error)
+    pair = "        transfer_key: env:TRANSFER_KEY\n        transfer_secret: env:TRANSFER_SECRET\n"
+    error = refusal(DaemonConfig, TESTNET + "        role: sub\n" + pair)
+    assert error.field == "environments.testnet.accounts.master.transfer_key"
+    assert "belongs to the master account" in str(error)
+    account = load_model_text(DaemonConfig, TESTNET + "        email: treasury@example.com\n" + pair, "c.yaml"
+                              ).environments["testnet"].accounts["master"]
+    assert (account.email, account.transfer_key.target) == ("treasury@example.com", "TRANSFER_KEY")
+    error = refusal(DaemonConfig, TESTNET + "        email: treasury\n")
+    assert error.field == "environments.testnet.accounts.master.email"
+
+
 @pytest.mark.parametrize("value, shown", [("yes", "got true"), ('"5"', "got '5'")])
 def test_an_integer_field_refuses_booleans_and_quoted_numbers(value, shown):
     error = refusal(StrategyConfig, STRATEGY.replace("BTCUSDT: {leverage: 5}", f"BTCUSDT: {{leverage: {value}}}"))

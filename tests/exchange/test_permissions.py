@@ -84,3 +84,36 @@ async def test_the_client_reads_the_keys_rights_from_the_sapi_host(sim, canary):
     sim.set_api_rights("canary", permitsUniversalTransfer=True)
 
     assert (await canary.api_restrictions()).permitsUniversalTransfer is True
+
+
+TRANSFER_KEY = replace(FUTURES_KEY, enableFutures=False, enableInternalTransfer=True)
+"""A capital ramp's key: reading and internal transfers between the master and its sub-accounts."""
+
+
+@pytest.mark.parametrize("kind", ["sim", "testnet"])
+def test_a_transfer_key_may_transfer_internally_and_read(kind):
+    assert judge(TRANSFER_KEY, kind=kind, purpose="transfer") == []
+
+
+@pytest.mark.parametrize(("right", "said"), [
+    ("enableWithdrawals", "withdraw"),
+    ("permitsUniversalTransfer", "universal transfers"),
+    ("enableMargin", "trade on margin"),
+    ("enableSpotAndMarginTrading", "trade spot and margin"),
+])
+def test_a_transfer_key_with_any_other_right_too_wide_is_refused_by_name(right, said):
+    problems = judge(replace(TRANSFER_KEY, **{right: True}), kind="sim", purpose="transfer")
+
+    assert len(problems) == 1 and said in problems[0] and right in problems[0]
+
+
+def test_a_transfer_key_that_cannot_transfer_is_refused_and_the_trading_key_is_not_one():
+    (problem,) = judge(FUTURES_KEY, kind="sim", purpose="transfer")
+    assert "enableInternalTransfer: false" in problem
+    # The right a transfer key needs is still too wide for the trading key.
+    assert judge(TRANSFER_KEY, kind="sim", trading=False) != []
+
+
+def test_on_live_a_transfer_key_needs_an_ip_restriction():
+    assert any("ipRestrict" in p for p in judge(TRANSFER_KEY, kind="live", purpose="transfer"))
+    assert judge(replace(TRANSFER_KEY, ipRestrict=True), kind="live", purpose="transfer") == []

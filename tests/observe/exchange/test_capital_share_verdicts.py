@@ -40,17 +40,18 @@ CAP = 0.02
 
 
 async def transfer(sim, source: str, target: str, amount: str) -> dict:
-    """The master's ``POST /sapi/v1/sub-account/futures/internalTransfer``, signed as Binance documents it."""
-    master = sim.accounts["master"]
+    """The master's ``POST /sapi/v1/sub-account/futures/internalTransfer``, signed as Binance documents it
+    with its transfer key (the only one allowed internal transfers)."""
+    master = sim.accounts["master"].key("transfer")
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{sim.rest_url}/v1/time") as answer:
             now = (await answer.json())["serverTime"]
         query = urlencode({"fromEmail": sim.accounts[source].email, "toEmail": sim.accounts[target].email,
                            "futuresType": 1, "asset": "USDT", "amount": amount, "timestamp": now})
-        signature = hmac.new(master.api_secret.encode(), query.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.new(master.secret.encode(), query.encode(), hashlib.sha256).hexdigest()
         async with session.post(f"{sim.sapi_url}/v1/sub-account/futures/internalTransfer",
                                 data=f"{query}&signature={signature}",
-                                headers={"X-MBX-APIKEY": master.api_key,
+                                headers={"X-MBX-APIKEY": master.key,
                                          "Content-Type": "application/x-www-form-urlencoded"}) as answer:
             assert answer.status == 200, await answer.text()
             return await answer.json()
