@@ -7,6 +7,8 @@
 - A runner that crashes is restarted after an exponential backoff (Clock seconds) and counted.
   A turn that fails on the database is logged, counted and retried after a backoff: the loop
   never dies of it, and runners in flight go on.
+- First, on SQLite, it takes the database's daemon lock (`controller.store.daemon_lock`): a second
+  daemon on the same file is refused, exit 2, naming the file and the first daemon's pid.
 - Before READY, every account's exchange key is read for its rights, and one that can do more
   than read and trade futures is refused, exit 2 (`controller.rollout.keys`). Then every bot that
   no record owns (a daemon died between spawning and recording it) is killed, and audited
@@ -51,6 +53,7 @@ from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, R
 from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
 from controller.store.commands import ack_command, pending_commands
+from controller.store.daemon_lock import single_daemon
 from controller.store.database import Database
 
 log = get_logger(__name__)
@@ -185,6 +188,11 @@ class Daemon:
         return True
 
     async def run(self) -> int:
+        # First of all: a second daemon on one SQLite file is refused before it reads or starts anything.
+        with single_daemon(self.db):
+            return await self._run()
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop, signal.SIGHUP: self.request_reload}
         for signum, handler in handlers.items():
