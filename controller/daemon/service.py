@@ -401,7 +401,11 @@ class Daemon:
     async def _lease_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.lease_seconds / 3)  # wall seconds, like the lease
-            await self._hold_leases()
+            try:
+                await self._hold_leases()
+            except Exception as error:  # noqa: BLE001 - never dies: a lease not renewed expires, fencing the runner
+                self._lease_error = f"{type(error).__name__}: {error}"
+                log.exception("lease_turn_failed", error=repr(error))
 
     def _lost(self, rollout_id: int, why: str) -> None:
         """The rollout is no longer this daemon's: its runner stops acting at once (cancelled)."""
