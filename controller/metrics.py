@@ -128,6 +128,12 @@ class ControllerMetrics:
         self.source_restarts = Counter(
             "canary_source_restarts_total", "Sources of a verification that stopped (failed or ended) and were "
             "restarted after a backoff.", ["account", "source"], registry=r)
+        self.leases_owned = Gauge(
+            "canary_leases_owned", "Rollouts this daemon owns (holds the lease of) and acts on; 0: a standby.",
+            registry=r)
+        self.lease_takeovers = Counter(
+            "canary_lease_takeovers_total", "Rollout leases this daemon took over from another daemon whose "
+            "lease had expired.", registry=r)
         self.start_time = Gauge(
             "canary_daemon_start_time_seconds", "When the daemon started, in seconds since the epoch.",
             registry=r)
@@ -279,6 +285,12 @@ class ControllerMetrics:
 
     def store_error(self) -> None:
         self.store_errors.inc()
+
+    def set_leases_owned(self, count: int) -> None:
+        self.leases_owned.set(count)
+
+    def lease_taken_over(self) -> None:
+        self.lease_takeovers.inc()
 
     def started(self, ts: float) -> None:
         """The daemon's start, in seconds since the epoch (wall time, so dashboards can show uptime)."""

@@ -1,7 +1,7 @@
 """canaryctl status: is the canary healthy? One screen, from the store, in a blink.
 
-What it shows per rollout: release and state; the baseline (the release live on the stage's
-baseline account); the stage and the time left; how long it has waited for a person (paused or
+What it shows per rollout: release and state; which daemon owns it (acts on it) and since when;
+the baseline (the release live on the stage's baseline account); the stage and the time left; how long it has waited for a person (paused or
 awaiting sign-off) and when that wait's deadline passes; the capital share against the stage's cap;
 each policy of the stage with its latest verdict, value against threshold, trend (the values
 of its recent verdict changes) and gate standing; pending sign-offs and unanswered commands;
@@ -15,7 +15,8 @@ by `controller.cli.status_screen` (rich), imported only when there is a screen t
 
 ``--json`` prints one object per refresh, ``{"version": 1, "now": ISO, "rollouts": [...]}``; each
 rollout is `controller.store.summary.Summary.to_json`: id, release, state, reason, pipeline,
-updated_at, baseline {release, live, environment, account}, stage {name, title, index, count,
+updated_at, owner ({owner, epoch, since, expires_at, expired}: the daemon that acts on it, or null
+while none has claimed it), baseline {release, live, environment, account}, stage {name, title, index, count,
 environment, account, duration_seconds, started_at, ends_at, remaining_seconds, deadline_at,
 finished_at, outcome}, capital_share {cap, measured, policy, at}, policies [{policy, group,
 verdict, value, threshold, condition, action, reason, at, samples, window_seconds, trend, gate,

@@ -16,7 +16,7 @@ from rich.control import Control
 from rich.segment import ControlType
 from rich.text import Text
 
-from controller.store import summary
+from controller.store import TERMINAL, summary
 from controller.store.summary import PolicyLine, Summary, WebhookLine
 
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -104,6 +104,8 @@ def _rollout(s: Summary) -> list[Text]:
         row("baseline", f"{s.baseline or 'none'} (the release this rollout replaces; stage {stage.name} has no "
                         "baseline account)")
     row("stage", _stage_text(s))
+    if s.status not in TERMINAL:
+        row("owner", *_owner_text(s))
     if s.waiting_since is not None:
         row("waiting", *_waiting_text(s))
     row("capital", _capital_text(s))
@@ -338,6 +340,18 @@ def _span(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+def _owner_text(s: Summary) -> tuple[str | tuple[str, str | None], ...]:
+    """Which daemon acts on the rollout and since when; a lease unrenewed is said in red."""
+    owner = s.owner
+    if owner is None:
+        return ("no daemon has claimed it yet", "yellow"),
+    held = f"{owner.owner} since {owner.since:%Y-%m-%d %H:%M:%S} UTC (epoch {owner.epoch})" if owner.since \
+        else f"{owner.owner} (epoch {owner.epoch})"
+    if owner.expired(s.now):
+        return held, (f" · lease expired {_ago(s.now, owner.expires_at)}: another daemon takes it over", "red")
+    return (held,)
 
 
 def _ago(now: datetime, then: datetime | None) -> str:

@@ -306,6 +306,9 @@ class DaemonConfig(ConfigModel):
     request_weight: RequestWeightConfig = Field(default_factory=RequestWeightConfig)
     finished_series_grace: Seconds = 3600.0
     """How long a finished rollout's labelled series (``canary_rollout_state``...) stay on /metrics."""
+    lease_seconds: Seconds = 9.0
+    """How long a daemon's ownership of a rollout lasts unrenewed (renewed every third of it): with several
+    daemons on PostgreSQL, another takes a dead daemon's rollouts within this plus one renewal."""
 
     @field_validator("artifact_roots")
     @classmethod

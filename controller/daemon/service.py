@@ -7,6 +7,14 @@
 - A runner that crashes is restarted after an exponential backoff (Clock seconds) and counted.
   A turn that fails on the database is logged, counted and retried after a backoff: the loop
   never dies of it, and runners in flight go on.
+- Each active rollout has one owner (`controller.store.leases`): the daemon claims the leases of
+  rollouts nobody holds (or whose lease expired: a takeover, at a higher epoch), renews them every
+  third of ``lease_seconds``, and runs only the rollouts it owns, each runner writing through its
+  lease's fence. A runner whose lease was taken over, or whose write was refused, stops at once; a
+  daemon that owns nothing is a healthy standby (/readyz 200, ``standby``). On a clean stop it lets
+  its leases expire, so that another daemon takes them at once.
+- First, on SQLite, it takes the database's daemon lock (`controller.store.daemon_lock`): a second
+  daemon on the same file is refused, exit 2, naming the file and the first daemon's pid.
 - Before READY, every account's exchange key is read for its rights, and one that can do more
   than read and trade futures is refused, exit 2 (`controller.rollout.keys`). Then every bot that
   no record owns (a daemon died between spawning and recording it) is killed, and audited
@@ -27,7 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +61,10 @@ from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, R
 from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
 from controller.store.commands import ack_command, pending_commands
+from controller.store import leases
+from controller.store.daemon_lock import single_daemon
 from controller.store.database import Database
+from controller.store.leases import Fence, FencingRefused, Lease
 
 log = get_logger(__name__)
 
@@ -86,6 +99,8 @@ class DaemonOptions:
     """Wall seconds without a turn of the main loop after which /healthz (and the watchdog) fail."""
     placement_timeout: float = 300.0
     """Wall seconds a baseline placement may take before it is cancelled and refused."""
+    owner: str | None = None
+    """The name this daemon holds leases under; default ``HOST:PID``, unique among live daemons."""
 
 
 @dataclass
@@ -141,6 +156,11 @@ class Daemon:
         self._stop = asyncio.Event()
         self._last_turn = time.monotonic()
         self._status: dict[str, Any] = {"rollouts": []}
+        self.owner = options.owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.leases: dict[int, Lease] = {}
+        """The rollouts this daemon owns, with the lease it holds on each."""
+        self._renewed = time.monotonic()  # when every lease held was last renewed (or claimed)
+        self._lease_error: str | None = None
 
     # ------------------------------------------------------------ life cycle
 
@@ -185,12 +205,18 @@ class Daemon:
         return True
 
     async def run(self) -> int:
+        # First of all: a second daemon on one SQLite file is refused before it reads or starts anything.
+        with single_daemon(self.db):
+            return await self._run()
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop, signal.SIGHUP: self.request_reload}
         for signum, handler in handlers.items():
             loop.add_signal_handler(signum, handler)
         admin = None
         watchdog = None
+        holding = None
         try:
             await preflight.check_daemon(self.db, self.policies.folder)  # refused: never READY, exit 2
             self.site = await self._open_site()
@@ -209,12 +235,19 @@ class Daemon:
             watchdog = asyncio.create_task(watchdog_loop(self.notifier, lambda: self._liveness()[0]),
                                            name="watchdog")
             self.notifier.ready(f"watching; admin on {self.config.admin.host}:{self.admin_port}")
+            await self._hold_leases()  # the rollouts it owns, before the first turn starts their runners
+            holding = asyncio.create_task(self._lease_loop(), name="leases")
             self.ready.set()
-            log.info("daemon_ready", admin_port=self.admin_port)
+            log.info("daemon_ready", admin_port=self.admin_port, owner=self.owner, owns=sorted(self.leases))
             await self._loop()
         finally:
             self.notifier.stopping("stopping: finishing the current step")
+            if holding is not None:
+                holding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await holding
             await self._stop_runners()
+            await self._give_up_leases()
             await self._stop_placements()
             if self.webhooks is not None:
                 await self.webhooks.stop()
@@ -271,7 +304,12 @@ class Daemon:
         for rollout_id, (_, task) in list(self.runners.items()):
             if task.done():
                 del self.runners[rollout_id]
-                if not task.cancelled() and task.exception() is not None:
+                if not task.cancelled() and task.exception() is None and task.result().status in TERMINAL:
+                    self.leases.pop(rollout_id, None)  # finished: nothing left to own
+                    self.metrics.set_leases_owned(len(self.leases))
+                elif not task.cancelled() and isinstance(task.exception(), FencingRefused):
+                    self._lost(rollout_id, "a write was refused: its lease was taken over")
+                elif not task.cancelled() and task.exception() is not None:
                     self._runner_crashed(rollout_id, task.exception(), now)
         active = await list_rollouts(self.db, active_only=True)
         self._active = active
@@ -281,8 +319,8 @@ class Daemon:
             del self._restarts[gone]
         self._waiting = {}
         for info in active:
-            if info.id in self.runners:
-                continue
+            if info.id in self.runners or info.id not in self.leases:
+                continue  # running, or another daemon's
             restarts = self._restarts.get(info.id)
             if restarts is not None and now < restarts.not_before:
                 self._waiting[info.id] = (f"its runner crashed ({restarts.backoff.failures} in a row, last: "
@@ -294,6 +332,9 @@ class Daemon:
             self._start_runner(info, now)
         self._status = {"rollouts": [i.to_json() for i in active],
                         "runners": sorted(self.runners), "admin_port": self.admin_port,
+                        "owner": self.owner, "role": "active" if self.leases else "standby",
+                        "leases": {str(i): {"epoch": lease.epoch, "since": _iso(lease.acquired_at)}
+                                   for i, lease in sorted(self.leases.items())},
                         "baseline_placements": sorted(self._placements),
                         "webhooks": self.webhooks.deliveries() if self.webhooks else []}
         self.notifier.status(", ".join(f"rollout {i.id} {i.release}: {i.status.value} {i.stage.name}"
@@ -316,7 +357,9 @@ class Daemon:
 
     def _start_runner(self, info: RolloutInfo, now: float) -> None:
         report = self.reports.setdefault(info.id, RolloutReport(info.id, info.release))
-        runner = RolloutRunner(rollout_id=info.id, db=self.db, site=self.site, policies=self.policies,
+        # Every write the runner makes about the rollout is fenced with the epoch of this daemon's lease.
+        fenced = self.db.guarded(Fence(info.id, self.leases[info.id].epoch, self.owner, self.clock))
+        runner = RolloutRunner(rollout_id=info.id, db=fenced, site=self.site, policies=self.policies,
                                metrics=self.metrics, cadence=self.options.cadence, report=report,
                                on_event=self._event_for(info.id), rollback=self.config.rollback,
                                on_transition=self._notify_transition)
@@ -325,6 +368,62 @@ class Daemon:
             self.clock, initial=RUNNER_BACKOFF_INITIAL, maximum=RUNNER_BACKOFF_MAX)))
         restarts.started = now
         self.metrics.runner_started(info.id)
+
+    # ------------------------------------------------------------ leases
+
+    async def _hold_leases(self) -> None:
+        """Renew the leases held, stop the runners of those lost, and claim those free. Renewal that
+        fails for a whole lease length gives every lease up here too: another daemon may hold them."""
+        seconds = self.config.lease_seconds
+        try:
+            lost = await leases.renew(self.db, self.owner, {i: lease.epoch for i, lease in self.leases.items()},
+                                      seconds=seconds)
+            for rollout_id in sorted(lost):
+                self._lost(rollout_id, "its lease was taken over")
+            self._renewed = time.monotonic()
+            taken = await leases.claim(self.db, self.clock, self.owner, held=set(self.leases), seconds=seconds,
+                                       exclusive=self.db.dialect == "sqlite")  # SQLite: one daemon (its file lock)
+        except StoreError as error:
+            self._lease_error = str(error)
+            log.error("leases_not_renewed", error=str(error), owned=sorted(self.leases))
+            if time.monotonic() - self._renewed >= seconds:
+                for rollout_id in sorted(self.leases):
+                    self._lost(rollout_id, f"its lease could not be renewed for {seconds:g} s")
+            return
+        self._lease_error = None
+        for lease, previous_owner in taken:
+            self.leases[lease.rollout_id] = lease
+            self._restarts.pop(lease.rollout_id, None)
+            if previous_owner:
+                self.metrics.lease_taken_over()
+        self.metrics.set_leases_owned(len(self.leases))
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)  # wall seconds, like the lease
+            try:
+                await self._hold_leases()
+            except Exception as error:  # noqa: BLE001 - never dies: a lease not renewed expires, fencing the runner
+                self._lease_error = f"{type(error).__name__}: {error}"
+                log.exception("lease_turn_failed", error=repr(error))
+
+    def _lost(self, rollout_id: int, why: str) -> None:
+        """The rollout is no longer this daemon's: its runner stops acting at once (cancelled)."""
+        lease = self.leases.pop(rollout_id, None)
+        self.metrics.set_leases_owned(len(self.leases))
+        if rollout_id in self.runners:
+            runner, task = self.runners.pop(rollout_id)
+            runner.stop()
+            task.cancel()
+        log.warning("rollout_lost", rollout=rollout_id, owner=self.owner, epoch=lease.epoch if lease else None,
+                    why=why)
+
+    async def _give_up_leases(self) -> None:
+        try:
+            await leases.give_up(self.db, self.owner, {i: lease.epoch for i, lease in self.leases.items()})
+        except StoreError as error:  # they expire on their own, a lease length from the last renewal
+            log.error("leases_not_given_up", error=str(error))
+        self.leases = {}
 
     def _runner_crashed(self, rollout_id: int, error: BaseException, now: float) -> None:
         """Count the crash and hold the runner back for the next wait of its backoff."""
@@ -478,7 +577,11 @@ class Daemon:
         if self._store_error is not None:
             problems.append(f"the store is unreachable: {self._store_error}")
         problems.extend(self._policy_errors)
+        if self._lease_error is not None:
+            problems.append(f"the leases cannot be renewed: {self._lease_error}")
         for info in self._active:
+            if info.id not in self.leases:
+                continue  # another daemon's: its probe speaks for it
             if info.id not in self.runners:
                 why = self._waiting.get(info.id, "it has not started yet")
                 problems.append(f"rollout {info.id}'s runner is not running: {why}")
@@ -486,6 +589,8 @@ class Daemon:
                 problems.append(f"rollout {info.id}'s verification is not running: {down}")
         if problems:
             return False, "; ".join(problems)
+        if not self.leases:
+            return True, f"standby: {self.owner} owns no rollout; store and policies in order"
         return True, f"{len(self.runners)} rollout(s) under way, each with its runner; store and policies in order"
 
     # ------------------------------------------------------------ the world
@@ -526,6 +631,10 @@ class Daemon:
                 self._deployers[key] = ProcessDeployer(self.options.state_dir, self.clock)
         return self._deployers[key]
 
+
+
+def _iso(when) -> str | None:
+    return when.isoformat() if when is not None else None
 
 
 def _accounts_of(info: RolloutInfo) -> set[tuple[str, str]]:

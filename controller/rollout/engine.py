@@ -65,6 +65,7 @@ from controller.store.anomalies import open_anomalies
 from controller.store.commands import CommandInfo, pending_commands
 from controller.store.database import Database
 from controller.store.deployments import live_deployment
+from controller.store.leases import FencingRefused
 from controller.store.rollouts import current_stage_run, finish_stage_run
 from controller.store.verdicts import VerdictLog, digests_written, write_digest
 from controller.verification import Verification
@@ -467,6 +468,8 @@ class RolloutRunner:
             deployment, _ = await placing.place(self.db, self.site, environment=stage.environment,
                                                 account=stage.account, release=info.release, rollout_id=info.id,
                                                 shadow=stage.shadow, restart=info.pipeline.restarts(index))
+        except FencingRefused:
+            raise  # the rollout is another daemon's now: this runner stops
         except Exception as exc:  # noqa: BLE001 - any failure to place is the placement failing
             log.exception("placement_failed", rollout=info.id, stage=stage.name)
             self._notices.append(Notice("place_failed", self.clock.time(), index, f"{type(exc).__name__}: {exc}"))

@@ -83,6 +83,7 @@ from controller.rollout.site import Site
 from controller.store import audit
 from controller.store.database import Database
 from controller.store.deployments import get_deployment, mark_stopped, rollout_deployments
+from controller.store.leases import FencingRefused
 from controller.store.models import RollbackStep
 
 log = get_logger(__name__)
@@ -315,6 +316,8 @@ class Rollback:
                 except TimeoutError:
                     raise StepTimeout(f"did not end within {self.step_timeout:g} s") from None
                 result = {**done, "wall_ms": round((time.monotonic() - began) * 1000, 1)}
+            except FencingRefused:
+                raise  # another daemon owns the rollout now: no retry, no mark
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then reported with the step
                 error = f"{type(exc).__name__}: {exc}"
                 if _store_error(exc):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from controller.canonical import canonical_json
 from controller.clock import Clock, RealClock
@@ -105,12 +105,18 @@ async def await_ack(db: Database, command_id: int, *, timeout: float, poll: floa
 
 
 async def ack_command(db: Database, clock: Clock, command_id: int, *, accepted: bool, message: str,
-                      audit_kind: str | None = None) -> None:
-    """Acknowledge a command handled outside a rollout's decision (e.g. placing a baseline)."""
+                      audit_kind: str | None = None) -> bool:
+    """Acknowledge a command handled outside a rollout's decision (e.g. placing a baseline); a
+    compare-and-set: False, and nothing written, when it was acknowledged already."""
     async with db.write() as session:
+        answered = await session.execute(update(OperatorCommand).where(
+            OperatorCommand.id == command_id, OperatorCommand.acked_at.is_(None)).values(
+            acked_at=clock.now(), outcome="accepted" if accepted else "rejected", message=message))
+        if answered.rowcount != 1:
+            return False
         row = await session.get(OperatorCommand, command_id)
-        row.acked_at, row.outcome, row.message = clock.now(), "accepted" if accepted else "rejected", message
         if audit_kind:
             await audit.append(session, clock, actor=row.actor, kind=audit_kind, subject=f"command:{row.id}",
                                payload={"command": row.id, "accepted": accepted, "message": message,
                                         "args": json.loads(row.args), "reason": row.reason})
+        return True

@@ -7,11 +7,13 @@ read-modify-write sequences such as appending to the audit chain never interleav
 
 from __future__ import annotations
 
+import copy
 import os
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -87,6 +89,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+class WriteGuard(Protocol):
+    """What every write transaction of a guarded view (`Database.guarded`) checks first: a rollout
+    owner's fence (`controller.store.leases.Fence`)."""
+
+    async def check(self, session: AsyncSession) -> None:
+        """Raise to refuse the transaction (inside it, holding what the check locked until commit)."""
+
+    async def refused(self, db: Database, error: BaseException) -> None:
+        """Called with any error that ended a guarded transaction, after its rollback, with the
+        unguarded database (to record a refusal in a transaction of its own)."""
+
+
 class Database:
     """An engine plus the two kinds of unit of work the rest of the code uses."""
 
@@ -94,6 +108,14 @@ class Database:
         self.url = url
         self.engine = create_engine(url)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._guard: WriteGuard | None = None
+        self._unguarded: Database = self
+
+    def guarded(self, guard: WriteGuard) -> Database:
+        """This database (same engine) whose every write transaction begins with ``guard.check``."""
+        view = copy.copy(self)
+        view._guard, view._unguarded = guard, self._unguarded
+        return view
 
     @property
     def dialect(self) -> str:
@@ -110,7 +132,22 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction that holds the write lock from its first statement; commits on exit."""
+        """A transaction that holds the write lock from its first statement; commits on exit. In a
+        guarded view the guard's check is its first statement."""
+        if self._guard is None:
+            async with self._transaction() as session:
+                yield session
+            return
+        try:
+            async with self._transaction() as session:
+                await self._guard.check(session)
+                yield session
+        except Exception as error:
+            await self._guard.refused(self._unguarded, error)
+            raise
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
         with self._unusable_as_store_error():
             async with self._sessions() as session:
                 await session.connection(execution_options={"write_lock": True})
@@ -137,4 +174,5 @@ class Database:
             yield conn
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self._guard is None:  # a guarded view shares its engine: the database's owner disposes of it
+            await self.engine.dispose()

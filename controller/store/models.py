@@ -111,6 +111,39 @@ class Rollout(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decision: Mapped[str] = mapped_column(Text, default="{}")
     """The decision's state as canonical JSON: the daemon rebuilds itself from it after a restart."""
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The epoch of the rollout's lease (`RolloutLease`), copied here when a daemon claims it: every write
+    its owner makes about the rollout first checks that it is still this one (the fence)."""
+
+
+class RolloutLease(Base):
+    """Which daemon owns a rollout (acts on it) until when; a takeover raises the epoch.
+
+    A rollout's row is written with the rollout, unowned (empty ``owner``, epoch 0). A daemon claims
+    it when it is unowned or its lease expired, renews it every third of its length, and another
+    daemon takes it over once it expired (several daemons on PostgreSQL; SQLite has one)."""
+
+    __tablename__ = "rollout_leases"
+
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    acquired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Since when ``owner`` holds it (this epoch)."""
+    renewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    """None: never claimed."""
+
+
+class AccountClaim(Base):
+    """An account an active rollout holds (places on or compares with): the primary key makes it at most
+    one active rollout per account, on every engine. Written with the rollout, deleted when it ends."""
+
+    __tablename__ = "account_claims"
+
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
 
 
 class StageRun(Base):

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from controller.canonical import canonical_json
 from controller.clock import Clock, to_datetime
@@ -21,7 +22,8 @@ from controller.errors import ConflictError, NotFoundError
 from controller.store import TERMINAL, audit
 from controller.store.database import Database
 from controller.store.deployments import live_row
-from controller.store.models import OperatorCommand, Release, Rollout, StageRun
+from controller.store.leases import add_lease
+from controller.store.models import AccountClaim, OperatorCommand, Release, Rollout, StageRun
 from controller.store.rollout_record import SELECT_ROLLOUT, RolloutRecord
 
 
@@ -55,7 +57,9 @@ async def _record(session, rollout_id: int) -> RolloutRecord:
 async def create_rollout(db: Database, clock: Clock, *, version: str, pipeline: Mapping[str, Any],
                          decision: Mapping[str, Any], actor: str) -> RolloutRecord:
     """A rollout of ``version`` through ``pipeline`` (a pipeline as JSON data), refused while another
-    rollout is under way. Its baseline is the release live where the pipeline keeps its baseline."""
+    rollout is under way. Its baseline is the release live where the pipeline keeps its baseline.
+    It gets an unowned lease, and claims every account it places on or compares with: the claims'
+    primary key refuses a second active rollout on an account even when two writers race."""
     async with db.write() as session:
         release = (await session.execute(select(Release).where(Release.version == version))).scalar_one_or_none()
         if release is None:
@@ -75,6 +79,16 @@ async def create_rollout(db: Database, clock: Clock, *, version: str, pipeline: 
                       updated_at=now, decision=canonical_json(decision))
         session.add(row)
         await session.flush()
+        await add_lease(session, row.id)
+        held = {(s["environment"], s["account"]) for s in stages} | {
+            (s["environment"], s["baseline"]) for s in stages if s.get("baseline")}
+        session.add_all(AccountClaim(environment=environment, account=account, rollout_id=row.id)
+                        for environment, account in sorted(held))
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise ConflictError(f"another rollout under way holds one of {', '.join(f'{e}/{a}' for e, a in sorted(held))} "
+                                "(it was started just now): one active rollout per account") from None
         await audit.append(session, clock, actor=actor, kind="rollout.created", subject=f"rollout:{row.id}",
                            release=version, payload={"rollout": row.id, "pipeline": pipeline["name"],
                                                      "stages": [s["name"] for s in stages]})
@@ -108,10 +122,14 @@ async def list_rollouts(db: Database, *, active_only: bool = False) -> list[Roll
 async def save_decision(db: Database, clock: Clock, rollout_id: int, *, stage: str,
                         decision: Mapping[str, Any], audits: Iterable[AuditEntry] = (),
                         acks: Iterable[CommandAck] = ()) -> RolloutRecord:
-    """Store the new decision state with its audit events and command acks, all or nothing."""
+    """Store the new decision state with its audit events and command acks, all or nothing. An ack is
+    a compare-and-set (the command still unacknowledged): a command answered already refuses the
+    decision. A finished rollout gives its accounts back."""
     async with db.write() as session:
         row = await session.get(Rollout, rollout_id)
         row.state = decision["status"]  # the column that queries filter on
+        if row.state in TERMINAL:
+            await session.execute(delete(AccountClaim).where(AccountClaim.rollout_id == rollout_id))
         row.stage = stage
         row.decision = canonical_json(decision)
         row.updated_at = clock.now()
@@ -120,8 +138,12 @@ async def save_decision(db: Database, clock: Clock, rollout_id: int, *, stage: s
             await audit.append(session, clock, actor=event.actor, kind=event.kind, subject=f"rollout:{rollout_id}",
                                release=release.version, payload=dict(event.payload))
         for ack in acks:
-            await session.execute(update(OperatorCommand).where(OperatorCommand.id == ack.command_id).values(
+            answered = await session.execute(update(OperatorCommand).where(
+                OperatorCommand.id == ack.command_id, OperatorCommand.acked_at.is_(None)).values(
                 acked_at=clock.now(), outcome="accepted" if ack.accepted else "rejected", message=ack.message))
+            if answered.rowcount != 1:
+                raise ConflictError(f"command {ack.command_id} was answered already: rollout {rollout_id}'s "
+                                    "decision that answers it again is not stored")
         await session.flush()
         return await _record(session, row.id)
 

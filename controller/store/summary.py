@@ -229,6 +229,23 @@ class WebhookLine:
 
 
 @dataclass(frozen=True)
+class OwnerLine:
+    """The daemon that owns the rollout (its lease, `store.leases`), since when, and until when unrenewed."""
+
+    owner: str
+    epoch: int
+    since: datetime | None
+    expires_at: datetime | None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        return {"owner": self.owner, "epoch": self.epoch, "since": _iso(self.since),
+                "expires_at": _iso(self.expires_at), "expired": self.expired(now)}
+
+
+@dataclass(frozen=True)
 class Summary(RolloutRecord):
     """A rollout as `canaryctl status` shows it: its record, its stage now, and what the store says of it."""
 
@@ -256,6 +273,8 @@ class Summary(RolloutRecord):
     """Anomalies noted on the rollout (`canaryctl note`) and not resolved yet, oldest first."""
     webhooks: tuple[WebhookLine, ...] = ()
     """Each webhook's last delivery of this rollout's events."""
+    owner: OwnerLine | None = None
+    """The daemon that owns the rollout; None while no daemon has claimed it."""
 
     @property
     def waiting_since(self) -> datetime | None:
@@ -300,6 +319,7 @@ class Summary(RolloutRecord):
         return {
             "id": self.id, "release": self.release, "state": self.status, "reason": self.reason,
             "pipeline": self.pipeline_name, "updated_at": self.updated_at.isoformat(),
+            "owner": self.owner.to_json(self.now) if self.owner else None,
             "baseline": {"release": self.live_baseline if self.baseline_live else self.baseline,
                          "live": self.baseline_live,
                          "environment": stage.environment if self.baseline_live else None,
@@ -408,7 +428,16 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         last_rollback=_rollback(reader, rollout_id),
         last_verdict_at=when(last[0]["at"]) if last else None,
         dry_run=_dry_run(decision), would_have=_would_have(decision), webhooks=_webhooks(reader, rollout_id),
-        open_anomalies=_open_anomalies(reader, rollout_id))
+        open_anomalies=_open_anomalies(reader, rollout_id), owner=_owner(reader, rollout_id))
+
+
+def _owner(reader: Reader, rollout_id: int) -> OwnerLine | None:
+    rows = reader.rows("SELECT owner, epoch, acquired_at, expires_at FROM rollout_leases WHERE rollout_id = :id "
+                       "AND owner <> ''", id=rollout_id)
+    if not rows:
+        return None
+    row = rows[0]
+    return OwnerLine(row["owner"], int(row["epoch"]), when(row["acquired_at"]), when(row["expires_at"]))
 
 
 def _webhooks(reader: Reader, rollout_id: int) -> tuple[WebhookLine, ...]:

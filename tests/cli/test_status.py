@@ -224,6 +224,7 @@ async def test_status_json_carries_the_same_facts_in_a_versioned_document(db, db
     assert doc["version"] == 1 and [r["id"] for r in doc["rollouts"]] == [info.id]
     rollout = doc["rollouts"][0]
     assert (rollout["release"], rollout["state"], rollout["stage"]["name"]) == ("1.1.0", "running", "C")
+    assert rollout["owner"] is None  # no daemon has claimed it
     assert rollout["baseline"] == {"release": "1.0.0", "live": True, "environment": "sim", "account": "master"}
     assert STAGE_AGO - 120 < 3600 - rollout["stage"]["remaining_seconds"] < STAGE_AGO + 60
     assert rollout["capital_share"] == {"cap": "0.02", "measured": 0.015, "policy": "c-capital-share-within-cap",

@@ -57,6 +57,9 @@ async def test_status_follows_a_live_canary_through_an_operator_rollback(daemon)
     assert all(p["verdict"] in ("pass", "nodata", "inconclusive", "fail") for p in live["policies"])
     text = await site.ctl("status")
     assert f"rollout {rollout} · release 1.1.0 · running" in text.out and "left of 1h 00m" in text.out
+    owner = live["owner"]
+    assert (owner["owner"], owner["expired"]) == (site.daemon.owner, False) and owner["epoch"] >= 1
+    assert f"owner         {site.daemon.owner} since {owner['since'][:10]}" in text.out
 
     rolled = await site.ctl("rollback", str(rollout), "--reason", "fills look wrong")
     assert rolled.code == 0, rolled

@@ -15,7 +15,8 @@ from controller.store.models import Base
 from controller.store.schema import SCHEMA_REVISION, current_revision, downgrade, migrations_dir, require_current, upgrade
 
 TABLES = {"releases", "deployments", "config_snapshots", "rollouts", "stage_runs", "verdicts", "operator_commands",
-          "rollback_steps", "fills", "audit_events", "audit_head", "webhook_deliveries"}
+          "rollback_steps", "fills", "audit_events", "audit_head", "webhook_deliveries", "rollout_leases",
+          "account_claims"}
 
 
 async def _tables(database: Database) -> set[str]:
