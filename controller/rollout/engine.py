@@ -401,6 +401,8 @@ class RolloutRunner:
             await write_digest(self.db, self.clock, rollout_id=info.id, release=info.release, stage=stage.name,
                                stage_run_id=await current_stage_run(self.db, info.id, stage.name),
                                number=action.number, start=action.start, end=action.end, policies=policies)
+        except FencingRefused:
+            raise  # the rollout is another daemon's now: this runner stops
         except Exception:  # noqa: BLE001 - a digest never stops the runner
             log.exception("digest_not_written", rollout=info.id, stage=stage.name, number=action.number)
             return
@@ -496,6 +498,8 @@ class RolloutRunner:
                 self.db, self.site, environment=stage.environment, account=stage.account, share=share,
                 base=capital.Base.from_json(known) if known else None, rollout=info.id, release=info.release,
                 stage=stage.name, step=action.step)
+        except FencingRefused:
+            raise  # the rollout is another daemon's now: this runner stops
         except Exception as exc:  # noqa: BLE001 - a step not funded is reported, and decide rolls back
             log.exception("ramp_step_not_funded", rollout=info.id, stage=stage.name, step=action.step + 1)
             self._funded.append(Funded(action.stage, action.step, self.clock.time(), False, where,
@@ -547,6 +551,8 @@ class RolloutRunner:
         (backing off) while the runner goes on deciding: an operator's rollback needs no verification."""
         try:
             await self._start_verification(info, stage_index=stage_index)
+        except FencingRefused:
+            raise  # the rollout is another daemon's now: this runner stops
         except Exception as exc:  # noqa: BLE001 - whatever stops it, the runner must keep reading commands
             await self._stop_verification()
             self._judging = False
@@ -729,6 +735,8 @@ class RolloutRunner:
                     await self._stop_left_behind(info, key, stage)
                     self._left_errors.pop(key, None)
                     continue
+                except FencingRefused:
+                    raise  # the rollout is another daemon's now: this runner stops
                 except Exception as exc:  # noqa: BLE001 - fail closed: an account not stopped is watched
                     self._left_errors[key] = (f"its release could not be stopped ({type(exc).__name__}: {exc}); "
                                               "it is watched meanwhile")
@@ -759,6 +767,8 @@ class RolloutRunner:
         try:
             verifier, verdict_log, verify = await self._build_verification(
                 info, info.pipeline.index(stage.name), self._on_watched(key), audit=False)
+        except FencingRefused:
+            raise  # the rollout is another daemon's now: this runner stops
         except Exception as exc:  # noqa: BLE001 - said by /readyz and tried again with backoff
             self._left_errors[key] = f"{type(exc).__name__}: {exc}"
             log.error("watch_not_started", rollout=info.id, account=f"{key[0]}/{key[1]}", error=str(exc))

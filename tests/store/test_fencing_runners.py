@@ -11,7 +11,7 @@ import pytest
 from controller.config.yamlfile import load_model_text
 from controller.metrics import ControllerMetrics
 from controller.release_files import read_release
-from controller.rollout.decide import State, Status
+from controller.rollout.decide import State, Status, WriteDigest
 from controller.rollout.engine import PolicySet, RolloutRunner, RunnerCadence
 from controller.rollout.info import create_rollout, get_rollout, save_decision
 from controller.rollout.pipeline import Pipeline
@@ -85,4 +85,35 @@ async def test_the_runner_whose_lease_was_taken_over_is_refused_and_stops_and_th
         for task in runners:
             task.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
+        await db.close()
+
+
+DIGESTED = """\
+name: digested
+stages:
+  - {name: D, environment: sim, account: canary, duration: 2h, policies: stage-c.yaml, capital_cap: 0.02,
+     digest: {every: 1h}}
+"""
+
+
+async def test_a_digest_write_refused_by_the_fence_stops_the_runner_instead_of_being_logged(tmp_path, sim_clock):
+    """A digest that could not be written is logged and asked for again, but a write refused because
+    another daemon took the rollout over is no failure of the digest: the runner must stop at once."""
+    db = Database(resolve_url(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"))
+    await upgrade(db)
+    try:
+        await add_release(db, sim_clock, read_release("1.1.0", EXAMPLES / "demo" / "manifest.yaml",
+                                                      EXAMPLES / "reference-bot" / "strategy.yaml"), actor="tester")
+        info = await create_rollout(db, sim_clock, version="1.1.0", actor="tester",
+                                    pipeline=load_model_text(Pipeline, DIGESTED, "pipeline.yaml"))
+        [(lease, _)] = await leases.claim(db, sim_clock, "host-a:1", seconds=0)
+        await leases.claim(db, sim_clock, "host-b:2", seconds=60)  # takes it over: host-a's epoch is stale
+        stale = RolloutRunner(rollout_id=info.id, db=db.guarded(Fence(info.id, lease.epoch, "host-a:1", sim_clock)),
+                              site=Site(sim_clock, {}), policies=PolicySet(POLICIES),
+                              metrics=ControllerMetrics(sim_clock), cadence=RunnerCadence(command_poll=0.05))
+        with pytest.raises(FencingRefused):
+            await stale._write_digest(info, WriteDigest(stage=0, number=1, start=sim_clock.time() - 3600,
+                                                        end=sim_clock.time()))
+        assert [e async for e in audit.query(db, audit.AuditFilter(kind="stage.digest"))] == []
+    finally:
         await db.close()
