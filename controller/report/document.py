@@ -11,7 +11,8 @@ from typing import Any
 
 from controller.report import checklist, plots
 from controller.store import anomalies
-from controller.report.evidence import AuditRow, Evidence, VerdictRow
+from controller.report.evidence import Evidence, VerdictRow
+from controller.store.audit_row import AuditRow
 
 FORMAT = "canary-report/1"
 

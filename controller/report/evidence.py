@@ -20,6 +20,7 @@ from controller.canonical import sha256_hex
 from controller.deploy.process import OUTPUT_LOG, instance_folder
 from controller.errors import StoreError
 from controller.rollout.info import RolloutInfo, get_rollout
+from controller.store.audit_row import AuditRow
 from controller.store.commands import CommandInfo
 from controller.store.database import Database
 from controller.store.deployments import DeploymentInfo, rollout_deployments
@@ -94,26 +95,6 @@ class StepRow:
     finished_at: datetime | None
     detail: dict[str, Any]
     error: str | None
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    """One link of the chain as stored: ``payload`` is the exact text its hash covers."""
-
-    seq: int
-    ts: datetime
-    actor: str
-    kind: str
-    subject: str
-    release: str | None
-    symbol: str | None
-    payload: str
-    prev_hash: str
-    hash: str
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return json.loads(self.payload)
 
 
 @dataclass(frozen=True)
@@ -206,8 +187,7 @@ async def _audit_excerpt(session, rollout_id: int) -> tuple[AuditRow, ...]:
         return ()
     rows = (await session.execute(select(AuditEvent).where(AuditEvent.seq.between(first, last))
                                   .order_by(AuditEvent.seq))).scalars().all()
-    return tuple(AuditRow(r.seq, r.ts, r.actor, r.kind, r.subject, r.release, r.symbol, r.payload, r.prev_hash,
-                          r.hash) for r in rows)
+    return tuple(AuditRow.from_row(r) for r in rows)
 
 
 async def _releases(db: Database, info: RolloutInfo, steps: tuple[StepRow, ...],

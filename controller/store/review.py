@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.store import TERMINAL
+from controller.store.audit_row import AuditRow
 from controller.store.readonly import Reader, SqliteReader, when
 from controller.store.rollout_record import SELECT_ROLLOUT, RolloutRecord
 
@@ -235,22 +236,6 @@ class HarnessLine:
 
 
 @dataclass(frozen=True)
-class AuditLine:
-    """An audit event as stored (payload as its text): the archive's excerpt of the period."""
-
-    seq: int
-    ts: datetime
-    actor: str
-    kind: str
-    subject: str
-    release: str | None
-    symbol: str | None
-    payload: str
-    prev_hash: str
-    hash: str
-
-
-@dataclass(frozen=True)
 class Review:
     since: datetime
     until: datetime
@@ -265,7 +250,7 @@ class Review:
     rollbacks: tuple[RollbackLine, ...]
     controller_alerts: tuple[ControllerAlert, ...]
     harness: tuple[HarnessLine, ...]
-    audit: tuple[AuditLine, ...] = field(default=(), repr=False)
+    audit: tuple[AuditRow, ...] = field(default=(), repr=False)
     """The period's audit events, read only for an archive."""
 
     @property
@@ -330,7 +315,7 @@ def gather(reader: Reader, since: datetime, until: datetime, *, policies: Mappin
         leverage=of(LEVERAGE), bucket_usage=of(BUCKET_USAGE), unclassified=tuple(sorted(unclassified)),
         breaches=breaches, rollbacks=_rollbacks(events),
         controller_alerts=_alerts(breaches, events), harness=_harness(events),
-        audit=tuple(_audit_line(e) for e in events) if with_audit else ())
+        audit=tuple(AuditRow.from_row(e) for e in events) if with_audit else ())
 
 
 def _stored(reader: Reader, instant: datetime) -> Any:
@@ -456,11 +441,6 @@ def _harness(events: Iterable[Mapping[str, Any]]) -> tuple[HarnessLine, ...]:
             unexpected_breaches=sum(b.get("expected") is not True for b in breaches), faults=faults,
             errors=tuple(str(e) for e in result.get("errors", []))))
     return tuple(runs)
-
-
-def _audit_line(event: Mapping[str, Any]) -> AuditLine:
-    return AuditLine(event["seq"], when(event["ts"]), event["actor"], event["kind"], event["subject"],
-                     event["release"], event["symbol"], event["payload"], event["prev_hash"], event["hash"])
 
 
 def _iso(value: datetime | None) -> str | None:

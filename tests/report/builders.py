@@ -12,10 +12,11 @@ from pathlib import Path
 
 from controller.canonical import canonical_json, sha256_hex
 from controller.config.yamlfile import load_model_text
-from controller.report.evidence import (AuditRow, Evidence, LogFile, PolicyDef, PolicyFile, ReleaseRow, StageRunRow,
-                                        StepRow, VerdictRow)
+from controller.report.evidence import (Evidence, LogFile, PolicyDef, PolicyFile, ReleaseRow, StageRunRow, StepRow,
+                                        VerdictRow)
 from controller.rollout.decide import State
 from controller.rollout.info import RolloutInfo
+from controller.store.audit_row import AuditRow
 from controller.rollout.pipeline import Pipeline
 from controller.store.audit import event_hash
 from controller.store.releases import ReleaseInfo
