@@ -5,7 +5,9 @@ capital moved into it, not what it earned. The ramp's base is the account's wall
 is funded; the capital in it since is that base plus every transfer the exchange records for the
 account since then (GET /fapi/v1/income, type TRANSFER), whoever made it. Each move reads that again
 and transfers the difference, so a move done twice (a daemon killed between the transfer and the
-record of it) moves nothing the second time.
+record of it) moves nothing the second time. The base is audited (``capital.base_recorded``) before
+the first transfer: a step that fails or a daemon that dies after moving money still leaves the
+rollback what it needs to give the money back.
 
 Funds move with the master's transfer key alone (``transfer_key``), its rights read before every move
 (`controller.rollout.keys.check_transfer`), through Binance's sub-account futures internal transfer;
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+from controller import failpoints
 from controller.errors import ConfigError
 from controller.logs import get_logger
 from controller.rollout import keys
@@ -31,6 +34,8 @@ log = get_logger(__name__)
 CENT = Decimal("0.01")
 """Transfers are whole cents of USDT; a share's target is rounded down to one (never above the share)."""
 ACTOR = "controller"
+BASE_RECORDED = "capital.base_recorded"
+"""The audit event of a ramp's base, written before its first transfer."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,15 @@ class Base:
     @classmethod
     def from_json(cls, data: Any) -> Base:
         return cls(Decimal(str(data["capital"])), float(data["since"]))
+
+
+async def recorded_bases(db: Database, rollout: int) -> dict[str, Base]:
+    """The bases the rollout's ramps recorded before their first transfer, by ``environment/account``."""
+    bases: dict[str, Base] = {}
+    async for event in audit.query(db, audit.AuditFilter(kind=BASE_RECORDED)):
+        if event.subject == f"rollout:{rollout}":
+            bases.setdefault(event.payload["account"], Base.from_json(event.payload))
+    return bases
 
 
 async def firm_total(site: Site, environment: str) -> Decimal:
@@ -83,6 +97,7 @@ async def move(db: Database, site: Site, *, environment: str, account: str, amou
     client = await site.client(environment, master, purpose="transfer")
     txn = await client.internal_transfer(from_email=accounts[source].email, to_email=accounts[target].email,
                                          amount=abs(amount))
+    failpoints.hit("capital.transferred.before_audit")
     moved = {"amount": str(abs(amount)), "asset": "USDT", "from": f"{environment}/{source}",
              "to": f"{environment}/{target}", "step": step, "txn": txn, **details}
     async with db.write() as session:
@@ -97,9 +112,15 @@ async def fund(db: Database, site: Site, *, environment: str, account: str, shar
     """Bring the account to ``share`` of the firm's capital (ramp step ``step``, from 0); ``base``: the
     ramp's, None at its first step (then read now). The ramp's base and what was done."""
     if base is None:
+        base = (await recorded_bases(db, rollout)).get(f"{environment}/{account}")
+    if base is None:
         since = site.clock.time()
         wallet = (await (await site.client(environment, account, purpose="act")).account_snapshot()).total_wallet_balance
         base = Base(wallet, since)
+        async with db.write() as session:  # before any money moves: a rollback finds it whatever happens next
+            await audit.append(session, site.clock, actor=ACTOR, kind=BASE_RECORDED, subject=f"rollout:{rollout}",
+                               release=release, payload={"account": f"{environment}/{account}", "stage": stage,
+                                                         **base.to_json()})
     total = await firm_total(site, environment)
     target = (share * total).quantize(CENT, rounding=ROUND_DOWN)
     before = await capital_in(site, environment, account, base)

@@ -184,6 +184,13 @@ class Rollback:
             if deployment.stopped_at is not None and deployment.previous_id is None and not info.baseline:
                 continue
             steps.extend(await self._account_steps(info, deployment))
+        # A ramp may move money before its release is placed: an account funded and never placed (the
+        # placement failed, or the step itself) is given its capital back all the same.
+        planned = {f"{d['environment']}/{d['account']}" for _, d in steps}
+        for where, base in (await self._ramp_bases(info)).items():
+            if where not in planned:
+                environment, _, account = where.partition("/")
+                steps.append((RETURN_CAPITAL, {"environment": environment, "account": account, "base": base}))
         async with self.db.write() as session:
             for position, (name, detail) in enumerate(steps):
                 session.add(RollbackStep(rollout_id=info.id, position=position, name=name, state="pending",
@@ -194,6 +201,13 @@ class Rollback:
                                         "steps": [f"{n} {d['account']}" for n, d in steps]})
         failpoints.hit("rollback.planned.after")  # the plan written, no step begun
         return await load_plan(self.db, info.id)
+
+    async def _ramp_bases(self, info: RolloutInfo) -> dict[str, dict[str, Any]]:
+        """Where each of the rollout's ramps started, by ``environment/account``: as the decision state
+        has it, else as recorded before the first transfer (a step that moved money, then failed or
+        lost its daemon, was never reported funded)."""
+        recorded = {k: b.to_json() for k, b in (await capital.recorded_bases(self.db, info.id)).items()}
+        return {**recorded, **{k: dict(v) for k, v in info.state.ramp_base.items()}}
 
     async def _account_steps(self, info: RolloutInfo, deployment) -> list[tuple[str, dict[str, Any]]]:
         previous = await get_deployment(self.db, deployment.previous_id) if deployment.previous_id else None
@@ -214,7 +228,7 @@ class Rollback:
         positions = (stage.positions if stage else "keep") if previous_release else "flatten"
         modes = {k: before[k] for k in ("position_mode", "multi_assets") if k in before}
         where = {"environment": deployment.environment, "account": deployment.account}
-        base = info.state.ramp_base.get(f"{deployment.environment}/{deployment.account}")
+        base = (await self._ramp_bases(info)).get(f"{deployment.environment}/{deployment.account}")
         # An account placed twice by the rollout gets the step twice: the second finds nothing to move.
         returned = [(RETURN_CAPITAL, {**where, "base": dict(base)})] if base else []
         return [

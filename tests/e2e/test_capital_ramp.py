@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from controller import failpoints
 from controller.config.yamlfile import load_model_text
 from controller.demo import CADENCE
 from controller.rollout.decide import TERMINAL, Status
@@ -127,6 +128,25 @@ async def test_a_breach_at_the_second_step_rolls_back_and_gives_the_capital_back
         names = [s.name for s in plan if s.detail.get("account") == "canary"]
         assert names.index("return_capital") > names.index("restore_leverage")
         assert names.index("return_capital") < names.index("start_previous")
+
+
+async def test_a_first_step_that_fails_after_its_transfer_still_gives_the_capital_back(tmp_path, policies):
+    """The money moved, then the step failed before anything recorded it (as if the daemon had died
+    there): the rollback must still know where the ramp started, from a record written before the
+    transfer, and give the canary back its capital."""
+    async with daemon_on_sim(tmp_path, {PREVIOUS: HEALTHY, CANDIDATE: HEALTHY}, speed=10.0, cadence=CADENCE,
+                             baseline=PREVIOUS, policies=policies) as site:
+        with failpoints.armed("capital.transferred.before_audit", "raise"):
+            rollout = await start(site)
+            final = await site.until(rollout, *(TERMINAL | {Status.FAILED}), timeout=90)
+
+        assert final.status is Status.ROLLED_BACK, final.state
+        assert "capital ramp step 1" in final.state.reason
+        ledger = site.simulators.started["sim"].engine.ledger
+        assert [i.amount for i in ledger.income["canary"] if i.type == "TRANSFER"][0] < 0  # it did move
+        assert capital(site) == START  # and it came back
+        returned = [s for s in await load_plan(site.db, rollout) if s.name == "return_capital"]
+        assert [s.state for s in returned] == ["done"]
 
 
 
