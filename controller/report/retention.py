@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.clock import Clock
-from controller.errors import InputError
+from controller.errors import StoreError, InputError
 from controller.report import archive
 from controller.report.document import AUDIT_EXCERPT, iso, safe_name
 from controller.store import TERMINAL, audit
@@ -116,18 +116,26 @@ async def prune(db: Database, clock: Clock, *, older_than: float, target: Path |
         if target is None:
             raise InputError("a prune needs an archive file to write before it deletes anything")
         check_target(target)
-    unit = db.read() if dry_run else db.write()
-    async with unit as session:
+    # What goes is read first, and the archive written, outside any write transaction: a large
+    # archive takes a while, and the daemon must go on writing meanwhile. What goes cannot change in
+    # between (finished rollouts' rows, acknowledged commands, the chain's prefix); a prune that ran
+    # meanwhile is caught before anything is deleted.
+    async with db.read() as session:
         active = tuple((await session.execute(
             select(Rollout.id).where(Rollout.state.not_in(TERMINAL)).order_by(Rollout.id))).scalars().all())
         chosen = await _select(session, cut, active, progress)
-        counts = {name: len(rows) for name, rows in chosen.rows.items()} | {"audit_events": len(chosen.audit)}
-        audit_range = (chosen.audit[0].seq, chosen.audit[-1].seq) if chosen.audit else None
-        if dry_run or not any(counts.values()):
-            return Pruned(cut, counts, audit_range, active, dry_run)
-        written = archive.write_members(target, safe_name(f"prune-{cut.strftime('%Y%m%dT%H%M%SZ')}"),
-                                        _members(db, cut, chosen, counts, active),
-                                        mtime=int(clock.time()), progress=progress)
+    counts = {name: len(rows) for name, rows in chosen.rows.items()} | {"audit_events": len(chosen.audit)}
+    audit_range = (chosen.audit[0].seq, chosen.audit[-1].seq) if chosen.audit else None
+    if dry_run or not any(counts.values()):
+        return Pruned(cut, counts, audit_range, active, dry_run)
+    written = archive.write_members(target, safe_name(f"prune-{cut.strftime('%Y%m%dT%H%M%SZ')}"),
+                                    _members(db, cut, chosen, counts, active),
+                                    mtime=int(clock.time()), progress=progress)
+    async with db.write() as session:
+        first = (await session.execute(select(func.min(AuditEvent.seq)))).scalar_one()
+        if audit_range is not None and first != audit_range[0]:
+            raise StoreError(f"the audit chain was pruned meanwhile (it now starts at {first}, not "
+                             f"{audit_range[0]}): nothing deleted; {written.path} holds rows another prune removed")
         for name in TABLES:
             await _delete(session, name, chosen.rows[name], progress)
         if chosen.audit:
@@ -189,7 +197,10 @@ async def _delete(session: AsyncSession, name: str, rows: list[Any], progress) -
     model = {"verdicts": VerdictChange, "stage_runs": StageRun, "operator_commands": OperatorCommand}[name]
     ids = [row.id for row in rows]
     for start in range(0, len(ids), _BATCH):
-        await session.execute(delete(model).where(model.id.in_(ids[start:start + _BATCH])))
+        batch = ids[start:start + _BATCH]
+        deleted = (await session.execute(delete(model).where(model.id.in_(batch)))).rowcount
+        if deleted != len(batch):  # another prune took some: the transaction rolls back whole
+            raise StoreError(f"{name} were pruned meanwhile ({deleted} of {len(batch)} rows left): nothing deleted")
         progress(f"deleting {name}: {min(start + _BATCH, len(ids))}/{len(ids)}")
 
 

@@ -3,15 +3,17 @@ transaction; the audit chain verifies across the cut from its anchor; a rollout 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tarfile
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
 from controller.clock import SimulatedClock
+from controller.errors import StoreError
 from controller.report import archive
 from controller.report.retention import ArchiveUnwritable, PRUNE_JSON, prune
 from controller.store import audit
@@ -134,6 +136,56 @@ async def test_a_prune_archives_then_deletes_old_rows_and_the_chain_verifies_fro
                            {"p": forged, "seq": pruned.anchor_seq})
     broken = await audit.verify(db)
     assert not broken.ok and broken.first_bad_seq == 3  # the first kept event no longer follows the recorded hash
+
+
+async def test_the_store_stays_writable_while_the_archive_is_written(sqlite_url, tmp_path):
+    """Writing a large archive takes a while: the daemon must go on writing its verdicts meanwhile. The
+    prune reads what goes, writes the archive outside any write transaction, then deletes."""
+    import sqlite3
+
+    clock = SimulatedClock(datetime.now(tz=UTC) - timedelta(days=121))
+    database = Database(resolve_url(sqlite_url))
+    await upgrade(database)
+    await history(database, clock)
+    path = sqlite_url.removeprefix("sqlite:///").removeprefix("sqlite+aiosqlite:///")
+    writes: list[str] = []
+
+    def progress(line: str) -> None:
+        if line.startswith("writing "):  # the archive's file is being written
+            other = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # what any writer of the daemon takes first
+                other.execute("ROLLBACK")
+                writes.append("written")
+            except sqlite3.OperationalError as error:
+                writes.append(str(error))
+            finally:
+                other.close()
+
+    try:
+        pruned = await prune(database, clock, older_than=KEEP, target=tmp_path / "prune.tar.gz", progress=progress)
+    finally:
+        await database.close()
+    assert writes == ["written"]
+    assert pruned.rows["verdicts"] == 2 and archive.verify(tmp_path / "prune.tar.gz").ok
+
+
+async def test_two_prunes_at_once_delete_once_and_the_second_deletes_nothing(db, clock, tmp_path):
+    """Two prunes at once (the nightly timer and an operator) choose the same rows: the first to commit
+    deletes them; the other finds them gone and deletes nothing rather than anchor a range it did not
+    remove."""
+    await history(db, clock)
+    outcomes = await asyncio.gather(*(prune(db, clock, older_than=KEEP, target=tmp_path / f"{name}.tar.gz")
+                                      for name in ("timer", "operator")), return_exceptions=True)
+
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], StoreError), outcomes
+    assert "pruned meanwhile" in str(refused[0])
+    report = await audit.verify(db)
+    assert report.ok, report.reason
+    anchors = [e async for e in audit.query(db, audit.AuditFilter(kind=audit.PRUNED_KIND))]
+    assert len(anchors) == 1
+
 
 
 async def test_a_second_prune_chains_onto_the_first(db, clock, tmp_path):
