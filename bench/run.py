@@ -101,6 +101,7 @@ def load(name: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ImportError(f"no bench group {name!r} ({HERE / f'{name}.py'})")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the module runs
     spec.loader.exec_module(module)
     return module
 
@@ -136,14 +137,15 @@ def table(figures: Figures, reasons: dict[str, str], failed: list[str]) -> str:
         value = figures.get(key)
         if value is None:
             why = reasons.get(key) or NOT_YET.get(key) or (
-                f"no group measured it ({', '.join(reasons[name] for name in failed)})" if failed
+                f"no group measured it; failed: {', '.join(failed)}" if failed
                 else "no group measures it yet")
             rows.append((key, "not measured", goal.text, why))
             continue
         verdict = goal.met(figures) if goal.met is not None else None
         rows.append((key, _shown(value), goal.text, "" if verdict is None else "ok" if verdict else "SHORT"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip() for a, b, c, d in rows)
+    lines = [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip() for a, b, c, d in rows]
+    return "\n".join([*lines, *(reasons[name] for name in failed)])
 
 
 def _shown(value: float | int) -> str:
