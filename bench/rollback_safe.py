@@ -91,14 +91,8 @@ def measure(quick: bool) -> dict[str, float | int | None]:
 
 
 def quantile(samples: list[float], q: float) -> float:
-    """The ``q`` quantile of the measured samples (linear between the closest ranks)."""
-    ordered = sorted(samples)
-    if not ordered:
-        raise ValueError("no samples")
-    position = q * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    """The ``q`` quantile of the measured samples, linear between the closest ranks."""
+    return statistics.quantiles(samples, n=100, method="inclusive")[round(q * 100) - 1]
 
 
 def rollbacks(*, accounts: int, runs: int, latency: float) -> list[Sample]:
