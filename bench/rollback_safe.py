@@ -51,6 +51,7 @@ LATENCY = 0.020  # seconds added to every REST answer (the clock is the real one
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "AVAXUSDT", "LINKUSDT",
            "DOTUSDT")
 PREVIOUS_LEVERAGE, CANDIDATE_LEVERAGE = 5, 10
+BENCH_WEIGHT_LIMIT = 1_000_000  # request weight a minute the simulator allows the bench's IP
 ORDER_NOTIONAL = Decimal(120)  # USDT: above every symbol's minimum notional, inside the canary's margin
 STUB_BOT = """\
 import http.server, sys
@@ -110,9 +111,12 @@ async def _rollbacks(accounts: int, runs: int, latency: float, folder: Path) -> 
         strategy = folder / f"strategy-{version}.yaml"
         strategy.write_text(_strategy(leverage), encoding="utf-8")
         await add_release(db, clock, read_release(version, manifest, strategy), actor="bench")
-    simulators = EmbeddedSimulators(clock)
+    # Fifty rollbacks a minute are the bench's doing, not a daemon's: the simulator's IP limit is
+    # raised, and each rollback gets a site (and the controller's weight budget) of its own.
+    simulators = EmbeddedSimulators(clock, options={"weight_limit": BENCH_WEIGHT_LIMIT})
     deployer = ProcessDeployer(folder / "state", clock)
-    site = Site(clock, {name: await simulators.open(name, deployer) for name in names})
+    accesses = {name: await simulators.open(name, deployer) for name in names}
+    site = Site(clock, accesses)
     traders = {name: await _trader(simulators.started[name]) for name in names}
     stages = "\n".join(f"  - {{name: S{n}, environment: {name}, account: canary, duration: 1h, "
                        f"policies: stage-c.yaml, positions: flatten}}" for n, name in enumerate(names))
@@ -122,7 +126,11 @@ async def _rollbacks(accounts: int, runs: int, latency: float, folder: Path) -> 
             await placing.place(db, site, environment=name, account="canary", release="1.0.0", rollout_id=None)
         samples = []
         for _ in range(runs):
-            samples.append(await _one_rollback(db, site, simulators.started, traders, pipeline, clock, latency))
+            fresh = Site(clock, accesses)
+            try:
+                samples.append(await _one_rollback(db, fresh, simulators.started, traders, pipeline, clock, latency))
+            finally:
+                await fresh.close()
         return samples
     finally:
         for trader in traders.values():
