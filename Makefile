@@ -25,10 +25,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every figure of the benchmark, a table and a last line of JSON; QUICK=1: a smaller run for development.
 bench: $(VENV)/.installed
-	$(BIN)/python bench/analysis.py
-	$(BIN)/python bench/status.py
-	$(BIN)/python bench/rollback_accounts.py
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
