@@ -48,6 +48,21 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
     async def state(request: web.Request) -> web.Response:
         return web.json_response(sim.state())
 
+    async def requests(request: web.Request) -> web.Response:
+        """The REST requests seen since the ``since``-th (from 0): what a test outside the process
+        checks (orders per bot, cancels and leverage changes per symbol); ``next`` is where to go on,
+        ``lost`` how many of those asked for the log no longer holds (it keeps the last 10 000)."""
+        try:
+            since = int(request.query.get("since", "0"))
+            if since < 0:
+                raise ValueError(since)
+        except ValueError:
+            return _refuse("since: expected a request count, 0 or more")
+        seen, total = list(sim.requests), sim.requests_total
+        first = total - len(seen)  # the absolute index of the oldest request the log holds
+        return web.json_response({"next": total, "lost": max(0, first - since),
+                                  "requests": [r.to_json() for r in seen[max(0, since - first):]]})
+
     async def get_faults(request: web.Request) -> web.Response:
         return web.json_response(faults.snapshot())
 
@@ -107,6 +122,7 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
 
     return [
         web.get("/sim/state", state),
+        web.get("/sim/requests", requests),
         web.get("/sim/faults", get_faults),
         web.delete("/sim/faults", clear_faults),
         web.post("/sim/faults/{knob}", set_knob),

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -54,6 +56,10 @@ class Addresses:
     admin_url: str
 
 
+UNRECORDED = frozenset({"signature", "timestamp", "recvWindow"})
+"""Request parameters the request log leaves out."""
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     """One REST request as the simulator saw it (for tests: what was sent, and when)."""
@@ -69,6 +75,14 @@ class RequestRecord:
     """Which of the account's keys signed it: ``trading`` or ``read-only`` (None: no key)."""
     agent: str = ""
     """The request's User-Agent: tells the controller's requests from its bots', which share an account's key."""
+    params: Mapping[str, str] = field(default_factory=dict)
+    """What the request asked (symbol, side, newClientOrderId, leverage...), without its signature and
+    timestamps: which bot placed an order, which symbol a cancel or a leverage change was for."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": self.time, "ip": self.ip, "method": self.method, "path": self.path, "status": self.status,
+                "code": self.code, "account": self.account, "key": self.key, "agent": self.agent,
+                "params": dict(self.params)}
 
     @property
     def changes_state(self) -> bool:
@@ -107,6 +121,8 @@ class Simulator:
                            streams=self.streams, faults=self.faults, funding=self.funding, now_ms=self._now_ms,
                            weight_limit=weight_limit)
         self.requests: deque[RequestRecord] = deque(maxlen=10_000)
+        self.requests_total = 0
+        """Requests ever recorded: the log keeps the last 10 000."""
         self.held = 0
         """Requests being held on the clock by an injected latency, now (a stepped clock moves
         while only these are out: see `controller.harness.stepping`)."""
@@ -312,7 +328,9 @@ class Simulator:
         code = body.get("code") if status != 200 and isinstance(body, dict) else None
         self.requests.append(RequestRecord(now, ip, method, path, status, code,
                                            account.name if account else None, key.kind if key else None,
-                                           request.headers.get("User-Agent", "")))
+                                           request.headers.get("User-Agent", ""),
+                                           {k: v for k, v in params.items() if k not in UNRECORDED}))
+        self.requests_total += 1
         return web.json_response(body, status=status, headers=headers)
 
     def _now_ms(self) -> int:

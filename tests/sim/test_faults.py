@@ -177,3 +177,26 @@ async def test_admin_endpoints_set_and_clear_knobs(sim, canary):
     assert state["accounts"]["canary"]["api_key"] == sim.accounts["canary"].api_key
     await sync_time(canary)
     assert (await canary.futures_symbol_ticker(symbol="BTCUSDT"))["price"] == "61000.00"
+
+
+async def test_the_request_log_says_who_asked_what_without_signatures_and_pages_on(sim, canary):
+    await sync_time(canary)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{sim.addresses.admin_url}/requests") as r:
+            start = (await r.json())["next"]
+        await canary.futures_change_leverage(symbol="BTCUSDT", leverage=7)
+        await canary.futures_create_order(symbol="BTCUSDT", side="BUY", type="LIMIT", timeInForce="GTC",
+                                          quantity="0.005", price="30000", newClientOrderId="bot-a-1")
+        async with http.get(f"{sim.addresses.admin_url}/requests", params={"since": start}) as r:
+            page = await r.json()
+        async with http.get(f"{sim.addresses.admin_url}/requests", params={"since": "-1"}) as r:
+            refused = r.status
+
+    changed = [(q["method"], q["path"], q["params"]) for q in page["requests"] if q["method"] != "GET"]
+    assert [(m, p) for m, p, _ in changed] == [("POST", "/fapi/v1/leverage"), ("POST", "/fapi/v1/order")]
+    assert changed[0][2] == {"symbol": "BTCUSDT", "leverage": "7"}
+    assert changed[1][2]["newClientOrderId"] == "bot-a-1"
+    assert not any({"signature", "timestamp"} & set(q["params"]) for q in page["requests"])
+    assert {q["account"] for q in page["requests"] if q["method"] != "GET"} == {"canary"}
+    assert page["next"] == start + len(page["requests"]) and page["lost"] == 0
+    assert refused == 400
