@@ -6,11 +6,13 @@ when it places the release, so one manifest works in the simulator, on testnet a
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
@@ -73,6 +75,41 @@ class Artifact(ConfigModel):
         return self
 
 
+class Toggle(ConfigModel):
+    """A feature the controller turns on at a stage with ``toggle: on``: ``config_key``, a dotted path
+    to a boolean in the release's strategy config, is set true in the snapshot that stage places.
+    A rollback places the previous release's own snapshot, so the feature is off again."""
+
+    config_key: str = Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+    def problem(self, config: Mapping[str, Any]) -> str | None:
+        """Why ``config`` cannot carry the toggle (its path is missing or not a boolean), or None."""
+        value: Any = config
+        for depth, key in enumerate(self.config_key.split(".")):
+            if not isinstance(value, Mapping) or key not in value:
+                where = ".".join(self.config_key.split(".")[:depth]) or "the top level"
+                return (f"{self.config_key} is not in the release's strategy config (no {key!r} under {where}): "
+                        "the toggle names a boolean the config already has, set false")
+            value = value[key]
+        if not isinstance(value, bool):
+            return (f"{self.config_key} is {value!r} in the release's strategy config: a toggle needs a boolean "
+                    "there (false until a stage turns it on)")
+        return None
+
+    def switched(self, config: Mapping[str, Any], on: bool) -> dict[str, Any]:
+        """A copy of ``config`` with the toggle's key set to ``on``; `ConfigError` if `problem` says why not."""
+        problem = self.problem(config)
+        if problem is not None:
+            raise ConfigError(problem, field="toggle.config_key")
+        out = copy.deepcopy(dict(config))
+        *parents, last = self.config_key.split(".")
+        node = out
+        for key in parents:
+            node = node[key]
+        node[last] = on
+        return out
+
+
 class ReleaseManifest(ConfigModel):
     """What a release is and how the controller starts it."""
 
@@ -81,6 +118,8 @@ class ReleaseManifest(ConfigModel):
     metrics: MetricsEndpoint = Field(default_factory=MetricsEndpoint)
     artifact: Artifact
     env: dict[EnvName, str] = Field(default_factory=dict)
+    toggle: Toggle | None = None
+    """The feature a stage with ``toggle: on`` turns on (see `Toggle`)."""
 
     @model_validator(mode="after")
     def _known_placeholders_and_no_secrets(self) -> ReleaseManifest:
