@@ -89,6 +89,7 @@ def build(ev: Evidence, *, archived: bool, archive_check: Mapping[str, Any] | No
                     "stage": ev.stage.name, "pipeline": ev.pipeline.name, "reason": ev.state.reason,
                     "created_at": iso(ev.created_at), "updated_at": iso(ev.updated_at)},
         "stages": stages,
+        "toggle": _toggle(ev),
         "releases": [{**r.info.to_json(), "created_at": iso(r.info.created_at), "roles": list(r.roles),
                       "config_file": config_member(r.info.config_sha256)} for r in ev.releases],
         "checklist": checklist.fill(facts),
@@ -110,8 +111,24 @@ def build(ev: Evidence, *, archived: bool, archive_check: Mapping[str, Any] | No
 
 # ---------------------------------------------------------------- stages and policies
 
+def _toggle_states(ev: Evidence) -> dict[str, str] | None:
+    """Per stage, the candidate's feature toggle as its placement set it: ``on`` (the snapshot placed
+    had the key true), ``off`` (the release's own snapshot), ``not placed``; None: no toggle declared."""
+    candidate = next((r.info for r in ev.releases if r.info.version == ev.release), None)
+    if candidate is None or not candidate.manifest.get("toggle"):
+        return None
+    states = {}
+    for stage in ev.pipeline.stages:
+        placed = [d for d in ev.deployments if d.release == ev.release
+                  and (d.environment, d.account) == (stage.environment, stage.account)]
+        states[stage.name] = ("not placed" if not placed
+                              else "on" if placed[-1].config_sha256 != candidate.config_sha256 else "off")
+    return states
+
+
 def _stages(ev: Evidence) -> list[dict]:
     out = []
+    toggles = _toggle_states(ev)
     for stage in ev.pipeline.stages:
         runs = [r for r in ev.stage_runs if r.stage == stage.name]
         run = runs[-1] if runs else None
@@ -123,8 +140,16 @@ def _stages(ev: Evidence) -> list[dict]:
                     "started_at": iso(run.started_at) if run else None,
                     "finished_at": iso(run.finished_at) if run else None,
                     "outcome": run.outcome if run else None, "dry_run": stage.dry_run,
+                    "release": ev.release, "toggle": toggles[stage.name] if toggles else None,
                     "ran_seconds": round((ended - run.started_at).total_seconds(), 3) if run else None})
     return out
+
+
+def _toggle(ev: Evidence) -> dict | None:
+    """The feature toggle the candidate's manifest declares, or None."""
+    candidate = next((r.info for r in ev.releases if r.info.version == ev.release), None)
+    declared = candidate.manifest.get("toggle") if candidate else None
+    return {"release": ev.release, "config_key": declared["config_key"]} if declared else None
 
 
 def _dry_run(ev: Evidence) -> dict | None:

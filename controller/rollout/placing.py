@@ -18,12 +18,15 @@ given to a bot.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from controller import failpoints
 from controller.canonical import canonical_json
+from controller.config.manifest import Toggle
 from controller.config.strategy import StrategyConfig
 from controller.deploy.base import DeployError, Running
+from controller.errors import ConfigError
 from controller.logs import get_logger
 from controller.release_files import artifact_now
 from controller.rollout import keys
@@ -37,7 +40,7 @@ from controller.store.deployments import (
     record_running,
     record_stopped,
 )
-from controller.store.releases import ReleaseInfo, get_release, get_snapshot
+from controller.store.releases import ReleaseInfo, get_release, get_snapshot, record_snapshot
 
 log = get_logger(__name__)
 
@@ -45,16 +48,20 @@ log = get_logger(__name__)
 async def place(db: Database, site: Site, *, environment: str, account: str, release: str,
                 rollout_id: int | None, previous_id: int | None = None,
                 actor: str = "controller", settings_restored: bool = False, shadow: bool = False,
-                restart: bool = False) -> tuple[DeploymentInfo, Running]:
+                restart: bool = False, toggle: bool = False) -> tuple[DeploymentInfo, Running]:
     """Run ``release`` with its config snapshot on the account, after stopping anything else there.
 
     ``settings_restored``: the caller (a rollback) has just set and read back the release's
     settings, so they are neither applied again nor read for a snapshot. ``shadow``: the release
     gets the account's read-only key and ``CANARY_SHADOW=1`` (a shadow stage). ``restart``: the
     release already runs there in the other mode (a shadow stage before a trading one): its bot is
-    stopped and started again with this placement's key, in the same deployment.
+    stopped and started again with this placement's key, in the same deployment. ``toggle``: the
+    manifest's toggle, if it declares one, is turned on in the snapshot placed (`toggled_config`).
     """
     info, config_text, config = await release_config(db, release)
+    placed_sha = info.config_sha256
+    if toggle:
+        placed_sha, config_text = await toggled_config(db, site, info, config_text, actor=actor)
     await check_artifact(db, site, info, environment=environment, account=account, actor=actor)
     await keys.check_placement(db, site, environment=environment, account=account, release=release, actor=actor)
     if shadow:
@@ -72,10 +79,11 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
             previous_id = live.previous_id  # a placement that never started replaced nothing that ran
         intent = await record_intent(db, site.clock, rollout_id=rollout_id, environment=environment,
                                      account=account, instance=instance, release=release,
-                                     settings_before=settings_before, actor=actor, previous_id=previous_id)
+                                     settings_before=settings_before, actor=actor, previous_id=previous_id,
+                                     config_sha256=placed_sha)
     failpoints.hit("placement.intent.after")
     current = await deployer.status(instance)
-    if current is not None and ((current.release, current.config_sha256) != (release, info.config_sha256) or restart):
+    if current is not None and ((current.release, current.config_sha256) != (release, placed_sha) or restart):
         await deployer.stop(instance)
         log.info("release_stopped", instance=instance, release=current.release,
                  reason="mode changed" if restart and current.release == release else "replaced")
@@ -83,15 +91,34 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
         if restart and current.release == release:
             current = None  # started again below with this placement's key (its settings applied again)
     if not settings_restored and (current is None
-                                  or (current.release, current.config_sha256) != (release, info.config_sha256)):
+                                  or (current.release, current.config_sha256) != (release, placed_sha)):
         client = await site.client(environment, account, purpose="act")
         await apply_settings(client, {s: (c.leverage, c.margin_type) for s, c in config.symbols.items()})
         failpoints.hit("placement.settings.after")
     placement = site.placement(environment, account, release=release, manifest=info.manifest,
-                               config_text=config_text, config_sha256=info.config_sha256, shadow=shadow)
+                               config_text=config_text, config_sha256=placed_sha, shadow=shadow)
     running = await deployer.start(placement)
     failpoints.hit("placement.started.after")
     return await record_running(db, site.clock, intent.id, actor=actor), running
+
+
+async def toggled_config(db: Database, site: Site, info: ReleaseInfo, config_text: str, *,
+                         actor: str) -> tuple[str, str]:
+    """The snapshot a stage with ``toggle: on`` places: the release's own with its manifest's toggle
+    key set true, stored (content-addressed, audited) so the deployment row names what the bot ran.
+    A manifest without a toggle places its own snapshot. Returns (SHA-256, canonical text)."""
+    declared = info.manifest.get("toggle")
+    if declared is None:
+        return info.config_sha256, config_text
+    toggle = Toggle.model_validate(declared)
+    try:
+        switched = toggle.switched(json.loads(config_text), True)
+    except ConfigError as error:
+        # Checked at `release add`; a release recorded before toggles were checked is refused here.
+        raise ConfigError(error.message, file=f"manifest of release {info.version}", field=error.field) from None
+    sha = await record_snapshot(db, site.clock, switched, release=info.version, actor=actor,
+                                derived={"from": info.config_sha256, "toggle": toggle.config_key, "on": True})
+    return sha, canonical_json(switched)
 
 
 class ArtifactChanged(DeployError):
