@@ -8,6 +8,7 @@ import pytest
 from controller.config.manifest import ReleaseManifest, Toggle
 from controller.config.yamlfile import load_model_text
 from controller.errors import ConfigError
+from controller.release_files import read_release
 from tests.support.canaryctl import assert_refused, canaryctl
 from tests.support.checkout import EXAMPLES
 
@@ -80,3 +81,7 @@ def test_release_add_records_a_toggle_the_config_has(sqlite_url, tmp_path):
                       "--config", str(config), db=sqlite_url)
 
     assert added.code == 0, added
+
+
+def test_a_manifest_without_a_toggle_records_no_toggle_key_so_its_digest_is_unchanged():
+    assert "toggle" not in read_release("1.0.0", MANIFEST, CONFIG).manifest
