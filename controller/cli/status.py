@@ -20,7 +20,7 @@ while none has claimed it), baseline {release, live, environment, account}, stag
 environment, account, duration_seconds, started_at, ends_at, remaining_seconds, deadline_at,
 finished_at, outcome}, capital_share {cap, measured, policy, at}, policies [{policy, group,
 verdict, value, threshold, condition, action, reason, at, samples, window_seconds, trend, gate,
-clean_at}], signoffs {required, pending, signed}, pending_commands [{id, kind, actor,
+clean_at}], signoffs {required, pending, overdue, signed}, pending_commands [{id, kind, actor,
 created_at}], last_breach (a policy entry or null), last_rollback ({trigger, reason,
 planned_at, done, total, current, steps [{position, name, account, state, attempts, error,
 started_at, finished_at}]} or null), last_verdict_at, dry_run [{policy, would_have, reason, first,

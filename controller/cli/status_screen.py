@@ -232,6 +232,8 @@ def _signoff_text(s: Summary) -> Text:
     signed = [f"{item} by {_signer(s, s.signed[f'{stage.name}/{item}'])}" for item in stage.signoffs
               if f"{stage.name}/{item}" in s.signed]
     parts = []
+    if s.overdue_signoffs:
+        parts.append(Text("overdue: " + ", ".join(s.overdue_signoffs), "red"))
     if s.pending_signoffs:
         parts.append(Text("pending: " + ", ".join(s.pending_signoffs), "yellow"))
     if signed:

@@ -250,7 +250,7 @@ class ExchangeClient:
 
     async def new_order(self, *, symbol: str, side: str, order_type: str, quantity: Decimal,
                         price: Decimal | None = None, reduce_only: bool = False,
-                        client_order_id: str | None = None) -> dict[str, Any]:
+                        position_side: str | None = None, client_order_id: str | None = None) -> dict[str, Any]:
         """Place an order at most once.
 
         Binance keeps ``newClientOrderId`` unique only among *open* orders, so resending after an
@@ -265,6 +265,8 @@ class ExchangeClient:
             params.update(price=str(price), timeInForce="GTC")
         if reduce_only:
             params["reduceOnly"] = "true"
+        if position_side is not None:  # hedge mode's LONG or SHORT; one-way mode sends none (BOTH)
+            params["positionSide"] = position_side
         what = f"{side} {quantity} {symbol} {order_type} ({client_order_id})"
         backoff = self.retry.backoff(self.clock)
         for attempt in range(1, self.retry.attempts + 1):
@@ -299,14 +301,28 @@ class ExchangeClient:
                 return None
             raise
 
-    async def flatten(self, symbol: str, *, client_order_id: str | None = None) -> dict[str, Any] | None:
-        """Close the symbol's position with a reduce-only market order; None when flat already."""
-        position = next((p for p in await self.positions(symbol) if p.amount != 0), None)
-        if position is None:
-            return None
-        side = "SELL" if position.amount > 0 else "BUY"
-        return await self.new_order(symbol=symbol, side=side, order_type="MARKET", quantity=abs(position.amount),
-                                    reduce_only=True, client_order_id=client_order_id)
+    async def flatten(self, symbol: str, *, client_order_id: str | None = None) -> list[dict[str, Any]]:
+        """Close every position the symbol holds with a market order each; the orders placed (none when flat).
+
+        One-way mode (side BOTH) closes with reduceOnly. Hedge mode holds a LONG and a SHORT side and
+        Binance refuses reduceOnly there (-1106) but needs positionSide: each side is closed by an
+        order naming it (SELL LONG, BUY SHORT), which the exchange bounds by that side's position.
+        A hedge side's order gets ``client_order_id`` with the side appended, so each is found again.
+        """
+        placed = []
+        for position in [p for p in await self.positions(symbol) if p.amount != 0]:
+            if position.side == "BOTH":
+                side = "SELL" if position.amount > 0 else "BUY"
+                placed.append(await self.new_order(symbol=symbol, side=side, order_type="MARKET",
+                                                   quantity=abs(position.amount), reduce_only=True,
+                                                   client_order_id=client_order_id))
+                continue
+            suffix = f"-{position.side}"
+            side_id = f"{client_order_id[:36 - len(suffix)]}{suffix}" if client_order_id else None
+            placed.append(await self.new_order(symbol=symbol, side="SELL" if position.side == "LONG" else "BUY",
+                                               order_type="MARKET", quantity=abs(position.amount),
+                                               position_side=position.side, client_order_id=side_id))
+        return placed
 
     # --- user-data stream listenKey ---------------------------------------------------------------
 

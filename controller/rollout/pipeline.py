@@ -10,7 +10,7 @@
         policies: stage-c.yaml       # relative to the daemon's policies_dir
         capital_cap: 0.02            # the most of the master's capital the account may hold
         baseline: master             # where the previous release keeps running, for comparison
-        positions: flatten           # on rollback: keep | flatten (reduce-only orders)
+        positions: flatten           # on rollback: keep | flatten (closing market orders: reduce-only, or per side in hedge mode)
         signoffs: [owner-review]     # what a person must sign before the gate opens; a recurring
                                      # one, {name: standup-review, every: 1d}, once per period (below)
         signers: 2                   # distinct operating-system users who must sign (four eyes)

@@ -11,8 +11,9 @@ half-way is in the plan too; the row holds the settings the account had before (
                       deployer's records do not name (a stray) is killed too
     cancel_orders     cancel every open order of the account, symbols concurrently, on every
                       symbol either release or the snapshot names
-    positions         keep them, or flatten with reduce-only market orders whose client ids are
-                      fixed by the plan (an order the exchange already saw is never sent again).
+    positions         keep them, or flatten with closing market orders whose client ids are
+                      fixed by the plan (an order the exchange already saw is never sent again):
+                      reduce-only in one-way mode, one per side naming it in hedge mode.
                       With no previous release they are flattened whatever the stage says: no
                       bot is left to manage them
     restore_leverage  set each symbol's leverage and margin type back, concurrently, and read them
@@ -484,7 +485,7 @@ class Rollback:
         client = await self._client(detail)
         placed = await _gather(client.flatten(s, client_order_id=f"{detail['client_id_prefix']}{s}"[:36])
                                for s in detail["symbols"])
-        return {"flattened": [s for s, order in zip(detail["symbols"], placed, strict=True) if order]}
+        return {"flattened": [s for s, orders in zip(detail["symbols"], placed, strict=True) if orders]}
 
     async def _restore_leverage(self, info: RolloutInfo, detail: dict) -> dict:
         client = await self._client(detail)

@@ -269,6 +269,8 @@ class Summary(RolloutRecord):
     """A dry-run stage's decision (never acted on), from the decision state."""
     signer_os_users: dict[str, str] = field(default_factory=dict)
     """Claimed name -> the operating-system user that ran its accepted ``signoff`` (where recorded)."""
+    overdue_signoffs: tuple[str, ...] = ()
+    """Items of a recurring sign-off whose period ended unsigned and that are still unsigned (``standup-review/day-3``)."""
     open_anomalies: tuple[anomalies.Anomaly, ...] = ()
     """Anomalies noted on the rollout (`canaryctl note`) and not resolved yet, oldest first."""
     webhooks: tuple[WebhookLine, ...] = ()
@@ -336,6 +338,7 @@ class Summary(RolloutRecord):
                               "at": self.capital_share.at.isoformat() if self.capital_share else None},
             "policies": [p.to_json(self.now) for p in self.policies],
             "signoffs": {"required": list(stage.signoffs), "pending": list(self.pending_signoffs),
+                         "overdue": list(self.overdue_signoffs),
                          "signed": dict(self.signed), "os_users": dict(self.signer_os_users)},
             "pending_commands": [c.to_json() for c in self.pending_commands],
             "last_breach": self.last_breach.to_json() if self.last_breach else None,
@@ -421,6 +424,8 @@ def gather(reader: Reader, rollout_id: int, now: datetime, *, trend: int = TREND
         policies=tuple(policies), signed=signed, signer_os_users=_signer_os_users(reader, rollout_id),
         pending_signoffs=tuple(signoffs.pending(stage.name, stage.signoffs, stage.signers, signed,
                                                 decision.get("signers", {}).get(stage.name, ()))),
+        overdue_signoffs=tuple(key.split("/", 1)[1] for key in decision.get("overdue_signoffs", ())
+                               if key.startswith(f"{stage.name}/") and key not in signed),
         pending_commands=tuple(CommandLine(r["id"], r["kind"], r["actor"], when(r["created_at"])) for r in reader.rows(
             "SELECT id, kind, actor, created_at FROM operator_commands WHERE rollout_id = :id AND acked_at IS NULL "
             "ORDER BY id", id=rollout_id)),

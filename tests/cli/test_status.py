@@ -237,8 +237,8 @@ async def test_status_json_carries_the_same_facts_in_a_versioned_document(db, db
     assert latency["trend"] == [0.21, 0.62]
     assert policies["c-capital-share-within-cap"]["trend"] == [0.012, 0.015]
     assert policies["c-exchange-leverage-matches-config"]["group"] == {"symbol": "ETHUSDT"}
-    assert rollout["signoffs"] == {"required": ["owner-review"], "pending": ["owner-review"], "signed": {},
-                                   "os_users": {}}
+    assert rollout["signoffs"] == {"required": ["owner-review"], "pending": ["owner-review"], "overdue": [],
+                                   "signed": {}, "os_users": {}}
     assert [(c["kind"], c["actor"]) for c in rollout["pending_commands"]] == [("promote", "bob")]
     assert rollout["last_breach"]["policy"] == "c-queue-latency-p95"
     assert rollout["last_rollback"] is None

@@ -66,6 +66,9 @@ async def test_digests_are_written_on_schedule_and_the_gate_waits_for_every_peri
         shown = json.loads((await site.ctl("status", "1.1.0", "--json")).out)["rollouts"][0]["signoffs"]
         assert shown["required"] == [f"standup-review/period-{n}" for n in (1, 2, 3)]
         assert shown["pending"] == ["standup-review/period-2"]
+        assert shown["overdue"] == ["standup-review/period-2"]  # its period ended unsigned
+        screen = (await site.ctl("status", "1.1.0")).out
+        assert "overdue: standup-review/period-2" in screen, screen
 
         async def digests():
             events = [e async for e in audit.query(db, audit.AuditFilter(kind="stage.digest"))]

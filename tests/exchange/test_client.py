@@ -9,6 +9,7 @@ import pytest
 from controller.clock import SimulatedClock
 from controller.exchange.errors import BudgetExhausted, NotApplied, RateLimited, Rejected, Retryable, Unauthorized
 from controller.exchange.weights import WeightBudget
+from tests.support.clients import binance_client
 from tests.support.simulator import requests_to
 
 
@@ -79,10 +80,28 @@ async def test_an_order_the_exchange_never_saw_is_resent_and_still_placed_at_mos
 
 async def test_flatten_closes_the_position_with_a_reduce_only_order(canary):
     await canary.new_order(symbol="ETHUSDT", side="SELL", order_type="MARKET", quantity=Decimal("0.05"))
-    closing = await canary.flatten("ETHUSDT")
+    [closing] = await canary.flatten("ETHUSDT")
     assert closing["reduceOnly"] is True and closing["side"] == "BUY"
     assert all(p.amount == 0 for p in await canary.positions("ETHUSDT"))
-    assert await canary.flatten("ETHUSDT") is None
+    assert await canary.flatten("ETHUSDT") == []
+
+
+async def test_flatten_in_hedge_mode_closes_both_sides_by_position_side_without_reduce_only(sim, canary):
+    # Binance refuses reduceOnly in hedge mode (-1106) and needs positionSide: each side is closed
+    # by its own order (SELL LONG, BUY SHORT), each with a client id of its own.
+    async with binance_client(sim, "canary") as bot:
+        await bot.futures_change_position_mode(dualSidePosition="true")
+        await bot.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010",
+                                       positionSide="LONG")
+        await bot.futures_create_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.020",
+                                       positionSide="SHORT")
+    closing = await canary.flatten("BTCUSDT", client_order_id="rb1d2BTCUSDT")
+    assert sorted((o["positionSide"], o["side"], o["reduceOnly"], Decimal(o["origQty"])) for o in closing) == [
+        ("LONG", "SELL", False, Decimal("0.010")), ("SHORT", "BUY", False, Decimal("0.020"))]
+    ids = [o["clientOrderId"] for o in closing]
+    assert len(set(ids)) == 2 and all(i.startswith("rb1d2BTCUSDT") and len(i) <= 36 for i in ids)
+    assert all(p.amount == 0 for p in await canary.positions("BTCUSDT"))
+    assert await canary.flatten("BTCUSDT") == []
 
 
 async def test_cancel_all_orders_leaves_no_open_order(canary):

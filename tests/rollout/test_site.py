@@ -115,7 +115,7 @@ async def test_observing_at_its_cap_leaves_acting_the_weight_a_rollback_of_ten_a
             for symbol in TEN_SYMBOLS:
                 await client.cancel_all_orders(symbol)
                 assert await client.open_orders(symbol) == []
-                assert await client.flatten(symbol) is None
+                assert await client.flatten(symbol) == []
                 await client.set_margin_type(symbol, "ISOLATED")
                 await client.set_leverage(symbol, 3)
                 await client.confirm_leverage(symbol, 3)
