@@ -60,6 +60,8 @@ def read_release(version: str, manifest_file: Path, config_file: Path, notes: st
     recorded = manifest.model_dump(mode="json")
     if recorded["toggle"] is None:
         del recorded["toggle"]  # a manifest without one records as it did before toggles existed (same digest)
+    else:
+        recorded["toggle"] = {k: v for k, v in recorded["toggle"].items() if v is not None}  # its one form
     # A path is recorded absolute; a package by its name: the digest says which content it was.
     source = {"package": manifest.artifact.package} if manifest.artifact.package else {"path": str(artifact)}
     recorded["artifact"] = {**source, "sha256": digest}

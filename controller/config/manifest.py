@@ -76,14 +76,27 @@ class Artifact(ConfigModel):
 
 
 class Toggle(ConfigModel):
-    """A feature the controller turns on at a stage with ``toggle: on``: ``config_key``, a dotted path
-    to a boolean in the release's strategy config, is set true in the snapshot that stage places.
-    A rollback places the previous release's own snapshot, so the feature is off again."""
+    """A feature the controller turns on at a stage with ``toggle: on``, in one of two forms (exactly one):
+    ``config_key``, a dotted path to a boolean in the release's strategy config, set true in the
+    snapshot that stage places (a rollback places the previous deployment's snapshot, so it is off
+    again); or ``endpoint``, a path on the bot's metrics address that the controller POSTs
+    ``{"enabled": true}`` to once the bot has started, and ``{"enabled": false}`` on rollback."""
 
-    config_key: str = Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    config_key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    endpoint: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9_./-]*$")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Toggle:
+        if (self.config_key is None) == (self.endpoint is None):
+            raise error_at((), "give exactly one of config_key (a dotted path to a boolean in the strategy "
+                               "config) and endpoint (a path the bot serves, e.g. /toggle/new_sizing)")
+        return self
 
     def problem(self, config: Mapping[str, Any]) -> str | None:
-        """Why ``config`` cannot carry the toggle (its path is missing or not a boolean), or None."""
+        """Why ``config`` cannot carry the toggle (its path is missing or not a boolean), or None;
+        the endpoint form asks nothing of the config."""
+        if self.config_key is None:
+            return None
         value: Any = config
         for depth, key in enumerate(self.config_key.split(".")):
             if not isinstance(value, Mapping) or key not in value:

@@ -112,17 +112,25 @@ def build(ev: Evidence, *, archived: bool, archive_check: Mapping[str, Any] | No
 # ---------------------------------------------------------------- stages and policies
 
 def _toggle_states(ev: Evidence) -> dict[str, str] | None:
-    """Per stage, the candidate's feature toggle as its placement set it: ``on`` (the snapshot placed
-    had the key true), ``off`` (the release's own snapshot), ``not placed``; None: no toggle declared."""
+    """Per stage, the candidate's feature toggle as its placement set it: ``on`` (config key: the
+    snapshot placed had the key true; endpoint: the stage turned it on and the placement, which
+    fails when the bot does not say yes, ran), ``not on`` (an endpoint the bot did not turn on),
+    ``off``, ``not placed``; None: no toggle declared."""
     candidate = next((r.info for r in ev.releases if r.info.version == ev.release), None)
-    if candidate is None or not candidate.manifest.get("toggle"):
+    declared = candidate.manifest.get("toggle") if candidate else None
+    if not declared:
         return None
     states = {}
     for stage in ev.pipeline.stages:
         placed = [d for d in ev.deployments if d.release == ev.release
                   and (d.environment, d.account) == (stage.environment, stage.account)]
-        states[stage.name] = ("not placed" if not placed
-                              else "on" if placed[-1].config_sha256 != candidate.config_sha256 else "off")
+        if not placed:
+            states[stage.name] = "not placed"
+        elif declared.get("config_key"):
+            states[stage.name] = "on" if placed[-1].config_sha256 != candidate.config_sha256 else "off"
+        else:
+            states[stage.name] = ("off" if not stage.toggle else "on" if placed[-1].state == "running"
+                                  else "not on")
     return states
 
 
@@ -149,7 +157,10 @@ def _toggle(ev: Evidence) -> dict | None:
     """The feature toggle the candidate's manifest declares, or None."""
     candidate = next((r.info for r in ev.releases if r.info.version == ev.release), None)
     declared = candidate.manifest.get("toggle") if candidate else None
-    return {"release": ev.release, "config_key": declared["config_key"]} if declared else None
+    if not declared:
+        return None
+    form = "config_key" if declared.get("config_key") else "endpoint"
+    return {"release": ev.release, "form": form, form: declared[form]}
 
 
 def _dry_run(ev: Evidence) -> dict | None:

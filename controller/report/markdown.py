@@ -181,7 +181,9 @@ def _toggle_line(doc) -> list[str]:
     if not toggle:
         return []
     states = "; ".join(f"{s['name']} {s['toggle']}" for s in doc["stages"])
-    return [f"Release {toggle['release']}, feature toggle `{toggle['config_key']}`: {states}.", ""]
+    form = (f"config key `{toggle['config_key']}`" if toggle.get("form", "config_key") == "config_key"
+            else f"endpoint `POST {toggle['endpoint']}`")
+    return [f"Release {toggle['release']}, feature toggle ({form}): {states}.", ""]
 
 
 def _plots(doc, linked: bool) -> list[str]:

@@ -47,10 +47,13 @@ daemon's config; the daemon reads its rights first and refuses one that can trad
 metrics, and the exchange refuses every order it sends. A later ``mode: trade`` stage on the same
 account starts the release again with the trading key (``stages: [C-shadow, C]``).
 
-``toggle: on`` turns on the feature toggle the release's manifest declares (``toggle: {config_key:
-bot.new_sizing}``, a boolean in its strategy config): the snapshot the stage places has that key set
-true, stored and named by the deployment. A rollback places the previous release's own snapshot, so
-the feature is off again. A manifest without a toggle places its own snapshot. The stage's account
+``toggle: on`` turns on the feature toggle the release's manifest declares: ``toggle: {config_key:
+bot.new_sizing}`` (a boolean in its strategy config) is set true in the snapshot the stage places,
+stored and named by the deployment; ``toggle: {endpoint: /toggle/new_sizing}`` is POSTed
+``{"enabled": true}`` on the bot's metrics address once it started (no 2xx fails the placement),
+and ``{"enabled": false}`` by a rollback before it stops the bot. A rollback starts the previous
+release with the snapshot its deployment ran, so the feature is off again. A manifest without a
+toggle places its own snapshot. The stage's account
 must be one no earlier stage ran the release on (that placement would be the same deployment).
 
 ``confirm_promotion`` is Flagger's confirm-promotion: once the gate is open (the stage's time run,

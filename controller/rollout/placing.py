@@ -26,10 +26,10 @@ from controller.canonical import canonical_json
 from controller.config.manifest import Toggle
 from controller.config.strategy import StrategyConfig
 from controller.deploy.base import DeployError, Running
-from controller.errors import ConfigError
+from controller.errors import ConfigError, NotFoundError
 from controller.logs import get_logger
 from controller.release_files import artifact_now
-from controller.rollout import keys
+from controller.rollout import keys, toggle_endpoint
 from controller.rollout.site import Site, strategy_of
 from controller.store import audit
 from controller.store.database import Database
@@ -48,7 +48,8 @@ log = get_logger(__name__)
 async def place(db: Database, site: Site, *, environment: str, account: str, release: str,
                 rollout_id: int | None, previous_id: int | None = None,
                 actor: str = "controller", settings_restored: bool = False, shadow: bool = False,
-                restart: bool = False, toggle: bool = False) -> tuple[DeploymentInfo, Running]:
+                restart: bool = False, toggle: bool = False,
+                config_sha256: str | None = None) -> tuple[DeploymentInfo, Running]:
     """Run ``release`` with its config snapshot on the account, after stopping anything else there.
 
     ``settings_restored``: the caller (a rollback) has just set and read back the release's
@@ -56,10 +57,18 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
     gets the account's read-only key and ``CANARY_SHADOW=1`` (a shadow stage). ``restart``: the
     release already runs there in the other mode (a shadow stage before a trading one): its bot is
     stopped and started again with this placement's key, in the same deployment. ``toggle``: the
-    manifest's toggle, if it declares one, is turned on in the snapshot placed (`toggled_config`).
+    manifest's toggle, if it declares one, is turned on: in the snapshot placed (`toggled_config`),
+    or by a POST to the started bot's endpoint (`toggle_endpoint.turn_on`; no yes fails the placement).
+    ``config_sha256``: place exactly that stored snapshot instead of the release's own (a rollback
+    restarting the previous deployment as it ran); one not in the store refuses the placement.
     """
-    info, config_text, config = await release_config(db, release)
-    placed_sha = info.config_sha256
+    if config_sha256 is not None:
+        if toggle:
+            raise ValueError("a placement of a given snapshot turns no toggle on: the snapshot is placed as it is")
+        info, config_text, config = await snapshot_config(db, release, config_sha256)
+    else:
+        info, config_text, config = await release_config(db, release)
+    placed_sha = info.config_sha256 if config_sha256 is None else config_sha256
     if toggle:
         placed_sha, config_text = await toggled_config(db, site, info, config_text, actor=actor)
     await check_artifact(db, site, info, environment=environment, account=account, actor=actor)
@@ -99,6 +108,11 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
                                config_text=config_text, config_sha256=placed_sha, shadow=shadow)
     running = await deployer.start(placement)
     failpoints.hit("placement.started.after")
+    declared = declared_toggle(info) if toggle else None
+    if declared is not None and declared.endpoint is not None:
+        # Before the row says "running": a bot that does not turn the feature on is a failed placement.
+        await toggle_endpoint.turn_on(db, site.clock, running, declared.endpoint, environment=environment,
+                                      account=account, deployment=intent.id, actor=actor)
     return await record_running(db, site.clock, intent.id, actor=actor), running
 
 
@@ -106,11 +120,11 @@ async def toggled_config(db: Database, site: Site, info: ReleaseInfo, config_tex
                          actor: str) -> tuple[str, str]:
     """The snapshot a stage with ``toggle: on`` places: the release's own with its manifest's toggle
     key set true, stored (content-addressed, audited) so the deployment row names what the bot ran.
-    A manifest without a toggle places its own snapshot. Returns (SHA-256, canonical text)."""
-    declared = info.manifest.get("toggle")
-    if declared is None:
+    A manifest without a toggle, or with the endpoint form (`toggle_endpoint`), places its own
+    snapshot. Returns (SHA-256, canonical text)."""
+    toggle = declared_toggle(info)
+    if toggle is None or toggle.config_key is None:
         return info.config_sha256, config_text
-    toggle = Toggle.model_validate(declared)
     try:
         switched = toggle.switched(json.loads(config_text), True)
     except ConfigError as error:
@@ -119,6 +133,12 @@ async def toggled_config(db: Database, site: Site, info: ReleaseInfo, config_tex
     sha = await record_snapshot(db, site.clock, switched, release=info.version, actor=actor,
                                 derived={"from": info.config_sha256, "toggle": toggle.config_key, "on": True})
     return sha, canonical_json(switched)
+
+
+def declared_toggle(info: ReleaseInfo) -> Toggle | None:
+    """The feature toggle the release's recorded manifest declares, or None."""
+    declared = info.manifest.get("toggle")
+    return Toggle.model_validate(declared) if declared else None
 
 
 class ArtifactChanged(DeployError):
@@ -186,6 +206,25 @@ async def release_config(db: Database, release: str) -> tuple[ReleaseInfo, str, 
     info = await get_release(db, release)
     text = canonical_json((await get_snapshot(db, info.config_sha256)).config)
     return info, text, strategy_of(text, f"config of {release}")
+
+
+class SnapshotMissing(DeployError):
+    """A placement names a config snapshot the store does not have: nothing is placed."""
+
+
+async def snapshot_config(db: Database, release: str, config_sha256: str) -> tuple[ReleaseInfo, str, StrategyConfig]:
+    """A release with the stored snapshot ``config_sha256`` (full digest) rather than its own; its
+    absence is `SnapshotMissing`, never the release's registered config in its place."""
+    info = await get_release(db, release)
+    try:
+        snapshot = await get_snapshot(db, config_sha256)
+    except NotFoundError:
+        snapshot = None
+    if snapshot is None or snapshot.sha256 != config_sha256:  # a prefix or a version is not this digest
+        raise SnapshotMissing(f"config snapshot {config_sha256} of release {release} is not in the store: the "
+                              "release is not started (not with its registered config either)")
+    text = canonical_json(snapshot.config)
+    return info, text, strategy_of(text, f"config {config_sha256[:12]} of {release}")
 
 
 async def apply_settings(client, settings: dict[str, tuple[int, str]]) -> None:

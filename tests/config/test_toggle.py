@@ -85,3 +85,28 @@ def test_release_add_records_a_toggle_the_config_has(sqlite_url, tmp_path):
 
 def test_a_manifest_without_a_toggle_records_no_toggle_key_so_its_digest_is_unchanged():
     assert "toggle" not in read_release("1.0.0", MANIFEST, CONFIG).manifest
+
+
+@pytest.mark.parametrize("toggle", ["toggle:\n  config_key: bot.new_sizing\n  endpoint: /toggle/new_sizing\n",
+                                    "toggle: {}\n"])
+def test_a_toggle_needs_exactly_one_of_config_key_and_endpoint(toggle):
+    text = MANIFEST.read_text() + toggle
+    with pytest.raises(ConfigError) as refused:
+        load_model_text(ReleaseManifest, text, "manifest.yaml")
+    assert refused.value.field == "toggle"
+    assert refused.value.file == "manifest.yaml"
+    assert "give exactly one of config_key" in refused.value.message and "endpoint" in refused.value.message
+
+
+def test_an_endpoint_that_is_not_a_path_is_refused_at_its_line():
+    text = MANIFEST.read_text() + "toggle:\n  endpoint: http://elsewhere/toggle\n"
+    with pytest.raises(ConfigError) as refused:
+        load_model_text(ReleaseManifest, text, "manifest.yaml")
+    assert (refused.value.field, refused.value.line) == ("toggle.endpoint", len(text.splitlines()))
+
+
+def test_a_release_records_the_endpoint_form_alone_and_it_asks_nothing_of_the_config(tmp_path):
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST.read_text() + "toggle:\n  endpoint: /toggle/new_sizing\n")
+
+    assert read_release("2.0.0", manifest, CONFIG).manifest["toggle"] == {"endpoint": "/toggle/new_sizing"}
