@@ -10,7 +10,7 @@ from typing import Any
 from controller.artifact import ArtifactError, artifact_sha256
 from controller.config.manifest import ReleaseManifest, package_folder
 from controller.config.strategy import StrategyConfig
-from controller.config.yamlfile import load_model
+from controller.config.yamlfile import line_in, load_model
 from controller.errors import ConfigError, InputError
 from controller.store.releases import NewRelease
 
@@ -31,6 +31,11 @@ def read_release(version: str, manifest_file: Path, config_file: Path, notes: st
     check_version(version)
     manifest = load_model(ReleaseManifest, manifest_file)
     config = load_model(StrategyConfig, config_file)
+    if manifest.toggle is not None:
+        problem = manifest.toggle.problem(config.model_dump(mode="json"))
+        if problem is not None:
+            raise ConfigError(f"{problem} (in {config_file})", file=str(manifest_file),
+                              line=line_in(manifest_file, ("toggle", "config_key")), field="toggle.config_key")
     artifact = manifest.artifact_path(manifest_file)  # a package not installed is refused here
     field = "artifact.package" if manifest.artifact.package else "artifact.path"
     folder = Path(manifest_file).parent.resolve()
@@ -53,6 +58,10 @@ def read_release(version: str, manifest_file: Path, config_file: Path, notes: st
                           "the artifact is not the one the manifest describes",
                           file=str(manifest_file), field="artifact.sha256")
     recorded = manifest.model_dump(mode="json")
+    if recorded["toggle"] is None:
+        del recorded["toggle"]  # a manifest without one records as it did before toggles existed (same digest)
+    else:
+        recorded["toggle"] = {k: v for k, v in recorded["toggle"].items() if v is not None}  # its one form
     # A path is recorded absolute; a package by its name: the digest says which content it was.
     source = {"package": manifest.artifact.package} if manifest.artifact.package else {"path": str(artifact)}
     recorded["artifact"] = {**source, "sha256": digest}

@@ -70,6 +70,9 @@ class BotMetrics:
         self.orders = Counter(
             "strategy_orders", "Orders by how they ended" + (" (on paper: shadow mode)" if shadow else ""),
             ["outcome", *self.mode], registry=r)
+        self.feature_enabled = Gauge(
+            "strategy_feature_enabled", "1 while the feature toggle a controller switches (POST /toggle/NAME "
+            "with {\"enabled\": true|false}) is on", ["name"], registry=r)
         for symbol in symbols:
             self.leverage_configured.labels(symbol)
             self.leverage_applied.labels(symbol)
@@ -99,7 +102,10 @@ class BotMetrics:
 
 
 class MetricsServer:
-    """``GET /metrics`` on its own port (aiohttp runner: setup, site, cleanup in reverse)."""
+    """``GET /metrics`` on its own port (aiohttp runner: setup, site, cleanup in reverse), and
+    ``POST /toggle/NAME`` with ``{"enabled": true|false}``: a feature toggle the controller switches
+    on this address, exported as ``strategy_feature_enabled{name}`` (the reference bot trades the
+    same either way; the toggle is there to be switched and seen)."""
 
     def __init__(self, metrics: BotMetrics) -> None:
         self.metrics = metrics
@@ -112,6 +118,7 @@ class MetricsServer:
             raise RuntimeError("the metrics server is already started; call stop() first")
         app = web.Application()
         app.router.add_get("/metrics", self._serve)
+        app.router.add_post(r"/toggle/{name:[A-Za-z0-9_-]+}", self._toggle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         try:
@@ -131,3 +138,16 @@ class MetricsServer:
 
     async def _serve(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _toggle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        enabled = body.get("enabled") if isinstance(body, dict) else None
+        if not isinstance(enabled, bool):
+            return web.json_response({"error": 'the body must be {"enabled": true} or {"enabled": false}'},
+                                     status=400)
+        self.metrics.feature_enabled.labels(name).set(1 if enabled else 0)
+        return web.json_response({"name": name, "enabled": enabled})

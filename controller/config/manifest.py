@@ -6,11 +6,13 @@ when it places the release, so one manifest works in the simulator, on testnet a
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
@@ -73,6 +75,54 @@ class Artifact(ConfigModel):
         return self
 
 
+class Toggle(ConfigModel):
+    """A feature the controller turns on at a stage with ``toggle: on``, in one of two forms (exactly one):
+    ``config_key``, a dotted path to a boolean in the release's strategy config, set true in the
+    snapshot that stage places (a rollback places the previous deployment's snapshot, so it is off
+    again); or ``endpoint``, a path on the bot's metrics address that the controller POSTs
+    ``{"enabled": true}`` to once the bot has started, and ``{"enabled": false}`` on rollback."""
+
+    config_key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    endpoint: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9_./-]*$")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Toggle:
+        if (self.config_key is None) == (self.endpoint is None):
+            raise error_at((), "give exactly one of config_key (a dotted path to a boolean in the strategy "
+                               "config) and endpoint (a path the bot serves, e.g. /toggle/new_sizing)")
+        return self
+
+    def problem(self, config: Mapping[str, Any]) -> str | None:
+        """Why ``config`` cannot carry the toggle (its path is missing or not a boolean), or None;
+        the endpoint form asks nothing of the config."""
+        if self.config_key is None:
+            return None
+        value: Any = config
+        for depth, key in enumerate(self.config_key.split(".")):
+            if not isinstance(value, Mapping) or key not in value:
+                where = ".".join(self.config_key.split(".")[:depth]) or "the top level"
+                return (f"{self.config_key} is not in the release's strategy config (no {key!r} under {where}): "
+                        "the toggle names a boolean the config already has, set false")
+            value = value[key]
+        if not isinstance(value, bool):
+            return (f"{self.config_key} is {value!r} in the release's strategy config: a toggle needs a boolean "
+                    "there (false until a stage turns it on)")
+        return None
+
+    def switched(self, config: Mapping[str, Any], on: bool) -> dict[str, Any]:
+        """A copy of ``config`` with the toggle's key set to ``on``; `ConfigError` if `problem` says why not."""
+        problem = self.problem(config)
+        if problem is not None:
+            raise ConfigError(problem, field="toggle.config_key")
+        out = copy.deepcopy(dict(config))
+        *parents, last = self.config_key.split(".")
+        node = out
+        for key in parents:
+            node = node[key]
+        node[last] = on
+        return out
+
+
 class ReleaseManifest(ConfigModel):
     """What a release is and how the controller starts it."""
 
@@ -81,6 +131,8 @@ class ReleaseManifest(ConfigModel):
     metrics: MetricsEndpoint = Field(default_factory=MetricsEndpoint)
     artifact: Artifact
     env: dict[EnvName, str] = Field(default_factory=dict)
+    toggle: Toggle | None = None
+    """The feature a stage with ``toggle: on`` turns on (see `Toggle`)."""
 
     @model_validator(mode="after")
     def _known_placeholders_and_no_secrets(self) -> ReleaseManifest:

@@ -90,6 +90,7 @@ def build(ev: Evidence, *, archived: bool, archive_check: Mapping[str, Any] | No
                     "stage": ev.stage.name, "pipeline": ev.pipeline.name, "reason": ev.state.reason,
                     "created_at": iso(ev.created_at), "updated_at": iso(ev.updated_at)},
         "stages": stages,
+        "toggle": _toggle(ev),
         "releases": [{**r.info.to_json(), "created_at": iso(r.info.created_at), "roles": list(r.roles),
                       "config_file": config_member(r.info.config_sha256)} for r in ev.releases],
         "checklist": checklist.fill(facts),
@@ -111,8 +112,32 @@ def build(ev: Evidence, *, archived: bool, archive_check: Mapping[str, Any] | No
 
 # ---------------------------------------------------------------- stages and policies
 
+def _toggle_states(ev: Evidence) -> dict[str, str] | None:
+    """Per stage, the candidate's feature toggle as its placement set it: ``on`` (config key: the
+    snapshot placed had the key true; endpoint: the stage turned it on and the placement, which
+    fails when the bot does not say yes, ran), ``not on`` (an endpoint the bot did not turn on),
+    ``off``, ``not placed``; None: no toggle declared."""
+    candidate = next((r.info for r in ev.releases if r.info.version == ev.release), None)
+    declared = candidate.manifest.get("toggle") if candidate else None
+    if not declared:
+        return None
+    states = {}
+    for stage in ev.pipeline.stages:
+        placed = [d for d in ev.deployments if d.release == ev.release
+                  and (d.environment, d.account) == (stage.environment, stage.account)]
+        if not placed:
+            states[stage.name] = "not placed"
+        elif declared.get("config_key"):
+            states[stage.name] = "on" if placed[-1].config_sha256 != candidate.config_sha256 else "off"
+        else:
+            states[stage.name] = ("off" if not stage.toggle else "on" if placed[-1].state == "running"
+                                  else "not on")
+    return states
+
+
 def _stages(ev: Evidence) -> list[dict]:
     out = []
+    toggles = _toggle_states(ev)
     for stage in ev.pipeline.stages:
         runs = [r for r in ev.stage_runs if r.stage == stage.name]
         run = runs[-1] if runs else None
@@ -124,8 +149,19 @@ def _stages(ev: Evidence) -> list[dict]:
                     "started_at": iso(run.started_at) if run else None,
                     "finished_at": iso(run.finished_at) if run else None,
                     "outcome": run.outcome if run else None, "dry_run": stage.dry_run,
+                    "release": ev.release, "toggle": toggles[stage.name] if toggles else None,
                     "ran_seconds": round((ended - run.started_at).total_seconds(), 3) if run else None})
     return out
+
+
+def _toggle(ev: Evidence) -> dict | None:
+    """The feature toggle the candidate's manifest declares, or None."""
+    candidate = next((r.info for r in ev.releases if r.info.version == ev.release), None)
+    declared = candidate.manifest.get("toggle") if candidate else None
+    if not declared:
+        return None
+    form = "config_key" if declared.get("config_key") else "endpoint"
+    return {"release": ev.release, "form": form, form: declared[form]}
 
 
 def _dry_run(ev: Evidence) -> dict | None:

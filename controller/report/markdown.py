@@ -172,7 +172,18 @@ def _stages(doc) -> list[str]:
                         ([s["name"], f"{s['environment']}/{s['account']}", s["capital_cap"] or "",
                           _s(s["duration_seconds"]), _t(s["started_at"]) or "not reached", _t(s["finished_at"]),
                           _s(s["ran_seconds"]), s["outcome"] or ("running" if s["started_at"] else "")]
-                         for s in doc["stages"]))
+                         for s in doc["stages"])) + _toggle_line(doc)
+
+
+def _toggle_line(doc) -> list[str]:
+    """The release's feature toggle, stage by stage, as the placements set it (none declared: nothing)."""
+    toggle = doc.get("toggle")
+    if not toggle:
+        return []
+    states = "; ".join(f"{s['name']} {s['toggle']}" for s in doc["stages"])
+    form = (f"config key `{toggle['config_key']}`" if toggle.get("form", "config_key") == "config_key"
+            else f"endpoint `POST {toggle['endpoint']}`")
+    return [f"Release {toggle['release']}, feature toggle ({form}): {states}.", ""]
 
 
 def _plots(doc, linked: bool) -> list[str]:

@@ -469,7 +469,8 @@ class RolloutRunner:
             self.policies.stage(stage.policies)  # a release nothing can verify is not placed
             deployment, _ = await placing.place(self.db, self.site, environment=stage.environment,
                                                 account=stage.account, release=info.release, rollout_id=info.id,
-                                                shadow=stage.shadow, restart=info.pipeline.restarts(index))
+                                                shadow=stage.shadow, restart=info.pipeline.restarts(index),
+                                                toggle=stage.toggle)
         except FencingRefused:
             raise  # the rollout is another daemon's now: this runner stops
         except Exception as exc:  # noqa: BLE001 - any failure to place is the placement failing

@@ -20,6 +20,7 @@
         after_promotion: watch       # once the next stage is placed: watch | stop (below)
         dry_run: false               # true: judged, never acted on; the rollout ends with it (below)
         mode: trade                  # trade | shadow (below)
+        toggle: off                  # on: the manifest's feature toggle is on in the snapshot placed (below)
         anomalies: block             # an open anomaly shuts the gate: block | note (default: block on the last stage)
         confirm_promotion:           # before the gate promotes, ask this endpoint (below)
           url: https://deploys.example.com/canary/confirm
@@ -45,6 +46,15 @@ daemon's config; the daemon reads its rights first and refuses one that can trad
 ``CANARY_SHADOW=1`` in its environment: the release runs on live market data and exports its
 metrics, and the exchange refuses every order it sends. A later ``mode: trade`` stage on the same
 account starts the release again with the trading key (``stages: [C-shadow, C]``).
+
+``toggle: on`` turns on the feature toggle the release's manifest declares: ``toggle: {config_key:
+bot.new_sizing}`` (a boolean in its strategy config) is set true in the snapshot the stage places,
+stored and named by the deployment; ``toggle: {endpoint: /toggle/new_sizing}`` is POSTed
+``{"enabled": true}`` on the bot's metrics address once it started (no 2xx fails the placement),
+and ``{"enabled": false}`` by a rollback before it stops the bot. A rollback starts the previous
+release with the snapshot its deployment ran, so the feature is off again. A manifest without a
+toggle places its own snapshot. The stage's account
+must be one no earlier stage ran the release on (that placement would be the same deployment).
 
 ``confirm_promotion`` is Flagger's confirm-promotion: once the gate is open (the stage's time run,
 its policies clean, its sign-offs given), the daemon POSTs ``{rollout, stage, release, pipeline,
@@ -217,6 +227,8 @@ class Stage(ConfigModel):
     """Judge the stage, act on no verdict, record what would have been done; the rollout ends with it."""
     mode: Literal["trade", "shadow"] = "trade"
     """``shadow``: the release gets the account's read-only key and ``CANARY_SHADOW=1`` (see the module's docstring)."""
+    toggle: bool = False
+    """True: the manifest's feature toggle is turned on in the snapshot placed (see the module's docstring)."""
     anomalies: Literal["block", "note"] | None = None
     """``block``: an open anomaly (`canaryctl note --anomaly`) shuts the stage's gate until it is resolved
     or the promote is forced; ``note``: anomalies are logged only. None: ``block`` on the last stage."""
@@ -306,6 +318,15 @@ class Pipeline(ConfigModel):
             if stage.dry_run:
                 raise error_at(("stages", index, "dry_run"), f"stage {stage.name!r} is a dry run, which ends the "
                                "rollout: it must be the last stage (stages after it would never run)")
+        # -- toggle: a stage placing on an account an earlier stage ran the release on goes on in
+        # that stage's deployment, whose snapshot is the untoggled one
+        for index, stage in enumerate(self.stages):
+            earlier = [s.name for s in self.stages[:index] if (s.environment, s.account) == (stage.environment,
+                                                                                                stage.account)]
+            if stage.toggle and earlier:
+                raise error_at(("stages", index, "toggle"), f"stage {stage.name!r} turns the toggle on on "
+                               f"{stage.environment}/{stage.account}, where stage {earlier[-1]!r} already runs the "
+                               "release: turn it on at a stage on another account")
         return self
 
     def dry_run_of(self, name: str | None = None) -> Pipeline:

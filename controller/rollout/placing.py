@@ -18,15 +18,18 @@ given to a bot.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from controller import failpoints
 from controller.canonical import canonical_json
+from controller.config.manifest import Toggle
 from controller.config.strategy import StrategyConfig
 from controller.deploy.base import DeployError, Running
+from controller.errors import ConfigError, NotFoundError
 from controller.logs import get_logger
 from controller.release_files import artifact_now
-from controller.rollout import keys
+from controller.rollout import keys, toggle_endpoint
 from controller.rollout.site import Site, strategy_of
 from controller.store import audit
 from controller.store.database import Database
@@ -37,7 +40,7 @@ from controller.store.deployments import (
     record_running,
     record_stopped,
 )
-from controller.store.releases import ReleaseInfo, get_release, get_snapshot
+from controller.store.releases import ReleaseInfo, get_release, get_snapshot, record_snapshot
 
 log = get_logger(__name__)
 
@@ -45,16 +48,29 @@ log = get_logger(__name__)
 async def place(db: Database, site: Site, *, environment: str, account: str, release: str,
                 rollout_id: int | None, previous_id: int | None = None,
                 actor: str = "controller", settings_restored: bool = False, shadow: bool = False,
-                restart: bool = False) -> tuple[DeploymentInfo, Running]:
+                restart: bool = False, toggle: bool = False,
+                config_sha256: str | None = None) -> tuple[DeploymentInfo, Running]:
     """Run ``release`` with its config snapshot on the account, after stopping anything else there.
 
     ``settings_restored``: the caller (a rollback) has just set and read back the release's
     settings, so they are neither applied again nor read for a snapshot. ``shadow``: the release
     gets the account's read-only key and ``CANARY_SHADOW=1`` (a shadow stage). ``restart``: the
     release already runs there in the other mode (a shadow stage before a trading one): its bot is
-    stopped and started again with this placement's key, in the same deployment.
+    stopped and started again with this placement's key, in the same deployment. ``toggle``: the
+    manifest's toggle, if it declares one, is turned on: in the snapshot placed (`toggled_config`),
+    or by a POST to the started bot's endpoint (`toggle_endpoint.turn_on`; no yes fails the placement).
+    ``config_sha256``: place exactly that stored snapshot instead of the release's own (a rollback
+    restarting the previous deployment as it ran); one not in the store refuses the placement.
     """
-    info, config_text, config = await release_config(db, release)
+    if config_sha256 is not None:
+        if toggle:
+            raise ValueError("a placement of a given snapshot turns no toggle on: the snapshot is placed as it is")
+        info, config_text, config = await snapshot_config(db, release, config_sha256)
+    else:
+        info, config_text, config = await release_config(db, release)
+    placed_sha = info.config_sha256 if config_sha256 is None else config_sha256
+    if toggle:
+        placed_sha, config_text = await toggled_config(db, site, info, config_text, actor=actor)
     await check_artifact(db, site, info, environment=environment, account=account, actor=actor)
     await keys.check_placement(db, site, environment=environment, account=account, release=release, actor=actor)
     if shadow:
@@ -72,10 +88,11 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
             previous_id = live.previous_id  # a placement that never started replaced nothing that ran
         intent = await record_intent(db, site.clock, rollout_id=rollout_id, environment=environment,
                                      account=account, instance=instance, release=release,
-                                     settings_before=settings_before, actor=actor, previous_id=previous_id)
+                                     settings_before=settings_before, actor=actor, previous_id=previous_id,
+                                     config_sha256=placed_sha)
     failpoints.hit("placement.intent.after")
     current = await deployer.status(instance)
-    if current is not None and ((current.release, current.config_sha256) != (release, info.config_sha256) or restart):
+    if current is not None and ((current.release, current.config_sha256) != (release, placed_sha) or restart):
         await deployer.stop(instance)
         log.info("release_stopped", instance=instance, release=current.release,
                  reason="mode changed" if restart and current.release == release else "replaced")
@@ -83,15 +100,45 @@ async def place(db: Database, site: Site, *, environment: str, account: str, rel
         if restart and current.release == release:
             current = None  # started again below with this placement's key (its settings applied again)
     if not settings_restored and (current is None
-                                  or (current.release, current.config_sha256) != (release, info.config_sha256)):
+                                  or (current.release, current.config_sha256) != (release, placed_sha)):
         client = await site.client(environment, account, purpose="act")
         await apply_settings(client, {s: (c.leverage, c.margin_type) for s, c in config.symbols.items()})
         failpoints.hit("placement.settings.after")
     placement = site.placement(environment, account, release=release, manifest=info.manifest,
-                               config_text=config_text, config_sha256=info.config_sha256, shadow=shadow)
+                               config_text=config_text, config_sha256=placed_sha, shadow=shadow)
     running = await deployer.start(placement)
     failpoints.hit("placement.started.after")
+    declared = declared_toggle(info) if toggle else None
+    if declared is not None and declared.endpoint is not None:
+        # Before the row says "running": a bot that does not turn the feature on is a failed placement.
+        await toggle_endpoint.turn_on(db, site.clock, running, declared.endpoint, environment=environment,
+                                      account=account, deployment=intent.id, actor=actor)
     return await record_running(db, site.clock, intent.id, actor=actor), running
+
+
+async def toggled_config(db: Database, site: Site, info: ReleaseInfo, config_text: str, *,
+                         actor: str) -> tuple[str, str]:
+    """The snapshot a stage with ``toggle: on`` places: the release's own with its manifest's toggle
+    key set true, stored (content-addressed, audited) so the deployment row names what the bot ran.
+    A manifest without a toggle, or with the endpoint form (`toggle_endpoint`), places its own
+    snapshot. Returns (SHA-256, canonical text)."""
+    toggle = declared_toggle(info)
+    if toggle is None or toggle.config_key is None:
+        return info.config_sha256, config_text
+    try:
+        switched = toggle.switched(json.loads(config_text), True)
+    except ConfigError as error:
+        # Checked at `release add`; a release recorded before toggles were checked is refused here.
+        raise ConfigError(error.message, file=f"manifest of release {info.version}", field=error.field) from None
+    sha = await record_snapshot(db, site.clock, switched, release=info.version, actor=actor,
+                                derived={"from": info.config_sha256, "toggle": toggle.config_key, "on": True})
+    return sha, canonical_json(switched)
+
+
+def declared_toggle(info: ReleaseInfo) -> Toggle | None:
+    """The feature toggle the release's recorded manifest declares, or None."""
+    declared = info.manifest.get("toggle")
+    return Toggle.model_validate(declared) if declared else None
 
 
 class ArtifactChanged(DeployError):
@@ -159,6 +206,25 @@ async def release_config(db: Database, release: str) -> tuple[ReleaseInfo, str, 
     info = await get_release(db, release)
     text = canonical_json((await get_snapshot(db, info.config_sha256)).config)
     return info, text, strategy_of(text, f"config of {release}")
+
+
+class SnapshotMissing(DeployError):
+    """A placement names a config snapshot the store does not have: nothing is placed."""
+
+
+async def snapshot_config(db: Database, release: str, config_sha256: str) -> tuple[ReleaseInfo, str, StrategyConfig]:
+    """A release with the stored snapshot ``config_sha256`` (full digest) rather than its own; its
+    absence is `SnapshotMissing`, never the release's registered config in its place."""
+    info = await get_release(db, release)
+    try:
+        snapshot = await get_snapshot(db, config_sha256)
+    except NotFoundError:
+        snapshot = None
+    if snapshot is None or snapshot.sha256 != config_sha256:  # a prefix or a version is not this digest
+        raise SnapshotMissing(f"config snapshot {config_sha256} of release {release} is not in the store: the "
+                              "release is not started (not with its registered config either)")
+    text = canonical_json(snapshot.config)
+    return info, text, strategy_of(text, f"config {config_sha256[:12]} of {release}")
 
 
 async def apply_settings(client, settings: dict[str, tuple[int, str]]) -> None:

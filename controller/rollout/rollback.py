@@ -8,7 +8,9 @@ half-way is in the plan too; the row holds the settings the account had before (
                       killed at once: a release being rolled back gets no graceful minute to
                       trade in, and what a graceful stop would tidy (orders, positions) the next
                       steps do from the exchange's side. Any bot of the account that the
-                      deployer's records do not name (a stray) is killed too
+                      deployer's records do not name (a stray) is killed too. A release whose
+                      feature toggle (endpoint form) a stage turned on is first POSTed
+                      ``{"enabled": false}``, audited; no yes is logged and does not stop the step
     cancel_orders     cancel every open order of the account, symbols concurrently, on every
                       symbol either release or the snapshot names
     positions         keep them, or flatten with closing market orders whose client ids are
@@ -29,9 +31,13 @@ half-way is in the plan too; the row holds the settings the account had before (
                       before the ramp, moving the difference with the master (it reads the exchange's
                       record first, so it is idempotent; `controller.rollout.capital`). The first step
                       of phase 2: the account is safe, and the previous release starts with its capital
-    start_previous    start the previous release with its snapshot (idempotent: a release that
-                      already runs with that config is not started again), without applying its
-                      settings again: restore_leverage did, and read them back. With no previous
+    start_previous    start the previous release with the exact snapshot its deployment ran (the
+                      deployment's config_sha256, so a toggle it had on is on again; a snapshot
+                      not in the store fails the step, the release is never started with its
+                      registered config instead; a baseline never placed starts with its own).
+                      Idempotent: a release that already runs with that config is not started
+                      again. Its settings are not applied again: restore_leverage did, and read
+                      them back. With no previous
                       release the account is left empty, said in the step's result and in a
                       ``rollback.account_left_empty`` audit event
     verify_previous   the previous release is up and the exchange's leverage (and margin type,
@@ -63,6 +69,7 @@ operator's ``rollback`` resumes every account there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -78,7 +85,7 @@ from controller.config.daemon import RollbackConfig
 from controller.errors import StoreError
 from controller.exchange.errors import BudgetExhausted, Rejected, RateLimited
 from controller.logs import get_logger
-from controller.rollout import capital, placing
+from controller.rollout import capital, placing, toggle_endpoint
 from controller.rollout.info import RolloutInfo
 from controller.rollout.site import Site
 from controller.store import audit
@@ -212,12 +219,25 @@ class Rollback:
     async def _account_steps(self, info: RolloutInfo, deployment) -> list[tuple[str, dict[str, Any]]]:
         previous = await get_deployment(self.db, deployment.previous_id) if deployment.previous_id else None
         previous_release = previous.release if previous else info.baseline
-        failing = (await placing.release_config(self.db, deployment.release))[2]
-        restored = (await placing.release_config(self.db, previous_release))[2] if previous_release else None
+        failing_info, _, failing = await placing.release_config(self.db, deployment.release)
+        declared = placing.declared_toggle(failing_info)
+        # The endpoint form of a toggle a stage on this account turned on is turned off before the stop.
+        toggled = declared is not None and declared.endpoint is not None and any(
+            s.toggle for s in info.pipeline.stages if (s.environment, s.account) == (deployment.environment,
+                                                                                    deployment.account))
+        # The previous release starts again with the snapshot its deployment ran (a toggle it had
+        # on stays on), not its registered config; a baseline never placed has only the latter.
+        snapshot = previous.config_sha256 if previous else None
+        restored = None
+        if snapshot is not None:
+            with contextlib.suppress(placing.SnapshotMissing):  # start_previous fails on it; the plan is still made
+                restored = (await placing.snapshot_config(self.db, previous_release, snapshot))[2]
+        elif previous_release:
+            restored = (await placing.release_config(self.db, previous_release))[2]
         before = deployment.settings_before or {}
         # What the account had before the placement, for every symbol either config names; the
-        # release started again gets its own config's settings for its symbols (the same values
-        # when it ran on this account before; its bot needs them when it comes from the baseline).
+        # release started again gets its config's settings for its symbols (the same values when
+        # it ran on this account before; its bot needs them when it comes from the baseline).
         settings = {s: list(v) for s, v in before.get("symbols", {}).items()}
         if restored:
             settings.update({s: [c.leverage, c.margin_type] for s, c in restored.symbols.items()})
@@ -232,7 +252,8 @@ class Rollback:
         # An account placed twice by the rollout gets the step twice: the second finds nothing to move.
         returned = [(RETURN_CAPITAL, {**where, "base": dict(base)})] if base else []
         return [
-            ("stop_release", {**where, "deployment": deployment.id, "release": deployment.release}),
+            ("stop_release", {**where, "deployment": deployment.id, "release": deployment.release,
+                              **({"toggle_endpoint": declared.endpoint} if toggled else {})}),
             ("cancel_orders", {**where, "symbols": symbols}),
             ("positions", {**where, "symbols": symbols, "mode": positions,
                            "client_id_prefix": f"rb{info.id}d{deployment.id}"}),
@@ -240,7 +261,7 @@ class Rollback:
                                   **({"modes": modes} if modes else {})}),
             *returned,
             ("start_previous", {**where, "release": previous_release,
-                                "previous": previous.id if previous else None}),
+                                "previous": previous.id if previous else None, "config_sha256": snapshot}),
             ("verify_previous", {**where, "release": previous_release, "settings": settings, "positions": positions,
                                  "symbols": symbols}),
         ]
@@ -472,7 +493,10 @@ class Rollback:
         instance = self.site.instance(detail["environment"], detail["account"])
         current = await deployer.status(instance)
         stopped = None
+        toggled_off = None
         if current is not None and current.release == detail["release"]:
+            if detail.get("toggle_endpoint"):
+                toggled_off = await self._toggle_off(info, detail, current)
             stopped = await deployer.stop(instance, grace=self.stop_grace)
         at = SimulatedClock(self.clock.now())
 
@@ -482,7 +506,21 @@ class Rollback:
         await self._write(closed)
         strays = await self.site.deployer(detail["environment"]).kill_strays(
             self.site.instance(detail["environment"], detail["account"]))
-        return {"stopped_pid": stopped.pid if stopped else None, **({"strays_killed": strays} if strays else {})}
+        return {"stopped_pid": stopped.pid if stopped else None, **({"strays_killed": strays} if strays else {}),
+                **({"toggle_off": toggled_off} if toggled_off else {})}
+
+    async def _toggle_off(self, info: RolloutInfo, detail: dict, running) -> dict:
+        """POST ``{"enabled": false}`` to the bot's toggle endpoint, audited; a bot that does not say yes
+        is logged and does not hold the rollback back (it is stopped next)."""
+        switched = await toggle_endpoint.switch(running, detail["toggle_endpoint"], False,
+                                                timeout=toggle_endpoint.OFF_TIMEOUT)
+        await self._audit(info, "toggle.switched", {**switched.to_json(), "deployment": detail["deployment"],
+                                                    "environment": detail["environment"],
+                                                    "account": detail["account"]})
+        if not switched.ok:
+            log.warning("rollback_toggle_off_failed", rollout=info.id, account=detail["account"],
+                        detail=switched.detail)
+        return {"ok": switched.ok, "detail": switched.detail}
 
     async def _cancel_orders(self, info: RolloutInfo, detail: dict) -> dict:
         client = await self._client(detail)
@@ -561,10 +599,15 @@ class Rollback:
                 "message": f"{note}: no bot runs, orders canceled, positions flattened, settings as they were "
                            "before the placement"})
             return {"started": None, "note": note}
+        snapshot = detail.get("config_sha256")
+        if "config_sha256" not in detail and detail["previous"] is not None:
+            # A plan written before plans named the snapshot: the previous deployment's row does.
+            snapshot = (await get_deployment(self.db, detail["previous"])).config_sha256
         _, running = await placing.place(self.db, self.site, environment=detail["environment"],
                                          account=detail["account"], release=detail["release"], rollout_id=None,
-                                         previous_id=detail["previous"], settings_restored=True)
-        return {"started": detail["release"], "pid": running.pid}
+                                         previous_id=detail["previous"], settings_restored=True,
+                                         config_sha256=snapshot)
+        return {"started": detail["release"], "pid": running.pid, "config_sha256": running.config_sha256}
 
     async def _verify_previous(self, info: RolloutInfo, detail: dict) -> dict:
         client = await self._client(detail)

@@ -76,19 +76,22 @@ async def rollout_deployments(db: Database, rollout_id: int) -> list[DeploymentI
 
 async def record_intent(db: Database, clock: Clock, *, rollout_id: int | None, environment: str, account: str,
                         instance: str, release: str, settings_before: dict[str, Any] | None,
-                        actor: str = "controller", previous_id: int | None = None) -> DeploymentInfo:
+                        actor: str = "controller", previous_id: int | None = None,
+                        config_sha256: str | None = None) -> DeploymentInfo:
     """The release is about to be placed on the account: its row, "starting", written before anything
     on the account is stopped or changed. The old live row (if any) is closed in the same transaction:
-    its release is stopped next, and this row holds the account from now on."""
+    its release is stopped next, and this row holds the account from now on. ``config_sha256``: the
+    snapshot placed when it is not the release's own (a stage's toggle turned on)."""
     async with db.write() as session:
         rel = (await session.execute(select(Release).where(Release.version == release))).scalar_one()
         old = await live_row(session, environment, account)
+        placed = config_sha256 or rel.config_sha256
         now = clock.now()
         if old is not None:
             old.stopped_at = now
             await session.flush()
         row = Deployment(rollout_id=rollout_id, environment=environment, account=account, instance=instance,
-                         release_id=rel.id, config_sha256=rel.config_sha256,
+                         release_id=rel.id, config_sha256=placed,
                          previous_id=previous_id if previous_id is not None else (old.id if old else None),
                          started_at=now, state="starting",
                          settings_before=canonical_json(settings_before) if settings_before is not None else None)
@@ -96,7 +99,7 @@ async def record_intent(db: Database, clock: Clock, *, rollout_id: int | None, e
         await session.flush()
         await audit.append(session, clock, actor=actor, kind="deploy.intent", subject=f"account:{environment}/{account}",
                            release=release, payload={"rollout": rollout_id, "deployment": row.id, "instance": instance,
-                                                     "config_sha256": rel.config_sha256, "previous": row.previous_id,
+                                                     "config_sha256": placed, "previous": row.previous_id,
                                                      "replaced": old.id if old else None,
                                                      "settings_before": settings_before})
         return await _deployment_info(session, row)

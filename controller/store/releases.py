@@ -122,6 +122,24 @@ async def _add_release(db: Database, clock: Clock, new: NewRelease, *, actor: st
         return Recorded(ReleaseInfo.from_row(row), created=True)
 
 
+async def record_snapshot(db: Database, clock: Clock, config: dict[str, Any], *, release: str, actor: str,
+                          derived: dict[str, Any]) -> str:
+    """Store a config derived from a release's own snapshot (a stage's toggle turned on) and return its
+    SHA-256; ``derived`` says how it was derived, in the audit event. Content-addressed: storing the
+    same config again writes nothing."""
+    text = canonical_json(config)
+    sha = sha256_hex(text)
+    async with db.write() as session:
+        snapshot = await session.get(ConfigSnapshot, sha)
+        if snapshot is None:
+            session.add(ConfigSnapshot(sha256=sha, content=text, created_at=clock.now()))
+            await audit.append(session, clock, actor=actor, kind="config.snapshot", subject=f"config:{sha[:12]}",
+                               release=release, payload={"sha256": sha, "config": config, "derived": derived})
+        elif snapshot.content != text:
+            raise StoreError(f"config snapshot {sha} in the database does not match its hash: the row was edited")
+    return sha
+
+
 async def list_releases(db: Database) -> list[ReleaseInfo]:
     async with db.read() as session:
         rows = (await session.execute(select(Release).order_by(Release.id))).scalars().all()

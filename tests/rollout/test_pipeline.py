@@ -155,6 +155,27 @@ def test_a_confirm_promotion_gives_its_timeout_in_seconds_and_a_dry_run_of_its_s
     assert pipeline.dry_run_of("C").stages[0].confirm_promotion is None
 
 
+def test_the_default_pipeline_turns_the_feature_toggle_on_at_d_only():
+    assert {s.name: s.toggle for s in load_pipeline().stages} == {"A": False, "B": False, "C": False, "D": True}
+
+
+def test_a_toggle_on_an_account_an_earlier_stage_ran_the_release_on_is_refused_at_its_line(tmp_path):
+    text = GOOD + """\
+  - name: C2
+    environment: live
+    account: canary
+    duration: 24h
+    policies: stage-c.yaml
+    toggle: on
+"""
+    assert refusal(tmp_path, text) == (
+        "pipeline.yaml:21: stages[2].toggle: stage 'C2' turns the toggle on on live/canary, where stage 'C' already "
+        "runs the release: turn it on at a stage on another account")
+    assert load_pipeline(write(tmp_path, text.replace("account: canary\n    duration: 24h\n    policies: stage-c.yaml\n"
+                                                      "    toggle", "account: other\n    duration: 24h\n    policies: "
+                                                      "stage-c.yaml\n    toggle"))).stage("C2").toggle is True
+
+
 def test_a_pipeline_without_stages_is_refused(tmp_path):
     assert refusal(tmp_path, "name: p\nstages: []\n") == "pipeline.yaml:2: stages: expected at least 1 item, got 0"
 
