@@ -60,7 +60,7 @@ from controller.rollout.decide import JUDGED, TERMINAL, expiry, time_left
 from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
 from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
-from controller.store.commands import ack_command, pending_commands
+from controller.store.commands import ack_command, claim_command, pending_commands
 from controller.store import leases, placement_leases
 from controller.store.daemon_lock import single_daemon
 from controller.store.database import Database
@@ -517,6 +517,10 @@ class Daemon:
                                   message=f"rollout {holder.id} of {holder.release} ({holder.status.value}) holds "
                                           f"{environment}/{account}: wait until it is finished, or roll it back "
                                           f"(`canaryctl rollback {holder.id} --reason TEXT`)")
+                continue
+            # Several daemons read the same command: one claims it and places, the others leave it.
+            if not await claim_command(self.db, command.id, self.owner,
+                                       seconds=self.options.placement_timeout + float(self.config.lease_seconds)):
                 continue
             # A bot that starts slowly must not hold back the loop (and with it the watchdog).
             task = asyncio.create_task(self._place_baseline(command), name=f"baseline-{command.id}")

@@ -216,6 +216,11 @@ class OperatorCommand(Base):
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(32))
     message: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    """The daemon carrying out a command no rollout lease covers (a baseline placement): claimed
+    compare-and-set, so that two daemons never both carry it out (`commands.claim_command`)."""
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """After this, a claimer that never answered is taken for dead and another daemon may claim it."""
 
 
 class RollbackStep(Base):

@@ -1,4 +1,5 @@
-"""Placement leases: the lease each bot's supervisor holds on its instance, the bot's dead man's switch.
+"""Placement leases: the lease each bot's supervisor holds on its instance, the bot's dead man's switch;
+and the claim of an operator command that no rollout lease covers (carried out by one daemon only).
 
 Revision ID: 0007
 Revises: 0006
@@ -28,9 +29,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('placement_leases', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_placement_leases_expires_at'), ['expires_at'], unique=False)
+    with op.batch_alter_table('operator_commands', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('claimed_by', sa.String(length=128), nullable=True))
+        batch_op.add_column(sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('operator_commands', schema=None) as batch_op:
+        batch_op.drop_column('claimed_until')
+        batch_op.drop_column('claimed_by')
     with op.batch_alter_table('placement_leases', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_placement_leases_expires_at'))
     op.drop_table('placement_leases')
