@@ -397,6 +397,7 @@ class Daemon:
             if previous_owner:
                 self.metrics.lease_taken_over()
         self.metrics.set_leases_owned(len(self.leases))
+        self.metrics.leases_renewed(time.time(), float(seconds))
 
     async def _lease_loop(self) -> None:
         while True:
