@@ -127,7 +127,8 @@ def supervise(instance: str, lease_seconds: float | None, grace: float | None, p
     The database comes from $CANARY_DB or the daemon config, never from the arguments.
 
     Exit status: the bot's own when it ends by itself; 0 when stopped (SIGTERM); 10 superseded;
-    11 not renewed in time; 12 the lease could not be claimed (no bot started); 2 bad usage.
+    11 not renewed in time; 12 the lease could not be claimed (no bot started); 127 COMMAND cannot be
+    run; 2 bad usage.
 
     Example: canaryctl supervise --placement sim-canary -- python -m reference_bot --config c.yaml
     """

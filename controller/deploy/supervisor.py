@@ -34,6 +34,8 @@ EXIT_UNCONFIRMED = 11
 """The bot was killed: the lease could not be renewed within a lease length (database out of reach)."""
 EXIT_NOT_CLAIMED = 12
 """The bot was never started: the lease could not be claimed."""
+EXIT_CANNOT_RUN = 127
+"""The bot was never started: its command could not be run (as a shell says of a missing command)."""
 SUPERVISOR_ONLY_ENV = ("CANARY_DB", "CANARY_CONFIG")
 """What the supervisor reads to reach the database; the bot's environment never has it."""
 RELEASE_TIMEOUT = 2.0
@@ -88,8 +90,14 @@ class Supervisor:
         self.confirmed = sent
         log.info("supervisor_claimed", instance=self.instance, epoch=self.epoch, owner=self.owner,
                  previous_owner=before.owner if before and before.owner else None)
-        bot = await asyncio.create_subprocess_exec(*self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-                                                   pass_fds=self.pass_fds, preexec_fn=_die_with_parent)
+        try:
+            bot = await asyncio.create_subprocess_exec(*self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                                                       pass_fds=self.pass_fds, preexec_fn=_die_with_parent)
+        except OSError as error:
+            log.error("supervisor_not_started", instance=self.instance, why=f"cannot run {self.argv[0]}: "
+                      f"{error.strerror}")
+            await self._release()
+            return EXIT_CANNOT_RUN
         exited = asyncio.create_task(bot.wait(), name="bot-exit")
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -17,7 +17,7 @@ import pytest
 from controller.deploy import ProcessDeployer
 from controller.deploy.base import Supervision, free_port
 from controller.deploy.process import wait_exit
-from controller.deploy.supervisor import EXIT_NOT_CLAIMED, EXIT_SUPERSEDED, EXIT_UNCONFIRMED
+from controller.deploy.supervisor import EXIT_CANNOT_RUN, EXIT_NOT_CLAIMED, EXIT_SUPERSEDED, EXIT_UNCONFIRMED
 from controller.procfs import read_stat
 from controller.store import placement_leases
 from controller.store.database import Database, resolve_url
@@ -26,8 +26,9 @@ from tests.support.checkout import REPO
 from tests.support.placements import STUB, placement, stub_manifest
 from tests.support.postgres import PostgresServer, find_bindir
 
-LEASE = 1.5
-"""Seconds: short, so that each test waits a few of them at most."""
+LEASE = 3.0
+"""Seconds: short, so that each test waits a few of them at most, yet a renewal (due within a second)
+still succeeds on a loaded machine."""
 INSTANCE = "sim-canary"
 
 
@@ -146,6 +147,22 @@ async def test_no_bot_starts_without_its_lease(tmp_path, supervised):
     run = supervised(f"sqlite:///{tmp_path / 'no-schema.db'}")  # reachable, but no placement_leases table
     assert run.status(timeout=30) == EXIT_NOT_CLAIMED
     assert "stub serving" not in run.log() and "could not be claimed" in run.log()
+
+
+async def test_a_bot_that_cannot_be_run_is_said_so_and_its_lease_let_go(sqlite_store, tmp_path):
+    url = f"sqlite:///{sqlite_store}"
+    db = await _store(url)
+    try:
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "CANARY_DB": url}
+        done = subprocess.run([sys.executable, "-m", "controller", "supervise", "--placement", INSTANCE,
+                               "--", str(tmp_path / "no-such-bot")], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == EXIT_CANNOT_RUN
+        assert "cannot run" in done.stderr + done.stdout and "Traceback" not in done.stderr
+        held = await placement_leases.holder(db, INSTANCE)
+        assert (held.epoch, held.owner) == (1, "")
+    finally:
+        await db.close()
 
 
 def test_the_database_url_never_appears_in_the_arguments(tmp_path):
