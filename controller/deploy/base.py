@@ -125,8 +125,9 @@ class Supervision:
     lease_seconds: float
     grace: float | None = None
     """Seconds between SIGTERM and SIGKILL when the supervisor kills its bot (None: a third of the lease)."""
-    supersede: Callable[[str], Awaitable[None]] | None = None
-    """Moves an instance's placement epoch on: how `stop` fences a bot another host started."""
+    supersede: Callable[[str], Awaitable[tuple[int, str] | None]] | None = None
+    """Moves an instance's placement epoch on: how `stop` fences a bot another host started
+    (`controller.store.placement_leases.supersede`)."""
 
     def argv(self, python: str, instance: str, bot: list[str], *, pass_fds: tuple[int, ...] = ()) -> list[str]:
         grace = ["--grace", f"{self.grace:g}"] if self.grace is not None else []
@@ -160,14 +161,22 @@ class Deployer(Protocol):
 
 async def supersede(supervision: Supervision | None, instance: str) -> None:
     """After a stop: move the instance's placement epoch on, so that a bot of it that another host
-    started is killed by its supervisor too. Not reaching the database stops nothing more: that bot's
-    supervisor cannot renew either, and kills it within a lease length."""
+    started is killed by its supervisor too, and wait the lease length that bounds its death when
+    such a supervisor held the lease (a rollback makes the account safe only once no bot trades it).
+    Not reaching the database stops nothing more: that bot's supervisor cannot renew either, and
+    kills it within a lease length."""
     if supervision is None or supervision.supersede is None:
         return
     try:
-        await supervision.supersede(instance)
+        superseded = await supervision.supersede(instance)
     except Exception as error:  # noqa: BLE001 - see above: the lease fails closed on its own
         log.warning("deploy_placement_not_superseded", instance=instance, error=f"{type(error).__name__}: {error}")
+        superseded = None
+    if superseded is None or not superseded[1]:
+        return
+    log.warning("deploy_superseded_elsewhere", instance=instance, supervisor=superseded[1], epoch=superseded[0],
+                wait=supervision.lease_seconds)
+    await asyncio.sleep(supervision.lease_seconds)  # real seconds, as the supervisor's lease
 
 
 def check_instance(instance: str) -> None:

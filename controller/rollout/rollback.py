@@ -458,8 +458,8 @@ class Rollback:
         instance = self.site.instance(detail["environment"], detail["account"])
         current = await deployer.status(instance)
         stopped = None
-        if current is not None and current.release == detail["release"]:
-            stopped = await deployer.stop(instance, grace=self.stop_grace)
+        if current is None or current.release == detail["release"]:  # none here: another host's may run,
+            stopped = await deployer.stop(instance, grace=self.stop_grace)  # and a stop fences it (supervised)
         at = SimulatedClock(self.clock.now())
 
         async def closed(session) -> None:

@@ -79,17 +79,19 @@ async def release(db: Database, instance: str, epoch: int) -> None:
             PlacementLease.instance == instance, PlacementLease.epoch == epoch).values(owner="", expires_at=now))
 
 
-async def supersede(db: Database, instance: str) -> int | None:
+async def supersede(db: Database, instance: str) -> tuple[int, str] | None:
     """Stop the instance's bot from any host: the epoch moves on, held by nobody, and its supervisor,
-    wherever it runs, kills the bot within a lease length. The new epoch; None when never claimed."""
+    wherever it runs, kills the bot within a lease length. The new epoch and the supervisor whose
+    lease was live until now ("" when none was: nothing to wait for); None when never claimed."""
     async with db.write() as session:
         now = await lease_now(session, db)
         row = (await session.execute(select(PlacementLease).where(PlacementLease.instance == instance)
                                      .with_for_update())).scalar_one_or_none()
         if row is None:
             return None
+        live = row.owner if row.owner and row.expires_at is not None and row.expires_at > now else ""
         row.epoch, row.owner, row.expires_at = row.epoch + 1, "", now
-        return row.epoch
+        return row.epoch, live
 
 
 async def holder(db: Database, instance: str) -> PlacementHolder | None:

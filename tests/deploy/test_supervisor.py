@@ -109,7 +109,7 @@ async def test_a_superseded_epoch_kills_the_bot_within_one_lease_length(sqlite_s
         held = await placement_leases.holder(db, INSTANCE)
         assert (held.epoch, held.owner) == (1, f"{os.uname().nodename}:{run.process.pid}")
 
-        assert await placement_leases.supersede(db, INSTANCE) == 2  # a stop from another host
+        assert await placement_leases.supersede(db, INSTANCE) == (2, held.owner)  # a stop from another host
         assert await run.bot_dead_within(LEASE)
         assert run.status() == EXIT_SUPERSEDED
         assert "got SIGTERM" in run.log() and "epoch moved on" in run.log()
@@ -219,3 +219,20 @@ async def test_a_postgresql_server_that_stops_kills_the_bot_within_one_lease_len
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_stop_on_another_host_fences_the_bot_it_did_not_start_and_returns_once_it_is_dead(
+        sqlite_store, supervised, clock):
+    url = f"sqlite:///{sqlite_store}"
+    db = await _store(url)
+    elsewhere = ProcessDeployer(sqlite_store.parent / "other-host", clock, supervision=Supervision(
+        {"CANARY_DB": url}, lease_seconds=LEASE, supersede=lambda instance: placement_leases.supersede(db, instance)))
+    try:
+        run = supervised(url)  # started by "this host": the other host's deployer has no record of it
+        await run.bot_started()
+        assert await elsewhere.status(INSTANCE) is None
+        assert await elsewhere.stop(INSTANCE, grace=1.0) is None  # nothing of its own stopped ...
+        assert read_stat(run.bot) is None or not read_stat(run.bot).alive  # ... yet the bot is dead on return
+        assert run.status() == EXIT_SUPERSEDED
+    finally:
+        await db.close()
