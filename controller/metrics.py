@@ -134,6 +134,13 @@ class ControllerMetrics:
         self.lease_takeovers = Counter(
             "canary_lease_takeovers_total", "Rollout leases this daemon took over from another daemon whose "
             "lease had expired.", registry=r)
+        self.lease_renewed = Gauge(
+            "canary_lease_renewed_timestamp_seconds", "When this daemon last renewed the leases it holds and "
+            "claimed those free (seconds since the epoch); a standby renews nothing but says it could.",
+            registry=r)
+        self.lease_length = Gauge(
+            "canary_lease_seconds", "The length of a rollout lease (lease_seconds): renewed every third of it.",
+            registry=r)
         self.start_time = Gauge(
             "canary_daemon_start_time_seconds", "When the daemon started, in seconds since the epoch.",
             registry=r)
@@ -291,6 +298,11 @@ class ControllerMetrics:
 
     def lease_taken_over(self) -> None:
         self.lease_takeovers.inc()
+
+    def leases_renewed(self, ts: float, seconds: float) -> None:
+        """A lease turn succeeded at ``ts`` (wall seconds since the epoch), with leases ``seconds`` long."""
+        self.lease_renewed.set(ts)
+        self.lease_length.set(seconds)
 
     def started(self, ts: float) -> None:
         """The daemon's start, in seconds since the epoch (wall time, so dashboards can show uptime)."""

@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("controller.cli.daemon", "run_daemon", "Run the controller daemon until SIGTERM."),
     "signoff": ("controller.cli.rollouts", "signoff", "Sign off a stage of a rollout."),
     "sim": ("controller.cli.sim", "sim", "Run the embedded Binance USD-M futures simulator."),
+    "supervise": ("controller.cli.daemon", "supervise", "Run a bot under its placement lease (the deployer starts it)."),
     "status": ("controller.cli.status", "status", "Is the canary healthy? Stage, time left, verdicts, rollbacks."),
 }
 

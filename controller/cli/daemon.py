@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -103,3 +104,62 @@ def demo(as_json: bool, speed: float, workdir: Path | None, log_level: str) -> N
         click.echo(f"audit chain {'intact' if result['audit_chain_ok'] else 'BROKEN'}; database {result['db']}")
     if not result["audit_chain_ok"]:
         sys.exit(1)
+
+
+@click.command("supervise", context_settings={"ignore_unknown_options": True})
+@click.option("--placement", "instance", required=True, metavar="INSTANCE",
+              help="The instance (one account) whose placement lease the bot runs under.")
+@click.option("--lease-seconds", type=FiniteFloatRange(min=0, min_open=True), default=None,
+              help="The lease's length (default: the daemon config's lease_seconds, else 9).")
+@click.option("--grace", type=FiniteFloatRange(min=0), default=None,
+              help="Seconds between SIGTERM and SIGKILL when the bot is killed (default and at most: a "
+                   "third of the lease).")
+@click.option("--pass-fd", "pass_fds", type=click.IntRange(min=3), multiple=True,
+              help="A descriptor the bot inherits (the process deployer's instance lock).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def supervise(instance: str, lease_seconds: float | None, grace: float | None, pass_fds: tuple[int, ...],
+              command: tuple[str, ...]) -> None:
+    """Run a bot under its placement's lease: the dead man's switch the deployer starts it with.
+
+    Claims the instance's placement lease, starts COMMAND as its child and renews the lease every
+    third of its length; kills the bot when another placement or a stop (from any host) superseded
+    it, or when the lease could not be renewed within its length (the database out of reach).
+    The database comes from $CANARY_DB or the daemon config, never from the arguments.
+
+    Exit status: the bot's own when it ends by itself; 0 when stopped (SIGTERM); 10 superseded;
+    11 not renewed in time; 12 the lease could not be claimed (no bot started); 127 COMMAND cannot be
+    run; 2 bad usage.
+
+    Example: canaryctl supervise --placement sim-canary -- python -m reference_bot --config c.yaml
+    """
+    import asyncio
+
+    from controller import logs
+    from controller.cli.context import database_url, settings
+    from controller.deploy.base import DeployError, check_instance
+    from controller.deploy.supervisor import Supervisor
+    from controller.store.database import Database
+
+    try:
+        check_instance(instance)
+    except DeployError as error:
+        raise click.BadParameter(str(error), param_hint="--placement") from None
+    opts = settings()
+    config = None
+    if opts.config_path is not None:
+        from controller.config.daemon import load_daemon_config
+
+        config = load_daemon_config(opts.config_path)
+    logs.configure(config.log.level if config else "info", config.log.format if config else "console")
+    seconds = lease_seconds or (float(config.lease_seconds) if config else 9.0)
+    url = database_url()
+
+    async def main() -> int:
+        db = Database(url)
+        try:
+            return await Supervisor(db, instance, command, env=os.environ, lease_seconds=seconds, grace=grace,
+                                    pass_fds=pass_fds).run()
+        finally:
+            await db.close()
+
+    sys.exit(asyncio.run(main()))

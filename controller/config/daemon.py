@@ -144,6 +144,9 @@ class DeployerConfig(ConfigModel):
     absolute path, the one the template unit's EnvironmentFile= names (default: the unit's)."""
     user: bool = False
     """systemd: talk to the user's service manager (``systemctl --user``) instead of the system's."""
+    supervise: bool | None = None
+    """Run each bot under `canaryctl supervise`, the dead man's switch holding its placement lease, so that
+    a daemon on another host can fence it. None: when the database is PostgreSQL (several daemons)."""
 
 
     @field_validator("env_dir")

@@ -51,7 +51,7 @@ from controller.daemon.admin import AdminServer
 from controller.daemon.notify import Notifier, watchdog_loop
 from controller.daemon.orphans import sweep_orphans
 from controller.daemon.webhooks import TRANSITION_EVENTS, Webhooks
-from controller.deploy.base import Deployer
+from controller.deploy.base import Deployer, Supervision
 from controller.errors import CanaryError, ConfigError, StoreError
 from controller.logs import get_logger
 from controller.metrics import ControllerMetrics
@@ -60,8 +60,8 @@ from controller.rollout.decide import JUDGED, TERMINAL, expiry, time_left
 from controller.rollout.engine import PolicySet, RolloutReport, RolloutRunner, RunnerCadence
 from controller.rollout.info import RolloutInfo, get_rollout, list_rollouts
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
-from controller.store.commands import ack_command, pending_commands
-from controller.store import leases
+from controller.store.commands import ack_command, claim_command, pending_commands
+from controller.store import leases, placement_leases
 from controller.store.daemon_lock import single_daemon
 from controller.store.database import Database
 from controller.store.leases import Fence, FencingRefused, Lease
@@ -397,6 +397,7 @@ class Daemon:
             if previous_owner:
                 self.metrics.lease_taken_over()
         self.metrics.set_leases_owned(len(self.leases))
+        self.metrics.leases_renewed(time.time(), float(seconds))
 
     async def _lease_loop(self) -> None:
         while True:
@@ -518,6 +519,10 @@ class Daemon:
                                           f"{environment}/{account}: wait until it is finished, or roll it back "
                                           f"(`canaryctl rollback {holder.id} --reason TEXT`)")
                 continue
+            # Several daemons read the same command: one claims it and places, the others leave it.
+            if not await claim_command(self.db, command.id, self.owner,
+                                       seconds=self.options.placement_timeout + float(self.config.lease_seconds)):
+                continue
             # A bot that starts slowly must not hold back the loop (and with it the watchdog).
             task = asyncio.create_task(self._place_baseline(command), name=f"baseline-{command.id}")
             self._placements[command.id] = _Placement(environment, account, task)
@@ -619,17 +624,28 @@ class Daemon:
         """One deployer per kind and settings: environments that share one share its locks."""
         key = config.model_dump_json()
         if key not in self._deployers:
+            supervision = self._supervision(config)
             if config.kind == "systemd":
                 from controller.deploy.systemd import SystemdDeployer
 
                 where = {"env_dir": config.env_dir} if config.env_dir else {}
                 self._deployers[key] = SystemdDeployer(self.clock, unit_template=config.unit_template,
-                                                       user=config.user, **where)
+                                                       user=config.user, supervision=supervision, **where)
             else:
                 from controller.deploy.process import ProcessDeployer
 
-                self._deployers[key] = ProcessDeployer(self.options.state_dir, self.clock)
+                self._deployers[key] = ProcessDeployer(self.options.state_dir, self.clock, supervision=supervision)
         return self._deployers[key]
+
+    def _supervision(self, config) -> Supervision | None:
+        """Each bot under its supervisor (`controller.deploy.supervisor`): by default with PostgreSQL, where
+        a daemon on another host may have to fence a bot this one started. The supervisor reaches the
+        database as this daemon does, the URL (with its password) in its environment only."""
+        if not (config.supervise if config.supervise is not None else self.db.dialect == "postgresql"):
+            return None
+        return Supervision({"CANARY_DB": self.db.url.render_as_string(hide_password=False)},
+                           lease_seconds=float(self.config.lease_seconds),
+                           supersede=lambda instance: placement_leases.supersede(self.db, instance))
 
 
 

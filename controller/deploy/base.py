@@ -23,7 +23,9 @@ import aiohttp
 
 from controller.config.manifest import ReleaseManifest
 from controller.errors import CanaryError
-from controller.logs import REDACTED, redact_text
+from controller.logs import REDACTED, get_logger, redact_text
+
+log = get_logger(__name__)
 
 INSTANCE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 """An instance name: a file name and a systemd instance name alike (no '/', no leading '.' or '-')."""
@@ -112,6 +114,28 @@ class Running:
         return (self.release, self.config_sha256) == (placement.release, placement.config_sha256)
 
 
+@dataclass(frozen=True)
+class Supervision:
+    """How a deployer runs each bot: under `canaryctl supervise` (`controller.deploy.supervisor`), the
+    dead man's switch that holds the instance's placement lease, instead of directly."""
+
+    environment: Mapping[str, str] = field(repr=False)
+    """What the supervisor reads to reach the database (``CANARY_DB``): secret, in its environment only,
+    never on a command line, and never given to the bot."""
+    lease_seconds: float
+    grace: float | None = None
+    """Seconds between SIGTERM and SIGKILL when the supervisor kills its bot (None: a third of the lease)."""
+    supersede: Callable[[str], Awaitable[tuple[int, str] | None]] | None = None
+    """Moves an instance's placement epoch on: how `stop` fences a bot another host started
+    (`controller.store.placement_leases.supersede`)."""
+
+    def argv(self, python: str, instance: str, bot: list[str], *, pass_fds: tuple[int, ...] = ()) -> list[str]:
+        grace = ["--grace", f"{self.grace:g}"] if self.grace is not None else []
+        fds = [arg for fd in pass_fds for arg in ("--pass-fd", str(fd))]
+        return [python, "-m", "controller", "supervise", "--placement", instance,
+                "--lease-seconds", f"{self.lease_seconds:g}", *grace, *fds, "--", *bot]
+
+
 class Deployer(Protocol):
     async def start(self, placement: Placement) -> Running:
         """Place the release and wait until its metrics answer.
@@ -133,6 +157,26 @@ class Deployer(Protocol):
     async def kill_strays(self, instance: str) -> list[int]:
         """Kill every bot of the instance that the deployer's records do not name (a controller
         killed between spawning a bot and recording it leaves one); the pids killed."""
+
+
+async def supersede(supervision: Supervision | None, instance: str) -> None:
+    """After a stop: move the instance's placement epoch on, so that a bot of it that another host
+    started is killed by its supervisor too, and wait the lease length that bounds its death when
+    such a supervisor held the lease (a rollback makes the account safe only once no bot trades it).
+    Not reaching the database stops nothing more: that bot's supervisor cannot renew either, and
+    kills it within a lease length."""
+    if supervision is None or supervision.supersede is None:
+        return
+    try:
+        superseded = await supervision.supersede(instance)
+    except Exception as error:  # noqa: BLE001 - see above: the lease fails closed on its own
+        log.warning("deploy_placement_not_superseded", instance=instance, error=f"{type(error).__name__}: {error}")
+        superseded = None
+    if superseded is None or not superseded[1]:
+        return
+    log.warning("deploy_superseded_elsewhere", instance=instance, supervisor=superseded[1], epoch=superseded[0],
+                wait=supervision.lease_seconds)
+    await asyncio.sleep(supervision.lease_seconds)  # real seconds, as the supervisor's lease
 
 
 def check_instance(instance: str) -> None:

@@ -17,6 +17,10 @@ its start time (from /proc) is the recorded one, since Linux reuses pids.
 killed in between leaves a bot no record names. The lock closes that window: before it spawns,
 and when it stops an instance, the deployer kills every process holding the instance's lock
 that ``placement.json`` does not name, so that never two bots trade one account.
+
+With a `Supervision`, the process started is the bot's supervisor (`controller.deploy.supervisor`),
+which starts the bot as its child and passes the lock on to it; its pid is the placement's. A stop
+then also moves the instance's placement epoch on, so that a copy another host started dies too.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ from controller.deploy.base import (
     DeployError,
     Placement,
     Running,
+    Supervision,
     check_instance,
     metrics_port,
     metrics_url,
     private_dir,
+    supersede,
     tail,
     wait_ready,
     write_private,
@@ -69,11 +75,13 @@ class ProcessDeployer:
     """Starts, finds and stops bots as processes of this host (the simulator, development)."""
 
     def __init__(self, state_dir: Path, clock: Clock, python: str = sys.executable, *,
-                 ready_timeout: float = 30.0) -> None:
+                 ready_timeout: float = 30.0, supervision: Supervision | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.clock = clock
         self.python = python
         self.ready_timeout = ready_timeout
+        self.supervision = supervision
+        """None: bots run directly, fenced by this host alone; else each runs under its supervisor."""
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # bots started here: to reap
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -98,6 +106,7 @@ class ProcessDeployer:
                 log.info("deploy_stopped", instance=instance, release=running.release, pid=running.pid)
             await self._kill_strays(instance, None)
             self._forget(instance)
+            await supersede(self.supervision, instance)
             return running
 
     async def kill_strays(self, instance: str) -> list[int]:
@@ -129,6 +138,9 @@ class ProcessDeployer:
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env.update(placement.environment())
         lock_fd = self._take_lock(placement.instance)  # start() killed the strays: nobody holds it
+        if self.supervision is not None:  # the supervisor's pid is the placement's; the bot is its child
+            argv = self.supervision.argv(self.python, placement.instance, argv, pass_fds=(lock_fd,))
+            env.update(self.supervision.environment)
         log_fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             offset = os.fstat(log_fd).st_size

@@ -36,10 +36,12 @@ from controller.deploy.base import (
     DeployError,
     Placement,
     Running,
+    Supervision,
     check_instance,
     metrics_port,
     metrics_url,
     private_dir,
+    supersede,
     tail,
     wait_ready,
     write_private,
@@ -64,8 +66,11 @@ class SystemdDeployer:
 
     def __init__(self, clock: Clock, *, env_dir: Path = DEFAULT_ENV_DIR, systemctl: str = "systemctl",
                  journalctl: str = "journalctl", unit_template: str = "canary-strategy@", user: bool = False,
-                 python: str = sys.executable, ready_timeout: float = 30.0, call_timeout: float = 30.0) -> None:
+                 python: str = sys.executable, ready_timeout: float = 30.0, call_timeout: float = 30.0,
+                 supervision: Supervision | None = None) -> None:
         self.clock = clock
+        self.supervision = supervision
+        """None: the unit's main process is the bot; else its supervisor (`controller.deploy.supervisor`)."""
         self.env_dir = Path(env_dir)
         self.systemctl = systemctl
         self.journalctl = journalctl
@@ -108,6 +113,7 @@ class SystemdDeployer:
                     await self._systemctl("stop", unit, timeout=KILL_WAIT)
                 log.info("deploy_stopped", unit=unit, release=running.release, pid=running.pid)
             self._forget(instance)
+            await supersede(self.supervision, instance)
             return running
 
     async def kill_strays(self, instance: str) -> list[int]:
@@ -141,6 +147,8 @@ class SystemdDeployer:
         port = metrics_port(placement.manifest)
         argv = placement.manifest.argv(python=self.python, config=str(config), metrics_port=port,
                                        exchange_file=str(exchange))
+        if self.supervision is not None:  # the unit's main process: what systemd stops stops the bot too
+            argv = self.supervision.argv(self.python, instance, argv)
         unsafe = [arg for arg in argv if _UNSAFE.search(arg)]
         if unsafe:
             raise DeployError(f"{unit}: argument {unsafe[0][:60]!r} holds a backslash or a control character, "
@@ -148,7 +156,8 @@ class SystemdDeployer:
         running = Running(instance=instance, release=placement.release, config_sha256=placement.config_sha256,
                           pid=None, metrics_url=metrics_url(placement.manifest, port), log_file=None,
                           journal_unit=unit, started_at=self.clock.time())
-        values = {**placement.environment(), "CANARY_COMMAND": shlex.join(argv),
+        supervisor_env = dict(self.supervision.environment) if self.supervision is not None else {}
+        values = {**placement.environment(), **supervisor_env, "CANARY_COMMAND": shlex.join(argv),
                   "CANARY_RELEASE": running.release, "CANARY_CONFIG_SHA256": running.config_sha256,
                   "CANARY_CONFIG": str(config), "CANARY_EXCHANGE_FILE": str(exchange),
                   "CANARY_METRICS_PORT": str(port), "CANARY_METRICS_URL": running.metrics_url,

@@ -250,7 +250,7 @@ async def unplace(db: Database, site: Site, deployment: DeploymentInfo, *, reaso
     deployer = site.deployer(deployment.environment)
     current = await deployer.status(deployment.instance)
     stopped = None
-    if current is not None and current.release == deployment.release:
-        stopped = await deployer.stop(deployment.instance, grace=grace)
+    if current is None or current.release == deployment.release:  # none here: another host's may run, and
+        stopped = await deployer.stop(deployment.instance, grace=grace)  # a stop fences it (supervised bots)
     await record_stopped(db, site.clock, deployment.id, reason=reason)
     return stopped

@@ -494,10 +494,10 @@ class Rollback:
         current = await deployer.status(instance)
         stopped = None
         toggled_off = None
-        if current is not None and current.release == detail["release"]:
-            if detail.get("toggle_endpoint"):
-                toggled_off = await self._toggle_off(info, detail, current)
-            stopped = await deployer.stop(instance, grace=self.stop_grace)
+        if current is not None and current.release == detail["release"] and detail.get("toggle_endpoint"):
+            toggled_off = await self._toggle_off(info, detail, current)
+        if current is None or current.release == detail["release"]:  # none here: another host's may run,
+            stopped = await deployer.stop(instance, grace=self.stop_grace)  # and a stop fences it (supervised)
         at = SimulatedClock(self.clock.now())
 
         async def closed(session) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 """The schema revision this code reads and writes; a test keeps it equal to the migrations' head."""
 
 TERMINAL = frozenset({"promoted", "rolled_back", "dry_run_done"})

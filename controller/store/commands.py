@@ -1,7 +1,9 @@
 """Operator commands in the store: rows the daemon picks up, so they are durable, audited and work from any host.
 
 A command is acknowledged by writing its row (accepted or rejected, with a message); the engine
-acknowledges the commands of a rollout in the transaction of the decision they caused.
+acknowledges the commands of a rollout in the transaction of the decision they caused, fenced by the
+rollout's lease. A command no rollout lease covers (a baseline placement) is first claimed
+compare-and-set (`claim_command`): with several daemons, one carries it out.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -21,6 +23,7 @@ from controller.clock import Clock, RealClock
 from controller.errors import InputError, NotFoundError
 from controller.store import audit
 from controller.store.database import Database
+from controller.store.leases import lease_now
 from controller.store.models import OperatorCommand
 
 
@@ -120,3 +123,18 @@ async def ack_command(db: Database, clock: Clock, command_id: int, *, accepted: 
                                payload={"command": row.id, "accepted": accepted, "message": message,
                                         "args": json.loads(row.args), "reason": row.reason})
         return True
+
+
+async def claim_command(db: Database, command_id: int, owner: str, *, seconds: float) -> bool:
+    """Take an unanswered command for ``owner`` to carry out, for ``seconds``: True for the one daemon
+    whose ``UPDATE ... WHERE claimed_by IS NULL`` changed the row. Its claimer may claim it again (an
+    answer that could not be written); a claim whose time ran out without an answer (its daemon died)
+    may be taken by another: carrying a command out must be idempotent."""
+    async with db.write() as session:
+        now = await lease_now(session, db)
+        claimed = await session.execute(update(OperatorCommand).where(
+            OperatorCommand.id == command_id, OperatorCommand.acked_at.is_(None),
+            or_(OperatorCommand.claimed_by.is_(None), OperatorCommand.claimed_by == owner,
+                OperatorCommand.claimed_until <= now)).values(
+            claimed_by=owner, claimed_until=now + timedelta(seconds=seconds)))
+        return claimed.rowcount == 1

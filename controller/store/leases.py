@@ -101,7 +101,7 @@ class Fence:
             log.error("fencing_refusal_not_audited", rollout=self.rollout_id, error=str(unrecorded))
 
 
-async def _now(session: AsyncSession, db: Database) -> datetime:
+async def lease_now(session: AsyncSession, db: Database) -> datetime:
     """The time leases are measured in: the PostgreSQL server's, else this host's."""
     if db.dialect == "postgresql":
         return (await session.execute(text("SELECT clock_timestamp()"))).scalar_one()
@@ -121,7 +121,7 @@ async def claim(db: Database, clock: Clock, owner: str, *, held: Collection[int]
     daemon held is audited ``lease.taken_over``. Returns each lease taken with its previous owner."""
     taken = []
     async with db.write() as session:
-        now = await _now(session, db)
+        now = await lease_now(session, db)
         query = (select(RolloutLease).join(Rollout, Rollout.id == RolloutLease.rollout_id)
                  .where(Rollout.state.not_in(TERMINAL), RolloutLease.rollout_id.not_in(list(held)))
                  .order_by(RolloutLease.rollout_id).with_for_update(skip_locked=True, of=RolloutLease))
@@ -156,7 +156,7 @@ async def renew(db: Database, owner: str, epochs: dict[int, int], *, seconds: fl
     if not epochs:
         return lost
     async with db.write() as session:
-        now = await _now(session, db)
+        now = await lease_now(session, db)
         for rollout_id, epoch in sorted(epochs.items()):
             result = await session.execute(
                 update(RolloutLease.__table__).where(RolloutLease.rollout_id == rollout_id,
@@ -173,7 +173,7 @@ async def give_up(db: Database, owner: str, epochs: dict[int, int]) -> None:
     if not epochs:
         return
     async with db.write() as session:
-        now = await _now(session, db)
+        now = await lease_now(session, db)
         for rollout_id, epoch in sorted(epochs.items()):
             await session.execute(update(RolloutLease.__table__).where(
                 RolloutLease.rollout_id == rollout_id, RolloutLease.owner == owner, RolloutLease.epoch == epoch)

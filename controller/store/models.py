@@ -135,6 +135,25 @@ class RolloutLease(Base):
     """None: never claimed."""
 
 
+class PlacementLease(Base):
+    """Which supervisor may run a bot on an instance (one account), until when: the bot's dead man's switch.
+
+    A supervisor (`controller.deploy.supervisor`) raises the epoch when it starts a bot there, renews its
+    lease every third of its length, and kills its bot when the epoch moved on (another placement, or a
+    stop from any host) or when it could not renew for a lease length. At most one bot trades an account,
+    up to one lease length of overlap."""
+
+    __tablename__ = "placement_leases"
+
+    instance: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    owner: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    """``HOST:PID`` of the supervisor holding it; empty once released or superseded by a stop."""
+    acquired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    renewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
 class AccountClaim(Base):
     """An account an active rollout holds (places on or compares with): the primary key makes it at most
     one active rollout per account, on every engine. Written with the rollout, deleted when it ends."""
@@ -197,6 +216,11 @@ class OperatorCommand(Base):
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(32))
     message: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    """The daemon carrying out a command no rollout lease covers (a baseline placement): claimed
+    compare-and-set, so that two daemons never both carry it out (`commands.claim_command`)."""
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """After this, a claimer that never answered is taken for dead and another daemon may claim it."""
 
 
 class RollbackStep(Base):

@@ -50,6 +50,7 @@ async def test_the_daemon_runs_each_environments_releases_with_the_deployer_it_n
         assert isinstance(systemd, SystemdDeployer)
         assert (systemd.env_dir, systemd.unit("sim-canary")) == (tmp_path / "units",
                                                                  "canary-rehearsal@sim-canary.service")
+        assert (default.supervision, systemd.supervision) == (None, None)  # SQLite: one daemon, no supervisor
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 30)
@@ -78,3 +79,29 @@ def test_a_sim_environment_with_nothing_to_run_the_simulator_is_refused_by_name(
         Daemon(config, db, SimulatedClock(datetime.now(tz=UTC), speed=10.0), DaemonOptions(state_dir=tmp_path))
     assert refused.value.field == "environments.rehearsal.kind", refused.value
     assert "simulator" in refused.value.message and "canaryctl run" in refused.value.message
+
+
+async def test_bots_run_under_their_supervisor_by_default_on_postgresql_or_when_asked(tmp_path):
+    text = CONFIG.format(env_dir=tmp_path / "units", policies=POLICIES).replace(
+        "      unit_template: canary-rehearsal@\n", "      unit_template: canary-rehearsal@\n      supervise: true\n")
+    config = load_model_text(DaemonConfig, text, "controller.yaml")
+    db = Database(resolve_url(f"sqlite:///{tmp_path / 'canary.db'}"))
+    clock = SimulatedClock(datetime.now(tz=UTC))
+    daemon = Daemon(config, db, clock, DaemonOptions(state_dir=tmp_path / "state"),
+                    simulators=EmbeddedSimulators(clock))
+    try:
+        asked = daemon._deployer(config.environments["rehearsal"].deployer).supervision
+        assert asked.environment == {"CANARY_DB": f"sqlite+aiosqlite:///{tmp_path / 'canary.db'}"}
+        assert asked.lease_seconds == config.lease_seconds
+        assert daemon._deployer(config.environments["sim"].deployer).supervision is None
+    finally:
+        await db.close()
+    db = Database(resolve_url("postgresql://canary:s3cret@127.0.0.1:9/canary"))  # never connected to
+    clock = SimulatedClock(datetime.now(tz=UTC))
+    daemon = Daemon(config, db, clock, DaemonOptions(state_dir=tmp_path / "state"),
+                    simulators=EmbeddedSimulators(clock))
+    try:
+        supervision = daemon._deployer(config.environments["sim"].deployer).supervision
+        assert supervision.environment == {"CANARY_DB": "postgresql+asyncpg://canary:s3cret@127.0.0.1:9/canary"}
+    finally:
+        await db.close()

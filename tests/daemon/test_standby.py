@@ -5,6 +5,7 @@ at the next epoch (audited, counted) and says so."""
 from __future__ import annotations
 
 import asyncio
+import time
 import types
 from datetime import UTC, datetime
 
@@ -67,6 +68,9 @@ async def test_a_daemon_that_owns_nothing_is_a_ready_standby_and_takes_over_when
         assert (status, body["ok"]) == (200, True) and body["reason"].startswith("standby: host-b owns no rollout")
         assert await scraped(view_b, "canary_leases_owned") == 0
         assert await scraped(view_a, "canary_leases_owned") == 1
+        for view in (view_a, view_b):  # a standby's lease turn counts too: the alert asks whether any daemon can
+            assert time.time() - await scraped(view, "canary_lease_renewed_timestamp_seconds") < 2 * LEASE
+            assert await scraped(view, "canary_lease_seconds") == LEASE
 
         def role(daemon: Daemon, wanted: str):
             async def said():

@@ -16,7 +16,7 @@ from controller.store.schema import SCHEMA_REVISION, current_revision, downgrade
 
 TABLES = {"releases", "deployments", "config_snapshots", "rollouts", "stage_runs", "verdicts", "operator_commands",
           "rollback_steps", "fills", "audit_events", "audit_head", "webhook_deliveries", "rollout_leases",
-          "account_claims"}
+          "account_claims", "placement_leases"}
 
 
 async def _tables(database: Database) -> set[str]:

@@ -31,5 +31,7 @@ def every_family_set() -> ControllerMetrics:
     metrics.set_source_up("canary", "exchange", True)
     metrics.source_restarted("canary", "bot")
     metrics.started(1.0)
+    metrics.set_leases_owned(1)
+    metrics.leases_renewed(1.0, 9.0)
     metrics.observations_were_rejected({"nan": 1})
     return metrics
