@@ -11,7 +11,8 @@ measure of a takeover: from a daemon's SIGKILL to the moment another daemon hold
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -49,6 +50,9 @@ stages:
      capital_cap: 0.02, positions: flatten}}
 """
 HOST = socket.gethostname()
+WEIGHT_LIMIT = 1_000_000
+"""Request weight a minute each simulator allows one IP: every daemon and bot of the fleet is
+127.0.0.1, where the hosts they stand for would each have an address (and a limit) of their own."""
 
 
 @dataclass
@@ -85,12 +89,20 @@ class Fleet:
         self.daemons: list[DaemonProcess] = []
         self.config = root / "controller.yaml"
         self.db = Database(resolve_url(db_url))
+        self.placement_hold = root / "placement.hold"
+        """The lock every daemon's ``placement.started.after`` failpoint waits on while `holding_placements`."""
+        self.failpoints: str | None = None
 
-    async def start(self, daemons: int) -> None:
-        """The schema, the simulators, the configuration, then ``daemons`` daemons, each ready."""
+    async def start(self, daemons: int, *, hold_placements: bool = False) -> None:
+        """The schema, the simulators, the configuration, then ``daemons`` daemons, each ready. With
+        ``hold_placements``, each daemon stops dead (its whole process) once it started a bot, before
+        it records the placement as running, for as long as the test is `holding_placements`."""
+        if hold_placements:
+            self.placement_hold.touch()
+            self.failpoints = f"placement.started.after=hold:{self.placement_hold}"
         await upgrade(self.db)
         for n, name in enumerate(self.environment_names):
-            self.sims[name] = self.processes.start_sim(seed=self.seed + n)
+            self.sims[name] = self.processes.start_sim(seed=self.seed + n, weight_limit=WEIGHT_LIMIT)
         self._write_config()
         for _ in range(daemons):
             self.start_daemon()
@@ -134,7 +146,8 @@ class Fleet:
         """One more daemon, as a new host: a state folder and a log of its own."""
         name = f"host-{len(self.daemons) + 1}"
         state_dir, log = self.root / name, self.root / f"{name}.log"
-        process = self.processes.start_daemon(db_url=self.db_url, config=self.config, state_dir=state_dir, log=log)
+        process = self.processes.start_daemon(db_url=self.db_url, config=self.config, state_dir=state_dir, log=log,
+                                              failpoints=self.failpoints)
         daemon = DaemonProcess(name, process, state_dir, log)
         self.daemons.append(daemon)
         return daemon
@@ -185,6 +198,14 @@ class Fleet:
         return await poll(held, timeout=timeout, what=f"a daemon to own rollout {rollout_id}")
 
     # ------------------------------------------------------------ chaos
+
+    @contextlib.contextmanager
+    def holding_placements(self):
+        """While the block runs, a daemon that started a bot stops dead at ``placement.started.after``
+        (see `start`); it goes on once the block ends (and, if stopped, gets SIGCONT)."""
+        with self.placement_hold.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def kill(self, daemon: DaemonProcess) -> float:
         """SIGKILL, as a host that lost power; returns the wall time (epoch seconds) of the kill."""
