@@ -15,19 +15,20 @@ release the previous rollout promoted there. In the middle:
 - the 19th (healthy): its owner is held dead once it started the bot, before it records the
   placement (the ``placement.started.after`` failpoint, armed as a hold on every daemon), and
   SIGSTOPped once another daemon took the rollout over; that one places the release again, and after
-  more than a lease the paused daemon gets SIGCONT: its late write (the placement's) is refused,
-  audited ``fencing.refused``, and nothing it did after resuming landed.
+  more than a lease the paused daemon gets SIGCONT: its late write (the placement's) is refused and
+  audited ``fencing.refused``, unless its renewal finds the lease gone first (then it writes
+  nothing); either way nothing it did after resuming landed.
 
 What "exactly once" means for a rollback, from its stored steps and the simulator's request log
 (``GET /sim/requests``: the controller's requests, ``User-Agent: canary-controller``, on the
 account, from a step's first start to the start of the step after it):
 
-- ``cancel_orders``: per symbol, as many ``DELETE /fapi/v1/allOpenOrders`` as the step's recorded
-  attempts, at least one. A retry after a takeover repeats the cancel (it finds nothing left, so it
-  changes nothing) and is counted as an attempt; a cancel beyond the attempts is one nobody recorded:
-  a stale daemon acting.
-- ``restore_leverage``: per symbol, as many ``POST /fapi/v1/leverage`` at the previous release's
-  leverage as attempts, at least one, and none at another value.
+- ``cancel_orders``: per symbol, at least one ``DELETE /fapi/v1/allOpenOrders`` and no more than the
+  step's recorded attempts. A retry after a takeover repeats the cancel (it finds nothing left, so it
+  changes nothing) and is recorded as an attempt; an attempt recorded by a daemon killed before it
+  sent anything sends none; a cancel beyond the attempts is one nobody recorded: a stale daemon acting.
+- ``restore_leverage``: per symbol, at least one ``POST /fapi/v1/leverage`` at the previous release's
+  leverage and no more than the attempts, and none at another value.
 - ``positions``: per symbol, at most one accepted closing order (its client id is derived from the
   plan, so a repeat is refused by the exchange).
 - every step is ``done``, audited ``rollback.step.done`` exactly once.
@@ -217,13 +218,21 @@ def test_the_killed_daemons_rollout_was_taken_over(chaos, capsys):
 
 
 def test_the_paused_daemons_late_writes_were_refused_and_none_landed(chaos):
+    # Resumed, it either sends its pending write (the placement's), which must be refused and audited,
+    # or its lease loop runs first and finds the lease gone, and it writes nothing: which of the two
+    # comes first after SIGCONT is the event loop's choice.
     refused = [e for e in chaos.events if e.kind == "fencing.refused" and e.payload["owner"] == chaos.paused_owner]
-    assert [e.payload["rollout"] for e in refused] == [chaos.paused_rollout], refused
+    said_refused = [e for e in chaos.paused_log if e.get("event") == "fencing_refused"]
+    lost = [e for e in chaos.paused_log if e.get("event") == "rollout_lost" and e.get("rollout") == chaos.paused_rollout]
+    assert refused or lost, "the resumed daemon neither had a write refused nor found its lease gone"
+    assert [e.payload["rollout"] for e in refused] == [e["rollout"] for e in said_refused], \
+        "a refusal it logged was not audited (or the reverse)"
+    assert {e.payload["rollout"] for e in refused} <= {chaos.paused_rollout}, refused
     for event in refused:  # a refusal names the owner that holds the rollout now
         assert event.payload["current_owner"] != chaos.paused_owner and \
             event.payload["current_epoch"] > event.payload["epoch"], event.payload
-    # Nothing it logged as done about a rollout after it resumed: a transition it logs is written first.
-    late = [e for e in chaos.paused_log if e.get("event") == "rollout_event"
+    # No transition of the rollout it logged after it resumed: a transition is logged once written.
+    late = [e for e in chaos.paused_log if e.get("event") == "rollout_event" and " -> " in e.get("text", "")
             and _when(e) > chaos.resumed_at and e.get("rollout") == chaos.paused_rollout]
     assert late == [], late
     # Each transition of each rollout happened once: a stale write that landed would repeat one.
@@ -254,12 +263,14 @@ def test_every_rollback_steps_effect_happened_exactly_once(chaos):
             detail = json.loads(step.detail)
             if step.name == "cancel_orders":
                 cancels = Counter(r["params"].get("symbol") for r in during if r["path"] == "/fapi/v1/allOpenOrders")
-                assert cancels == dict.fromkeys(detail["symbols"], step.attempts), (where, cancels)
+                assert set(cancels) == set(detail["symbols"]), (where, cancels)
+                assert all(1 <= n <= step.attempts for n in cancels.values()), (where, cancels)
             elif step.name == "restore_leverage":
                 wanted = {s: int(lev) for s, (lev, _) in detail["settings"].items()}
                 sets = Counter((r["params"]["symbol"], int(r["params"]["leverage"]))
                                for r in during if r["path"] == "/fapi/v1/leverage")
-                assert sets == {(s, lev): step.attempts for s, lev in wanted.items()}, (where, sets)
+                assert set(sets) == set(wanted.items()), (where, sets)
+                assert all(1 <= n <= step.attempts for n in sets.values()), (where, sets)
             elif step.name == "positions":
                 closes = Counter(r["params"].get("symbol") for r in during
                                  if r["path"] == "/fapi/v1/order" and r["status"] == 200)
