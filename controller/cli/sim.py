@@ -45,12 +45,15 @@ def sim() -> None:
               help="Run a simulated clock this many times faster than real time (default: real time).")
 @click.option("--prices", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Replay prices from a CSV with columns timestamp (epoch ms),symbol,price.")
+@click.option("--weight-limit", type=click.IntRange(min=1), default=2400, show_default=True,
+              help="Request weight a minute one IP may use (Binance's is 2400); every process on this "
+                   "machine is one IP, 127.0.0.1.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="Log records at this level and above go to stderr.")
 @click.option("--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True,
               help="One line per event: for people, or JSON for journald and log shippers.")
 def serve(host: str, port: int, seed: int | None, as_json: bool, speed: float | None,
-          prices: Path | None, log_level: str, log_format: str) -> None:
+          prices: Path | None, weight_limit: int, log_level: str, log_format: str) -> None:
     """Serve Binance's USD-M futures REST API and user-data websockets until SIGTERM or SIGINT.
 
     Example: canaryctl sim serve --port 8765 --seed 7 --json
@@ -59,16 +62,16 @@ def serve(host: str, port: int, seed: int | None, as_json: bool, speed: float | 
 
     logs.configure(log_level, log_format)
     seed = secrets.randbelow(2**31) if seed is None else seed
-    asyncio.run(_serve(host, port, seed, as_json, speed, prices))
+    asyncio.run(_serve(host, port, seed, as_json, speed, prices, weight_limit))
 
 
 async def _serve(host: str, port: int, seed: int, as_json: bool, speed: float | None,
-                 prices: Path | None) -> None:
+                 prices: Path | None, weight_limit: int) -> None:
     from controller.clock import RealClock, SimulatedClock
     from controller.sim import Simulator
 
     clock = SimulatedClock(datetime.now(tz=UTC), speed=speed) if speed else RealClock()
-    simulator = Simulator(clock=clock, seed=seed, prices=prices)
+    simulator = Simulator(clock=clock, seed=seed, prices=prices, weight_limit=weight_limit)
     try:
         addresses = await simulator.start(host, port)
     except OSError as exc:

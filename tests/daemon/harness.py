@@ -116,10 +116,13 @@ class Processes:
 
     # ------------------------------------------------------------ starting
 
-    def start_sim(self, *, seed: int = 7, speed: float | None = None, timeout: float = 20.0) -> SimInfo:
+    def start_sim(self, *, seed: int = 7, speed: float | None = None, weight_limit: int | None = None,
+                  timeout: float = 20.0) -> SimInfo:
         args = [PYTHON, "-m", "controller", "sim", "serve", "--json", "--seed", str(seed), "--log-level", "warning"]
         if speed:
             args += ["--speed", f"{speed:g}"]
+        if weight_limit:
+            args += ["--weight-limit", str(weight_limit)]
         err = open(self.root / "sim.log", "ab")  # noqa: SIM115 - closed in close()
         self._logs.append(err)
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, cwd=REPO, start_new_session=True)
