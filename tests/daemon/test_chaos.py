@@ -277,9 +277,6 @@ def test_every_rollback_steps_effect_happened_exactly_once(chaos):
                 assert all(n <= 1 for n in closes.values()), (where, closes)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the bot-side supervisor (`canaryctl supervise`, a dead man's switch): "
-                   "a daemon cannot stop a bot another host started, so a bot started by a daemon that was "
-                   "killed, paused, or simply not the next rollout's owner trades on")
 def test_no_two_bots_traded_one_account_at_once_beyond_a_lease(chaos):
     overlaps = []
     for environment, requests in chaos.requests.items():
