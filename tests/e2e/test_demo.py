@@ -1,14 +1,13 @@
-"""`canaryctl demo --json`, the product's main job on the embedded default, as an operator runs it."""
+"""`canaryctl demo --json`, the product's main job on the embedded default, as an operator runs it
+(at debug log level: the run is shared with tests/e2e/test_demo_secrets.py)."""
 
 from __future__ import annotations
 
 import json
 
-from tests.support.canaryctl import canaryctl
 
-
-def test_the_demo_shadows_then_promotes_the_healthy_release_and_rolls_back_the_wrong_leverage(tmp_path):
-    result = canaryctl("demo", "--json", "--workdir", str(tmp_path / "demo"))
+def test_the_demo_shadows_then_promotes_the_healthy_release_and_rolls_back_the_wrong_leverage(demo_run):
+    result = demo_run.result
     assert result.code == 0, (result.out[-3000:], result.err[-3000:])
     summary = json.loads(result.out.strip().splitlines()[-1])
     healthy, defect = summary["rollouts"]
@@ -19,7 +18,7 @@ def test_the_demo_shadows_then_promotes_the_healthy_release_and_rolls_back_the_w
     assert 0 <= defect["detect_ms"] < 5000 and 0 < defect["rollback_ms"] < 30000
     assert 0 < defect["safe_ms"] < defect["rollback_ms"]  # safe once leverage is back; the restart comes after
     assert summary["audit_chain_ok"] is True
-    assert summary["db"] == f"sqlite:///{tmp_path / 'demo' / 'canary.db'}"
+    assert summary["db"] == f"sqlite:///{demo_run.workdir / 'canary.db'}"
     assert "rollout 2: running -> rolling_back" in result.out
     # Each rollout runs its shadow stage before the live canary stage.
     shadow, live = result.out.index("stage C-shadow runs"), result.out.index("stage C runs")

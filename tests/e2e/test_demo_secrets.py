@@ -32,11 +32,10 @@ def _leaks(where: str, data: bytes, secrets: dict[str, str]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_no_key_or_secret_of_the_demo_is_written_anywhere(tmp_path):
+def test_no_key_or_secret_of_the_demo_is_written_anywhere(tmp_path, demo_run):
     secrets = _secrets()
     assert all(len(value) >= 16 for value in secrets.values())
-    workdir = tmp_path / "demo"
-    demo = canaryctl("demo", "--json", "--log-level", "debug", "--workdir", str(workdir))
+    demo, workdir = demo_run.result, demo_run.workdir  # the run at debug level
     assert demo.code == 0, (demo.out[-3000:], demo.err[-3000:])
     assert "daemon_ready" in demo.err and "debug" in demo.err  # the debug log is there to be read
     db = f"sqlite:///{workdir / 'canary.db'}"
@@ -55,7 +54,7 @@ def test_no_key_or_secret_of_the_demo_is_written_anywhere(tmp_path):
     files = [path for path in workdir.rglob("*") if path.is_file()]
     assert any(path.name == "canary.db" for path in files) and any(path.name == "output.log" for path in files)
     for path in files:
-        leaks += _leaks(str(path.relative_to(tmp_path)), path.read_bytes(), secrets)
+        leaks += _leaks(str(path.relative_to(workdir.parent)), path.read_bytes(), secrets)
     leaks += _leaks("the archive (compressed)", archive.read_bytes(), secrets)
     leaks += _leaks("the archive", gzip.decompress(archive.read_bytes()), secrets)
     with tarfile.open(archive) as tar:
