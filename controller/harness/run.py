@@ -273,7 +273,8 @@ class Harness:
             name=ENVIRONMENT, endpoints=Endpoints(self.sim.rest_url, self.sim.ws_url, self.sim.sapi_url),
             accounts={ACCOUNT: AccountAccess(ACCOUNT, account.api_key, account.api_secret)}, deployer=self.deployer)
         return Site(self.clock, {ENVIRONMENT: environment}, metrics=None,
-                    client_type=functools.partial(SteppedClient, in_flight=self.in_flight))
+                    client_type=functools.partial(SteppedClient, in_flight=self.in_flight),
+                    trace_configs=[self.in_flight.trace_config()])
 
     async def _record_releases(self) -> None:
         """The release under test and each release carrying a defect of the schedule, in the store."""

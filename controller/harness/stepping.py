@@ -8,8 +8,9 @@ time. So the Clock jumps only at a quiet moment: no request between its stamp an
 signal decided, has started). A jump of minutes is then, for every client, as if it had been
 idle that long, and a 48 h stage runs on the real exchange layer in a minute of wall time.
 
-The store's units of work (`SteppedDatabase`) and the work handed to threads (`threads_counted`)
-count as in flight too: the rollout runner's decisions and rollback steps, and a release's
+The store's units of work (`SteppedDatabase`), the work handed to threads (`threads_counted`)
+and the runner's scrapes of a bot's /metrics (`InFlight.trace_config` on the `Site`) count as in
+flight too: the rollout runner's decisions and rollback steps, and a release's
 artifact hashed again before it is placed, take no simulated time, as none of them waits on the clock.
 """
 
