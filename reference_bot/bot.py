@@ -85,7 +85,8 @@ class Bot:
         self._changed = asyncio.Event()
         self._stream_up = asyncio.Event()
         self._burst_sent = False
-        self.prices = MarkPriceFeed(exchange, config.symbols) if config.bot.stream_prices else None
+        self.prices = (MarkPriceFeed(exchange, config.symbols, max_age=self.settings.price_max_age)
+                       if config.bot.stream_prices else None)
 
     # --- lifecycle --------------------------------------------------------------------------------
 

@@ -26,11 +26,11 @@ from binance.ws.constants import WSListenerState
 from binance.ws.reconnecting_websocket import ReconnectingWebsocket
 
 from reference_bot.clock import Clock
+from reference_bot.config import BotSettings
 from reference_bot.exchange import FuturesAccount
 
 log = logging.getLogger("reference_bot")
 
-MAX_AGE = 5.0      # seconds of the bot's clock: five missed pushes of a 1 s stream
 REOPEN_PAUSE = 1.0
 CLOSE_TURNS = 100  # event loop turns the read loop gets to end once its websocket is closed
 
@@ -38,7 +38,8 @@ CLOSE_TURNS = 100  # event loop turns the read loop gets to end once its websock
 class MarkPriceFeed:
     """The latest streamed mark price of each symbol, with the clock time it arrived at."""
 
-    def __init__(self, exchange: FuturesAccount, symbols: Iterable[str], *, max_age: float = MAX_AGE) -> None:
+    def __init__(self, exchange: FuturesAccount, symbols: Iterable[str], *,
+                 max_age: float = BotSettings.price_max_age) -> None:
         self.exchange = exchange
         self.clock: Clock = exchange.clock
         self.symbols = sorted(symbols)

@@ -52,7 +52,7 @@ class EntryPoint(Protocol):
                  trace_configs: Sequence[aiohttp.TraceConfig]) -> EmbeddedRelease:
         """``config``: the strategy as its file holds it; ``exchange``: rest_url, ws_url, sapi_url,
         api_key, api_secret; ``settings``: the bot's cadence (interval, reconcile_every, seed,
-        shutdown_timeout, stream_timeout); ``trace_configs``: to put on every HTTP session the
+        shutdown_timeout, stream_timeout, price_max_age); ``trace_configs``: to put on every HTTP session the
         bot opens, so that the harness counts its requests in flight."""
 
 

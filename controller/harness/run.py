@@ -99,9 +99,11 @@ class Cadence:
     sim_tick: float = 30.0
 
     def bot_settings(self, seed: int) -> dict[str, Any]:
-        """The bot's cadence, as the release's entry point takes it."""
+        """The bot's cadence, as the release's entry point takes it. The simulator's market streams
+        push on its ticks, so a streamed price is as young as the last tick: fresh for two of them
+        (a stream's 1 s push comes every ``sim_tick`` here, and the simulator's prices move only then)."""
         return {"interval": self.bot_interval, "reconcile_every": self.bot_reconcile, "seed": seed,
-                "shutdown_timeout": 5.0, "stream_timeout": 10.0}
+                "shutdown_timeout": 5.0, "stream_timeout": 10.0, "price_max_age": 2 * self.sim_tick}
 
     def runner(self) -> RunnerCadence:
         """The rollout runner's: its sources as above; the process and the audit chain, which no
