@@ -64,8 +64,12 @@ class Bot:
     """Trades ``config`` through ``exchange`` on ``clock``'s time, reporting to ``metrics``."""
 
     def __init__(self, *, config: Strategy, exchange: FuturesAccount, clock: Clock,
-                 metrics: BotMetrics | None = None, settings: BotSettings | None = None) -> None:
+                 metrics: BotMetrics | None = None, settings: BotSettings | None = None,
+                 on_crash: Callable[[BaseException], None] = lambda error: None) -> None:
+        """``on_crash``: told at once when one of the bot's tasks fails, before the others have
+        been cancelled and `run()` raises (a process would be gone at that moment)."""
         self.config = config
+        self.on_crash = on_crash
         self.exchange = exchange
         self.clock = clock
         self.stopwatch = Stopwatch(clock)
@@ -85,7 +89,8 @@ class Bot:
         self._changed = asyncio.Event()
         self._stream_up = asyncio.Event()
         self._burst_sent = False
-        self.prices = MarkPriceFeed(exchange, config.symbols) if config.bot.stream_prices else None
+        self.prices = (MarkPriceFeed(exchange, config.symbols, max_age=self.settings.price_max_age)
+                       if config.bot.stream_prices else None)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -94,15 +99,20 @@ class Bot:
         await self._start()
         stream = UserStream(self.exchange, self._on_event)
         try:
-            async with asyncio.TaskGroup() as tasks:
-                listening = tasks.create_task(stream.run(), name="bot-user-stream")
-                pricing = tasks.create_task(self.prices.run(), name="bot-mark-prices") if self.prices else None
+            async with asyncio.TaskGroup() as group:
+                def task(coro, name: str) -> asyncio.Task:
+                    started = group.create_task(coro, name=name)
+                    started.add_done_callback(self._task_ended)
+                    return started
+
+                listening = task(stream.run(), "bot-user-stream")
+                pricing = task(self.prices.run(), "bot-mark-prices") if self.prices else None
                 await self._wait_for_stream()
                 if self.prices is not None:
                     await self._wait_for_prices(self.prices)
-                reconciling = tasks.create_task(self._reconcile_forever(), name="bot-reconcile")
-                sender = tasks.create_task(self.orders.run(), name="bot-order-sender")
-                trading = tasks.create_task(self._trade_forever(), name="bot-trading")
+                reconciling = task(self._reconcile_forever(), "bot-reconcile")
+                sender = task(self.orders.run(), "bot-order-sender")
+                trading = task(self._trade_forever(), "bot-trading")
                 await self._stop.wait()
                 log.info("bot_stopping iterations=%d open_orders=%d", self.iterations, len(self.ledger.orders))
                 self.orders.stop_taking()
@@ -120,6 +130,10 @@ class Bot:
             raise group.exceptions[0] from None
         log.info("bot_stopped iterations=%d orders_filled=%d", self.iterations,
                  int(self.metrics.value("strategy_orders_total", outcome="filled") or 0))
+
+    def _task_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.on_crash(task.exception())
 
     def stop(self) -> None:
         """Ask the bot to stop (safe from a signal handler); `run()` returns once it has."""

@@ -320,12 +320,15 @@ class BotSettings:
     """Bound on each shutdown step (finishing the order in flight, canceling open orders)."""
     stream_timeout: float = 10.0
     """How long to wait for the user-data stream before trading without it (REST reconciles)."""
+    price_max_age: float = 5.0
+    """In streaming mode, how long a streamed mark price counts as fresh: five missed pushes of
+    Binance's 1 s stream. A simulator that pushes on slower ticks needs about two of its ticks."""
     shadow: bool = False
     """Shadow mode (``CANARY_SHADOW=1``): decide as usual, send nothing that changes the account,
     paper-fill each order at the mark price and count it under ``mode="shadow"``."""
 
     def __post_init__(self) -> None:
-        for name in ("interval", "reconcile_every", "shutdown_timeout", "stream_timeout"):
+        for name in ("interval", "reconcile_every", "shutdown_timeout", "stream_timeout", "price_max_age"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.order_ttl is not None and self.order_ttl <= 0:

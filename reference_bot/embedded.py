@@ -46,7 +46,7 @@ class EmbeddedBot:
         self.exchange = FuturesAccount(ExchangeAccess.from_mapping(dict(exchange), source=f"{label}: exchange"),
                                        clock=clock, account=account, trace_configs=trace_configs)
         self.bot = Bot(config=strategy_from(config, source=f"{label}: strategy"), exchange=self.exchange,
-                       clock=clock, settings=BotSettings(**(settings or {})))
+                       clock=clock, settings=BotSettings(**(settings or {})), on_crash=self._crashed)
         self.server = MetricsServer(self.bot.metrics)
         self.task: asyncio.Task | None = None
         self.crash: BaseException | None = None
@@ -74,9 +74,15 @@ class EmbeddedBot:
             raise RuntimeError(f"the bot of {self.label} stopped before it traded")
 
     def _ended(self, task: asyncio.Task) -> None:
-        if task.cancelled() or task.exception() is None:
+        if not task.cancelled() and task.exception() is not None:
+            self._crashed(task.exception())
+
+    def _crashed(self, error: BaseException) -> None:
+        """/metrics go down at the crash, as a dead process's port closes: not once the bot's other
+        tasks have been cancelled and have closed their sockets, which takes the clock's time."""
+        if self.crash is not None:
             return
-        self.crash = task.exception()
+        self.crash = error
         log.warning("bot_crashed release=%s error=%r", self.label, self.crash)
         self._metrics_down = asyncio.get_running_loop().create_task(self.server.stop(),
                                                                     name=f"bot-metrics-down-{self.label}")

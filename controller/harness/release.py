@@ -28,6 +28,10 @@ from controller.errors import InputError
 
 REFERENCE_STRATEGY = shipped.reference_bot_file("strategy.yaml")
 REFERENCE_ENTRY_POINT = "reference_bot.embedded:EmbeddedBot"
+REFERENCE_IN_HARNESS = {"stream_prices": True}
+"""The reference bot's own settings as the harness runs it when its strategy file does not say:
+prices from the simulator's mark price streams, so that a run exercises them (``bot:
+stream_prices: false`` in a strategy file runs it polling)."""
 
 
 class EmbeddedRelease(Protocol):
@@ -52,7 +56,7 @@ class EntryPoint(Protocol):
                  trace_configs: Sequence[aiohttp.TraceConfig]) -> EmbeddedRelease:
         """``config``: the strategy as its file holds it; ``exchange``: rest_url, ws_url, sapi_url,
         api_key, api_secret; ``settings``: the bot's cadence (interval, reconcile_every, seed,
-        shutdown_timeout, stream_timeout); ``trace_configs``: to put on every HTTP session the
+        shutdown_timeout, stream_timeout, price_max_age); ``trace_configs``: to put on every HTTP session the
         bot opens, so that the harness counts its requests in flight."""
 
 
@@ -76,8 +80,12 @@ def load_entry_point(spec: str) -> EntryPoint:
 
 
 def load_strategy(path: Path | None = None) -> StrategyConfig:
-    """A strategy file (default: the reference bot's); refusals name the file, line and field."""
-    return load_model(StrategyConfig, path or REFERENCE_STRATEGY)
+    """A strategy file (default: the reference bot's, streaming prices: `REFERENCE_IN_HARNESS`);
+    refusals name the file, line and field."""
+    strategy = load_model(StrategyConfig, path or REFERENCE_STRATEGY)
+    if path is not None:
+        return strategy
+    return strategy.model_copy(update={"bot": {**REFERENCE_IN_HARNESS, **strategy.bot}})
 
 
 def limit_symbols(strategy: StrategyConfig, count: int | None) -> StrategyConfig:

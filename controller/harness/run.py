@@ -99,9 +99,11 @@ class Cadence:
     sim_tick: float = 30.0
 
     def bot_settings(self, seed: int) -> dict[str, Any]:
-        """The bot's cadence, as the release's entry point takes it."""
+        """The bot's cadence, as the release's entry point takes it. The simulator's market streams
+        push on its ticks, so a streamed price is as young as the last tick: fresh for two of them
+        (a stream's 1 s push comes every ``sim_tick`` here, and the simulator's prices move only then)."""
         return {"interval": self.bot_interval, "reconcile_every": self.bot_reconcile, "seed": seed,
-                "shutdown_timeout": 5.0, "stream_timeout": 10.0}
+                "shutdown_timeout": 5.0, "stream_timeout": 10.0, "price_max_age": 2 * self.sim_tick}
 
     def runner(self) -> RunnerCadence:
         """The rollout runner's: its sources as above; the process and the audit chain, which no
@@ -273,7 +275,8 @@ class Harness:
             name=ENVIRONMENT, endpoints=Endpoints(self.sim.rest_url, self.sim.ws_url, self.sim.sapi_url),
             accounts={ACCOUNT: AccountAccess(ACCOUNT, account.api_key, account.api_secret)}, deployer=self.deployer)
         return Site(self.clock, {ENVIRONMENT: environment}, metrics=None,
-                    client_type=functools.partial(SteppedClient, in_flight=self.in_flight))
+                    client_type=functools.partial(SteppedClient, in_flight=self.in_flight),
+                    trace_configs=[self.in_flight.trace_config()])
 
     async def _record_releases(self) -> None:
         """The release under test and each release carrying a defect of the schedule, in the store."""

@@ -8,8 +8,9 @@ time. So the Clock jumps only at a quiet moment: no request between its stamp an
 signal decided, has started). A jump of minutes is then, for every client, as if it had been
 idle that long, and a 48 h stage runs on the real exchange layer in a minute of wall time.
 
-The store's units of work (`SteppedDatabase`) and the work handed to threads (`threads_counted`)
-count as in flight too: the rollout runner's decisions and rollback steps, and a release's
+The store's units of work (`SteppedDatabase`), the work handed to threads (`threads_counted`)
+and the runner's scrapes of a bot's /metrics (`InFlight.trace_config` on the `Site`) count as in
+flight too: the rollout runner's decisions and rollback steps, and a release's
 artifact hashed again before it is placed, take no simulated time, as none of them waits on the clock.
 """
 
@@ -29,6 +30,16 @@ from controller.exchange.client import ExchangeClient
 from controller.store.database import Database
 
 HELD_POLL = 0.002
+FINE_SPEED = 100.0
+"""While stepping finely, the clock runs at most this many times faster than real time. Work that
+is not all requests (a bot starting or stopping) may wait on real time where nothing counts as
+in flight: python-binance's own socket exit (`async with` on a socket of its manager, as its
+documentation uses it) polls every 0.1 s of wall time until its read loop has a message or its
+10 s receive timeout passes. Unpaced, the steps came as fast as the loop turned: a release's
+stop cost 900 to 1500 simulated seconds and a rollback's cancel_orders passed its 600 s deadline.
+Paced, a wait on real time costs what it would cost a process at this speed (a 10 s wait: 1000
+simulated seconds at most), and a start that waits on the clock (a streaming bot's first price,
+on the simulator's next tick) is bounded below in wall time: 30 s of clock in 0.3 s."""
 SETTLE_ROUNDS = 4
 """Loop turns without a new request before a moment counts as quiet: an answer's continuation
 (a signal's orders, a stream event's follow-up) starts its next request within two."""
@@ -118,8 +129,9 @@ class Stepper:
 
     @contextmanager
     def fine(self, seconds: float) -> Iterator[None]:
-        """Jump at most ``seconds`` at a time meanwhile: for work whose steps are not all requests
-        (a bot starting: its websocket handshake), so that it takes seconds, not minutes."""
+        """Jump at most ``seconds`` at a time meanwhile, and no faster than `FINE_SPEED` times real
+        time: for work whose steps are not all requests (a bot starting: its websocket handshake;
+        stopping: its sockets closing), so that it takes seconds, not minutes."""
         previous, self.max_step = self.max_step, seconds
         try:
             yield
@@ -154,13 +166,19 @@ class Stepper:
         """Discrete-event time: at each quiet moment jump to the next sleeper's deadline (the
         next thing that happens), never past ``until``. Returns when the clock reaches it."""
         clock = self.clock
+        loop = asyncio.get_running_loop()
+        paced_until = loop.time()  # wall time before which a fine step may not be taken
         while clock.time() < until:
             await self.quiet()
+            if self.max_step is not None and (wait := paced_until - loop.time()) > 0:
+                await asyncio.sleep(wait)
+                continue  # the moment may be busy again: look for a quiet one
             now = clock.time()
             deadline = clock.next_deadline()
             target = until if deadline is None else min(max(deadline, now), until)
             if self.max_step is not None:
                 target = min(target, now + self.max_step)
+                paced_until = loop.time() + (target - now) / FINE_SPEED
             clock.advance(target - now)
             self.taken += 1
 

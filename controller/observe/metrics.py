@@ -13,7 +13,7 @@ alike, counts it and leaves its group without data (skipping it here would hide 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -30,21 +30,24 @@ MAX_BODY = 16 * 1024 * 1024  # a bot's page is kilobytes; anything this large is
 
 
 class MetricsScraper(PollingSource):
-    """Scrapes ``url`` every ``interval`` Clock seconds; each request is bounded by ``timeout`` seconds."""
+    """Scrapes ``url`` every ``interval`` Clock seconds; each request is bounded by ``timeout`` seconds.
+    ``trace_configs`` go on its HTTP sessions (the synthetic harness counts the scrapes in flight:
+    its stepped clock must not jump while one is out)."""
 
     def __init__(self, url: str, *, clock: Clock, sink: Sink, interval: float = 15.0, timeout: float = 5.0,
-                 source: str = "bot") -> None:
+                 source: str = "bot", trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
         super().__init__(source=source, target=url, clock=clock, sink=sink, interval=interval)
         if timeout <= 0:
             raise ValueError("timeout is a positive number of seconds")
         self.url = url
         self.timeout = timeout
+        self.trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
 
     @asynccontextmanager
     async def holding(self) -> AsyncIterator[None]:
         """One HTTP session for every scrape of a run."""
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(trace_configs=self.trace_configs) as session:
             self._session = session
             try:
                 yield
@@ -69,7 +72,7 @@ class MetricsScraper(PollingSource):
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         if self._session is not None:
             return await self._get(self._session, timeout)
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(trace_configs=self.trace_configs) as session:
             return await self._get(session, timeout)
 
     async def _get(self, session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout) -> list[Sample]:

@@ -672,7 +672,7 @@ class RolloutRunner:
                                     placed_at=placed.started_at.timestamp() if placed else None).run]
         if running is not None:
             sources.append(MetricsScraper(running.metrics_url, clock=self.clock, sink=sink,
-                                          interval=self.cadence.scrape).run)
+                                          interval=self.cadence.scrape, trace_configs=self.site.trace_configs).run)
             if running.log_file is not None:
                 sources.append(LogFileObserver(running.log_file, clock=self.clock, sink=sink,
                                                interval=self.cadence.logs).run)

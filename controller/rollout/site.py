@@ -11,9 +11,11 @@ the daemon has one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+import aiohttp
 
 from controller.clock import Clock
 from controller.config.daemon import Endpoints
@@ -78,14 +80,17 @@ class Site:
     """``weight_share`` of each host's request weight a minute for the controller, of which
     ``act_reserve`` only acting may spend (see `controller.exchange.weights`); ``metrics``, when
     given, shows each host's gate (``canary_exchange_blocked_seconds``) and counts the requests
-    it refused; ``client_type`` makes each client (the synthetic harness's counts its requests)."""
+    it refused; ``client_type`` makes each client and ``trace_configs`` go on the sessions of the
+    bot's /metrics scrapes (the synthetic harness's count their requests)."""
 
     def __init__(self, clock: Clock, environments: Mapping[str, EnvironmentAccess], *,
                  weight_share: float = DEFAULT_SHARE, act_reserve: float = DEFAULT_ACT_RESERVE,
                  retry: RetryPolicy | None = None, metrics: ControllerMetrics | None = None,
-                 client_type: Callable[..., ExchangeClient] = ExchangeClient) -> None:
+                 client_type: Callable[..., ExchangeClient] = ExchangeClient,
+                 trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
         self.clock = clock
         self.client_type = client_type
+        self.trace_configs = tuple(trace_configs)
         self.environments = dict(environments)
         self.weight_share = weight_share
         self.act_reserve = act_reserve

@@ -1,14 +1,16 @@
 """The release's in-process entry point, named MODULE:CALLABLE and resolved at run time, and the
-harness's count of the requests its bot has in flight."""
+harness's count of the requests its bot, and the runner's scrapes of it, have in flight."""
 
 from __future__ import annotations
 
 import pytest
 from aiohttp import ClientConnectionError, ClientSession, web
 
+from controller.clock import SimulatedClock
 from controller.errors import InputError
 from controller.harness.release import REFERENCE_ENTRY_POINT, load_entry_point
 from controller.harness.stepping import InFlight
+from controller.observe.metrics import MetricsScraper
 
 
 def test_the_reference_bots_entry_point_resolves_to_a_callable():
@@ -51,3 +53,31 @@ async def test_a_sessions_requests_count_in_flight_from_their_start_to_their_ans
         with pytest.raises(ClientConnectionError):  # a request that fails ends its count too
             await session.get(f"http://127.0.0.1:{port}/")
     assert seen == [1] and in_flight.count == 0 and in_flight.started == 2
+
+
+async def test_the_runners_scrapes_of_a_bots_metrics_count_in_flight():
+    # Uncounted, the stepped clock jumped while a scrape was out (up to 30 s of it), and a bot whose
+    # requests did not happen to hold the clock meanwhile (one streaming its prices) had its
+    # margin fractions judged 90 s old though it recomputed them every 50 s.
+    in_flight = InFlight()
+    seen: list[int] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(in_flight.count)
+        return web.Response(text="strategy_iterations_total 3\n", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    received: list = []
+    scraper = MetricsScraper(f"http://127.0.0.1:{runner.addresses[0][1]}/metrics", clock=SimulatedClock(0.0),
+                             sink=received.append, trace_configs=[in_flight.trace_config()])
+    try:
+        async with scraper.holding():
+            assert await scraper.read_once()
+    finally:
+        await runner.cleanup()
+    assert seen == [1] and in_flight.count == 0 and received

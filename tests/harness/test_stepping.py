@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from controller.clock import SimulatedClock
-from controller.harness.stepping import InFlight, Stepper
+from controller.harness.stepping import FINE_SPEED, InFlight, Stepper
 
 START = 1_000_000.0
 
@@ -79,6 +79,20 @@ async def test_a_fine_stepper_jumps_at_most_its_step_then_takes_whole_jumps_agai
     assert stepper.taken == 2 and clock.time() == START + 1
     await asyncio.wait_for(stepper.run(until=START + 10), timeout=5)
     assert woke == [2] and stepper.taken == 4
+
+
+async def test_a_wait_on_real_time_while_stepping_finely_costs_what_it_would_at_the_fine_speed():
+    # A bot stopping with python-binance's own socket exit: it polls every 0.1 s of wall time until
+    # its read loop ends. Nothing is in flight meanwhile; unpaced, the clock raced minutes on in 0.1 s.
+    clock, loop = SimulatedClock(START), asyncio.get_running_loop()
+    stepper = Stepper(clock, InFlight())
+    stepping = asyncio.create_task(stepper.run(until=START + 3600))
+    began = loop.time()
+    with stepper.fine(0.25):
+        await asyncio.sleep(0.1)
+        waited, elapsed = clock.time() - START, loop.time() - began
+    stepping.cancel()
+    assert 0 < waited <= elapsed * FINE_SPEED + 0.25
 
 
 async def test_a_fixed_step_waits_for_a_quiet_moment():

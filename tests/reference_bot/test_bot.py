@@ -103,10 +103,15 @@ async def test_a_slow_signal_path_shows_in_the_latency_histogram(sim, client, cl
 
 
 async def test_an_unhandled_exception_ends_the_run_with_that_exception(sim, client, clock):
+    told: list[tuple[BaseException, bool]] = []
     async with running(client, clock, strategy(unhandled_exception_after_seconds="0.3")) as run:
-        with pytest.raises(DeliberateDefect, match="unhandled exception in the trading task"):
+        run.bot.on_crash = lambda error: told.append((error, run.task.done()))
+        with pytest.raises(DeliberateDefect, match="unhandled exception in the trading task") as ended:
             await asyncio.wait_for(run.task, timeout=10)
     assert run.bot.iterations >= 1  # it traded before it crashed
+    # Told at the crash, while its other tasks were still being cancelled (an embedding program
+    # takes its /metrics down then, as a dead process's port closes).
+    assert told == [(ended.value, False)]
 
 
 async def test_a_rejected_orders_burst_is_counted_as_rejected(sim, client, clock):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from controller.config.strategy import StrategyConfig
-from tests.support.bot import STRATEGY, running
-from tests.support.simulator import requests_to
+from reference_bot.prices import MarkPriceFeed
+from tests.support.bot import IN_PROCESS_SIM, STRATEGY, running
+from tests.support.clients import bot_account
+from tests.support.simulator import make_sim, requests_to
 
 MARK_PRICES = ("GET", "/fapi/v1/premiumIndex")
 
@@ -26,4 +31,27 @@ async def test_a_polling_bot_reads_prices_over_rest(sim, client, clock):
         await run.until(lambda: run.bot.iterations >= 3)
         assert run.bot.prices is None
     assert requests_to(sim, *MARK_PRICES) >= 3
+    assert sim.market_streams.subscribers("btcusdt@markPrice@1s") == 0
+
+
+async def test_the_price_feed_stops_at_once_though_its_stream_is_quiet(clock):
+    # python-binance's own exit waits for its read loop's next message or its 10 s receive
+    # timeout; here no message comes after the first (the simulator ticks once an hour).
+    async with make_sim(clock=clock, **{**IN_PROCESS_SIM, "tick_seconds": 3600.0}) as sim:
+        exchange = bot_account(sim, clock)
+        feed = MarkPriceFeed(exchange, STRATEGY["symbols"])
+        listening = asyncio.create_task(feed.run())
+        try:
+            await sim.market_streams.subscribed("btcusdt@markPrice@1s")
+            sim.tick()
+            async with asyncio.timeout(5):
+                await feed.wait_fresh()
+            started = time.monotonic()
+            listening.cancel()
+            await asyncio.wait({listening})
+            stopped_after = time.monotonic() - started
+        finally:
+            listening.cancel()
+            await exchange.close()
+    assert stopped_after < 2.0  # was 10 s: python-binance's receive timeout
     assert sim.market_streams.subscribers("btcusdt@markPrice@1s") == 0
