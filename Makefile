@@ -27,7 +27,6 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/analysis.py
-	$(BIN)/python bench/status.py
 	$(BIN)/python bench/rollback_accounts.py
 
 clean:
