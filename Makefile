@@ -26,7 +26,6 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
-	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/rollback_accounts.py
 
 clean:
