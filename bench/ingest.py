@@ -203,7 +203,7 @@ def recorded_frames(actions: int, start: float) -> list[str]:
         price = sim.market.price(symbol)
         quantity = max(spec.min_qty, spec.round_qty_down(Decimal(300) / price))
         roll = rng.random()
-        if roll < 0.3 and resting:
+        if resting and (roll < 0.3 or len(resting) >= 2 * len(SYMBOLS)):  # a bot keeps a few orders resting
             resting_symbol, order_id = resting.pop(rng.randrange(len(resting)))
             sim.api.publish(sim.engine.cancel(account, resting_symbol, order_id, None)[1])
         elif roll < 0.7:
