@@ -48,6 +48,9 @@ def measure(quick: bool) -> dict[str, float | int | None]:
     def sample(progress: Progress) -> None:
         if progress.simulated_s < progress.duration_s:
             samples.append((progress.simulated_s, rss_mb()))
+            if len(samples) == 1 or progress.simulated_s // (4 * HOUR) > samples[-2][0] // (4 * HOUR):
+                print(f"soak: simulated {progress.simulated_s / HOUR:.1f} h of {hours} in {progress.wall_s:.0f} s wall, "
+                      f"RSS {samples[-1][1]:.1f} MB", file=sys.stderr, flush=True)
 
     configure_logs(level="error")
     harness = Harness(options, simulator=simulator(symbols), on_progress=sample, progress_every=0.25)
