@@ -80,6 +80,14 @@ def measure(quick: bool) -> dict[str, float | int | None]:
         by_path[f"{record.method} {record.path}"] = by_path.get(f"{record.method} {record.path}", 0) + record.weight
     print(f"weight: by request over the steady state {dict(sorted(by_path.items(), key=lambda kv: -kv[1]))}",
           file=sys.stderr)
+    answers: dict[str, int] = {}
+    for record in made[0].requests:
+        if start + steady_from <= record.time < start + fault_at:
+            who = "controller" if record.agent.startswith(USER_AGENT) else "bot"
+            answers[f"{who} {record.status}"] = answers.get(f"{who} {record.status}", 0) + 1
+    print(f"weight: answers over the steady state, by who asked and HTTP status {answers}; the bot's weight "
+          f"{sum(r.weight for r in made[0].requests if not r.agent.startswith(USER_AGENT) and start + steady_from <= r.time < start + fault_at) / minutes:.0f}/min",
+          file=sys.stderr)
     fapi = sum(r.weight for r in steady if r.path.startswith("/fapi"))
     caught = result.faults[0] if result.faults else None
     print(f"weight: {symbols} symbols, {len(steady)} controller requests in {minutes:.0f} steady minutes, "
