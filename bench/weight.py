@@ -92,9 +92,10 @@ def measure(quick: bool) -> dict[str, float | int | None]:
     caught = result.faults[0] if result.faults else None
     print(f"weight: {symbols} symbols, {len(steady)} controller requests in {minutes:.0f} steady minutes, "
           f"weight by key {by_key}; the defect caught by {caught.caught_by if caught else None} "
+          f"({caught.caught_outcome if caught else None}) "
           f"after {caught.detect_s if caught else None} s; run wall {result.wall_s:.0f} s", file=sys.stderr)
-    if caught is None or caught.detect_s is None:
-        raise SystemExit(f"the wrong leverage was not caught: {caught}")
+    if caught is None or caught.detect_s is None or caught.caught_outcome != "fail":
+        raise SystemExit(f"the wrong leverage was not caught by a fail verdict: {caught}")
     return {"weight_per_min_100sym": round(fapi / minutes, 2),
             "weight_sapi_per_min_100sym": round(sum(r.weight for r in steady if not r.path.startswith("/fapi"))
                                                 / minutes, 2),
