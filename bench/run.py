@@ -33,7 +33,12 @@ ROOT = HERE.parent
 GROUPS = (  # run in this order; adding a group is adding its module's name here
     "detect",
     "rollback_safe",
+    "ingest",
+    "soak",
+    "weight",
+    "cli_cold",
     "ready",
+    "audit_append",
     "takeover",
 )
 

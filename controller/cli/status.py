@@ -8,7 +8,7 @@ of its recent verdict changes) and gate standing; pending sign-offs and unanswer
 the last breach; the last rollback with its steps; each webhook's last delivery of the rollout's
 events (ok, or failing since when after how many attempts); and the operator's next move.
 
-It must start fast (under 300 ms on the default SQLite store: `bench/status.py`), so this module
+It must start fast (under 300 ms on the default SQLite store: `bench/cli_cold.py`), so this module
 imports neither SQLAlchemy nor pydantic nor rich: the data comes through
 `controller.store.readonly` and `controller.store.summary`, and the screen is laid out and drawn
 by `controller.cli.status_screen` (rich), imported only when there is a screen to draw.

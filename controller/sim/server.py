@@ -33,7 +33,7 @@ from controller.sim.accounts import DEFAULT_ACCOUNTS, AccountBook, AccountSpec
 from controller.sim.auth import authenticate, authorize
 from controller.sim.faults import Faults
 from controller.sim.funding import FundingBook
-from controller.sim.market import BOOK_DEPTH, Market, PriceReplay
+from controller.sim.market import BOOK_DEPTH, SYMBOLS, Market, PriceReplay, SymbolSpec
 from controller.sim.marketstreams import MarketStreams
 from controller.sim.matching import MatchingEngine
 from controller.sim.rest import Call, Endpoint, RestApi
@@ -75,6 +75,8 @@ class RequestRecord:
     """Which of the account's keys signed it: ``trading`` or ``read-only`` (None: no key)."""
     agent: str = ""
     """The request's User-Agent: tells the controller's requests from its bots', which share an account's key."""
+    weight: int = 0
+    """The request weight it was charged (0 when refused before the rate limiter counted it)."""
     params: Mapping[str, str] = field(default_factory=dict)
     """What the request asked (symbol, side, newClientOrderId, leverage...), without its signature and
     timestamps: which bot placed an order, which symbol a cancel or a leverage change was for."""
@@ -82,7 +84,7 @@ class RequestRecord:
     def to_json(self) -> dict[str, Any]:
         return {"time": self.time, "ip": self.ip, "method": self.method, "path": self.path, "status": self.status,
                 "code": self.code, "account": self.account, "key": self.key, "agent": self.agent,
-                "params": dict(self.params)}
+                "weight": self.weight, "params": dict(self.params)}
 
     @property
     def changes_state(self) -> bool:
@@ -97,14 +99,15 @@ class Simulator:
     def __init__(self, *, clock: Clock | None = None, seed: int = 0,
                  accounts: tuple[AccountSpec, ...] = DEFAULT_ACCOUNTS, volatility: float = 1.0,
                  prices: Path | None = None, weight_limit: int = 2400, tick_seconds: float = 1.0,
-                 ban_after: int = 5, book_depth: Decimal = BOOK_DEPTH) -> None:
+                 ban_after: int = 5, book_depth: Decimal = BOOK_DEPTH,
+                 symbols: tuple[SymbolSpec, ...] = SYMBOLS) -> None:
         self.clock: Clock = clock or RealClock()
         self.seed = seed
         self.tick_seconds = tick_seconds
         self.accounts = AccountBook(accounts, seed=seed)
         replay = PriceReplay.from_csv(prices) if prices else None
         self.market = Market(seed=seed, start=self.clock.time(), volatility=volatility, replay=replay,
-                             depth_notional=book_depth)
+                             depth_notional=book_depth, symbols=symbols)
         self.engine = MatchingEngine(self.market, self.accounts, self._now_ms)
         self.streams = UserStreams(self.clock, seed=seed)
         self.funding = FundingBook(self.market, self.accounts, self.engine.ledger, start=self.clock.time())
@@ -294,11 +297,14 @@ class Simulator:
             finally:
                 self.held -= 1
         now = self.clock.time()
+        weight = 0
         try:
             storm = self.faults.storm(now)
             if storm is not None:
                 raise storm
-            limiter.admit(ip, endpoint.weight(params), now)
+            charged = endpoint.weight(params)
+            limiter.admit(ip, charged, now)
+            weight = charged
             found = authenticate(endpoint.security, api_key=request.headers.get("X-MBX-APIKEY"),
                                  raw_query=raw_query, raw_body=raw_body, params=params,
                                  book=self.accounts, now_ms=int(now * 1000), ip=ip)
@@ -328,7 +334,7 @@ class Simulator:
         code = body.get("code") if status != 200 and isinstance(body, dict) else None
         self.requests.append(RequestRecord(now, ip, method, path, status, code,
                                            account.name if account else None, key.kind if key else None,
-                                           request.headers.get("User-Agent", ""),
+                                           request.headers.get("User-Agent", ""), weight,
                                            {k: v for k, v in params.items() if k not in UNRECORDED}))
         self.requests_total += 1
         return web.json_response(body, status=status, headers=headers)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from controller.sim.market import SYMBOLS, Market, PriceReplay
+from tests.support.clients import binance_client
+from tests.support.clocks import make_clock
+from tests.support.simulator import make_sim
 
 D = Decimal
 
@@ -54,3 +58,11 @@ def test_about_twenty_symbols_with_consistent_brackets():
             # maintenance margin is continuous where one tier ends and the next begins
             assert upper.floor * lower.mmr - lower.cum == upper.floor * upper.mmr - upper.cum
             assert upper.leverage < lower.leverage
+
+
+async def test_a_simulator_lists_the_symbols_it_is_given():
+    extra = replace(SYMBOLS[0], symbol="BTC2USDT", base="BTC2")
+    async with make_sim(clock=make_clock(speed=1.0), seed=3, symbols=(SYMBOLS[0], extra)) as simulator:
+        async with binance_client(simulator) as client:
+            listed = [s["symbol"] for s in (await client.futures_exchange_info())["symbols"]]
+    assert listed == ["BTCUSDT", "BTC2USDT"]

@@ -25,6 +25,20 @@ async def test_each_answer_carries_the_used_weight(sim, canary):
     assert (first, second) == (2, 7)
 
 
+async def test_each_request_is_recorded_with_the_weight_it_was_charged(sim, canary):
+    await canary.futures_account()                       # weight 5
+    assert (sim.requests[-1].path, sim.requests[-1].weight) == ("/fapi/v2/account", 5)
+
+
+async def test_a_request_refused_over_the_limit_is_recorded_as_charging_nothing(small_sim):
+    async with binance_client(small_sim) as client:              # weight 1
+        await client.futures_account()                           # 6
+        await client.futures_account()                           # 11
+        with pytest.raises(BinanceAPIException):
+            await client.futures_account()                       # would be 16 > 12
+    assert [(r.status, r.weight) for r in small_sim.requests][-3:] == [(200, 5), (200, 5), (429, 0)]
+
+
 async def test_new_orders_carry_order_counts(sim, canary):
     await canary.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010")
     assert canary.response.headers["X-MBX-ORDER-COUNT-1M"] == "1"
@@ -71,3 +85,4 @@ async def test_ignoring_retry_after_earns_a_418_ban(small_sim):
     assert statuses[11:-1] == [429] * (len(statuses) - 12)
     assert statuses[-1] == 418
     assert retry_after == "120"
+
