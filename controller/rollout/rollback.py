@@ -17,7 +17,8 @@ half-way is in the plan too; the row holds the settings the account had before (
                       With no previous release they are flattened whatever the stage says: no
                       bot is left to manage them
     restore_leverage  set each symbol's leverage and margin type back, every symbol and both
-                      settings at once (the modes read meanwhile), and read the leverage back:
+                      settings at once (the modes read meanwhile), and read the leverage back
+                      (every symbol's in one read):
                       the snapshot taken at placement for the union of symbols (a symbol the
                       new release added goes back to what the account had), with the previous
                       release's config for the symbols it trades. The position and multi-assets
@@ -83,7 +84,7 @@ from controller.canonical import canonical_json
 from controller.clock import SimulatedClock
 from controller.config.daemon import RollbackConfig
 from controller.errors import StoreError
-from controller.exchange.errors import BudgetExhausted, Rejected, RateLimited
+from controller.exchange.errors import BudgetExhausted, NotApplied, Rejected, RateLimited
 from controller.logs import get_logger
 from controller.rollout import capital, placing
 from controller.rollout.info import RolloutInfo
@@ -559,7 +560,8 @@ class Rollback:
         if detail["mode"] == "keep":
             return {"kept": True}
         client = await self._client(detail)
-        placed = await _gather(client.flatten(s, client_order_id=f"{detail['client_id_prefix']}{s}"[:36])
+        held = await client.positions()  # every symbol's in one read (weight 5), not one read each
+        placed = await _gather(client.flatten(s, client_order_id=f"{detail['client_id_prefix']}{s}"[:36], held=held)
                                for s in detail["symbols"])
         return {"flattened": [s for s, orders in zip(detail["symbols"], placed, strict=True) if orders]}
 
@@ -577,23 +579,27 @@ class Rollback:
                     raise  # flattened positions leave nothing to block the change: a real failure
                 kept[symbol] = margin_type
 
-        async def one(symbol: str, leverage: int, margin_type: str) -> None:
-            # Two independent settings (neither change touches the other): asked at once, one round
-            # trip; then the leverage is read back.
-            await _gather((margin(symbol, margin_type), client.set_leverage(symbol, leverage)))
-            await client.confirm_leverage(symbol, leverage)
-
         async def modes() -> dict[str, Any] | None:
             return await self._check_modes(client, detail["modes"]) if detail.get("modes") else None
 
-        # The modes are read while the symbols are restored: a read, independent of their changes.
-        found_modes, _ = await _gather((modes(), _gather(one(s, lev, mt)
-                                                         for s, (lev, mt) in sorted(detail["settings"].items()))))
+        # A symbol's margin type and leverage are independent settings (neither change touches the
+        # other): every symbol's both are asked at once, one round trip, with the modes read meanwhile.
+        settings = sorted(detail["settings"].items())
+        found_modes, _ = await _gather((modes(), _gather(
+            change for s, (lev, mt) in settings for change in (margin(s, mt), client.set_leverage(s, lev)))))
+        # Then the leverage is read back, every symbol in one read (a response can say "applied"
+        # while the exchange's state did not change).
+        read_back = {s.symbol: s for s in await client.symbol_settings()}
+        applied = {symbol: found.leverage for symbol, found in read_back.items()}
+        wrong = [f"{s}: the exchange applies leverage {applied.get(s)}, expected {lev}"
+                 for s, (lev, _) in settings if applied.get(s) != lev]
+        if wrong:
+            raise NotApplied("; ".join(wrong))
         result: dict[str, Any] = {"restored": sorted(detail["settings"])}
         if found_modes is not None:
             result["modes"] = found_modes
         if kept:
-            found = {s.symbol: s.margin_type for s in await client.symbol_settings()}
+            found = {symbol: held.margin_type for symbol, held in read_back.items()}
             left = {s: {"is": found.get(s), "previous": kept[s]} for s in sorted(kept)}
             result["margin_type_kept"] = left
             result["message"] = ("leverage restored; margin type not restored while positions are open "
