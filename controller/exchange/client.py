@@ -301,8 +301,11 @@ class ExchangeClient:
                 return None
             raise
 
-    async def flatten(self, symbol: str, *, client_order_id: str | None = None) -> list[dict[str, Any]]:
+    async def flatten(self, symbol: str, *, client_order_id: str | None = None,
+                      held: list[Position] | None = None) -> list[dict[str, Any]]:
         """Close every position the symbol holds with a market order each; the orders placed (none when flat).
+        ``held``: the positions, read already (one read of every symbol for several flattens);
+        else the symbol's are read.
 
         One-way mode (side BOTH) closes with reduceOnly. Hedge mode holds a LONG and a SHORT side and
         Binance refuses reduceOnly there (-1106) but needs positionSide: each side is closed by an
@@ -310,7 +313,8 @@ class ExchangeClient:
         A hedge side's order gets ``client_order_id`` with the side appended, so each is found again.
         """
         placed = []
-        for position in [p for p in await self.positions(symbol) if p.amount != 0]:
+        positions = await self.positions(symbol) if held is None else held
+        for position in [p for p in positions if p.symbol == symbol and p.amount != 0]:
             if position.side == "BOTH":
                 side = "SELL" if position.amount > 0 else "BUY"
                 placed.append(await self.new_order(symbol=symbol, side=side, order_type="MARKET",

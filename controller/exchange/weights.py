@@ -9,13 +9,13 @@ spend it, so however much the controller watches, a rollback finds the weight it
 
 The defaults, as shares of the IP's 2400 a minute: 75 % in all (1800), of which 65 % (1560) only
 ``act`` calls may spend; ``observe`` calls may spend the other 10 % (240: a snapshot pass costs
-15, twice a minute per account). A rollback of one account of 10 symbols costs at most 151:
+15, twice a minute per account). A rollback of one account of 10 symbols costs at most 71:
 the act client's time sync 1; cancel_orders 20 (allOpenOrders 1 and openOrders with a symbol 1,
-per symbol); positions 50 (positionRisk with a symbol 5 per symbol; market orders weigh 0, a
-look-up after an ambiguous failure 1); restore_leverage 75 (marginType 1, leverage 1 and the
-symbolConfig read-back 5 per symbol, and one symbolConfig 5 when a margin type is kept);
-verify_previous 5 (symbolConfig); start_previous applies nothing again. So 10 accounts x 10
-symbols cost 1510, within the 1560 reserved, in one minute, whatever observing spent.
+per symbol); positions 15 (one positionRisk of every symbol 5; market orders weigh 0, a look-up
+after an ambiguous failure 1 per symbol); restore_leverage 30 (marginType 1 and leverage 1 per
+symbol, one symbolConfig read-back 5 of every symbol, which also says a margin type that was
+kept); verify_previous 5 (symbolConfig); start_previous applies nothing again. So 10 accounts
+x 10 symbols cost 710, within the 1560 reserved, in one minute, whatever observing spent.
 """
 
 from __future__ import annotations

@@ -18,8 +18,10 @@ half-way is in the plan too; the row holds the settings the account had before (
                       reduce-only in one-way mode, one per side naming it in hedge mode.
                       With no previous release they are flattened whatever the stage says: no
                       bot is left to manage them
-    restore_leverage  set each symbol's leverage and margin type back, concurrently, and read them
-                      back: the snapshot taken at placement for the union of symbols (a symbol the
+    restore_leverage  set each symbol's leverage and margin type back, every symbol and both
+                      settings at once (the modes read meanwhile), and read the leverage back
+                      (every symbol's in one read):
+                      the snapshot taken at placement for the union of symbols (a symbol the
                       new release added goes back to what the account had), with the previous
                       release's config for the symbols it trades. The position and multi-assets
                       modes are checked against the snapshot (the controller cannot set them: one
@@ -53,17 +55,23 @@ restored (its previous release is not started on an account that is not safe).
 
 The plan is written in one transaction with the intent; each step's row is updated before it
 runs (``running``, attempts + 1) and after (``done`` with what it did, or ``failed`` with the
-error), each write a transaction of its own (the store's write lock orders the accounts' writes,
-and their audit events stay one chain). A daemon killed anywhere resumes each account at its
-first step not ``done``. Each attempt of a step is bounded by ``step_timeout`` seconds (every
-call inside it, to the exchange, systemctl or a process, has its own bound too), so a hung call
-is an error, never a rollback that waits forever. A rate limit (the exchange's 429/418, or the
-controller's own weight budget) is not a failure: the step waits the time the limit names and
-tries again without spending an attempt (a ``rollback.step.rate_limited`` audit event says so).
-The whole rollback has a ``deadline`` (clock seconds from its start or resume): past it, a step
-still failing or waiting is ``failed``, saying the deadline passed. A step that still fails
-after bounded retries is ``failed``; the rollout goes to ``failed`` naming it, and an
-operator's ``rollback`` resumes every account there.
+error), in order (the store's write lock orders the accounts' writes, and their audit events stay
+one chain). In phase 1 these writes are queued, not waited for: a task writes them behind the
+steps (a step's marks that waited together share a transaction), so the account is made safe at
+the exchange's pace, not the store's; phase 2 starts once they have been tried (while the store
+is away they wait on, as every write of the rollback does). A daemon killed anywhere resumes
+each account at its first step not ``done``: a step of phase 1 whose marks the store had not
+taken yet runs again, and every step is idempotent.
+
+Each attempt of a step is bounded by ``step_timeout`` seconds (every call inside it, to the
+exchange, systemctl or a process, has its own bound too), so a hung call is an error, never a
+rollback that waits forever. A rate limit (the exchange's 429/418, or the controller's own
+weight budget) is not a failure: the step waits the time the limit names and tries again
+without spending an attempt (a ``rollback.step.rate_limited`` audit event says so). The whole
+rollback has a ``deadline`` (clock seconds from its start or resume): past it, a step still
+failing or waiting is ``failed``, saying the deadline passed. A step that still fails after
+bounded retries is ``failed``; the rollout goes to ``failed`` naming it, and an operator's
+``rollback`` resumes every account there.
 """
 
 from __future__ import annotations
@@ -83,7 +91,7 @@ from controller.canonical import canonical_json
 from controller.clock import SimulatedClock
 from controller.config.daemon import RollbackConfig
 from controller.errors import StoreError
-from controller.exchange.errors import BudgetExhausted, Rejected, RateLimited
+from controller.exchange.errors import BudgetExhausted, NotApplied, Rejected, RateLimited
 from controller.logs import get_logger
 from controller.rollout import capital, placing, toggle_endpoint
 from controller.rollout.info import RolloutInfo
@@ -174,8 +182,10 @@ class Rollback:
         self.deadline = deadline
         """Clock seconds from the start (or resume) of `run` after which a step is ``failed``."""
         self.safe_wall: float | None = None  # time.monotonic() when every account became safe
-        self._deferred: list[Callable[[Any], Awaitable[None]]] = []  # writes waiting for the store, in order
+        self._deferred: list[_Write] = []  # writes waiting for the store (or for their turn), in order
         self._writing = asyncio.Lock()
+        self._writer: asyncio.Task | None = None  # writes the queued writes while phase 1 goes on
+        self._write_failure: Exception | None = None  # what stopped the writer, other than the store being away
         self.store_error: str | None = None
         """Why the store cannot be written now (None: it can); the rollback goes on meanwhile."""
 
@@ -279,15 +289,18 @@ class Rollback:
         accounts = _accounts(await load_plan(self.db, info.id))
         deadline = self.clock.time() + self.deadline
         already_safe = all(s.state == "done" for account in accounts for s in account.make_safe)
-        safe_runs = await self._run_accounts(info, [a.make_safe for a in accounts], deadline, stopping)
+        try:
+            safe_runs = await self._run_accounts(info, [a.make_safe for a in accounts], deadline, stopping)
+            safe_at = None
+            if all(run.failure is None for run in safe_runs):
+                safe_at = self.clock.time()
+                if not already_safe:
+                    self.safe_wall = time.monotonic()
+                    log.info("rollback_safe", rollout=info.id, accounts=[a.name for a in accounts])
+        finally:
+            await self._settle()  # phase 1's marks, queued, are tried before anything else
         if any(run.interrupted for run in safe_runs):
             return None
-        safe_at = None
-        if all(run.failure is None for run in safe_runs):
-            safe_at = self.clock.time()
-            if not already_safe:
-                self.safe_wall = time.monotonic()
-                log.info("rollback_safe", rollout=info.id, accounts=[a.name for a in accounts])
         # An account whose phase 1 failed is not safe: its previous release is not started there.
         safe = [a for a, run in zip(accounts, safe_runs, strict=True) if run.failure is None]
         restore_runs = await self._run_accounts(info, [a.restore_service for a in safe], deadline, stopping)
@@ -333,6 +346,11 @@ class Rollback:
         bounded by ``step_timeout``. A shutdown (``stopping()``) cuts a rate-limit wait short too:
         the step stays ``running`` and the next start tries it again."""
         action = getattr(self, f"_{step.name}")
+        # Making the account safe waits on the exchange only: the step's marks are queued. Restoring
+        # service starts from a store that holds every mark before it (a placement reads it).
+        queued = step.name not in RESTORE_SERVICE
+        if not queued:
+            await self._settle()
         failpoints.hit(f"rollback.{step.name}.before")
         error = None
         attempt = 0
@@ -343,7 +361,7 @@ class Rollback:
                 break
             if counted:
                 attempt += 1
-                await self._mark(info, step, "running", attempt=True)
+                await self._mark(info, step, "running", attempt=True, queued=queued)
             began = time.monotonic()
             try:
                 try:
@@ -379,10 +397,11 @@ class Rollback:
                 if attempt < self.attempts:
                     await self.clock.sleep(self.backoff * 2 ** (attempt - 1))
                 continue
-            await self._mark(info, step, "done", result=result)
-            failpoints.hit(f"rollback.{step.name}.after")
+            # The failpoint once the done mark is committed, whenever the store takes it.
+            await self._mark(info, step, "done", result=result, queued=queued,
+                             then=lambda: failpoints.hit(f"rollback.{step.name}.after"))
             return
-        await self._mark(info, step, "failed", error=error)
+        await self._mark(info, step, "failed", error=error, queued=queued)
         raise RollbackFailed(step, error)
 
     async def _wait(self, seconds: float, stopping: Callable[[], bool]) -> bool:
@@ -409,27 +428,66 @@ class Rollback:
 
     # ------------------------------------------------------------ the store, which may be away
 
-    async def _write(self, write: Callable[[Any], Awaitable[None]]) -> None:
+    async def _write(self, write: Callable[[Any], Awaitable[None]], then: Callable[[], None] | None = None) -> None:
         """Run ``write(session)`` in a write transaction, after every write that waits. While the
         store cannot be written the write waits too, in order, and the rollback goes on: making
         the account safe needs the exchange and the deployer, not the store. Each write keeps the
-        time it was made, so the rows and the audit trail say when things happened."""
+        time it was made, so the rows and the audit trail say when things happened. ``then`` runs
+        once the write is committed."""
         async with self._writing:
-            self._deferred.append(write)
+            self._deferred.append(_Write(write, then))
             await self._flush()
 
+    def _queue(self, write: Callable[[Any], Awaitable[None]], then: Callable[[], None] | None = None) -> None:
+        """Like `_write`, without waiting for it: a task writes the queue in order while the caller
+        goes on (phase 1 makes the account safe without a store round trip between two steps)."""
+        self._raise_write_failure()
+        self._deferred.append(_Write(write, then))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        try:
+            async with self._writing:
+                await self._flush()
+        except Exception as exc:  # noqa: BLE001 - raised by the next `_queue` or `_settle`
+            self._write_failure = exc
+
+    async def _settle(self) -> None:
+        """Wait until the queued writes have been tried (the store being away, they wait on, as
+        `_write`'s do); raise what stopped them otherwise (a fenced write, say)."""
+        if self._writer is not None:
+            await self._writer
+        self._raise_write_failure()
+
+    def _raise_write_failure(self) -> None:
+        """Raise, once, what stopped the writer; its write stays first in the queue, tried again
+        by the next flush (as a write that raised in `_write` is)."""
+        failure, self._write_failure = self._write_failure, None
+        if failure is not None:
+            raise failure
+
     async def _flush(self) -> bool:
-        """Write what waits, oldest first; False (and the rest kept) at the first store error."""
+        """Write what waits, oldest first; False (and the rest kept) at the first store error.
+
+        The writes up to the first that has a ``then`` (a step's end) share a transaction: a
+        step's ``running`` and ``done`` marks queued while the store was busy are one commit, and
+        what ``then`` does (a failpoint) happens with the store holding nothing after it."""
         while self._deferred:
+            batch = next((self._deferred[:n + 1] for n, w in enumerate(self._deferred) if w.then is not None),
+                         list(self._deferred))
             try:
                 async with self.db.write() as session:
-                    await self._deferred[0](session)
+                    for queued in batch:
+                        await queued.write(session)
             except StoreError as exc:
                 if self.store_error is None:
                     log.error("rollback_store_unreachable", waiting_writes=len(self._deferred), error=str(exc))
                 self.store_error = str(exc)
                 return False
-            self._deferred.pop(0)
+            del self._deferred[:len(batch)]
+            if batch[-1].then is not None:
+                batch[-1].then()
         if self.store_error is not None:
             log.info("rollback_store_reachable_again")
             self.store_error = None
@@ -449,7 +507,9 @@ class Rollback:
             await self.clock.sleep(STORE_RETRY)
 
     async def _mark(self, info: RolloutInfo, step: StepInfo, state: str, *, attempt: bool = False,
-                    result: dict | None = None, error: str | None = None) -> None:
+                    result: dict | None = None, error: str | None = None, queued: bool = False,
+                    then: Callable[[], None] | None = None) -> None:
+        """Update the step's row (and audit its end); ``queued``: without waiting for the store."""
         at = SimulatedClock(self.clock.now())  # the time of the mark, whenever the store takes it
 
         async def write(session) -> None:
@@ -470,7 +530,10 @@ class Rollback:
             if result is not None:
                 row.detail = canonical_json({**step.detail, "result": result})
 
-        await self._write(write)
+        if queued:
+            self._queue(write, then)
+        else:
+            await self._write(write, then)
 
     async def _audit(self, info: RolloutInfo, kind: str, payload: dict[str, Any]) -> None:
         """An audit event of the rollback, written in its turn with the steps' marks."""
@@ -503,7 +566,7 @@ class Rollback:
         async def closed(session) -> None:
             await mark_stopped(session, at, detail["deployment"], reason=f"rollback of rollout {info.id}")
 
-        await self._write(closed)
+        self._queue(closed)  # a step of phase 1: written in its turn, the strays killed meanwhile
         strays = await self.site.deployer(detail["environment"]).kill_strays(
             self.site.instance(detail["environment"], detail["account"]))
         return {"stopped_pid": stopped.pid if stopped else None, **({"strays_killed": strays} if strays else {}),
@@ -535,7 +598,8 @@ class Rollback:
         if detail["mode"] == "keep":
             return {"kept": True}
         client = await self._client(detail)
-        placed = await _gather(client.flatten(s, client_order_id=f"{detail['client_id_prefix']}{s}"[:36])
+        held = await client.positions()  # every symbol's in one read (weight 5), not one read each
+        placed = await _gather(client.flatten(s, client_order_id=f"{detail['client_id_prefix']}{s}"[:36], held=held)
                                for s in detail["symbols"])
         return {"flattened": [s for s, orders in zip(detail["symbols"], placed, strict=True) if orders]}
 
@@ -545,22 +609,35 @@ class Rollback:
         positions_kept = detail.get("positions", "flatten") == "keep"
         kept: dict[str, str] = {}
 
-        async def one(symbol: str, leverage: int, margin_type: str) -> None:
+        async def margin(symbol: str, margin_type: str) -> None:
             try:
                 await client.set_margin_type(symbol, margin_type)
             except Rejected as exc:
                 if exc.code != MARGIN_TYPE_WITH_POSITION or not positions_kept:
                     raise  # flattened positions leave nothing to block the change: a real failure
                 kept[symbol] = margin_type
-            await client.set_leverage(symbol, leverage)
-            await client.confirm_leverage(symbol, leverage)
 
-        await _gather(one(s, lev, mt) for s, (lev, mt) in sorted(detail["settings"].items()))
+        async def modes() -> dict[str, Any] | None:
+            return await self._check_modes(client, detail["modes"]) if detail.get("modes") else None
+
+        # A symbol's margin type and leverage are independent settings (neither change touches the
+        # other): every symbol's both are asked at once, one round trip, with the modes read meanwhile.
+        settings = sorted(detail["settings"].items())
+        found_modes, _ = await _gather((modes(), _gather(
+            change for s, (lev, mt) in settings for change in (margin(s, mt), client.set_leverage(s, lev)))))
+        # Then the leverage is read back, every symbol in one read (a response can say "applied"
+        # while the exchange's state did not change).
+        read_back = {s.symbol: s for s in await client.symbol_settings()}
+        applied = {symbol: found.leverage for symbol, found in read_back.items()}
+        wrong = [f"{s}: the exchange applies leverage {applied.get(s)}, expected {lev}"
+                 for s, (lev, _) in settings if applied.get(s) != lev]
+        if wrong:
+            raise NotApplied("; ".join(wrong))
         result: dict[str, Any] = {"restored": sorted(detail["settings"])}
-        if detail.get("modes"):
-            result["modes"] = await self._check_modes(client, detail["modes"])
+        if found_modes is not None:
+            result["modes"] = found_modes
         if kept:
-            found = {s.symbol: s.margin_type for s in await client.symbol_settings()}
+            found = {symbol: held.margin_type for symbol, held in read_back.items()}
             left = {s: {"is": found.get(s), "previous": kept[s]} for s in sorted(kept)}
             result["margin_type_kept"] = left
             result["message"] = ("leverage restored; margin type not restored while positions are open "
@@ -635,6 +712,14 @@ class Rollback:
         if problems:
             raise RuntimeError(f"{detail['account']} is not empty: {'; '.join(problems)}")
         return {"verified": True, "empty": True}
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A write of the rollback waiting for the store: ``write(session)``, then ``then()`` once committed."""
+
+    write: Callable[[Any], Awaitable[None]]
+    then: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ def create_engine(url: URL) -> AsyncEngine:
             # Created for its owner alone (SQLite gives its -wal and -shm files the same mode): the
             # store holds the audit trail and who did what.
             os.close(os.open(database, os.O_CREAT | os.O_WRONLY, 0o600))
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                                     pool_reset_on_return=None)  # `_configure_sqlite` resets, when needed
         _configure_sqlite(engine)
         return engine
     return create_async_engine(url, pool_pre_ping=True)
@@ -78,10 +79,22 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: in WAL mode a commit survives a crash of the process (SIGKILL, OOM), the failure
+        # the daemon resumes from by design and is tested for, but not a power loss or a kernel
+        # crash, which may take back the last commits (the WAL is synced at checkpoints, not at each
+        # commit). FULL would wait on the disk at every commit, a breach's verdict included.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
+
+    # The pool's reset rolls back every connection given back, committed ones too: a round trip to
+    # the driver's thread after each write transaction. Only a transaction SQLite says is still
+    # open (a read left so, say) is rolled back.
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection, record, state) -> None:
+        if state.asyncio_safe and not state.terminate_only and record.driver_connection.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:
