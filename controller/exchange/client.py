@@ -387,6 +387,13 @@ class ExchangeClient:
                                limit=limit)
         return parse.transfers(raw, self.account, self.clock.time())
 
+    async def income(self, *, start_time: float, end_time: float, limit: int = 1000) -> parse.IncomeHistory:
+        """GET /fapi/v1/income of every type between two times (epoch seconds, both inclusive;
+        weight 30 for all symbols): what moved the wallet, and on which symbols."""
+        raw = await self._call("read income", "GET", "/fapi/v1/income", self._client.futures_income_history,
+                               startTime=int(start_time * 1000), endTime=int(end_time * 1000), limit=limit)
+        return parse.income(raw, self.account, self.clock.time(), limit=limit)
+
     async def force_orders(self, *, start_time: float, limit: int = 100) -> list[OrderUpdate]:
         """GET /fapi/v1/forceOrders since ``start_time`` (epoch seconds): every liquidation and ADL
         order of the account, on any symbol (weight 50)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, ParamSpec, TypeVar
 
@@ -236,6 +237,24 @@ def transfers(raw: Any, account_name: str, ts_init: float) -> list[AccountUpdate
                                      (Balance(_text(row, "asset"), Decimal(0), Decimal(0), amount),), (),
                                      _ms(_get(row, "time")), ts_init))
     return updates
+
+
+@dataclass(frozen=True)
+class IncomeHistory:
+    """GET /fapi/v1/income over a window: its transfers, the symbols whose fills or funding it
+    lists (every fill books a commission row), and whether the window was read whole."""
+
+    transfers: tuple[AccountUpdate, ...]
+    symbols: frozenset[str]
+    complete: bool  # fewer rows than the limit: nothing of the window was cut off
+
+
+@_malformed_refused
+def income(raw: Any, account_name: str, ts_init: float, *, limit: int) -> IncomeHistory:
+    """Every income row of a window, of any type and symbol (one read of weight 30 for all symbols)."""
+    rows = _each(raw, lambda r: r)
+    symbols = frozenset(_text(row, "symbol") for row in rows if _text(row, "incomeType") != "TRANSFER")
+    return IncomeHistory(tuple(transfers(rows, account_name, ts_init)), symbols - {""}, len(rows) < limit)
 
 
 @_malformed_refused

@@ -1,7 +1,10 @@
 """One account's user-data stream: typed events, never a missed fill or leverage change.
 
-The life of a connection: create a listenKey, open the websocket, reconcile over REST (trades
-since the last seen trade id, leverage per symbol), then pump events. A listenKey is kept
+The life of a connection: create a listenKey, open the websocket, reconcile over REST (leverage
+per symbol; one income read over the gap, then trades since the last seen trade id only for the
+symbols that traded in it, so that a reconnect costs the same at 2 symbols or 100), then pump
+events. A read the request-weight budget cannot pay for waits for the budget's next minute on
+the same connection; until the reconcile is done the stream does not report itself connected. A listenKey is kept
 alive every 30 minutes; the connection is rotated before Binance's 24 h cut; `listenKeyExpired`,
 a close or an error ends the connection and a new one follows after an exponential backoff
 with jitter. A periodic REST check (positions, then trades only where the stream left a
@@ -19,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 import aiohttp
 import orjson
@@ -29,12 +33,14 @@ import orjson
 from controller.canonical import sha256_hex
 from controller.clock import Backoff
 from controller.exchange.client import ExchangeClient
-from controller.exchange.errors import ExchangeError
+from controller.exchange.errors import BudgetExhausted, ExchangeError
 from controller.exchange.events import AccountUpdate, ExchangeEvent, Fill, LeverageChanged, StreamStatus
 from controller.exchange.parse import PayloadError, stream_events
 from controller.logs import get_logger
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 KEEPALIVE_EVERY = 30 * 60
 ROTATE_AFTER = 23 * 3600 + 30 * 60  # Binance cuts a connection at 24 h; leave before it does
@@ -75,6 +81,8 @@ class StreamStats:
     last_message_at: float | None = None
     last_error: str | None = None
     reconnect_at: float | None = None  # when the current backoff ends
+    budget_waits: int = 0  # reads that waited for the request-weight budget
+    budget_wait_s: float = 0.0  # Clock seconds spent so
 
 
 @dataclass
@@ -86,6 +94,8 @@ class StreamSettings:
     backoff_max: float = 30.0
     healthy_after: float = 60.0  # a connection that lasted this long resets the backoff
     dedupe_window: int = 20_000
+    gap_overlap: float = 60.0  # a (re)connect's income read starts this long before the last event heard
+    budget_wait_max: float = 300.0  # what one reconcile may wait for the request-weight budget, in all
 
 
 @dataclass
@@ -111,6 +121,7 @@ class UserStream:
         self._liquidations_read_to: float | None = None  # forceOrders are read from here on a (re)connect
         self._heard_to: float | None = None  # the exchange time of the last event the socket delivered
         self._connected_at: float | None = None  # when the current connection opened
+        self._budget_waited = 0.0  # by the current reconcile (or keep-alive)
 
     async def run(self) -> None:
         # Jittered, so that the streams of many accounts cut at once do not come back at once.
@@ -187,7 +198,8 @@ class UserStream:
                     await ws.close(message=b"rotating before the 24 h limit")
                     return
                 if now >= next_keepalive:
-                    await self.client.keepalive_listen_key(key)
+                    self._budget_waited = 0.0
+                    await self._paid(lambda: self.client.keepalive_listen_key(key))
                     next_keepalive = now + self.settings.keepalive_every
                 if now >= next_reconcile:
                     await self.reconcile(full=False)
@@ -197,21 +209,6 @@ class UserStream:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("user_stream_housekeeping_failed", account=self.client.account, error=str(exc))
             await ws.close(message=b"housekeeping failed")
-
-    async def _missed_transfers(self) -> None:
-        """Capital moved in or out while the socket was down: the income rows of type TRANSFER from
-        the last event it delivered until this connection opened (what came after, it delivers).
-        The first connection has no gap: whoever consumes the stream reads the wallet at its start."""
-        if self._connected_at is None:
-            return
-        if self._heard_to is None:  # the first connection: nothing was missed, events start here
-            self._heard_to = self._connected_at
-            return
-        if self._connected_at <= self._heard_to:
-            return
-        for update in await self.client.transfers(start_time=self._heard_to + 0.001, end_time=self._connected_at):
-            self.stats.reconciled_transfers += 1
-            self._accept(update)
 
     # --- events -------------------------------------------------------------------------------------
 
@@ -267,26 +264,30 @@ class UserStream:
         at the first): a liquidation while the stream was down must still reach the policies, and
         their consumer counts each order once whichever way it came.
 
-        After a (re)connect (``full``) every symbol's trades are read. The periodic check is
-        cheap whatever the symbol count: one positions read, and trades only for symbols whose
-        position the stream has not explained (a silently stalled socket shows up there).
+        The cost does not grow with the symbol count, so that a (re)connect fits the observing
+        budget at 100 symbols: after a (re)connect (``full``) one income read over the gap names the
+        symbols that traded in it (and the transfers it missed), and trades are read for those and
+        for positions the stream has not explained. The periodic check reads positions, then trades
+        only where the stream left a position unexplained (a silently stalled socket shows up there).
+        A read the budget cannot pay for now waits for it (see `_paid`).
         """
         now = self.clock.time()
-        settings = {s.symbol: s for s in await self.client.symbol_settings()}
+        self._budget_waited = 0.0
+        settings = {s.symbol: s for s in await self._paid(self.client.symbol_settings)}
         for symbol in self.symbols:
             current = settings.get(symbol)
             if current is not None and self._leverage.get(symbol) != current.leverage:
                 self._accept(LeverageChanged(self.client.account, symbol, current.leverage, now, now))
-        positions = {(p.symbol, p.side): p.amount for p in await self.client.positions()}
+        positions = {(p.symbol, p.side): p.amount for p in await self._paid(self.client.positions)}
         keys = set(positions) | set(self._position)
         unexplained = [s for s in self.symbols
                        if any(positions.get(k, 0) != self._position.get(k, 0) for k in keys if k[0] == s)]
-        for symbol in self.symbols if full else unexplained:
+        for symbol in await self._traded_in_gap(now, unexplained) if full else unexplained:
             last = self._last_trade_id.get(symbol)
             if last is not None:
-                fills = await self.client.user_trades(symbol, from_id=last + 1)
+                fills = await self._paid(lambda: self.client.user_trades(symbol, from_id=last + 1))
             else:
-                fills = await self.client.user_trades(symbol, start_time=self.since)
+                fills = await self._paid(lambda: self.client.user_trades(symbol, start_time=self.since))
             for fill in sorted(fills, key=lambda f: f.trade_id):
                 if fill.key not in self._seen_fills:
                     self.stats.reconciled_fills += 1
@@ -295,9 +296,57 @@ class UserStream:
         if full:
             start = self._liquidations_read_to if self._liquidations_read_to is not None else self.since
             if start is not None:
-                for update in await self.client.force_orders(start_time=start):
+                for update in await self._paid(lambda: self.client.force_orders(start_time=start)):
                     if update.liquidation is not None:
                         self.stats.reconciled_liquidations += 1
                         self._accept(update)
             self._liquidations_read_to = now
-            await self._missed_transfers()
+
+    async def _traded_in_gap(self, now: float, unexplained: list[str]) -> list[str]:
+        """The symbols whose trades a (re)connect reads: those the account's income history lists
+        from the last event the socket delivered (less `StreamSettings.gap_overlap`; the stream's
+        start at the first connection) until now, and on a reconnect those in ``unexplained`` (at
+        the first, every position held is, and the income read covers them). Every symbol when
+        the gap has no start or the read was cut off at its limit: a fill is never left unread.
+
+        Capital moved in or out while the socket was down comes from the same read: the TRANSFER
+        rows up to this connection's opening (what came after, the socket delivers). The first
+        connection has no such gap: whoever consumes the stream reads the wallet at its start."""
+        heard_to = self._heard_to
+        if heard_to is None and self._connected_at is not None:
+            self._heard_to = self._connected_at  # the first connection: events start here
+        start = heard_to - self.settings.gap_overlap if heard_to is not None else self.since
+        if start is not None and self.since is not None:
+            start = max(start, self.since)  # fills before the stream's start are history, not events
+        if start is None:
+            return list(self.symbols)
+        history = await self._paid(lambda: self.client.income(start_time=start, end_time=now))
+        if heard_to is not None and self._connected_at is not None:
+            for update in history.transfers:
+                if heard_to < update.ts_event <= self._connected_at:
+                    self.stats.reconciled_transfers += 1
+                    self._accept(update)
+        if not history.complete:
+            log.warning("user_stream_gap_income_cut_off", account=self.client.account, start=start, end=now)
+            return list(self.symbols)
+        if heard_to is None:  # the stream has explained no position yet: the income read alone tells
+            unexplained = []
+        return [s for s in self.symbols if s in history.symbols or s in unexplained]
+
+    async def _paid(self, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``; when the request-weight budget cannot pay for it now, wait for the budget
+        (logged and counted as a delay) rather than fail: a failed reconcile drops the connection
+        and a new one spends the same weight again, forever. Waits at most
+        `StreamSettings.budget_wait_max` per reconcile, then the refusal stands."""
+        while True:
+            try:
+                return await read()
+            except BudgetExhausted as exc:
+                if self._budget_waited + exc.retry_after > self.settings.budget_wait_max:
+                    raise
+                self._budget_waited += exc.retry_after
+                self.stats.budget_waits += 1
+                self.stats.budget_wait_s += exc.retry_after
+                log.warning("user_stream_budget_wait", account=self.client.account, delay_s=round(exc.retry_after, 3),
+                            error=str(exc))
+                await self.clock.sleep(exc.retry_after)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import pytest
 
+from controller.exchange.client import RetryPolicy
 from controller.exchange.events import Fill, LeverageChanged, OrderUpdate, StreamStatus
 from controller.exchange.stream import StreamSettings, UserStream
+from controller.exchange.weights import DEFAULT_ACT_RESERVE, DEFAULT_SHARE, OBSERVE, WeightBudget
 from controller.logs import fields_of
+from tests.support.checkout import REPO
+from tests.support.clients import exchange_clients
 from tests.support.event_log import EventLog
-from tests.support.simulator import requests_to
+from tests.support.simulator import make_sim, requests_to
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
@@ -164,3 +169,70 @@ async def test_connections_the_exchange_ends_at_once_back_off_instead_of_stormin
         assert requests_to(sim, "POST", "/fapi/v1/listenKey") == keys
         clock.advance(5.0)
         await log.wait_for(lambda events: connections(events) == 2)
+
+
+def wide_market():
+    """bench/wide_market.py (the benchmarks' market of any symbol count), loaded by its path."""
+    spec = importlib.util.spec_from_file_location("wide_market", REPO / "bench" / "wide_market.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_a_stream_of_100_symbols_connects_and_reconnects_within_the_observe_budget(clock):
+    """A (re)connect reads trades only for symbols that traded in the gap: with 100 symbols it
+    fits the observing budget (240 a minute), instead of failing on it and reconnecting forever."""
+    symbols = tuple(s.symbol for s in wide_market().symbol_specs(100))  # 0, 21, 42...: BTC's rules
+    async with make_sim(clock=clock, symbols=wide_market().symbol_specs(100)) as sim:
+        async with exchange_clients(sim, clock, retry=RetryPolicy(attempts=4, initial_backoff=0.01, max_backoff=0.05,
+                                                                     request_timeout=5)) as connect:
+            budget = WeightBudget(clock, share=DEFAULT_SHARE, act_reserve=DEFAULT_ACT_RESERVE)
+            observer = await connect("canary", budget=budget.for_purpose(OBSERVE))
+            trader = await connect("canary")
+            await buy(trader, symbol=symbols[84])             # history before the stream starts
+            clock.advance(1)
+            log = EventLog()
+            stream = UserStream(observer, symbols, log, since=clock.time())
+            task = asyncio.create_task(stream.run(), name="test-wide-user-stream")
+            try:
+                await log.wait_for(lambda events: connections(events) >= 1, timeout=15)
+                assert requests_to(sim, "POST", "/fapi/v1/listenKey") == 1 and stream.stats.disconnects == 0
+                await buy(trader, symbol=symbols[21])
+                await log.wait_for(lambda events: len(fills(events)) == 1)
+                sim.faults.stall_stream("canary")
+                await buy(trader, symbol=symbols[42])           # missed: pushed into the stalled socket
+                trades_before = requests_to(sim, "GET", "/fapi/v1/userTrades")
+                sim.faults.drop_stream("canary")
+                await log.wait_for(lambda events: connections(events) == 2 and len(fills(events)) == 2, timeout=15)
+                sim.faults.stall_stream("canary", False)
+                assert requests_to(sim, "POST", "/fapi/v1/listenKey") == 2
+                assert [f.symbol for f in fills(log.events)] == [symbols[21], symbols[42]]
+                assert stream.stats.reconciled_fills == 1
+                # the gap's traded symbols only, not 100 reads
+                assert requests_to(sim, "GET", "/fapi/v1/userTrades") - trades_before <= 2
+            finally:
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+
+async def test_a_reconcile_the_budget_cannot_pay_for_waits_for_it_on_the_same_connection(sim, clock, connect):
+    budget = WeightBudget(clock, share=1.0, limit=100)
+    client = await connect("canary", budget=budget)
+    budget.reserve(90, what="what others spent this minute")  # the reconcile's second read does not fit
+    log = EventLog()
+    stream = UserStream(client, SYMBOLS, log, since=clock.time())
+    task = asyncio.create_task(stream.run(), name="test-user-stream-budget")
+    try:
+        async with asyncio.timeout(10):
+            while stream.stats.budget_waits == 0:
+                await clock.sleep(0.01)
+        assert connections(log.events) == 0                      # fail closed: not connected until reconciled
+        clock.advance(60)                                        # the budget's next minute
+        await log.wait_for(lambda events: connections(events) == 1)
+        assert requests_to(sim, "POST", "/fapi/v1/listenKey") == 1  # the same connection, not a new one
+        assert stream.stats.disconnects == 0 and stream.stats.budget_wait_s > 0
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
