@@ -76,7 +76,7 @@ def _processes(url: str, per_writer: int) -> float:
     elapsed = time.perf_counter() - started
     failed = [worker.exitcode for worker in workers if worker.exitcode != 0]
     if failed:
-        raise SystemExit(f"an audit writer process failed (exit codes {failed})")
+        raise RuntimeError(f"an audit writer process failed (exit codes {failed})")
     return elapsed
 
 
@@ -95,7 +95,7 @@ async def _verified(url: str, expected: int) -> None:
     finally:
         await db.close()
     if not report.ok or report.checked != expected:
-        raise SystemExit(f"the audit chain does not verify after the run: {report}")
+        raise RuntimeError(f"the audit chain does not verify after the run: {report}")
 
 
 def measure(quick: bool) -> dict[str, float | int | None]:

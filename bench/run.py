@@ -104,7 +104,10 @@ NOT_YET: dict[str, str] = {}
 
 def load(name: str) -> ModuleType:
     """The group module ``bench/NAME.py``, loaded from its file (the folder is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
+    # Under its own name, with its folder on the path: a group's worker processes (spawned) import it again.
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     if spec is None or spec.loader is None:
         raise ImportError(f"no bench group {name!r} ({HERE / f'{name}.py'})")
     module = importlib.util.module_from_spec(spec)
