@@ -194,6 +194,29 @@ def daemon_died(process: subprocess.Popen, log: Path) -> Callable[[], str | None
     return reason
 
 
+async def roll_back_until_killed(db: Database, rollout_id: int, daemon: subprocess.Popen, log: Path, *,
+                                 step: str, reason: str, timeout: float) -> None:
+    """Ask for the rollout's rollback once it runs (unless a policy has asked already) and wait for the
+    daemon to die at the ``rollback.STEP.after`` failpoint it was started with (SIGKILL)."""
+    from controller.rollout.decide import Status
+    from controller.rollout.info import get_rollout
+    from controller.store.commands import submit_command
+
+    asked = False
+
+    async def killed():
+        nonlocal asked
+        if daemon.poll() is not None:
+            return True
+        if not asked and (await get_rollout(db, rollout_id)).status is Status.RUNNING:
+            await submit_command(db, CLOCK, rollout_id=rollout_id, kind="rollback", actor=ACTOR, reason=reason)
+            asked = True
+        return False
+
+    await poll(killed, timeout=timeout, what=f"the daemon to die at rollback.{step}.after")
+    assert daemon.returncode == -9, log.read_text(errors="replace")[-3000:]
+
+
 async def place_baseline(db: Database, alive: Callable[[], str | None], *, release: str = "1.0.0",
                          account: str = "master", timeout: float = 30):
     """An operator's ``place`` of ``release`` on sim/``account``, answered (the command, acknowledged)."""

@@ -25,12 +25,11 @@ from controller.rollout.info import create_rollout, get_rollout
 from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
 from controller.rollout.rollback import STEPS, load_plan
 from controller.store import audit
-from controller.store.commands import submit_command
 from controller.store.database import Database, resolve_url
 from controller.store.deployments import get_deployment
 from controller.store.models import AuditEvent, Deployment
 from tests.daemon.harness import (ACTOR, CLOCK, config_leverage, daemon_died, exchange_config, place_baseline, poll,
-                                  prepare_database)
+                                  prepare_database, roll_back_until_killed)
 
 PIPELINE = load_pipeline(DEFAULT_PIPELINE.with_name("demo.yaml"))
 CANARY_PLACEMENT = "instances/sim-canary/placement.json"
@@ -62,20 +61,7 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
         # The operator's rollback starts the rollback unless a policy has already (the sim's
         # sub-account holds 1.8 % of capital, under the 2 % cap, so the capital policies pass).
         # Either way the daemon then dies at the failpoint.
-        asked = False
-
-        async def killed():
-            nonlocal asked
-            if daemon.poll() is not None:
-                return True
-            if not asked and (await get_rollout(db, rollout.id)).status is Status.RUNNING:
-                await submit_command(db, CLOCK, rollout_id=rollout.id, kind="rollback", actor=ACTOR,
-                                             reason="crash test")
-                asked = True
-            return False
-
-        await poll(killed, timeout=40, what=f"the daemon to die at rollback.{step}.after")
-        assert daemon.returncode == -9, first_log.read_text(errors="replace")[-3000:]
+        await roll_back_until_killed(db, rollout.id, daemon, first_log, step=step, reason="crash test", timeout=40)
         plan = await load_plan(db, rollout.id)
         assert [s.name for s in plan] == list(STEPS)  # one account: the canary
         killed_at = STEPS.index(step) if step in STEPS else -1

@@ -21,13 +21,12 @@ from controller.rollout.info import create_rollout, get_rollout
 from controller.rollout.pipeline import DEFAULT_PIPELINE, load_pipeline
 from controller.rollout.rollback import STEPS, load_plan
 from controller.store import audit, leases, placement_leases
-from controller.store.commands import submit_command
 from controller.store.database import Database, resolve_url
 from controller.store.models import AuditEvent
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
-from tests.daemon.harness import (ACTOR, CLOCK, RELEASES, config_leverage, daemon_died, exchange_config,
-                                  place_baseline, poll)
+from tests.daemon.harness import (ACTOR, CLOCK, RELEASES, config_leverage, daemon_died, exchange_config, place_baseline,
+                                  poll, roll_back_until_killed)
 from tests.support.checkout import EXAMPLES
 
 PIPELINE = load_pipeline(DEFAULT_PIPELINE.with_name("demo.yaml"))
@@ -63,20 +62,8 @@ async def test_the_standby_completes_a_rollback_its_dead_owner_began_every_step_
                                  alive=daemon_died(first, first_log))
         second = processes.start_daemon(db_url=postgres_url, config=config, state_dir=state_dir, log=second_log)
 
-        asked = False
-
-        async def killed():
-            nonlocal asked
-            if first.poll() is not None:
-                return True
-            if not asked and (await get_rollout(db, rollout.id)).status is Status.RUNNING:
-                await submit_command(db, CLOCK, rollout_id=rollout.id, kind="rollback", actor=ACTOR,
-                                     reason="takeover test")
-                asked = True
-            return False
-
-        await poll(killed, timeout=60, what=f"the owner to die at rollback.{KILLED_AFTER}.after")
-        assert first.returncode == -9, first_log.read_text(errors="replace")[-3000:]
+        await roll_back_until_killed(db, rollout.id, first, first_log, step=KILLED_AFTER, reason="takeover test",
+                                     timeout=60)
         plan = await load_plan(db, rollout.id)
         done_before = STEPS.index(KILLED_AFTER) + 1
         assert [s.state for s in plan] == ["done"] * done_before + ["pending"] * (len(STEPS) - done_before)
