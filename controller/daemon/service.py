@@ -521,7 +521,8 @@ class Daemon:
                 continue
             # Several daemons read the same command: one claims it and places, the others leave it.
             if not await claim_command(self.db, command.id, self.owner,
-                                       seconds=self.options.placement_timeout + float(self.config.lease_seconds)):
+                                       seconds=self.options.placement_timeout + float(self.config.lease_seconds),
+                                       exclusive=self.db.dialect == "sqlite"):  # SQLite: one daemon (its file lock)
                 continue
             # A bot that starts slowly must not hold back the loop (and with it the watchdog).
             task = asyncio.create_task(self._place_baseline(command), name=f"baseline-{command.id}")

@@ -125,16 +125,19 @@ async def ack_command(db: Database, clock: Clock, command_id: int, *, accepted: 
         return True
 
 
-async def claim_command(db: Database, command_id: int, owner: str, *, seconds: float) -> bool:
+async def claim_command(db: Database, command_id: int, owner: str, *, seconds: float,
+                        exclusive: bool = False) -> bool:
     """Take an unanswered command for ``owner`` to carry out, for ``seconds``: True for the one daemon
     whose ``UPDATE ... WHERE claimed_by IS NULL`` changed the row. Its claimer may claim it again (an
     answer that could not be written); a claim whose time ran out without an answer (its daemon died)
-    may be taken by another: carrying a command out must be idempotent."""
+    may be taken by another: carrying a command out must be idempotent. ``exclusive``: the one daemon
+    the store allows (SQLite's file lock), so a claim any other owner left is a dead daemon's."""
     async with db.write() as session:
         now = await lease_now(session, db)
+        free = or_(OperatorCommand.claimed_by.is_(None), OperatorCommand.claimed_by == owner,
+                   OperatorCommand.claimed_until <= now)
         claimed = await session.execute(update(OperatorCommand).where(
             OperatorCommand.id == command_id, OperatorCommand.acked_at.is_(None),
-            or_(OperatorCommand.claimed_by.is_(None), OperatorCommand.claimed_by == owner,
-                OperatorCommand.claimed_until <= now)).values(
+            *(() if exclusive else (free,))).values(
             claimed_by=owner, claimed_until=now + timedelta(seconds=seconds)))
         return claimed.rowcount == 1
