@@ -247,6 +247,7 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await holding
             await self._stop_runners()
+            await leases.refusals_recorded()
             await self._give_up_leases()
             await self._stop_placements()
             if self.webhooks is not None:

@@ -16,6 +16,7 @@ takes every lease it does not hold at once, whoever held it before being dead.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -90,6 +91,14 @@ class Fence:
             return
         log.error("fencing_refused", rollout=self.rollout_id, owner=self.owner, epoch=self.epoch,
                   current_epoch=error.current_epoch, current_owner=error.current_owner)
+        # The record outlives its writer: a refused runner is often cancelled at this very moment (its
+        # daemon's lease loop finds the lease gone), and a refusal logged but never audited is a lost record.
+        recording = asyncio.ensure_future(self._audit(db, error))
+        _recording.add(recording)
+        recording.add_done_callback(_recording.discard)
+        await asyncio.shield(recording)
+
+    async def _audit(self, db: Database, error: FencingRefused) -> None:
         try:
             async with db.write() as session:
                 await audit.append(session, self.clock, actor=audit.CONTROLLER_ACTOR, kind="fencing.refused",
@@ -99,6 +108,16 @@ class Fence:
                                             "current_owner": error.current_owner})
         except StoreError as unrecorded:  # the refusal stands; only its record is missing
             log.error("fencing_refusal_not_audited", rollout=self.rollout_id, error=str(unrecorded))
+
+
+_recording: set[asyncio.Task[None]] = set()
+"""Refusals being audited, shielded from their writers' cancellation (held here so none is collected)."""
+
+
+async def refusals_recorded() -> None:
+    """Wait until every refusal this process is auditing is written (a daemon stopping, a test)."""
+    while _recording:
+        await asyncio.gather(*_recording, return_exceptions=True)
 
 
 async def lease_now(session: AsyncSession, db: Database) -> datetime:

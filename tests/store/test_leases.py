@@ -4,6 +4,7 @@ the old owner's writes (audited, nothing changed), and one active rollout per ac
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -81,6 +82,37 @@ async def test_a_taken_over_owner_is_fenced_off_its_writes_refused_and_audited(d
     info = await save_decision(owner_b, clock, info, State(status=Status.ROLLING_BACK))
     assert info.status is Status.ROLLING_BACK
     assert (await audit.verify(db)).ok
+
+
+class _CancelAtRefusal(logging.Handler):
+    """Cancels the writer the moment its refusal is logged: what the daemon's lease loop does when it finds
+    the lease gone while the runner's write is being refused."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "fencing_refused":
+            asyncio.current_task().cancel()
+
+
+async def test_a_refusal_is_audited_even_when_the_refused_writer_is_cancelled_at_once(db, clock):
+    await _releases(db, clock)
+    info = await create_rollout(db, clock, version="1.1.0", pipeline=_pipeline(CANARY), actor="tester")
+    await leases.claim(db, clock, "host-a:1", seconds=0)  # expired at once
+    await leases.claim(db, clock, "host-b:2", seconds=60)  # epoch 2: host-a's epoch 1 is fenced off
+    owner_a = db.guarded(Fence(info.id, 1, "host-a:1", clock))
+
+    canceller = _CancelAtRefusal()
+    logging.getLogger("controller.store.leases").addHandler(canceller)
+    try:
+        writer = asyncio.create_task(save_decision(owner_a, clock, info, State(status=Status.PROMOTING)))
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+    finally:
+        logging.getLogger("controller.store.leases").removeHandler(canceller)
+    await leases.refusals_recorded()
+    [refused] = await _events(db, "fencing.refused")
+    assert (refused.payload["owner"], refused.payload["epoch"], refused.payload["current_owner"]) == \
+        ("host-a:1", 1, "host-b:2")
+    assert (await get_rollout(db, info.id)).status is Status.PENDING
 
 
 async def test_an_acknowledgement_is_compare_and_set(db, clock):
