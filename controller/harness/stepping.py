@@ -199,9 +199,9 @@ class SteppedDatabase(Database):
                 yield session
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
+    async def write(self, *, durable: bool = False) -> AsyncIterator[AsyncSession]:
         with self.in_flight.request():
-            async with super().write() as session:
+            async with super().write(durable=durable) as session:
                 yield session
 
 

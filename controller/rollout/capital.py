@@ -117,7 +117,7 @@ async def fund(db: Database, site: Site, *, environment: str, account: str, shar
         since = site.clock.time()
         wallet = (await (await site.client(environment, account, purpose="act")).account_snapshot()).total_wallet_balance
         base = Base(wallet, since)
-        async with db.write() as session:  # before any money moves: a rollback finds it whatever happens next
+        async with db.write(durable=True) as session:  # before any money moves: a rollback finds it whatever happens next
             await audit.append(session, site.clock, actor=ACTOR, kind=BASE_RECORDED, subject=f"rollout:{rollout}",
                                release=release, payload={"account": f"{environment}/{account}", "stage": stage,
                                                          **base.to_json()})

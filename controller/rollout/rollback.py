@@ -208,7 +208,7 @@ class Rollback:
             if where not in planned:
                 environment, _, account = where.partition("/")
                 steps.append((RETURN_CAPITAL, {"environment": environment, "account": account, "base": base}))
-        async with self.db.write() as session:
+        async with self.db.write(durable=True) as session:
             for position, (name, detail) in enumerate(steps):
                 session.add(RollbackStep(rollout_id=info.id, position=position, name=name, state="pending",
                                          attempts=0, detail=canonical_json(detail)))

@@ -82,8 +82,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # NORMAL: in WAL mode a commit survives a crash of the process (SIGKILL, OOM), the failure
         # the daemon resumes from by design and is tested for, but not a power loss or a kernel
         # crash, which may take back the last commits (the WAL is synced at checkpoints, not at each
-        # commit). FULL would wait on the disk at every commit, a breach's verdict included.
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # commit). That is fine for a record of what happened (a verdict, an audit event: a breach's
+        # verdict does not wait on the disk) and wrong for an intent, written before an action
+        # outside the store: those are `Database.write(durable=True)`, committed at FULL.
+        cursor.execute(f"PRAGMA synchronous={_SYNCHRONOUS[False]}")
+        _record.info[_SYNCHRONOUS_NOW] = _SYNCHRONOUS[False]
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
@@ -98,8 +101,19 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:
-        mode = "IMMEDIATE" if conn.get_execution_options().get("write_lock") else "DEFERRED"
+        options = conn.get_execution_options()
+        synchronous = _SYNCHRONOUS[bool(options.get("durable"))]
+        if conn.connection.info.get(_SYNCHRONOUS_NOW) != synchronous:  # per connection, outside a transaction
+            conn.exec_driver_sql(f"PRAGMA synchronous={synchronous}")
+            conn.connection.info[_SYNCHRONOUS_NOW] = synchronous
+        mode = "IMMEDIATE" if options.get("write_lock") else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+_SYNCHRONOUS = {False: "NORMAL", True: "FULL"}
+"""SQLite's sync level of a write: a durable one (an intent) is synced to disk at its commit."""
+_SYNCHRONOUS_NOW = "canary_synchronous"
+"""Where a pooled SQLite connection remembers the level it is at (one PRAGMA only when it changes)."""
 
 
 class WriteGuard(Protocol):
@@ -144,15 +158,17 @@ class Database:
                 yield session
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
+    async def write(self, *, durable: bool = False) -> AsyncIterator[AsyncSession]:
         """A transaction that holds the write lock from its first statement; commits on exit. In a
-        guarded view the guard's check is its first statement."""
+        guarded view the guard's check is its first statement. ``durable``: an intent, written before
+        an action outside the store ("intent before action"), whose commit must survive a power loss
+        too: SQLite syncs it to disk (PostgreSQL's commits are, with its default synchronous_commit)."""
         if self._guard is None:
-            async with self._transaction() as session:
+            async with self._transaction(durable) as session:
                 yield session
             return
         try:
-            async with self._transaction() as session:
+            async with self._transaction(durable) as session:
                 await self._guard.check(session)
                 yield session
         except Exception as error:
@@ -160,10 +176,10 @@ class Database:
             raise
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+    async def _transaction(self, durable: bool) -> AsyncIterator[AsyncSession]:
         with self._unusable_as_store_error():
             async with self._sessions() as session:
-                await session.connection(execution_options={"write_lock": True})
+                await session.connection(execution_options={"write_lock": True, "durable": durable})
                 try:
                     yield session
                     await session.commit()

@@ -82,7 +82,7 @@ async def record_intent(db: Database, clock: Clock, *, rollout_id: int | None, e
     on the account is stopped or changed. The old live row (if any) is closed in the same transaction:
     its release is stopped next, and this row holds the account from now on. ``config_sha256``: the
     snapshot placed when it is not the release's own (a stage's toggle turned on)."""
-    async with db.write() as session:
+    async with db.write(durable=True) as session:
         rel = (await session.execute(select(Release).where(Release.version == release))).scalar_one()
         old = await live_row(session, environment, account)
         placed = config_sha256 or rel.config_sha256

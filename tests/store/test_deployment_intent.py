@@ -8,7 +8,7 @@ suite's databases.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
 from controller.release_files import read_release
@@ -99,3 +99,36 @@ async def test_an_intent_holds_the_account_from_before_the_start_and_says_runnin
     assert said.payload["settings_before"] == SNAPSHOT and said.payload["replaced"] == first.id
     assert (await audit.verify(db)).ok
 
+
+
+async def test_an_intent_is_synced_to_disk_at_its_commit_and_a_record_is_not(sqlite_url, clock):
+    # SQLite in WAL mode at synchronous=NORMAL loses its last commits to a power loss: an intent, written
+    # before the account is changed, must not be one of them (FULL); a record of what happened may (NORMAL).
+    database = Database(resolve_url(sqlite_url))
+    await upgrade(database)
+    commits: list[tuple[int, list[str]]] = []
+    written: list[str] = []
+
+    @event.listens_for(database.engine.sync_engine, "before_cursor_execute")
+    def _statement(conn, cursor, statement, *args) -> None:
+        words = statement.split()
+        if words[0].upper() in ("INSERT", "UPDATE"):  # INSERT INTO table (...) / UPDATE table SET ...
+            written.append(words[2] if words[0].upper() == "INSERT" else words[1])
+
+    @event.listens_for(database.engine.sync_engine, "commit")
+    def _commit(conn) -> None:
+        commits.append((conn.exec_driver_sql("PRAGMA synchronous").scalar(), sorted(set(written))))
+        written.clear()
+
+    try:
+        await add_release(database, clock, read_release("1.0.0", EXAMPLES / "demo" / "manifest.yaml",
+                                                        EXAMPLES / "reference-bot" / "strategy.yaml"), actor="tester")
+        intent = await record_intent(database, clock, rollout_id=None, environment="sim", account="canary",
+                                     instance="sim-canary", release="1.0.0", settings_before=None)
+        await record_running(database, clock, intent.id)
+    finally:
+        await database.close()
+    full, normal = 2, 1  # PRAGMA synchronous's numbers
+    assert [level for level, tables in commits if "deployments" in tables and "audit_events" in tables] == \
+        [full, normal], commits  # the intent at FULL; its "running" after the start, a record, at NORMAL
+    assert commits[0][0] == normal  # the release added: a record
