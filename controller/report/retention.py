@@ -31,8 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller.clock import Clock
 from controller.errors import StoreError, InputError
 from controller.report import archive
-from controller.report.document import AUDIT_EXCERPT, iso, safe_name
+from controller.report.document import AUDIT_EXCERPT, audit_line, iso, safe_name
 from controller.store import TERMINAL, audit
+from controller.store.audit_row import AuditRow
 from controller.store.database import Database, display_url
 from controller.store.models import AuditEvent, OperatorCommand, Rollout, StageRun, VerdictChange
 
@@ -206,9 +207,7 @@ async def _delete(session: AsyncSession, name: str, rows: list[Any], progress) -
 
 def _members(db: Database, cut: datetime, chosen: _Selection, counts: dict[str, int],
              active: Sequence[int]) -> list[archive.Member]:
-    events = [{"seq": e.seq, "ts": iso(e.ts), "actor": e.actor, "kind": e.kind,
-               "subject": e.subject, "release": e.release, "symbol": e.symbol, "payload": e.payload,
-               "prev_hash": e.prev_hash, "hash": e.hash} for e in chosen.audit]
+    events = [audit_line(AuditRow.from_row(e)) for e in chosen.audit]
     summary = {"format": FORMAT, "cut": iso(cut), "database": display_url(db.url), "rows": counts,
                "kept_active_rollouts": list(active),
                "audit": {"first_seq": events[0]["seq"], "last_seq": events[-1]["seq"], "count": len(events),
