@@ -374,8 +374,10 @@ class RestApi:
             rows = [r for r in rows if r.symbol == p["symbol"]]
         if p.get("incomeType"):
             rows = [r for r in rows if r.type == p["incomeType"]]
-        rows = _between(rows, p, lambda r: r.time_ms)
-        return [wire.income(r) for r in rows[-_limit(p, 100, 1000):]]
+        rows, limit = _between(rows, p, lambda r: r.time_ms), _limit(p, 100, 1000)
+        # Binance: a window holding more than `limit` rows answers its first `limit` (from startTime on);
+        # with no startTime, the most recent `limit`.
+        return [wire.income(r) for r in (rows[:limit] if p.get("startTime") else rows[-limit:])]
 
     # -- account -------------------------------------------------------------------------------
 

@@ -129,3 +129,16 @@ async def test_closing_the_listen_key_closes_its_stream(sim, canary):
     with pytest.raises(BinanceAPIException) as exc:
         await canary.futures_stream_close(key)
     assert exc.value.code == -1125
+
+
+async def test_income_history_cut_by_its_limit_keeps_the_first_rows_of_a_window_and_the_last_without_one(sim, canary):
+    # Binance: more rows between startTime and endTime than `limit` are returned from startTime on; with
+    # neither time sent, the most recent `limit` rows are. A reader paging through a window relies on the first.
+    for _ in range(3):
+        await canary.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010")
+    every = await canary.futures_income_history(symbol="BTCUSDT")
+    assert len(every) == 3 and [r["tranId"] for r in every] == sorted(r["tranId"] for r in every)
+    first = await canary.futures_income_history(symbol="BTCUSDT", startTime=every[0]["time"], limit=2)
+    last = await canary.futures_income_history(symbol="BTCUSDT", limit=2)
+    assert [r["tranId"] for r in first] == [r["tranId"] for r in every[:2]]
+    assert [r["tranId"] for r in last] == [r["tranId"] for r in every[-2:]]
