@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import sqlite3
 import weakref
 
 from collections.abc import AsyncIterator, Iterator
@@ -20,8 +21,9 @@ from typing import Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_
 
 from controller.errors import InputError, StoreError
 from controller.store import default_db_path
@@ -102,7 +104,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:
         mode = "IMMEDIATE" if conn.get_execution_options().get("write_lock") else "DEFERRED"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # Straight to aiosqlite: one trip to its thread, where a statement through SQLAlchemy's cursor
+        # takes three (open the cursor, execute, close it); BEGIN returns no rows and needs no cursor.
+        try:
+            await_(conn.connection.driver_connection.execute(f"BEGIN {mode}"))
+        except sqlite3.Error as error:  # what SQLAlchemy's cursor would have raised ("database is locked"...)
+            raise DBAPIError.instance(f"BEGIN {mode}", None, error, sqlite3.Error) from None
 
 
 class WriteGuard(Protocol):
