@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from controller.canonical import canonical_json, sha256_hex
 from controller.clock import Clock
@@ -222,22 +224,60 @@ async def _append_all(session: AsyncSession, events: list[_Event]) -> list[Audit
     known = _HEADS.get(engine)
     if known is not None:
         records = _link(known, events, texts)
-        moved = await conn.execute(
-            update(_HEAD).where(_HEAD.c.id == _HEAD_ID, _HEAD.c.seq == known[0], _HEAD.c.hash == known[1])
-            .values(seq=records[-1].seq, hash=records[-1].hash))
-        if moved.rowcount != 1:
+        if not await _move_head(conn, known, records[-1]):
             records = None
     if records is None:
         head = (await conn.execute(
             select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == _HEAD_ID).with_for_update())).one()
         records = _link((head.seq, head.hash), events, texts)
         await conn.execute(update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(seq=records[-1].seq, hash=records[-1].hash))
+    await _insert(conn, records, texts)
+    _HEADS[engine] = (records[-1].seq, records[-1].hash)
+    return records
+
+
+# On SQLite the two statements of an append go to aiosqlite's connection itself: one trip to its
+# thread each, where SQLAlchemy's cursor takes three (open, execute, close), and a trip is what an
+# append waits on when the machine is busy. Same connection, same transaction.
+_MOVE_HEAD_SQLITE = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = ? AND seq = ? AND hash = ?"
+_INSERT_SQLITE = ("INSERT INTO audit_events (seq, ts, actor, kind, subject, release, symbol, payload, prev_hash, hash) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+async def _move_head(conn: AsyncConnection, known: tuple[int, str], newest: AuditRecord) -> bool:
+    """Move the head from ``known`` to ``newest``; False (nothing written) if the stored head is another."""
+    if conn.dialect.name == "sqlite":
+        driver = (await conn.get_raw_connection()).driver_connection
+        moved = await _sqlite(_MOVE_HEAD_SQLITE, driver.execute(
+            _MOVE_HEAD_SQLITE, (newest.seq, newest.hash, _HEAD_ID, known[0], known[1])))
+        return moved.rowcount == 1
+    moved = await conn.execute(
+        update(_HEAD).where(_HEAD.c.id == _HEAD_ID, _HEAD.c.seq == known[0], _HEAD.c.hash == known[1])
+        .values(seq=newest.seq, hash=newest.hash))
+    return moved.rowcount == 1
+
+
+async def _insert(conn: AsyncConnection, records: list[AuditRecord], texts: list[str]) -> None:
+    if conn.dialect.name == "sqlite":
+        driver = (await conn.get_raw_connection()).driver_connection
+        # The column's own conversion, as SQLAlchemy binds it (naive UTC text, always with microseconds).
+        stored_ts = _EVENTS.c.ts.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        await _sqlite(_INSERT_SQLITE, driver.executemany(_INSERT_SQLITE, [
+            (r.seq, stored_ts(r.ts), r.actor, r.kind, r.subject, r.release, r.symbol, text, r.prev_hash, r.hash)
+            for r, text in zip(records, texts, strict=True)]))
+        return
     await conn.execute(insert(_EVENTS), [
         {"seq": r.seq, "ts": r.ts, "actor": r.actor, "kind": r.kind, "subject": r.subject, "release": r.release,
          "symbol": r.symbol, "payload": text, "prev_hash": r.prev_hash, "hash": r.hash}
         for r, text in zip(records, texts, strict=True)])
-    _HEADS[engine] = (records[-1].seq, records[-1].hash)
-    return records
+
+
+async def _sqlite(statement: str, running: Awaitable[Any]) -> Any:
+    """A statement sent to aiosqlite, its error raised as SQLAlchemy would have raised it."""
+    try:
+        return await running
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(statement, None, error, sqlite3.Error) from None
 
 
 def _link(head: tuple[int, str], events: list[_Event], texts: list[str]) -> list[AuditRecord]:

@@ -8,11 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 
 from controller.store import audit
 from controller.store.audit import AuditFilter
 from controller.store.database import Database, resolve_url
+from controller.store.schema import upgrade
 from tests.support.checkout import REPO
 
 
@@ -120,3 +122,27 @@ async def test_a_cancelled_appender_leaves_its_batch_recorded(db, clock):
         await first
     report = await audit.verify(db)  # the cancelled appender's event was committed with its batch
     assert report.ok and report.checked == 2
+
+
+async def test_an_event_colliding_with_a_row_written_behind_the_heads_back_is_refused(db, clock):
+    first = await _append(db, clock, "first")
+    async with db.engine.begin() as conn:  # a row the head does not know: the next append's number taken
+        await conn.execute(text("INSERT INTO audit_events (seq, ts, actor, kind, subject, release, symbol, payload, "
+                                "prev_hash, hash) SELECT 2, ts, actor, kind, 'forged', release, symbol, payload, hash, :h "
+                                "FROM audit_events WHERE seq = 1"), {"h": "f" * 64})
+    with pytest.raises(IntegrityError):
+        await _append(db, clock, "second")
+    report = await audit.verify(db)  # nothing of the refused append was kept: the head is still the first event
+    assert report.head_seq == 1 and report.head_hash == first.hash and report.first_bad_seq == 2
+
+
+async def test_a_timestamp_is_stored_as_every_other_column_of_its_type_is(sqlite_url, clock):
+    db = Database(resolve_url(sqlite_url))
+    try:
+        await upgrade(db)
+        written = await _append(db, clock, "at a whole second")
+        async with db.engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT ts FROM audit_events WHERE seq = 1"))).scalar_one()
+        assert written.ts.microsecond == 0 and stored == written.ts.strftime("%Y-%m-%d %H:%M:%S.%f")
+    finally:
+        await db.close()
