@@ -190,9 +190,10 @@ class _Event:
     @classmethod
     def of(cls, clock: Clock, *, actor: str, kind: str, subject: str, payload: dict[str, Any] | None,
            release: str | None, symbol: str | None) -> _Event:
-        payload = dict(payload or {})
-        canonical_json(payload)  # a payload that cannot be stored fails its own appender, not a batch
-        return cls(clock.now().astimezone(UTC), actor, kind, subject, release, symbol, _WRITER.get(), payload)
+        # A copy as the event is now (a group commit writes it later), taken through its stored form: a
+        # payload that cannot be stored fails its own appender, not the batch it would have joined.
+        stored = json.loads(canonical_json(payload or {}))
+        return cls(clock.now().astimezone(UTC), actor, kind, subject, release, symbol, _WRITER.get(), stored)
 
     def payload_text(self, role: str | None) -> str:
         # Who really wrote it, where the store can tell: what the event says first, then the writer's

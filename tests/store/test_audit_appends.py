@@ -146,3 +146,13 @@ async def test_a_timestamp_is_stored_as_every_other_column_of_its_type_is(sqlite
         assert written.ts.microsecond == 0 and stored == written.ts.strftime("%Y-%m-%d %H:%M:%S.%f")
     finally:
         await db.close()
+
+
+async def test_a_recorded_event_is_the_payload_as_it_was_when_recorded(db, clock):
+    nested = {"orders": [1, 2]}
+    recording = asyncio.ensure_future(audit.record(db, clock, actor="a", kind="k", subject="s", payload=nested))
+    await asyncio.sleep(0)  # one turn of the loop: the event is queued, its transaction not yet begun
+    nested["orders"].append(3)
+    returned = (await recording).payload
+    stored = [returned] + [r.payload async for r in audit.query(db, AuditFilter())]
+    assert [{k: v for k, v in payload.items() if k != "db_role"} for payload in stored] == [{"orders": [1, 2]}] * 2
