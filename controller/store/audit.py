@@ -120,7 +120,9 @@ async def record(db: Database, clock: Clock, *, actor: str, kind: str, subject: 
 
     Events recorded at once through one `Database` (one guarded view) share a transaction (group
     commit): a batch of appenders pays for one write transaction, and each of them still returns only
-    after its event is committed. Cancelling the caller does not take its event back.
+    after its event is committed. Cancelling the caller does not take its event back. A guarded view
+    checks its guard once a batch (a refused batch is one refusal). Not for a caller inside a write
+    transaction: the batch's transaction would wait for the caller's (use `append` there).
     """
     event = _Event.of(clock, actor=actor, kind=kind, subject=subject, payload=payload, release=release, symbol=symbol)
     loop = asyncio.get_running_loop()
