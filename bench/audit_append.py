@@ -1,10 +1,13 @@
 """How many audit events per second the hash chain takes on the default SQLite store.
 
-Four writers append at once, each event in a write transaction of its own, as the daemon and
-`canaryctl` write them (`Database.write()` then `audit.append`: the head row locked, the event
-hashed onto it). The key figure is four asyncio tasks sharing one `Database` (one process, as in
-the daemon); four processes, each with its own engine (the daemon and three `canaryctl`s), are
-measured too. The chain is verified afterwards: a figure from a broken chain is refused.
+Four writers append at once, each event committed before its writer appends the next. The key
+figure is four asyncio tasks sharing one `Database` (one process, as in the daemon), each event
+recorded on its own (`audit.record`: events that come at once share a write transaction, the
+head locked and each event hashed onto the one before). Measured too: the same four tasks each
+appending inside a write transaction of its own (`Database.write()` then `audit.append`, as a
+caller that records a state change with its event does), and four processes, each with its own
+engine (the daemon and three `canaryctl`s), recording on their own. The chain is verified
+afterwards: a figure from a broken chain is refused.
 
     .venv/bin/python bench/audit_append.py [--quick]     # prints the figures as JSON
 """
@@ -31,18 +34,25 @@ WRITERS = 4
 async def _write(db: Database, writer: int, count: int) -> None:
     clock = RealClock()
     for i in range(count):
+        await audit.record(db, clock, actor="bench", kind="bench.appended", subject=f"writer-{writer}",
+                           payload={"writer": writer, "n": i})
+
+
+async def _write_in_transactions(db: Database, writer: int, count: int) -> None:
+    clock = RealClock()
+    for i in range(count):
         async with db.write() as session:
             await audit.append(session, clock, actor="bench", kind="bench.appended", subject=f"writer-{writer}",
                                payload={"writer": writer, "n": i})
 
 
-async def _tasks(url: str, per_writer: int) -> float:
+async def _tasks(url: str, per_writer: int, write=_write) -> float:
     db = Database(resolve_url(url))
     try:
         started = time.perf_counter()
         async with asyncio.TaskGroup() as group:
             for writer in range(WRITERS):
-                group.create_task(_write(db, writer, per_writer))
+                group.create_task(write(db, writer, per_writer))
         return time.perf_counter() - started
     finally:
         await db.close()
@@ -103,6 +113,8 @@ def measure(quick: bool) -> dict[str, float | int | None]:
     figures: dict[str, float | int | None] = {}
     with tempfile.TemporaryDirectory(prefix="canary-bench-audit-") as folder:
         for key, run in (("audit_append_per_s", lambda url: asyncio.run(_tasks(url, per_writer))),
+                         ("audit_append_txn_per_s",
+                          lambda url: asyncio.run(_tasks(url, per_writer, _write_in_transactions))),
                          ("audit_append_4proc_per_s", lambda url: _processes(url, per_writer))):
             url = f"sqlite:///{Path(folder) / (key + '.db')}"
             asyncio.run(_prepare(url))

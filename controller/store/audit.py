@@ -2,10 +2,12 @@
 
 Each event's hash covers the previous event's hash and the event's canonical JSON, so editing,
 deleting, inserting or reordering any row breaks the chain at that row. The one-row
-``audit_head`` table holds the newest link: appends lock it (PostgreSQL ``FOR UPDATE``;
-SQLite's ``BEGIN IMMEDIATE`` write lock), which serialises concurrent appenders across tasks
-and processes, and `verify` checks the chain's tail against it so that deleting the newest
-rows is detected too.
+``audit_head`` table holds the newest link: appends lock it (PostgreSQL: its row lock, taken by
+the UPDATE that moves it or by ``FOR UPDATE``; SQLite: the ``BEGIN IMMEDIATE`` write lock), which
+serialises concurrent appenders across tasks and processes, and `verify` checks the chain's tail
+against it so that deleting the newest rows is detected too. An event that records a state change
+is appended in the change's transaction (`append`); one that records nothing else may be
+`record`ed, which commits the events of appenders that come at once in one transaction.
 
 Retention (`canaryctl db prune`) deletes the chain's oldest events, always a prefix, after
 archiving them, and appends a ``PRUNED_KIND`` anchor recording the range it took and the last
@@ -15,18 +17,23 @@ still verifies from its first link to its head, the anchor being one of its link
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+import sqlite3
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Engine, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from controller.canonical import canonical_json, sha256_hex
 from controller.clock import Clock
+from controller.errors import StoreError
 from controller.store.database import Database
 from controller.store.models import GENESIS_HASH, AuditEvent, AuditHead
 
@@ -34,6 +41,8 @@ CONTROLLER_ACTOR = "controller"
 PRUNED_KIND = "audit.pruned"
 """The anchor a prune appends: payload ``audit`` = {first_seq, last_seq, count, last_hash} of the events it archived."""
 _HEAD_ID = 1
+_HEAD = AuditHead.__table__
+_EVENTS = AuditEvent.__table__
 _VERIFY_BATCH = 2000
 
 
@@ -99,25 +108,193 @@ async def append(session: AsyncSession, clock: Clock, *, actor: str, kind: str, 
     The event commits or rolls back with whatever else the transaction records, so an
     audited change and its audit event are never separated.
     """
+    event = _Event.of(clock, actor=actor, kind=kind, subject=subject, payload=payload, release=release, symbol=symbol)
+    return (await _append_all(session, [event]))[0]
+
+
+async def record(db: Database, clock: Clock, *, actor: str, kind: str, subject: str,
+                 payload: dict[str, Any] | None = None, release: str | None = None,
+                 symbol: str | None = None) -> AuditRecord:
+    """Append one event that records nothing else, in a write transaction of the store's own; returns
+    once it is committed (the error of that transaction otherwise).
+
+    Events recorded at once through one `Database` (one guarded view) share a transaction (group
+    commit): a batch of appenders pays for one write transaction, and each of them still returns only
+    after its event is committed. Cancelling the caller does not take its event back. A guarded view
+    checks its guard once a batch (a refused batch is one refusal). Not for a caller inside a write
+    transaction: the batch's transaction would wait for the caller's (use `append` there).
+    """
+    event = _Event.of(clock, actor=actor, kind=kind, subject=subject, payload=payload, release=release, symbol=symbol)
+    loop = asyncio.get_running_loop()
+    group = _GROUPS.get(db)
+    if group is None or group.loop is not loop:
+        group = _GROUPS[db] = _Group(loop)
+    done: asyncio.Future[AuditRecord] = loop.create_future()
+    group.waiting.append((event, done))
+    if group.committer is None:
+        group.committer = loop.create_task(_commit_groups(db, group))
+    return await asyncio.shield(done)
+
+
+@dataclass
+class _Group:
+    """The events waiting for the next group transaction of one `Database`, and the task committing them."""
+
+    loop: asyncio.AbstractEventLoop
+    waiting: list[tuple[_Event, asyncio.Future[AuditRecord]]] = field(default_factory=list)
+    committer: asyncio.Task[None] | None = None
+
+
+_GROUPS: weakref.WeakKeyDictionary[Database, _Group] = weakref.WeakKeyDictionary()
+
+
+async def _commit_groups(db: Database, group: _Group) -> None:
+    """Commit what waits, one transaction per batch, until nothing does: appenders that come while a
+    batch commits form the next one."""
+    try:
+        while group.waiting:
+            batch, group.waiting = group.waiting, []
+            try:
+                async with db.write() as session:
+                    records = await _append_all(session, [event for event, _ in batch])
+            except BaseException as error:  # every event of the batch is rolled back: each appender hears why
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error if isinstance(error, Exception) else StoreError(
+                            f"the audit transaction was interrupted ({type(error).__name__})"))
+                if not isinstance(error, Exception):
+                    raise
+                continue
+            for (_, done), written in zip(batch, records, strict=True):
+                if not done.done():
+                    done.set_result(written)
+    finally:
+        group.committer = None
+        for _, done in group.waiting:  # only when the task itself was cancelled
+            if not done.done():
+                done.set_exception(StoreError("the audit transaction was interrupted (its task was cancelled)"))
+        group.waiting = []
+
+
+@dataclass(frozen=True)
+class _Event:
+    """An event before it has a place in the chain: stamped and serialised when its appender asks."""
+
+    ts: datetime
+    actor: str
+    kind: str
+    subject: str
+    release: str | None
+    symbol: str | None
+    writer: Mapping[str, str]
+    payload: dict[str, Any]
+
+    @classmethod
+    def of(cls, clock: Clock, *, actor: str, kind: str, subject: str, payload: dict[str, Any] | None,
+           release: str | None, symbol: str | None) -> _Event:
+        # A copy as the event is now (a group commit writes it later), taken through its stored form: a
+        # payload that cannot be stored fails its own appender, not the batch it would have joined.
+        stored = json.loads(canonical_json(payload or {}))
+        return cls(clock.now().astimezone(UTC), actor, kind, subject, release, symbol, _WRITER.get(), stored)
+
+    def payload_text(self, role: str | None) -> str:
+        # Who really wrote it, where the store can tell: what the event says first, then the writer's
+        # context and the database role (on PostgreSQL) where the event does not say it.
+        return canonical_json({**self.writer, **({"db_role": role} if role else {}), **self.payload})
+
+
+_HEADS: weakref.WeakKeyDictionary[Engine, tuple[int, str]] = weakref.WeakKeyDictionary()
+"""The newest link each engine wrote or read: a hint, checked by the head's own UPDATE under the write lock."""
+
+
+async def _append_all(session: AsyncSession, events: list[_Event]) -> list[AuditRecord]:
+    """Link ``events`` onto the chain's head in the session's write transaction.
+
+    The head is locked before anything is written (SQLite: the transaction's write lock, taken at its
+    BEGIN; PostgreSQL: the head row's lock), which serialises appenders across tasks and processes.
+    The head this engine last saw is tried first: the UPDATE that moves the head matches only if the
+    stored head is still that one (its row lock held from then on). When another writer moved it (or
+    a rolled-back transaction left the hint stale), the head is read under ``FOR UPDATE`` and the events
+    linked onto it: a hint never forks the chain.
+    """
     conn = await session.connection()
     if conn.dialect.name == "sqlite" and not conn.sync_connection.get_execution_options().get("write_lock"):
         raise RuntimeError("audit.append needs a write transaction: use Database.write()")
-    head = (await session.execute(
-        select(AuditHead).where(AuditHead.id == _HEAD_ID).with_for_update())).scalar_one()
-    seq, prev_hash = head.seq + 1, head.hash
-    ts = clock.now().astimezone(UTC)
-    # Who really wrote it, where the store can tell: what the event says first, then the writer's
-    # context and the database role (on PostgreSQL) where the event does not say it.
     role = await db_role(session)
-    payload = {**_WRITER.get(), **({"db_role": role} if role else {}), **(payload or {})}
-    payload_text = canonical_json(payload)
-    digest = event_hash(prev_hash, seq=seq, ts=ts, actor=actor, kind=kind, subject=subject,
-                        release=release, symbol=symbol, payload=payload_text)
-    session.add(AuditEvent(seq=seq, ts=ts, actor=actor, kind=kind, subject=subject, release=release,
-                           symbol=symbol, payload=payload_text, prev_hash=prev_hash, hash=digest))
-    await session.execute(update(AuditHead).where(AuditHead.id == _HEAD_ID).values(seq=seq, hash=digest))
-    await session.flush()
-    return AuditRecord(seq, ts, actor, kind, subject, release, symbol, json.loads(payload_text), prev_hash, digest)
+    texts = [event.payload_text(role) for event in events]
+    engine = conn.sync_engine
+    records = None
+    known = _HEADS.get(engine)
+    if known is not None:
+        records = _link(known, events, texts)
+        if not await _move_head(conn, known, records[-1]):
+            records = None
+    if records is None:
+        head = (await conn.execute(
+            select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == _HEAD_ID).with_for_update())).one()
+        records = _link((head.seq, head.hash), events, texts)
+        await conn.execute(update(_HEAD).where(_HEAD.c.id == _HEAD_ID).values(seq=records[-1].seq, hash=records[-1].hash))
+    await _insert(conn, records, texts)
+    _HEADS[engine] = (records[-1].seq, records[-1].hash)
+    return records
+
+
+# On SQLite the two statements of an append go to aiosqlite's connection itself: one trip to its
+# thread each, where SQLAlchemy's cursor takes three (open, execute, close), and a trip is what an
+# append waits on when the machine is busy. Same connection, same transaction.
+_MOVE_HEAD_SQLITE = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = ? AND seq = ? AND hash = ?"
+_INSERT_SQLITE = ("INSERT INTO audit_events (seq, ts, actor, kind, subject, release, symbol, payload, prev_hash, hash) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+async def _move_head(conn: AsyncConnection, known: tuple[int, str], newest: AuditRecord) -> bool:
+    """Move the head from ``known`` to ``newest``; False (nothing written) if the stored head is another."""
+    if conn.dialect.name == "sqlite":
+        driver = (await conn.get_raw_connection()).driver_connection
+        moved = await _sqlite(_MOVE_HEAD_SQLITE, driver.execute(
+            _MOVE_HEAD_SQLITE, (newest.seq, newest.hash, _HEAD_ID, known[0], known[1])))
+        return moved.rowcount == 1
+    moved = await conn.execute(
+        update(_HEAD).where(_HEAD.c.id == _HEAD_ID, _HEAD.c.seq == known[0], _HEAD.c.hash == known[1])
+        .values(seq=newest.seq, hash=newest.hash))
+    return moved.rowcount == 1
+
+
+async def _insert(conn: AsyncConnection, records: list[AuditRecord], texts: list[str]) -> None:
+    if conn.dialect.name == "sqlite":
+        driver = (await conn.get_raw_connection()).driver_connection
+        # The column's own conversion, as SQLAlchemy binds it (naive UTC text, always with microseconds).
+        stored_ts = _EVENTS.c.ts.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        await _sqlite(_INSERT_SQLITE, driver.executemany(_INSERT_SQLITE, [
+            (r.seq, stored_ts(r.ts), r.actor, r.kind, r.subject, r.release, r.symbol, text, r.prev_hash, r.hash)
+            for r, text in zip(records, texts, strict=True)]))
+        return
+    await conn.execute(insert(_EVENTS), [
+        {"seq": r.seq, "ts": r.ts, "actor": r.actor, "kind": r.kind, "subject": r.subject, "release": r.release,
+         "symbol": r.symbol, "payload": text, "prev_hash": r.prev_hash, "hash": r.hash}
+        for r, text in zip(records, texts, strict=True)])
+
+
+async def _sqlite(statement: str, running: Awaitable[Any]) -> Any:
+    """A statement sent to aiosqlite, its error raised as SQLAlchemy would have raised it."""
+    try:
+        return await running
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(statement, None, error, sqlite3.Error) from None
+
+
+def _link(head: tuple[int, str], events: list[_Event], texts: list[str]) -> list[AuditRecord]:
+    """The events as links after ``head``: numbered on from it, each hash covering the one before."""
+    seq, prev_hash = head
+    records = []
+    for event, payload_text in zip(events, texts, strict=True):
+        seq += 1
+        digest = event_hash(prev_hash, seq=seq, ts=event.ts, actor=event.actor, kind=event.kind,
+                            subject=event.subject, release=event.release, symbol=event.symbol, payload=payload_text)
+        records.append(AuditRecord(seq, event.ts, event.actor, event.kind, event.subject, event.release,
+                                   event.symbol, json.loads(payload_text), prev_hash, digest))
+        prev_hash = digest
+    return records
 
 
 @dataclass(frozen=True)
