@@ -540,3 +540,27 @@ async def test_rollout_show_and_list_say_what_the_engine_reads_from_the_store(sq
     assert text.out.splitlines()[:3] == [f"rollout {info.id}: 1.1.0 (failed, stage C); baseline 1.0.0",
                                          f"  reason: {info.state.reason}", "  signed: C/owner-review by alice"]
     assert "stop_release" in text.out and "canary" in text.out and outcome.error[:30] in text.out
+
+
+async def test_the_read_commands_read_each_backend_as_the_store_does(db, db_url):
+    """On SQLite without SQLAlchemy, on PostgreSQL through it: the same records, the same filters."""
+    from controller.store.releases import get_release
+
+    info, _ = await canary(db)
+    info = await get_rollout(db, info.id)
+    released = await get_release(db, "1.0.0")
+
+    listed = [json.loads(line) for line in canaryctl("rollout", "list", "--json", db=db_url).out.splitlines()]
+    shown = canaryctl("rollout", "show", "1.1.0", db=db_url)
+    releases = [json.loads(line) for line in canaryctl("release", "list", "--json", db=db_url).out.splitlines()]
+    added = canaryctl("audit", "query", "--since", "1d", "--kind", "release.added", "--json", db=db_url)
+    none_yet = canaryctl("audit", "query", "--since", "2099-01-01T00:00Z", db=db_url)
+    snapshot = canaryctl("config", "show", released.config_sha256[:8], "--json", db=db_url)
+
+    assert listed == [info.to_json()]
+    assert shown.code == 0 and shown.out.startswith(f"rollout {info.id}: 1.1.0 (running, stage C); baseline 1.0.0")
+    assert releases[0] == released.to_json() and [r["version"] for r in releases] == ["1.0.0", "1.1.0"]
+    assert [(e["kind"], e["release"]) for e in map(json.loads, added.out.splitlines())] == [
+        ("release.added", "1.0.0"), ("release.added", "1.1.0")]
+    assert none_yet.code == 0 and "no audit events match" in none_yet.err
+    assert json.loads(snapshot.out)["sha256"] == released.config_sha256
