@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 
 from controller import logs
+from tests.support.checkout import REPO
 
 
 @pytest.fixture
@@ -87,3 +90,15 @@ def test_fields_of_a_record_are_readable_without_structlog(caplog):
 def test_secrets_the_redaction_missed_before_are_redacted(text, secret):
     redacted = logs.redact_text(text)
     assert secret not in redacted and logs.REDACTED in redacted
+
+
+def test_json_logs_import_no_rich_and_console_logs_still_can():
+    """structlog brings rich (and pygments) for its console tracebacks; the daemon's JSON lines do without them."""
+    probe = ("import io, json, logging, sys\nfrom controller import logs\n"
+             "stream = io.StringIO()\nlogs.configure('info', 'json', stream)\n"
+             "logging.getLogger('controller.test').warning('daemon_ready')\n"
+             "print(json.loads(stream.getvalue())['event'], 'rich' in sys.modules)\n"
+             "import rich.console\nprint('rich', rich.console.Console is not None)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=REPO)
+    assert proc.stdout.splitlines() == ["daemon_ready False", "rich True"], proc.stderr

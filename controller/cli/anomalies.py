@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from controller.cli.context import CLOCK, open_database, operator_name, run
+from controller.cli.context import open_database, operator_name, run, wall_clock
 from controller.cli.output import print_json
 
 
@@ -51,9 +51,9 @@ def note(rollout: str, anomaly_text: str | None, anomaly_id: int | None, resolut
         async with open_database() as db:
             info = await get_rollout(db, rollout)
             if anomaly_text is not None:
-                return await note_anomaly(db, CLOCK, rollout_id=info.id, release=info.release, stage=info.stage.name,
+                return await note_anomaly(db, wall_clock(), rollout_id=info.id, release=info.release, stage=info.stage.name,
                                           actor=who, text=anomaly_text)
-            return await resolve_anomaly(db, CLOCK, rollout_id=info.id, release=info.release, anomaly_id=anomaly_id,
+            return await resolve_anomaly(db, wall_clock(), rollout_id=info.id, release=info.release, anomaly_id=anomaly_id,
                                          actor=who, text=resolution_text)
 
     anomaly = run(main)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+from datetime import UTC
+
 import click
 
-from controller.cli.context import CLOCK, open_database, run
+from controller.cli.context import open_database, open_store, run, wall_clock
 from controller.cli.output import json_line, print_json, print_table
 
 
@@ -57,7 +60,7 @@ def _instant(ctx, param, value):
     from controller.timespec import parse_instant
 
     try:
-        return parse_instant(value, CLOCK.now())
+        return parse_instant(value, wall_clock().now())
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -76,31 +79,32 @@ def query(since, until, kind, release, symbol, actor, limit, as_json) -> None:
 
     Example: canaryctl audit query --since 24h --kind leverage.restored --symbol BTCUSDT --json
     """
-    from controller.store.audit import AuditFilter
-    from controller.store.audit import query as query_events
+    from controller.store.listing import audit_events
 
-    flt = AuditFilter(since=since, until=until, kind=kind, release=release, symbol=symbol, actor=actor, limit=limit)
-
-    async def main():
-        records = []
-        async with open_database() as db:
-            async for record in query_events(db, flt):
-                if as_json:  # stream: a long trail is never held in memory
-                    click.echo(json_line(record.to_json()))
-                else:
-                    records.append(record)
-        return records
-
-    records = run(main)
+    records = []
+    with closing(open_store()) as reader, reader.snapshot():
+        for row in audit_events(reader, since=since, until=until, kind=kind, release=release, symbol=symbol,
+                                actor=actor, limit=limit):
+            if as_json:  # stream: a long trail is never held in memory
+                click.echo(json_line(_event_json(row)))
+            else:
+                records.append((row, row.data))
     if as_json:
         return
-    rows = ((r.seq, r.ts.strftime("%Y-%m-%d %H:%M:%S"), _who(r), r.kind, r.subject, r.release, r.symbol,
-             json_line(r.payload)) for r in records)
+    rows = ((r.seq, r.ts.strftime("%Y-%m-%d %H:%M:%S"), _who(r.actor, payload), r.kind, r.subject, r.release,
+             r.symbol, json_line(payload)) for r, payload in records)
     if not print_table(None, ["seq", "time (UTC)", "actor", "kind", "subject", "release", "symbol", "payload"], rows):
         click.echo("no audit events match", err=True)
 
 
-def _who(record) -> str:
+def _event_json(row) -> dict:
+    """An event as `store.audit.AuditRecord.to_json` gives it: the payload decoded, the time in UTC to the microsecond."""
+    return {"seq": row.seq, "ts": row.ts.astimezone(UTC).isoformat(timespec="microseconds"), "actor": row.actor,
+            "kind": row.kind, "subject": row.subject, "release": row.release, "symbol": row.symbol,
+            "payload": row.data, "prev_hash": row.prev_hash, "hash": row.hash}
+
+
+def _who(actor: str, payload) -> str:
     """The actor, and the operating-system user that gave the command when it is someone else."""
-    os_user = record.payload.get("os_user") if isinstance(record.payload, dict) else None
-    return f"{record.actor} (os user {os_user})" if os_user and os_user != record.actor else record.actor
+    os_user = payload.get("os_user") if isinstance(payload, dict) else None
+    return f"{actor} (os user {os_user})" if os_user and os_user != actor else actor

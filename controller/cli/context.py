@@ -1,20 +1,26 @@
-"""What every command needs: the database the global options name, the operator's name, a loop."""
+"""What every command needs: the database the global options name, the operator's name, a loop.
+
+Read commands open the store read-only (`open_store`) and must start in a blink, so this module
+imports neither SQLAlchemy nor asyncio up front: `open_database`, `run` and `wall_clock`, for the
+commands that write or wait, import them when called.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from controller.clock import RealClock
-from controller.store.database import Database, resolve_url
-from controller.store.schema import require_current
+if TYPE_CHECKING:
+    from controller.clock import RealClock
+    from controller.store.database import Database
+    from controller.store.readonly import Reader
 
 T = TypeVar("T")
 
@@ -24,8 +30,9 @@ def settings(ctx: click.Context | None = None):
     return ctx.find_root().obj
 
 
-def database_url():
-    """--db / CANARY_DB, else the daemon config's database, else the default SQLite file."""
+def _named_database() -> tuple[str | None, str | None]:
+    """--db / CANARY_DB, else the daemon config's database (None: the default SQLite file), with the
+    password the config's reference resolves to."""
     opts = settings()
     url, password = opts.db_url, None
     if opts.config_path is not None:
@@ -35,7 +42,23 @@ def database_url():
         url = url or config.database.url
         if config.database.password is not None:
             password = config.database.password.resolve()
-    return resolve_url(url, password)
+    return url, password
+
+
+def database_url():
+    """--db / CANARY_DB, else the daemon config's database, else the default SQLite file."""
+    from controller.store.database import resolve_url
+
+    return resolve_url(*_named_database())
+
+
+def open_store() -> Reader:
+    """The same store, read-only, through `controller.store.readonly`: no SQLAlchemy unless the
+    store is not SQLite. The read commands use it; close it when done."""
+    from controller.store.readonly import open_reader
+
+    url, password = _named_database()
+    return open_reader(url, password=password)
 
 
 def default_state_dir(url) -> Path:
@@ -50,6 +73,8 @@ def default_state_dir(url) -> Path:
 @asynccontextmanager
 async def open_database(*, check_schema: bool = True) -> AsyncIterator[Database]:
     from controller.store import audit
+    from controller.store.database import Database
+    from controller.store.schema import require_current
 
     audit.written_by(os_user=os_user())
     db = Database(database_url())
@@ -90,7 +115,15 @@ def printable(text: str) -> str:
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
+    import asyncio
+
     return asyncio.run(main())
 
 
-CLOCK = RealClock()
+@cache
+def wall_clock() -> RealClock:
+    """The wall clock commands time their records by, built on first use: `controller.clock` imports
+    asyncio and tenacity, which the read commands never need."""
+    from controller.clock import RealClock
+
+    return RealClock()

@@ -127,12 +127,12 @@ def prune(older_than: float, archive_path: Path | None, state_dir: Path | None, 
     """
     from datetime import timedelta
 
-    from controller.cli.context import CLOCK, database_url, default_state_dir, operator_name
+    from controller.cli.context import database_url, default_state_dir, operator_name, wall_clock
     from controller.report import retention
 
     target = archive_path
     if target is None and not dry_run:
-        cut = CLOCK.now() - timedelta(seconds=older_than)
+        cut = wall_clock().now() - timedelta(seconds=older_than)
         target = retention.default_archive(state_dir or default_state_dir(database_url()), cut)
         target.parent.mkdir(parents=True, exist_ok=True)
     if target is not None and not dry_run:
@@ -141,7 +141,7 @@ def prune(older_than: float, archive_path: Path | None, state_dir: Path | None, 
 
     async def main():
         async with open_database() as database:
-            return await retention.prune(database, CLOCK, older_than=older_than, target=target, dry_run=dry_run,
+            return await retention.prune(database, wall_clock(), older_than=older_than, target=target, dry_run=dry_run,
                                          actor=operator_name(), progress=progress)
 
     pruned = run(main)

@@ -127,7 +127,7 @@ def run_harness(duration: str, speed: float | None, symbols: int | None, spec: s
 
 
 async def _run(options, plan, version: str | None, policies_file: str, *, record: bool):
-    from controller.cli.context import CLOCK, open_database
+    from controller.cli.context import open_database, wall_clock
     from controller.harness.plan import recorded_strategy
     from controller.harness.record import harness_release, record_run
     from controller.harness.run import Harness
@@ -141,7 +141,7 @@ async def _run(options, plan, version: str | None, policies_file: str, *, record
         result = await harness.run()
         if record:
             new = None if version is not None else harness_release(options.strategy)
-            result.rollout = await record_run(db, CLOCK, result, harness.changes, version=version or new.version,
+            result.rollout = await record_run(db, wall_clock(), result, harness.changes, version=version or new.version,
                                               policies_file=policies_file, started=harness.started_at,
                                               new_release=new)
         else:

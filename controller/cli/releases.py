@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import click
 
-from controller.cli.context import CLOCK, open_database, operator_name, run
+from controller.cli.context import open_database, open_store, operator_name, run, wall_clock
 from controller.cli.output import json_line, print_json, print_table
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -49,7 +50,7 @@ def add(version: str, manifest_file: Path, config_file: Path, notes: str | None,
 
     async def main():
         async with open_database() as db:
-            return await add_release(db, CLOCK, new, actor=operator_name())
+            return await add_release(db, wall_clock(), new, actor=operator_name())
 
     recorded = run(main)
     info = recorded.release
@@ -69,13 +70,10 @@ def list_(as_json: bool) -> None:
 
     Example: canaryctl release list --json | jq -r .version
     """
-    from controller.store.releases import list_releases
+    from controller.store import listing
 
-    async def main():
-        async with open_database() as db:
-            return await list_releases(db)
-
-    releases = run(main)
+    with closing(open_store()) as reader:
+        releases = listing.releases(reader)
     if as_json:
         for info in releases:
             click.echo(json_line(info.to_json()))
@@ -102,13 +100,10 @@ def show(snapshot: str, as_json: bool) -> None:
 
     Example: canaryctl config show 1.4.0
     """
-    from controller.store.releases import get_snapshot
+    from controller.store import listing
 
-    async def main():
-        async with open_database() as db:
-            return await get_snapshot(db, snapshot)
-
-    snap = run(main)
+    with closing(open_store()) as reader:
+        snap = listing.snapshot(reader, snapshot)
     if as_json:
         print_json({"sha256": snap.sha256, "created_at": snap.created_at.isoformat(), "config": snap.config})
         return
@@ -129,13 +124,11 @@ def diff(a: str, b: str, as_json: bool) -> None:
 
     Example: canaryctl config diff 1.3.2 1.4.0
     """
-    from controller.store.releases import diff_configs, get_snapshot
+    from controller.store import listing
+    from controller.store.release_record import diff_configs
 
-    async def main():
-        async with open_database() as db:
-            return await get_snapshot(db, a), await get_snapshot(db, b)
-
-    snap_a, snap_b = run(main)
+    with closing(open_store()) as reader, reader.snapshot():
+        snap_a, snap_b = listing.snapshot(reader, a), listing.snapshot(reader, b)
     changes = diff_configs(snap_a.config, snap_b.config)
     if as_json:
         for change in changes:

@@ -87,7 +87,7 @@ def review(since_text: str, until_text: str | None, archive_path: Path | None, f
         _check_target(archive_path, force)
     folder = policies_dir or _policies_dir()
     kinds = _policy_kinds(folder)
-    from controller.cli.status import open_store
+    from controller.cli.context import open_store
 
     reader = open_store()
     try:

@@ -10,11 +10,12 @@ queued: the daemon acts on it when it comes back).
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import click
 
-from controller.cli.context import CLOCK, given_by, open_database, operator_name, printable, run
+from controller.cli.context import given_by, open_database, open_store, operator_name, printable, run, wall_clock
 from controller.cli.numbers import FiniteFloatRange
 from controller.cli.output import print_json, print_table
 
@@ -89,7 +90,7 @@ def start(version: str, pipeline_file: Path | None, dry_run: bool, dry_run_stage
 
     async def main():
         async with open_database() as db:
-            return await create_rollout(db, CLOCK, version=version, pipeline=pipeline, actor=operator_name(actor))
+            return await create_rollout(db, wall_clock(), version=version, pipeline=pipeline, actor=operator_name(actor))
 
     info = run(main)
     if as_json:
@@ -130,20 +131,17 @@ def list_(active: bool, as_json: bool) -> None:
 
     Example: canaryctl rollout list --active
     """
-    from controller.rollout.info import list_rollouts
+    from controller.store import listing
 
-    async def main():
-        async with open_database() as db:
-            return await list_rollouts(db, active_only=active)
-
-    rollouts = run(main)
+    with closing(open_store()) as reader, reader.snapshot():
+        rollouts = listing.rollouts(reader, active_only=active)
     if as_json:
-        for info in rollouts:
-            print_json(info.to_json())
+        for record in rollouts:
+            print_json(_rollout_json(record))
         return
     print_table(None, ["ID", "RELEASE", "STATE", "STAGE", "BASELINE", "UPDATED", "REASON"],
-                ([i.id, i.release, i.status.value, i.stage.name, i.baseline or "-",
-                  i.updated_at.strftime("%Y-%m-%d %H:%M:%S"), i.state.reason or ""] for i in rollouts))
+                ([r.id, r.release, r.status, r.stage_name, r.baseline or "-",
+                  r.updated_at.strftime("%Y-%m-%d %H:%M:%S"), r.reason or ""] for r in rollouts))
 
 
 @rollout.command("show")
@@ -154,29 +152,33 @@ def show(rollout: str, as_json: bool) -> None:
 
     Example: canaryctl rollout show 1.4.0
     """
-    from controller.rollout.info import get_rollout
-    from controller.rollout.rollback import load_plan
+    from controller.store import listing
 
-    async def main():
-        async with open_database() as db:
-            info = await get_rollout(db, rollout)
-            return info, await load_plan(db, info.id)
-
-    info, steps = run(main)
+    with closing(open_store()) as reader, reader.snapshot():
+        record = listing.rollout(reader, rollout)
+        steps = listing.rollback_steps(reader, record.id)
     if as_json:
-        print_json({**info.to_json(), "rollback_steps": [
+        print_json({**_rollout_json(record), "rollback_steps": [
             {"position": s.position, "name": s.name, "state": s.state, "attempts": s.attempts,
-             "account": s.detail.get("account"), "error": s.error} for s in steps]})
+             "account": s.account, "error": s.error} for s in steps]})
         return
-    click.echo(f"rollout {info.id}: {info.release} ({info.status.value}, stage {info.stage.name}); "
-               f"baseline {info.baseline or 'none'}")
-    if info.state.reason:
-        click.echo(f"  reason: {info.state.reason}")
-    for key, who in sorted(info.state.signoffs.items()):
+    click.echo(f"rollout {record.id}: {record.release} ({record.status}, stage {record.stage_name}); "
+               f"baseline {record.baseline or 'none'}")
+    if record.reason:
+        click.echo(f"  reason: {record.reason}")
+    for key, who in sorted(record.decision_document.get("signoffs", {}).items()):
         click.echo(f"  signed: {key} by {who}")
     if steps:
         print_table("rollback steps", ["#", "STEP", "ACCOUNT", "STATE", "ATTEMPTS", "ERROR"],
-                    ([s.position, s.name, s.detail.get("account"), s.state, s.attempts, s.error or ""] for s in steps))
+                    ([s.position, s.name, s.account, s.state, s.attempts, s.error or ""] for s in steps))
+
+
+def _rollout_json(record) -> dict:
+    """A rollout as `RolloutInfo.to_json` gives it: its documents read into the engine's types, so a
+    damaged one is refused (imported only for --json: the engine's types are slow to import)."""
+    from controller.rollout.info import RolloutInfo
+
+    return RolloutInfo.of(record).to_json()
 
 
 def _command(rollout: str, kind: str, *, actor: str | None, reason: str | None, args: dict, wait_seconds: float,
@@ -191,7 +193,7 @@ def _command(rollout: str, kind: str, *, actor: str | None, reason: str | None, 
                 # What the operator promotes is the stage they saw: if the rollout moves on before the
                 # daemon reads the command, the next stage is not promoted by mistake.
                 args["stage"] = info.stage.name
-            command = await submit_command(db, CLOCK, rollout_id=info.id, kind=kind, actor=operator_name(actor),
+            command = await submit_command(db, wall_clock(), rollout_id=info.id, kind=kind, actor=operator_name(actor),
                                            reason=printable(reason) if reason else reason,
                                            args={**args, **given_by()})
             return info, await await_ack(db, command.id, timeout=wait_seconds)
@@ -334,7 +336,7 @@ def baseline(version: str, environment: str, account: str, actor: str | None, ex
     async def main():
         async with open_database() as db:
             await get_release(db, version)
-            command = await submit_command(db, CLOCK, rollout_id=None, kind="place", actor=operator_name(actor),
+            command = await submit_command(db, wall_clock(), rollout_id=None, kind="place", actor=operator_name(actor),
                                            args={"release": version, "environment": environment, "account": account,
                                                  "expires_in": expires_in, **given_by()})
             return await await_ack(db, command.id, timeout=wait_seconds)

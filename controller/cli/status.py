@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from controller.cli.context import open_store
 from controller.cli.numbers import FiniteFloatRange
 from controller.store import summary
 
@@ -100,23 +101,6 @@ def status(rollout: str | None, watch: bool, interval: float, as_json: bool) -> 
             terminal.stop()
     finally:
         reader.close()
-
-
-def open_store():
-    """The store the global options name, read-only, as `cli.context.database_url` resolves it, without
-    importing SQLAlchemy (cli.context does) unless the store is not SQLite (read commands share it)."""
-    from controller.store.readonly import open_reader
-
-    settings = click.get_current_context().find_root().obj
-    url, password = settings.db_url, None
-    if settings.config_path is not None:
-        from controller.config.daemon import load_daemon_config
-
-        config = load_daemon_config(settings.config_path)
-        url = url or config.database.url
-        if config.database.password is not None:
-            password = config.database.password.resolve()
-    return open_reader(url, password=password)
 
 
 def _frames(reader, ref: str | None, as_json: bool) -> Callable[[datetime], str | Text]:

@@ -102,9 +102,8 @@ class _TooDeep(Exception):
         self.mark = mark
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads YAML floats as exact Decimals (``0.4`` is ``Decimal('0.4')``) and
-    refuses to compose nodes nested deeper than `MAX_DEPTH` (PyYAML's composer recurses)."""
+class _DepthLimit:
+    """Refuses to compose nodes nested deeper than `MAX_DEPTH` (PyYAML's composer recurses)."""
 
     def __init__(self, stream) -> None:
         super().__init__(stream)
@@ -120,6 +119,32 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
+class _Loader(_DepthLimit, yaml.SafeLoader):
+    """SafeLoader that reads YAML floats as exact Decimals (``0.4`` is ``Decimal('0.4')``) and
+    refuses to compose nodes nested deeper than `MAX_DEPTH`."""
+
+
+if yaml.__with_libyaml__:
+    from yaml.composer import Composer
+    from yaml.constructor import SafeConstructor
+    from yaml.cyaml import CParser
+    from yaml.resolver import Resolver
+
+    class _FastLoader(_DepthLimit, Composer, CParser, SafeConstructor, Resolver):
+        """`_Loader` with libyaml's scanner and parser (several times faster: the daemon reads every
+        policy file before READY) under PyYAML's own composer, resolver and constructor: a document
+        both accept composes to the same nodes, lines included."""
+
+        def __init__(self, stream) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            self._depth = 0
+else:
+    _FastLoader = None
+
+
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
     text = loader.construct_scalar(node).replace("_", "")
     try:
@@ -131,14 +156,31 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decima
 
 
 _Loader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+if _FastLoader is not None:
+    _FastLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+
+
+class _Unparsable(Exception):
+    """libyaml refused the document: PyYAML parses it again, for the message a refusal quotes."""
 
 
 def _parse(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
-    """The document's data and the line of each key and list item, refusing duplicate keys."""
+    """The document's data and the line of each key and list item, refusing duplicate keys. Parsed by
+    libyaml when it is there and PyYAML's reader would accept every character; a document libyaml
+    refuses is parsed again by PyYAML, so that every refusal reads the same either way."""
+    if _FastLoader is not None and yaml.reader.Reader.NON_PRINTABLE.search(text) is None:
+        try:
+            return _compose(_FastLoader(text), source, fast=True)
+        except _Unparsable:
+            pass
     try:
         loader = _Loader(text)  # its reader refuses control characters at once
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {str(exc).splitlines()[0]}", file=source) from None
+    return _compose(loader, source, fast=False)
+
+
+def _compose(loader, source: str, *, fast: bool) -> tuple[Any, dict[Loc, int]]:
     try:
         root = loader.get_single_node()
         if root is None:
@@ -151,15 +193,17 @@ def _parse(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         return loader.construct_document(root), lines
     except _TooDeep as exc:
         raise ConfigError(f"nested deeper than {MAX_DEPTH} levels", file=source, line=exc.mark.line + 1) from None
-    except yaml.MarkedYAMLError as exc:
+    except yaml.YAMLError as exc:
+        if fast:
+            raise _Unparsable from None
+        if not isinstance(exc, yaml.MarkedYAMLError):
+            raise ConfigError(f"invalid YAML: {str(exc).splitlines()[0]}", file=source) from None
         mark = exc.problem_mark or exc.context_mark
         # The message only: PyYAML's own rendering quotes the offending line, which may hold a secret.
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
         where = f" (column {mark.column + 1})" if mark else ""
         raise ConfigError(f"invalid YAML: {problem}{where}", file=source,
                           line=mark.line + 1 if mark else None) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {str(exc).splitlines()[0]}", file=source) from None
     finally:
         loader.dispose()
 

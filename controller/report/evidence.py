@@ -25,7 +25,8 @@ from controller.store.commands import CommandInfo
 from controller.store.database import Database
 from controller.store.deployments import DeploymentInfo, rollout_deployments
 from controller.store.models import AuditEvent, ConfigSnapshot, OperatorCommand, RollbackStep, StageRun, VerdictChange
-from controller.store.releases import ReleaseInfo, get_release
+from controller.store.release_record import ReleaseInfo
+from controller.store.releases import get_release
 
 CREDENTIAL_FILES = ("exchange.json",)
 """What a placement's folder holds that must never leave it: the account's API key (0600)."""

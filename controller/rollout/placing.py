@@ -40,7 +40,8 @@ from controller.store.deployments import (
     record_running,
     record_stopped,
 )
-from controller.store.releases import ReleaseInfo, get_release, get_snapshot, record_snapshot
+from controller.store.release_record import ReleaseInfo
+from controller.store.releases import get_release, get_snapshot, record_snapshot
 
 log = get_logger(__name__)
 

@@ -31,6 +31,9 @@ class Reader(Protocol):
     def snapshot(self):
         """A context in which every query reads the same state of the database."""
 
+    def instant(self, value: datetime) -> Any:
+        """An aware time as this backend compares it with a stored one (a query's parameter)."""
+
     def close(self) -> None: ...
 
 
@@ -57,6 +60,12 @@ def when(value: Any) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sqlite_instant(value: datetime) -> str:
+    """An aware time as SQLite keeps it: naive UTC text, always with microseconds (SQLAlchemy's format),
+    so that text comparisons order it like the stored times."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def decimal(value: Any) -> Decimal | None:
@@ -110,6 +119,9 @@ class SqliteReader:
         finally:
             if self._conn.in_transaction:
                 self._conn.execute("COMMIT")
+
+    def instant(self, value: datetime) -> str:
+        return sqlite_instant(value)
 
     def close(self) -> None:
         self._conn.close()
@@ -178,6 +190,9 @@ class DatabaseReader:
         else:
             self._session = None
             self._runner.run(unit.__aexit__(None, None, None))
+
+    def instant(self, value: datetime) -> Any:
+        return sqlite_instant(value) if self._db.dialect == "sqlite" else value
 
     def close(self) -> None:
         try:

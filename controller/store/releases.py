@@ -8,9 +8,7 @@ re-hashed whenever they are read, so an edited row is noticed rather than used.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -22,8 +20,7 @@ from controller.errors import ConflictError, InputError, NotFoundError, StoreErr
 from controller.store import audit
 from controller.store.database import Database
 from controller.store.models import ConfigSnapshot, Release
-
-MIN_PREFIX = 6
+from controller.store.release_record import ReleaseInfo, Snapshot, is_prefix, not_found
 
 
 @dataclass(frozen=True)
@@ -43,30 +40,6 @@ class NewRelease:
     @property
     def config_text(self) -> str:
         return canonical_json(self.config)
-
-
-@dataclass(frozen=True)
-class ReleaseInfo:
-    id: int
-    version: str
-    manifest: dict[str, Any]
-    manifest_sha256: str
-    artifact_sha256: str
-    config_sha256: str
-    notes: str | None
-    created_by: str
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Release) -> ReleaseInfo:
-        return cls(row.id, row.version, json.loads(row.manifest), row.manifest_sha256, row.artifact_sha256,
-                   row.config_sha256, row.notes, row.created_by, row.created_at)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "manifest": self.manifest,
-                "manifest_sha256": self.manifest_sha256, "artifact_sha256": self.artifact_sha256,
-                "config_sha256": self.config_sha256, "notes": self.notes, "created_by": self.created_by,
-                "created_at": self.created_at.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -140,25 +113,12 @@ async def record_snapshot(db: Database, clock: Clock, config: dict[str, Any], *,
     return sha
 
 
-async def list_releases(db: Database) -> list[ReleaseInfo]:
-    async with db.read() as session:
-        rows = (await session.execute(select(Release).order_by(Release.id))).scalars().all()
-        return [ReleaseInfo.from_row(row) for row in rows]
-
-
 async def get_release(db: Database, version: str) -> ReleaseInfo:
     async with db.read() as session:
         row = (await session.execute(select(Release).where(Release.version == version))).scalar_one_or_none()
         if row is None:
             raise NotFoundError(f"no release {version!r}; `canaryctl release list` shows the recorded ones")
         return ReleaseInfo.from_row(row)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    sha256: str
-    config: dict[str, Any]
-    created_at: datetime
 
 
 async def get_snapshot(db: Database, ref: str) -> Snapshot:
@@ -169,57 +129,12 @@ async def get_snapshot(db: Database, ref: str) -> Snapshot:
             release = (await session.execute(select(Release).where(Release.version == ref))).scalar_one_or_none()
             if release is not None:
                 row = await session.get(ConfigSnapshot, release.config_sha256)
-        if row is None and len(ref) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in ref):
+        if row is None and is_prefix(ref):
             rows = (await session.execute(
                 select(ConfigSnapshot).where(ConfigSnapshot.sha256.startswith(ref)).limit(2))).scalars().all()
             if len(rows) > 1:
                 raise InputError(f"snapshot prefix {ref!r} is ambiguous; give more digits")
             row = rows[0] if rows else None
         if row is None:
-            raise NotFoundError(f"no config snapshot or release {ref!r} (give a SHA-256, a prefix of "
-                                f"at least {MIN_PREFIX} hex digits, or a release version)")
-        if sha256_hex(row.content) != row.sha256:
-            raise StoreError(f"config snapshot {row.sha256} does not match its content's hash: the row was edited")
-        return Snapshot(row.sha256, json.loads(row.content), row.created_at)
-
-
-@dataclass(frozen=True)
-class Change:
-    path: str
-    before: Any
-    after: Any
-
-    @property
-    def kind(self) -> str:
-        if self.before is _ABSENT:
-            return "added"
-        if self.after is _ABSENT:
-            return "removed"
-        return "changed"
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path, "change": self.kind}
-        if self.before is not _ABSENT:
-            out["before"] = self.before
-        if self.after is not _ABSENT:
-            out["after"] = self.after
-        return out
-
-
-_ABSENT = object()
-
-
-def diff_configs(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
-    """Field-level differences between two configs, by dotted path, in path order."""
-    flat_a, flat_b = _flatten(a), _flatten(b)
-    return [Change(path, flat_a.get(path, _ABSENT), flat_b.get(path, _ABSENT))
-            for path in sorted(flat_a.keys() | flat_b.keys()) if flat_a.get(path, _ABSENT) != flat_b.get(path, _ABSENT)]
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: value}
+            raise NotFoundError(not_found(ref))
+        return Snapshot.from_row(row)

@@ -40,7 +40,7 @@ from controller.rollout import decide
 from controller.rollout.decide import State, Status
 from controller.rollout.info import RolloutInfo, create_rollout, get_rollout, save_decision, start_stage_run
 from controller.rollout.pipeline import Pipeline
-from controller.rollout.rollback import Rollback
+from controller.rollout.rollback import Rollback, load_plan
 from controller.rollout.site import Site
 from controller.store import summary
 from controller.store.commands import submit_command
@@ -498,3 +498,69 @@ async def test_status_imports_nothing_heavy(sqlite_db, sqlite_url, args, drawn_w
                           env=_env(sqlite_url), cwd=REPO)
     code, _, heavy = proc.stderr.strip().splitlines()[-1].partition(" ")
     assert (code, heavy) == ("0", drawn_with), proc.stderr
+
+
+@pytest.mark.parametrize("args", [["rollout", "list"], ["rollout", "show", "1.1.0"], ["release", "list"],
+                                  ["audit", "query", "--limit", "10"], ["config", "show", "1.1.0"],
+                                  ["config", "diff", "1.0.0", "1.1.0"]], ids=" ".join)
+async def test_the_read_commands_import_no_sqlalchemy_on_sqlite(sqlite_db, sqlite_url, args):
+    """Like `status`, they read through `store.readonly`: they start in a blink (`bench/cli_cold.py`)."""
+    await canary(sqlite_db)
+    probe = ("import sys\nfrom controller.cli.app import main\n"
+             f"try:\n    main({args!r})\nexcept SystemExit as e:\n    code = e.code\n"
+             "heavy = sorted(m for m in ('sqlalchemy', 'aiosqlite', 'asyncio', 'pydantic', 'aiohttp', 'binance',"
+             " 'controller.daemon', 'controller.rollout.decide') if m in sys.modules)\n"
+             "print(code, ','.join(heavy), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env=_env(sqlite_url), cwd=REPO)
+    code, _, heavy = proc.stderr.strip().splitlines()[-1].partition(" ")
+    assert (code, heavy) == ("0", ""), proc.stderr
+
+
+async def test_rollout_show_and_list_say_what_the_engine_reads_from_the_store(sqlite_db, sqlite_url):
+    """Read without SQLAlchemy, a rollout is what the engine's `RolloutInfo` and rollback plan say of it."""
+    info, clock = await canary(sqlite_db)
+    rollback = Rollback(sqlite_db, Site(clock, {}), attempts=1)  # no environments: its first step cannot reach sim
+    await rollback.plan(info, trigger="operator", reason="fills look wrong")
+    outcome = await rollback.run(info)
+    info = await save_decision(sqlite_db, clock, info, State(Status.FAILED, 0, info.state.stage_started,
+                                                              signoffs={"C/owner-review": "alice"},
+                                                              reason=f"rollback step failed: {outcome.error}"))
+    info = await get_rollout(sqlite_db, info.id)
+    steps = await load_plan(sqlite_db, info.id)
+
+    shown = canaryctl("rollout", "show", "1.1.0", "--json", db=sqlite_url)
+    listed = canaryctl("rollout", "list", "--json", db=sqlite_url)
+    text = canaryctl("rollout", "show", str(info.id), db=sqlite_url)
+
+    assert json.loads(shown.out) == {**info.to_json(), "rollback_steps": [
+        {"position": s.position, "name": s.name, "state": s.state, "attempts": s.attempts,
+         "account": s.detail.get("account"), "error": s.error} for s in steps]}
+    assert [json.loads(line) for line in listed.out.splitlines()] == [info.to_json()]
+    assert text.out.splitlines()[:3] == [f"rollout {info.id}: 1.1.0 (failed, stage C); baseline 1.0.0",
+                                         f"  reason: {info.state.reason}", "  signed: C/owner-review by alice"]
+    assert "stop_release" in text.out and "canary" in text.out and outcome.error[:30] in text.out
+
+
+async def test_the_read_commands_read_each_backend_as_the_store_does(db, db_url):
+    """On SQLite without SQLAlchemy, on PostgreSQL through it: the same records, the same filters."""
+    from controller.store.releases import get_release
+
+    info, _ = await canary(db)
+    info = await get_rollout(db, info.id)
+    released = await get_release(db, "1.0.0")
+
+    listed = [json.loads(line) for line in canaryctl("rollout", "list", "--json", db=db_url).out.splitlines()]
+    shown = canaryctl("rollout", "show", "1.1.0", db=db_url)
+    releases = [json.loads(line) for line in canaryctl("release", "list", "--json", db=db_url).out.splitlines()]
+    added = canaryctl("audit", "query", "--since", "1d", "--kind", "release.added", "--json", db=db_url)
+    none_yet = canaryctl("audit", "query", "--since", "2099-01-01T00:00Z", db=db_url)
+    snapshot = canaryctl("config", "show", released.config_sha256[:8], "--json", db=db_url)
+
+    assert listed == [info.to_json()]
+    assert shown.code == 0 and shown.out.startswith(f"rollout {info.id}: 1.1.0 (running, stage C); baseline 1.0.0")
+    assert releases[0] == released.to_json() and [r["version"] for r in releases] == ["1.0.0", "1.1.0"]
+    assert [(e["kind"], e["release"]) for e in map(json.loads, added.out.splitlines())] == [
+        ("release.added", "1.0.0"), ("release.added", "1.1.0")]
+    assert none_yet.code == 0 and "no audit events match" in none_yet.err
+    assert json.loads(snapshot.out)["sha256"] == released.config_sha256

@@ -10,6 +10,7 @@ from pydantic import BaseModel, field_validator
 
 from controller.config import StrategyConfig, load_model, load_model_text
 from controller.errors import ConfigError
+from tests.support.checkout import EXAMPLES
 
 STRATEGY = """\
 symbols:
@@ -230,3 +231,18 @@ def test_only_regular_files_are_read(tmp_path):
 def test_a_number_too_small_to_mean_anything_is_refused_not_recorded(tmp_path):
     error = refusal(tmp_path, STRATEGY.replace("allocation: 0.4", "allocation: 1.0e-999999999999999999"))
     assert error.line == 9 and "buckets.majors.allocation" in str(error) and "1E-9" in str(error)
+
+
+def test_libyaml_and_pyyaml_read_every_shipped_and_example_file_alike():
+    """The fast path (libyaml's parser under PyYAML's composer) gives the same data and lines as PyYAML alone."""
+    from controller import shipped
+    from controller.config import yamlfile
+
+    assert yamlfile._FastLoader is not None  # PyYAML is built with libyaml here (its wheels are)
+    files = [*shipped.policies_dir().glob("*.yaml"), *EXAMPLES.rglob("*.yaml")]
+    assert len(files) > 5
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        fast = yamlfile._compose(yamlfile._FastLoader(text), str(path), fast=True)
+        slow = yamlfile._compose(yamlfile._Loader(text), str(path), fast=False)
+        assert fast == slow, path

@@ -19,7 +19,7 @@ from controller.rollout.info import RolloutInfo
 from controller.store.audit_row import AuditRow
 from controller.rollout.pipeline import Pipeline
 from controller.store.audit import event_hash
-from controller.store.releases import ReleaseInfo
+from controller.store.release_record import ReleaseInfo
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PIPELINE = """
