@@ -80,10 +80,13 @@ class _Group:
     version: int = 0
     expires_at: float = math.inf  # no window of the group forgets anything until after then
     # An aggregate of each series alone (last, min, max, sum, count, mean: `_PER_SERIES`) keeps each
-    # series' value and sample count as last measured, in the order of ``series`` (a placeholder is
-    # put in as a series is), and the series that moved since: a group of many series is measured
-    # again on the one a sample went into, not on all of them.
-    per_series: dict[Labels, tuple[float, int]] | None = None
+    # series' figure and sample count as last measured, in the order of ``series`` (an empty series'
+    # figure is the aggregate's `_NEUTRAL`, put in as the series is), their samples in all, and the
+    # series that moved since: a group of many series is measured again on the one a sample went
+    # into, not on all of them.
+    per_series: dict[Labels, float] | None = None
+    per_series_held: dict[Labels, int] = field(default_factory=dict)
+    held: int = 0
     moved_series: set[Labels] = field(default_factory=set)
     serial: int = field(default_factory=lambda: next(_SERIALS))
     measured: tuple[object, tuple[float | None, int]] | None = None  # (what it was measured on, measure)
@@ -117,6 +120,7 @@ class _Group:
         self.version += 1
         if self.per_series is not None:
             del self.per_series[key]
+            self.held -= self.per_series_held.pop(key)
             self.moved_series.discard(key)
 
 
@@ -213,7 +217,8 @@ class _PolicyState:
         if window is None:
             window = group.series[series_key] = self._window()
             if group.per_series is not None:
-                group.per_series[series_key] = (0.0, 0)
+                group.per_series[series_key] = _NEUTRAL[self.policy.aggregate]
+                group.per_series_held[series_key] = 0
             self.evictable_after = min(self.evictable_after, obs.ts + self.evict_after)
         window.add(obs.ts, obs.value)
         group.moved(series_key, window)
@@ -663,19 +668,22 @@ class Evaluator:
 def _measure_per_series(aggregate: str, group: _Group) -> tuple[float | None, int]:
     """An aggregate of each series alone, combined over the group: only the series that moved since
     the last measure are measured again (see `_Group.per_series`)."""
-    per_series = group.per_series
+    per_series, held = group.per_series, group.per_series_held
     assert per_series is not None
     if group.moved_series:
-        measure = _PER_SERIES[aggregate]
+        measure, neutral = _PER_SERIES[aggregate], _NEUTRAL[aggregate]
         for key in group.moved_series:
             window = group.series[key]
-            held = window.count()
-            per_series[key] = (measure(window) if held else 0.0, held)
+            count = window.count()
+            group.held += count - held[key]
+            held[key] = count
+            per_series[key] = measure(window) if count else neutral
         group.moved_series.clear()
-    measured = [value_held for value_held in per_series.values() if value_held[1]]
-    if not measured:
+    if not group.held:
         return (0.0 if aggregate in COUNTING else None), 0
-    return float(_COMBINE[aggregate]([value for value, _ in measured])), sum(held for _, held in measured)
+    if aggregate == "mean":  # a mean of the series' means: of those with samples only
+        return float(_COMBINE[aggregate]([value for key, value in per_series.items() if held[key]])), group.held
+    return float(_COMBINE[aggregate](per_series.values())), group.held
 
 
 def _only_window(series: Mapping[Labels, Window]) -> Window | None:
@@ -720,7 +728,10 @@ _PER_SERIES: dict[str, Callable[[Window], float]] = {
     "last": lambda w: w.last()[1], "min": Window.min, "max": Window.max, "sum": Window.sum,
     "count": Window.count, "mean": Window.mean,
 }
-_COMBINE: dict[str, Callable[[list[float]], float]] = {
+_NEUTRAL: dict[str, float] = {"last": -math.inf, "min": math.inf, "max": -math.inf, "sum": 0.0, "count": 0,
+                              "mean": 0.0}
+"""What an empty series adds to its group's combined figure: nothing (a mean leaves it out)."""
+_COMBINE: dict[str, Callable[[Iterable[float]], float]] = {
     "min": min, "max": max, "sum": sum, "count": sum, "last": max, "mean": lambda vs: sum(vs) / len(vs),
 }
 
