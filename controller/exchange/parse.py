@@ -149,7 +149,6 @@ class _OrderTradeUpdate(msgspec.Struct, tag="ORDER_TRADE_UPDATE", **_STREAM_STRU
     event_time: int = msgspec.field(name="E")
     order: _Order = msgspec.field(name="o")
 
-    @_malformed_refused
     def events(self, account: str, ts_init: float) -> list[ExchangeEvent]:
         o = self.order
         _finite(o.quantity, o.price, o.average_price, o.filled_quantity)
@@ -164,8 +163,12 @@ class _OrderTradeUpdate(msgspec.Struct, tag="ORDER_TRADE_UPDATE", **_STREAM_STRU
                 raise PayloadError(f"ORDER_TRADE_UPDATE: missing field {name!r}")
         quantity, price = o.last_quantity, o.last_price
         _finite(quantity, price, o.commission, o.realized_pnl)
+        try:
+            quote_quantity = price * quantity
+        except ArithmeticError as exc:  # past Decimal's exponent limits: no trade Binance reports
+            raise PayloadError(f"ORDER_TRADE_UPDATE: price x quantity is out of range ({type(exc).__name__})") from None
         return [update, Fill(account, o.symbol, o.trade_id, o.order_id, o.client_order_id, o.side, price, quantity,
-                             price * quantity, o.commission, o.commission_asset or "USDT", o.realized_pnl, o.maker,
+                             quote_quantity, o.commission, o.commission_asset or "USDT", o.realized_pnl, o.maker,
                              o.trade_time / 1000, ts_init)]
 
 
@@ -197,7 +200,6 @@ class _AccountUpdate(msgspec.Struct, tag="ACCOUNT_UPDATE", **_STREAM_STRUCT):
     event_time: int = msgspec.field(name="E")
     changes: _AccountChanges = msgspec.field(name="a")
 
-    @_malformed_refused
     def events(self, account: str, ts_init: float) -> list[ExchangeEvent]:
         balances = []
         for b in self.changes.balances:
@@ -251,7 +253,6 @@ class _MarginCall(msgspec.Struct, tag="MARGIN_CALL", **_STREAM_STRUCT):
     cross_wallet_balance: Decimal = msgspec.field(name="cw")
     positions: list[_MarginCallPosition] = msgspec.field(name="p")
 
-    @_malformed_refused
     def events(self, account: str, ts_init: float) -> list[ExchangeEvent]:
         _finite(self.cross_wallet_balance)
         positions = []
@@ -332,9 +333,10 @@ FILL_EXECUTIONS = ("TRADE", "CALCULATED")
 
 
 def _finite(*numbers: Decimal) -> None:
-    for number in numbers:
-        if not number.is_finite():  # NaN or infinity is no price or balance Binance sends
-            raise PayloadError(f"expected a finite decimal, got {number!r}")
+    if all(map(Decimal.is_finite, numbers)):
+        return
+    number = next(number for number in numbers if not number.is_finite())  # NaN or infinity: no price Binance sends
+    raise PayloadError(f"expected a finite decimal, got {number!r}")
 
 
 # --- REST -----------------------------------------------------------------------------------------

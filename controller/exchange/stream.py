@@ -234,14 +234,15 @@ class UserStream:
         return message.kind
 
     def _accept(self, event: ExchangeEvent) -> None:
-        if isinstance(event, Fill):
+        kind = type(event)  # the events are final classes: one lookup, not a chain of isinstance calls
+        if kind is Fill:
             if not self._seen_fills.add(event.key):
                 self.stats.duplicates_dropped += 1
                 return
             self._last_trade_id[event.symbol] = max(self._last_trade_id.get(event.symbol, 0), event.trade_id)
-        elif isinstance(event, LeverageChanged):
+        elif kind is LeverageChanged:
             self._leverage[event.symbol] = event.leverage
-        elif isinstance(event, AccountUpdate):
+        elif kind is AccountUpdate:
             self._position.update({(p.symbol, p.side): p.amount for p in event.positions})
         self._emit(event)
 
