@@ -140,6 +140,8 @@ class _PolicyState:
         self.keeps_steps = self.histogram or policy.aggregate in {"increase", "rate", "ratio", "growth_vs_baseline"}
         self.per_series = policy.aggregate in _PER_SERIES and not self.histogram  # see `_Group.per_series`
         self.instant = policy.instant
+        self.filters = bool(policy.labels)  # asked for every sample: kept as plain attributes
+        self.grouped = bool(policy.per)
         # Per label set, computed once: whether the policy reads it, and which group it is in.
         self._accepted: dict[Labels, bool] = {}
         self._groups_of: dict[Labels, Labels] = {}
@@ -162,7 +164,7 @@ class _PolicyState:
         self.evictable_after = math.inf  # no series is evicted before then (a lower bound: newer samples push it on)
 
     def accepts(self, obs: Observation) -> bool:
-        if not self.policy.labels:
+        if not self.filters:
             return True
         known = self._accepted.get(obs.labels)
         if known is None:
@@ -172,7 +174,7 @@ class _PolicyState:
         return known
 
     def group_of(self, obs: Observation) -> Labels:
-        if not self.policy.per:
+        if not self.grouped:
             return ()
         group = self._groups_of.get(obs.labels)
         if group is None:

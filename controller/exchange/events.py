@@ -52,11 +52,9 @@ class OrderUpdate(msgspec.Struct, frozen=True, gc=False):
     def liquidation(self) -> str | None:
         """``liquidation`` or ``adl`` when the exchange itself closes the position (Binance names
         those orders by their client id: ``autoclose-...``, ``adl_autoclose``), else None."""
-        if self.client_order_id.startswith("adl_autoclose"):
-            return "adl"
-        if self.client_order_id.startswith("autoclose-") or self.order_type == "LIQUIDATION":
-            return "liquidation"
-        return None
+        if not self.client_order_id.startswith(("adl_autoclose", "autoclose-")):  # asked of every order update
+            return "liquidation" if self.order_type == "LIQUIDATION" else None
+        return "adl" if self.client_order_id.startswith("adl_autoclose") else "liquidation"
 
 
 class Fill(msgspec.Struct, frozen=True, gc=False):
