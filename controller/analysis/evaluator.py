@@ -79,6 +79,15 @@ class _Group:
     # whose version is the one it was measured on needs no measuring again.
     version: int = 0
     expires_at: float = math.inf  # no window of the group forgets anything until after then
+    # An aggregate of each series alone (last, min, max, sum, count, mean: `_PER_SERIES`) keeps each
+    # series' figure and sample count as last measured, in the order of ``series`` (an empty series'
+    # figure is the aggregate's `_NEUTRAL`, put in as the series is), their samples in all, and the
+    # series that moved since: a group of many series is measured again on the one a sample went
+    # into, not on all of them.
+    per_series: dict[Labels, float] | None = None
+    per_series_held: dict[Labels, int] = field(default_factory=dict)
+    held: int = 0
+    moved_series: set[Labels] = field(default_factory=set)
     serial: int = field(default_factory=lambda: next(_SERIALS))
     measured: tuple[object, tuple[float | None, int]] | None = None  # (what it was measured on, measure)
     judged: Verdict | None = None  # its last verdict while that was a plain pass (no breach pending)
@@ -87,19 +96,32 @@ class _Group:
         """The windows expired to ``now`` (only when one of them is due); the group's version then."""
         if now > self.expires_at:
             soonest = math.inf
-            for window in self.series.values():
+            for key, window in self.series.items():
                 before = window.version
                 window.expire(now)
                 if window.version != before:
                     self.version += 1
+                    if self.per_series is not None:
+                        self.moved_series.add(key)
                 soonest = min(soonest, window.expires_at())
             self.expires_at = soonest
         return self.version
 
-    def moved(self, window: Window) -> None:
-        """A sample went into ``window``."""
+    def moved(self, key: Labels, window: Window) -> None:
+        """A sample went into ``window``, the series ``key``'s."""
         self.version += 1
         self.expires_at = min(self.expires_at, window.expires_at())
+        if self.per_series is not None:
+            self.moved_series.add(key)
+
+    def forget(self, key: Labels) -> None:
+        """The series ``key`` is evicted."""
+        del self.series[key]
+        self.version += 1
+        if self.per_series is not None:
+            del self.per_series[key]
+            self.held -= self.per_series_held.pop(key)
+            self.moved_series.discard(key)
 
 
 class _PolicyState:
@@ -116,6 +138,10 @@ class _PolicyState:
         self.keeps_quantiles = self.pooled  # only a pooled distribution asks its window for quantiles and counts
         # Only a counter's increase (a histogram's buckets, ratio, rate) asks for the steps between samples.
         self.keeps_steps = self.histogram or policy.aggregate in {"increase", "rate", "ratio", "growth_vs_baseline"}
+        self.per_series = policy.aggregate in _PER_SERIES and not self.histogram  # see `_Group.per_series`
+        self.instant = policy.instant
+        self.filters = bool(policy.labels)  # asked for every sample: kept as plain attributes
+        self.grouped = bool(policy.per)
         # Per label set, computed once: whether the policy reads it, and which group it is in.
         self._accepted: dict[Labels, bool] = {}
         self._groups_of: dict[Labels, Labels] = {}
@@ -138,7 +164,7 @@ class _PolicyState:
         self.evictable_after = math.inf  # no series is evicted before then (a lower bound: newer samples push it on)
 
     def accepts(self, obs: Observation) -> bool:
-        if not self.policy.labels:
+        if not self.filters:
             return True
         known = self._accepted.get(obs.labels)
         if known is None:
@@ -148,7 +174,7 @@ class _PolicyState:
         return known
 
     def group_of(self, obs: Observation) -> Labels:
-        if not self.policy.per:
+        if not self.grouped:
             return ()
         group = self._groups_of.get(obs.labels)
         if group is None:
@@ -166,6 +192,9 @@ class _PolicyState:
             return True
         self.refused_at = ts if self.refused_at is None else max(self.refused_at, ts)
         return False
+
+    def _group(self, key: Labels) -> _Group:
+        return _Group(key, per_series={} if self.per_series else None)
 
     def _window(self) -> Window:
         if self.policy.aggregate == "growth_vs_baseline":
@@ -185,13 +214,16 @@ class _PolicyState:
         if not self._room_for(group, group is not None and series_key in group.series, obs.ts):
             return None
         if group is None:
-            group = self.groups[group_key] = _Group(group_key)
+            group = self.groups[group_key] = self._group(group_key)
         window = group.series.get(series_key)
         if window is None:
             window = group.series[series_key] = self._window()
+            if group.per_series is not None:
+                group.per_series[series_key] = _NEUTRAL[self.policy.aggregate]
+                group.per_series_held[series_key] = 0
             self.evictable_after = min(self.evictable_after, obs.ts + self.evict_after)
         window.add(obs.ts, obs.value)
-        group.moved(window)
+        group.moved(series_key, window)
         if group.rejected.pop(obs.labels, None) is not None:
             self.series_count -= 1
         return group_key
@@ -203,7 +235,7 @@ class _PolicyState:
         if not self._room_for(group, group is not None and obs.labels in group.rejected, obs.ts):
             return None
         if group is None:
-            group = self.groups[group_key] = _Group(group_key)
+            group = self.groups[group_key] = self._group(group_key)
         group.rejected[obs.labels] = (written, obs.ts)
         self.evictable_after = min(self.evictable_after, obs.ts + self.evict_after)
         return group_key
@@ -219,8 +251,7 @@ class _PolicyState:
         newest_gone = math.inf  # of what stays: the oldest newest sample
         for group_key, group in list(self.groups.items()):
             for series_key in [k for k, w in group.series.items() if w.latest < edge]:
-                del group.series[series_key]
-                group.version += 1
+                group.forget(series_key)
                 self.series_count -= 1
             for series_key in [k for k, (_, ts) in group.rejected.items() if ts < edge]:
                 del group.rejected[series_key]
@@ -253,8 +284,10 @@ class Evaluator:
         self._states = [_PolicyState(p) for p in policies]
         self._by_metric: dict[tuple[str, str], list[_PolicyState]] = defaultdict(list)
         self._by_name = {state.policy.name: state for state in self._states}
+        self._by_source: dict[str, list[_PolicyState]] = defaultdict(list)
         for state in self._states:
             self._by_metric[(state.policy.source, state.metric)].append(state)
+            self._by_source[state.policy.source].append(state)
         self._fresh: dict[str, float] = {}
         self._errors: dict[str, str] = {}
         self._rejected: dict[str, int] = {}  # non-finite samples by reason ("nan", "inf"), not yet taken
@@ -278,17 +311,19 @@ class Evaluator:
                 return []
             self._fresh.pop(beat.source, None)
             at = beat.ts if now is None else now
-            return [self._judge(state, at) for state in self._states if state.policy.source == beat.source]
+            return [self._judge(state, at) for state in self._by_source.get(beat.source, ())]
         at = beat.ts if now is None else now
         # Only the policies that had no fresh data: the others judged each sample as it came.
-        waiting = [state for state in self._states if state.policy.source == beat.source and state.policy.instant
-                   and self._staleness(state.policy, at) is not None]
+        waiting = [state for state in self._by_source.get(beat.source, ())
+                   if state.instant and self._staleness(state.policy, at) is not None]
         self._fresh[beat.source] = max(self._fresh.get(beat.source, -math.inf), beat.ts)
         self._errors.pop(beat.source, None)
         return [self._judge(state, at) for state in waiting]
 
     def observe(self, obs: Observation, now: float | None = None) -> list[Verdict]:
         """Record ``obs``; returns fresh verdicts of the instant policies it touched."""
+        if (obs.source, obs.metric) not in self._by_metric:  # no policy reads it (a witness's figure, ...)
+            return []
         return self.observe_many((obs,), now)
 
     def observe_many(self, observations: Iterable[Observation], now: float | None = None) -> list[Verdict]:
@@ -322,7 +357,7 @@ class Evaluator:
                 group_key = state.reject(obs, _written(obs.value))
             else:
                 group_key = state.add(obs)
-            if not state.policy.instant or (group_key is None and refusing):
+            if not state.instant or (group_key is None and refusing):
                 continue
             touched[(id(state), group_key)] = (state, obs.ts if now is None else now)
         if read and not finite:
@@ -340,11 +375,11 @@ class Evaluator:
         return sum(s.series_count for s in self._states if policy_name in (None, s.policy.name))
 
     def feed(self, item: Observation | Heartbeat | Batch, now: float | None = None) -> list[Verdict]:
+        if isinstance(item, Observation):
+            return self.observe(item, now)
         if isinstance(item, Heartbeat):
             return self.heartbeat(item, now)
-        if isinstance(item, Batch):
-            return self.observe_many(item.observations, now)
-        return self.observe(item, now)
+        return self.observe_many(item.observations, now)
 
     # --- judgement --------------------------------------------------------------------------------
 
@@ -544,6 +579,8 @@ class Evaluator:
 
     def _measure_window(self, state: _PolicyState, group: _Group, now: float) -> tuple[float | None, int]:
         policy = state.policy
+        if group.per_series is not None:
+            return _measure_per_series(policy.aggregate, group)
         windows, samples = [], 0  # the windows with samples, and how many they hold (one pass: asked per sample)
         for window in group.series.values():
             held = window.count()
@@ -630,6 +667,27 @@ class Evaluator:
         return our_last - their_last - first_difference + GROWTH_STANDARD_ERRORS * error, samples
 
 
+def _measure_per_series(aggregate: str, group: _Group) -> tuple[float | None, int]:
+    """An aggregate of each series alone, combined over the group: only the series that moved since
+    the last measure are measured again (see `_Group.per_series`)."""
+    per_series, held = group.per_series, group.per_series_held
+    assert per_series is not None
+    if group.moved_series:
+        measure, neutral = _PER_SERIES[aggregate], _NEUTRAL[aggregate]
+        for key in group.moved_series:
+            window = group.series[key]
+            count = window.count()
+            group.held += count - held[key]
+            held[key] = count
+            per_series[key] = measure(window) if count else neutral
+        group.moved_series.clear()
+    if not group.held:
+        return (0.0 if aggregate in COUNTING else None), 0
+    if aggregate == "mean":  # a mean of the series' means: of those with samples only
+        return float(_COMBINE[aggregate]([value for key, value in per_series.items() if held[key]])), group.held
+    return float(_COMBINE[aggregate](per_series.values())), group.held
+
+
 def _only_window(series: Mapping[Labels, Window]) -> Window | None:
     """A level's one window in its group (a PnL has no labels); more than one cannot be paired."""
     windows = [w for w in series.values() if w.count()]
@@ -672,7 +730,10 @@ _PER_SERIES: dict[str, Callable[[Window], float]] = {
     "last": lambda w: w.last()[1], "min": Window.min, "max": Window.max, "sum": Window.sum,
     "count": Window.count, "mean": Window.mean,
 }
-_COMBINE: dict[str, Callable[[list[float]], float]] = {
+_NEUTRAL: dict[str, float] = {"last": -math.inf, "min": math.inf, "max": -math.inf, "sum": 0.0, "count": 0,
+                              "mean": 0.0}
+"""What an empty series adds to its group's combined figure: nothing (a mean leaves it out)."""
+_COMBINE: dict[str, Callable[[Iterable[float]], float]] = {
     "min": min, "max": max, "sum": sum, "count": sum, "last": max, "mean": lambda vs: sum(vs) / len(vs),
 }
 

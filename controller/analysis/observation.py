@@ -1,12 +1,16 @@
 """What the analysis consumes and every source produces: timestamped observations and heartbeats.
 
 Pure data owned by the analysis, so that the observers depend on it and not the other way round.
+Observations and heartbeats are frozen msgspec Structs: every exchange event makes one or two, and a
+Struct is built several times faster than a frozen dataclass. ``gc=False``: they hold no cycle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+
+import msgspec
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -17,8 +21,7 @@ def labels_of(mapping: Mapping[str, str] | None = None, **more: str) -> Labels:
     return tuple(sorted((str(k), str(v)) for k, v in merged.items()))
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(msgspec.Struct, frozen=True, gc=False):
     """``metric{labels} = value`` as true at ``ts`` (Clock seconds), seen by ``source``.
 
     Counters are observed as their running total (as Prometheus exposes them); events that
@@ -35,8 +38,7 @@ class Observation:
         return next((v for k, v in self.labels if k == name), None)
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(msgspec.Struct, frozen=True, gc=False):
     """A source read successfully (``ok``) or failed to at ``ts``: what freshness is made of.
 
     A source with no recent successful heartbeat has no data, however old its last values.

@@ -14,7 +14,10 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
+
+import msgspec
+import orjson
 
 from controller.exchange.events import (
     AccountSnapshot,
@@ -101,85 +104,239 @@ def _ms(value: Any) -> float:
     return value / 1000
 
 
+ZERO = Decimal(0)
+
+
 # --- user-data stream ---------------------------------------------------------------------------
+#
+# A message is decoded in one pass by msgspec, straight into the Structs below: a tagged union on
+# ``e``, each field checked for its type as it is read (a missing field, a number where text
+# belongs, null for an id: a `PayloadError`), money into Decimal. Fields Binance adds are skipped.
+# What msgspec cannot say (a finite Decimal, the fields only a trade carries) the events' builders
+# check. A message the union does not hold (a kind the controller does not use, or one that does
+# not validate) is read again as plain JSON by `stream_message`, which tells the two apart.
+
+_STREAM_STRUCT = {"kw_only": True, "gc": False, "tag_field": "e"}
+
+
+class _Order(msgspec.Struct, kw_only=True, gc=False):
+    """ORDER_TRADE_UPDATE's ``o``; the trade's fields (``l``, ``L``, ``t``, ``T``, ``m``) only on a trade."""
+
+    symbol: str = msgspec.field(name="s")
+    order_id: int = msgspec.field(name="i")
+    client_order_id: str = msgspec.field(name="c")
+    side: str = msgspec.field(name="S")
+    order_type: str = msgspec.field(name="o")
+    execution_type: str = msgspec.field(name="x")
+    status: str = msgspec.field(name="X")
+    quantity: Decimal = msgspec.field(name="q")
+    price: Decimal = msgspec.field(name="p")
+    average_price: Decimal = msgspec.field(name="ap")
+    filled_quantity: Decimal = msgspec.field(name="z")
+    reduce_only: bool = msgspec.field(name="R")
+    time_in_force: str | None = msgspec.field(name="f", default=None)
+    last_quantity: Decimal | None = msgspec.field(name="l", default=None)
+    last_price: Decimal | None = msgspec.field(name="L", default=None)
+    trade_id: int | None = msgspec.field(name="t", default=None)
+    trade_time: int | None = msgspec.field(name="T", default=None)
+    maker: bool | None = msgspec.field(name="m", default=None)
+    commission: Decimal = msgspec.field(name="n", default=ZERO)
+    commission_asset: str | None = msgspec.field(name="N", default=None)
+    realized_pnl: Decimal = msgspec.field(name="rp", default=ZERO)
+
+
+class _OrderTradeUpdate(msgspec.Struct, tag="ORDER_TRADE_UPDATE", **_STREAM_STRUCT):
+    event_time: int = msgspec.field(name="E")
+    order: _Order = msgspec.field(name="o")
+
+    def events(self, account: str, ts_init: float) -> list[ExchangeEvent]:
+        o = self.order
+        _finite(o.quantity, o.price, o.average_price, o.filled_quantity)
+        update = OrderUpdate(account, o.symbol, o.order_id, o.client_order_id, o.side, o.order_type, o.execution_type,
+                             o.status, o.quantity, o.price, o.average_price, o.filled_quantity, o.reduce_only,
+                             self.event_time / 1000, ts_init, o.time_in_force or "GTC")
+        if o.execution_type not in FILL_EXECUTIONS:
+            return [update]
+        for name, value in (("l", o.last_quantity), ("L", o.last_price), ("t", o.trade_id), ("T", o.trade_time),
+                            ("m", o.maker)):
+            if value is None:
+                raise PayloadError(f"ORDER_TRADE_UPDATE: missing field {name!r}")
+        quantity, price = o.last_quantity, o.last_price
+        _finite(quantity, price, o.commission, o.realized_pnl)
+        try:
+            quote_quantity = price * quantity
+        except ArithmeticError as exc:  # past Decimal's exponent limits: no trade Binance reports
+            raise PayloadError(f"ORDER_TRADE_UPDATE: price x quantity is out of range ({type(exc).__name__})") from None
+        return [update, Fill(account, o.symbol, o.trade_id, o.order_id, o.client_order_id, o.side, price, quantity,
+                             quote_quantity, o.commission, o.commission_asset or "USDT", o.realized_pnl, o.maker,
+                             o.trade_time / 1000, ts_init)]
+
+
+class _Balance(msgspec.Struct, kw_only=True, gc=False):
+    asset: str = msgspec.field(name="a")
+    wallet_balance: Decimal = msgspec.field(name="wb")
+    cross_wallet_balance: Decimal = msgspec.field(name="cw")
+    change: Decimal | msgspec.UnsetType = msgspec.field(name="bc", default=msgspec.UNSET)
+
+
+class _PositionChange(msgspec.Struct, kw_only=True, gc=False):
+    symbol: str = msgspec.field(name="s")
+    amount: Decimal = msgspec.field(name="pa")
+    entry_price: Decimal = msgspec.field(name="ep")
+    unrealized_pnl: Decimal = msgspec.field(name="up")
+    margin_type: str = msgspec.field(name="mt")
+    isolated_wallet: Decimal = msgspec.field(name="iw")
+    # Binance always sends it (BOTH in one-way mode); absent, one-way is meant.
+    side: Literal["BOTH", "LONG", "SHORT"] = msgspec.field(name="ps", default="BOTH")
+
+
+class _AccountChanges(msgspec.Struct, kw_only=True, gc=False):
+    reason: str = msgspec.field(name="m")
+    balances: list[_Balance] = msgspec.field(name="B")
+    positions: list[_PositionChange] = msgspec.field(name="P")
+
+
+class _AccountUpdate(msgspec.Struct, tag="ACCOUNT_UPDATE", **_STREAM_STRUCT):
+    event_time: int = msgspec.field(name="E")
+    changes: _AccountChanges = msgspec.field(name="a")
+
+    def events(self, account: str, ts_init: float) -> list[ExchangeEvent]:
+        balances = []
+        for b in self.changes.balances:
+            change = None if b.change is msgspec.UNSET else b.change
+            _finite(b.wallet_balance, b.cross_wallet_balance, change or ZERO)
+            balances.append(Balance(b.asset, b.wallet_balance, b.cross_wallet_balance, change))
+        positions = []
+        for p in self.changes.positions:
+            _finite(p.amount, p.entry_price, p.unrealized_pnl, p.isolated_wallet)
+            positions.append(PositionChange(p.symbol, p.amount, p.entry_price, p.unrealized_pnl, p.margin_type.upper(),
+                                            p.isolated_wallet, p.side))
+        return [AccountUpdate(account, self.changes.reason, tuple(balances), tuple(positions), self.event_time / 1000,
+                              ts_init)]
+
+
+class _LeverageConfig(msgspec.Struct, kw_only=True, gc=False):
+    symbol: str = msgspec.field(name="s")
+    leverage: int = msgspec.field(name="l")
+
+
+class _MultiAssetsConfig(msgspec.Struct, kw_only=True, gc=False):
+    multi_assets: bool = msgspec.field(name="j")
+
+
+class _AccountConfigUpdate(msgspec.Struct, tag="ACCOUNT_CONFIG_UPDATE", **_STREAM_STRUCT):
+    event_time: int = msgspec.field(name="E")
+    leverage: _LeverageConfig | None = msgspec.field(name="ac", default=None)
+    multi_assets: _MultiAssetsConfig | None = msgspec.field(name="ai", default=None)
+
+    def events(self, account: str, ts_init: float) -> list[ExchangeEvent]:
+        if self.leverage is not None:
+            return [LeverageChanged(account, self.leverage.symbol, self.leverage.leverage, self.event_time / 1000,
+                                    ts_init)]
+        if self.multi_assets is not None:  # "ai": the multi-assets mode changed
+            return [MultiAssetsChanged(account, self.multi_assets.multi_assets, self.event_time / 1000, ts_init)]
+        return []
+
+
+class _MarginCallPosition(msgspec.Struct, kw_only=True, gc=False):
+    symbol: str = msgspec.field(name="s")
+    side: str = msgspec.field(name="ps")
+    amount: Decimal = msgspec.field(name="pa")
+    margin_type: str = msgspec.field(name="mt")
+    mark_price: Decimal = msgspec.field(name="mp")
+    unrealized_pnl: Decimal = msgspec.field(name="up")
+    maintenance_margin: Decimal = msgspec.field(name="mm")
+
+
+class _MarginCall(msgspec.Struct, tag="MARGIN_CALL", **_STREAM_STRUCT):
+    event_time: int = msgspec.field(name="E")
+    cross_wallet_balance: Decimal = msgspec.field(name="cw")
+    positions: list[_MarginCallPosition] = msgspec.field(name="p")
+
+    def events(self, account: str, ts_init: float) -> list[ExchangeEvent]:
+        _finite(self.cross_wallet_balance)
+        positions = []
+        for p in self.positions:
+            _finite(p.amount, p.mark_price, p.unrealized_pnl, p.maintenance_margin)
+            positions.append(MarginCallPosition(p.symbol, p.side, p.amount, p.margin_type.upper(), p.mark_price,
+                                                p.unrealized_pnl, p.maintenance_margin))
+        return [MarginCall(account, self.cross_wallet_balance, tuple(positions), self.event_time / 1000, ts_init)]
+
+
+class _ListenKeyExpired(msgspec.Struct, tag="listenKeyExpired", **_STREAM_STRUCT):
+    """The listenKey ran out: the connection ends (it carries no event)."""
+
+    event_time: int | float | None = msgspec.field(name="E", default=None)
+
+    def events(self, account: str, ts_init: float) -> list[ExchangeEvent]:
+        return []
+
+
+class _Unused(msgspec.Struct, kw_only=True, gc=False):
+    """A message of a kind the controller does not use (TRADE_LITE, STRATEGY_UPDATE, ...), or of a
+    kind it uses that did not validate (``error``: why; its events are a `PayloadError`)."""
+
+    kind: str
+    event_time: int | float | None = None
+    error: str | None = None
+
+    def events(self, account: str, ts_init: float) -> list[ExchangeEvent]:
+        if self.error is not None:
+            raise PayloadError(self.error)
+        return []
+
+
+_Frame = _OrderTradeUpdate | _AccountUpdate | _AccountConfigUpdate | _MarginCall | _ListenKeyExpired
+_FRAME_DECODER = msgspec.json.Decoder(_Frame)
+for _kind in _Frame.__args__:
+    _kind.kind = _kind.__struct_config__.tag  # a class attribute, not a field: read as ``message.kind``
+_USED = frozenset(frame.kind for frame in _Frame.__args__)
+StreamMessage = _Frame | _Unused
+"""One user-data message read: its ``kind`` (``e``), ``event_time`` (``E``, milliseconds; None when it
+has none) and ``events(account, ts_init)``, the typed events it carries (a `PayloadError` if it does
+not parse)."""
+
+
+def stream_message(text: str | bytes) -> StreamMessage:
+    """Read one websocket message; `PayloadError` (or ValueError, RecursionError) if it is not a
+    JSON object with a text ``e``. Whether its payload parses is told by its ``events``, so that a
+    message is de-duplicated whether or not it does (a broken message repeated is counted once)."""
+    try:
+        return _FRAME_DECODER.decode(text)
+    except (msgspec.MsgspecError, ValueError, RecursionError) as exc:  # read again to say what it is
+        error = str(exc)
+    raw = orjson.loads(text)
+    kind = raw.get("e") if isinstance(raw, dict) else None
+    if not isinstance(kind, str):
+        raise PayloadError("not a JSON object with an event type 'e'")
+    event_time = raw.get("E")
+    return _Unused(kind=kind, event_time=event_time if isinstance(event_time, (int, float)) else None,
+                   error=f"{kind}: {error}" if kind in _USED else None)
 
 
 @_malformed_refused
 def stream_events(raw: Mapping[str, Any], account: str, ts_init: float) -> list[ExchangeEvent]:
-    """The typed events in one user-data message; [] for messages that carry none we use."""
+    """The typed events in one user-data message already read as JSON; [] for messages that
+    carry none we use."""
     kind = _get(raw, "e")
-    parser = _STREAM.get(kind)
-    if parser is None:
+    if kind not in _USED:
         return []  # e.g. TRADE_LITE, STRATEGY_UPDATE: documented, not used by the controller
     try:
-        return parser(raw, account, ts_init)
-    except PayloadError as exc:
+        message = msgspec.convert(raw, _Frame)
+    except msgspec.MsgspecError as exc:
         raise PayloadError(f"{kind}: {exc}") from None
+    return message.events(account, ts_init)
 
 
 FILL_EXECUTIONS = ("TRADE", "CALCULATED")
 """Execution types that carry a trade: an ordinary one, and a liquidation's ("CALCULATED")."""
 
 
-def _order_trade_update(raw, account, ts_init) -> list[ExchangeEvent]:
-    o = _get(raw, "o")
-    ts_event = _ms(_get(raw, "E"))
-    update = OrderUpdate(
-        account=account, symbol=_text(o, "s"), order_id=int(_get(o, "i")), client_order_id=_text(o, "c"),
-        side=_text(o, "S"), order_type=_text(o, "o"), execution_type=_text(o, "x"), status=_text(o, "X"),
-        quantity=_dec(_get(o, "q")), price=_dec(_get(o, "p")), average_price=_dec(_get(o, "ap")),
-        filled_quantity=_dec(_get(o, "z")), reduce_only=bool(_get(o, "R")), ts_event=ts_event, ts_init=ts_init,
-        time_in_force=str(o.get("f") or "GTC"))
-    events: list[ExchangeEvent] = [update]
-    if update.execution_type in FILL_EXECUTIONS:
-        qty, price = _dec(_get(o, "l")), _dec(_get(o, "L"))
-        events.append(Fill(
-            account=account, symbol=update.symbol, trade_id=int(_get(o, "t")), order_id=update.order_id,
-            client_order_id=update.client_order_id, side=update.side, price=price, quantity=qty,
-            quote_quantity=price * qty, commission=_dec(o.get("n", "0")), commission_asset=o.get("N") or "USDT",
-            realized_pnl=_dec(o.get("rp", "0")), maker=bool(_get(o, "m")), ts_event=_ms(_get(o, "T")), ts_init=ts_init))
-    return events
-
-
-def _account_update(raw, account, ts_init) -> list[ExchangeEvent]:
-    a = _get(raw, "a")
-    balances = tuple(Balance(_text(b, "a"), _dec(_get(b, "wb")), _dec(_get(b, "cw")),
-                             _dec(b["bc"]) if "bc" in b else None) for b in _get(a, "B"))
-    positions = tuple(PositionChange(_text(p, "s"), _dec(_get(p, "pa")), _dec(_get(p, "ep")), _dec(_get(p, "up")),
-                                     str(_get(p, "mt")).upper(), _dec(_get(p, "iw")), _position_side(p, "ps"))
-                      for p in _get(a, "P"))
-    return [AccountUpdate(account, _text(a, "m"), balances, positions, _ms(_get(raw, "E")), ts_init)]
-
-
-def _account_config_update(raw, account, ts_init) -> list[ExchangeEvent]:
-    ac = raw.get("ac")
-    if ac is None:
-        ai = raw.get("ai")
-        if ai is None:
-            return []
-        multi_assets = _get(ai, "j")  # "ai": the multi-assets mode changed
-        if not isinstance(multi_assets, bool):
-            raise PayloadError(f"multi-assets mode must be a boolean, got {multi_assets!r}")
-        return [MultiAssetsChanged(account, multi_assets, _ms(_get(raw, "E")), ts_init)]
-    leverage = _get(ac, "l")
-    if not isinstance(leverage, int) or isinstance(leverage, bool):
-        raise PayloadError(f"leverage must be an integer, got {leverage!r}")
-    return [LeverageChanged(account, _text(ac, "s"), leverage, _ms(_get(raw, "E")), ts_init)]
-
-
-def _margin_call(raw, account, ts_init) -> list[ExchangeEvent]:
-    positions = tuple(MarginCallPosition(_text(p, "s"), _text(p, "ps"), _dec(_get(p, "pa")), str(_get(p, "mt")).upper(),
-                                         _dec(_get(p, "mp")), _dec(_get(p, "up")), _dec(_get(p, "mm")))
-                      for p in _get(raw, "p"))
-    return [MarginCall(account, _dec(_get(raw, "cw")), positions, _ms(_get(raw, "E")), ts_init)]
-
-
-_STREAM: dict[str, Callable[[Mapping[str, Any], str, float], list[ExchangeEvent]]] = {
-    "ORDER_TRADE_UPDATE": _order_trade_update,
-    "ACCOUNT_UPDATE": _account_update,
-    "ACCOUNT_CONFIG_UPDATE": _account_config_update,
-    "MARGIN_CALL": _margin_call,
-}
+def _finite(*numbers: Decimal) -> None:
+    if all(map(Decimal.is_finite, numbers)):
+        return
+    number = next(number for number in numbers if not number.is_finite())  # NaN or infinity: no price Binance sends
+    raise PayloadError(f"expected a finite decimal, got {number!r}")
 
 
 # --- REST -----------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+import msgspec
+
 from controller.analysis.observation import Heartbeat, Labels, Observation, Sink, labels_of
 from controller.config.strategy import StrategyConfig
 from controller.exchange.events import (
@@ -73,9 +75,9 @@ DOLLARS = frozenset({"USDT", "USDC", "FDUSD", "BUSD"})
 """Assets whose transfers count as capital one for one; any other makes the capital moved in unknown."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Order:
-    """What a fill needs to know about its order (the fill itself carries only its own trade)."""
+class _Order(msgspec.Struct, frozen=True, gc=False):
+    """What a fill needs to know about its order (the fill itself carries only its own trade); a
+    Struct, built for every order update, several times faster than a frozen dataclass."""
 
     quantity: Decimal
     price: Decimal          # 0 for a market order

@@ -593,6 +593,30 @@ MEASURED = policies("""\
     window: 120s
     condition: "< 1000"
     on_breach: rollback
+  - name: usage-sum-over-buckets
+    checklist: "A: usage"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    aggregate: sum
+    window: 75s
+    condition: "< 5"
+    on_breach: rollback
+  - name: usage-mean-over-buckets
+    checklist: "A: usage"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    aggregate: mean
+    window: 50s
+    condition: "< 0.5"
+    on_breach: rollback
+  - name: usage-min-over-buckets
+    checklist: "A: usage"
+    source: bot
+    metric: strategy_bucket_usage_ratio
+    aggregate: min
+    window: 40s
+    condition: "< 0.5"
+    on_breach: rollback
 """)
 
 
@@ -600,9 +624,9 @@ MEASURED = policies("""\
 @given(st.lists(st.tuples(st.floats(0, 15), st.sampled_from(["a", "b", "c"]), st.floats(0, 1), st.booleans()),
                 min_size=1, max_size=120))
 def test_measures_kept_between_ticks_equal_a_fresh_evaluators(steps):
-    """The evaluator measures and judges a group again only when one of its windows moved: at every
-    tick its verdicts and values equal those of an evaluator fed the same samples and judging for
-    the first time."""
+    """The evaluator measures and judges a group again only when one of its windows moved (a group of
+    several series: only the series that moved): at every tick its verdicts and values equal those
+    of an evaluator fed the same samples and judging for the first time."""
     kept = Evaluator(MEASURED)
     fed: list[Observation] = []
     t = T0
@@ -623,10 +647,26 @@ def test_measures_kept_between_ticks_equal_a_fresh_evaluators(steps):
                 assert (ours.value is None and theirs.value is None) or \
                     ours.value == pytest.approx(theirs.value, rel=1e-12, abs=1e-12)
             for policy in MEASURED:
-                for group in [(("bucket", x),) for x in "abc"] + [(("symbol", x),) for x in "abc"]:
+                for group in [(("bucket", x),) for x in "abc"] + [(("symbol", x),) for x in "abc"] + [()]:
                     ours, theirs = kept.value(policy.name, group, t), fresh.value(policy.name, group, t)
                     assert (ours is None and theirs is None) or ours == pytest.approx(theirs, rel=1e-12, abs=1e-12), \
                         (policy.name, group, ours, theirs)
+
+
+def test_a_group_of_several_series_is_measured_again_as_samples_leave_one_of_them():
+    """Measured once, then the windows expire: the group's figures follow what each series still holds."""
+    ev = Evaluator(MEASURED)
+    for t, bucket, value in ((T0, "a", 0.6), (T0 + 10, "a", 0.1), (T0 + 20, "b", 0.2)):
+        ev.feed(obs("strategy_bucket_usage_ratio", value, t, bucket=bucket))
+        ev.feed(Heartbeat("bot", t))
+    assert ev.value("usage-min-over-buckets", (), T0 + 20) == 0.1
+    ev.feed(Heartbeat("bot", T0 + 60))
+    judged = {v.policy: (v.value, v.samples) for v in ev.evaluate(T0 + 60)}
+    assert judged["usage-min-over-buckets"] == (0.2, 1)  # a's samples left its 40 s window
+    assert judged["usage-mean-over-buckets"] == (pytest.approx(0.15), 2)  # a's first sample left its 50 s
+    assert judged["usage-sum-over-buckets"] == (pytest.approx(0.9), 3)
+    ev.feed(Heartbeat("bot", T0 + 80))
+    assert ev.value("usage-sum-over-buckets", (), T0 + 80) == pytest.approx(0.3)
 
 
 def test_a_pending_group_speaks_for_its_policy_over_plain_passes_and_says_when_it_fails():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 from contextlib import asynccontextmanager
 from decimal import Decimal
 
@@ -132,6 +133,35 @@ async def test_a_payload_that_does_not_parse_is_counted_and_the_stream_goes_on(c
             '"ac":{"s":"BTCUSDT","l":12}}')
     assert stream.handle_text(good) == "ACCOUNT_CONFIG_UPDATE"
     assert log.of(LeverageChanged)[0].leverage == 12 and log.of(LeverageChanged)[0].ts_event == 1_700_000_000
+
+
+TRADE = {"e": "ORDER_TRADE_UPDATE", "E": 1700000000000, "T": 1700000000000, "o": {
+    "s": "BTCUSDT", "c": "bot-1", "S": "BUY", "o": "MARKET", "f": "GTC", "q": "0.010", "p": "0", "ap": "50000",
+    "x": "TRADE", "X": "FILLED", "i": 42, "l": "0.010", "z": "0.010", "L": "50000", "N": "USDT", "n": "0.2",
+    "T": 1700000000000, "t": 7, "m": False, "R": False, "rp": "0"}}
+
+
+@pytest.mark.parametrize(("field", "value"), [("i", "42"), ("t", "7"), ("R", "false"), ("q", None), ("L", "NaN"),
+                                              ("s", 1), ("t", None)])
+async def test_a_field_of_the_wrong_type_is_a_parse_failure_not_a_guess(canary, field, value):
+    """Binance sends ids as integers, flags as booleans and money as finite decimal text: an order id
+    sent as text is no Binance payload (it is refused, not converted), nor a trade without its id."""
+    log = EventLog()
+    stream = UserStream(canary, SYMBOLS, log)
+    assert stream.handle_text(json.dumps(TRADE)) == "ORDER_TRADE_UPDATE"
+    broken = {**TRADE, "E": TRADE["E"] + 1, "o": {**TRADE["o"], field: value}}
+    assert stream.handle_text(json.dumps(broken)) is None
+    assert stream.handle_text(json.dumps(broken)) == "ORDER_TRADE_UPDATE"  # the same message again: a duplicate
+    assert (stream.stats.parse_failures, stream.stats.duplicates_dropped) == (1, 1)
+    assert [type(e) for e in log.events] == [OrderUpdate, Fill]
+
+
+async def test_a_kind_the_controller_does_not_use_gives_no_event_and_no_failure(canary):
+    log = EventLog()
+    stream = UserStream(canary, SYMBOLS, log)
+    lite = {"e": "TRADE_LITE", "E": 1700000000000, "T": 1700000000000, "s": "BTCUSDT", "q": "0.010", "p": "50000"}
+    assert stream.handle_text(json.dumps(lite)) == "TRADE_LITE"
+    assert stream.stats.parse_failures == 0 and log.events == []
 
 
 async def test_events_delivered_out_of_order_still_give_each_fill_once(sim, canary):
