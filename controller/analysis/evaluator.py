@@ -439,13 +439,18 @@ class Evaluator:
                     and verdict.outcome is worst.outcome is Outcome.PASS):
                 worst_key, worst = key, verdict
         assert worst is not None
-        return worst if worst.at == now else self._dated(state, worst_key, worst, now)
+        group = state.groups.get(worst_key)
+        if worst.at == now and (group is None or worst is not group.judged):
+            return worst  # judged just now
+        # A pass that stands, even one judged at this very time: a sample since, at the same time,
+        # left its value as it was but not its sample count.
+        return self._dated(state, worst_key, worst, now)
 
     def _dated(self, state: _PolicyState, group_key: Labels, verdict: Verdict, now: float) -> Verdict:
         """A pass that stands, dated ``now`` with the samples it rests on now."""
         group = state.groups.get(group_key)
         samples = self._measure(state, group, now)[1] if group is not None else verdict.samples
-        return replace(verdict, at=now, samples=samples)
+        return verdict if verdict.at == now and verdict.samples == samples else replace(verdict, at=now, samples=samples)
 
     def _judged(self, state: _PolicyState, group_key: Labels, now: float, *, dated: bool = True) -> Verdict:
         """One group's verdict; an error while judging, or a policy over its series cap, is never a pass.

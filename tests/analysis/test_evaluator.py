@@ -693,3 +693,14 @@ def test_a_pending_group_speaks_for_its_policy_over_plain_passes_and_says_when_i
     (verdict,) = ev.evaluate(T0 + 30)
     assert (verdict.outcome, verdict.group, verdict.pending) == (Outcome.PASS, (("symbol", "SOLUSDT"),), True)
     assert (verdict.breaching_since, verdict.fails_at) == (T0 + 30, T0 + 330)
+
+
+def test_a_pass_judged_at_a_time_counts_the_samples_that_came_at_that_same_time_after_it():
+    # The second sample leaves the minimum as it was, so the pass judged on the first stands: it must
+    # still say it rests on both (found by the property test above, on a window that had just emptied).
+    ev = Evaluator(MEASURED)
+    ev.feed(Heartbeat("bot", T0))
+    for _ in range(2):
+        ev.feed(obs("strategy_bucket_usage_ratio", 0.1, T0 + 41, bucket="a"))
+    [judged] = [v for v in ev.evaluate(T0 + 41) if v.policy == "usage-min-over-buckets"]
+    assert (judged.outcome, judged.value, judged.samples) == (Outcome.PASS, 0.1, 2)
