@@ -34,8 +34,7 @@ async def sweep_orphans(db: Database, site: Site) -> list[dict]:
             entry = {"environment": environment, "account": account, "instance": instance, "pids": pids}
             log.warning("orphans_killed", **entry,
                         reason="a bot ran that no record owns (a daemon died between spawning and recording it)")
-            async with db.write() as session:
-                await audit.append(session, site.clock, actor=audit.CONTROLLER_ACTOR, kind="deploy.orphans_killed",
-                                   subject=f"account:{environment}/{account}", payload=entry)
+            await audit.record(db, site.clock, actor=audit.CONTROLLER_ACTOR, kind="deploy.orphans_killed",
+                               subject=f"account:{environment}/{account}", payload=entry)
             found.append(entry)
     return found

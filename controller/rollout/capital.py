@@ -100,9 +100,8 @@ async def move(db: Database, site: Site, *, environment: str, account: str, amou
     failpoints.hit("capital.transferred.before_audit")
     moved = {"amount": str(abs(amount)), "asset": "USDT", "from": f"{environment}/{source}",
              "to": f"{environment}/{target}", "step": step, "txn": txn, **details}
-    async with db.write() as session:
-        await audit.append(session, site.clock, actor=ACTOR, kind="capital.transferred",
-                           subject=f"rollout:{rollout}", release=release, payload=moved)
+    await audit.record(db, site.clock, actor=ACTOR, kind="capital.transferred",
+                       subject=f"rollout:{rollout}", release=release, payload=moved)
     log.info("capital_transferred", rollout=rollout, **{k: v for k, v in moved.items() if k != "txn"})
     return moved
 

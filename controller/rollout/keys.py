@@ -81,10 +81,9 @@ async def check_transfer(db: Database, site: Site, *, environment: str, release:
     problems = await transfer_key_problems(site, environment)
     if not problems:
         return
-    async with db.write() as session:
-        await audit.append(session, site.clock, actor=actor, kind="deploy.key_refused",
-                           subject=f"account:{environment}/{site.master_of(environment)}", release=release,
-                           payload={"problems": problems, "key": "transfer"})
+    await audit.record(db, site.clock, actor=actor, kind="deploy.key_refused",
+                       subject=f"account:{environment}/{site.master_of(environment)}", release=release,
+                       payload={"problems": problems, "key": "transfer"})
     log.error("key_refused", release=release, environment=environment, key="transfer key", problems=problems)
     raise KeyTooWide(f"no capital is moved in {environment}: the master's transfer key is refused: "
                      + "; ".join(problems))
@@ -123,10 +122,9 @@ async def check_placement(db: Database, site: Site, *, environment: str, account
     if not problems:
         return
     key = "shadow key" if shadow else "exchange key"
-    async with db.write() as session:
-        await audit.append(session, site.clock, actor=actor, kind="deploy.key_refused",
-                           subject=f"account:{environment}/{account}", release=release,
-                           payload={"problems": problems, "key": "shadow" if shadow else "trading"})
+    await audit.record(db, site.clock, actor=actor, kind="deploy.key_refused",
+                       subject=f"account:{environment}/{account}", release=release,
+                       payload={"problems": problems, "key": "shadow" if shadow else "trading"})
     log.error("key_refused", release=release, account=f"{environment}/{account}", key=key, problems=problems)
     raise KeyTooWide(f"release {release} is not placed on {environment}/{account}: its {key} is refused: "
                      + "; ".join(problems))

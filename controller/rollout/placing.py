@@ -155,11 +155,10 @@ async def check_artifact(db: Database, site: Site, info: ReleaseInfo, *, environ
     if found == info.artifact_sha256:
         return
     source = {k: v for k, v in (info.manifest.get("artifact") or {}).items() if k in ("path", "package")}
-    async with db.write() as session:
-        await audit.append(session, site.clock, actor=actor, kind="deploy.artifact_changed",
-                           subject=f"account:{environment}/{account}", release=info.version,
-                           payload={"recorded_sha256": info.artifact_sha256, "found_sha256": found,
-                                    "artifact": source, **({"problem": problem} if problem else {})})
+    await audit.record(db, site.clock, actor=actor, kind="deploy.artifact_changed",
+                       subject=f"account:{environment}/{account}", release=info.version,
+                       payload={"recorded_sha256": info.artifact_sha256, "found_sha256": found,
+                                "artifact": source, **({"problem": problem} if problem else {})})
     log.error("artifact_changed", release=info.version, account=f"{environment}/{account}",
               recorded=info.artifact_sha256, found=found)
     raise ArtifactChanged(f"release {info.version} is not placed on {environment}/{account}: its artifact was "

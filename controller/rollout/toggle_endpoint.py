@@ -74,9 +74,8 @@ async def turn_on(db: Database, clock: Clock, running: Running, endpoint: str, *
                   deployment: int, actor: str) -> Switched:
     """Turn the placed bot's feature on, audited; `ToggleRefused` (after the audit) when it does not say yes."""
     switched = await switch(running, endpoint, True)
-    async with db.write() as session:
-        await audit.append(session, clock, actor=actor, kind="toggle.switched", subject=f"account:{environment}/{account}",
-                           release=running.release, payload={**switched.to_json(), "deployment": deployment})
+    await audit.record(db, clock, actor=actor, kind="toggle.switched", subject=f"account:{environment}/{account}",
+                       release=running.release, payload={**switched.to_json(), "deployment": deployment})
     if not switched.ok:
         log.error("toggle_refused", release=running.release, account=f"{environment}/{account}",
                   detail=switched.detail)

@@ -119,9 +119,8 @@ async def note_anomaly(db: Database, clock: Clock, *, rollout_id: int, release: 
     from controller.store import audit
 
     text = checked_text(text, "--anomaly")
-    async with db.write() as session:
-        event = await audit.append(session, clock, actor=actor, kind=NOTED, subject=f"rollout:{rollout_id}",
-                                   release=release, payload={"stage": stage, "text": text})
+    event = await audit.record(db, clock, actor=actor, kind=NOTED, subject=f"rollout:{rollout_id}",
+                               release=release, payload={"stage": stage, "text": text})
     return Anomaly(event.seq, rollout_id, stage, actor, event.ts, text)
 
 

@@ -100,12 +100,11 @@ class Fence:
 
     async def _audit(self, db: Database, error: FencingRefused) -> None:
         try:
-            async with db.write() as session:
-                await audit.append(session, self.clock, actor=audit.CONTROLLER_ACTOR, kind="fencing.refused",
-                                   subject=f"rollout:{self.rollout_id}",
-                                   payload={"rollout": self.rollout_id, "owner": self.owner, "epoch": self.epoch,
-                                            "current_epoch": error.current_epoch,
-                                            "current_owner": error.current_owner})
+            await audit.record(db, self.clock, actor=audit.CONTROLLER_ACTOR, kind="fencing.refused",
+                               subject=f"rollout:{self.rollout_id}",
+                               payload={"rollout": self.rollout_id, "owner": self.owner, "epoch": self.epoch,
+                                        "current_epoch": error.current_epoch,
+                                        "current_owner": error.current_owner})
         except StoreError as unrecorded:  # the refusal stands; only its record is missing
             log.error("fencing_refusal_not_audited", rollout=self.rollout_id, error=str(unrecorded))
 
