@@ -342,7 +342,7 @@ class Bot:
         versions = {s: self.ledger.position_version(s) for s in symbols}
         leverages = {s: v for s, v in (await exchange.leverages()).items() if s in self.config.symbols}
         positions = {s: p for s, p in (await exchange.positions()).items() if s in self.config.symbols}
-        open_orders = {s: await exchange.open_orders(s) for s in symbols}
+        open_orders = await exchange.open_orders_of(symbols)
         capital = await exchange.wallet_balance()
         for symbol, leverage in leverages.items():
             self._observe_leverage(symbol, leverage)

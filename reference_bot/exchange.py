@@ -39,6 +39,8 @@ UNAUTHORIZED_CODES = {-1002, -1022, -2014, -2015}
 ORDER_DOES_NOT_EXIST = -2013
 NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
 DUPLICATE_CLIENT_ORDER_ID = -4116
+EVERY_OPEN_ORDER_WEIGHT = 40
+"""The request weight of GET /fapi/v1/openOrders without a symbol; with one, 1."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,18 @@ class FuturesAccount:
     async def open_orders(self, symbol: str) -> list[OpenOrder]:
         return await self._read(f"read {symbol} open orders", payloads.open_orders,
                                 self._client.futures_get_open_orders, symbol=symbol)
+
+    async def open_orders_of(self, symbols: Sequence[str]) -> dict[str, list[OpenOrder]]:
+        """Each of ``symbols``' open orders: a read per symbol, or one read of every open order once
+        that weighs no more (`EVERY_OPEN_ORDER_WEIGHT` symbols or more), in one round trip."""
+        if len(symbols) < EVERY_OPEN_ORDER_WEIGHT:
+            return {symbol: await self.open_orders(symbol) for symbol in symbols}
+        found: dict[str, list[OpenOrder]] = {symbol: [] for symbol in symbols}
+        for order in await self._read("read every open order", payloads.open_orders,
+                                      self._client.futures_get_open_orders):
+            if order.symbol in found:
+                found[order.symbol].append(order)
+        return found
 
     async def wallet_balance(self) -> Decimal:
         return await self._read("read the account", payloads.wallet_balance, self._client.futures_account)

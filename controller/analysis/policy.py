@@ -73,7 +73,7 @@ METRIC_KINDS: dict[str, dict[str, MetricKind]] = {
         "equity_share": "gauge",
         "foreign_activity": "event", "liquidations": "event", "isolated_margin_ratio": "gauge",
         "account_mode_mismatch": "gauge", "witness_fill_divergence": "gauge", "witness_leverage_divergence": "gauge",
-        "witness_bucket_usage_understated": "gauge", "own_orders_filled": "counter",
+        "witness_bucket_usage_understated": "gauge", "own_orders_filled": "counter", "prior_orders_filled": "counter",
         "orders_placed": "counter", "account_fills": "counter",
     },
     "logs": {"unhandled_exceptions": "event", "error_records": "event"},

@@ -12,7 +12,11 @@ exchange source that an ordinary policy judges:
   orders, nor liquidations, nor the controller's own), both counted from the bot's first scrape
   while the exchange's stream is connected (a disconnection starts both afresh: the stream's
   count misses what happened while it was down), as ``|bot - exchange| / max(2, 5 % of the
-  larger)``: above 1 is beyond `FILL_TOLERANCE`. A bot in a shadow stage paper-fills its orders
+  larger)``: above 1 is beyond `FILL_TOLERANCE`. The orders the exchange saw filled but not
+  created (``prior_orders_filled``: created before the watch, the release's own or a
+  predecessor's, which the exchange cannot tell apart) may be in the bot's count or not: a bot
+  counting at least the exchange's own and at most those as well is not diverging (a verification
+  started while the release runs, its resting orders filling later, is no breach). A bot in a shadow stage paper-fills its orders
   and counts them under ``mode="shadow"``: the exchange never saw them, so they are not compared.
 - ``witness_leverage_divergence{symbol}``: 1 when the bot's ``strategy_leverage_applied`` differs
   from the leverage the exchange applies to a configured symbol.
@@ -68,6 +72,8 @@ class Witness:
         self._bot_increase = 0.0                   # its increase since the first scrape
         self._exchange_filled: float | None = None  # the exchange's running total now
         self._exchange_start: float | None = None   # ... when the bot was first scraped
+        self._prior_filled = 0.0                    # the exchange's fills of orders created before it watched
+        self._prior_start = 0.0                     # ... when the bot was first scraped
         self._connected = False  # the exchange's stream is connected: its count of fills is complete
         self._applied: dict[str, float] = {}
         self._exposure: dict[str, float] = {}
@@ -93,6 +99,8 @@ class Witness:
     def _on_exchange(self, obs: Observation) -> None:
         if obs.metric == "own_orders_filled":
             self._exchange_filled = obs.value
+        elif obs.metric == "prior_orders_filled":
+            self._prior_filled = obs.value
         elif obs.metric == "stream_connected":
             self._connected = obs.value == 1
             if not self._connected:  # fills while it is down are never counted: start both counts afresh
@@ -110,12 +118,16 @@ class Witness:
             return []  # the exchange's count is not known, or not complete: nothing to compare with
         if self._bot_filled is None:  # the first scrape: both counts start here
             self._bot_filled, self._exchange_start = obs.value, self._exchange_filled
+            self._prior_start = self._prior_filled
             return [self._out("witness_fill_divergence", (), 0.0, obs.ts)]
         # A running total that fell is a restarted bot: its new total is all increase.
         self._bot_increase += obs.value - self._bot_filled if obs.value >= self._bot_filled else obs.value
         self._bot_filled = obs.value
         exchange = self._exchange_filled - (self._exchange_start or 0.0)
-        divergence = abs(self._bot_increase - exchange) / self.tolerance.of(self._bot_increase, exchange)
+        prior = max(0.0, self._prior_filled - self._prior_start)
+        bot = self._bot_increase
+        gap = exchange - bot if bot < exchange else max(0.0, bot - exchange - prior)
+        divergence = gap / self.tolerance.of(bot, exchange)
         return [self._out("witness_fill_divergence", (), divergence, obs.ts)]
 
     def _leverage(self, obs: Observation) -> list[Observation]:

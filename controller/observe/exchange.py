@@ -44,6 +44,10 @@ the answer for snapshots):
 - ``orders_placed``, ``account_fills``: running totals from the view's start of the orders the
   release created (not the controller's own, nor liquidations) and of every fill on the account:
   what a shadow stage's policy holds at 0 (its key cannot trade, so the exchange records none).
+- ``own_orders_filled``, ``prior_orders_filled``: running totals of the fills that ended an order
+  the release created while the view watched, and of those that ended an order created before
+  (the release's or a predecessor's: the exchange cannot tell); the witness compares the bot's
+  count of fills with them.
 - ``order_outcomes{outcome="unfilled"}``: orders their own time in force (IOC, FOK, GTX) expired
   unfilled; ``expired`` counts only the other expiries.
 """

@@ -132,6 +132,7 @@ class ExchangeView:
         self._ended = BoundedSet(remember_orders)
         self._born = BoundedSet(remember_orders)  # orders the release created while this view watched
         self.own_filled = 0
+        self.prior_filled = 0   # fills of orders created before it watched (no liquidation, none of the controller's)
         self.orders_placed = 0  # orders the release created while this view watched (shadow: none)
         self.fills = 0          # fills on the account while this view watched, whoever's order (shadow: none)
         self.outcomes = dict.fromkeys(self._outcome_labels, 0)
@@ -181,6 +182,7 @@ class ExchangeView:
         for outcome, labels in self._outcome_labels.items():
             self._emit("order_outcomes", labels, self.outcomes[outcome], at)
         self._emit("own_orders_filled", NO_LABELS, self.own_filled, at)
+        self._emit("prior_orders_filled", NO_LABELS, self.prior_filled, at)
         self._emit("orders_placed", NO_LABELS, self.orders_placed, at)
         self._emit("account_fills", NO_LABELS, self.fills, at)
 
@@ -234,6 +236,11 @@ class ExchangeView:
                 # fill after the placement, nor the exchange's liquidations or the controller's own.
                 self.own_filled += 1
                 self._emit("own_orders_filled", NO_LABELS, self.own_filled, update.ts_event)
+            elif outcome == "filled" and kind is None and not CONTROLLER_ORDERS.match(update.client_order_id):
+                # Created before this view watched: a predecessor's resting order, or the release's own
+                # (a verification started while it runs); the exchange cannot tell which.
+                self.prior_filled += 1
+                self._emit("prior_orders_filled", NO_LABELS, self.prior_filled, update.ts_event)
 
     def _on_fill(self, fill: Fill) -> None:
         self.fills += 1

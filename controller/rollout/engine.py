@@ -220,6 +220,10 @@ class RolloutRunner:
         self.stopping = True
         self._wake.set()
 
+    def wake(self) -> None:
+        """Turn now, not at the next ``command_poll``: for a command this process has just stored."""
+        self._wake.set()
+
     # ------------------------------------------------------------ the loop
 
     async def run(self) -> RolloutInfo:

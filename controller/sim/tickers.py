@@ -18,8 +18,10 @@ BUCKET_MS = 60 * 1000
 ZERO = Decimal(0)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
+    """One minute's prices (slotted: a 50-symbol market keeps 72 000 of them for 24 h)."""
+
     start_ms: int
     open: Decimal
     high: Decimal

@@ -53,6 +53,35 @@ def test_fills_are_compared_from_the_bots_first_scrape_within_max_2_or_5_percent
     assert late.value == pytest.approx(0.9)
 
 
+def test_fills_of_orders_older_than_the_watch_may_be_in_the_bots_count_or_not():
+    # A verification started while the release runs: 9 of the orders it rested before the watch fill
+    # after its first scrape. The exchange cannot say whose they were; the bot counts them as its own.
+    witness = connected(Witness(strategy()))
+    fed(witness, exchange("own_orders_filled", 0, T0), exchange("prior_orders_filled", 4, T0),
+        bot("strategy_orders_total", 30, T0, outcome="filled"))
+    [counted] = fed(witness, exchange("prior_orders_filled", 13, T0 + 10), exchange("own_orders_filled", 3, T0 + 10),
+                    bot("strategy_orders_total", 42, T0 + 20, outcome="filled"))
+    assert counted.value == 0.0
+    witness = connected(Witness(strategy()))  # a bot that does not count them as its own
+    fed(witness, exchange("own_orders_filled", 0, T0), exchange("prior_orders_filled", 4, T0),
+        bot("strategy_orders_total", 30, T0, outcome="filled"))
+    [not_counted] = fed(witness, exchange("prior_orders_filled", 13, T0 + 10),
+                        exchange("own_orders_filled", 3, T0 + 10), bot("strategy_orders_total", 33, T0 + 20,
+                                                                        outcome="filled"))
+    assert not_counted.value == 0.0
+    # More than the exchange's own and prior fills together, or fewer than its own, still diverges.
+    witness = connected(Witness(strategy()))
+    fed(witness, exchange("own_orders_filled", 0, T0), exchange("prior_orders_filled", 0, T0),
+        bot("strategy_orders_total", 0, T0, outcome="filled"))
+    fed(witness, exchange("prior_orders_filled", 9, T0 + 10), exchange("own_orders_filled", 3, T0 + 10))
+    assert fed(witness, bot("strategy_orders_total", 18, T0 + 20, outcome="filled"))[0].value == 3.0  # 6 over 12
+    witness = connected(Witness(strategy()))
+    fed(witness, exchange("own_orders_filled", 0, T0), exchange("prior_orders_filled", 0, T0),
+        bot("strategy_orders_total", 0, T0, outcome="filled"))
+    fed(witness, exchange("prior_orders_filled", 9, T0 + 10), exchange("own_orders_filled", 8, T0 + 10))
+    assert fed(witness, bot("strategy_orders_total", 2, T0 + 20, outcome="filled"))[0].value == 3.0  # 6 short of 8
+
+
 def test_paper_fills_of_a_shadow_stage_are_not_compared_with_the_exchange():
     witness = connected(Witness(strategy()))
     fed(witness, exchange("own_orders_filled", 0, T0))

@@ -138,6 +138,18 @@ def test_orders_the_release_placed_and_fills_on_the_account_are_counted_from_the
     assert record.values("account_fills") == [0.0, 1.0, 2.0]
 
 
+def test_fills_of_orders_created_before_the_view_watched_are_counted_apart_from_the_releases_own(view, record):
+    view.open(T0)
+    view.on_event(order(7, "NEW"))
+    view.on_event(order(7, "FILLED", filled="0.02"))  # created while watched: the release's own
+    view.on_event(order(3, "FILLED", filled="0.02", ts=T0 + 1))  # resting since before the watch: whose is unknown
+    view.on_event(OrderUpdate("canary", "BTCUSDT", 9, "rb1d2-BTCUSDT-1", "SELL", "MARKET", "TRADE", "FILLED",
+                              D("0.02"), D(0), D(62000), D("0.02"), True, T0 + 2, T0 + 2))  # the controller's own
+
+    assert record.values("own_orders_filled") == [0.0, 1.0]
+    assert record.values("prior_orders_filled") == [0.0, 1.0]
+
+
 def test_a_leverage_change_the_stream_reports_beats_an_older_snapshot(view, record):
     view.on_event(LeverageChanged("canary", "BTCUSDT", 10, T0 + 2, T0 + 2))
     view.on_settings(settings(btc=5), requested_at=T0 + 1, at=T0 + 3)  # asked before the change
