@@ -377,11 +377,18 @@ async def test_a_damaged_rollout_row_is_refused_by_the_engine_and_by_status_alik
 
 # ---------------------------------------------------------------- --watch
 
+def _interruptible() -> None:
+    """Ctrl-C as at an operator's terminal. A process started by a background job (a script's ``&``,
+    nohup) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the watch
+    would never stop, and its test would wait for the suite's timeout."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn_on_pty(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     main, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 250, 0, 0))  # rows, columns
     proc = subprocess.Popen([sys.executable, "-m", "controller", *args], stdin=secondary, stdout=secondary,
-                            stderr=secondary, env=env, cwd=REPO, start_new_session=True)
+                            stderr=secondary, env=env, cwd=REPO, start_new_session=True, preexec_fn=_interruptible)
     os.close(secondary)
     return proc, main
 
@@ -451,7 +458,8 @@ async def test_watch_honours_no_color_on_a_terminal(sqlite_db, sqlite_url):
 async def test_watch_piped_prints_successive_frames_separated_by_a_blank_line(sqlite_db, sqlite_url):
     await canary(sqlite_db)
     proc = subprocess.Popen([sys.executable, "-m", "controller", "status", "--watch", "--interval", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(sqlite_url), cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(sqlite_url), cwd=REPO,
+                            preexec_fn=_interruptible)
     try:
         seen = ""
         deadline = time.monotonic() + 20
@@ -472,7 +480,8 @@ async def test_watch_piped_prints_successive_frames_separated_by_a_blank_line(sq
 async def test_watch_json_prints_one_document_per_line(sqlite_db, sqlite_url):
     await canary(sqlite_db)
     proc = subprocess.Popen([sys.executable, "-m", "controller", "status", "--watch", "--json", "--interval", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(sqlite_url), cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(sqlite_url), cwd=REPO,
+                            preexec_fn=_interruptible)
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]
         proc.send_signal(signal.SIGINT)

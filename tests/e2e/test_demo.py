@@ -1,11 +1,15 @@
 """`canaryctl demo --json`, the product's main job on the embedded default, as an operator runs it
-(at debug log level: the run is shared with tests/e2e/test_demo_secrets.py)."""
+after a pip install: the suite's one demo run, of the installed wheel at debug log level
+(tests/support/wheel.py), shared with tests/e2e/test_demo_secrets.py and tests/packaging/test_wheel.py."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 
+
+@pytest.mark.slow  # it builds and installs the wheel
 def test_the_demo_shadows_then_promotes_the_healthy_release_and_rolls_back_the_wrong_leverage(demo_run):
     result = demo_run.result
     assert result.code == 0, (result.out[-3000:], result.err[-3000:])

@@ -21,6 +21,7 @@ from tests.support.clients import bot_account
 from tests.support.clocks import make_clock
 from tests.support.postgres import PostgresServer, find_bindir
 from tests.support.simulator import make_sim
+from tests.support.wheel import DemoRun, Venv, install_wheel, run_demo
 
 _db_names = itertools.count(1)
 
@@ -40,6 +41,20 @@ def postgres_server():
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(tmp_path_factory) -> Venv:
+    """The wheel built from the checkout, installed with its dependencies into a new venv outside it."""
+    return install_wheel(tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("venv"),
+                         tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture(scope="session")
+def demo_run(wheel_venv) -> DemoRun:
+    """One ``canaryctl demo`` of the installed wheel, for every test that judges a demo; none of them
+    writes into its workdir."""
+    return run_demo(wheel_venv, wheel_venv.home / "demo")
 
 
 @pytest.fixture
