@@ -152,11 +152,11 @@ def show(rollout: str, as_json: bool) -> None:
 
     Example: canaryctl rollout show 1.4.0
     """
-    from controller.store import listing
+    from controller.store import listing, summary
 
     with closing(open_store()) as reader, reader.snapshot():
         record = listing.rollout(reader, rollout)
-        steps = listing.rollback_steps(reader, record.id)
+        steps = summary.rollback_steps(reader, record.id)
     if as_json:
         print_json({**_rollout_json(record), "rollback_steps": [
             {"position": s.position, "name": s.name, "state": s.state, "attempts": s.attempts,

@@ -9,9 +9,7 @@ on SQLite. The rows become the records the async store builds from the same rows
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 
 from controller.errors import InputError, NotFoundError
@@ -39,26 +37,6 @@ def rollouts(reader: Reader, *, active_only: bool = False) -> list[RolloutRecord
 def rollout(reader: Reader, ref: str) -> RolloutRecord:
     """A rollout by id, or a release version meaning that release's latest rollout."""
     return RolloutRecord.from_row(reader.rows(f"{SELECT_ROLLOUT} WHERE r.id = :id", id=resolve(reader, ref))[0])
-
-
-@dataclass(frozen=True)
-class StepRow:
-    """A step of a rollout's rollback plan as `canaryctl rollout show` prints it."""
-
-    position: int
-    name: str
-    account: str | None
-    state: str
-    attempts: int
-    error: str | None
-
-
-def rollback_steps(reader: Reader, rollout_id: int) -> list[StepRow]:
-    """The rollout's rollback plan in order (empty when it was never rolled back), as `rollback.load_plan`."""
-    rows = reader.rows("SELECT position, name, state, attempts, detail, error FROM rollback_steps "
-                       "WHERE rollout_id = :id ORDER BY position", id=rollout_id)
-    return [StepRow(r["position"], r["name"], json.loads(r["detail"]).get("account"), r["state"], r["attempts"],
-                    r["error"]) for r in rows]
 
 
 def releases(reader: Reader) -> list[ReleaseInfo]:

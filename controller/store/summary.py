@@ -553,9 +553,17 @@ def _last_breach(reader: Reader, rollout_id: int) -> PolicyLine | None:
     return _line(rows[0]) if rows else None
 
 
+def rollback_steps(reader: Reader, rollout_id: int) -> tuple[StepLine, ...]:
+    """The rollout's rollback plan in order (empty when it was never rolled back), as `rollback.load_plan`."""
+    return tuple(StepLine(s["position"], s["name"], json.loads(s["detail"] or "{}").get("account"), s["state"],
+                          s["attempts"] or 0, s["error"], when(s["started_at"]), when(s["finished_at"]))
+                 for s in reader.rows("SELECT position, name, state, attempts, started_at, finished_at, detail, "
+                                      "error FROM rollback_steps WHERE rollout_id = :id ORDER BY position",
+                                      id=rollout_id))
+
+
 def _rollback(reader: Reader, rollout_id: int) -> RollbackView | None:
-    steps = reader.rows("SELECT position, name, state, attempts, started_at, finished_at, detail, error "
-                        "FROM rollback_steps WHERE rollout_id = :id ORDER BY position", id=rollout_id)
+    steps = rollback_steps(reader, rollout_id)
     if not steps:
         return None
     planned = reader.rows("SELECT ts, payload FROM audit_events WHERE kind = 'rollback.planned' AND subject = :subject "
@@ -563,10 +571,7 @@ def _rollback(reader: Reader, rollout_id: int) -> RollbackView | None:
     intent = json.loads(planned[0]["payload"]) if planned else {}
     return RollbackView(
         trigger=intent.get("trigger"), reason=intent.get("reason"),
-        planned_at=when(planned[0]["ts"]) if planned else None,
-        steps=tuple(StepLine(s["position"], s["name"], json.loads(s["detail"] or "{}").get("account"), s["state"],
-                             s["attempts"] or 0, s["error"], when(s["started_at"]), when(s["finished_at"]))
-                    for s in steps))
+        planned_at=when(planned[0]["ts"]) if planned else None, steps=steps)
 
 
 def _epoch(seconds: float) -> datetime:
