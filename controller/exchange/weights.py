@@ -9,7 +9,7 @@ spend it, so however much the controller watches, a rollback finds the weight it
 
 The defaults, as shares of the IP's 2400 a minute: 75 % in all (1800), of which 65 % (1560) only
 ``act`` calls may spend; ``observe`` calls may spend the other 10 % (240: a snapshot pass costs
-20, once a minute per account while its stream is healthy, twice while it is not). A rollback of one account of 10 symbols costs at most 71:
+15, twice a minute per account). A rollback of one account of 10 symbols costs at most 71:
 the act client's time sync 1; cancel_orders 20 (allOpenOrders 1 and openOrders with a symbol 1,
 per symbol); positions 15 (one positionRisk of every symbol 5; market orders weigh 0, a look-up
 after an ambiguous failure 1 per symbol); restore_leverage 30 (marginType 1 and leverage 1 per

@@ -6,9 +6,7 @@ REST: symbol settings, positions, the account's margin, and with a master key th
 every sub-account. The snapshot catches what events never say (leverage answered as applied but
 not applied, a silent stream) and is the heartbeat of the source: ok only while the last pass
 succeeded and the stream is connected and delivering, so a dead API or a stalled stream gives
-``nodata``, never a silent pass. While the stream is healthy the passes come every
-``healthy_every`` seconds (twice ``snapshot_every`` by default); a stream that drops, reconnects
-or is found silent brings the next pass at once and the ``snapshot_every`` cadence back.
+``nodata``, never a silent pass.
 
 Metrics (source ``exchange``; ts is the exchange's event time for events, the Clock's time at
 the answer for snapshots):
@@ -73,15 +71,6 @@ from controller.observe.source import Source
 log = get_logger(__name__)
 
 # What one snapshot pass reads (all symbols in one call each: the cost does not grow with symbols).
-# None of them has a lighter form that says the same: Binance weighs each at 5 (v2 and v3 of the
-# account and of positionRisk alike), and a per-symbol symbolConfig or positionRisk costs as much
-# as the all-symbol one. What the stream already says does not replace them: ACCOUNT_CONFIG_UPDATE
-# reports a leverage change the exchange made, never one it answered as made and did not make
-# (symbolConfig is the exchange's own word on that); ACCOUNT_UPDATE and ORDER_TRADE_UPDATE carry
-# balances, positions and fills as they change but not the margin ratio or PnL as prices move, nor
-# what a dropped event lost; nothing on the stream reports a position-mode change (accountConfig).
-# So the weight is cut by reading the whole pass less often while the stream vouches for the
-# account between passes, never by reading less of it.
 ACCOUNT_READS = (("GET", "/fapi/v2/account"), ("GET", "/fapi/v1/symbolConfig"), ("GET", "/fapi/v3/positionRisk"),
                  ("GET", "/fapi/v1/accountConfig"))
 MASTER_READS = (("GET", "/fapi/v2/account"), ("GET", "/sapi/v2/sub-account/futures/accountSummary"))
@@ -107,19 +96,14 @@ class ExchangeObserver(Source):
     when the release was placed (the config has no such fields); by default the first reading.
     ``placed_at``: when the placement began; a position outside the config found by the first
     snapshot counts as the release's unless it last changed before then (without it, it counts).
-    ``healthy_every``: the cadence while the source is healthy (the stream connected, delivering
-    and confirmed by a pass since it last connected, the last pass answered); twice
-    ``snapshot_every`` unless given, and never shorter than it.
     """
 
     def __init__(self, *, account: str, client: ExchangeClient, config: StrategyConfig, clock: Clock, sink: Sink,
                  master: ExchangeClient | None = None, snapshot_every: float = 30.0,
-                 healthy_every: float | None = None,
                  capital: Decimal | None = None, stream_settings: StreamSettings | None = None,
                  heartbeat_every: float = 1.0, modes: AccountModes | None = None,
                  placed_at: float | None = None) -> None:
         super().__init__(source=SOURCE, target=account, clock=clock, sink=sink, interval=snapshot_every)
-        self.healthy_every = max(snapshot_every, 2 * snapshot_every if healthy_every is None else healthy_every)
         self.account = account
         self.client = client
         self.config = config
@@ -136,11 +120,8 @@ class ExchangeObserver(Source):
     def on_event(self, event: ExchangeEvent) -> None:
         """The user-data stream's sink: pure computation, no I/O, no await."""
         self.view.on_event(event)
-        if isinstance(event, MarginCall | StreamStatus):
-            # Margin moved, or the stream dropped or came back: read the account now. A dropped
-            # stream must not wait out the healthy cadence (what it misses, only a pass can see),
-            # and a new connection is unconfirmed until a pass begun after it has answered.
-            self._wake.set()
+        if isinstance(event, MarginCall) or (isinstance(event, StreamStatus) and event.connected):
+            self._wake.set()  # margin moved, or a new connection: read the account again soon
 
     # --- the request-weight cost ------------------------------------------------------------------------
 
@@ -152,8 +133,7 @@ class ExchangeObserver(Source):
 
     @property
     def weight_per_minute(self) -> float:
-        """At the steady state: a pass every ``healthy_every`` seconds (``snapshot_every`` while unhealthy)."""
-        return self.weight_per_pass * 60.0 / self.healthy_every
+        return self.weight_per_pass * 60.0 / self.interval
 
     # --- life ---------------------------------------------------------------------------------------------
 
@@ -163,8 +143,7 @@ class ExchangeObserver(Source):
         self.view.open(started)
         await self._first_snapshot()
         log.info("exchange_observer_started", account=self.account, capital=str(self.view.capital),
-                 symbols=len(self.config.symbols), weight_per_minute=round(self.weight_per_minute, 1),
-                 snapshot_every=self.interval, healthy_every=self.healthy_every)
+                 symbols=len(self.config.symbols), weight_per_minute=round(self.weight_per_minute, 1))
         stream = UserStream(self.client, tuple(self.config.symbols), self.on_event, settings=self.stream_settings,
                             since=started)
         async with asyncio.TaskGroup() as tasks:
@@ -180,26 +159,14 @@ class ExchangeObserver(Source):
     async def _snapshot_forever(self) -> None:
         delay: float | None = None
         while True:
-            await self._pause(self.next_pause(delay))
+            await self._pause(self.interval if delay is None else max(delay, self.interval))
             delay = await self.snapshot()
-
-    def next_pause(self, delay: float | None = None) -> float:
-        """Seconds to the next pass: ``delay`` (the exchange's Retry-After) at least; the healthy
-        cadence only while the view has no problem. The exchange stays the judge between two
-        slower passes because the stream reports every change it makes (leverage, positions,
-        fills) as it makes it, and a stream that stops doing so is unhealthy: a drop or reconnect
-        wakes the next pass at once, a silent stream is found by a pass and turns the cadence back
-        to ``snapshot_every``. What only a pass can see (a leverage answered as applied and not
-        applied) is caught within ``healthy_every``."""
-        cadence = self.healthy_every if self.view.problem is None else self.interval
-        return cadence if delay is None else max(delay, self.interval)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds`` of Clock time, or less when an event asks for a fresh snapshot
-        (never less than a tenth of ``snapshot_every``, so a burst of events cannot drive the loop)."""
-        floor = min(seconds, self.interval) / 10
-        await self.clock.sleep(floor)
-        sleeping = asyncio.create_task(self.clock.sleep(seconds - floor), name=f"exchange-observer-pause-{self.account}")
+        (never less than a tenth of the interval, so a burst of events cannot drive the loop)."""
+        await self.clock.sleep(seconds / 10)
+        sleeping = asyncio.create_task(self.clock.sleep(seconds * 0.9), name=f"exchange-observer-pause-{self.account}")
         woken = asyncio.create_task(self._wake.wait(), name=f"exchange-observer-wake-{self.account}")
         try:
             await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
@@ -214,7 +181,6 @@ class ExchangeObserver(Source):
         next (the exchange's Retry-After or the budget's next minute, 0 for other errors)."""
         self._wake.clear()
         self.passes += 1
-        started = self.clock.time()
         error, delay = None, None
         try:
             self._check_budget(self.client.budget, ACCOUNT_READS)
@@ -228,7 +194,7 @@ class ExchangeObserver(Source):
         if error is not None:
             self.failed_passes += 1
             log.warning("exchange_snapshot_failed", account=self.account, error=error)
-        self.view.snapshot_done(self.clock.time(), error, report=report, started=started)
+        self.view.snapshot_done(self.clock.time(), error, report=report)
         return delay
 
     async def _read(self) -> None:

@@ -141,11 +141,6 @@ class ExchangeView:
         self._disconnect_reason = ""
         self.snapshot_error: str | None = None
         self.stalled: str | None = None
-        # A reconnection (a connect after a drop): what changed in the gap and the stream's own
-        # reconciliation does not re-read (a leverage, a margin type) only a pass begun after it can
-        # see, so until one has answered the source is not healthy. Its Clock time, or None.
-        self.reconnected_at: float | None = None
-        self._dropped = False
         self._last_beat = -math.inf
         # Stall detection: position amounts of the previous snapshot, and changes between two
         # snapshots that no ACCOUNT_UPDATE reported: position -> (changed after, first seen at).
@@ -173,8 +168,6 @@ class ExchangeView:
             return "the user-data stream has not connected yet"
         if not self.connected:
             return f"the user-data stream is disconnected ({self._disconnect_reason})"
-        if self.reconnected_at is not None:
-            return "the user-data stream reconnected; no snapshot has confirmed the account since"
         return self.stalled
 
     def open(self, at: float) -> None:
@@ -315,10 +308,6 @@ class ExchangeView:
     def _on_stream_status(self, status: StreamStatus) -> None:
         self.connected = status.connected
         self._disconnect_reason = status.reason
-        if not status.connected:
-            self._dropped = True
-        elif self._dropped:
-            self.reconnected_at = status.ts_init
         # A new connection starts the stall check afresh: what changed while it was down was
         # never the stream's to deliver (the stream's REST reconciliation covers fills).
         self._amounts, self._unreported, self.stalled = None, {}, None
@@ -414,16 +403,12 @@ class ExchangeView:
             self._emit("capital_share", NO_LABELS, self.funded / total, at)
         self._emit("equity_share", NO_LABELS, (own_wallet + self._unrealized) / total, at)
 
-    def snapshot_done(self, at: float, error: str | None, *, report: bool = True, started: float | None = None) -> None:
+    def snapshot_done(self, at: float, error: str | None, *, report: bool = True) -> None:
         """End of a snapshot pass: a heartbeat, ok only if the pass and the stream are both healthy.
 
-        With ``report=False`` (the pass before the stream starts) only a failure is reported. A pass
-        that answered and ``started`` (Clock time) after the stream's reconnection confirms it.
+        With ``report=False`` (the pass before the stream starts) only a failure is reported.
         """
         self.snapshot_error = error
-        if (error is None and self.reconnected_at is not None and started is not None
-                and started >= self.reconnected_at):
-            self.reconnected_at = None
         problem = self.problem
         if problem is None:
             self._beat(at)
