@@ -76,12 +76,6 @@ ENVIRONMENT = "harness"
 ACTOR = "harness"
 UNDER_TEST = "under-test"  # the release under test's version in the run's own store
 STATUS_POLL = 0.1  # wall seconds: how often a wait on the runner looks at the store, between its events
-COMMAND_POLL = 2.0
-"""Wall seconds between the runner's turns when nothing wakes it. The harness wakes it for each of
-its commands, and a breach it acts on wakes it, so a turn between those only records the dry-run
-verdicts: each costs store reads (commands, anomalies) and a decision's write, and turns on wall
-time cost CPU in proportion to the wall time, not to the simulated time (at 0.1 s, the runner's
-turns were most of a 50-symbol stage's CPU, more the busier the machine)."""
 
 
 class HarnessError(CanaryError):
@@ -113,10 +107,10 @@ class Cadence:
 
     def runner(self) -> RunnerCadence:
         """The rollout runner's: its sources as above; the process and the audit chain, which no
-        policy the harness judges reads, seldom; commands seldom (`COMMAND_POLL`: the harness wakes
-        the runner for its own)."""
+        policy the harness judges reads, seldom; operator commands read often (wall seconds: a turn
+        that waits on the wall clock lets the simulated one run on, past a rollback's deadline)."""
         return RunnerCadence(evaluate=self.evaluate, snapshot=self.snapshot, scrape=self.scrape, logs=self.snapshot,
-                             process=self.snapshot, audit=3600.0, command_poll=COMMAND_POLL)
+                             process=self.snapshot, audit=3600.0, command_poll=STATUS_POLL)
 
 
 @dataclass(frozen=True)
