@@ -105,6 +105,23 @@ async def config_leverage(db: Database, version: str) -> dict[str, int]:
     return {s: c["leverage"] for s, c in (await get_snapshot(db, release.config_sha256)).config["symbols"].items()}
 
 
+async def assert_account_restored(sim: SimInfo, db: Database, version: str, flatten_prefix: str) -> None:
+    """The exchange's own record after a rollback to release ``version`` on the canary account: each
+    symbol at the leverage ``version``'s config snapshot names, no order id listed twice, and at most
+    one closing order (client ids starting ``flatten_prefix``) per symbol: none sent twice."""
+    expected = await config_leverage(db, version)
+    async with sim.client("canary") as client:
+        await client.sync_time()
+        applied = {s.symbol: s.leverage for s in await client.symbol_settings()}
+        assert {s: applied.get(s) for s in expected} == expected
+        for symbol in expected:
+            orders = await client._client.futures_get_all_orders(symbol=symbol)
+            ids = [o["orderId"] for o in orders]
+            assert len(ids) == len(set(ids)), ids
+            flatten = [o for o in orders if o["clientOrderId"].startswith(flatten_prefix)]
+            assert len(flatten) <= 1, flatten
+
+
 class Processes:
     """Child processes of one test; `close` ends all of them (and the bots) even after a failure."""
 

@@ -28,7 +28,7 @@ from controller.store import audit
 from controller.store.database import Database, resolve_url
 from controller.store.deployments import get_deployment
 from controller.store.models import AuditEvent, Deployment
-from tests.daemon.harness import (ACTOR, CLOCK, config_leverage, daemon_died, exchange_config, place_baseline, poll,
+from tests.daemon.harness import (ACTOR, CLOCK, assert_account_restored, daemon_died, exchange_config, place_baseline, poll,
                                   prepare_database, roll_back_until_killed)
 
 PIPELINE = load_pipeline(DEFAULT_PIPELINE.with_name("demo.yaml"))
@@ -106,18 +106,7 @@ async def test_daemon_killed_after_rollback_step_resumes_and_completes_once(step
         start = next(s for s in plan if s.name == "start_previous")
         assert start.detail["result"]["pid"] == running_pid
 
-        # Exchange: nothing open, no flatten order sent twice, leverage as the previous config says.
-        expected = await config_leverage(db, "1.0.0")
-        async with sim.client("canary") as client:
-            await client.sync_time()
-            applied = {s.symbol: s.leverage for s in await client.symbol_settings()}
-            assert {s: applied.get(s) for s in expected} == expected
-            prefix = plan[STEPS.index("positions")].detail["client_id_prefix"]
-            for symbol in expected:
-                orders = await client._client.futures_get_all_orders(symbol=symbol)
-                ids = [o["orderId"] for o in orders]
-                assert len(ids) == len(set(ids))
-                flatten = [o for o in orders if o["clientOrderId"].startswith(prefix)]
-                assert len(flatten) <= 1, flatten
+        # Exchange: no flatten order sent twice, leverage as the previous config says.
+        await assert_account_restored(sim, db, "1.0.0", plan[STEPS.index("positions")].detail["client_id_prefix"])
     finally:
         await db.close()

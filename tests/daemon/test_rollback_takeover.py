@@ -25,7 +25,7 @@ from controller.store.database import Database, resolve_url
 from controller.store.models import AuditEvent
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
-from tests.daemon.harness import (ACTOR, CLOCK, RELEASES, config_leverage, daemon_died, exchange_config, place_baseline,
+from tests.daemon.harness import (ACTOR, CLOCK, RELEASES, assert_account_restored, daemon_died, exchange_config, place_baseline,
                                   poll, roll_back_until_killed)
 from tests.support.checkout import EXAMPLES
 
@@ -98,15 +98,6 @@ async def test_the_standby_completes_a_rollback_its_dead_owner_began_every_step_
         assert held.owner.endswith(f":{start.detail['result']['pid']}")
 
         # Exchange: no flatten order sent twice, leverage as the previous config says.
-        expected = await config_leverage(db, "1.0.0")
-        async with sim.client("canary") as client:
-            await client.sync_time()
-            applied = {s.symbol: s.leverage for s in await client.symbol_settings()}
-            assert {s: applied.get(s) for s in expected} == expected
-            prefix = plan[STEPS.index("positions")].detail["client_id_prefix"]
-            for symbol in expected:
-                orders = await client._client.futures_get_all_orders(symbol=symbol)
-                assert len({o["orderId"] for o in orders}) == len(orders)
-                assert len([o for o in orders if o["clientOrderId"].startswith(prefix)]) <= 1
+        await assert_account_restored(sim, db, "1.0.0", plan[STEPS.index("positions")].detail["client_id_prefix"])
     finally:
         await db.close()
