@@ -47,6 +47,7 @@ from controller.sim.server import RequestRecord, Simulator
 from controller.store.database import Database, resolve_url
 from controller.store.releases import add_release
 from controller.store.schema import upgrade
+from tests.support.placements import STUB
 
 LATENCY = 0.020  # seconds added to every REST answer (the clock is the real one)
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "AVAXUSDT", "LINKUSDT",
@@ -54,17 +55,6 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "A
 PREVIOUS_LEVERAGE, CANDIDATE_LEVERAGE = 5, 10
 BENCH_WEIGHT_LIMIT = 1_000_000  # request weight a minute the simulator allows the bench's IP
 ORDER_NOTIONAL = Decimal(120)  # USDT: above every symbol's minimum notional, inside the canary's margin
-STUB_BOT = """\
-import http.server, sys
-class Metrics(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"stub_up 1\\n")
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Metrics).serve_forever()
-"""
 
 
 TOO_MANY_ORDERS = -1015
@@ -234,9 +224,9 @@ async def _check_safe(client: AsyncClient, environment: str) -> None:
 
 def _stub_release(folder: Path) -> Path:
     script = folder / "stub_bot.py"
-    script.write_text(STUB_BOT, encoding="utf-8")
+    script.write_text(STUB, encoding="utf-8")
     manifest = folder / "manifest.yaml"
-    manifest.write_text(f'name: stub-bot\ncommand: ["{{python}}", "-I", "{script}", "{{metrics_port}}"]\n'
+    manifest.write_text(f'name: stub-bot\ncommand: ["{{python}}", "-I", "{script}", "{{metrics_port}}", "serves"]\n'
                         "metrics: {port: 0, path: /metrics}\nartifact: {path: stub_bot.py}\n", encoding="utf-8")
     return manifest
 
