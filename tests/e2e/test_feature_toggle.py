@@ -68,6 +68,21 @@ async def toggle_events(site) -> list:
     return [e async for e in audit.query(site.db, audit.AuditFilter(kind="toggle.switched"))]
 
 
+async def reported_then_rolled_back(site, rollout_id: int, toggle: dict, described: str) -> None:
+    """The report documents the candidate's toggle (``toggle``: its form and target; ``described``: how
+    the Markdown names it), off in C and on in D; then an operator's rollback ends the rollout rolled back."""
+    report = json.loads((await site.ctl("report", CANDIDATE, "--format", "json")).out)
+    assert report["toggle"] == {"release": CANDIDATE, **toggle}
+    assert {s["name"]: s["toggle"] for s in report["stages"]} == {"C": "off", "D": "on"}
+    markdown = (await site.ctl("report", CANDIDATE)).out
+    assert f"Release {CANDIDATE}, feature toggle ({described}): C off; D on." in markdown
+
+    rolled = await site.ctl("rollback", CANDIDATE, "--reason", "the new sizing misbehaves")
+    assert rolled.code == 0, rolled
+    final = await site.until(rollout_id, *(TERMINAL | {Status.FAILED}), timeout=60)
+    assert final.status is Status.ROLLED_BACK, final.state
+
+
 async def test_the_endpoint_form_is_posted_on_at_d_and_off_before_the_rollback_stops_the_bot(tmp_path):
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text(MANIFEST.read_text() + "toggle:\n  endpoint: /toggle/new_sizing\n")
@@ -91,16 +106,8 @@ async def test_the_endpoint_form_is_posted_on_at_d_and_off_before_the_rollback_s
         assert (on.payload["enabled"], on.payload["ok"], on.payload["status"]) == (True, True, 200)
         assert on.payload["url"].endswith("/toggle/new_sizing") and on.payload["deployment"] == master.id
 
-        report = json.loads((await site.ctl("report", CANDIDATE, "--format", "json")).out)
-        assert report["toggle"] == {"release": CANDIDATE, "form": "endpoint", "endpoint": "/toggle/new_sizing"}
-        assert {s["name"]: s["toggle"] for s in report["stages"]} == {"C": "off", "D": "on"}
-        markdown = (await site.ctl("report", CANDIDATE)).out
-        assert f"Release {CANDIDATE}, feature toggle (endpoint `POST /toggle/new_sizing`): C off; D on." in markdown
-
-        rolled = await site.ctl("rollback", CANDIDATE, "--reason", "the new sizing misbehaves")
-        assert rolled.code == 0, rolled
-        final = await site.until(info.id, *(TERMINAL | {Status.FAILED}), timeout=60)
-        assert final.status is Status.ROLLED_BACK, final.state
+        await reported_then_rolled_back(site, info.id, {"form": "endpoint", "endpoint": "/toggle/new_sizing"},
+                                        "endpoint `POST /toggle/new_sizing`")
 
         off = [e for e in await toggle_events(site) if e.seq > on.seq]
         # The rollback's own event (subject: the rollout), naming the account.
@@ -159,16 +166,8 @@ async def test_the_stage_with_toggle_on_places_the_key_true_and_a_rollback_puts_
         bot = await site.daemon.site.deployer("sim").status(site.daemon.site.instance("sim", "master"))
         assert (bot.release, bot.config_sha256) == (CANDIDATE, master.config_sha256)
 
-        report = json.loads((await site.ctl("report", CANDIDATE, "--format", "json")).out)
-        assert report["toggle"] == {"release": CANDIDATE, "form": "config_key", "config_key": "bot.stream_prices"}
-        assert {s["name"]: s["toggle"] for s in report["stages"]} == {"C": "off", "D": "on"}
-        markdown = (await site.ctl("report", CANDIDATE)).out
-        assert f"Release {CANDIDATE}, feature toggle (config key `bot.stream_prices`): C off; D on." in markdown
-
-        rolled = await site.ctl("rollback", CANDIDATE, "--reason", "the new sizing misbehaves")
-        assert rolled.code == 0, rolled
-        final = await site.until(info.id, *(TERMINAL | {Status.FAILED}), timeout=60)
-        assert final.status is Status.ROLLED_BACK, final.state
+        await reported_then_rolled_back(site, info.id, {"form": "config_key", "config_key": "bot.stream_prices"},
+                                        "config key `bot.stream_prices`")
 
         restored = await live_deployment(site.db, "sim", "master")
         previous = await get_deployment(site.db, master.previous_id)
