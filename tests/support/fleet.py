@@ -138,7 +138,12 @@ class Fleet:
                                   "sapi_url": sim.info["sapi_url"], "accounts": accounts}
         self.config.write_text(yaml.safe_dump({
             "environments": environments, "admin": {"port": 0}, "policies_dir": str(policies),
-            "log": {"format": "json"}, "lease_seconds": self.lease_seconds}))
+            "log": {"format": "json"}, "lease_seconds": self.lease_seconds,
+            # One daemon runs rollout after rollout on an account, seconds apart, and each new
+            # observer's first connect reads the gap (liquidations 50, income 30, trades): at the
+            # default 240 a minute for observing, the third start in a minute waited about 40 s for
+            # the next minute (half the chaos test's time). The simulators allow WEIGHT_LIMIT.
+            "request_weight": {"share": 1, "act_reserve": 0.35}}))
 
     # ------------------------------------------------------------ daemons
 
