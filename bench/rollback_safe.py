@@ -14,7 +14,10 @@ Figures: ``rollback_safe_p50/p99_ms`` (one account, no injected latency, >= 50 r
 with 20 ms added to every REST answer, ``rollback_round_trips`` (sequential exchange round trips
 before safe, read from the simulator's request log: requests whose time on the wire overlaps
 count once; the median over the runs) and ``rollback_overhead_p99_ms`` (p99 minus round trips x
-20 ms), ``safe_1acct_p99_ms``, ``safe_3acct_p99_ms``, ``safe_10acct_p99_ms``.
+20 ms), ``safe_1acct_p99_ms``, ``safe_3acct_p99_ms``, ``safe_10acct_p99_ms``; and
+``rollback_weight_per_account``, the request weight the simulator charged one account's whole
+rollback (phase 2's restart included; the largest seen), which the act reserve
+(`controller.exchange.weights`) must hold for every account at once.
 
     .venv/bin/python bench/run.py --only rollback_safe [--quick]
 """
@@ -65,6 +68,7 @@ TOO_MANY_ORDERS = -1015
 class Sample:
     safe: float        # wall seconds from the rollback's start to every account safe
     round_trips: int   # sequential exchange round trips before safe (the largest of the accounts')
+    weight: int        # request weight the exchange charged one account's whole rollback (the largest)
 
 
 def measure(quick: bool) -> dict[str, float | int | None]:
@@ -75,6 +79,7 @@ def measure(quick: bool) -> dict[str, float | int | None]:
         "rollback_safe_p50_ms": quantile([s.safe for s in unloaded], 0.50) * 1000,
         "rollback_safe_p99_ms": quantile([s.safe for s in unloaded], 0.99) * 1000,
         "rollback_round_trips": round_trips,
+        "rollback_weight_per_account": max(s.weight for s in unloaded),
         "rollback_overhead_p99_ms": (quantile([s.safe for s in loaded], 0.99) - round_trips * LATENCY) * 1000,
         "safe_1acct_p99_ms": quantile([s.safe for s in loaded], 0.99) * 1000,
     }
@@ -163,7 +168,8 @@ async def _one_rollback(db: Database, site: Site, sims: dict[str, Simulator], tr
         await _check_safe(traders[name], name)
     trips = max(round_trips([r for r in sim.requests if r.account == "canary" and r.time <= safe_clock], latency)
                 for sim in sims.values())
-    return Sample(rollback.safe_wall - began, trips)
+    weight = max(sum(r.weight for r in sim.requests if r.account == "canary") for sim in sims.values())
+    return Sample(rollback.safe_wall - began, trips, weight)
 
 
 def round_trips(requests: list[RequestRecord], latency: float) -> int:

@@ -64,6 +64,13 @@ def _plus(other: str, extra: float) -> Callable[[Figures], float | None]:
     return lambda figures: None if figures.get(other) is None else figures[other] + extra
 
 
+def _act_reserve() -> int:
+    """The weight a minute only acting may spend, at the daemon's default shares."""
+    from controller.clock import RealClock
+    from controller.exchange.weights import DEFAULT_ACT_RESERVE, WeightBudget
+    return WeightBudget(RealClock(), act_reserve=DEFAULT_ACT_RESERVE).reserved
+
+
 def _times(other: str, factor: float) -> Callable[[Figures], float | None]:
     return lambda figures: None if figures.get(other) is None else figures[other] * factor
 
@@ -79,6 +86,8 @@ GOALS: dict[str, Goal] = {
     "rollback_safe_p50_ms": Goal("-"),
     "rollback_safe_p99_ms": Goal("<= 250", _below("rollback_safe_p99_ms", lambda f: 250)),
     "rollback_round_trips": Goal("fewer is better"),
+    "rollback_weight_per_account": Goal("x 10 accounts <= act reserve",
+                                        _below("rollback_weight_per_account", lambda f: _act_reserve() / 10)),
     "rollback_overhead_p99_ms": Goal("<= 50", _below("rollback_overhead_p99_ms", lambda f: 50)),
     "weight_per_min_100sym": Goal("<= 24", _below("weight_per_min_100sym", lambda f: 24)),
     "ingest_events_per_s": Goal(">= 100000", lambda f: f["ingest_events_per_s"] >= 100_000),

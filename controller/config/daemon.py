@@ -279,10 +279,11 @@ class RequestWeightConfig(ConfigModel):
     """The controller's share of each exchange host's request weight a minute (2400 on USD-M
     futures), and the part of it that only acting (rollback, placement) may spend: observing
     may spend ``share - act_reserve``. The defaults let a rollback of 10 accounts of 10 symbols
-    (1510) fit in one minute; `controller.exchange.weights` shows the arithmetic."""
+    (about 1060) fit in one minute, and observing connect a stage's accounts without waiting;
+    `controller.exchange.weights` shows the arithmetic."""
 
     share: Fraction = Decimal("0.75")
-    act_reserve: Fraction = Decimal("0.65")
+    act_reserve: Fraction = Decimal("0.50")
 
     @model_validator(mode="after")
     def _observing_keeps_some(self) -> RequestWeightConfig:

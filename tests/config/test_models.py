@@ -271,7 +271,7 @@ def test_the_admin_api_is_refused_on_all_interfaces_unless_allowed():
 
 def test_acting_keeps_a_reserve_of_the_request_weight_and_observing_keeps_some():
     default = load_model_text(DaemonConfig, DAEMON, "c.yaml").request_weight
-    assert (default.share, default.act_reserve) == (Decimal("0.75"), Decimal("0.65"))
+    assert (default.share, default.act_reserve) == (Decimal("0.75"), Decimal("0.50"))
     error = refusal(DaemonConfig, DAEMON + "request_weight:\n  share: 0.2\n  act_reserve: 0.2\n")
     assert (error.line, error.field) == (9, "request_weight.act_reserve")
     assert "expected less than share (0.2)" in str(error)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controller.exchange.errors import BudgetExhausted
-from controller.exchange.weights import ACT, OBSERVE, WeightBudget
+from controller.exchange.weights import ACT, DEFAULT_ACT_RESERVE, DEFAULT_SHARE, OBSERVE, WeightBudget
 from tests.support.clocks import make_clock
 
 
@@ -19,7 +19,12 @@ def spend_all(budget: WeightBudget, purpose: str) -> int:
     return spent
 
 
-def test_the_default_shares_give_observing_240_and_keep_1560_for_acting():
+def test_the_default_shares_give_observing_600_and_keep_1200_for_acting():
+    budget = WeightBudget(make_clock(), share=DEFAULT_SHARE, act_reserve=DEFAULT_ACT_RESERVE)
+    assert (budget.cap(OBSERVE), budget.cap(ACT), budget.reserved) == (600, 1800, 1200)
+
+
+def test_a_tighter_reserve_gives_observing_240_and_keeps_1560_for_acting():
     budget = WeightBudget(make_clock(), share=0.75, act_reserve=0.65)
     assert (budget.cap(OBSERVE), budget.cap(ACT), budget.reserved) == (240, 1800, 1560)
     assert spend_all(budget, OBSERVE) == 240

@@ -4,6 +4,7 @@ acting (a rollback, a placement) has reserved. On the simulator, through python-
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from decimal import Decimal
 
@@ -15,10 +16,13 @@ from controller.deploy.process import ProcessDeployer
 from controller.exchange.client import RetryPolicy
 from controller.exchange.errors import BudgetExhausted, RateLimited
 from controller.metrics import ControllerMetrics
+from controller.observe.exchange import ExchangeObserver
 from controller.rollout.site import AccountAccess, EnvironmentAccess, Site
 from controller.sim import AccountSpec, Simulator
 from controller.sim.market import SYMBOLS
+from tests.support.bot import strategy
 from tests.support.clients import binance_client
+from tests.support.exchange_observer import Recorder
 from tests.support.simulator import make_sim
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_backoff=0.01, max_backoff=0.02, request_timeout=5)
@@ -110,15 +114,17 @@ async def test_observing_at_its_cap_leaves_acting_the_weight_a_rollback_of_ten_a
         assert len(sim.requests) == sent  # observing is refused without sending
 
         async def make_safe(account: str) -> None:
-            """What a rollback's first phase asks of the exchange for one account of ten symbols."""
+            """What a rollback's first phase asks of the exchange for one account of ten symbols
+            (`Rollback._cancel_orders`, `_positions`, `_restore_leverage`)."""
             client = await site.client("sim", account, purpose="act")
             for symbol in TEN_SYMBOLS:
                 await client.cancel_all_orders(symbol)
                 assert await client.open_orders(symbol) == []
-                assert await client.flatten(symbol) == []
+            held = await client.positions()
+            for symbol in TEN_SYMBOLS:
+                assert await client.flatten(symbol, held=held) == []
                 await client.set_margin_type(symbol, "ISOLATED")
                 await client.set_leverage(symbol, 3)
-                await client.confirm_leverage(symbol, 3)
             assert {s.symbol: s.leverage for s in await client.symbol_settings()
                     if s.symbol in TEN_SYMBOLS} == dict.fromkeys(TEN_SYMBOLS, 3)
 
@@ -144,3 +150,31 @@ async def test_the_gate_exports_the_ban_left_and_counts_refused_requests(clock, 
         assert metrics.registry.get_sample_value("canary_exchange_blocked_seconds", {"host": host}) == 20
         assert metrics.registry.get_sample_value("canary_exchange_requests_refused_total",
                                                  {"reason": "rate_limited"}) == 1
+
+
+async def test_two_stages_observers_connect_in_one_minute_within_the_daemons_default_observing_budget(clock, tmp_path):
+    """A stage's start connects its accounts' observers at once: the canary's (which reads the master
+    too, for its capital share) and the baseline's on the master. Each takes its first snapshot, and
+    its user stream reads the gap since the placement. A short stage (the demo's shadow stage, a
+    minute) is followed by the next one's observers within the same minute. On the daemon's default
+    shares all of it fits the minute: at the old 240 a minute for observing, the demo's next stage
+    waited up to 60 s for its stream, and its snapshots were refused meanwhile."""
+    async with make_sim(clock=clock) as sim, site_on(sim, clock, tmp_path) as site:
+        master = await site.client("sim", "master")
+        canary = await site.client("sim", "canary")
+        for stage in ("C-shadow", "C"):  # the clock stands still: a wait for the budget never ends
+            records = {"canary": Recorder(), "master": Recorder()}
+            observers = [
+                ExchangeObserver(account="canary", client=canary, config=strategy(), clock=clock,
+                                 sink=records["canary"], master=master, placed_at=clock.time()),
+                ExchangeObserver(account="master", client=master, config=strategy(), clock=clock,
+                                 sink=records["master"], placed_at=clock.time())]
+            tasks = [asyncio.create_task(o.run(), name=f"test-observer-{o.account}") for o in observers]
+            try:
+                for record in records.values():
+                    await record.wait_for(lambda record=record: 1.0 in record.values("stream_connected"), timeout=5)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            assert [(o.passes, o.failed_passes) for o in observers] == [(1, 0), (1, 0)], stage

@@ -139,10 +139,11 @@ class Fleet:
         self.config.write_text(yaml.safe_dump({
             "environments": environments, "admin": {"port": 0}, "policies_dir": str(policies),
             "log": {"format": "json"}, "lease_seconds": self.lease_seconds,
-            # One daemon runs rollout after rollout on an account, seconds apart, and each new
-            # observer's first connect reads the gap (liquidations 50, income 30, trades): at the
-            # default 240 a minute for observing, the third start in a minute waited about 40 s for
-            # the next minute (half the chaos test's time). The simulators allow WEIGHT_LIMIT.
+            # One daemon runs rollout after rollout, seconds apart (a real stage lasts hours), and
+            # each new observer's first connect reads the gap (about 115 weight, see
+            # controller.exchange.weights): at 240 a minute for observing, the third start in a
+            # minute waited about 40 s for the next minute, half the chaos test's time; the
+            # default 600 still allows only four or five. The simulators allow WEIGHT_LIMIT.
             "request_weight": {"share": 1, "act_reserve": 0.35}}))
 
     # ------------------------------------------------------------ daemons
