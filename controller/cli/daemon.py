@@ -79,7 +79,7 @@ def demo(as_json: bool, speed: float, workdir: Path | None, log_level: str) -> N
 
     Starts the simulator, the daemon on a fresh SQLite file and the reference bot; places a
     baseline on the master account; takes a healthy release through the canary stage; catches
-    a release with a wrong leverage and rolls it back. About a minute and a half of wall time.
+    a release with a wrong leverage and rolls it back. About a minute of wall time.
 
     Example: canaryctl demo --json | tail -1 | jq .rollouts
     """
