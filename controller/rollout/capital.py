@@ -56,9 +56,8 @@ class Base:
 async def recorded_bases(db: Database, rollout: int) -> dict[str, Base]:
     """The bases the rollout's ramps recorded before their first transfer, by ``environment/account``."""
     bases: dict[str, Base] = {}
-    async for event in audit.query(db, audit.AuditFilter(kind=BASE_RECORDED)):
-        if event.subject == f"rollout:{rollout}":
-            bases.setdefault(event.payload["account"], Base.from_json(event.payload))
+    async for event in audit.query(db, audit.AuditFilter(kind=BASE_RECORDED, subject=f"rollout:{rollout}")):
+        bases.setdefault(event.payload["account"], Base.from_json(event.payload))
     return bases
 
 

@@ -391,6 +391,7 @@ class AuditFilter:
     release: str | None = None
     symbol: str | None = None
     actor: str | None = None
+    subject: str | None = None
     limit: int | None = None
 
 
@@ -402,7 +403,8 @@ async def query(db: Database, flt: AuditFilter) -> AsyncIterator[AuditRecord]:
     if flt.until is not None:
         conditions.append(AuditEvent.ts < flt.until)
     for column, value in ((AuditEvent.kind, flt.kind), (AuditEvent.release, flt.release),
-                          (AuditEvent.symbol, flt.symbol), (AuditEvent.actor, flt.actor)):
+                          (AuditEvent.symbol, flt.symbol), (AuditEvent.actor, flt.actor),
+                          (AuditEvent.subject, flt.subject)):
         if value is not None:
             conditions.append(column == value)
     remaining = flt.limit

@@ -157,6 +157,8 @@ async def test_query_combines_filters_and_keeps_sequence_order(db, clock):
     assert await seqs(actor="bob") == [4, 5, 6, 7]
     assert await seqs(symbol="BTCUSDT", release="1.1.0") == [6, 7]
     assert await seqs(kind="leverage.set", symbol="ETHUSDT") == [4, 5]
+    assert await seqs(subject="thing:2") == [3]
+    assert await seqs(subject="thing:1", actor="bob") == [5, 7]
     start = clock.now() - timedelta(seconds=7)
     assert await seqs(since=start + timedelta(seconds=3), until=start + timedelta(seconds=5)) == [4, 5]
     assert await seqs(limit=2) == [1, 2]
