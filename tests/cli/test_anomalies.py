@@ -15,7 +15,7 @@ from controller.rollout.decide import State, Status
 from controller.rollout.info import create_rollout, save_decision
 from controller.store import anomalies, audit
 from controller.store.releases import add_release
-from tests.cli.test_status import PIPELINE, sqlite_db  # noqa: F401 - the fixture
+from tests.support.ops_rollout import PIPELINE
 from tests.support.canaryctl import assert_refused, canaryctl
 from tests.support.checkout import EXAMPLES
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.config.test_yaml import alias_bomb
+from tests.support.yaml_bombs import alias_bomb
 from tests.support.canaryctl import assert_refused, canaryctl
 
 BOMB = "environments: {}\n" + alias_bomb(9)  # 9**9 nodes: hundreds of millions once expanded

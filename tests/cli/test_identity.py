@@ -9,7 +9,7 @@ import pwd
 from controller.rollout.decide import Command, Plan, State, Status, decide
 from controller.rollout.pipeline import Pipeline
 from controller.store.commands import pending_commands
-from tests.cli.test_status import canary, sqlite_db  # noqa: F401 - the fixture
+from tests.support.ops_rollout import canary
 from tests.support.canaryctl import canaryctl
 
 LOGIN = pwd.getpwuid(os.geteuid()).pw_name

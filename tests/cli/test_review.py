@@ -32,7 +32,7 @@ from controller.store.releases import add_release
 from controller.store.review import HARNESS_EVENT, HARNESS_PIPELINE
 from controller.store.rollouts import finish_stage_run
 from controller.store.verdicts import VerdictLog
-from tests.cli.test_status import PIPELINE, sqlite_db  # noqa: F401 - the fixture
+from tests.support.ops_rollout import PIPELINE
 from tests.support.canaryctl import assert_refused, canaryctl
 from tests.support.checkout import EXAMPLES, REPO
 

@@ -22,98 +22,28 @@ import sys
 import termios
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
-import yaml
 
 from controller import store
 from controller.analysis.evaluator import Evaluator
 from controller.analysis.observation import Heartbeat, Observation
 from controller.analysis.policy import PolicyFile
 from controller.analysis.verdict import Outcome, Verdict
-from controller.clock import SimulatedClock
 from controller.config.yamlfile import load_model_text
 from controller.errors import StoreError
-from controller.release_files import read_release
 from controller.rollout import decide
 from controller.rollout.decide import State, Status
-from controller.rollout.info import RolloutInfo, create_rollout, get_rollout, save_decision, start_stage_run
-from controller.rollout.pipeline import Pipeline
+from controller.rollout.info import create_rollout, get_rollout, save_decision
 from controller.rollout.rollback import Rollback, load_plan
 from controller.rollout.site import Site
 from controller.store import summary
-from controller.store.commands import submit_command
-from controller.store.database import Database, resolve_url
-from controller.store.deployments import record_placement
-from controller.store.releases import add_release
 from controller.store.rollouts import current_stage_run
-from controller.store.schema import upgrade
 from controller.store.verdicts import VerdictLog
 from tests.support.canaryctl import assert_refused, canaryctl
-from tests.support.checkout import EXAMPLES, REPO
-
-PIPELINE = Pipeline.model_validate(yaml.safe_load("""
-name: ops
-stages:
-  - {name: C, environment: sim, account: canary, duration: 1h, policies: stage-c.yaml, capital_cap: 0.02,
-     baseline: master, positions: flatten, signoffs: [owner-review]}
-  - {name: D, environment: sim, account: master, duration: 24h, policies: stage-d.yaml, signoffs: [standup-review]}
-"""))
-STAGE_AGO = 900.0  # the stage started this many seconds before the test; it lasts an hour
-
-
-def _verdict(policy: str, outcome: Outcome, at: float, value: float | None = None, threshold: float | None = None, *,
-             condition: str, group: tuple = (), reason: str = "", action: str | None = None) -> Verdict:
-    return Verdict(policy, outcome, at, value, threshold, condition, 600.0, 0 if value is None else 30, group, reason,
-                   action)
-
-
-async def canary(db, *, releases=("1.0.0", "1.1.0")) -> tuple[RolloutInfo, SimulatedClock]:
-    """1.0.0 live on sim/master; a rollout of 1.1.0 running stage C on sim/canary for 15 minutes,
-    with verdicts, the owner's sign-off still missing and an operator's promote not answered."""
-    clock = SimulatedClock(datetime.now(tz=UTC) - timedelta(seconds=STAGE_AGO + 5))
-    for version in releases:
-        await add_release(db, clock, read_release(version, EXAMPLES / "demo" / "manifest.yaml",
-                                                  EXAMPLES / "reference-bot" / "strategy.yaml"), actor="tester")
-    await record_placement(db, clock, rollout_id=None, environment="sim", account="master",
-                                   instance="sim-master", release=releases[0])
-    info = await create_rollout(db, clock, version=releases[1], pipeline=PIPELINE, actor="tester")
-    clock.advance(5)
-    await record_placement(db, clock, rollout_id=info.id, environment="sim", account="canary",
-                                   instance="sim-canary", release=releases[1])
-    started = clock.time()
-    run_id = await start_stage_run(db, info, 0, started)
-    info = await save_decision(db, clock, info, State(Status.RUNNING, 0, started))
-    log = VerdictLog(db, info.id, run_id)
-    share, latency = "c-capital-share-within-cap", "c-queue-latency-p95"
-    for offset, verdicts in [
-        (5, [_verdict(share, Outcome.NODATA, 0, condition="<= capital_cap", action="hold",
-                      reason="no data from the exchange source yet"),
-             _verdict(latency, Outcome.PASS, 0, 0.21, 0.5, condition="< 0.500"),
-             _verdict("c-bot-process-up", Outcome.PASS, 0, 1.0, 1.0, condition="== 1"),
-             _verdict("c-exchange-leverage-matches-config", Outcome.PASS, 0, 0.0, 0.0, condition="== 0",
-                      group=(("symbol", "BTCUSDT"),))]),
-        (30, [_verdict(share, Outcome.PASS, 0, 0.012, 0.02, condition="<= capital_cap")]),
-        (300, [_verdict(share, Outcome.NODATA, 0, condition="<= capital_cap", action="hold", reason="stale"),
-               _verdict(latency, Outcome.FAIL, 0, 0.62, 0.5, condition="< 0.500", action="hold",
-                        reason="0.62 is not < 0.500"),
-               _verdict("c-exchange-leverage-matches-config", Outcome.PASS, 0, 0.0, 0.0, condition="== 0",
-                        group=(("symbol", "ETHUSDT"),))]),
-        (330, [_verdict(share, Outcome.PASS, 0, 0.015, 0.02, condition="<= capital_cap")]),
-    ]:
-        await log.record([replace(v, at=started + offset) for v in verdicts])
-    await submit_command(db, clock, rollout_id=info.id, kind="promote", actor="bob", args={"force": False})
-    return info, clock
-
-
-@pytest.fixture
-async def sqlite_db(sqlite_url):
-    database = Database(resolve_url(sqlite_url))
-    await upgrade(database)
-    yield database
-    await database.close()
-
+from tests.support.checkout import REPO
+from tests.support.ops_rollout import PIPELINE, STAGE_AGO, canary, verdict
 
 def _json(result) -> dict:
     assert result.code == 0, result
@@ -150,12 +80,12 @@ async def test_a_policy_shows_its_worst_group_and_a_breach_in_the_making_as_pend
     await log.resume()
     at = clock.time()
     leverage, latency = "c-exchange-leverage-matches-config", "c-queue-latency-p95"
-    await log.record([_verdict(leverage, Outcome.FAIL, at, 3.0, 0.0, condition="== 0", action="rollback",
+    await log.record([verdict(leverage, Outcome.FAIL, at, 3.0, 0.0, condition="== 0", action="rollback",
                                group=(("symbol", "SOLUSDT"),), reason="3 is not == 0")])
-    await log.record([_verdict(leverage, Outcome.PASS, at + 1, 0.0, 0.0, condition="== 0",
+    await log.record([verdict(leverage, Outcome.PASS, at + 1, 0.0, 0.0, condition="== 0",
                                group=(("symbol", "BTCUSDT"),)),  # newer, but another group: SOL still fails
                       # it failed before: now a pass, its condition still false, its `for` not run out
-                      replace(_verdict(latency, Outcome.PASS, at + 1, 0.58, 0.5, condition="< 0.500",
+                      replace(verdict(latency, Outcome.PASS, at + 1, 0.58, 0.5, condition="< 0.500",
                                        reason="breaching for 20 s of 60 s"), breaching_since=at - 19)])
 
     result = canaryctl("status", str(info.id), "--json", db=sqlite_url)

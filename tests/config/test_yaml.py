@@ -11,6 +11,7 @@ from pydantic import BaseModel, field_validator
 from controller.config import StrategyConfig, load_model, load_model_text
 from controller.errors import ConfigError
 from tests.support.checkout import EXAMPLES
+from tests.support.yaml_bombs import alias_bomb
 
 STRATEGY = """\
 symbols:
@@ -189,14 +190,6 @@ def test_a_control_character_is_invalid_yaml_not_a_crash():
 
 # --- bounded input: a file is read only if it is a regular file of bounded size, whose aliases and
 # nesting stay within budgets; each refusal is one ConfigError at FILE:LINE, in bounded time.
-
-def alias_bomb(levels: int, fan_out: int = 9) -> str:
-    """The "billion laughs": each level a list of ``fan_out`` aliases of the one before."""
-    lines = ['a0: &a0 ["lol"]']
-    for level in range(1, levels + 1):
-        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * fan_out)}]")
-    return "\n".join(lines) + "\n"
-
 
 def test_aliases_that_expand_past_the_node_budget_are_refused_at_their_line(tmp_path):
     error = refusal(tmp_path, "symbols: {}\n" + alias_bomb(6))  # 9**6 = 531,441 nodes once expanded

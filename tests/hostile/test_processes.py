@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.config.test_yaml import alias_bomb
+from tests.support.yaml_bombs import alias_bomb
 from tests.support.canaryctl import Result, assert_refused, canaryctl
 from tests.support.checkout import EXAMPLES
 

@@ -1,9 +1,11 @@
-"""Real tracebacks, as Python prints them, for the detector and the observers to find."""
+"""Real tracebacks, as Python prints them, for the detector and the observers to find, and how the
+log-file tests read them."""
 
 from __future__ import annotations
 
 import traceback
 
+from controller.observe.logfile import LogFileObserver
 from controller.observe.tracebacks import UNHANDLED_EXCEPTIONS
 
 
@@ -41,3 +43,9 @@ def grouped() -> None:
 def exceptions(recorder) -> list[str | None]:
     """The exception named by each unhandled-exception observation ``recorder`` holds, in order."""
     return [o.label("exception") for o in recorder.observations(UNHANDLED_EXCEPTIONS)]
+
+
+async def read(observer: LogFileObserver, passes: int = 2) -> None:
+    """Read passes: the second finds nothing new and so completes a traceback at the end."""
+    for _ in range(passes):
+        assert await observer.read_once() is True

@@ -12,7 +12,7 @@ import pytest
 
 from controller.observe.logfile import LogFileObserver
 from controller.analysis.observation import Heartbeat
-from tests.observe.sample_tracebacks import caused, exceptions, grouped, plain, raised
+from tests.observe.sample_tracebacks import caused, exceptions, grouped, plain, raised, read
 from tests.support.bot_process import SPEED, STRATEGY, exchange_file, strategy_file
 from tests.support.checkout import REPO
 
@@ -27,12 +27,6 @@ def log_file(tmp_path) -> Path:
 def append(path: Path, text: str) -> None:
     with path.open("a") as f:
         f.write(text)
-
-
-async def read(observer: LogFileObserver, passes: int = 2) -> None:
-    """Read passes: the second finds nothing new and so completes a traceback at the end."""
-    for _ in range(passes):
-        assert await observer.read_once() is True
 
 
 async def test_a_real_traceback_written_by_a_crashing_python_process_is_counted_once(log_file, clock, recorder):

@@ -14,7 +14,7 @@ from controller.config.yamlfile import load_model_text
 from controller.observe.logfile import LogFileObserver
 from controller.observe.process import ProcessObserver
 from controller.verification import Verification
-from tests.observe.test_logfile import read
+from tests.observe.sample_tracebacks import read
 from tests.support.bot_process import SPEED, STRATEGY, exchange_file, strategy_file
 from tests.support.checkout import REPO
 

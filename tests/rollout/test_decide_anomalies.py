@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controller.rollout.decide import Place, Plan, Status, decide
+from controller.rollout.decide import Audit, FinishStage, Place, Plan, Status, decide
 from controller.rollout.pipeline import Pipeline
-from tests.rollout.test_decide import (
+from tests.support.decisions import (
     C,
     D,
     PIPELINE,
     PLAN,
-    Audit,
-    FinishStage,
     ack,
     at,
     audited,

@@ -9,7 +9,7 @@ from decimal import Decimal
 from controller.analysis.verdict import Outcome
 from controller.rollout.decide import Fund, Funded, Notice, Place, Plan, Ramp, State, StartRollback, Status, decide
 from controller.rollout.pipeline import Pipeline, RampStep, Stage
-from tests.rollout.test_decide import ack, audited, command, of, verdict
+from tests.support.decisions import ack, audited, command, of, verdict
 
 PIPELINE = Pipeline(name="ramp", stages=[
     Stage(name="C", environment="live", account="canary", duration=1000, policies="stage-c.yaml",

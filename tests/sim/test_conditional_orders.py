@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from binance.exceptions import BinanceAPIException
 
-from tests.sim.test_wire_oracle import assert_matches_model
+from tests.support.wire_oracle import assert_matches_model
 from tests.support.user_stream import user_stream
 
 D = Decimal

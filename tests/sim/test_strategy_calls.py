@@ -11,7 +11,7 @@ import pytest
 from binance import Client
 from binance.exceptions import BinanceAPIException
 
-from tests.sim.test_wire_oracle import assert_matches_model
+from tests.support.wire_oracle import assert_matches_model
 from tests.support.clients import sync_time
 from tests.support.user_stream import user_stream
 
