@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import types
 from datetime import UTC, datetime
 
 import pytest
@@ -26,7 +25,7 @@ from controller.store.releases import add_release
 from controller.store.schema import upgrade
 from tests.daemon.harness import poll
 from tests.daemon.inprocess import BOT, CANARY_PIPELINE, MANIFEST
-from tests.daemon.test_supervision import probe, scraped
+from tests.support.admin import probe, scraped
 from tests.support.checkout import POLICIES
 
 LEASE = 1.5  # seconds: renewed every 0.5 s
@@ -62,15 +61,14 @@ async def test_a_daemon_that_owns_nothing_is_a_ready_standby_and_takes_over_when
         second, second_task = _daemon(db, clock, tmp_path, "host-b")
         tasks.append((second, second_task))
         await asyncio.wait_for(second.ready.wait(), 60)
-        view_a, view_b = types.SimpleNamespace(daemon=first), types.SimpleNamespace(daemon=second)
 
-        status, body = await probe(view_b, "/readyz")
+        status, body = await probe(second.admin_port, "/readyz")
         assert (status, body["ok"]) == (200, True) and body["reason"].startswith("standby: host-b owns no rollout")
-        assert await scraped(view_b, "canary_leases_owned") == 0
-        assert await scraped(view_a, "canary_leases_owned") == 1
-        for view in (view_a, view_b):  # a standby's lease turn counts too: the alert asks whether any daemon can
-            assert time.time() - await scraped(view, "canary_lease_renewed_timestamp_seconds") < 2 * LEASE
-            assert await scraped(view, "canary_lease_seconds") == LEASE
+        assert await scraped(second.admin_port, "canary_leases_owned") == 0
+        assert await scraped(first.admin_port, "canary_leases_owned") == 1
+        for port in (first.admin_port, second.admin_port):  # a standby's lease turn counts too: the alert asks whether any daemon can
+            assert time.time() - await scraped(port, "canary_lease_renewed_timestamp_seconds") < 2 * LEASE
+            assert await scraped(port, "canary_lease_seconds") == LEASE
 
         def role(daemon: Daemon, wanted: str):
             async def said():
@@ -88,14 +86,14 @@ async def test_a_daemon_that_owns_nothing_is_a_ready_standby_and_takes_over_when
             return second.leases.get(info.id)
         lease = await poll(taken, timeout=3 * LEASE, what="host-b to take the rollout over")
         assert lease.epoch == 2
-        assert await scraped(view_b, "canary_lease_takeovers_total") == 1
+        assert await scraped(second.admin_port, "canary_lease_takeovers_total") == 1
         [event] = [e async for e in audit.query(db, audit.AuditFilter(kind="lease.taken_over"))]
         assert (event.payload["owner"], event.payload["previous_owner"], event.payload["previous_epoch"]) == \
             ("host-b", "host-a", 1)
         assert (await leases.leases(db))[info.id].owner == "host-b"
 
         async def active():
-            status, body = await probe(view_b, "/readyz")
+            status, body = await probe(second.admin_port, "/readyz")
             return body if status == 200 and not body["reason"].startswith("standby") else None
         await poll(active, timeout=10, what="host-b's /readyz to say it runs the rollout")
     finally:

@@ -13,10 +13,9 @@ import logging
 
 import yaml
 from sqlalchemy import text
-from aiohttp import web
 
 from controller.config.daemon import WebhookConfig
-from controller.daemon.webhooks import SIGNATURE_HEADER, Webhooks
+from controller.daemon.webhooks import Webhooks
 from controller.logs import fields_of, shown_url
 from controller.rollout.decide import Status
 from controller.rollout.info import create_rollout
@@ -24,42 +23,9 @@ from controller.rollout.pipeline import pipeline_from_document
 from controller.store.commands import submit_command
 from tests.daemon.harness import poll
 from tests.daemon.inprocess import BOT, CANARY_PIPELINE, daemon_on_sim
+from tests.support.webhook_endpoint import Endpoint
 
 SECRET = "hook-secret-for-tests"
-
-
-class Endpoint:
-    """A webhook endpoint on a real server: answers each POST with the next of ``statuses`` (then 200),
-    or never (``hang``), and keeps what it received."""
-
-    def __init__(self, statuses=(), *, hang: bool = False) -> None:
-        self.statuses = list(statuses)
-        self.hang = hang
-        self.received: list[tuple[bytes, str]] = []
-        self.arrived = asyncio.Event()
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
-        self.arrived.set()
-        if self.hang:
-            await asyncio.Event().wait()
-        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
-
-    async def __aenter__(self) -> str:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/hook"
-
-    async def __aexit__(self, *exc) -> None:
-        await self.runner.cleanup()
-
-    def events(self) -> list[dict]:
-        return [json.loads(body) for body, _ in self.received]
 
 
 def verifies(body: bytes, header: str) -> bool:

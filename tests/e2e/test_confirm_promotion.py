@@ -14,8 +14,8 @@ from controller.rollout.info import get_rollout
 from controller.store import audit
 from tests.daemon.harness import poll
 from tests.daemon.inprocess import BOT, daemon_on_sim
-from tests.daemon.test_webhooks import Endpoint
-from tests.e2e.test_waiting_deadline import holding_policies
+from tests.support.webhook_endpoint import Endpoint
+from tests.support.policy_files import holding_policies
 
 TOKEN = "confirm-token-never-shown"
 

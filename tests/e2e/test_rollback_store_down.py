@@ -17,7 +17,7 @@ from controller.store import audit
 from controller.store import database as store_database
 from controller.store.audit import AuditFilter
 from tests.daemon.harness import poll
-from tests.e2e.test_rollback_accounts import PREVIOUS, canary_on_each
+from tests.support.canary_accounts import PREVIOUS, canary_on_each
 
 
 async def test_a_rollback_makes_the_account_safe_while_the_store_is_locked_and_records_it_after(

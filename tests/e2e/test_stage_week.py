@@ -17,7 +17,8 @@ from controller.rollout.info import get_rollout
 from controller.store import audit
 from tests.daemon.harness import poll
 from tests.daemon.inprocess import BOT, daemon_on_sim
-from tests.e2e.test_waiting_deadline import exported, holding_policies
+from tests.support.admin import scraped
+from tests.support.policy_files import holding_policies
 
 PIPELINE = """
 name: week
@@ -55,7 +56,7 @@ async def test_digests_are_written_on_schedule_and_the_gate_waits_for_every_peri
 
         (overdue,) = await poll(said_overdue, timeout=120, alive=site.gone, what="period 2 to be said overdue")
         assert overdue.payload["item"] == "standup-review/period-2"
-        assert await poll(lambda: exported(port, f'canary_signoffs_overdue{{rollout="{rollout_id}"}}'),
+        assert await poll(lambda: scraped(port, "canary_signoffs_overdue", rollout=str(rollout_id)),
                           timeout=30, what="the overdue gauge") == 1.0
         assert site.clock.time() >= started + 240  # period 3 has begun
         third = await site.ctl("signoff", "1.1.0", "D", "--by", "alice", "--item", "standup-review/period-3")

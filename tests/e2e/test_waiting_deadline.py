@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-from pathlib import Path
-
-import aiohttp
-import yaml
 
 from controller.rollout.decide import Status
 from controller.rollout.info import get_rollout
@@ -25,7 +20,8 @@ from controller.store import audit
 from controller.store.deployments import live_deployment
 from tests.daemon.harness import poll
 from tests.daemon.inprocess import BOT, daemon_on_sim
-from tests.support.checkout import POLICIES
+from tests.support.admin import scraped
+from tests.support.policy_files import holding_policies
 
 SPEED = 10.0
 DEADLINE = 1800.0
@@ -40,28 +36,6 @@ stages:
      baseline: master, positions: flatten, signoffs: [owner-review],
      waiting_deadline: {DEADLINE:.0f}s, on_waiting_deadline: {on_deadline}}}
 """
-
-
-def holding_policies(folder: Path) -> Path:
-    """A copy of the shipped policies whose stage C has one policy, holding on failure and on nodata."""
-    shutil.copytree(POLICIES, folder)
-    stage_c = folder / "stage-c.yaml"
-    document = yaml.safe_load(stage_c.read_text())
-    document["policies"] = [{
-        "name": "c-bot-process-up", "checklist": "C: Ensure alerting is active and quiet", "source": "process",
-        "metric": "up", "aggregate": "last", "window": "1m", "condition": "== 1", "on_breach": "hold",
-        "on_nodata": {"action": "hold"}}]
-    stage_c.write_text(yaml.safe_dump(document, sort_keys=False))
-    return folder
-
-
-async def exported(port: int, series: str) -> float | None:
-    """The value of ``series`` (name and labels, as exposed) on the daemon's /metrics; None: absent."""
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
-            text = await response.text()
-    found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else None
 
 
 async def test_a_paused_rollout_rolls_back_at_its_waiting_deadline(tmp_path):
@@ -80,7 +54,7 @@ async def test_a_paused_rollout_rolls_back_at_its_waiting_deadline(tmp_path):
         assert since is not None
 
         async def counting_down() -> float | None:  # the stage has an hour; the wait half of it
-            left = await exported(port, f'canary_stage_time_remaining_seconds{{rollout="{rollout_id}"}}')
+            left = await scraped(port, "canary_stage_time_remaining_seconds", rollout=str(rollout_id))
             return left if left is not None and left <= DEADLINE else None
 
         assert DEADLINE - 120 < await poll(counting_down, timeout=30, what="the wait's time left on /metrics")
@@ -98,7 +72,7 @@ async def test_a_paused_rollout_rolls_back_at_its_waiting_deadline(tmp_path):
         assert live is None or live.release != "1.1.0"
         shown = await site.ctl("status", "1.1.0", "--json")
         assert '"trigger": "waiting"' in shown.out, shown
-        assert await exported(port, 'canary_rollbacks_total{trigger="waiting"}') == 1.0
+        assert await scraped(port, "canary_rollbacks_total", trigger="waiting") == 1.0
 
 
 async def test_a_paused_rollout_past_its_waiting_deadline_alerts_once_and_goes_on_waiting(tmp_path):
@@ -127,7 +101,7 @@ async def test_a_paused_rollout_past_its_waiting_deadline_alerts_once_and_goes_o
         events = [r async for r in audit.query(db, audit.AuditFilter(kind="rollout.waiting_overdue"))]
         assert len(events) == 1 and events[0].payload["stage"] == "C", events
         assert "past its waiting deadline of 1800 s" in events[0].payload["reason"]
-        assert await exported(port, f'canary_stage_time_remaining_seconds{{rollout="{rollout_id}"}}') == 0.0
+        assert await scraped(port, "canary_stage_time_remaining_seconds", rollout=str(rollout_id)) == 0.0
         shown = await site.ctl("status", "1.1.0", "--json")
         waiting = json.loads(shown.out)["rollouts"][0]["waiting"]
         assert (waiting["overdue"], waiting["on_deadline"]) == (True, "alert"), waiting
