@@ -9,19 +9,19 @@ spend it, so however much the controller watches, a rollback finds the weight it
 
 The defaults, as shares of the IP's 2400 a minute: 75 % in all (1800), of which 50 % (1200) only
 ``act`` calls may spend; ``observe`` calls may spend the other 25 % (600). An account's observer
-spends what its `weight_per_minute` says at start (50 at the daemon's 30 s snapshots, 120-150 at
-the demo's 10 s: a snapshot pass of 15-20 and the stream's periodic checks), and each (re)connect
-of its user stream reads the gap once (about 115 at 5 symbols: liquidation orders 50, income 30,
-symbol settings and positions 10, the trades of the symbols that traded). A stage's start connects the observers of its accounts at once, so observing
-needs room for a few connects on top of its steady spending: at the old default of 10 % (240),
-a stage with a baseline account waited up to a minute for its stream, and its snapshots were
-refused meanwhile. A rollback of one account of 10 symbols costs at most 71 before safe:
-the act client's time sync 1; cancel_orders 20 (allOpenOrders 1 and openOrders with a symbol 1,
-per symbol); positions 15 (one positionRisk of every symbol 5; market orders weigh 0, a look-up
-after an ambiguous failure 1 per symbol); restore_leverage 30 (marginType 1 and leverage 1 per
-symbol, one symbolConfig read-back 5 of every symbol, which also says a margin type that was
-kept); verify_previous 5 (symbolConfig); start_previous applies nothing again. The whole rollback,
-phase 2's restart included, was charged 106 by the simulator (`make bench`:
+spends what its `weight_per_minute` says at start (50 at the daemon's 30 s snapshots, 120-150 at the
+demo's 10 s: a snapshot pass of 15-20 and the stream's periodic checks), and each (re)connect of its
+user stream reads the gap once (about 115 at 5 symbols: liquidation orders 50, income 30, symbol
+settings and positions 10, the trades of the symbols that traded). A stage's start connects the
+observers of its accounts at once, so observing needs room for a few connects on top of its steady
+spending: at the old default of 10 % (240), a stage with a baseline account waited up to a minute
+for its stream, and its snapshots were refused meanwhile. A rollback of one account of 10 symbols
+costs at most 71 before safe: the act client's time sync 1; cancel_orders 20 (allOpenOrders 1 and
+openOrders with a symbol 1, per symbol); positions 15 (one positionRisk of every symbol 5; market
+orders weigh 0, a look-up after an ambiguous failure 1 per symbol); restore_leverage 30 (marginType
+1 and leverage 1 per symbol, one symbolConfig read-back 5 of every symbol, which also says a margin
+type that was kept); verify_previous 5 (symbolConfig); start_previous applies nothing again. The
+whole rollback, phase 2's restart included, was charged 106 by the simulator (`make bench`:
 ``rollback_weight_per_account``). So 10 accounts x 10 symbols cost about 1060, within the 1200
 reserved, in one minute, whatever observing spent.
 """
