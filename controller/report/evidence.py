@@ -26,6 +26,7 @@ from controller.store.database import Database
 from controller.store.deployments import DeploymentInfo, rollout_deployments
 from controller.store.models import AuditEvent, ConfigSnapshot, OperatorCommand, RollbackStep, StageRun, VerdictChange
 from controller.store.release_record import ReleaseInfo
+from controller.store.verdict_evidence import StoredEvidence
 from controller.store.releases import get_release
 
 CREDENTIAL_FILES = ("exchange.json",)
@@ -173,11 +174,10 @@ async def gather(db: Database, ref: str, *, policies_dir: Path | None, state_dir
 
 
 def _verdict(row: VerdictChange, stage: str | None) -> VerdictRow:
-    evidence = json.loads(row.evidence or "{}")
-    group = tuple((str(k), str(v)) for k, v in evidence.get("group", []))
-    return VerdictRow(row.id, row.policy, stage, group, row.verdict, row.value, row.threshold,
-                      evidence.get("condition"), row.window_seconds, row.samples, row.evaluated_at,
-                      evidence.get("reason") or "", evidence.get("action"))
+    evidence = StoredEvidence.parse(row.evidence)
+    return VerdictRow(row.id, row.policy, stage, evidence.group, row.verdict, row.value, row.threshold,
+                      evidence.condition, row.window_seconds, row.samples, row.evaluated_at, evidence.reason,
+                      evidence.action)
 
 
 async def _audit_excerpt(session, rollout_id: int) -> tuple[AuditRow, ...]:

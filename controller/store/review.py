@@ -31,6 +31,7 @@ from controller.store import TERMINAL
 from controller.store.audit_row import AuditRow
 from controller.store.readonly import Reader, SqliteReader, when
 from controller.store.rollout_record import SELECT_ROLLOUT, RolloutRecord
+from controller.store.verdict_evidence import StoredEvidence
 
 JSON_VERSION = 1
 HARNESS_PIPELINE = "harness"
@@ -364,11 +365,10 @@ def _changes(reader: Reader, bounds: dict[str, Any]) -> list[Change]:
         "WHERE v.evaluated_at >= :since AND v.evaluated_at < :until ORDER BY v.evaluated_at, v.id", **bounds)
     out = []
     for row in rows:
-        evidence = json.loads(row["evidence"] or "{}")
-        out.append(Change(row["rollout_id"], row["release"], row["stage"], row["policy"],
-                          {k: v for k, v in evidence.get("group", [])}, row["verdict"], row["value"],
-                          row["threshold"], evidence.get("condition", ""), evidence.get("action"),
-                          evidence.get("reason", ""), when(row["evaluated_at"])))
+        evidence = StoredEvidence.parse(row["evidence"])
+        out.append(Change(row["rollout_id"], row["release"], row["stage"], row["policy"], evidence.labels,
+                          row["verdict"], row["value"], row["threshold"], evidence.condition or "", evidence.action,
+                          evidence.reason, when(row["evaluated_at"])))
     return out
 
 

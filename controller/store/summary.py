@@ -27,6 +27,7 @@ from controller.errors import NotFoundError
 from controller.store import TERMINAL, anomalies
 from controller.store.readonly import Reader, decimal, when
 from controller.store.rollout_record import SELECT_ROLLOUT, RolloutRecord
+from controller.store.verdict_evidence import StoredEvidence
 
 JUDGED = frozenset({"running", "awaiting_signoff", "paused"})
 """`decide.Status` values in which the stage runs and its verdicts count (`decide.JUDGED`)."""
@@ -524,16 +525,15 @@ def _policies(reader: Reader, rollout_id: int, run_id: int, decision: Mapping[st
 
 
 def _line(row: dict[str, Any], trend: tuple[float, ...] = ()) -> PolicyLine:
-    evidence = json.loads(row["evidence"] or "{}")
-    since, fails_at = evidence.get("breaching_since"), evidence.get("fails_at")
-    pending = since is not None and row["verdict"] == "pass"
-    return PolicyLine(policy=row["policy"], group={k: v for k, v in evidence.get("group", [])},
+    evidence = StoredEvidence.parse(row["evidence"])
+    pending = evidence.pending and row["verdict"] == "pass"
+    return PolicyLine(policy=row["policy"], group=evidence.labels,
                       verdict=row["verdict"], value=row["value"], threshold=row["threshold"],
-                      condition=evidence.get("condition", ""), action=evidence.get("action"),
-                      reason=evidence.get("reason", ""), at=when(row["evaluated_at"]), samples=row["samples"] or 0,
+                      condition=evidence.condition or "", action=evidence.action,
+                      reason=evidence.reason, at=when(row["evaluated_at"]), samples=row["samples"] or 0,
                       window=row["window_seconds"], trend=trend,
-                      pending=pending, pending_since=_epoch(since) if pending else None,
-                      fails_at=_epoch(fails_at) if pending and fails_at is not None else None)
+                      pending=pending, pending_since=_epoch(evidence.breaching_since) if pending else None,
+                      fails_at=_epoch(evidence.fails_at) if pending and evidence.fails_at is not None else None)
 
 
 def _signer_os_users(reader: Reader, rollout_id: int) -> dict[str, str]:

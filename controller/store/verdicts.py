@@ -18,6 +18,7 @@ from controller.clock import Clock, to_datetime
 from controller.store import audit
 from controller.store.database import Database
 from controller.store.models import AuditEvent, VerdictChange
+from controller.store.verdict_evidence import StoredEvidence
 
 DIGEST = "stage.digest"
 """The audit event of one period's verdict digest."""
@@ -71,16 +72,14 @@ class VerdictLog:
             rows = (await session.execute(select(VerdictChange).join(newest, VerdictChange.id == newest.c.id)
                                           .order_by(VerdictChange.id))).scalars()
             for row in rows:
-                evidence = json.loads(row.evidence)
-                self._last[(row.policy, row.group_key)] = (
-                    Outcome(row.verdict), tuple(map(tuple, evidence.get("group", []))), evidence.get("action"))
+                evidence = StoredEvidence.parse(row.evidence)
+                self._last[(row.policy, row.group_key)] = (Outcome(row.verdict), evidence.group, evidence.action)
                 if row.verdict == Outcome.PASS.value:  # the newest pass of a policy says whether it is pending
-                    since = evidence.get("breaching_since")
-                    if since is None:
+                    if not evidence.pending:
                         self._pending.pop(row.policy, None)
                     else:
-                        self._pending[row.policy] = _Pending(row.group_key, since, evidence.get("fails_at"),
-                                                             row.evaluated_at.timestamp())
+                        self._pending[row.policy] = _Pending(row.group_key, evidence.breaching_since,
+                                                             evidence.fails_at, row.evaluated_at.timestamp())
 
     def changes(self, verdicts: Iterable[Verdict]) -> list[Verdict]:
         changed = []
@@ -132,8 +131,8 @@ class VerdictLog:
 
 def _row(rollout_id: int, stage_run_id: int | None, verdict: Verdict) -> dict[str, Any]:
     """The `VerdictChange` row of ``verdict``, as the columns' values."""
-    evidence = {"group": [list(pair) for pair in verdict.group], "reason": verdict.reason, "action": verdict.action,
-                "condition": verdict.condition, "breaching_since": verdict.breaching_since, "fails_at": verdict.fails_at, **verdict.evidence}
+    evidence = StoredEvidence(verdict.group, verdict.condition, verdict.reason, verdict.action,
+                              verdict.breaching_since, verdict.fails_at).to_json(verdict.evidence)
     return {"rollout_id": rollout_id, "stage_run_id": stage_run_id, "policy": verdict.policy,
             "group_key": verdict.group_key, "verdict": verdict.outcome.value, "value": verdict.value,
             "threshold": None if verdict.threshold is None else f"{verdict.threshold:g}",

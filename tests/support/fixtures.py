@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -73,12 +75,27 @@ def db_url(request) -> str:
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
 
 
+@asynccontextmanager
+async def _upgraded(url: str) -> AsyncIterator[Database]:
+    database = Database(resolve_url(url))
+    await upgrade(database)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
 @pytest.fixture
 async def db(db_url):
-    database = Database(resolve_url(db_url))
-    await upgrade(database)
-    yield database
-    await database.close()
+    async with _upgraded(db_url) as database:
+        yield database
+
+
+@pytest.fixture
+async def sqlite_db(sqlite_url):
+    """The store on SQLite only: for the read commands' tests, which read its file as canaryctl does."""
+    async with _upgraded(sqlite_url) as database:
+        yield database
 
 
 @pytest.fixture
