@@ -34,8 +34,9 @@ DEMO_PIPELINE = DEFAULT_PIPELINE.with_name("demo.yaml")
 CADENCE = RunnerCadence(evaluate=1.0, snapshot=10.0, scrape=5.0, logs=2.0, process=5.0, audit=300.0, command_poll=0.2)
 """Brisk enough for a five-minute stage: snapshots every 10 s give `c-pnl-like-baseline` its 30
 samples by the stage's end (at 20 s the healthy stage ran twice its length, waiting for them). The
-canary's and the baseline's observers (120-150 weight a minute each, as they log at start) stay inside observing's
-600-a-minute part of the budget, with room for both to connect at each stage's start."""
+canary's and the baseline's observers (120-150 weight a minute each, as they log at start) stay
+inside observing's 600-a-minute part of the budget, with room for both to connect at each stage's
+start."""
 ACTOR = "demo-operator"
 
 RELEASES = (  # version, config, role

@@ -26,8 +26,8 @@ from controller.store.database import Database
 from controller.store.deployments import DeploymentInfo, rollout_deployments
 from controller.store.models import AuditEvent, ConfigSnapshot, OperatorCommand, RollbackStep, StageRun, VerdictChange
 from controller.store.release_record import ReleaseInfo
-from controller.store.verdict_evidence import StoredEvidence
 from controller.store.releases import get_release
+from controller.store.verdict_evidence import StoredEvidence
 
 CREDENTIAL_FILES = ("exchange.json",)
 """What a placement's folder holds that must never leave it: the account's API key (0600)."""
