@@ -54,6 +54,11 @@ class Running:
     simulators: EmbeddedSimulators
     """The simulator behind the daemon's ``sim`` environment, as the CLI injects it."""
 
+    @property
+    def admin_port(self) -> int:
+        """Where the daemon's admin server (/healthz, /readyz, /metrics) listens."""
+        return self.daemon.admin_port
+
     def gone(self) -> str | None:
         """Why the daemon is no longer running, or None while it runs."""
         if not self.task.done():

@@ -31,7 +31,7 @@ async def test_readyz_is_false_while_a_running_rollouts_verification_is_not_runn
         await running.until(info.id, Status.RUNNING)
 
         async def not_ready() -> dict | None:  # the daemon reads the rollouts' states once a turn
-            status, body = await probe(running.daemon.admin_port, "/readyz")
+            status, body = await probe(running.admin_port, "/readyz")
             return body if status == 503 else None
         body = await poll(not_ready, timeout=10, alive=running.gone, what="/readyz to answer 503")
         assert body["ok"] is False
@@ -41,7 +41,7 @@ async def test_readyz_is_false_while_a_running_rollouts_verification_is_not_runn
         monkeypatch.undo()  # the exchange answers again: the runner's next try starts the verification
 
         async def ready() -> dict | None:
-            status, body = await probe(running.daemon.admin_port, "/readyz")
+            status, body = await probe(running.admin_port, "/readyz")
             return body if status == 200 else None
         body = await poll(ready, timeout=60, alive=running.gone, what="/readyz to answer 200 again")
         assert body["ok"] is True

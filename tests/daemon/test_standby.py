@@ -66,7 +66,8 @@ async def test_a_daemon_that_owns_nothing_is_a_ready_standby_and_takes_over_when
         assert (status, body["ok"]) == (200, True) and body["reason"].startswith("standby: host-b owns no rollout")
         assert await scraped(second.admin_port, "canary_leases_owned") == 0
         assert await scraped(first.admin_port, "canary_leases_owned") == 1
-        for port in (first.admin_port, second.admin_port):  # a standby's lease turn counts too: the alert asks whether any daemon can
+        # A standby's lease turn counts too: the alert asks whether any daemon can.
+        for port in (first.admin_port, second.admin_port):
             assert time.time() - await scraped(port, "canary_lease_renewed_timestamp_seconds") < 2 * LEASE
             assert await scraped(port, "canary_lease_seconds") == LEASE
 

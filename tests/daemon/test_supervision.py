@@ -82,12 +82,12 @@ async def test_a_crashing_runner_restarts_after_a_growing_backoff_and_readyz_say
         await crashes(1)
         await turns(running, 4)
         assert logged(caplog, "rollout_runner_crashed") == 1, "the runner was restarted without a backoff"
-        assert await scraped(running.daemon.admin_port, "canary_runner_crashes_total", rollout=str(info.id)) == 1
-        status, body = await probe(running.daemon.admin_port, "/readyz")
+        assert await scraped(running.admin_port, "canary_runner_crashes_total", rollout=str(info.id)) == 1
+        status, body = await probe(running.admin_port, "/readyz")
         assert status == 503
         assert f"rollout {info.id}'s runner is not running: its runner crashed (1 in a row" in body["reason"]
         assert f"rollout {info.id}: the policies of stage C are not loaded" in body["reason"]
-        assert (await probe(running.daemon.admin_port, "/healthz"))[0] == 200
+        assert (await probe(running.admin_port, "/healthz"))[0] == 200
 
         running.clock.advance(RUNNER_BACKOFF_INITIAL)
         await crashes(2)
@@ -96,7 +96,7 @@ async def test_a_crashing_runner_restarts_after_a_growing_backoff_and_readyz_say
         assert logged(caplog, "rollout_runner_crashed") == 2
         running.clock.advance(RUNNER_BACKOFF_INITIAL)
         await crashes(3)
-        assert await scraped(running.daemon.admin_port, "canary_runner_crashes_total", rollout=str(info.id)) == 3
+        assert await scraped(running.admin_port, "canary_runner_crashes_total", rollout=str(info.id)) == 3
 
 
 async def test_the_main_loop_outlives_a_locked_database_and_readyz_says_so(tmp_path, monkeypatch, caplog):
@@ -111,13 +111,13 @@ async def test_the_main_loop_outlives_a_locked_database_and_readyz_says_so(tmp_p
             assert unanswered.fetchone() == (None,)
 
             async def store_errors() -> bool:
-                return (await scraped(running.daemon.admin_port, "canary_store_errors_total") or 0) >= 3
+                return (await scraped(running.admin_port, "canary_store_errors_total") or 0) >= 3
             await poll(store_errors, timeout=30, alive=running.gone, what="3 store errors")
             assert logged(caplog, "store_unreachable") >= 3
-            status, body = await probe(running.daemon.admin_port, "/readyz")
+            status, body = await probe(running.admin_port, "/readyz")
             assert status == 503
             assert body["reason"].startswith("the store is unreachable: ") and "database is locked" in body["reason"]
-            assert (await probe(running.daemon.admin_port, "/healthz"))[0] == 200
+            assert (await probe(running.admin_port, "/healthz"))[0] == 200
         finally:
             other_writer.rollback()
             other_writer.close()
@@ -125,7 +125,7 @@ async def test_the_main_loop_outlives_a_locked_database_and_readyz_says_so(tmp_p
         assert (answer.outcome, answer.message) == ("rejected", "unknown command 'frobnicate'")
 
         async def ready() -> bool:
-            return (await probe(running.daemon.admin_port, "/readyz"))[0] == 200
+            return (await probe(running.admin_port, "/readyz"))[0] == 200
         await poll(ready, timeout=30, alive=running.gone, what="/readyz to answer 200 again")
 
 
@@ -133,14 +133,14 @@ async def test_healthz_fails_with_its_reason_when_the_main_loop_stalls(tmp_path,
     # A write that waits 12 s for the lock holds the main loop past the 10 s liveness limit.
     monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 12_000)
     async with daemon_on_sim(tmp_path, {}, baseline=None) as running:
-        status, body = await probe(running.daemon.admin_port, "/healthz")
+        status, body = await probe(running.admin_port, "/healthz")
         assert status == 200 and body["reason"].startswith("main loop last turned ")
         await submit_command(running.db, running.clock, rollout_id=None, kind="frobnicate", actor="tester")
         other_writer = sqlite3.connect(tmp_path / "canary.db", isolation_level=None)
         other_writer.execute("BEGIN IMMEDIATE")
         try:
             async def unhealthy() -> dict | None:
-                status, body = await probe(running.daemon.admin_port, "/healthz")
+                status, body = await probe(running.admin_port, "/healthz")
                 return body if status == 503 else None
             body = await poll(unhealthy, timeout=30, alive=running.gone, what="/healthz to answer 503")
             assert body["ok"] is False and body["reason"].startswith("main loop last turned 1")
@@ -150,7 +150,7 @@ async def test_healthz_fails_with_its_reason_when_the_main_loop_stalls(tmp_path,
             other_writer.close()
 
         async def healthy() -> bool:
-            return (await probe(running.daemon.admin_port, "/healthz"))[0] == 200
+            return (await probe(running.admin_port, "/healthz"))[0] == 200
         await poll(healthy, timeout=30, alive=running.gone, what="/healthz to answer 200 again")
 
 
@@ -167,9 +167,9 @@ async def test_after_a_restart_a_failed_rollout_is_exported_before_anything_chan
         await db.close()
     async with daemon_on_sim(tmp_path, {}, baseline=None) as running:
         await turns(running, 2)
-        assert await scraped(running.daemon.admin_port, "canary_rollout_state", rollout=str(info.id), state="failed") == 1
-        assert await scraped(running.daemon.admin_port, "canary_rollout_state", rollout=str(info.id), state="rolled_back") == 0
-        assert await scraped(running.daemon.admin_port, "canary_rollout_stage_info", rollout=str(info.id), stage="C") == 1
+        assert await scraped(running.admin_port, "canary_rollout_state", rollout=str(info.id), state="failed") == 1
+        assert await scraped(running.admin_port, "canary_rollout_state", rollout=str(info.id), state="rolled_back") == 0
+        assert await scraped(running.admin_port, "canary_rollout_stage_info", rollout=str(info.id), stage="C") == 1
 
 
 async def test_baseline_is_refused_on_an_account_an_active_rollout_holds(tmp_path):
