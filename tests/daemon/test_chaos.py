@@ -4,7 +4,7 @@ Real processes throughout (tests/support/fleet.py): the suite's PostgreSQL, thre
 daemons with state folders of their own (three hosts) and ``lease_seconds: 2``, one simulator
 process per exchange environment (``ex1``..``ex3``, the ``canary`` account of each), and the
 reference bot. 30 rollouts, one after the other (the store keeps one rollout under way at a time),
-go round the environments: healthy releases (``strategy.yaml``) pass a 3-second stage judged by
+go round the environments: healthy releases (``strategy.yaml``) pass a 2-second stage judged by
 the shipped leverage policies and are promoted; defective ones (``strategy-defect-leverage.yaml``:
 SOLUSDT at leverage 10, its config says 3) are rolled back by those policies, which restores the
 release the previous rollout promoted there. In the middle:
@@ -68,7 +68,7 @@ ROLLOUTS = 30
 ENVIRONMENTS = 3
 KILLED_AT, PAUSED_AT = 11, 18
 """The rollouts (counted from 0) during which a daemon is SIGKILLed, and one SIGSTOPped."""
-STAGE = "3s"
+STAGE = "2s"
 CONTROLLER_AGENT = "canary-controller"
 
 
